@@ -1,0 +1,745 @@
+import { EventEmitter } from "node:events";
+import { create } from "@bufbuild/protobuf";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
+import { durationMs, timestampDate } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import { grpcServiceDefinition } from "../common/grpc-definition.js";
+import { AttemptStatus } from "../gen/runnerline/v1/attempt_pb.js";
+import type { Attempt } from "../gen/runnerline/v1/attempt_pb.js";
+import type { Rollout } from "../gen/runnerline/v1/rollout_pb.js";
+import {
+  AttemptUpdateSchema,
+  RunnerService,
+  SessionRequestSchema,
+} from "../gen/runnerline/v1/runner_pb.js";
+import type {
+  AttemptUpdate,
+  Drain,
+  HeartbeatAck,
+  Rejected,
+  SessionRequest,
+  SessionResponse,
+  Welcome,
+} from "../gen/runnerline/v1/runner_pb.js";
+import type { SystemSnapshot } from "../gen/runnerline/v1/telemetry_pb.js";
+import { collectSystemSnapshot } from "./system-snapshot.js";
+
+export interface RunnerLogger {
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export interface RunnerOptions {
+  /** Server's gRPC address, e.g. "127.0.0.1:50051". */
+  address: string;
+  workerId: string;
+  labels?: Record<string, string>;
+  /** How many attempts run at once. Default 1. */
+  capacity?: number;
+  clientVersion?: string;
+  /** Host telemetry for each heartbeat. Default: collectSystemSnapshot. */
+  collectSnapshot?: () => Promise<SystemSnapshot>;
+  /** Custom numbers for each heartbeat (at most 64 KiB encoded). */
+  extraStats?: () => JsonObject | undefined;
+  /** Jittered exponential back-off between session attempts. */
+  reconnect?: { initialDelayMs?: number; maxDelayMs?: number };
+  /** Default: insecure (plaintext). */
+  credentials?: grpc.ChannelCredentials;
+  channelOptions?: grpc.ChannelOptions;
+  /** A session that gets no Welcome within this time is abandoned and retried. Default 10 s. */
+  welcomeTimeoutMs?: number;
+  logger?: RunnerLogger;
+}
+
+/** One assigned attempt. Finish it exactly once with succeed or fail; later calls are ignored. */
+export interface RunnerJob {
+  readonly rollout: Rollout;
+  readonly attempt: Attempt;
+  /** Aborted when the server cancels the attempt (reason: AttemptCancelledError) or the runner stops without draining. */
+  readonly signal: AbortSignal;
+  reportRunning(metadata?: JsonObject): void;
+  succeed(metadata?: JsonObject): void;
+  fail(errorMessage: string, metadata?: JsonObject): void;
+}
+
+/** What a run() handler resolves to: metadata merged into the attempt, or nothing. */
+export type RunnerHandler = (job: RunnerJob) => Promise<JsonObject | void>;
+
+export interface RunnerStatus {
+  state: "new" | "running" | "draining" | "stopped";
+  connected: boolean;
+  sessionId: string | undefined;
+  lastAck: { sequence: bigint; serverTime: Date | undefined; receivedAt: Date } | undefined;
+  /** Attempts assigned and not yet finished. */
+  heldAttemptIds: string[];
+}
+
+export interface RunnerEvents {
+  connected: [welcome: Welcome];
+  /** The session ended; error is the gRPC status error, or undefined when it ended with OK. */
+  disconnected: [error: grpc.ServiceError | undefined];
+  heartbeatAck: [ack: HeartbeatAck];
+  assignment: [job: RunnerJob];
+  cancelled: [attemptId: string, reason: string];
+  rejected: [rejected: Rejected];
+  drain: [drain: Drain];
+}
+
+/** The abort reason of a job the server cancelled. */
+export class AttemptCancelledError extends Error {
+  constructor(
+    readonly attemptId: string,
+    readonly reason: string,
+  ) {
+    super(reason || "attempt cancelled");
+    this.name = "AttemptCancelledError";
+  }
+}
+
+type SessionCall = grpc.ClientDuplexStream<SessionRequest, SessionResponse>;
+interface RunnerServiceClient extends grpc.Client {
+  session(options?: grpc.CallOptions): SessionCall;
+}
+const RunnerServiceClientConstructor = grpc.makeGenericClientConstructor(
+  grpcServiceDefinition(RunnerService),
+  "RunnerService",
+) as unknown as new (
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  options?: grpc.ClientOptions,
+) => RunnerServiceClient;
+
+interface Session {
+  call: SessionCall;
+  welcomed: boolean;
+  id: string;
+  /** The server sent Drain: no new credits; close once nothing is held. */
+  draining: boolean;
+  /** We half-closed the request side. */
+  closing: boolean;
+}
+
+interface HeldJob {
+  job: RunnerJob;
+  abort: AbortController;
+  cancelled: boolean;
+  finished: boolean;
+}
+
+interface SentUpdate {
+  update: AttemptUpdate;
+  /** Acknowledged once a HeartbeatAck with at least this sequence arrives. */
+  confirmedBySequence: bigint;
+}
+
+const defaultHeartbeatIntervalMs = 5_000;
+const closeGraceMs = 5_000;
+
+/**
+ * The runner SDK: one bidirectional Session stream to the server, kept alive
+ * across disconnects, with heartbeats from a single timer and assignments
+ * delivered as an async iterator.
+ *
+ * Results survive disconnects: an attempt's final update is kept until the
+ * server acknowledges a heartbeat sent after it (the server handles a
+ * session's messages in order), and is sent again after a reconnect if that
+ * ack never came. The attempt is listed in Hello meanwhile, so the server keeps
+ * it this runner's until the result arrives.
+ */
+export class Runner extends EventEmitter<RunnerEvents> {
+  readonly workerId: string;
+  readonly capacity: number;
+
+  private readonly options: RunnerOptions;
+  private readonly logger: RunnerLogger;
+  private readonly collectSnapshot: () => Promise<SystemSnapshot>;
+  private readonly initialDelayMs: number;
+  private readonly maxDelayMs: number;
+
+  private state: RunnerStatus["state"] = "new";
+  private client: RunnerServiceClient | undefined;
+  private session: Session | undefined;
+  private sessionLoop: Promise<void> | undefined;
+  private wakeBackoff: (() => void) | undefined;
+
+  /** Set once someone consumes assignments: only then does the runner grant credits. */
+  private acceptingWork = false;
+  private readonly held = new Map<string, HeldJob>();
+  private readonly undelivered: RunnerJob[] = [];
+  private unsentUpdates: AttemptUpdate[] = [];
+  private unconfirmedUpdates: SentUpdate[] = [];
+
+  private heartbeatIntervalMs = defaultHeartbeatIntervalMs;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private beating = false;
+  private beatSoon = false;
+  private nextSequence = 1n;
+  private snapshotInFlight: Promise<void> | undefined;
+  private freshSnapshot: SystemSnapshot | undefined;
+  private lastAck: RunnerStatus["lastAck"];
+
+  private readonly waiters = new Set<() => void>();
+
+  constructor(options: RunnerOptions) {
+    super();
+    const capacity = options.capacity ?? 1;
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
+    if (!options.workerId) throw new RangeError("workerId is required");
+    this.options = options;
+    this.workerId = options.workerId;
+    this.capacity = capacity;
+    this.logger = options.logger ?? consoleLogger;
+    this.collectSnapshot = options.collectSnapshot ?? (() => collectSystemSnapshot());
+    this.initialDelayMs = options.reconnect?.initialDelayMs ?? 100;
+    this.maxDelayMs = Math.max(options.reconnect?.maxDelayMs ?? 10_000, this.initialDelayMs);
+  }
+
+  get status(): RunnerStatus {
+    return {
+      state: this.state,
+      connected: this.session?.welcomed ?? false,
+      sessionId: this.session?.welcomed ? this.session.id : undefined,
+      lastAck: this.lastAck,
+      heldAttemptIds: [...this.held.keys()],
+    };
+  }
+
+  /**
+   * Opens the session (heartbeats only; no work is requested until
+   * assignments() or run() is called). Idempotent; assignments() and run()
+   * call it themselves.
+   */
+  start(): void {
+    if (this.state !== "new") return;
+    this.state = "running";
+    this.client = new RunnerServiceClientConstructor(
+      this.options.address,
+      this.options.credentials ?? grpc.credentials.createInsecure(),
+      {
+        // A silently dead connection (lost host, NAT drop) would otherwise keep
+        // buffering heartbeats; pings notice it within keepalive time + timeout.
+        "grpc.keepalive_time_ms": 20_000,
+        "grpc.keepalive_timeout_ms": 10_000,
+        // grpc-js's own reconnect back-off (default up to 120 s) would
+        // otherwise override ours: fail-fast calls fail at once while it waits.
+        "grpc.initial_reconnect_backoff_ms": this.initialDelayMs,
+        "grpc.max_reconnect_backoff_ms": this.maxDelayMs,
+        "grpc.max_send_message_length": 16 * 1024 * 1024,
+        "grpc.max_receive_message_length": 16 * 1024 * 1024,
+        ...this.options.channelOptions,
+      },
+    );
+    this.sessionLoop = this.maintainSession();
+  }
+
+  /** Assigned attempts, in arrival order. Ends when the runner stops. Meant for one consumer. */
+  async *assignments(): AsyncGenerator<RunnerJob, void, undefined> {
+    this.start();
+    if (!this.acceptingWork) {
+      this.acceptingWork = true;
+      const session = this.session;
+      if (session?.welcomed) this.grantCredits(session, this.capacity - this.held.size);
+    }
+    while (true) {
+      await this.waitUntil(() => this.undelivered.length > 0 || this.state === "stopped");
+      const job = this.undelivered.shift();
+      if (!job) return;
+      yield job;
+    }
+  }
+
+  /**
+   * Runs `handler` for every assignment, up to `capacity` at once (the server
+   * never sends more than the credits granted). Reports RUNNING at start,
+   * SUCCEEDED with the returned metadata, FAILED with the thrown error's
+   * message. A cancelled job's slot is freed when its handler returns, so
+   * handlers should honour job.signal. Resolves once the runner has stopped
+   * and every handler has returned.
+   */
+  async run(handler: RunnerHandler): Promise<void> {
+    const running = new Set<Promise<void>>();
+    for await (const job of this.assignments()) {
+      const execution = runJob(job, handler, this.logger).finally(() => running.delete(execution));
+      running.add(execution);
+    }
+    await Promise.all(running);
+  }
+
+  /**
+   * Stops the runner. With drain: says Goodbye, takes no new work, waits for
+   * held jobs to finish and for the server to acknowledge their results, then
+   * closes the stream. Without: aborts held jobs and closes at once. Calling
+   * stop() without drain during a drain escalates it.
+   */
+  async stop(options: { drain?: boolean; reason?: string } = {}): Promise<void> {
+    const reason = options.reason ?? "runner stopping";
+    if (this.state === "new") {
+      this.state = "stopped";
+      this.notify();
+      return;
+    }
+    if (this.state !== "stopped" && options.drain) {
+      if (this.state === "running") {
+        this.state = "draining";
+        const session = this.session;
+        if (session?.welcomed) this.write(session, { case: "goodbye", value: { reason } });
+      }
+      await this.waitUntil(() => this.held.size === 0 || this.state === "stopped");
+      // A heartbeat right away, so its ack confirms the last results without waiting a full interval.
+      this.requestBeat();
+      await this.waitUntil(
+        () => (this.unsentUpdates.length === 0 && this.unconfirmedUpdates.length === 0) || this.state === "stopped",
+      );
+    }
+    if (this.state !== "stopped") {
+      this.state = "stopped";
+      for (const held of this.held.values()) held.abort.abort(new Error(reason));
+      clearTimeout(this.heartbeatTimer);
+      this.wakeBackoff?.();
+      await this.closeSession(options.drain ?? false);
+      this.notify();
+    }
+    await this.sessionLoop;
+    this.client?.close();
+  }
+
+  private async closeSession(graceful: boolean): Promise<void> {
+    const session = this.session;
+    if (!session) return;
+    if (!graceful) {
+      session.call.cancel();
+      return;
+    }
+    this.halfClose(session);
+    const ended = new Promise<void>((resolve) => session.call.once("status", () => resolve()));
+    if (!(await settlesWithin(ended, closeGraceMs))) session.call.cancel();
+  }
+
+  private async maintainSession(): Promise<void> {
+    let failures = 0;
+    while (this.state !== "stopped") {
+      const welcomed = await this.runSession();
+      if (this.hasStopped()) break;
+      failures = welcomed ? 0 : failures + 1;
+      const delayMs = this.backoffDelay(failures);
+      this.logger.debug(`runner ${this.workerId}: reconnecting in ${delayMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delayMs);
+        this.wakeBackoff = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wakeBackoff = undefined;
+    }
+  }
+
+  /** A method, so the compiler does not narrow the state across awaits. */
+  private hasStopped(): boolean {
+    return this.state === "stopped";
+  }
+
+  /** Full delay doubles per failed try up to maxDelayMs; the wait is a random point in its upper half. */
+  private backoffDelay(failures: number): number {
+    const ceiling = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** Math.min(failures, 30));
+    return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+  }
+
+  /** One session from Hello to the end of the stream; resolves whether it was welcomed. */
+  private runSession(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const client = this.client!;
+      const call = client.session();
+      const session: Session = { call, welcomed: false, id: "", draining: false, closing: false };
+      this.session = session;
+      let failure: grpc.ServiceError | undefined;
+
+      const welcomeTimer = setTimeout(() => {
+        this.logger.warn(`runner ${this.workerId}: no Welcome within ${this.welcomeTimeoutMs} ms, retrying`);
+        call.cancel();
+      }, this.welcomeTimeoutMs);
+
+      call.on("data", (response: SessionResponse) => {
+        if (response.message.case === "welcome") clearTimeout(welcomeTimer);
+        this.onResponse(session, response);
+      });
+      call.on("error", (error: grpc.ServiceError) => {
+        failure = error;
+      });
+      call.on("status", () => {
+        clearTimeout(welcomeTimer);
+        this.onSessionEnded(session, failure);
+        resolve(session.welcomed);
+      });
+
+      this.write(session, {
+        case: "hello",
+        value: {
+          workerId: this.workerId,
+          labels: this.options.labels ?? {},
+          capacity: this.capacity,
+          clientVersion: this.options.clientVersion ?? "",
+          runningAttemptIds: this.attemptsToResume(),
+        },
+      });
+    });
+  }
+
+  private get welcomeTimeoutMs(): number {
+    return this.options.welcomeTimeoutMs ?? 10_000;
+  }
+
+  /** Attempts still executing plus those whose result the server has not acknowledged yet. */
+  private attemptsToResume(): string[] {
+    const ids = new Set(this.held.keys());
+    for (const { attemptId } of this.unsentUpdates) ids.add(attemptId);
+    for (const { update } of this.unconfirmedUpdates) ids.add(update.attemptId);
+    return [...ids];
+  }
+
+  private onSessionEnded(session: Session, failure: grpc.ServiceError | undefined): void {
+    if (this.session === session) this.session = undefined;
+    // Without an ack we cannot know whether the server saw these; send them again.
+    this.unsentUpdates = [...this.unconfirmedUpdates.map((sent) => sent.update), ...this.unsentUpdates];
+    this.unconfirmedUpdates = [];
+    if (session.welcomed) {
+      const why = failure ? `${grpc.status[failure.code]}: ${failure.details}` : "closed";
+      const level = failure && this.state !== "stopped" ? "warn" : "info";
+      this.logger[level](`runner ${this.workerId}: session ${session.id} ended (${why})`);
+    } else if (this.state !== "stopped") {
+      this.logger.warn(`runner ${this.workerId}: could not open a session: ${failure?.details ?? "stream ended before Welcome"}`);
+    }
+    this.emit("disconnected", failure);
+    this.notify();
+  }
+
+  private onResponse(session: Session, response: SessionResponse): void {
+    if (this.session !== session) return;
+    const message = response.message;
+    switch (message.case) {
+      case "welcome":
+        return this.onWelcome(session, message.value);
+      case "assignment": {
+        const { rollout, attempt } = message.value;
+        if (!rollout || !attempt) {
+          this.logger.warn(`runner ${this.workerId}: ignoring an assignment without rollout or attempt`);
+          return;
+        }
+        return this.onAssignment(rollout, attempt);
+      }
+      case "cancel":
+        return this.onCancel(message.value.attemptId, message.value.reason);
+      case "rejected":
+        return this.onRejected(message.value);
+      case "drain":
+        return this.onDrain(session, message.value);
+      case "heartbeatAck":
+        return this.onHeartbeatAck(message.value);
+      case undefined:
+        return;
+    }
+  }
+
+  private onWelcome(session: Session, welcome: Welcome): void {
+    session.welcomed = true;
+    session.id = welcome.sessionId;
+    if (welcome.heartbeatInterval) {
+      const interval = durationMs(welcome.heartbeatInterval);
+      if (interval > 0) this.heartbeatIntervalMs = interval;
+    }
+    this.logger.info(
+      `runner ${this.workerId}: session ${session.id} started` +
+        (welcome.resumedAttemptIds.length ? ` (resumed ${welcome.resumedAttemptIds.join(", ")})` : ""),
+    );
+    const unsent = this.unsentUpdates;
+    this.unsentUpdates = [];
+    for (const update of unsent) this.sendUpdate(update);
+    if (this.state === "draining") {
+      this.write(session, { case: "goodbye", value: { reason: "runner stopping" } });
+    } else {
+      this.grantCredits(session, this.capacity - this.held.size);
+    }
+    this.requestBeat();
+    this.emit("connected", welcome);
+    this.notify();
+  }
+
+  private onAssignment(rollout: Rollout, attempt: Attempt): void {
+    const attemptId = attempt.attemptId;
+    if (this.held.has(attemptId)) {
+      this.logger.warn(`runner ${this.workerId}: attempt ${attemptId} assigned twice; keeping the first`);
+      return;
+    }
+    const abort = new AbortController();
+    const held: HeldJob = {
+      abort,
+      cancelled: false,
+      finished: false,
+      job: {
+        rollout,
+        attempt,
+        signal: abort.signal,
+        reportRunning: (metadata) => {
+          if (held.finished || held.cancelled) return;
+          this.sendUpdate(update(attemptId, AttemptStatus.RUNNING, "", metadata));
+        },
+        succeed: (metadata) => this.finishJob(held, update(attemptId, AttemptStatus.SUCCEEDED, "", metadata)),
+        fail: (errorMessage, metadata) =>
+          this.finishJob(held, update(attemptId, AttemptStatus.FAILED, errorMessage, metadata)),
+      },
+    };
+    this.held.set(attemptId, held);
+    this.undelivered.push(held.job);
+    this.emit("assignment", held.job);
+    this.notify();
+  }
+
+  private finishJob(held: HeldJob, result: AttemptUpdate): void {
+    if (held.finished) {
+      this.logger.debug(`runner ${this.workerId}: attempt ${result.attemptId} already finished; ignoring`);
+      return;
+    }
+    held.finished = true;
+    this.held.delete(result.attemptId);
+    // The server already ended a cancelled attempt; a result would only be rejected.
+    if (!held.cancelled && this.state !== "stopped") this.sendUpdate(result);
+    const session = this.session;
+    if (session?.welcomed) {
+      this.grantCredits(session, 1);
+      if (session.draining) this.closeIfDrained(session);
+    }
+    this.notify();
+  }
+
+  private onCancel(attemptId: string, reason: string): void {
+    const held = this.held.get(attemptId);
+    if (!held || held.cancelled) {
+      this.logger.debug(`runner ${this.workerId}: cancel for attempt ${attemptId}, which is not running here`);
+      return;
+    }
+    held.cancelled = true;
+    // Never handed out: nobody would ever finish it, so it ends here.
+    const index = this.undelivered.indexOf(held.job);
+    if (index >= 0) this.undelivered.splice(index, 1);
+    held.abort.abort(new AttemptCancelledError(attemptId, reason));
+    this.emit("cancelled", attemptId, reason);
+    if (index >= 0) this.finishJob(held, update(attemptId, AttemptStatus.UNSPECIFIED, "", undefined));
+  }
+
+  private onRejected(rejected: Rejected): void {
+    if (rejected.requestKind === "attempt_update" && rejected.attemptId) {
+      // Rejected means processed: resending it after a reconnect would be rejected again.
+      this.unconfirmedUpdates = this.unconfirmedUpdates.filter((sent) => sent.update.attemptId !== rejected.attemptId);
+    }
+    if (this.listenerCount("rejected") === 0) {
+      this.logger.warn(
+        `runner ${this.workerId}: server rejected ${rejected.requestKind || "a message"}` +
+          (rejected.attemptId ? ` for attempt ${rejected.attemptId}` : "") +
+          ` (${grpc.status[rejected.code] ?? rejected.code}): ${rejected.message}`,
+      );
+    }
+    this.emit("rejected", rejected);
+    this.notify();
+  }
+
+  private onDrain(session: Session, drain: Drain): void {
+    this.logger.info(`runner ${this.workerId}: server asked to drain${drain.reason ? ` (${drain.reason})` : ""}`);
+    session.draining = true;
+    this.emit("drain", drain);
+    this.closeIfDrained(session);
+  }
+
+  private closeIfDrained(session: Session): void {
+    if (this.held.size > 0 || session.closing) return;
+    this.halfClose(session);
+    // A server that keeps the stream open after we are done must not pin us to it.
+    const timer = setTimeout(() => {
+      if (this.session === session) session.call.cancel();
+    }, closeGraceMs);
+    session.call.once("status", () => clearTimeout(timer));
+  }
+
+  private halfClose(session: Session): void {
+    if (session.closing) return;
+    session.closing = true;
+    session.call.end();
+  }
+
+  private onHeartbeatAck(ack: HeartbeatAck): void {
+    this.lastAck = {
+      sequence: ack.sequence,
+      serverTime: ack.serverTime ? timestampDate(ack.serverTime) : undefined,
+      receivedAt: new Date(),
+    };
+    this.unconfirmedUpdates = this.unconfirmedUpdates.filter((sent) => sent.confirmedBySequence > ack.sequence);
+    this.emit("heartbeatAck", ack);
+    this.notify();
+  }
+
+  private grantCredits(session: Session, slots: number): void {
+    if (slots <= 0 || !this.acceptingWork || this.state !== "running" || session.draining || session.closing) return;
+    this.write(session, { case: "ready", value: { slots } });
+  }
+
+  private sendUpdate(attemptUpdate: AttemptUpdate): void {
+    const session = this.session;
+    if (!session?.welcomed || session.closing) {
+      this.unsentUpdates.push(attemptUpdate);
+      return;
+    }
+    this.write(session, { case: "attemptUpdate", value: attemptUpdate });
+    if (isFinal(attemptUpdate.status)) {
+      this.unconfirmedUpdates.push({ update: attemptUpdate, confirmedBySequence: this.nextSequence });
+    }
+  }
+
+  private write(session: Session, message: MessageInitShape<typeof SessionRequestSchema>["message"]): void {
+    if (session.closing) return;
+    session.call.write(create(SessionRequestSchema, { message }));
+  }
+
+  private requestBeat(): void {
+    this.beatSoon = true;
+    if (!this.beating) this.scheduleBeat(0);
+  }
+
+  private scheduleBeat(delayMs: number): void {
+    clearTimeout(this.heartbeatTimer);
+    if (this.state === "stopped") return;
+    this.heartbeatTimer = setTimeout(() => void this.beat(), delayMs);
+  }
+
+  /**
+   * The heartbeat loop: each beat schedules the next, so beats never overlap,
+   * and a slow snapshot delays at most its own beat.
+   */
+  private async beat(): Promise<void> {
+    if (this.beating) return;
+    this.beating = true;
+    this.beatSoon = false;
+    try {
+      if (!this.session?.welcomed) return;
+      const snapshot = await this.takeSnapshot(Math.min(this.heartbeatIntervalMs / 2, 3_000));
+      const session = this.session;
+      if (this.state === "stopped" || !session?.welcomed || session.closing) return;
+      this.write(session, {
+        case: "heartbeat",
+        value: {
+          snapshot,
+          extraStats: this.readExtraStats(),
+          attemptIds: [...this.held.keys()],
+          sequence: this.nextSequence++,
+        },
+      });
+    } finally {
+      this.beating = false;
+      if (this.state !== "stopped" && this.session?.welcomed) {
+        this.scheduleBeat(this.beatSoon ? 0 : jitter(this.heartbeatIntervalMs, 0.1));
+      }
+    }
+  }
+
+  /**
+   * Waits up to `waitMs` for a snapshot. A collection still running from an
+   * earlier beat is awaited, never duplicated; if it finishes late its result
+   * goes out with the next beat.
+   */
+  private async takeSnapshot(waitMs: number): Promise<SystemSnapshot | undefined> {
+    this.snapshotInFlight ??= this.collectSnapshot()
+      .then(
+        (snapshot) => {
+          this.freshSnapshot = snapshot;
+        },
+        (error: unknown) => {
+          this.logger.warn(`runner ${this.workerId}: snapshot collection failed: ${describe(error)}`);
+        },
+      )
+      .finally(() => {
+        this.snapshotInFlight = undefined;
+      });
+    await settlesWithin(this.snapshotInFlight, waitMs);
+    const snapshot = this.freshSnapshot;
+    this.freshSnapshot = undefined;
+    return snapshot;
+  }
+
+  private readExtraStats(): JsonObject | undefined {
+    try {
+      return this.options.extraStats?.();
+    } catch (error) {
+      this.logger.warn(`runner ${this.workerId}: extraStats failed: ${describe(error)}`);
+      return undefined;
+    }
+  }
+
+  private waitUntil(condition: () => boolean): Promise<void> {
+    if (condition()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => {
+        if (!condition()) return;
+        this.waiters.delete(check);
+        resolve();
+      };
+      this.waiters.add(check);
+    });
+  }
+
+  /** Re-checks every waitUntil condition; called after each state change. */
+  private notify(): void {
+    for (const check of [...this.waiters]) check();
+  }
+}
+
+async function runJob(job: RunnerJob, handler: RunnerHandler, logger: RunnerLogger): Promise<void> {
+  if (job.signal.aborted) {
+    job.fail(describe(job.signal.reason));
+    return;
+  }
+  job.reportRunning();
+  try {
+    const metadata = await handler(job);
+    job.succeed(metadata ?? undefined);
+  } catch (error) {
+    logger.debug(`attempt ${job.attempt.attemptId} failed: ${describe(error)}`);
+    job.fail(describe(error));
+  }
+}
+
+function update(attemptId: string, status: AttemptStatus, errorMessage: string, metadata: JsonObject | undefined): AttemptUpdate {
+  return create(AttemptUpdateSchema, { attemptId, status, errorMessage, metadata });
+}
+
+function isFinal(status: AttemptStatus): boolean {
+  return status === AttemptStatus.SUCCEEDED || status === AttemptStatus.FAILED;
+}
+
+function jitter(value: number, fraction: number): number {
+  return Math.max(1, Math.round(value * (1 - fraction + Math.random() * 2 * fraction)));
+}
+
+/** Whether `work` settles within `ms`; the timer is cleared either way so it never holds the process open. */
+async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([work.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}
+
+const consoleLogger: RunnerLogger = {
+  debug: () => {},
+  info: (message) => console.error(message),
+  warn: (message) => console.error(message),
+  error: (message) => console.error(message),
+};
