@@ -1,0 +1,72 @@
+import { AttemptService } from "../gen/runnerline/v1/attempt_pb.js";
+import { RolloutService } from "../gen/runnerline/v1/rollout_pb.js";
+import { RunnerService } from "../gen/runnerline/v1/runner_pb.js";
+import { WorkerService } from "../gen/runnerline/v1/worker_pb.js";
+import { type ServerConfig, defaultConfig } from "./config.js";
+import { Coordinator } from "./dispatch/coordinator.js";
+import { startWatchdog } from "./dispatch/watchdog.js";
+import { systemClock } from "./domain/time.js";
+import { attemptService } from "./services/attempt-service.js";
+import { mapDomainErrors } from "./services/errors.js";
+import { rolloutService } from "./services/rollout-service.js";
+import { runnerService } from "./services/runner-service.js";
+import { workerService } from "./services/worker-service.js";
+import { openStore } from "./store/open-store.js";
+import { startGrpcServer } from "./transport/grpc-server.js";
+import { startHttpServer } from "./transport/http-server.js";
+import type { ServiceRegistration } from "./transport/registration.js";
+
+export interface RunningServer {
+  grpcPort: number;
+  httpPort: number;
+  coordinator: Coordinator;
+  /** Stops accepting calls, ends sessions and closes the store. */
+  close(): Promise<void>;
+}
+
+/** Wires store → coordinator → services → both transports. */
+export async function startServer(overrides: Partial<ServerConfig> = {}): Promise<RunningServer> {
+  const config = defaultConfig(overrides);
+  const clock = config.clock ?? systemClock;
+  const store = await openStore(config.store);
+  const coordinator = new Coordinator({
+    store,
+    clock,
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    heartbeatGraceMs: config.heartbeatGraceMs,
+    defaultUnresponsiveMs: config.defaultUnresponsiveMs,
+    log: config.log,
+  });
+  const services: ServiceRegistration[] = [
+    { service: RunnerService, impl: runnerService(coordinator, { log: config.log, now: () => clock.now() }) },
+    { service: WorkerService, impl: mapDomainErrors(workerService(coordinator, store)) },
+    { service: RolloutService, impl: mapDomainErrors(rolloutService(coordinator, store)) },
+    { service: AttemptService, impl: mapDomainErrors(attemptService(coordinator, store)) },
+  ];
+  const grpc = await startGrpcServer({
+    address: config.grpcAddress,
+    services,
+    maxMessageBytes: config.maxMessageBytes,
+  });
+  const http = await startHttpServer({
+    address: config.httpAddress,
+    services,
+    maxMessageBytes: config.maxMessageBytes,
+  });
+  const watchdog = startWatchdog(coordinator, config.watchdogPeriodMs, (error) =>
+    config.log(`watchdog failed: ${String(error)}`),
+  );
+  config.log(`serving gRPC on ${hostOf(config.grpcAddress)}:${grpc.port}, HTTP on ${hostOf(config.httpAddress)}:${http.port}, store ${config.store}`);
+  return {
+    grpcPort: grpc.port,
+    httpPort: http.port,
+    coordinator,
+    async close() {
+      watchdog.stop();
+      await Promise.all([grpc.shutdown(2_000), http.close()]);
+      await store.close();
+    },
+  };
+}
+
+const hostOf = (address: string) => address.slice(0, address.lastIndexOf(":"));

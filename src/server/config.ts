@@ -1,0 +1,35 @@
+import type { Clock } from "./domain/time.js";
+
+/** Everything a server can be told at start; see parseServeArgs for the flags and variables. */
+export interface ServerConfig {
+  grpcAddress: string;
+  httpAddress: string;
+  /** "memory", or "sqlite:PATH". */
+  store: string;
+  heartbeatIntervalMs: number;
+  /** Heartbeats later than this make a worker UNKNOWN (default 3 × interval). */
+  heartbeatGraceMs: number;
+  /** Silence after which an attempt without its own unresponsive_timeout becomes UNRESPONSIVE (default: the grace). */
+  defaultUnresponsiveMs: number;
+  watchdogPeriodMs: number;
+  maxMessageBytes: number;
+  clock?: Clock;
+  log: (line: string) => void;
+}
+
+export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
+  const heartbeatIntervalMs = overrides.heartbeatIntervalMs ?? 5_000;
+  const heartbeatGraceMs = overrides.heartbeatGraceMs ?? 3 * heartbeatIntervalMs;
+  return {
+    grpcAddress: "127.0.0.1:50051",
+    httpAddress: "127.0.0.1:8080",
+    store: "memory",
+    heartbeatIntervalMs,
+    heartbeatGraceMs,
+    defaultUnresponsiveMs: heartbeatGraceMs,
+    watchdogPeriodMs: Math.max(50, Math.min(1_000, heartbeatIntervalMs / 5)),
+    maxMessageBytes: 16 * 1024 * 1024,
+    log: (line) => console.log(`${new Date().toISOString()} ${line}`),
+    ...overrides,
+  };
+}

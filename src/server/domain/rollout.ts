@@ -1,0 +1,127 @@
+import { create } from "@bufbuild/protobuf";
+import { AttemptStatus, type Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
+import {
+  type EnqueueRolloutRequest,
+  type Rollout,
+  RolloutConfigSchema,
+  RolloutSchema,
+  RolloutStatus,
+} from "../../gen/runnerline/v1/rollout_pb.js";
+import { failedPrecondition } from "./errors.js";
+import { type Millis, toTimestamp } from "./time.js";
+
+const TERMINAL = new Set([RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED]);
+const QUEUED = new Set([RolloutStatus.QUEUING, RolloutStatus.REQUEUING]);
+
+export const isRolloutTerminal = (status: RolloutStatus) => TERMINAL.has(status);
+export const isRolloutQueued = (status: RolloutStatus) => QUEUED.has(status);
+
+/** What the outside world must do because a rollout changed. */
+export interface RolloutEffects {
+  /** It entered the queue: append it to the back. */
+  enqueue: boolean;
+  /** It left the queue without being dispatched (revived or cancelled). */
+  dequeue: boolean;
+  /** It reached a terminal status: wake whoever waits for it. */
+  finished: boolean;
+}
+
+/** The effects follow from the two states alone, so no transition can forget one. */
+export function rolloutEffects(before: Rollout | undefined, after: Rollout): RolloutEffects {
+  const wasQueued = before !== undefined && isRolloutQueued(before.status);
+  const isQueued = isRolloutQueued(after.status);
+  const wasTerminal = before !== undefined && isRolloutTerminal(before.status);
+  return {
+    enqueue: isQueued && !wasQueued,
+    dequeue: wasQueued && !isQueued && after.status !== RolloutStatus.PREPARING,
+    finished: isRolloutTerminal(after.status) && !wasTerminal,
+  };
+}
+
+export function newRollout(request: EnqueueRolloutRequest, rolloutId: string, now: Millis): Rollout {
+  return create(RolloutSchema, {
+    rolloutId,
+    input: request.input,
+    mode: request.mode,
+    resourcesId: request.resourcesId,
+    metadata: request.metadata ?? {},
+    config: request.config ?? create(RolloutConfigSchema),
+    status: RolloutStatus.QUEUING,
+    createTime: toTimestamp(now),
+    version: 1n,
+  });
+}
+
+export function maxAttempts(rollout: Rollout): number {
+  return Math.max(1, rollout.config?.maxAttempts ?? 1);
+}
+
+/** A queued rollout handed to a worker as `attempt`. */
+export function dispatchRollout(rollout: Rollout, attempt: Attempt, now: Millis): Rollout {
+  if (!isRolloutQueued(rollout.status)) {
+    throw failedPrecondition(`rollout ${rollout.rolloutId} is ${RolloutStatus[rollout.status]}, not queued`);
+  }
+  return {
+    ...rollout,
+    status: RolloutStatus.PREPARING,
+    startTime: rollout.startTime ?? toTimestamp(now),
+    attemptCount: attempt.sequenceId,
+    latestAttemptId: attempt.attemptId,
+    version: rollout.version + 1n,
+  };
+}
+
+/**
+ * The rollout status implied by its latest attempt: it follows the attempt,
+ * except that a failed attempt requeues the rollout when the retry policy
+ * allows another try.
+ */
+export function rolloutStatusFor(rollout: Rollout, attempt: Attempt): RolloutStatus {
+  switch (attempt.status) {
+    case AttemptStatus.PREPARING:
+      return RolloutStatus.PREPARING;
+    case AttemptStatus.RUNNING:
+      return RolloutStatus.RUNNING;
+    case AttemptStatus.SUCCEEDED:
+      return RolloutStatus.SUCCEEDED;
+    case AttemptStatus.FAILED:
+    case AttemptStatus.TIMEOUT:
+    case AttemptStatus.UNRESPONSIVE: {
+      const retryable = rollout.config?.retryOn.includes(attempt.status) ?? false;
+      return retryable && attempt.sequenceId < maxAttempts(rollout) ? RolloutStatus.REQUEUING : RolloutStatus.FAILED;
+    }
+    case AttemptStatus.UNSPECIFIED:
+      return rollout.status;
+  }
+}
+
+/**
+ * Moves a rollout after its latest attempt changed. Terminal rollouts never
+ * move, and only the latest attempt counts: the caller decides currency with
+ * isAttemptCurrent, this function re-checks it so no caller can get it wrong.
+ */
+export function followAttempt(rollout: Rollout, attempt: Attempt, now: Millis): Rollout {
+  if (isRolloutTerminal(rollout.status) || rollout.latestAttemptId !== attempt.attemptId) return rollout;
+  const status = rolloutStatusFor(rollout, attempt);
+  if (status === rollout.status) return rollout;
+  return {
+    ...rollout,
+    status,
+    endTime: isRolloutTerminal(status) ? toTimestamp(now) : undefined,
+    version: rollout.version + 1n,
+  };
+}
+
+export function cancelRollout(rollout: Rollout, now: Millis): Rollout {
+  if (isRolloutTerminal(rollout.status)) {
+    throw failedPrecondition(
+      `rollout ${rollout.rolloutId} already finished as ${RolloutStatus[rollout.status]} and cannot be cancelled`,
+    );
+  }
+  return {
+    ...rollout,
+    status: RolloutStatus.CANCELLED,
+    endTime: toTimestamp(now),
+    version: rollout.version + 1n,
+  };
+}

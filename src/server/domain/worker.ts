@@ -1,0 +1,217 @@
+import { create, type JsonObject } from "@bufbuild/protobuf";
+import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
+import type { SystemSnapshot } from "../../gen/runnerline/v1/telemetry_pb.js";
+import { type Worker, WorkerSchema, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import { type Millis, msOf, toTimestamp } from "./time.js";
+
+/**
+ * How the worker is attached to the server:
+ * - "none": it never held a runner session (a unary-only client) — vouched for
+ *   by recent calls;
+ * - "open": it holds a session now — vouched for by its heartbeats;
+ * - "lost": its session ended without Goodbye;
+ * - "left": it said Goodbye and its session ended.
+ */
+export type Attachment = "none" | "open" | "lost" | "left";
+
+/**
+ * A worker as stored: the public message plus the facts its status is derived
+ * from that the message does not show.
+ */
+export interface WorkerRecord {
+  worker: Worker;
+  attachment: Attachment;
+  /** One of its attempts was just lost (TIMEOUT / UNRESPONSIVE) and it has not asked for work since. */
+  suspect: boolean;
+}
+
+/** Liveness settings that status derivation depends on. */
+export interface Liveness {
+  /** Heartbeats later than this make an attached worker UNKNOWN; unary-only workers must call this often. */
+  heartbeatGraceMs: Millis;
+}
+
+export function newWorkerRecord(workerId: string, now: Millis): WorkerRecord {
+  const worker = create(WorkerSchema, {
+    workerId,
+    status: WorkerStatus.UNKNOWN,
+    capacity: 1,
+    createTime: toTimestamp(now),
+    version: 1n,
+  });
+  return { worker, attachment: "none", suspect: false };
+}
+
+/**
+ * A worker's status, from facts alone (DESIGN §3): the order in which events
+ * arrived does not matter, only what is true now.
+ */
+export function deriveWorkerStatus(record: WorkerRecord, liveness: Liveness, now: Millis): WorkerStatus {
+  const { worker, attachment } = record;
+  if (attachment === "lost") return WorkerStatus.UNKNOWN;
+  if (attachment === "open" && heartbeatLate(worker, liveness, now)) return WorkerStatus.UNKNOWN;
+  const holdsWork = worker.currentAttemptIds.length > 0;
+  if (attachment === "left") return holdsWork ? WorkerStatus.UNKNOWN : WorkerStatus.OFFLINE;
+  if (holdsWork) return WorkerStatus.BUSY;
+  if (record.suspect) return WorkerStatus.UNKNOWN;
+  if (attachment === "open") return WorkerStatus.IDLE;
+  // Unary-only: idle while it keeps asking for work, unknown before it ever has.
+  const askedAt = msOf(worker.lastDequeueTime);
+  if (askedAt === undefined) return WorkerStatus.UNKNOWN;
+  const lastCall = Math.max(askedAt, msOf(worker.lastHeartbeatTime) ?? 0);
+  return now - lastCall > liveness.heartbeatGraceMs ? WorkerStatus.UNKNOWN : WorkerStatus.IDLE;
+}
+
+function heartbeatLate(worker: Worker, liveness: Liveness, now: Millis): boolean {
+  const last = Math.max(msOf(worker.lastHeartbeatTime) ?? 0, msOf(worker.connectTime) ?? 0);
+  return now - last > liveness.heartbeatGraceMs;
+}
+
+/**
+ * Re-derives the status after any change of facts and stamps the moments it
+ * turned BUSY or IDLE. Every worker transition ends here, so the stored status
+ * is never out of step with the facts.
+ */
+export function settle(record: WorkerRecord, liveness: Liveness, now: Millis, changed = false): WorkerRecord {
+  const status = deriveWorkerStatus(record, liveness, now);
+  const worker = record.worker;
+  if (status === worker.status && !changed) return record;
+  const turned = status !== worker.status;
+  return {
+    ...record,
+    worker: {
+      ...worker,
+      status,
+      lastBusyTime: turned && status === WorkerStatus.BUSY ? toTimestamp(now) : worker.lastBusyTime,
+      lastIdleTime: turned && status === WorkerStatus.IDLE ? toTimestamp(now) : worker.lastIdleTime,
+      version: worker.version + 1n,
+    },
+  };
+}
+
+export interface SessionOpening {
+  labels: Record<string, string>;
+  capacity: number;
+  clientVersion: string;
+  peer: string;
+}
+
+export function attachSession(record: WorkerRecord, opening: SessionOpening, liveness: Liveness, now: Millis) {
+  return settle(
+    {
+      attachment: "open",
+      suspect: false,
+      worker: {
+        ...record.worker,
+        connected: true,
+        labels: opening.labels,
+        capacity: opening.capacity,
+        clientVersion: opening.clientVersion,
+        peer: opening.peer,
+        connectTime: toTimestamp(now),
+        disconnectTime: undefined,
+      },
+    },
+    liveness,
+    now,
+    true,
+  );
+}
+
+/** The session ended: cleanly after Goodbye, or lost. */
+export function detachSession(record: WorkerRecord, clean: boolean, liveness: Liveness, now: Millis) {
+  return settle(
+    {
+      ...record,
+      attachment: clean ? "left" : "lost",
+      worker: { ...record.worker, connected: false, disconnectTime: toTimestamp(now) },
+    },
+    liveness,
+    now,
+    true,
+  );
+}
+
+export interface HeartbeatData {
+  snapshot?: SystemSnapshot;
+  extraStats?: JsonObject;
+}
+
+/** Telemetry only: never sets the status itself (it may end a lateness). */
+export function recordHeartbeat(record: WorkerRecord, data: HeartbeatData, liveness: Liveness, now: Millis) {
+  const worker = record.worker;
+  return settle(
+    {
+      ...record,
+      worker: {
+        ...worker,
+        lastHeartbeatTime: toTimestamp(Math.max(now, msOf(worker.lastHeartbeatTime) ?? 0)),
+        snapshot: data.snapshot ?? worker.snapshot,
+        extraStats: data.extraStats ?? worker.extraStats,
+      },
+    },
+    liveness,
+    now,
+  );
+}
+
+/** It asked for work (Ready on its session, or a unary dequeue). */
+export function recordWorkRequest(record: WorkerRecord, liveness: Liveness, now: Millis) {
+  return settle(
+    {
+      worker: { ...record.worker, lastDequeueTime: toTimestamp(now) },
+      attachment: record.attachment === "open" ? "open" : "none",
+      suspect: false,
+    },
+    liveness,
+    now,
+  );
+}
+
+export function holdAttempt(record: WorkerRecord, attempt: Attempt, liveness: Liveness, now: Millis) {
+  const worker = record.worker;
+  if (worker.currentAttemptIds.includes(attempt.attemptId)) return record;
+  return settle(
+    {
+      ...record,
+      worker: {
+        ...worker,
+        currentAttemptIds: [...worker.currentAttemptIds, attempt.attemptId],
+        currentRolloutIds: [...worker.currentRolloutIds, attempt.rolloutId],
+      },
+    },
+    liveness,
+    now,
+    true,
+  );
+}
+
+/**
+ * The attempt is no longer active. `lost` (TIMEOUT / UNRESPONSIVE) leaves the
+ * worker UNKNOWN until it shows it is healthy by asking for work again.
+ */
+export function releaseAttempt(
+  record: WorkerRecord,
+  attempt: Attempt,
+  lost: boolean,
+  liveness: Liveness,
+  now: Millis,
+) {
+  const worker = record.worker;
+  const index = worker.currentAttemptIds.indexOf(attempt.attemptId);
+  if (index < 0) return record;
+  return settle(
+    {
+      ...record,
+      suspect: record.suspect || lost,
+      worker: {
+        ...worker,
+        currentAttemptIds: worker.currentAttemptIds.filter((_, i) => i !== index),
+        currentRolloutIds: worker.currentRolloutIds.filter((_, i) => i !== index),
+      },
+    },
+    liveness,
+    now,
+    true,
+  );
+}

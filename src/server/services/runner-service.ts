@@ -1,0 +1,187 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import {
+  type Hello,
+  RunnerService,
+  type SessionRequest,
+  type SessionResponse,
+  SessionResponseSchema,
+} from "../../gen/runnerline/v1/runner_pb.js";
+import type { Coordinator } from "../dispatch/coordinator.js";
+import type { SessionLink } from "../dispatch/session-link.js";
+import { DomainError, invalidArgument } from "../domain/errors.js";
+import { newSessionId } from "../domain/ids.js";
+import { toTimestamp } from "../domain/time.js";
+import { peerAddressKey } from "../transport/context.js";
+import { requireReportableStatus } from "./attempt-service.js";
+import { codeOf, toConnectError } from "./errors.js";
+import { Outbox } from "./outbox.js";
+import { boundedExtraStats, requireClientId } from "./validation.js";
+
+const MAX_CAPACITY = 1024;
+const MAX_SLOTS_PER_READY = 10_000;
+
+export interface RunnerServiceOptions {
+  log: (line: string) => void;
+  now: () => number;
+}
+
+/**
+ * The runner session: reads the runner's messages in order and hands them to
+ * the coordinator; everything the server says comes out of one outbox.
+ * Protocol errors end the stream with a status; domain refusals answer
+ * Rejected and keep it open (DESIGN §4).
+ */
+export function runnerService(coordinator: Coordinator, options: RunnerServiceOptions): ServiceImpl<typeof RunnerService> {
+  return {
+    async *session(requests, context) {
+      yield* runSession(coordinator, options, requests, context);
+    },
+  };
+}
+
+async function* runSession(
+  coordinator: Coordinator,
+  options: RunnerServiceOptions,
+  requests: AsyncIterable<SessionRequest>,
+  context: HandlerContext,
+): AsyncGenerator<SessionResponse> {
+  const outbox = new Outbox<SessionResponse>();
+  let link: (SessionLink & { hello: Hello }) | undefined;
+  const peer = context.values.get(peerAddressKey);
+
+  const handle = async (request: SessionRequest) => {
+    const message = request.message;
+    if (link === undefined) {
+      if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
+      link = openLink(message.value, outbox);
+      const hello = message.value;
+      await coordinator.openSession(
+        link,
+        {
+          labels: hello.labels,
+          capacity: hello.capacity || 1,
+          clientVersion: hello.clientVersion,
+          peer,
+        },
+        hello.runningAttemptIds,
+      );
+      options.log(`session ${link.sessionId} opened: worker ${link.workerId} from ${peer || "unknown peer"}`);
+      return;
+    }
+    switch (message.case) {
+      case "hello":
+        throw protocolError("hello may only be sent once per session");
+      case "heartbeat": {
+        const beat = message.value;
+        const { stale } = await coordinator.heartbeat(
+          link.workerId,
+          { snapshot: beat.snapshot, extraStats: boundedExtraStats(beat.extraStats) },
+          beat.attemptIds,
+        );
+        outbox.push(
+          create(SessionResponseSchema, {
+            message: { case: "heartbeatAck", value: { sequence: beat.sequence, serverTime: toTimestamp(options.now()) } },
+          }),
+        );
+        for (const attempt of stale) {
+          outbox.push(cancel(attempt.attemptId, "the attempt is no longer current on the server"));
+        }
+        return;
+      }
+      case "ready": {
+        const slots = message.value.slots;
+        if (slots <= 0 || slots > MAX_SLOTS_PER_READY) {
+          throw invalidArgument(`ready.slots must be between 1 and ${MAX_SLOTS_PER_READY}`);
+        }
+        await coordinator.grantCredits(link, slots);
+        return;
+      }
+      case "attemptUpdate": {
+        const update = message.value;
+        requireReportableStatus(update.status);
+        await coordinator.report(update.attemptId, update, { workerId: link.workerId });
+        return;
+      }
+      case "goodbye":
+        coordinator.goodbye(link);
+        options.log(`session ${link.sessionId}: worker ${link.workerId} said goodbye (${message.value.reason || "no reason"})`);
+        return;
+      case undefined:
+        throw invalidArgument("the request carries no message");
+    }
+  };
+
+  const readRequests = async () => {
+    try {
+      for await (const request of requests) {
+        try {
+          await handle(request);
+        } catch (error) {
+          if (!(error instanceof DomainError) || link === undefined) throw error;
+          outbox.push(rejected(error, request));
+        }
+      }
+      outbox.end();
+    } catch (error) {
+      outbox.end(toConnectError(error));
+    }
+  };
+
+  const reading = readRequests();
+  try {
+    yield* outbox;
+  } finally {
+    outbox.end();
+    // Not awaited: the request stream may stay open after the response side ends.
+    void reading;
+    if (link !== undefined) {
+      await coordinator.closeSession(link);
+      options.log(`session ${link.sessionId} closed: worker ${link.workerId}`);
+    }
+  }
+}
+
+function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink & { hello: Hello } {
+  requireClientIdOrClose(hello.workerId);
+  if (hello.capacity < 0 || hello.capacity > MAX_CAPACITY) {
+    throw protocolError(`hello.capacity must be between 0 and ${MAX_CAPACITY}`, Code.InvalidArgument);
+  }
+  return {
+    hello,
+    sessionId: newSessionId(),
+    workerId: hello.workerId,
+    credits: 0,
+    leaving: false,
+    send: (message) => outbox.push(message),
+    close: (kind, message) => outbox.end(new ConnectError(message, codeOf(kind))),
+  };
+}
+
+function requireClientIdOrClose(workerId: string) {
+  try {
+    requireClientId("hello.worker_id", workerId);
+  } catch (error) {
+    throw protocolError((error as Error).message, Code.InvalidArgument);
+  }
+}
+
+function protocolError(message: string, code = Code.FailedPrecondition) {
+  return new ConnectError(message, code);
+}
+
+function cancel(attemptId: string, reason: string): SessionResponse {
+  return create(SessionResponseSchema, { message: { case: "cancel", value: { attemptId, reason } } });
+}
+
+function rejected(error: DomainError, request: SessionRequest): SessionResponse {
+  const attemptId = request.message.case === "attemptUpdate" ? request.message.value.attemptId : "";
+  return create(SessionResponseSchema, {
+    message: {
+      case: "rejected",
+      value: { code: codeOf(error.kind), message: error.message, attemptId, requestKind: snakeCase(request.message.case ?? "") },
+    },
+  });
+}
+
+const snakeCase = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);

@@ -1,0 +1,73 @@
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
+import { DomainError, invalidArgument } from "../domain/errors.js";
+import { CLIENT_ID_PATTERN } from "../domain/ids.js";
+
+/** Largest custom stats payload a heartbeat may carry (DESIGN §9). */
+export const EXTRA_STATS_MAX_BYTES = 64 * 1024;
+export const EXTRA_STATS_MAX_DEPTH = 8;
+
+export function requireId(field: string, value: string): string {
+  if (value === "") throw invalidArgument(`${field} is required`);
+  return value;
+}
+
+export function requireClientId(field: string, value: string): string {
+  requireId(field, value);
+  if (!CLIENT_ID_PATTERN.test(value)) {
+    throw invalidArgument(`${field} must be 1-128 characters of letters, digits, '.', '_', ':' and '-'`);
+  }
+  return value;
+}
+
+/** Enum fields arrive as numbers; binary clients can send values this server does not know. */
+export function requireEnumValue<E extends number>(
+  field: string,
+  value: E,
+  names: Record<number, string>,
+  options: { allowUnspecified: boolean },
+): E {
+  if (names[value] === undefined || (!options.allowUnspecified && value === 0)) {
+    throw invalidArgument(`${field} has no valid value (${value})`);
+  }
+  return value;
+}
+
+export function requireEnumValues<E extends number>(field: string, values: E[], names: Record<number, string>): E[] {
+  for (const value of values) requireEnumValue(field, value, names, { allowUnspecified: false });
+  return values;
+}
+
+/** A duration that must be well-formed and not negative; undefined stays undefined. */
+export function nonNegativeDurationMs(field: string, duration: Duration | undefined): number | undefined {
+  if (duration === undefined) return undefined;
+  const valid =
+    Math.abs(duration.nanos) < 1_000_000_000 &&
+    !(duration.seconds > 0n && duration.nanos < 0) &&
+    !(duration.seconds < 0n && duration.nanos > 0);
+  if (!valid) throw invalidArgument(`${field} is not a valid duration`);
+  const ms = durationMs(duration);
+  if (ms < 0) throw invalidArgument(`${field} must not be negative`);
+  return ms;
+}
+
+export function boundedExtraStats(stats: JsonObject | undefined): JsonObject | undefined {
+  if (stats === undefined) return undefined;
+  if (depthOf(stats) > EXTRA_STATS_MAX_DEPTH) {
+    throw invalidArgument(`extra_stats nests deeper than ${EXTRA_STATS_MAX_DEPTH} levels`);
+  }
+  // JSON length is a close, cheap stand-in for the encoded size of a Struct.
+  const size = Buffer.byteLength(JSON.stringify(stats));
+  if (size > EXTRA_STATS_MAX_BYTES) {
+    throw new DomainError("resource_exhausted", `extra_stats is ${size} bytes; at most ${EXTRA_STATS_MAX_BYTES} are kept`);
+  }
+  return stats;
+}
+
+function depthOf(value: JsonValue): number {
+  if (value === null || typeof value !== "object") return 0;
+  const children = Array.isArray(value) ? value : Object.values(value);
+  let deepest = 0;
+  for (const child of children) deepest = Math.max(deepest, depthOf(child));
+  return deepest + 1;
+}

@@ -1,0 +1,82 @@
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  type Worker,
+  WorkerService,
+  WorkerStatus,
+  type WatchWorkersResponse,
+  WatchWorkersResponseSchema,
+} from "../../gen/runnerline/v1/worker_pb.js";
+import type { Coordinator } from "../dispatch/coordinator.js";
+import { DomainError } from "../domain/errors.js";
+import { matchesWorker, WORKER_SORT_FIELDS } from "../store/query.js";
+import type { Store } from "../store/store.js";
+import { listQuery, nextPageToken } from "./paging.js";
+import { boundedExtraStats, requireClientId, requireEnumValues, requireId } from "./validation.js";
+
+/** Changes buffered for one slow WatchWorkers client before it is cut off. */
+const WATCH_BUFFER_LIMIT = 10_000;
+
+export function workerService(coordinator: Coordinator, store: Store): ServiceImpl<typeof WorkerService> {
+  return {
+    async getWorker(request) {
+      return { worker: coordinator.getWorker(requireId("worker_id", request.workerId)) };
+    },
+    async listWorkers(request) {
+      const filter = {
+        statuses: requireEnumValues("statuses", request.statuses, WorkerStatus),
+        idContains: request.workerIdContains,
+        labels: request.labels,
+      };
+      const query = listQuery(request, filter, WORKER_SORT_FIELDS, "worker_id", "worker_id");
+      const page = store.listWorkers(query);
+      return { workers: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) };
+    },
+    async sendHeartbeat(request) {
+      const workerId = requireClientId("worker_id", request.workerId);
+      const extraStats = boundedExtraStats(request.extraStats);
+      const { worker } = await coordinator.heartbeat(workerId, { snapshot: request.snapshot, extraStats });
+      return { worker };
+    },
+    async *watchWorkers(request, context) {
+      const filter = {
+        statuses: requireEnumValues("statuses", request.statuses, WorkerStatus),
+        idContains: request.workerIdContains,
+        labels: {},
+      };
+      const changes: Worker[] = [];
+      let wake: (() => void) | undefined;
+      let overflowed = false;
+      const unsubscribe = coordinator.watchWorkers((worker) => {
+        if (!matchesWorker(filter, worker)) return;
+        if (changes.length >= WATCH_BUFFER_LIMIT) overflowed = true;
+        else changes.push(worker);
+        wake?.();
+      });
+      const onAbort = () => wake?.();
+      context.signal.addEventListener("abort", onAbort);
+      try {
+        const everything = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
+        const initial = store.listWorkers({ filter, orderBy: [{ field: "worker_id", descending: false }], ...everything });
+        for (const worker of initial.items) yield watchMessage(worker, true);
+        while (!context.signal.aborted) {
+          if (overflowed) throw new DomainError("resource_exhausted", "watch client fell too far behind; reconnect");
+          const next = changes.shift();
+          if (next !== undefined) {
+            yield watchMessage(next, false);
+            continue;
+          }
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+        }
+      } finally {
+        unsubscribe();
+        context.signal.removeEventListener("abort", onAbort);
+      }
+    },
+  };
+}
+
+function watchMessage(worker: Worker, initial: boolean): WatchWorkersResponse {
+  return create(WatchWorkersResponseSchema, { worker, initial });
+}

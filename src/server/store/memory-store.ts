@@ -1,0 +1,150 @@
+import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
+import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
+import type { Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import { isAttemptActive } from "../domain/attempt.js";
+import type { WorkerRecord } from "../domain/worker.js";
+import {
+  ATTEMPT_SORT_FIELDS,
+  type AttemptFilter,
+  type ListQuery,
+  matchesAttempt,
+  matchesRollout,
+  matchesWorker,
+  type Page,
+  pageOf,
+  ROLLOUT_SORT_FIELDS,
+  type RolloutFilter,
+  WORKER_SORT_FIELDS,
+  type WorkerFilter,
+} from "./query.js";
+import type { Store } from "./store.js";
+
+/** Everything in process memory: for tests and throw-away runs. */
+export class MemoryStore implements Store {
+  private readonly rollouts = new Map<string, Rollout>();
+  private readonly attempts = new Map<string, Attempt>();
+  private readonly active = new Map<string, Attempt>();
+  private readonly workers = new Map<string, WorkerRecord>();
+  private readonly queue = new DispatchQueue();
+
+  getRollout(rolloutId: string) {
+    return this.rollouts.get(rolloutId);
+  }
+
+  putRollout(rollout: Rollout) {
+    this.rollouts.set(rollout.rolloutId, rollout);
+  }
+
+  listRollouts(query: ListQuery<RolloutFilter>): Page<Rollout> {
+    return pageOf(this.rollouts.values(), (r) => matchesRollout(query.filter, r), ROLLOUT_SORT_FIELDS, query);
+  }
+
+  getAttempt(attemptId: string) {
+    return this.attempts.get(attemptId);
+  }
+
+  putAttempt(attempt: Attempt) {
+    this.attempts.set(attempt.attemptId, attempt);
+    if (isAttemptActive(attempt.status)) this.active.set(attempt.attemptId, attempt);
+    else this.active.delete(attempt.attemptId);
+  }
+
+  listAttempts(query: ListQuery<AttemptFilter>): Page<Attempt> {
+    return pageOf(this.attempts.values(), (a) => matchesAttempt(query.filter, a), ATTEMPT_SORT_FIELDS, query);
+  }
+
+  activeAttempts() {
+    return [...this.active.values()];
+  }
+
+  getWorker(workerId: string) {
+    return this.workers.get(workerId);
+  }
+
+  putWorker(record: WorkerRecord) {
+    this.workers.set(record.worker.workerId, record);
+  }
+
+  listWorkers(query: ListQuery<WorkerFilter>): Page<Worker> {
+    const workers = Array.from(this.workers.values(), (r) => r.worker);
+    return pageOf(workers, (w) => matchesWorker(query.filter, w), WORKER_SORT_FIELDS, query);
+  }
+
+  workersWithStatus(statuses: WorkerStatus[]) {
+    return [...this.workers.values()].filter((r) => statuses.includes(r.worker.status));
+  }
+
+  pushQueue(rolloutId: string) {
+    this.queue.push(rolloutId);
+  }
+
+  removeFromQueue(rolloutId: string) {
+    this.queue.remove(rolloutId);
+  }
+
+  popQueue() {
+    return this.queue.pop();
+  }
+
+  queueLength() {
+    return this.queue.size;
+  }
+
+  commit() {
+    return Promise.resolve();
+  }
+
+  close() {
+    return Promise.resolve();
+  }
+}
+
+/**
+ * FIFO with O(1) push, pop and removal: removal only forgets the ticket, and
+ * pop skips entries whose ticket is no longer the live one.
+ */
+export class DispatchQueue {
+  private entries: { id: string; ticket: number }[] = [];
+  private head = 0;
+  private nextTicket = 0;
+  private readonly live = new Map<string, number>();
+
+  get size() {
+    return this.live.size;
+  }
+
+  push(id: string) {
+    const ticket = this.nextTicket++;
+    this.live.set(id, ticket);
+    this.entries.push({ id, ticket });
+  }
+
+  remove(id: string) {
+    this.live.delete(id);
+  }
+
+  pop(): string | undefined {
+    while (this.head < this.entries.length) {
+      const entry = this.entries[this.head++]!;
+      if (this.live.get(entry.id) === entry.ticket) {
+        this.live.delete(entry.id);
+        this.compact();
+        return entry.id;
+      }
+    }
+    this.compact();
+    return undefined;
+  }
+
+  /** Ids in queue order. */
+  ids(): string[] {
+    return this.entries.slice(this.head).filter((e) => this.live.get(e.id) === e.ticket).map((e) => e.id);
+  }
+
+  private compact() {
+    if (this.head > 1024 && this.head * 2 > this.entries.length) {
+      this.entries = this.entries.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
