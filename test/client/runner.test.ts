@@ -1,0 +1,274 @@
+import { once } from "node:events";
+import { create, toJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { AttemptCancelledError, Runner } from "../../src/client/runner.js";
+import type { RunnerJob, RunnerOptions } from "../../src/client/runner.js";
+import { grpcServiceDefinition } from "../../src/common/grpc-definition.js";
+import { AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
+import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
+import { RunnerService, SessionRequestSchema } from "../../src/gen/runnerline/v1/runner_pb.js";
+import type { SessionRequest, SessionResponse, Welcome } from "../../src/gen/runnerline/v1/runner_pb.js";
+import { SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
+import { TcpRelay, enqueue, eventually, silentLogger, startTestServer } from "./helpers.js";
+import type { TestServer } from "./helpers.js";
+
+let server: TestServer;
+const runners: Runner[] = [];
+
+beforeEach(async () => {
+  server = await startTestServer();
+});
+
+afterEach(async () => {
+  await Promise.all(runners.splice(0).map((runner) => runner.stop()));
+  await server.close();
+});
+
+function newRunner(options: Partial<RunnerOptions> = {}): Runner {
+  const runner = new Runner({
+    address: server.grpcAddress,
+    workerId: `worker-${Math.random().toString(36).slice(2, 8)}`,
+    clientVersion: "test/1",
+    logger: silentLogger,
+    // A fixed snapshot keeps heartbeats instant; the real collector has its own tests.
+    collectSnapshot: async () => create(SystemSnapshotSchema, { hostname: "test-host" }),
+    ...options,
+  });
+  runners.push(runner);
+  return runner;
+}
+
+async function nextJob(iterator: AsyncIterator<RunnerJob>): Promise<RunnerJob> {
+  const next = await iterator.next();
+  if (next.done) throw new Error("assignments ended");
+  return next.value;
+}
+
+const getRollout = (id: string) => server.clients.rollouts.getRollout({ rolloutId: id }).then((r) => r.rollout!);
+const getAttempt = (id: string) => server.clients.attempts.getAttempt({ attemptId: id }).then((r) => r.attempt!);
+const getWorker = (id: string) => server.clients.workers.getWorker({ workerId: id }).then((r) => r.worker!);
+
+describe("Runner session", () => {
+  it("is welcomed and gets heartbeats acknowledged, with telemetry reaching the worker", async () => {
+    const runner = newRunner({ labels: { pool: "test" }, extraStats: () => ({ queueDepth: 3 }) });
+    const connected = once(runner, "connected") as Promise<[Welcome]>;
+    const acked = once(runner, "heartbeatAck");
+    runner.start();
+
+    const [welcome] = await connected;
+    expect(welcome.sessionId).not.toBe("");
+    expect(runner.status).toMatchObject({ state: "running", connected: true, sessionId: welcome.sessionId });
+
+    await acked;
+    expect(runner.status.lastAck?.sequence).toBe(1n);
+
+    const worker = await eventually(
+      () => getWorker(runner.workerId),
+      (w) => w.snapshot?.hostname === "test-host",
+    );
+    expect(worker.connected).toBe(true);
+    expect(worker.labels).toEqual({ pool: "test" });
+    expect(worker.clientVersion).toBe("test/1");
+    expect(worker.extraStats).toEqual({ queueDepth: 3 });
+  });
+
+  it("sends no heartbeats after stop", async () => {
+    let collections = 0;
+    const runner = newRunner({
+      collectSnapshot: async () => {
+        collections++;
+        return create(SystemSnapshotSchema);
+      },
+    });
+    runner.start();
+    await once(runner, "heartbeatAck");
+    await runner.stop();
+    const after = collections;
+    expect(runner.status).toMatchObject({ state: "stopped", connected: false });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(collections).toBe(after);
+  });
+
+  it("receives an enqueued rollout and reports its success with metadata", async () => {
+    const runner = newRunner();
+    const jobs = runner.assignments();
+    const rollout = await enqueue(server.clients, { task: "add", args: [1, 2] });
+
+    const job = await nextJob(jobs);
+    expect(job.rollout.rolloutId).toBe(rollout.rolloutId);
+    expect(toJson(ValueSchema, job.rollout.input!)).toEqual({ task: "add", args: [1, 2] });
+    expect(job.attempt.workerId).toBe(runner.workerId);
+    expect(runner.status.heldAttemptIds).toEqual([job.attempt.attemptId]);
+
+    job.reportRunning({ step: 1 });
+    await eventually(() => getAttempt(job.attempt.attemptId), (a) => a.status === AttemptStatus.RUNNING);
+    job.succeed({ answer: 3 });
+
+    const done = await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
+    expect(done.latestAttemptId).toBe(job.attempt.attemptId);
+    const attempt = await getAttempt(job.attempt.attemptId);
+    expect(attempt.status).toBe(AttemptStatus.SUCCEEDED);
+    expect(attempt.metadata).toMatchObject({ step: 1, answer: 3 });
+    expect(runner.status.heldAttemptIds).toEqual([]);
+  });
+
+  it("run() reports a thrown error as FAILED and keeps taking work", async () => {
+    const runner = newRunner({ capacity: 2 });
+    const running = runner.run(async (job) => {
+      const input = toJson(ValueSchema, job.rollout.input!) as { ok: boolean };
+      if (!input.ok) throw new Error("the agent crashed");
+      return { checked: true };
+    });
+    const bad = await enqueue(server.clients, { ok: false });
+    const good = await enqueue(server.clients, { ok: true });
+    const third = await enqueue(server.clients, { ok: true });
+
+    const failed = await eventually(() => getRollout(bad.rolloutId), (r) => r.status === RolloutStatus.FAILED);
+    expect((await getAttempt(failed.latestAttemptId)).error?.message).toContain("the agent crashed");
+    for (const rollout of [good, third]) {
+      await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
+    }
+    await runner.stop({ drain: true });
+    await running;
+  });
+
+  it("aborts a job's signal when its rollout is cancelled", async () => {
+    const runner = newRunner();
+    const jobs = runner.assignments();
+    const rollout = await enqueue(server.clients, {});
+    const job = await nextJob(jobs);
+    const aborted = once(job.signal, "abort");
+
+    await server.clients.rollouts.cancelRollout({ rolloutId: rollout.rolloutId });
+    await aborted;
+    expect(job.signal.reason).toBeInstanceOf(AttemptCancelledError);
+    expect((job.signal.reason as AttemptCancelledError).attemptId).toBe(job.attempt.attemptId);
+
+    job.fail("stopped on request");
+    expect(runner.status.heldAttemptIds).toEqual([]);
+    // The freed slot is granted again: the next rollout arrives.
+    const next = await enqueue(server.clients, {});
+    expect((await nextJob(jobs)).rollout.rolloutId).toBe(next.rolloutId);
+  });
+
+  it("stop({ drain }) waits for held work and its result, then leaves cleanly", async () => {
+    const runner = newRunner();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const running = runner.run(async () => {
+      await released;
+      return { drained: true };
+    });
+    const rollout = await enqueue(server.clients, {});
+    await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.RUNNING);
+
+    let stopped = false;
+    const stopping = runner.stop({ drain: true }).then(() => (stopped = true));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(stopped).toBe(false);
+    expect(runner.status.state).toBe("draining");
+
+    release();
+    await stopping;
+    await running;
+    // No polling: stop() returns only after the server acknowledged the result.
+    expect((await getRollout(rollout.rolloutId)).status).toBe(RolloutStatus.SUCCEEDED);
+    const worker = await eventually(() => getWorker(runner.workerId), (w) => !w.connected);
+    expect(worker.currentAttemptIds).toEqual([]);
+  });
+});
+
+describe("Runner reconnects", () => {
+  it("opens a new session after the server closes the stream, keeping its attempt", async () => {
+    const runner = newRunner();
+    const jobs = runner.assignments();
+    const rollout = await enqueue(server.clients, {});
+    const job = await nextJob(jobs);
+    const firstSession = runner.status.sessionId;
+
+    // A second session for the same worker wins; the server closes the runner's stream.
+    const intruder = openRawSession(server.grpcAddress, runner.workerId, [job.attempt.attemptId]);
+    const [error] = (await once(runner, "disconnected")) as [grpc.ServiceError | undefined];
+    expect(runner.status.connected).toBe(false);
+    intruder.cancel();
+
+    const [welcome] = (await once(runner, "connected")) as [Welcome];
+    expect(welcome.sessionId).not.toBe(firstSession);
+    expect(welcome.resumedAttemptIds).toEqual([job.attempt.attemptId]);
+    expect(error === undefined || typeof error.code === "number").toBe(true);
+
+    job.succeed();
+    await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
+  });
+
+  it("delivers a result produced while disconnected after it reconnects", async () => {
+    const relay = new TcpRelay({ host: "127.0.0.1", port: Number(server.grpcAddress.split(":")[1]) });
+    await relay.start();
+    try {
+      const runner = newRunner({ address: relay.address, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
+      const jobs = runner.assignments();
+      const rollout = await enqueue(server.clients, { n: 1 });
+      const job = await nextJob(jobs);
+      await once(runner, "heartbeatAck");
+
+      const disconnected = once(runner, "disconnected");
+      relay.cut();
+      await disconnected;
+      job.succeed({ offline: true });
+      // Several failed tries while the relay refuses connections.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect((await getRollout(rollout.rolloutId)).status).not.toBe(RolloutStatus.SUCCEEDED);
+
+      const reconnected = once(runner, "connected") as Promise<[Welcome]>;
+      relay.restore();
+      const [welcome] = await reconnected;
+      expect(welcome.resumedAttemptIds).toEqual([job.attempt.attemptId]);
+      await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
+      expect((await getAttempt(job.attempt.attemptId)).metadata).toMatchObject({ offline: true });
+
+      // Credits were granted again on the new session.
+      const next = await enqueue(server.clients, { n: 2 });
+      expect((await nextJob(jobs)).rollout.rolloutId).toBe(next.rolloutId);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it("keeps retrying with back-off while the server is down", async () => {
+    const relay = new TcpRelay({ host: "127.0.0.1", port: Number(server.grpcAddress.split(":")[1]) });
+    await relay.start();
+    relay.cut();
+    try {
+      const runner = newRunner({ address: relay.address, reconnect: { initialDelayMs: 20, maxDelayMs: 100 } });
+      let failures = 0;
+      runner.on("disconnected", () => failures++);
+      runner.start();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(failures).toBeGreaterThanOrEqual(3);
+      // Bounded by the back-off, not a busy loop.
+      expect(failures).toBeLessThan(40);
+      relay.restore();
+      await once(runner, "connected");
+    } finally {
+      await relay.close();
+    }
+  });
+});
+
+/** A bare session opened with grpc-js directly, standing in for a second process with the same worker id. */
+function openRawSession(address: string, workerId: string, runningAttemptIds: string[]) {
+  const Client = grpc.makeGenericClientConstructor(grpcServiceDefinition(RunnerService), "RunnerService");
+  const client = new Client(address, grpc.credentials.createInsecure());
+  const call = (client as unknown as { session(): grpc.ClientDuplexStream<SessionRequest, SessionResponse> }).session();
+  call.on("error", () => {});
+  call.on("data", () => {});
+  call.write(create(SessionRequestSchema, { message: { case: "hello", value: { workerId, capacity: 1, runningAttemptIds } } }));
+  return {
+    cancel() {
+      call.cancel();
+      client.close();
+    },
+  };
+}
