@@ -1,0 +1,397 @@
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { describe, expect, it } from "vitest";
+import { AttemptErrorKind, AttemptStatus } from "../src/gen/runnerline/v1/attempt_pb.js";
+import {
+  type EnqueueRolloutRequest,
+  EnqueueRolloutRequestSchema,
+  type RolloutConfig,
+  RolloutConfigSchema,
+  RolloutStatus,
+} from "../src/gen/runnerline/v1/rollout_pb.js";
+import { WorkerStatus } from "../src/gen/runnerline/v1/worker_pb.js";
+import { DomainError } from "../src/server/domain/errors.js";
+import { msOf } from "../src/server/domain/time.js";
+import { coordinatorOn, LIVENESS, OPENING, RecordingLink, STORES } from "./harness.js";
+
+const A = AttemptStatus;
+const R = RolloutStatus;
+const W = WorkerStatus;
+
+function request(fields: Partial<EnqueueRolloutRequest> = {}, config?: Partial<RolloutConfig>): EnqueueRolloutRequest {
+  return create(EnqueueRolloutRequestSchema, {
+    ...fields,
+    config: config === undefined ? undefined : create(RolloutConfigSchema, config),
+  });
+}
+
+async function rejection(promise: Promise<unknown>): Promise<DomainError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(DomainError);
+  return error as DomainError;
+}
+
+describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
+  const setup = () => coordinatorOn(makeStore());
+
+  describe("heartbeats (acceptance 1, 2, 12)", () => {
+    it("a heartbeat for an unseen worker creates it UNKNOWN with its stats and time stamp", async () => {
+      const { coordinator, clock } = setup();
+      const { worker } = await coordinator.heartbeat("w-new", { extraStats: { cpu: 0.5 } });
+      expect(worker.status).toBe(W.UNKNOWN);
+      expect(worker.extraStats).toEqual({ cpu: 0.5 });
+      expect(msOf(worker.lastHeartbeatTime)).toBe(clock.now());
+      expect(coordinator.getWorker("w-new").extraStats).toEqual({ cpu: 0.5 });
+    });
+
+    it("a heartbeat without stats keeps the previous stats and never changes status or assignment", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([request()]);
+      await coordinator.dequeueFor("w-1");
+      const busy = coordinator.getWorker("w-1");
+      await coordinator.heartbeat("w-1", { extraStats: { gpu: 1 } });
+      clock.advance(10);
+      const { worker } = await coordinator.heartbeat("w-1", {});
+      expect(worker.extraStats).toEqual({ gpu: 1 });
+      expect(worker.status).toBe(W.BUSY);
+      expect(worker.currentAttemptIds).toEqual(busy.currentAttemptIds);
+      expect(worker.lastBusyTime).toEqual(busy.lastBusyTime);
+    });
+
+    it("a unary heartbeat does not keep an attempt alive; a stream heartbeat listing it does", async () => {
+      const { coordinator, clock } = setup();
+      const [rollout] = await coordinator.enqueue([request({}, { unresponsiveTimeout: durationFromMs(1_000) })]);
+      const assigned = await coordinator.dequeueFor("w-1");
+      clock.advance(800);
+      await coordinator.heartbeat("w-1", {});
+      clock.advance(800);
+      await coordinator.runWatchdog();
+      expect(coordinator.getAttempt(assigned!.attempt.attemptId).status).toBe(A.UNRESPONSIVE);
+
+      const [second] = await coordinator.enqueue([request({}, { unresponsiveTimeout: durationFromMs(1_000) })]);
+      const next = await coordinator.dequeueFor("w-2");
+      expect(next?.rollout.rolloutId).toBe(second!.rolloutId);
+      clock.advance(800);
+      await coordinator.heartbeat("w-2", {}, [next!.attempt.attemptId]);
+      clock.advance(800);
+      await coordinator.runWatchdog();
+      expect(coordinator.getAttempt(next!.attempt.attemptId).status).toBe(A.RUNNING);
+      expect(rollout).toBeDefined();
+    });
+  });
+
+  describe("queue and dequeue (acceptance 3, 4, 5)", () => {
+    it("is FIFO over five rollouts", async () => {
+      const { coordinator } = setup();
+      const rollouts = await coordinator.enqueue([1, 2, 3, 4, 5].map(() => request()));
+      const order: string[] = [];
+      for (let i = 0; i < 5; i++) order.push((await coordinator.dequeueFor("w-1"))!.rollout.rolloutId);
+      expect(order).toEqual(rollouts.map((r) => r.rolloutId));
+      expect(await coordinator.dequeueFor("w-1")).toBeUndefined();
+    });
+
+    it("skips rollouts cancelled while queued; an empty queue returns nothing", async () => {
+      const { coordinator } = setup();
+      const [first, second] = await coordinator.enqueue([request(), request()]);
+      await coordinator.cancel(first!.rolloutId);
+      expect((await coordinator.dequeueFor("w-1"))?.rollout.rolloutId).toBe(second!.rolloutId);
+      expect(await coordinator.dequeueFor("w-1")).toBeUndefined();
+    });
+
+    it("a dequeue creates attempt N+1 (PREPARING, created now) and moves the rollout to PREPARING", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([request()]);
+      const { rollout, attempt } = (await coordinator.dequeueFor("w-1"))!;
+      expect(rollout).toMatchObject({ status: R.PREPARING, attemptCount: 1, latestAttemptId: attempt.attemptId });
+      expect(attempt).toMatchObject({ status: A.PREPARING, sequenceId: 1, rolloutId: rollout.rolloutId, workerId: "w-1" });
+      expect(msOf(attempt.createTime)).toBe(clock.now());
+      expect(msOf(rollout.startTime)).toBe(clock.now());
+    });
+
+    it("an empty dequeue leaves the worker IDLE with last_dequeue_time; an assignment makes it BUSY", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.dequeueFor("w-1");
+      let worker = coordinator.getWorker("w-1");
+      expect(worker.status).toBe(W.IDLE);
+      expect(msOf(worker.lastDequeueTime)).toBe(clock.now());
+      await coordinator.enqueue([request()]);
+      clock.advance(5);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      worker = coordinator.getWorker("w-1");
+      expect(worker).toMatchObject({ status: W.BUSY, currentAttemptIds: [attempt.attemptId], currentRolloutIds: [attempt.rolloutId] });
+      expect(msOf(worker.lastBusyTime)).toBe(clock.now());
+      expect(msOf(worker.lastBusyTime)! >= msOf(worker.lastDequeueTime)!).toBe(true);
+    });
+  });
+
+  describe("attempt outcomes (acceptance 6, 7, 8, 9)", () => {
+    it("SUCCEEDED makes the worker IDLE, clears current_*, stamps last_idle_time and the attempt's end_time", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([request()]);
+      const { attempt, rollout } = (await coordinator.dequeueFor("w-1"))!;
+      clock.advance(20);
+      const done = await coordinator.report(attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
+      expect(msOf(done.endTime)).toBe(clock.now());
+      const worker = coordinator.getWorker("w-1");
+      expect(worker).toMatchObject({ status: W.IDLE, currentAttemptIds: [], currentRolloutIds: [] });
+      expect(msOf(worker.lastIdleTime)! >= msOf(worker.lastBusyTime)!).toBe(true);
+      expect(coordinator.getRollout(rollout.rolloutId).status).toBe(R.SUCCEEDED);
+    });
+
+    it.each([
+      ["timeout", { timeout: durationFromMs(100) }, A.TIMEOUT],
+      ["unresponsive", { unresponsiveTimeout: durationFromMs(100) }, A.UNRESPONSIVE],
+    ] as const)("a %s verdict makes the worker UNKNOWN and clears current_*, with end_time set", async (_, config, status) => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([request({}, config)]);
+      const { attempt, rollout } = (await coordinator.dequeueFor("w-1"))!;
+      await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" });
+      clock.advance(101);
+      await coordinator.runWatchdog();
+      const after = coordinator.getAttempt(attempt.attemptId);
+      expect(after.status).toBe(status);
+      expect(msOf(after.endTime)).toBe(clock.now());
+      expect(coordinator.getWorker("w-1")).toMatchObject({ status: W.UNKNOWN, currentAttemptIds: [] });
+      expect(coordinator.getRollout(rollout.rolloutId).status).toBe(R.FAILED);
+    });
+
+    it("FAILED → retry (attempt 2, back of the queue) → SUCCEEDED", async () => {
+      const { coordinator } = setup();
+      const [retried, other] = await coordinator.enqueue([
+        request({}, { maxAttempts: 2, retryOn: [A.FAILED] }),
+        request(),
+      ]);
+      const first = (await coordinator.dequeueFor("w-1"))!;
+      await coordinator.report(first.attempt.attemptId, { status: A.FAILED, errorMessage: "crashed" });
+      expect(coordinator.getRollout(retried!.rolloutId).status).toBe(R.REQUEUING);
+      expect(coordinator.getAttempt(first.attempt.attemptId).error).toMatchObject({ message: "crashed", kind: AttemptErrorKind.REPORTED });
+      expect((await coordinator.dequeueFor("w-1"))!.rollout.rolloutId).toBe(other!.rolloutId);
+      const second = (await coordinator.dequeueFor("w-1"))!;
+      expect(second.rollout.rolloutId).toBe(retried!.rolloutId);
+      expect(second.attempt.sequenceId).toBe(2);
+      await coordinator.report(second.attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
+      expect(coordinator.getRollout(retried!.rolloutId)).toMatchObject({ status: R.SUCCEEDED, attemptCount: 2 });
+    });
+
+    it("FAILED without retry_on, or at max_attempts, fails the rollout", async () => {
+      const { coordinator } = setup();
+      const [rollout] = await coordinator.enqueue([request({}, { maxAttempts: 3 })]);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      await coordinator.report(attempt.attemptId, { status: A.FAILED, errorMessage: "x" });
+      expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.FAILED);
+    });
+
+    it("a late report on an older attempt is recorded there, refused, and never moves the rollout", async () => {
+      const { coordinator, clock } = setup();
+      const [rollout] = await coordinator.enqueue([request({}, { maxAttempts: 2, retryOn: [A.TIMEOUT], timeout: durationFromMs(50) })]);
+      const first = (await coordinator.dequeueFor("w-1"))!;
+      clock.advance(51);
+      await coordinator.runWatchdog();
+      const second = (await coordinator.dequeueFor("w-2"))!;
+      const error = await rejection(coordinator.report(first.attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" }));
+      expect(error.kind).toBe("failed_precondition");
+      const old = coordinator.getAttempt(first.attempt.attemptId);
+      expect(old).toMatchObject({ status: A.TIMEOUT, lateStatus: A.SUCCEEDED });
+      expect(coordinator.getRollout(rollout!.rolloutId)).toMatchObject({ status: R.PREPARING, latestAttemptId: second.attempt.attemptId });
+      // The stale report did not flip the worker that is busy elsewhere (upstream quirk).
+      await coordinator.dequeueFor("w-1");
+      expect(coordinator.getWorker("w-2").status).toBe(W.BUSY);
+    });
+
+    it("a repeated final report (resent after a reconnect) is accepted as a no-op", async () => {
+      const { coordinator } = setup();
+      await coordinator.enqueue([request()]);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      const done = await coordinator.report(attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
+      expect(await coordinator.report(attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" })).toEqual(done);
+    });
+
+    it("a report from a worker that does not hold the attempt is refused", async () => {
+      const { coordinator } = setup();
+      await coordinator.enqueue([request()]);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      const error = await rejection(coordinator.report(attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" }, { workerId: "w-9" }));
+      expect(error.kind).toBe("failed_precondition");
+    });
+
+    it("expected_version guards updates (ABORTED on mismatch)", async () => {
+      const { coordinator } = setup();
+      await coordinator.enqueue([request()]);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      const error = await rejection(coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" }, { expectedVersion: 99n }));
+      expect(error.kind).toBe("aborted");
+      const ok = await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" }, { expectedVersion: attempt.version });
+      expect(ok.version).toBe(attempt.version + 1n);
+    });
+  });
+
+  describe("watchdog and revival (acceptance 10, 11)", () => {
+    it("timeout 100 ms with retry_on [TIMEOUT], max 2: the attempt is TIMEOUT and the rollout REQUEUING", async () => {
+      const { coordinator, clock } = setup();
+      const [rollout] = await coordinator.enqueue([request({}, { timeout: durationFromMs(100), maxAttempts: 2, retryOn: [A.TIMEOUT] })]);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      clock.advance(150);
+      await coordinator.runWatchdog();
+      expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.TIMEOUT);
+      expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.REQUEUING);
+    });
+
+    it("a sign of life on an UNRESPONSIVE attempt whose rollout waits for a retry revives both and unqueues it", async () => {
+      const { coordinator, clock } = setup();
+      const [rollout] = await coordinator.enqueue([
+        request({}, { unresponsiveTimeout: durationFromMs(100), maxAttempts: 2, retryOn: [A.UNRESPONSIVE] }),
+      ]);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      clock.advance(101);
+      await coordinator.runWatchdog();
+      expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.REQUEUING);
+      await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" });
+      expect(coordinator.getAttempt(attempt.attemptId)).toMatchObject({ status: A.RUNNING, endTime: undefined });
+      expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.RUNNING);
+      expect(coordinator.getWorker("w-1").status).toBe(W.BUSY);
+      expect(await coordinator.dequeueFor("w-2")).toBeUndefined();
+    });
+
+    it("a report on a TIMEOUT attempt only records it", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([request({}, { timeout: durationFromMs(10), maxAttempts: 2, retryOn: [A.TIMEOUT] })]);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      clock.advance(11);
+      await coordinator.runWatchdog();
+      await rejection(coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" }));
+      expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.TIMEOUT);
+    });
+
+    it("an attached worker whose heartbeats are late becomes UNKNOWN, and IDLE again when they resume", async () => {
+      const { coordinator, clock } = setup();
+      const link = new RecordingLink("w-1");
+      await coordinator.openSession(link, OPENING, []);
+      await coordinator.heartbeat("w-1", {});
+      expect(coordinator.getWorker("w-1").status).toBe(W.IDLE);
+      clock.advance(LIVENESS.heartbeatGraceMs + 1);
+      await coordinator.runWatchdog();
+      expect(coordinator.getWorker("w-1").status).toBe(W.UNKNOWN);
+      await coordinator.heartbeat("w-1", {});
+      expect(coordinator.getWorker("w-1").status).toBe(W.IDLE);
+    });
+  });
+
+  describe("cancel and wait (acceptance 17, 18)", () => {
+    it("cancel sets end_time, wakes waiters, unqueues, and tells the holder", async () => {
+      const { coordinator, clock } = setup();
+      const link = new RecordingLink("w-1");
+      await coordinator.openSession(link, OPENING, []);
+      const [queued, held] = await coordinator.enqueue([request(), request()]);
+      await coordinator.grantCredits(link, 1);
+      const assignment = link.ofCase("assignment")[0]!;
+      expect(assignment.rollout?.rolloutId).toBe(queued!.rolloutId);
+      const waiting = coordinator.waitFor([queued!.rolloutId, held!.rolloutId], undefined, new AbortController().signal);
+      clock.advance(7);
+      await coordinator.cancel(queued!.rolloutId);
+      await coordinator.cancel(held!.rolloutId);
+      const finished = await waiting;
+      expect(finished.map((r) => r.status)).toEqual([R.CANCELLED, R.CANCELLED]);
+      expect(msOf(finished[0]!.endTime)).toBe(clock.now());
+      expect(link.ofCase("cancel")).toEqual([expect.objectContaining({ attemptId: assignment.attempt!.attemptId })]);
+      expect(coordinator.getAttempt(assignment.attempt!.attemptId).error?.kind).toBe(AttemptErrorKind.CANCELLED);
+      expect(coordinator.getWorker("w-1").status).toBe(W.IDLE);
+      expect(await coordinator.dequeueFor("w-2")).toBeUndefined();
+      expect((await rejection(coordinator.cancel(queued!.rolloutId))).kind).toBe("failed_precondition");
+    });
+
+    it("wait returns only finished rollouts; timeout 0 returns at once; unknown ids are NOT_FOUND", async () => {
+      const { coordinator } = setup();
+      const [a, b] = await coordinator.enqueue([request(), request()]);
+      await coordinator.cancel(a!.rolloutId);
+      const now = await coordinator.waitFor([a!.rolloutId, b!.rolloutId], 0, new AbortController().signal);
+      expect(now.map((r) => r.rolloutId)).toEqual([a!.rolloutId]);
+      const later = await coordinator.waitFor([a!.rolloutId, b!.rolloutId], 20, new AbortController().signal);
+      expect(later.map((r) => r.rolloutId)).toEqual([a!.rolloutId]);
+      expect((await rejection(coordinator.waitFor(["ro-missing"], 0, new AbortController().signal))).kind).toBe("not_found");
+    });
+  });
+
+  describe("enqueue idempotency", () => {
+    it("the same rollout_id and content returns the existing rollout; different content is ALREADY_EXISTS", async () => {
+      const { coordinator } = setup();
+      const [first] = await coordinator.enqueue([request({ rolloutId: "job-1", resourcesId: "r1" })]);
+      const [again] = await coordinator.enqueue([request({ rolloutId: "job-1", resourcesId: "r1" })]);
+      expect(again).toEqual(first);
+      expect((await rejection(coordinator.enqueue([request({ rolloutId: "job-1", resourcesId: "r2" })]))).kind).toBe("already_exists");
+      expect((await rejection(coordinator.enqueue([request({ rolloutId: "job-2" }), request({ rolloutId: "job-2", resourcesId: "x" })]))).kind).toBe(
+        "already_exists",
+      );
+      expect(() => coordinator.getRollout("job-2")).toThrow(DomainError);
+    });
+  });
+
+  describe("runner sessions", () => {
+    it("pushes work to a waiting runner at once and never beyond its credits", async () => {
+      const { coordinator } = setup();
+      const link = new RecordingLink("w-1");
+      await coordinator.openSession(link, OPENING, []);
+      expect(link.ofCase("welcome")).toHaveLength(1);
+      await coordinator.grantCredits(link, 2);
+      await coordinator.enqueue([request(), request(), request()]);
+      expect(link.ofCase("assignment")).toHaveLength(2);
+      expect(link.credits).toBe(0);
+      await coordinator.grantCredits(link, 1);
+      expect(link.ofCase("assignment")).toHaveLength(3);
+    });
+
+    it("serves waiting runners round-robin", async () => {
+      const { coordinator } = setup();
+      const links = [new RecordingLink("w-a"), new RecordingLink("w-b"), new RecordingLink("w-c")];
+      for (const link of links) {
+        await coordinator.openSession(link, OPENING, []);
+        await coordinator.grantCredits(link, 2);
+      }
+      await coordinator.enqueue([1, 2, 3].map(() => request()));
+      expect(links.map((l) => l.ofCase("assignment").length)).toEqual([1, 1, 1]);
+    });
+
+    it("a second session for a worker replaces the first, which is closed with ABORTED", async () => {
+      const { coordinator } = setup();
+      const old = new RecordingLink("w-1", "se-old");
+      await coordinator.openSession(old, OPENING, []);
+      const fresh = new RecordingLink("w-1", "se-new");
+      await coordinator.openSession(fresh, OPENING, []);
+      expect(old.closedWith?.kind).toBe("aborted");
+      await coordinator.closeSession(old);
+      expect(coordinator.getWorker("w-1")).toMatchObject({ connected: true });
+    });
+
+    it("a reconnect that lists its attempt resumes it; one it does not list is lost; unknown ones are cancelled", async () => {
+      const { coordinator } = setup();
+      const first = new RecordingLink("w-1", "se-1");
+      await coordinator.openSession(first, OPENING, []);
+      await coordinator.grantCredits(first, 2);
+      await coordinator.enqueue([request(), request()]);
+      const [kept, dropped] = first.ofCase("assignment").map((a) => a.attempt!.attemptId);
+      await coordinator.closeSession(first);
+      expect(coordinator.getWorker("w-1").status).toBe(W.UNKNOWN);
+      const second = new RecordingLink("w-1", "se-2");
+      await coordinator.openSession(second, OPENING, [kept!, "at-unknown"]);
+      expect(second.ofCase("welcome")[0]!.resumedAttemptIds).toEqual([kept]);
+      expect(second.ofCase("cancel").map((c) => c.attemptId)).toEqual(["at-unknown"]);
+      expect(coordinator.getAttempt(kept!).status).toBe(A.RUNNING);
+      expect(coordinator.getAttempt(dropped!).status).toBe(A.UNRESPONSIVE);
+      expect(coordinator.getWorker("w-1")).toMatchObject({ status: W.BUSY, currentAttemptIds: [kept] });
+    });
+
+    it("goodbye: no new work, OFFLINE once the stream ends", async () => {
+      const { coordinator } = setup();
+      const link = new RecordingLink("w-1");
+      await coordinator.openSession(link, OPENING, []);
+      coordinator.goodbye(link);
+      await coordinator.grantCredits(link, 1);
+      await coordinator.enqueue([request()]);
+      expect(link.ofCase("assignment")).toHaveLength(0);
+      await coordinator.closeSession(link);
+      expect(coordinator.getWorker("w-1")).toMatchObject({ status: W.OFFLINE, connected: false });
+    });
+  });
+});

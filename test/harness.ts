@@ -1,0 +1,53 @@
+import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
+import { Coordinator } from "../src/server/dispatch/coordinator.js";
+import type { SessionLink } from "../src/server/dispatch/session-link.js";
+import type { DomainErrorKind } from "../src/server/domain/errors.js";
+import type { Clock } from "../src/server/domain/time.js";
+import { MemoryStore } from "../src/server/store/memory-store.js";
+import type { Store } from "../src/server/store/store.js";
+import { T0 } from "./fixtures.js";
+
+export class ManualClock implements Clock {
+  constructor(private time = T0) {}
+  now() {
+    return this.time;
+  }
+  advance(ms: number) {
+    this.time += ms;
+  }
+}
+
+/** Stores the conformance suite runs against; each entry makes a fresh, empty store. */
+export const STORES: [string, () => Store][] = [["memory", () => new MemoryStore()]];
+
+export const LIVENESS = { heartbeatIntervalMs: 1_000, heartbeatGraceMs: 3_000, defaultUnresponsiveMs: 3_000 };
+
+export function coordinatorOn(store: Store, clock = new ManualClock()) {
+  return { clock, store, coordinator: new Coordinator({ store, clock, ...LIVENESS }) };
+}
+
+/** A session as the coordinator sees it, recording what it was sent. */
+export class RecordingLink implements SessionLink {
+  credits = 0;
+  leaving = false;
+  readonly sent: SessionResponse[] = [];
+  closedWith: { kind: DomainErrorKind; message: string } | undefined;
+  constructor(
+    readonly workerId: string,
+    readonly sessionId = `se-${workerId}`,
+  ) {}
+  send(message: SessionResponse) {
+    this.sent.push(message);
+  }
+  close(kind: DomainErrorKind, message: string) {
+    this.closedWith = { kind, message };
+  }
+  ofCase<C extends NonNullable<SessionResponse["message"]["case"]>>(kind: C) {
+    return this.sent
+      .map((m) => m.message)
+      .filter((m): m is Extract<SessionResponse["message"], { case: C }> => m.case === kind)
+      .map((m) => m.value);
+  }
+}
+
+export const OPENING = { labels: {}, capacity: 1, clientVersion: "test", peer: "127.0.0.1" };
