@@ -2,10 +2,10 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { AttemptErrorKind, AttemptStatus } from "../src/gen/runnerline/v1/attempt_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
   type EnqueueRolloutRequest,
   EnqueueRolloutRequestSchema,
-  type RolloutConfig,
   RolloutConfigSchema,
   RolloutStatus,
 } from "../src/gen/runnerline/v1/rollout_pb.js";
@@ -18,7 +18,10 @@ const A = AttemptStatus;
 const R = RolloutStatus;
 const W = WorkerStatus;
 
-function request(fields: Partial<EnqueueRolloutRequest> = {}, config?: Partial<RolloutConfig>): EnqueueRolloutRequest {
+function request(
+  fields: MessageInitShape<typeof EnqueueRolloutRequestSchema> = {},
+  config?: MessageInitShape<typeof RolloutConfigSchema>,
+): EnqueueRolloutRequest {
   return create(EnqueueRolloutRequestSchema, {
     ...fields,
     config: config === undefined ? undefined : create(RolloutConfigSchema, config),

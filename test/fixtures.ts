@@ -15,7 +15,7 @@ export function rolloutFixture(
   fields: Partial<Rollout> = {},
   config: { maxAttempts?: number; retryOn?: AttemptStatus[]; timeoutMs?: number; unresponsiveMs?: number } = {},
 ): Rollout {
-  return create(RolloutSchema, {
+  const base = create(RolloutSchema, {
     rolloutId: "ro-1",
     status: RolloutStatus.RUNNING,
     createTime: toTimestamp(T0),
@@ -28,12 +28,12 @@ export function rolloutFixture(
       timeout: config.timeoutMs === undefined ? undefined : durationFromMs(config.timeoutMs),
       unresponsiveTimeout: config.unresponsiveMs === undefined ? undefined : durationFromMs(config.unresponsiveMs),
     }),
-    ...fields,
   });
+  return { ...base, ...fields };
 }
 
 export function attemptFixture(fields: Partial<Attempt> = {}): Attempt {
-  return create(AttemptSchema, {
+  const base = create(AttemptSchema, {
     attemptId: "at-1",
     rolloutId: "ro-1",
     sequenceId: 1,
@@ -41,8 +41,8 @@ export function attemptFixture(fields: Partial<Attempt> = {}): Attempt {
     status: AttemptStatus.RUNNING,
     createTime: toTimestamp(T0),
     version: 1n,
-    ...fields,
   });
+  return { ...base, ...fields };
 }
 
 /** Every value of a generated enum except UNSPECIFIED. */

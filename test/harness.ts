@@ -43,10 +43,8 @@ export class RecordingLink implements SessionLink {
     this.closedWith = { kind, message };
   }
   ofCase<C extends NonNullable<SessionResponse["message"]["case"]>>(kind: C) {
-    return this.sent
-      .map((m) => m.message)
-      .filter((m): m is Extract<SessionResponse["message"], { case: C }> => m.case === kind)
-      .map((m) => m.value);
+    type Value = Extract<SessionResponse["message"], { case: C; value: unknown }>["value"];
+    return this.sent.map((m) => m.message).flatMap((m) => (m.case === kind ? [m.value as Value] : []));
   }
 }
 
