@@ -398,3 +398,42 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
   });
 });
+
+describe.each(STORES)("recovery after a restart on the %s store", (_, makeStore) => {
+  it("attached workers come back UNKNOWN; in-flight attempts wait one grace period to be claimed", async () => {
+    const store = makeStore();
+    const before = coordinatorOn(store);
+    const link = new RecordingLink("w-1");
+    await before.coordinator.openSession(link, OPENING, []);
+    await before.coordinator.grantCredits(link, 2);
+    await before.coordinator.enqueue([request(), request(), request()]);
+    const [claimed, unclaimed] = link.ofCase("assignment").map((a) => a.attempt!.attemptId);
+
+    // A new coordinator over the same store stands for the restarted process.
+    const { coordinator, clock } = coordinatorOn(store, before.clock);
+    clock.advance(LIVENESS.defaultUnresponsiveMs + 1);
+    await coordinator.recover();
+    expect(coordinator.getWorker("w-1")).toMatchObject({ status: W.UNKNOWN, connected: false });
+    await coordinator.runWatchdog();
+    expect(coordinator.getAttempt(unclaimed!).status).toBe(A.PREPARING);
+
+    const again = new RecordingLink("w-1", "se-again");
+    await coordinator.openSession(again, OPENING, [claimed!]);
+    expect(coordinator.getAttempt(claimed!).status).toBe(A.RUNNING);
+    expect(coordinator.getAttempt(unclaimed!).status).toBe(A.UNRESPONSIVE);
+    await coordinator.grantCredits(again, 1);
+    expect(again.ofCase("assignment")).toHaveLength(1);
+  });
+
+  it("an attempt nobody claims becomes UNRESPONSIVE after the grace period", async () => {
+    const store = makeStore();
+    const before = coordinatorOn(store);
+    await before.coordinator.enqueue([request()]);
+    const { attempt } = (await before.coordinator.dequeueFor("w-1"))!;
+    const { coordinator, clock } = coordinatorOn(store, before.clock);
+    await coordinator.recover();
+    clock.advance(LIVENESS.heartbeatGraceMs + 1);
+    await coordinator.runWatchdog();
+    expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.UNRESPONSIVE);
+  });
+});

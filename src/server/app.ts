@@ -37,6 +37,7 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
     defaultUnresponsiveMs: config.defaultUnresponsiveMs,
     log: config.log,
   });
+  await coordinator.recover();
   const services: ServiceRegistration[] = [
     { service: RunnerService, impl: runnerService(coordinator, { log: config.log, now: () => clock.now() }) },
     { service: WorkerService, impl: mapDomainErrors(workerService(coordinator, store)) },

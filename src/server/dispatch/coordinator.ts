@@ -78,6 +78,8 @@ export class Coordinator {
   private waiting: SessionLink[] = [];
   private readonly finishWaiters = new Map<string, Set<() => void>>();
   private readonly workerListeners = new Set<(worker: Worker) => void>();
+  /** Until then, silence is not held against attempts: their runners are reconnecting after a restart. */
+  private reconnectGraceUntil = -Infinity;
 
   constructor(private readonly options: CoordinatorOptions) {
     this.store = options.store;
@@ -356,6 +358,24 @@ export class Coordinator {
     this.waiting = this.waiting.filter((waiting) => waiting !== link);
   }
 
+  /**
+   * Called once at start on a store that outlived a previous process: the
+   * sessions recorded there are gone, so their workers are UNKNOWN until they
+   * reconnect, and in-flight attempts get one grace period for their runners
+   * to reconnect and claim them (Hello.running_attempt_ids) before silence
+   * counts against them.
+   */
+  async recover() {
+    const now = this.clock.now();
+    const allStatuses = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
+    for (const record of this.store.workersWithStatus(allStatuses)) {
+      if (record.attachment !== "open") continue;
+      this.updateWorker(record.worker.workerId, now, (r) => detachSession(r, false, this.liveness, now));
+    }
+    this.reconnectGraceUntil = now + this.options.heartbeatGraceMs;
+    await this.store.commit();
+  }
+
   // ---- watchdog ----------------------------------------------------------
 
   /**
@@ -371,6 +391,7 @@ export class Coordinator {
       if (rollout === undefined) continue;
       const verdict = watchdogVerdict(attempt, rollout, this.options.defaultUnresponsiveMs, now);
       if (verdict === undefined) continue;
+      if (verdict.status === AttemptStatus.UNRESPONSIVE && now <= this.reconnectGraceUntil) continue;
       this.saveAttempt(attempt, expireAttempt(attempt, verdict.status, verdict.message, now), now, fx);
       // A runner that is still there should stop spending its machine on it.
       this.sendTo(attempt.workerId, cancelMessage(attempt.attemptId, verdict.message), fx);
