@@ -1,0 +1,9 @@
+import { createContextKey } from "@connectrpc/connect";
+
+/**
+ * IP address of the client that made the call, without the port, filled in by
+ * both transports so that handlers and interceptors (rate limits, audit logs)
+ * see the same value whichever protocol the call came in on. Empty when the
+ * transport cannot tell (e.g. a Unix socket).
+ */
+export const peerAddressKey = createContextKey<string>("", { description: "peer address" });

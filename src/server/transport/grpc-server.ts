@@ -1,0 +1,109 @@
+import * as grpc from "@grpc/grpc-js";
+import type { Interceptor } from "@connectrpc/connect";
+import { HealthImplementation, type ServingStatusMap } from "grpc-health-check";
+import { addService } from "./grpc-adapter.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
+import { addReflection } from "./reflection.js";
+import type { ServiceRegistration } from "./registration.js";
+
+
+export type GrpcServerOptions = {
+  /** "host:port"; port 0 picks a free one (see GrpcServer.port). */
+  address: string;
+  services: ServiceRegistration[];
+  /** Largest message received or sent; larger ones fail with RESOURCE_EXHAUSTED. */
+  maxMessageBytes?: number;
+  /** How often the server pings an idle connection to find dead runners. */
+  keepaliveTimeMs?: number;
+  /** How long a ping may go unanswered before the connection is dropped. */
+  keepaliveTimeoutMs?: number;
+  /** Connect interceptors around every handler of `services` (auth, metrics). */
+  interceptors?: Interceptor[];
+};
+
+export type GrpcServer = {
+  port: number;
+  server: grpc.Server;
+  /** grpc.health.v1 status per service name ("" is the server as a whole). */
+  health: HealthImplementation;
+  /**
+   * Report NOT_SERVING, stop accepting calls, let running ones finish for up
+   * to `graceMs`, then cancel what is left.
+   */
+  shutdown(graceMs: number): Promise<void>;
+};
+
+/**
+ * Serve `services` over gRPC with grpc.health.v1 and server reflection (v1 and
+ * v1alpha) alongside, so grpcurl and load balancers work without extra setup.
+ */
+export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": maxMessageBytes,
+    "grpc.max_send_message_length": maxMessageBytes,
+    ...(options.keepaliveTimeMs !== undefined && { "grpc.keepalive_time_ms": options.keepaliveTimeMs }),
+    ...(options.keepaliveTimeoutMs !== undefined && { "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs }),
+  });
+  for (const { service, impl } of options.services) {
+    addService(server, service, impl, { interceptors: options.interceptors ?? [] });
+  }
+  const healthNames = ["", ...options.services.map(({ service }) => service.typeName)];
+  const health = new HealthImplementation(statusMap(healthNames, "SERVING"));
+  health.addToServer(server);
+  addReflection(
+    server,
+    options.services.map(({ service }) => service),
+  );
+  let port: number;
+  try {
+    port = await bind(server, options.address);
+  } catch (error) {
+    server.forceShutdown();
+    throw error;
+  }
+  return {
+    port,
+    server,
+    health,
+    shutdown: async (graceMs) => {
+      // First, so that balancers and watching clients move away while
+      // in-flight calls are still being answered.
+      for (const name of healthNames) {
+        health.setStatus(name, "NOT_SERVING");
+      }
+      await drain(server, graceMs);
+    },
+  };
+}
+
+function statusMap(names: string[], status: "SERVING" | "NOT_SERVING"): ServingStatusMap {
+  return Object.fromEntries(names.map((name) => [name, status]));
+}
+
+function bind(server: grpc.Server, address: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
+      if (error) {
+        reject(error);
+      } else {
+        resolve(port);
+      }
+    });
+  });
+}
+
+function drain(server: grpc.Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    // Long-lived streams (runner sessions, health watches) would hold
+    // tryShutdown open forever; the grace period bounds the wait.
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
