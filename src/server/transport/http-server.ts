@@ -1,0 +1,124 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { cors, createContextValues, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { normalizePeerAddress, parseListenAddress } from "./address.js";
+import { peerAddressKey } from "./context.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
+import type { ServiceRegistration } from "./registration.js";
+
+/** Answers a request the RPC handler should not see; true if it did. */
+export type HttpRoutes = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+
+export type HttpServerOptions = {
+  /** "host:port"; port 0 picks a free one (see HttpServer.port). */
+  address: string;
+  services: ServiceRegistration[];
+  /** Largest request or response message; larger ones fail with resource_exhausted. */
+  maxMessageBytes?: number;
+  /** Tried before the RPC handler, for static pages and /metrics. */
+  routes?: HttpRoutes;
+  /** Connect interceptors around every handler (the same ones the gRPC server takes). */
+  interceptors?: Interceptor[];
+};
+
+export type HttpServer = {
+  port: number;
+  server: http.Server;
+  /**
+   * Stop accepting connections and abort running handlers' signals; streams
+   * still open after `graceMs` (default 5 s) are cut.
+   */
+  close(graceMs?: number): Promise<void>;
+};
+
+/**
+ * Serve `services` over HTTP/1.1 for curl and browsers: the Connect protocol
+ * (JSON and binary) and gRPC-Web. Plain gRPC needs HTTP/2 and lives on the
+ * gRPC server. Also answers CORS preflights and `GET /healthz`.
+ */
+export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const shutdown = new AbortController();
+  const rpc = connectNodeAdapter({
+    routes: (router) => {
+      for (const { service, impl } of options.services) {
+        router.service(service, impl);
+      }
+    },
+    connect: true,
+    grpcWeb: true,
+    grpc: false,
+    readMaxBytes: maxMessageBytes,
+    writeMaxBytes: maxMessageBytes,
+    interceptors: options.interceptors ?? [],
+    shutdownSignal: shutdown.signal,
+    contextValues: (req) => createContextValues().set(peerAddressKey, normalizePeerAddress(req.socket.remoteAddress)),
+  });
+  const server = http.createServer((req, res) => {
+    if (answerCors(req, res)) {
+      return;
+    }
+    if (req.method === "GET" && (req.url === "/healthz" || req.url?.startsWith("/healthz?"))) {
+      res.writeHead(200, { "content-type": "text/plain; charset=utf-8" }).end("ok");
+      return;
+    }
+    if (options.routes?.(req, res)) {
+      return;
+    }
+    rpc(req, res);
+  });
+  const { host, port } = parseListenAddress(options.address);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    server,
+    close: (graceMs = 5000) => close(server, shutdown, graceMs),
+  };
+}
+
+// Browsers send an Authorization header once bearer-token auth is on.
+const allowedHeaders = [...cors.allowedHeaders, "Authorization"].join(", ");
+const allowedMethods = cors.allowedMethods.join(", ");
+const exposedHeaders = cors.exposedHeaders.join(", ");
+
+/**
+ * Any origin may call (no cookies are used, so "*" grants nothing a page
+ * could not get by other means). Answers preflights itself; true if it did.
+ */
+function answerCors(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+  if (req.headers.origin === undefined) {
+    return false;
+  }
+  res.setHeader("access-control-allow-origin", "*");
+  if (req.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined) {
+    res
+      .writeHead(204, {
+        "access-control-allow-methods": allowedMethods,
+        "access-control-allow-headers": allowedHeaders,
+        "access-control-max-age": "7200",
+      })
+      .end();
+    return true;
+  }
+  res.setHeader("access-control-expose-headers", exposedHeaders);
+  return false;
+}
+
+function close(server: http.Server, shutdown: AbortController, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    shutdown.abort();
+    server.closeIdleConnections();
+  });
+}
