@@ -1,9 +1,13 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
 import { Coordinator } from "../src/server/dispatch/coordinator.js";
 import type { SessionLink } from "../src/server/dispatch/session-link.js";
 import type { DomainErrorKind } from "../src/server/domain/errors.js";
 import type { Clock } from "../src/server/domain/time.js";
 import { MemoryStore } from "../src/server/store/memory-store.js";
+import { SqliteStore } from "../src/server/store/sqlite-store.js";
 import type { Store } from "../src/server/store/store.js";
 import { T0 } from "./fixtures.js";
 
@@ -18,7 +22,23 @@ export class ManualClock implements Clock {
 }
 
 /** Stores the conformance suite runs against; each entry makes a fresh, empty store. */
-export const STORES: [string, () => Store][] = [["memory", () => new MemoryStore()]];
+export const STORES: [string, () => Store][] = [
+  ["memory", () => new MemoryStore()],
+  ["sqlite", () => SqliteStore.open(tempDatabasePath())],
+];
+
+let tempFolder: string | undefined;
+let tempCount = 0;
+
+/** A new database file in a folder removed when the test process exits. */
+export function tempDatabasePath(name = `store-${++tempCount}.db`): string {
+  if (tempFolder === undefined) {
+    const folder = mkdtempSync(join(tmpdir(), "runnerline-test-"));
+    process.once("exit", () => rmSync(folder, { recursive: true, force: true }));
+    tempFolder = folder;
+  }
+  return join(tempFolder, name);
+}
 
 export const LIVENESS = { heartbeatIntervalMs: 1_000, heartbeatGraceMs: 3_000, defaultUnresponsiveMs: 3_000 };
 

@@ -1,0 +1,487 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { Database, Statement } from "better-sqlite3";
+import { type Attempt, AttemptSchema, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
+import { type Rollout, RolloutSchema } from "../../gen/runnerline/v1/rollout_pb.js";
+import { type Worker, WorkerSchema, type WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import { isAttemptActive } from "../domain/attempt.js";
+import { msOf } from "../domain/time.js";
+import type { Attachment, WorkerRecord } from "../domain/worker.js";
+import {
+  ATTEMPT_SORT_FIELDS,
+  type AttemptFilter,
+  type ListQuery,
+  type Page,
+  ROLLOUT_SORT_FIELDS,
+  type RolloutFilter,
+  type SortCatalog,
+  WORKER_SORT_FIELDS,
+  type WorkerFilter,
+} from "./query.js";
+import { type OpenOptions, openDatabase } from "./sqlite-schema.js";
+import type { Store } from "./store.js";
+
+export interface SqliteStoreOptions extends OpenOptions {
+  /**
+   * How long heartbeat telemetry may wait in memory before it is written
+   * (default 500 ms): the most of it a crash can lose.
+   */
+  telemetryFlushMs?: number;
+}
+
+type SqlValue = string | number | bigint | Uint8Array | null;
+
+const ACTIVE_ATTEMPT_STATUSES = Object.values(AttemptStatus).filter(
+  (s): s is AttemptStatus => typeof s === "number" && isAttemptActive(s),
+);
+
+/**
+ * The embedded, durable store (DESIGN §7): one SQLite file in WAL mode.
+ *
+ * Group commit: the first write of an event-loop turn opens a transaction and
+ * schedules its COMMIT with setImmediate, so every write of that turn — all
+ * the RPCs that arrived together — costs one commit (one fsync with
+ * synchronous=FULL). `commit()` resolves after that COMMIT.
+ *
+ * Telemetry is written behind: a worker or attempt put whose version did not
+ * change (the domain bumps `version` on every transition; a heartbeat changes
+ * only time stamps, snapshot and stats) is kept in memory and written at most
+ * `telemetryFlushMs` later. Reads see it at once.
+ */
+export class SqliteStore implements Store {
+  private readonly sql: ReturnType<typeof prepareStatements>;
+  private readonly listStatements = new Map<string, Statement<SqlValue[]>>();
+  private turnOpen = false;
+  private waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+  private failure: unknown;
+  private closed = false;
+  private queueCount: number;
+  private readonly pendingWorkers = new Map<string, WorkerRecord>();
+  private readonly pendingAttempts = new Map<string, Attempt>();
+  private telemetryTimer: NodeJS.Timeout | undefined;
+  private readonly telemetryFlushMs: number;
+
+  /** Opens (creating if missing) the database at `path`; throws StoreOpenError with the reason when it cannot. */
+  static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
+    return new SqliteStore(openDatabase(path, options), options);
+  }
+
+  private constructor(
+    private readonly db: Database,
+    options: SqliteStoreOptions,
+  ) {
+    this.sql = prepareStatements(db);
+    this.queueCount = this.sql.queueCount.get() as number;
+    this.telemetryFlushMs = options.telemetryFlushMs ?? 500;
+  }
+
+  // ---- rollouts ----------------------------------------------------------
+
+  getRollout(rolloutId: string): Rollout | undefined {
+    const bytes = this.sql.getRollout.get(rolloutId) as Uint8Array | undefined;
+    return bytes === undefined ? undefined : fromBinary(RolloutSchema, bytes);
+  }
+
+  putRollout(rollout: Rollout) {
+    this.write(this.sql.putRollout, [
+      rollout.rolloutId,
+      rollout.status,
+      rollout.mode,
+      rollout.attemptCount,
+      ms(rollout.createTime),
+      ms(rollout.startTime),
+      ms(rollout.endTime),
+      rollout.version,
+      toBinary(RolloutSchema, rollout),
+    ]);
+  }
+
+  listRollouts(query: ListQuery<RolloutFilter>): Page<Rollout> {
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    inList(where, params, "status", query.filter.statuses);
+    contains(where, params, "rollout_id", query.filter.idContains);
+    return this.page("rollouts", ROLLOUT_SORT_FIELDS, where, params, query, (row) =>
+      fromBinary(RolloutSchema, row.message),
+    );
+  }
+
+  // ---- attempts ----------------------------------------------------------
+
+  getAttempt(attemptId: string): Attempt | undefined {
+    const pending = this.pendingAttempts.get(attemptId);
+    if (pending !== undefined) return pending;
+    const bytes = this.sql.getAttempt.get(attemptId) as Uint8Array | undefined;
+    return bytes === undefined ? undefined : fromBinary(AttemptSchema, bytes);
+  }
+
+  putAttempt(attempt: Attempt) {
+    const stored = this.sql.attemptVersion.get(attempt.attemptId) as bigint | undefined;
+    if (stored === attempt.version) {
+      // Same version: a sign of life (last_heartbeat_time) only.
+      this.pendingAttempts.set(attempt.attemptId, attempt);
+      this.scheduleTelemetry();
+      return;
+    }
+    this.pendingAttempts.delete(attempt.attemptId);
+    this.writeAttempt(attempt);
+  }
+
+  listAttempts(query: ListQuery<AttemptFilter>): Page<Attempt> {
+    this.flushTelemetry();
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    equal(where, params, "rollout_id", query.filter.rolloutId);
+    equal(where, params, "worker_id", query.filter.workerId);
+    inList(where, params, "status", query.filter.statuses);
+    return this.page("attempts", ATTEMPT_SORT_FIELDS, where, params, query, (row) =>
+      fromBinary(AttemptSchema, row.message),
+    );
+  }
+
+  activeAttempts(): Attempt[] {
+    const rows = this.sql.activeAttempts.all(...ACTIVE_ATTEMPT_STATUSES) as { attempt_id: string; message: Uint8Array }[];
+    return rows.map((row) => this.pendingAttempts.get(row.attempt_id) ?? fromBinary(AttemptSchema, row.message));
+  }
+
+  // ---- workers -----------------------------------------------------------
+
+  getWorker(workerId: string): WorkerRecord | undefined {
+    const pending = this.pendingWorkers.get(workerId);
+    if (pending !== undefined) return pending;
+    const row = this.sql.getWorker.get(workerId) as WorkerRow | undefined;
+    return row === undefined ? undefined : workerRecordOf(row);
+  }
+
+  putWorker(record: WorkerRecord) {
+    const { worker } = record;
+    const stored = this.sql.workerFacts.get(worker.workerId) as
+      | { version: bigint; attachment: string; suspect: bigint }
+      | undefined;
+    if (
+      stored !== undefined &&
+      stored.version === worker.version &&
+      stored.attachment === record.attachment &&
+      stored.suspect === (record.suspect ? 1n : 0n)
+    ) {
+      // Same version and facts: a heartbeat's telemetry and time stamps only.
+      this.pendingWorkers.set(worker.workerId, record);
+      this.scheduleTelemetry();
+      return;
+    }
+    this.pendingWorkers.delete(worker.workerId);
+    this.writeWorker(record);
+  }
+
+  listWorkers(query: ListQuery<WorkerFilter>): Page<Worker> {
+    this.flushTelemetry();
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    inList(where, params, "status", query.filter.statuses);
+    contains(where, params, "worker_id", query.filter.idContains);
+    for (const [key, value] of Object.entries(query.filter.labels)) {
+      where.push("EXISTS (SELECT 1 FROM json_each(workers.labels) WHERE key = ? AND value = ?)");
+      params.push(key, value);
+    }
+    return this.page("workers", WORKER_SORT_FIELDS, where, params, query, (row) =>
+      fromBinary(WorkerSchema, row.message),
+    );
+  }
+
+  workersWithStatus(statuses: WorkerStatus[]): WorkerRecord[] {
+    if (statuses.length === 0) return [];
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    inList(where, params, "status", statuses);
+    const statement = this.statement(
+      `SELECT worker_id, attachment, suspect, message FROM workers WHERE ${where.join(" AND ")} ORDER BY rowid`,
+    );
+    const rows = statement.all(...params) as WorkerRow[];
+    return rows.map((row) => this.pendingWorkers.get(row.worker_id) ?? workerRecordOf(row));
+  }
+
+  // ---- dispatch queue ----------------------------------------------------
+
+  pushQueue(rolloutId: string) {
+    const removed = this.write(this.sql.unqueue, [rolloutId]);
+    this.write(this.sql.enqueue, [rolloutId]);
+    this.queueCount += 1 - removed;
+  }
+
+  removeFromQueue(rolloutId: string) {
+    this.queueCount -= this.write(this.sql.unqueue, [rolloutId]);
+  }
+
+  popQueue(): string | undefined {
+    if (this.queueCount === 0) return undefined;
+    this.beginTurn();
+    const rolloutId = this.sql.popQueue.get() as string | undefined;
+    if (rolloutId !== undefined) this.queueCount -= 1;
+    return rolloutId;
+  }
+
+  queueLength() {
+    return this.queueCount;
+  }
+
+  // ---- durability --------------------------------------------------------
+
+  commit(): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (!this.turnOpen) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** Writes the telemetry held back, commits, and closes the file. */
+  async close() {
+    if (this.closed) return;
+    clearTimeout(this.telemetryTimer);
+    if (this.failure === undefined) {
+      this.flushTelemetry();
+      if (this.turnOpen) this.commitTurn();
+    }
+    this.closed = true;
+    this.db.close();
+  }
+
+  // ---- internals ---------------------------------------------------------
+
+  /** Runs a write inside this turn's transaction; returns the number of rows changed. */
+  private write(statement: Statement<SqlValue[]>, params: SqlValue[]): number {
+    this.beginTurn();
+    return statement.run(...params).changes;
+  }
+
+  private beginTurn() {
+    if (this.closed) throw new Error("the store is closed");
+    if (this.failure !== undefined) {
+      throw new Error(`the store failed to commit and refuses further writes; restart the server: ${String(this.failure)}`);
+    }
+    if (this.turnOpen) return;
+    this.sql.begin.run();
+    this.turnOpen = true;
+    setImmediate(() => this.commitTurn());
+  }
+
+  private commitTurn() {
+    if (!this.turnOpen) return;
+    this.turnOpen = false;
+    const waiters = this.waiters;
+    this.waiters = [];
+    try {
+      this.sql.commit.run();
+    } catch (error) {
+      // What this turn wrote is gone, so the caches (queue count, telemetry) no longer match the file.
+      this.failure = error;
+      if (this.db.inTransaction) this.sql.rollback.run();
+      for (const waiter of waiters) waiter.reject(error);
+      return;
+    }
+    for (const waiter of waiters) waiter.resolve();
+  }
+
+  private scheduleTelemetry() {
+    if (this.telemetryTimer !== undefined) return;
+    this.telemetryTimer = setTimeout(() => {
+      this.telemetryTimer = undefined;
+      if (!this.closed && this.failure === undefined) this.flushTelemetry();
+    }, this.telemetryFlushMs);
+    this.telemetryTimer.unref();
+  }
+
+  /** Writes held-back telemetry into this turn's transaction. */
+  private flushTelemetry() {
+    for (const record of this.pendingWorkers.values()) this.writeWorker(record);
+    for (const attempt of this.pendingAttempts.values()) this.writeAttempt(attempt);
+    this.pendingWorkers.clear();
+    this.pendingAttempts.clear();
+  }
+
+  private writeAttempt(attempt: Attempt) {
+    this.write(this.sql.putAttempt, [
+      attempt.attemptId,
+      attempt.rolloutId,
+      attempt.sequenceId,
+      attempt.workerId,
+      attempt.status,
+      ms(attempt.createTime),
+      ms(attempt.startTime),
+      ms(attempt.endTime),
+      ms(attempt.lastHeartbeatTime),
+      attempt.version,
+      toBinary(AttemptSchema, attempt),
+    ]);
+  }
+
+  private writeWorker(record: WorkerRecord) {
+    const { worker } = record;
+    this.write(this.sql.putWorker, [
+      worker.workerId,
+      worker.status,
+      worker.capacity,
+      ms(worker.lastHeartbeatTime),
+      ms(worker.lastDequeueTime),
+      ms(worker.lastBusyTime),
+      ms(worker.lastIdleTime),
+      ms(worker.connectTime),
+      ms(worker.createTime),
+      JSON.stringify(worker.labels),
+      record.attachment,
+      record.suspect ? 1 : 0,
+      worker.version,
+      toBinary(WorkerSchema, worker),
+    ]);
+  }
+
+  /**
+   * One page in SQL, ordered exactly as pageOf orders it in memory: unset
+   * times last ascending and first descending; other fields are never unset;
+   * insertion order breaks the remaining ties, as a stable sort would.
+   */
+  private page<T>(
+    table: string,
+    catalog: SortCatalog<unknown>,
+    where: string[],
+    params: SqlValue[],
+    query: ListQuery<unknown>,
+    decode: (row: { message: Uint8Array }) => T,
+  ): Page<T> {
+    const order = query.orderBy.map(({ field, descending }) => {
+      const sort = catalog[field];
+      // Field names are checked against the catalog, which is what makes them safe to splice in.
+      if (sort === undefined || !Object.hasOwn(catalog, field)) throw new Error(`unknown order_by field "${field}"`);
+      const direction = descending ? "DESC" : "ASC";
+      return sort.time ? `${field} ${direction} NULLS ${descending ? "FIRST" : "LAST"}` : `${field} ${direction}`;
+    });
+    order.push("rowid ASC");
+    const filter = where.length === 0 ? "" : ` WHERE ${where.join(" AND ")}`;
+    const total = this.statement(`SELECT count(*) FROM ${table}${filter}`).pluck().get(...params) as number;
+    if (query.limit <= 0 || query.offset >= total) return { items: [], total };
+    const rows = this.statement(
+      `SELECT message FROM ${table}${filter} ORDER BY ${order.join(", ")} LIMIT ? OFFSET ?`,
+    ).all(...params, query.limit, query.offset) as { message: Uint8Array }[];
+    return { items: rows.map(decode), total };
+  }
+
+  /** List statements vary with the filter and order; each distinct text is prepared once. */
+  private statement(text: string): Statement<SqlValue[]> {
+    let statement = this.listStatements.get(text);
+    if (statement === undefined) {
+      statement = this.db.prepare<SqlValue[]>(text);
+      this.listStatements.set(text, statement);
+    }
+    return statement;
+  }
+}
+
+interface WorkerRow {
+  worker_id: string;
+  attachment: string;
+  suspect: number;
+  message: Uint8Array;
+}
+
+function workerRecordOf(row: WorkerRow): WorkerRecord {
+  return {
+    worker: fromBinary(WorkerSchema, row.message),
+    attachment: row.attachment as Attachment,
+    suspect: row.suspect !== 0,
+  };
+}
+
+const ms = (timestamp: Parameters<typeof msOf>[0]) => msOf(timestamp) ?? null;
+
+function inList(where: string[], params: SqlValue[], column: string, values: readonly number[]) {
+  if (values.length === 0) return;
+  where.push(`${column} IN (${values.map(() => "?").join(", ")})`);
+  params.push(...values);
+}
+
+function equal(where: string[], params: SqlValue[], column: string, value: string) {
+  if (value === "") return;
+  where.push(`${column} = ?`);
+  params.push(value);
+}
+
+/** Case-sensitive substring, as String.prototype.includes. */
+function contains(where: string[], params: SqlValue[], column: string, value: string) {
+  if (value === "") return;
+  where.push(`instr(${column}, ?) > 0`);
+  params.push(value);
+}
+
+function prepareStatements(db: Database) {
+  const upsert = (table: string, key: string, columns: string[]) =>
+    db.prepare<SqlValue[]>(
+      `INSERT INTO ${table} (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")}) ` +
+        `ON CONFLICT (${key}) DO UPDATE SET ${columns
+          .filter((c) => c !== key)
+          .map((c) => `${c} = excluded.${c}`)
+          .join(", ")}`,
+    );
+  return {
+    begin: db.prepare("BEGIN IMMEDIATE"),
+    commit: db.prepare("COMMIT"),
+    rollback: db.prepare("ROLLBACK"),
+
+    getRollout: db.prepare<[string]>("SELECT message FROM rollouts WHERE rollout_id = ?").pluck(),
+    putRollout: upsert("rollouts", "rollout_id", [
+      "rollout_id",
+      "status",
+      "mode",
+      "attempt_count",
+      "create_time",
+      "start_time",
+      "end_time",
+      "version",
+      "message",
+    ]),
+
+    getAttempt: db.prepare<[string]>("SELECT message FROM attempts WHERE attempt_id = ?").pluck(),
+    attemptVersion: db
+      .prepare<[string]>("SELECT version FROM attempts WHERE attempt_id = ?")
+      .pluck()
+      .safeIntegers(),
+    putAttempt: upsert("attempts", "attempt_id", [
+      "attempt_id",
+      "rollout_id",
+      "sequence_id",
+      "worker_id",
+      "status",
+      "create_time",
+      "start_time",
+      "end_time",
+      "last_heartbeat_time",
+      "version",
+      "message",
+    ]),
+    activeAttempts: db.prepare<SqlValue[]>(
+      `SELECT attempt_id, message FROM attempts WHERE status IN (${ACTIVE_ATTEMPT_STATUSES.map(() => "?").join(", ")}) ORDER BY rowid`,
+    ),
+
+    getWorker: db.prepare<[string]>("SELECT worker_id, attachment, suspect, message FROM workers WHERE worker_id = ?"),
+    workerFacts: db
+      .prepare<[string]>("SELECT version, attachment, suspect FROM workers WHERE worker_id = ?")
+      .safeIntegers(),
+    putWorker: upsert("workers", "worker_id", [
+      "worker_id",
+      "status",
+      "capacity",
+      "last_heartbeat_time",
+      "last_dequeue_time",
+      "last_busy_time",
+      "last_idle_time",
+      "connect_time",
+      "create_time",
+      "labels",
+      "attachment",
+      "suspect",
+      "version",
+      "message",
+    ]),
+
+    queueCount: db.prepare("SELECT count(*) FROM queue").pluck(),
+    enqueue: db.prepare<SqlValue[]>("INSERT INTO queue (rollout_id) VALUES (?)"),
+    unqueue: db.prepare<SqlValue[]>("DELETE FROM queue WHERE rollout_id = ?"),
+    popQueue: db.prepare("DELETE FROM queue WHERE seq = (SELECT min(seq) FROM queue) RETURNING rollout_id").pluck(),
+  };
+}
