@@ -172,6 +172,11 @@ function executeCommand(job: RunnerJob, config: RunnerCommandConfig): Promise<vo
       clearTimeout(killTimer);
       job.signal.removeEventListener("abort", onAbort);
     };
+    // The shell can exit on SIGTERM while something it started a moment too
+    // late to receive the signal lives on; nothing of a cancelled attempt may.
+    child.on("exit", () => {
+      if (job.signal.aborted) signalGroup(child.pid, "SIGKILL");
+    });
     child.on("error", (error) => {
       settle();
       reject(new Error(`could not run /bin/sh: ${error.message}`));

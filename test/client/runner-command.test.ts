@@ -26,10 +26,14 @@ beforeEach(async () => {
 
 afterEach(async () => {
   for (const runner of processes.splice(0)) {
-    if (runner.child.exitCode === null && runner.child.signalCode === null) {
-      runner.child.kill("SIGKILL");
-      await once(runner.child, "exit");
-    }
+    if (runner.child.exitCode !== null || runner.child.signalCode !== null) continue;
+    // Two signals abort the attempts in hand, which also ends their commands; a
+    // SIGKILLed runner would leave them running in their own process groups.
+    runner.child.kill("SIGTERM");
+    setTimeout(() => runner.child.kill("SIGTERM"), 50);
+    const killer = setTimeout(() => runner.child.kill("SIGKILL"), 5_000);
+    await runner.exited;
+    clearTimeout(killer);
   }
   await server.close();
   await rm(workDir, { recursive: true, force: true });
