@@ -151,6 +151,20 @@ CSV`,
     expect(snapshot.cpu?.logicalCores).toBeGreaterThan(0);
   });
 
+  it("parses a line captured from a real H200 host", () => {
+    expect(parseNvidiaSmiCsv("0, NVIDIA H200, 0, 0, 143771, 44, 97.54\n")).toEqual([
+      expect.objectContaining({
+        index: 0,
+        name: "NVIDIA H200",
+        utilizationPercent: 0,
+        memoryUsedBytes: 0n,
+        memoryTotalBytes: 143771n * 1024n * 1024n,
+        temperatureCelsius: 44,
+        powerWatts: 97.54,
+      }),
+    ]);
+  });
+
   it("parses names that contain commas", () => {
     const [gpu] = parseNvidiaSmiCsv("3, Tesla V100, PCIe, 16GB, 5, 100, 16384, 40, 30.5\n");
     expect(gpu).toMatchObject({ index: 3, name: "Tesla V100, PCIe, 16GB", utilizationPercent: 5, powerWatts: 30.5 });
