@@ -10,6 +10,7 @@ import { startServer } from "../../src/server/app.js";
 
 export interface TestServer {
   grpcAddress: string;
+  httpBaseUrl: string;
   clients: RunnerlineClients;
   close(): Promise<void>;
 }
@@ -25,6 +26,7 @@ export async function startTestServer(options: { heartbeatIntervalMs?: number } 
   const grpcAddress = `127.0.0.1:${server.grpcPort}`;
   return {
     grpcAddress,
+    httpBaseUrl: `http://127.0.0.1:${server.httpPort}`,
     clients: createRunnerlineClients({ baseUrl: `http://${grpcAddress}` }),
     close: async () => {
       await server.close();
