@@ -2,12 +2,13 @@ import { parseArgs } from "node:util";
 import { startServer } from "../server/app.js";
 import type { ServerConfig } from "../server/config.js";
 
-const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST:PORT] [--store memory]
+const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST:PORT] [--store memory|sqlite:PATH]
                        [--heartbeat-interval SECONDS] [--heartbeat-grace SECONDS]
 
   --grpc-addr           gRPC listener (env RUNNERLINE_GRPC_ADDR, default 127.0.0.1:50051)
   --http-addr           Connect/gRPC-Web listener (env RUNNERLINE_HTTP_ADDR, default 127.0.0.1:8080)
-  --store               where state lives (env RUNNERLINE_STORE, default memory)
+  --store               where state lives: memory, or sqlite:PATH (env RUNNERLINE_STORE,
+                        default sqlite:./data/runnerline.db; see docs/storage.md)
   --heartbeat-interval  how often runners beat (env RUNNERLINE_HEARTBEAT_INTERVAL, default 5)
   --heartbeat-grace     lateness that makes a worker UNKNOWN (env RUNNERLINE_HEARTBEAT_GRACE, default 3 × interval)`;
 

@@ -23,7 +23,8 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
   return {
     grpcAddress: "127.0.0.1:50051",
     httpAddress: "127.0.0.1:8080",
-    store: "memory",
+    // Durable by default: a fresh `npm start` keeps its state in ./data (docs/storage.md).
+    store: "sqlite:./data/runnerline.db",
     heartbeatIntervalMs,
     heartbeatGraceMs,
     defaultUnresponsiveMs: heartbeatGraceMs,
