@@ -23,6 +23,8 @@ afterAll(async () => {
 });
 
 const config = (fields: MessageInitShape<typeof RolloutConfigSchema>) => fields;
+/** An enum number this server does not define, as a binary client from a newer proto could send. */
+const unknownEnum = <E>(n: number) => n as E;
 const deep = (levels: number): Record<string, unknown> => (levels === 0 ? { x: 1 } : { nested: deep(levels - 1) });
 
 type Call = (c: RunnerlineClients) => Promise<unknown>;
@@ -30,7 +32,7 @@ type Call = (c: RunnerlineClients) => Promise<unknown>;
 /** Every RPC with the inputs it must refuse, and the code it must refuse them with. */
 const cases: [string, Call, Code][] = [
   ["EnqueueRollout: malformed rollout_id", (c) => c.rollouts.enqueueRollout({ rolloutId: "bad id!" }), Code.InvalidArgument],
-  ["EnqueueRollout: unknown mode", (c) => c.rollouts.enqueueRollout({ mode: 99 }), Code.InvalidArgument],
+  ["EnqueueRollout: unknown mode", (c) => c.rollouts.enqueueRollout({ mode: unknownEnum(99) }), Code.InvalidArgument],
   ["EnqueueRollout: negative max_attempts", (c) => c.rollouts.enqueueRollout({ config: config({ maxAttempts: -1 }) }), Code.InvalidArgument],
   ["EnqueueRollout: retry_on SUCCEEDED", (c) => c.rollouts.enqueueRollout({ config: config({ retryOn: [AttemptStatus.SUCCEEDED] }) }), Code.InvalidArgument],
   ["EnqueueRollout: negative timeout", (c) => c.rollouts.enqueueRollout({ config: config({ timeout: durationFromMs(-5) }) }), Code.InvalidArgument],
@@ -39,7 +41,7 @@ const cases: [string, Call, Code][] = [
     return c.rollouts.enqueueRollout({ rolloutId: "reused-id", resourcesId: "b" });
   }, Code.AlreadyExists],
   ["EnqueueRollouts: empty batch", (c) => c.rollouts.enqueueRollouts({ requests: [] }), Code.InvalidArgument],
-  ["EnqueueRollouts: one bad entry", (c) => c.rollouts.enqueueRollouts({ requests: [{}, { mode: 42 }] }), Code.InvalidArgument],
+  ["EnqueueRollouts: one bad entry", (c) => c.rollouts.enqueueRollouts({ requests: [{}, { mode: unknownEnum(42) }] }), Code.InvalidArgument],
   ["GetRollout: missing rollout_id", (c) => c.rollouts.getRollout({}), Code.InvalidArgument],
   ["GetRollout: unknown rollout", (c) => c.rollouts.getRollout({ rolloutId: "ro-unknown" }), Code.NotFound],
   ["ListRollouts: negative page_size", (c) => c.rollouts.listRollouts({ pageSize: -1 }), Code.InvalidArgument],
@@ -52,7 +54,7 @@ const cases: [string, Call, Code][] = [
     return c.rollouts.listRollouts({ pageSize: 1, pageToken: page.nextPageToken, orderBy: "create_time desc" });
   }, Code.InvalidArgument],
   ["ListRollouts: UNSPECIFIED status", (c) => c.rollouts.listRollouts({ statuses: [RolloutStatus.UNSPECIFIED] }), Code.InvalidArgument],
-  ["ListRollouts: unknown status", (c) => c.rollouts.listRollouts({ statuses: [77] }), Code.InvalidArgument],
+  ["ListRollouts: unknown status", (c) => c.rollouts.listRollouts({ statuses: [unknownEnum(77)] }), Code.InvalidArgument],
   ["CancelRollout: missing rollout_id", (c) => c.rollouts.cancelRollout({}), Code.InvalidArgument],
   ["CancelRollout: unknown rollout", (c) => c.rollouts.cancelRollout({ rolloutId: "ro-unknown" }), Code.NotFound],
   ["CancelRollout: already finished", async (c) => {
@@ -92,7 +94,7 @@ const cases: [string, Call, Code][] = [
   ["SendHeartbeat: extra_stats over 64 KiB", (c) => c.workers.sendHeartbeat({ workerId: "big", extraStats: { blob: "x".repeat(70_000) } }), Code.ResourceExhausted],
   ["SendHeartbeat: extra_stats nested too deep", (c) => c.workers.sendHeartbeat({ workerId: "deep", extraStats: deep(12) as never }), Code.InvalidArgument],
   ["WatchWorkers: unknown status", async (c) => {
-    for await (const _ of c.workers.watchWorkers({ statuses: [12] })) break;
+    for await (const _ of c.workers.watchWorkers({ statuses: [unknownEnum(12)] })) break;
   }, Code.InvalidArgument],
 ];
 
