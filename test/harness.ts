@@ -25,6 +25,8 @@ export class ManualClock implements Clock {
 export const STORES: [string, () => Store][] = [
   ["memory", () => new MemoryStore()],
   ["sqlite", () => SqliteStore.open(tempDatabasePath())],
+  // Every read goes to SQL and decodes: the cache must never be what makes a test pass.
+  ["sqlite without read cache", () => SqliteStore.open(tempDatabasePath(), { cacheSize: 0 })],
 ];
 
 let tempFolder: string | undefined;

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { type Attempt, AttemptSchema, AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
@@ -27,10 +27,10 @@ import { tempDatabasePath } from "../harness.js";
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const tsx = `${root}node_modules/.bin/tsx`;
 
-const rollout = (id: string, fields: Partial<Rollout> = {}) =>
-  create(RolloutSchema, { rolloutId: id, status: RolloutStatus.QUEUED, createTime: toTimestamp(T0), version: 1n, ...fields });
+const rollout = (id: string, fields: MessageInitShape<typeof RolloutSchema> = {}): Rollout =>
+  create(RolloutSchema, { rolloutId: id, status: RolloutStatus.QUEUING, createTime: toTimestamp(T0), version: 1n, ...fields });
 
-const attempt = (id: string, fields: Partial<Attempt> = {}) =>
+const attempt = (id: string, fields: MessageInitShape<typeof AttemptSchema> = {}): Attempt =>
   create(AttemptSchema, { attemptId: id, rolloutId: "ro-1", workerId: "w-1", sequenceId: 1, status: AttemptStatus.RUNNING, version: 1n, ...fields });
 
 function drain(store: Store): string[] {
@@ -281,13 +281,13 @@ describe("SQLite store: lists", () => {
       put(memory);
       put(sqlite);
     };
-    const rolloutStatuses = [RolloutStatus.QUEUED, RolloutStatus.RUNNING, RolloutStatus.SUCCEEDED, RolloutStatus.FAILED];
+    const rolloutStatuses = [RolloutStatus.QUEUING, RolloutStatus.RUNNING, RolloutStatus.SUCCEEDED, RolloutStatus.FAILED];
     const attemptStatuses = [AttemptStatus.PREPARING, AttemptStatus.RUNNING, AttemptStatus.SUCCEEDED, AttemptStatus.FAILED];
     const workerStatuses = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
     for (let i = 0; i < 120; i++) {
       const r = rollout(`ro-${rnd.int(80)}`, {
         status: rnd.pick(rolloutStatuses),
-        mode: rnd.pick([RolloutMode.UNSPECIFIED, RolloutMode.TRAIN, RolloutMode.TEST]),
+        mode: rnd.pick([RolloutMode.UNSPECIFIED, RolloutMode.TRAIN, RolloutMode.VAL]),
         createTime: time(),
         startTime: time(),
         endTime: time(),
@@ -355,7 +355,7 @@ describe("SQLite store: lists", () => {
         filter: {
           statuses: subset(workerStatuses),
           idContains: rnd.pick(["", "", "2"]),
-          labels: rnd.pick([{}, {}, { zone: "a" }, { zone: "b", gpu: "x" }]),
+          labels: rnd.pick<Record<string, string>>([{}, {}, { zone: "a" }, { zone: "b", gpu: "x" }]),
         },
         orderBy: orderOf(Object.keys(WORKER_SORT_FIELDS), "worker_id"),
         ...paging(),

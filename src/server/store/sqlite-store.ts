@@ -26,6 +26,8 @@ export interface SqliteStoreOptions extends OpenOptions {
    * (default 500 ms): the most of it a crash can lose.
    */
   telemetryFlushMs?: number;
+  /** Decoded entities kept per kind for the coordinator's repeated reads (default 10,000; 0 turns it off). */
+  cacheSize?: number;
 }
 
 type SqlValue = string | number | bigint | Uint8Array | null;
@@ -59,6 +61,13 @@ export class SqliteStore implements Store {
   private readonly pendingAttempts = new Map<string, Attempt>();
   private telemetryTimer: NodeJS.Timeout | undefined;
   private readonly telemetryFlushMs: number;
+  // Write-through caches of decoded messages: the coordinator reads the same
+  // few entities many times per transition, and decoding costs more than the
+  // SQL. Entities are never mutated in place (the domain copies), so sharing
+  // them is as safe as the memory store's maps.
+  private readonly rollouts: ReadCache<Rollout>;
+  private readonly attempts: ReadCache<Attempt>;
+  private readonly workers: ReadCache<WorkerRecord>;
 
   /** Opens (creating if missing) the database at `path`; throws StoreOpenError with the reason when it cannot. */
   static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
@@ -72,16 +81,23 @@ export class SqliteStore implements Store {
     this.sql = prepareStatements(db);
     this.queueCount = this.sql.queueCount.get() as number;
     this.telemetryFlushMs = options.telemetryFlushMs ?? 500;
+    const cacheSize = options.cacheSize ?? 10_000;
+    this.rollouts = new ReadCache(cacheSize);
+    this.attempts = new ReadCache(cacheSize);
+    this.workers = new ReadCache(cacheSize);
   }
 
   // ---- rollouts ----------------------------------------------------------
 
   getRollout(rolloutId: string): Rollout | undefined {
+    const cached = this.rollouts.get(rolloutId);
+    if (cached !== undefined) return cached;
     const bytes = this.sql.getRollout.get(rolloutId) as Uint8Array | undefined;
-    return bytes === undefined ? undefined : fromBinary(RolloutSchema, bytes);
+    return bytes === undefined ? undefined : this.rollouts.set(rolloutId, fromBinary(RolloutSchema, bytes));
   }
 
   putRollout(rollout: Rollout) {
+    this.rollouts.set(rollout.rolloutId, rollout);
     this.write(this.sql.putRollout, [
       rollout.rolloutId,
       rollout.status,
@@ -108,13 +124,14 @@ export class SqliteStore implements Store {
   // ---- attempts ----------------------------------------------------------
 
   getAttempt(attemptId: string): Attempt | undefined {
-    const pending = this.pendingAttempts.get(attemptId);
-    if (pending !== undefined) return pending;
+    const cached = this.pendingAttempts.get(attemptId) ?? this.attempts.get(attemptId);
+    if (cached !== undefined) return cached;
     const bytes = this.sql.getAttempt.get(attemptId) as Uint8Array | undefined;
-    return bytes === undefined ? undefined : fromBinary(AttemptSchema, bytes);
+    return bytes === undefined ? undefined : this.attempts.set(attemptId, fromBinary(AttemptSchema, bytes));
   }
 
   putAttempt(attempt: Attempt) {
+    this.attempts.set(attempt.attemptId, attempt);
     const stored = this.sql.attemptVersion.get(attempt.attemptId) as bigint | undefined;
     if (stored === attempt.version) {
       // Same version: a sign of life (last_heartbeat_time) only.
@@ -146,14 +163,15 @@ export class SqliteStore implements Store {
   // ---- workers -----------------------------------------------------------
 
   getWorker(workerId: string): WorkerRecord | undefined {
-    const pending = this.pendingWorkers.get(workerId);
-    if (pending !== undefined) return pending;
+    const cached = this.pendingWorkers.get(workerId) ?? this.workers.get(workerId);
+    if (cached !== undefined) return cached;
     const row = this.sql.getWorker.get(workerId) as WorkerRow | undefined;
-    return row === undefined ? undefined : workerRecordOf(row);
+    return row === undefined ? undefined : this.workers.set(workerId, workerRecordOf(row));
   }
 
   putWorker(record: WorkerRecord) {
     const { worker } = record;
+    this.workers.set(worker.workerId, record);
     const stored = this.sql.workerFacts.get(worker.workerId) as
       | { version: bigint; attachment: string; suspect: bigint }
       | undefined;
@@ -273,6 +291,9 @@ export class SqliteStore implements Store {
       // What this turn wrote is gone, so the caches (queue count, telemetry) no longer match the file.
       this.failure = error;
       if (this.db.inTransaction) this.sql.rollback.run();
+      this.rollouts.clear();
+      this.attempts.clear();
+      this.workers.clear();
       for (const waiter of waiters) waiter.reject(error);
       return;
     }
@@ -370,6 +391,33 @@ export class SqliteStore implements Store {
       this.listStatements.set(text, statement);
     }
     return statement;
+  }
+}
+
+/** A map that forgets its least recently used entries beyond `capacity`. */
+class ReadCache<T> {
+  private readonly entries = new Map<string, T>();
+  constructor(private readonly capacity: number) {}
+
+  get(key: string): T | undefined {
+    const value = this.entries.get(key);
+    if (value !== undefined) {
+      this.entries.delete(key);
+      this.entries.set(key, value);
+    }
+    return value;
+  }
+
+  set(key: string, value: T): T {
+    if (this.capacity === 0) return value;
+    this.entries.delete(key);
+    this.entries.set(key, value);
+    if (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
+    return value;
+  }
+
+  clear() {
+    this.entries.clear();
   }
 }
 
