@@ -439,3 +439,117 @@ describe.each(STORES)("recovery after a restart on the %s store", (_, makeStore)
     expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.UNRESPONSIVE);
   });
 });
+
+describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s store", (_, makeStore) => {
+  const setup = () => coordinatorOn(makeStore());
+
+  it("a rollout past its deadline ends FAILED with the reason, its attempt is aborted and its runner told", async () => {
+    const { coordinator, clock } = setup();
+    const link = new RecordingLink("w-1");
+    await coordinator.openSession(link, OPENING, []);
+    await coordinator.grantCredits(link, 1);
+    const [rollout] = await coordinator.enqueue([request({}, { deadline: durationFromMs(1_000), maxAttempts: 5, retryOn: [A.FAILED] })]);
+    const assignment = link.ofCase("assignment")[0]!;
+    await coordinator.report(assignment.attempt!.attemptId, { status: A.RUNNING, errorMessage: "" });
+    clock.advance(1_000);
+    await coordinator.runWatchdog();
+    expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.RUNNING);
+    clock.advance(1);
+    await coordinator.runWatchdog();
+    const failed = coordinator.getRollout(rollout!.rolloutId);
+    expect(failed.status).toBe(R.FAILED);
+    expect(failed.failureReason).toContain("deadline");
+    expect(coordinator.getAttempt(assignment.attempt!.attemptId)).toMatchObject({
+      status: A.FAILED,
+      error: expect.objectContaining({ kind: AttemptErrorKind.DEADLINE_EXCEEDED }),
+    });
+    expect(link.ofCase("cancel").map((c) => c.attemptId)).toEqual([assignment.attempt!.attemptId]);
+    expect(coordinator.getWorker("w-1").status).toBe(W.IDLE);
+  });
+
+  it("the deadline covers retries: a requeued rollout expires in the queue", async () => {
+    const { coordinator, clock } = setup();
+    const [rollout] = await coordinator.enqueue([request({}, { deadline: durationFromMs(500), maxAttempts: 3, retryOn: [A.FAILED] })]);
+    const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+    await coordinator.report(attempt.attemptId, { status: A.FAILED, errorMessage: "x" });
+    clock.advance(501);
+    await coordinator.runWatchdog();
+    expect(coordinator.getRollout(rollout!.rolloutId)).toMatchObject({ status: R.FAILED, attemptCount: 1 });
+    expect(await coordinator.dequeueFor("w-1")).toBeUndefined();
+  });
+
+  it("queue_timeout fails a rollout never dispatched in time, and no longer applies once it was", async () => {
+    const { coordinator, clock } = setup();
+    const [waiting, taken] = await coordinator.enqueue([
+      request({}, { queueTimeout: durationFromMs(200) }),
+      request({}, { queueTimeout: durationFromMs(200) }),
+    ]);
+    await coordinator.cancel(waiting!.rolloutId).then(() => undefined);
+    const [stuck] = await coordinator.enqueue([request({}, { queueTimeout: durationFromMs(200) })]);
+    expect((await coordinator.dequeueFor("w-1"))!.rollout.rolloutId).toBe(taken!.rolloutId);
+    clock.advance(201);
+    await coordinator.runWatchdog();
+    const expired = coordinator.getRollout(stuck!.rolloutId);
+    expect(expired.status).toBe(R.FAILED);
+    expect(expired.failureReason).toContain("queue_timeout");
+    expect(coordinator.getRollout(taken!.rolloutId).status).toBe(R.PREPARING);
+  });
+
+  it("a failed rollout records its last attempt's error as the failure reason", async () => {
+    const { coordinator } = setup();
+    const [rollout] = await coordinator.enqueue([request()]);
+    const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+    await coordinator.report(attempt.attemptId, { status: A.FAILED, errorMessage: "segfault" });
+    expect(coordinator.getRollout(rollout!.rolloutId).failureReason).toBe("attempt 1 ended FAILED: segfault");
+  });
+
+  it("drain: no more dispatching, every runner told, resolves when sessions close", async () => {
+    const { coordinator } = setup();
+    const links = [new RecordingLink("w-1"), new RecordingLink("w-2")];
+    for (const link of links) await coordinator.openSession(link, OPENING, []);
+    const draining = coordinator.drain("server shutting down", 5_000);
+    expect(links.map((l) => l.ofCase("drain").length)).toEqual([1, 1]);
+    await coordinator.grantCredits(links[0]!, 1);
+    await coordinator.enqueue([request()]);
+    expect(links[0]!.ofCase("assignment")).toHaveLength(0);
+    expect(await coordinator.dequeueFor("w-3")).toBeUndefined();
+    for (const link of links) await coordinator.closeSession(link);
+    expect(await draining).toEqual({ remaining: 0 });
+  });
+
+  async function fleetDrop(size: number, dropped: number) {
+    const { coordinator, clock } = setup();
+    const links = Array.from({ length: size }, (_, i) => new RecordingLink(`w-${i}`));
+    for (const link of links) {
+      await coordinator.openSession(link, OPENING, []);
+      await coordinator.grantCredits(link, 1);
+    }
+    await coordinator.enqueue(links.map(() => request()));
+    for (const link of links.slice(0, dropped)) await coordinator.closeSession(link);
+    clock.advance(LIVENESS.defaultUnresponsiveMs + 1);
+    // The runners that stayed keep beating; their attempts stay alive.
+    for (const link of links.slice(dropped)) {
+      await coordinator.heartbeat(link.workerId, {}, link.ofCase("assignment").map((a) => a.attempt!.attemptId));
+    }
+    await coordinator.runWatchdog();
+    const statusOf = (link: RecordingLink) => coordinator.getAttempt(link.ofCase("assignment")[0]!.attempt!.attemptId).status;
+    return { coordinator, clock, links, statusOf };
+  }
+
+  it("the brake engages when 8 of 12 runners drop at once: their attempts are held, then judged", async () => {
+    const { coordinator, clock, links, statusOf } = await fleetDrop(12, 8);
+    expect(links.slice(0, 8).map(statusOf)).toEqual(Array(8).fill(A.PREPARING));
+    expect(coordinator.getWorker("w-0").status).toBe(W.UNKNOWN);
+    clock.advance(4 * LIVENESS.heartbeatGraceMs);
+    await coordinator.runWatchdog();
+    expect(links.slice(0, 8).map(statusOf)).toEqual(Array(8).fill(A.UNRESPONSIVE));
+  });
+
+  it("the brake does not engage for 1 of 1, nor for a minority of a large fleet", async () => {
+    const lone = await fleetDrop(1, 1);
+    expect(lone.statusOf(lone.links[0]!)).toBe(A.UNRESPONSIVE);
+    const minority = await fleetDrop(12, 6);
+    expect(minority.links.slice(0, 6).map(minority.statusOf)).toEqual(Array(6).fill(A.UNRESPONSIVE));
+    expect(minority.links.slice(6).map(minority.statusOf)).toEqual(Array(6).fill(A.RUNNING));
+  });
+});

@@ -10,7 +10,11 @@ const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST
   --store               where state lives: memory, or sqlite:PATH (env RUNNERLINE_STORE,
                         default sqlite:./data/runnerline.db; see docs/storage.md)
   --heartbeat-interval  how often runners beat (env RUNNERLINE_HEARTBEAT_INTERVAL, default 5)
-  --heartbeat-grace     lateness that makes a worker UNKNOWN (env RUNNERLINE_HEARTBEAT_GRACE, default 3 × interval)`;
+  --heartbeat-grace     lateness that makes a worker UNKNOWN (env RUNNERLINE_HEARTBEAT_GRACE, default 3 × interval)
+  --drain-timeout       on SIGTERM, how long runners get to report what they hold (env RUNNERLINE_DRAIN_TIMEOUT, default 30)
+  --keepalive-time      HTTP/2 ping interval that finds dead peers (env RUNNERLINE_KEEPALIVE_TIME, default 30)
+  --brake-min-fleet     smallest fleet the mass-drop brake protects (env RUNNERLINE_BRAKE_MIN_FLEET, default 10)
+  --brake-hold          how long the brake holds UNRESPONSIVE verdicts (env RUNNERLINE_BRAKE_HOLD, default 4 × grace)`;
 
 /** Flags win over environment variables, which win over defaults. */
 export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<ServerConfig> {
@@ -22,6 +26,10 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
       store: { type: "string" },
       "heartbeat-interval": { type: "string" },
       "heartbeat-grace": { type: "string" },
+      "drain-timeout": { type: "string" },
+      "keepalive-time": { type: "string" },
+      "brake-min-fleet": { type: "string" },
+      "brake-hold": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -41,6 +49,18 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
   if (store) config.store = store;
   if (interval) config.heartbeatIntervalMs = seconds("--heartbeat-interval", interval);
   if (grace) config.heartbeatGraceMs = seconds("--heartbeat-grace", grace);
+  const drain = values["drain-timeout"] ?? env.RUNNERLINE_DRAIN_TIMEOUT;
+  const keepalive = values["keepalive-time"] ?? env.RUNNERLINE_KEEPALIVE_TIME;
+  const minFleet = values["brake-min-fleet"] ?? env.RUNNERLINE_BRAKE_MIN_FLEET;
+  const hold = values["brake-hold"] ?? env.RUNNERLINE_BRAKE_HOLD;
+  if (drain) config.drainTimeoutMs = seconds("--drain-timeout", drain);
+  if (keepalive) config.keepaliveTimeMs = seconds("--keepalive-time", keepalive);
+  if (hold) config.brakeHoldMs = seconds("--brake-hold", hold);
+  if (minFleet) {
+    const n = Number(minFleet);
+    if (!Number.isInteger(n) || n < 1) throw new Error("--brake-min-fleet must be a positive integer");
+    config.brakeMinFleet = n;
+  }
   return config;
 }
 
@@ -52,10 +72,11 @@ function seconds(flag: string, text: string): number {
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const server = await startServer(parseServeArgs(argv, process.env));
-  await new Promise<void>((resolve) => {
-    process.once("SIGINT", resolve);
-    process.once("SIGTERM", resolve);
+  const signal = await new Promise<string>((resolve) => {
+    process.once("SIGINT", () => resolve("SIGINT"));
+    process.once("SIGTERM", () => resolve("SIGTERM"));
   });
+  console.log(`${new Date().toISOString()} ${signal}: draining runners, then stopping`);
   await server.close();
   return 0;
 }

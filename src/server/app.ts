@@ -20,7 +20,11 @@ export interface RunningServer {
   grpcPort: number;
   httpPort: number;
   coordinator: Coordinator;
-  /** Stops accepting calls, ends sessions and closes the store. */
+  /**
+   * Graceful shutdown: stops dispatching, sends Drain to every runner and
+   * waits (up to the drain timeout) for them to report what they hold, then
+   * stops the listeners and flushes the store.
+   */
   close(): Promise<void>;
 }
 
@@ -35,6 +39,8 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     heartbeatGraceMs: config.heartbeatGraceMs,
     defaultUnresponsiveMs: config.defaultUnresponsiveMs,
+    brakeMinFleet: config.brakeMinFleet,
+    brakeHoldMs: config.brakeHoldMs,
     log: config.log,
   });
   await coordinator.recover();
@@ -48,6 +54,8 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
     address: config.grpcAddress,
     services,
     maxMessageBytes: config.maxMessageBytes,
+    keepaliveTimeMs: config.keepaliveTimeMs,
+    keepaliveTimeoutMs: config.keepaliveTimeoutMs,
   });
   const http = await startHttpServer({
     address: config.httpAddress,
@@ -63,9 +71,12 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
     httpPort: http.port,
     coordinator,
     async close() {
+      const { remaining } = await coordinator.drain("server shutting down", config.drainTimeoutMs);
+      if (remaining > 0) config.log(`drain timed out; ${remaining} sessions still open — their attempts resume after restart`);
       watchdog.stop();
       await Promise.all([grpc.shutdown(2_000), http.close()]);
       await store.close();
+      config.log("stopped");
     },
   };
 }

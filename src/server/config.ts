@@ -13,6 +13,15 @@ export interface ServerConfig {
   defaultUnresponsiveMs: number;
   watchdogPeriodMs: number;
   maxMessageBytes: number;
+  /** HTTP/2 pings on idle gRPC connections find dead peers whose sockets never close. */
+  keepaliveTimeMs: number;
+  keepaliveTimeoutMs: number;
+  /** On shutdown, how long runners get to finish and report what they hold. */
+  drainTimeoutMs: number;
+  /** Fleets smaller than this are never braked (see MassDropBrake). */
+  brakeMinFleet: number;
+  /** How long the mass-drop brake holds UNRESPONSIVE verdicts (default 4 × grace). */
+  brakeHoldMs: number;
   clock?: Clock;
   log: (line: string) => void;
 }
@@ -30,6 +39,11 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     defaultUnresponsiveMs: heartbeatGraceMs,
     watchdogPeriodMs: Math.max(50, Math.min(1_000, heartbeatIntervalMs / 5)),
     maxMessageBytes: 16 * 1024 * 1024,
+    keepaliveTimeMs: 30_000,
+    keepaliveTimeoutMs: 10_000,
+    drainTimeoutMs: 30_000,
+    brakeMinFleet: 10,
+    brakeHoldMs: 4 * heartbeatGraceMs,
     log: (line) => console.log(`${new Date().toISOString()} ${line}`),
     ...overrides,
   };

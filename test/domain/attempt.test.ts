@@ -3,7 +3,7 @@ import { AttemptErrorKind, AttemptStatus } from "../../src/gen/runnerline/v1/att
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import {
   applyReport,
-  cancelAttempt,
+  abortAttempt,
   expireAttempt,
   isAttemptCurrent,
   isRepeatedOutcome,
@@ -110,7 +110,7 @@ describe("server verdicts", () => {
     const timedOut = expireAttempt(attemptFixture(), A.TIMEOUT, "too slow", T0 + 3);
     expect(timedOut.error).toMatchObject({ kind: AttemptErrorKind.TIMEOUT, message: "too slow" });
     expect(msOf(timedOut.endTime)).toBe(T0 + 3);
-    const cancelled = cancelAttempt(attemptFixture(), "rollout cancelled", T0 + 4);
+    const cancelled = abortAttempt(attemptFixture(), AttemptErrorKind.CANCELLED, "rollout cancelled", T0 + 4);
     expect(cancelled.status).toBe(A.FAILED);
     expect(cancelled.error?.kind).toBe(AttemptErrorKind.CANCELLED);
   });

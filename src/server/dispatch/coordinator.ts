@@ -1,5 +1,5 @@
 import { create, equals } from "@bufbuild/protobuf";
-import { type Attempt, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
+import { type Attempt, AttemptErrorKind, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import {
   type EnqueueRolloutRequest,
   EnqueueRolloutRequestSchema,
@@ -11,8 +11,8 @@ import { type Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js"
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import {
   type AttemptReport,
+  abortAttempt,
   applyReport,
-  cancelAttempt,
   expireAttempt,
   isAttemptActive,
   isAttemptCurrent,
@@ -27,11 +27,14 @@ import { newAttemptId, newRolloutId } from "../domain/ids.js";
 import {
   cancelRollout,
   dispatchRollout,
+  expireRollout,
   followAttempt,
+  hasRolloutClock,
   isRolloutQueued,
   isRolloutTerminal,
   newRollout,
   rolloutEffects,
+  rolloutExpiry,
 } from "../domain/rollout.js";
 import { type Clock, toTimestamp } from "../domain/time.js";
 import {
@@ -50,6 +53,7 @@ import {
 } from "../domain/worker.js";
 import type { Store } from "../store/store.js";
 import { Effects } from "./effects.js";
+import { MassDropBrake } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
 
 export interface CoordinatorOptions {
@@ -60,6 +64,10 @@ export interface CoordinatorOptions {
   heartbeatGraceMs: number;
   /** Silence after which an attempt becomes UNRESPONSIVE when its rollout sets no unresponsive_timeout. */
   defaultUnresponsiveMs: number;
+  /** The mass-drop brake: fleets smaller than this are never braked (default 10). */
+  brakeMinFleet?: number;
+  /** How long the brake holds UNRESPONSIVE verdicts for dropped runners (default 4 × the heartbeat grace). */
+  brakeHoldMs?: number;
   log?: (line: string) => void;
 }
 
@@ -80,11 +88,22 @@ export class Coordinator {
   private readonly workerListeners = new Set<(worker: Worker) => void>();
   /** Until then, silence is not held against attempts: their runners are reconnecting after a restart. */
   private reconnectGraceUntil = -Infinity;
+  private readonly brake: MassDropBrake;
+  /** Non-terminal rollouts with a deadline or queue_timeout, for the watchdog. */
+  private readonly clockedRollouts = new Set<string>();
+  /** Set when the server shuts down: no more dispatching. */
+  private draining = false;
+  private readonly sessionsGone = new Set<() => void>();
 
   constructor(private readonly options: CoordinatorOptions) {
     this.store = options.store;
     this.clock = options.clock;
     this.liveness = { heartbeatGraceMs: options.heartbeatGraceMs };
+    this.brake = new MassDropBrake({
+      windowMs: options.heartbeatGraceMs,
+      minFleet: options.brakeMinFleet ?? 10,
+      holdMs: options.brakeHoldMs ?? 4 * options.heartbeatGraceMs,
+    });
   }
 
   // ---- rollouts ----------------------------------------------------------
@@ -128,15 +147,26 @@ export class Coordinator {
     const before = this.getRollout(rolloutId);
     const fx = new Effects();
     const cancelled = cancelRollout(before, now);
-    this.saveRollout(before, cancelled, fx);
-    const attempt = before.latestAttemptId ? this.store.getAttempt(before.latestAttemptId) : undefined;
-    if (attempt !== undefined && isAttemptActive(attempt.status)) {
-      const reason = "rollout cancelled";
-      this.saveAttempt(attempt, cancelAttempt(attempt, reason, now), now, fx);
-      this.sendTo(attempt.workerId, cancelMessage(attempt.attemptId, reason), fx);
-    }
+    this.endRollout(before, cancelled, AttemptErrorKind.CANCELLED, "rollout cancelled", now, fx);
     await this.settle(fx);
     return cancelled;
+  }
+
+  /** A rollout ended from outside its attempts: its running attempt fails and its runner is told to stop. */
+  private endRollout(
+    before: Rollout,
+    after: Rollout,
+    kind: AttemptErrorKind.CANCELLED | AttemptErrorKind.DEADLINE_EXCEEDED,
+    reason: string,
+    now: number,
+    fx: Effects,
+  ) {
+    this.saveRollout(before, after, fx);
+    const attempt = before.latestAttemptId ? this.store.getAttempt(before.latestAttemptId) : undefined;
+    if (attempt !== undefined && isAttemptActive(attempt.status)) {
+      this.saveAttempt(attempt, abortAttempt(attempt, kind, reason, now), now, fx);
+      this.sendTo(attempt.workerId, cancelMessage(attempt.attemptId, reason), fx);
+    }
   }
 
   /** Unary pull: takes the head of the queue for `workerId` (undefined when empty). */
@@ -144,7 +174,7 @@ export class Coordinator {
     const now = this.clock.now();
     const fx = new Effects();
     this.updateWorker(workerId, now, (record) => recordWorkRequest(record, this.liveness, now));
-    const rolloutId = this.nextQueuedRollout();
+    const rolloutId = this.draining ? undefined : this.nextQueuedRollout();
     const assigned = rolloutId === undefined ? undefined : this.dispatch(rolloutId, workerId, now, fx);
     await this.settle(fx);
     return assigned;
@@ -343,6 +373,10 @@ export class Coordinator {
     if (!this.isLive(link)) return;
     this.forgetSession(link);
     const now = this.clock.now();
+    if (!link.leaving && !this.draining) {
+      const engaged = this.brake.recordDrop(now, this.sessions.size);
+      if (engaged !== undefined) this.options.log?.(engaged);
+    }
     const fx = new Effects();
     this.updateWorker(link.workerId, now, (r) => detachSession(r, link.leaving, this.liveness, now));
     await this.settle(fx);
@@ -356,6 +390,33 @@ export class Coordinator {
     this.sessions.delete(link.workerId);
     link.credits = 0;
     this.waiting = this.waiting.filter((waiting) => waiting !== link);
+    if (this.sessions.size === 0) for (const gone of this.sessionsGone) gone();
+  }
+
+  // ---- shutdown ----------------------------------------------------------
+
+  /**
+   * Stops dispatching and tells every runner the server is going away; they
+   * finish what they hold, report, and close. Resolves when all sessions have
+   * closed or `timeoutMs` has passed, whichever is first.
+   */
+  async drain(reason: string, timeoutMs: number): Promise<{ remaining: number }> {
+    this.draining = true;
+    const drainMessage = create(SessionResponseSchema, { message: { case: "drain", value: { reason } } });
+    for (const link of this.sessions.values()) link.send(drainMessage);
+    if (this.sessions.size > 0) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.sessionsGone.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, timeoutMs);
+        this.sessionsGone.add(done);
+      });
+    }
+    await this.store.commit();
+    return { remaining: this.sessions.size };
   }
 
   /**
@@ -373,6 +434,11 @@ export class Coordinator {
       this.updateWorker(record.worker.workerId, now, (r) => detachSession(r, false, this.liveness, now));
     }
     this.reconnectGraceUntil = now + this.options.heartbeatGraceMs;
+    const unfinished = [RolloutStatus.QUEUING, RolloutStatus.REQUEUING, RolloutStatus.PREPARING, RolloutStatus.RUNNING];
+    const everything = { orderBy: [{ field: "rollout_id", descending: false }], offset: 0, limit: Number.MAX_SAFE_INTEGER };
+    for (const rollout of this.store.listRollouts({ filter: { statuses: unfinished, idContains: "" }, ...everything }).items) {
+      if (hasRolloutClock(rollout)) this.clockedRollouts.add(rollout.rolloutId);
+    }
     await this.store.commit();
   }
 
@@ -386,12 +452,18 @@ export class Coordinator {
   async runWatchdog() {
     const now = this.clock.now();
     const fx = new Effects();
+    for (const rolloutId of this.clockedRollouts) {
+      const rollout = this.getRollout(rolloutId);
+      const reason = rolloutExpiry(rollout, now);
+      if (reason === undefined) continue;
+      this.endRollout(rollout, expireRollout(rollout, reason, now), AttemptErrorKind.DEADLINE_EXCEEDED, reason, now, fx);
+    }
     for (const attempt of this.store.activeAttempts()) {
       const rollout = this.store.getRollout(attempt.rolloutId);
       if (rollout === undefined) continue;
       const verdict = watchdogVerdict(attempt, rollout, this.options.defaultUnresponsiveMs, now);
       if (verdict === undefined) continue;
-      if (verdict.status === AttemptStatus.UNRESPONSIVE && now <= this.reconnectGraceUntil) continue;
+      if (verdict.status === AttemptStatus.UNRESPONSIVE && this.holdsSilence(attempt, now)) continue;
       this.saveAttempt(attempt, expireAttempt(attempt, verdict.status, verdict.message, now), now, fx);
       // A runner that is still there should stop spending its machine on it.
       this.sendTo(attempt.workerId, cancelMessage(attempt.attemptId, verdict.message), fx);
@@ -400,6 +472,16 @@ export class Coordinator {
       this.updateWorker(record.worker.workerId, now, (r) => settle(r, this.liveness, now));
     }
     await this.settle(fx);
+  }
+
+  /**
+   * Silence is not held against an attempt while its runner may still come
+   * back: after a restart, and while the mass-drop brake is engaged for a
+   * runner that lost its stream.
+   */
+  private holdsSilence(attempt: Attempt, now: number): boolean {
+    if (now <= this.reconnectGraceUntil) return true;
+    return this.brake.engaged(now) && this.store.getWorker(attempt.workerId)?.attachment === "lost";
   }
 
   // ---- transitions -------------------------------------------------------
@@ -417,6 +499,7 @@ export class Coordinator {
 
   /** Hands queued rollouts to waiting sessions, one credit each, round-robin. */
   private pump(now: number, fx: Effects) {
+    if (this.draining) return;
     while (this.waiting.length > 0 && this.store.queueLength() > 0) {
       const link = this.waiting.shift()!;
       if (!this.isLive(link) || link.leaving || link.credits <= 0) continue;
@@ -445,6 +528,8 @@ export class Coordinator {
   private saveRollout(before: Rollout | undefined, after: Rollout, fx: Effects) {
     if (before === after) return;
     this.store.putRollout(after);
+    if (hasRolloutClock(after) && !isRolloutTerminal(after.status)) this.clockedRollouts.add(after.rolloutId);
+    else this.clockedRollouts.delete(after.rolloutId);
     const effects = rolloutEffects(before, after);
     if (effects.enqueue) this.store.pushQueue(after.rolloutId);
     if (effects.dequeue) this.store.removeFromQueue(after.rolloutId);

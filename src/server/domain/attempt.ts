@@ -150,9 +150,17 @@ export function expireAttempt(
   return finish(attempt, status, now, { message, kind });
 }
 
-/** Its rollout was cancelled: the attempt fails with a cancellation error. */
-export function cancelAttempt(attempt: Attempt, reason: string, now: Millis): Attempt {
-  return finish(attempt, AttemptStatus.FAILED, now, { message: reason, kind: AttemptErrorKind.CANCELLED });
+/**
+ * Its rollout ended under it (cancelled, or past its deadline): the attempt
+ * fails with an error of that kind.
+ */
+export function abortAttempt(
+  attempt: Attempt,
+  kind: AttemptErrorKind.CANCELLED | AttemptErrorKind.DEADLINE_EXCEEDED,
+  reason: string,
+  now: Millis,
+): Attempt {
+  return finish(attempt, AttemptStatus.FAILED, now, { message: reason, kind });
 }
 
 /**

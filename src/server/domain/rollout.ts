@@ -8,7 +8,7 @@ import {
   RolloutStatus,
 } from "../../gen/runnerline/v1/rollout_pb.js";
 import { failedPrecondition } from "./errors.js";
-import { type Millis, toTimestamp } from "./time.js";
+import { type Millis, msOf, msOfDuration, toTimestamp } from "./time.js";
 
 const TERMINAL = new Set([RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED]);
 const QUEUED = new Set([RolloutStatus.QUEUING, RolloutStatus.REQUEUING]);
@@ -108,6 +108,48 @@ export function followAttempt(rollout: Rollout, attempt: Attempt, now: Millis): 
     ...rollout,
     status,
     endTime: isRolloutTerminal(status) ? toTimestamp(now) : undefined,
+    failureReason: status === RolloutStatus.FAILED ? attemptFailureReason(attempt) : "",
+    version: rollout.version + 1n,
+  };
+}
+
+function attemptFailureReason(attempt: Attempt): string {
+  const outcome = `attempt ${attempt.sequenceId} ended ${AttemptStatus[attempt.status]}`;
+  return attempt.error?.message ? `${outcome}: ${attempt.error.message}` : outcome;
+}
+
+/**
+ * The rollout-level clocks: `deadline` bounds the whole rollout from its
+ * creation, retries included; `queue_timeout` bounds the wait for its first
+ * dispatch. Returns why it expired, or undefined.
+ */
+export function rolloutExpiry(rollout: Rollout, now: Millis): string | undefined {
+  if (isRolloutTerminal(rollout.status)) return undefined;
+  const createdAt = msOf(rollout.createTime) ?? now;
+  const deadlineMs = msOfDuration(rollout.config?.deadline);
+  if (deadlineMs !== undefined && deadlineMs > 0 && now - createdAt > deadlineMs) {
+    return `deadline of ${deadlineMs} ms exceeded`;
+  }
+  const queueTimeoutMs = msOfDuration(rollout.config?.queueTimeout);
+  if (queueTimeoutMs !== undefined && queueTimeoutMs > 0 && rollout.attemptCount === 0 && now - createdAt > queueTimeoutMs) {
+    return `not dispatched within its queue_timeout of ${queueTimeoutMs} ms`;
+  }
+  return undefined;
+}
+
+/** Whether the rollout has a clock of its own for the watchdog to watch. */
+export const hasRolloutClock = (rollout: Rollout) =>
+  rollout.config?.deadline !== undefined || rollout.config?.queueTimeout !== undefined;
+
+export function expireRollout(rollout: Rollout, reason: string, now: Millis): Rollout {
+  if (isRolloutTerminal(rollout.status)) {
+    throw failedPrecondition(`rollout ${rollout.rolloutId} already finished as ${RolloutStatus[rollout.status]}`);
+  }
+  return {
+    ...rollout,
+    status: RolloutStatus.FAILED,
+    endTime: toTimestamp(now),
+    failureReason: reason,
     version: rollout.version + 1n,
   };
 }
