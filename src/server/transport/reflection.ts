@@ -1,34 +1,25 @@
-import { createRequire } from "node:module";
-import path from "node:path";
-import type { DescFile, DescService } from "@bufbuild/protobuf";
-import { toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import type * as grpc from "@grpc/grpc-js";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { DescService } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
-import { protoPath as healthProtoPath } from "grpc-health-check";
+import { createReflectionFiles, splitFileDescriptorSet, type ReflectionFiles } from "./reflection-files.js";
 
 /**
- * The files declaring `services`, with their transitive imports (e.g.
- * google/protobuf/struct.proto), as serialised FileDescriptorProtos, taken
- * from protobuf-es's embedded descriptors: the generated code is the one
- * source of truth for the schema, no .proto file is read at run time.
+ * What reflection describes, with comments: FileDescriptorSets written by
+ * `npm run generate` (`buf build`), imports included. Ours from proto/
+ * (protobuf-es's embedded descriptors carry no source_code_info, so they
+ * cannot be what reflection serves); reflection's from the protos vendored in
+ * ./protos; health's from the .proto the grpc-health-check package ships
+ * beside the implementation that serves it.
  */
-export function serviceFileDescriptors(services: readonly DescService[]): Buffer[] {
-  const seen = new Set<string>();
-  const encoded: Buffer[] = [];
-  const visit = (file: DescFile): void => {
-    if (seen.has(file.proto.name)) {
-      return;
-    }
-    seen.add(file.proto.name);
-    file.dependencies.forEach(visit);
-    const bytes = toBinary(FileDescriptorProtoSchema, file.proto);
-    encoded.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-  };
-  services.forEach((service) => visit(service.file));
-  return encoded;
-}
+const descriptorSets = ["runnerline.binpb", "grpc-reflection.binpb", "grpc-health.binpb"].map((file) =>
+  fileURLToPath(new URL(`../../gen/${file}`, import.meta.url)),
+);
+
+/** Reflection's own protos, vendored from grpc-proto; v1 and v1alpha have the same messages. */
+const reflectionProtoDir = fileURLToPath(new URL("./protos", import.meta.url));
+const reflectionVersions = ["v1", "v1alpha"] as const;
 
 /** Fully-qualified names of the services that reflection lists besides ours. */
 export const infrastructureServiceNames = [
@@ -38,40 +29,99 @@ export const infrastructureServiceNames = [
 ] as const;
 
 /**
- * Register grpc.reflection.v1 and v1alpha, describing `services` plus health
- * and reflection themselves (what grpcurl expects to find).
- *
- * @grpc/reflection wants a proto-loader PackageDefinition but only reads the
- * `fileDescriptorProtos` of its entries, so our descriptors go in as one
- * entry of that shape; health and reflection come from the .proto files their
- * packages ship, loaded by proto-loader under their canonical import paths.
+ * Register grpc.reflection.v1 and v1alpha, listing `services` plus health and
+ * reflection themselves (what grpcurl expects to find), and describing every
+ * file of the schema, comments included, so `grpcurl describe` shows them.
  */
 export function addReflection(server: Pick<grpc.Server, "addService">, services: readonly DescService[]): void {
-  const ours: protoLoader.EnumTypeDefinition = {
-    format: "Protocol Buffer 3 EnumDescriptorProto",
-    type: {},
-    fileDescriptorProtos: serviceFileDescriptors(services),
-  };
-  const packageDefinition: protoLoader.PackageDefinition = {
-    ...loadBundledProtos(),
-    "runnerline.reflection.files": ours,
-  };
-  const reflection = new ReflectionService(packageDefinition, {
-    services: [...services.map((service) => service.typeName), ...infrastructureServiceNames],
-  });
-  reflection.addToServer(server);
+  const files = createReflectionFiles(descriptorSets.flatMap((set) => splitFileDescriptorSet(readFileSync(set))));
+  const serviceNames = [...services.map((service) => service.typeName), ...infrastructureServiceNames];
+  for (const name of serviceNames) {
+    if (files.registry.getService(name) === undefined) {
+      throw new Error(`reflection: no descriptor declares ${name}; run \`npm run generate\``);
+    }
+  }
+  const handler = serveReflection(files, serviceNames);
+  for (const version of reflectionVersions) {
+    // proto-loader for the (de)serialisers of the request and response messages.
+    const definition = protoLoader.loadSync(`grpc/reflection/${version}/reflection.proto`, {
+      includeDirs: [reflectionProtoDir],
+      keepCase: true,
+      oneofs: true,
+    });
+    const service = definition[`grpc.reflection.${version}.ServerReflection`] as grpc.ServiceDefinition;
+    server.addService(service, { ServerReflectionInfo: handler });
+  }
 }
 
-function loadBundledProtos(): protoLoader.PackageDefinition {
-  const require = createRequire(import.meta.url);
-  // build/src/index.js -> build/proto, where the package keeps its protos.
-  const reflectionProtoDir = path.resolve(path.dirname(require.resolve("@grpc/reflection")), "../proto");
-  // <root>/proto/health/v1/health.proto -> <root>/proto
-  const healthProtoDir = path.resolve(path.dirname(healthProtoPath), "../..");
-  return {
-    ...protoLoader.loadSync(["grpc/reflection/v1/reflection.proto", "grpc/reflection/v1alpha/reflection.proto"], {
-      includeDirs: [reflectionProtoDir],
-    }),
-    ...protoLoader.loadSync("health/v1/health.proto", { includeDirs: [healthProtoDir] }),
+/** grpc.reflection.v1(alpha).ServerReflectionRequest as proto-loader decodes it (keepCase, oneofs). */
+type ReflectionRequest = {
+  host?: string;
+  message_request?: "file_by_filename" | "file_containing_symbol" | "file_containing_extension" | "all_extension_numbers_of_type" | "list_services";
+  file_by_filename?: string;
+  file_containing_symbol?: string;
+  file_containing_extension?: { containing_type?: string; extension_number?: number };
+  all_extension_numbers_of_type?: string;
+  list_services?: string;
+};
+
+type Answer =
+  | { file_descriptor_response: { file_descriptor_proto: Uint8Array[] } }
+  | { all_extension_numbers_response: { base_type_name: string; extension_number: number[] } }
+  | { list_services_response: { service: { name: string }[] } }
+  | { error_response: { error_code: grpc.status; error_message: string } };
+
+type ReflectionResponse = { valid_host: string; original_request: ReflectionRequest } & Answer;
+
+/**
+ * ServerReflectionInfo: one answer per request, in order. What is unknown is
+ * answered with an error_response, as grpc-go does; the stream stays open.
+ */
+function serveReflection(
+  files: ReflectionFiles,
+  serviceNames: readonly string[],
+): grpc.handleBidiStreamingCall<ReflectionRequest, ReflectionResponse> {
+  return (call) => {
+    call.on("data", (request: ReflectionRequest) => {
+      call.write({ valid_host: request.host ?? "", original_request: request, ...answer(files, serviceNames, request) });
+    });
+    call.on("end", () => call.end());
   };
+}
+
+function answer(files: ReflectionFiles, serviceNames: readonly string[], request: ReflectionRequest): Answer {
+  const described = (found: Uint8Array[] | undefined, what: string): Answer =>
+    found ? { file_descriptor_response: { file_descriptor_proto: found } } : notFound(what);
+  switch (request.message_request) {
+    case "list_services":
+      return { list_services_response: { service: serviceNames.map((name) => ({ name })) } };
+    case "file_by_filename": {
+      const name = request.file_by_filename ?? "";
+      return described(files.fileByName(name), `file ${name}`);
+    }
+    case "file_containing_symbol": {
+      const symbol = request.file_containing_symbol ?? "";
+      return described(files.fileContainingSymbol(symbol), `symbol ${symbol}`);
+    }
+    case "file_containing_extension": {
+      const { containing_type = "", extension_number = 0 } = request.file_containing_extension ?? {};
+      return described(
+        files.fileContainingExtension(containing_type, extension_number),
+        `extension ${extension_number} of ${containing_type}`,
+      );
+    }
+    case "all_extension_numbers_of_type": {
+      const type = request.all_extension_numbers_of_type ?? "";
+      const numbers = files.extensionNumbersOf(type);
+      return numbers
+        ? { all_extension_numbers_response: { base_type_name: type, extension_number: numbers } }
+        : notFound(`message type ${type}`);
+    }
+    case undefined:
+      return { error_response: { error_code: grpc.status.INVALID_ARGUMENT, error_message: "empty reflection request" } };
+  }
+}
+
+function notFound(what: string): Answer {
+  return { error_response: { error_code: grpc.status.NOT_FOUND, error_message: `${what} not found` } };
 }
