@@ -5,13 +5,14 @@ import { invalidArgument } from "../domain/errors.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import { ATTEMPT_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
+import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
 import { requireEnumValues, requireId } from "./validation.js";
 
 export function attemptService(coordinator: Coordinator, store: Store): ServiceImpl<typeof AttemptService> {
   return {
     async getAttempt(request) {
-      return { attempt: coordinator.getAttempt(requireId("attempt_id", request.attemptId)) };
+      return durable(store, { attempt: coordinator.getAttempt(requireId("attempt_id", request.attemptId)) });
     },
     async listAttempts(request) {
       const filter = {
@@ -21,7 +22,7 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
       };
       const query = listQuery(request, filter, ATTEMPT_SORT_FIELDS, "attempt_id", "create_time");
       const page = store.listAttempts(query);
-      return { attempts: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) };
+      return durable(store, { attempts: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) });
     },
     async updateAttempt(request) {
       requireId("attempt_id", request.attemptId);

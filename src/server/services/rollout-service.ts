@@ -11,6 +11,7 @@ import { invalidArgument } from "../domain/errors.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import type { Store } from "../store/store.js";
 import { ROLLOUT_SORT_FIELDS } from "../store/query.js";
+import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
 import {
   nonNegativeDurationMs,
@@ -36,7 +37,7 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
       return { rollouts: await coordinator.enqueue(valid) };
     },
     async getRollout(request) {
-      return { rollout: coordinator.getRollout(requireId("rollout_id", request.rolloutId)) };
+      return durable(store, { rollout: coordinator.getRollout(requireId("rollout_id", request.rolloutId)) });
     },
     async listRollouts(request) {
       const filter = {
@@ -45,7 +46,7 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
       };
       const query = listQuery(request, filter, ROLLOUT_SORT_FIELDS, "rollout_id", "create_time");
       const page = store.listRollouts(query);
-      return { rollouts: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) };
+      return durable(store, { rollouts: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) });
     },
     async cancelRollout(request) {
       return { rollout: await coordinator.cancel(requireId("rollout_id", request.rolloutId)) };

@@ -11,6 +11,7 @@ import type { Coordinator } from "../dispatch/coordinator.js";
 import { DomainError } from "../domain/errors.js";
 import { matchesWorker, WORKER_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
+import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
 import { boundedExtraStats, requireClientId, requireEnumValues, requireId } from "./validation.js";
 
@@ -20,7 +21,7 @@ const WATCH_BUFFER_LIMIT = 10_000;
 export function workerService(coordinator: Coordinator, store: Store): ServiceImpl<typeof WorkerService> {
   return {
     async getWorker(request) {
-      return { worker: coordinator.getWorker(requireId("worker_id", request.workerId)) };
+      return durable(store, { worker: coordinator.getWorker(requireId("worker_id", request.workerId)) });
     },
     async listWorkers(request) {
       const filter = {
@@ -30,7 +31,7 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
       };
       const query = listQuery(request, filter, WORKER_SORT_FIELDS, "worker_id", "worker_id");
       const page = store.listWorkers(query);
-      return { workers: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) };
+      return durable(store, { workers: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) });
     },
     async sendHeartbeat(request) {
       const workerId = requireClientId("worker_id", request.workerId);
