@@ -152,3 +152,32 @@ describe("rollout clocks over the wire", () => {
     await p.waitFor("got-sigterm", 5_000);
   });
 });
+
+describe("HTTP/2 keepalive", () => {
+  it("finds a peer that stopped answering (socket open, process frozen) and ends its session", async () => {
+    const pinging = await startServer({
+      grpcAddress: "127.0.0.1:0",
+      httpAddress: "127.0.0.1:0",
+      store: "memory",
+      heartbeatIntervalMs: 60_000, // so that only the pings can notice
+      keepaliveTimeMs: 200,
+      keepaliveTimeoutMs: 200,
+      drainTimeoutMs: 500,
+      log: () => {},
+    });
+    try {
+      const local = createRunnerlineClients({ baseUrl: `http://127.0.0.1:${pinging.grpcPort}` });
+      const frozen = startCli(["runner", "--worker-id", "frozen", "--exec", "true", "--server", `127.0.0.1:${pinging.grpcPort}`]);
+      processes.push(frozen);
+      const frozenWorker = () => local.workers.getWorker({ workerId: "frozen" }).then((r) => r.worker!, () => undefined);
+      await eventually(frozenWorker, (w) => w?.connected === true, 30_000);
+      frozen.child.kill("SIGSTOP");
+      const stoppedAt = Date.now();
+      await eventually(frozenWorker, (w) => w?.connected === false, 10_000);
+      console.log(`keepalive: frozen peer's session ended after ${Date.now() - stoppedAt} ms (ping every 200 ms, 200 ms timeout)`);
+      expect((await frozenWorker())?.status).toBe(WorkerStatus.UNKNOWN);
+    } finally {
+      await pinging.close();
+    }
+  });
+});
