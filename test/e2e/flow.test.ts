@@ -127,4 +127,16 @@ describe.each(drivers)("end to end with the %s", (_, makeDriver) => {
     rude.send({ kind: "ready", slots: 1 });
     await expect(rude.next()).rejects.toMatchObject({ code: 9 }); // FAILED_PRECONDITION
   });
+
+  it("protocol violations end the stream with a clear status; bad credits are Rejected", async () => {
+    const malformed = driver.session();
+    malformed.send({ kind: "hello", workerId: "not a valid id!" });
+    await expect(malformed.next()).rejects.toMatchObject({ code: 3 }); // INVALID_ARGUMENT
+
+    const twice = await join(`${driver.name.length}-twice`);
+    twice.send({ kind: "ready", slots: 0 });
+    expect((await twice.nextOf("rejected")).code).toBe(3);
+    twice.send({ kind: "hello", workerId: `${driver.name.length}-twice` });
+    await expect(twice.nextOf("welcome")).rejects.toMatchObject({ code: 9 });
+  });
 });

@@ -10,13 +10,13 @@ import {
 import type { Coordinator } from "../dispatch/coordinator.js";
 import type { SessionLink } from "../dispatch/session-link.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
-import { newSessionId } from "../domain/ids.js";
+import { CLIENT_ID_PATTERN, newSessionId } from "../domain/ids.js";
 import { toTimestamp } from "../domain/time.js";
 import { peerAddressKey } from "../transport/context.js";
 import { requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
 import { Outbox } from "./outbox.js";
-import { boundedExtraStats, requireClientId } from "./validation.js";
+import { boundedExtraStats } from "./validation.js";
 
 const MAX_CAPACITY = 1024;
 const MAX_SLOTS_PER_READY = 10_000;
@@ -47,7 +47,7 @@ async function* runSession(
   context: HandlerContext,
 ): AsyncGenerator<SessionResponse> {
   const outbox = new Outbox<SessionResponse>();
-  let link: (SessionLink & { hello: Hello }) | undefined;
+  let link: SessionLink | undefined;
   const peer = context.values.get(peerAddressKey);
 
   const handle = async (request: SessionRequest) => {
@@ -142,13 +142,15 @@ async function* runSession(
   }
 }
 
-function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink & { hello: Hello } {
-  requireClientIdOrClose(hello.workerId);
+/** A malformed Hello is a protocol error: the session cannot start, so the stream ends. */
+function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink {
+  if (!CLIENT_ID_PATTERN.test(hello.workerId)) {
+    throw protocolError("hello.worker_id must be 1-128 characters of letters, digits, '.', '_', ':' and '-'", Code.InvalidArgument);
+  }
   if (hello.capacity < 0 || hello.capacity > MAX_CAPACITY) {
     throw protocolError(`hello.capacity must be between 0 and ${MAX_CAPACITY}`, Code.InvalidArgument);
   }
   return {
-    hello,
     sessionId: newSessionId(),
     workerId: hello.workerId,
     credits: 0,
@@ -156,14 +158,6 @@ function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink & 
     send: (message) => outbox.push(message),
     close: (kind, message) => outbox.end(new ConnectError(message, codeOf(kind))),
   };
-}
-
-function requireClientIdOrClose(workerId: string) {
-  try {
-    requireClientId("hello.worker_id", workerId);
-  } catch (error) {
-    throw protocolError((error as Error).message, Code.InvalidArgument);
-  }
 }
 
 function protocolError(message: string, code = Code.FailedPrecondition) {
