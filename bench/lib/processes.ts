@@ -1,0 +1,163 @@
+/**
+ * Child processes of the bench: the measured server (Runnerline or the bare
+ * echo baseline, with the probe preloaded) and the load workers, each talked
+ * to over the fork IPC channel with numbered requests.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import type { ProbeSample } from "./server-probe.js";
+
+export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+const probeUrl = pathToFileURL(fileURLToPath(new URL("./server-probe.ts", import.meta.url))).href;
+
+export type ServerKind = "runnerline" | "echo";
+
+export interface ServerOptions {
+  kind: ServerKind;
+  /** "memory" or "sqlite:PATH" (Runnerline only). */
+  store?: string;
+  heartbeatIntervalS?: number;
+  heartbeatGraceS?: number;
+  /** Write a V8 CPU profile of the server into this folder when it exits. */
+  cpuProfDir?: string;
+}
+
+export interface ServerProcess {
+  pid: number;
+  address: string;
+  /** CPU, memory and event-loop delay now; `gc` runs a full collection first. */
+  sample(options?: { gc?: boolean }): Promise<ProbeSample>;
+  stop(): Promise<void>;
+  /** The last lines the server wrote on stderr, for error reports. */
+  stderrTail(): string;
+}
+
+export async function startServerProcess(options: ServerOptions): Promise<ServerProcess> {
+  const execArgv = ["--expose-gc", "--import", "tsx", "--import", probeUrl];
+  if (options.cpuProfDir !== undefined) execArgv.push("--cpu-prof", "--cpu-prof-dir", options.cpuProfDir);
+  let script: string;
+  let args: string[];
+  if (options.kind === "echo") {
+    script = "bench/echo-server.ts";
+    args = ["--grpc-addr", "127.0.0.1:0"];
+  } else {
+    script = "src/cli/main.ts";
+    args = ["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--store", options.store ?? "memory"];
+    if (options.heartbeatIntervalS !== undefined) args.push("--heartbeat-interval", String(options.heartbeatIntervalS));
+    if (options.heartbeatGraceS !== undefined) args.push("--heartbeat-grace", String(options.heartbeatGraceS));
+  }
+  const child = fork(script, args, { cwd: repoRoot, execArgv, stdio: ["ignore", "pipe", "pipe", "ipc"] });
+  let stderr = "";
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-4000)));
+  const address = await new Promise<string>((resolve, reject) => {
+    let buffered = "";
+    const timer = setTimeout(() => reject(new Error(`server did not start in 30 s: ${stderr}`)), 30_000);
+    const onData = (chunk: string) => {
+      buffered = (buffered + chunk).slice(-8000);
+      const match = /serving gRPC on ([^\s,]+):(\d+)/.exec(buffered);
+      if (match) {
+        clearTimeout(timer);
+        resolve(`${match[1]}:${match[2]}`);
+        buffered = "";
+      }
+    };
+    // Keep draining: the server logs a line per session, and a full pipe would stall it.
+    child.stdout!.setEncoding("utf8").on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited (${code}) before serving: ${stderr.trim()}`));
+    });
+  });
+  let nextId = 1;
+  const pending = new Map<number, (sample: ProbeSample) => void>();
+  child.on("message", (message: ProbeSample) => {
+    if (message?.probe === "sample") pending.get(message.id)?.(message);
+    pending.delete(message.id);
+  });
+  return {
+    pid: child.pid!,
+    address,
+    sample: (options = {}) =>
+      new Promise((resolve, reject) => {
+        const id = nextId++;
+        const timer = setTimeout(() => reject(new Error("server probe did not answer in 30 s")), 30_000);
+        pending.set(id, (sample) => {
+          clearTimeout(timer);
+          resolve(sample);
+        });
+        child.send({ probe: "sample", id, gc: options.gc === true });
+      }),
+    stop: () => stopChild(child, 10_000),
+    stderrTail: () => stderr,
+  };
+}
+
+export function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
+type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
+export type WorkerEvent = { event: string; [key: string]: unknown };
+
+/** A load-generator process (bench/load-worker.ts) driven by numbered requests. */
+export class LoadWorker {
+  private readonly child: ChildProcess;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  onEvent: (event: WorkerEvent) => void = () => {};
+
+  constructor(readonly index: number) {
+    this.child = fork("bench/load-worker.ts", [String(index)], {
+      cwd: repoRoot,
+      execArgv: ["--import", "tsx"],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    this.child.on("message", (message: Reply | WorkerEvent) => {
+      if ("event" in message) {
+        this.onEvent(message);
+        return;
+      }
+      const waiter = this.pending.get(message.id);
+      this.pending.delete(message.id);
+      if (message.ok) waiter?.resolve(message.result);
+      else waiter?.reject(new Error(`load worker ${index}: ${message.error}`));
+    });
+    this.child.on("exit", (code, signal) => {
+      for (const waiter of this.pending.values()) waiter.reject(new Error(`load worker ${index} exited (${code ?? signal})`));
+      this.pending.clear();
+    });
+  }
+
+  call<T>(command: string, args: Record<string, unknown> = {}, timeoutMs = 120_000): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`load worker ${this.index}: ${command} took over ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, {
+        resolve: (value) => {
+          clearTimeout(timer);
+          resolve(value as T);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      });
+      this.child.send({ id, command, ...args });
+    });
+  }
+
+  stop(): Promise<void> {
+    return stopChild(this.child, 3_000);
+  }
+}

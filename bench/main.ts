@@ -1,0 +1,633 @@
+/**
+ * `npm run bench [-- --quick] [--only ingest,saturation,dispatch,push,detection]`
+ *
+ * Measures one Runnerline server process (a child process) under load from
+ * separate load-generator processes speaking the real gRPC protocol, next to
+ * baselines measured in the same run: a bare grpc-js echo server on the same
+ * transport and codec, and a bare in-memory queue for dispatch. Every figure
+ * comes with the server's CPU, RSS and event-loop delay; every scenario prints
+ * a table row and a JSON line, with its ratio to the baseline and the targets
+ * of issue 5 marked met or missed. See docs/benchmarks.md.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { create } from "@bufbuild/protobuf";
+import { type Attempt, AttemptStatus, GetAttemptRequestSchema } from "../src/gen/runnerline/v1/attempt_pb.js";
+import { EnqueueRolloutRequestSchema } from "../src/gen/runnerline/v1/rollout_pb.js";
+import { GetWorkerRequestSchema, type Worker, WorkerStatus } from "../src/gen/runnerline/v1/worker_pb.js";
+import { LoadWorker, repoRoot, type ServerKind, type ServerOptions, type ServerProcess, startServerProcess } from "./lib/processes.js";
+import type { ProbeSample } from "./lib/server-probe.js";
+import { sleep, summarize, waitUntil } from "./lib/stats.js";
+import {
+  AttemptService,
+  checkHeartbeatEncoding,
+  HeartbeatEncoder,
+  newChannel,
+  RolloutService,
+  syntheticSnapshot,
+  unary,
+  WorkerService,
+  wallMs,
+} from "./lib/wire.js";
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+    "load-procs": { type: "string", default: "3" },
+    json: { type: "string" },
+    "cpu-prof": { type: "string" },
+    /** Overrides, e.g. to profile one case: --ingest-sessions 10000 --dispatch-runners 64 --servers runnerline */
+    "ingest-sessions": { type: "string" },
+    "dispatch-runners": { type: "string" },
+    "dispatch-stores": { type: "string" },
+    servers: { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (flags.help) {
+  console.log(`usage: npm run bench -- [--quick] [--only ingest,saturation,dispatch,push,detection]
+                       [--load-procs 3] [--json results.jsonl] [--cpu-prof DIR]
+                       [--ingest-sessions 1000,10000] [--dispatch-runners 64] [--dispatch-stores memory,sqlite]
+                       [--servers echo,runnerline]`);
+  process.exit(0);
+}
+
+const quick = flags.quick;
+function numbers(list: string | undefined): number[] | undefined {
+  return list === undefined ? undefined : list.split(",").map(Number);
+}
+const servers = new Set((flags.servers ?? "echo,runnerline").split(","));
+const plan = {
+  ingestSessions: numbers(flags["ingest-sessions"]) ?? (quick ? [1000] : [1000, 5000, 10000]),
+  ingestWarmS: quick ? 1 : 2,
+  ingestMeasureS: quick ? 3 : 6,
+  saturationSessions: quick ? 500 : 1000,
+  saturationMeasureS: quick ? 2 : 5,
+  dispatchRollouts: quick ? 4000 : 20000,
+  dispatchRunners: numbers(flags["dispatch-runners"]) ?? (quick ? [64] : [8, 64, 512]),
+  dispatchStores: (flags["dispatch-stores"] ?? "memory,sqlite").split(","),
+  dispatchBatch: 500,
+  pushRate: quick ? 100 : 200,
+  pushCount: quick ? 200 : 1000,
+  pushRunners: 16,
+  detectionIntervalS: 0.5,
+  detectionGraces: quick ? [2] : [2, 3],
+};
+const only = new Set((flags.only ?? "ingest,saturation,dispatch,push,detection").split(","));
+const loadProcs = Math.max(1, Number(flags["load-procs"]));
+
+// ---- results ----------------------------------------------------------------
+
+interface ServerFigures {
+  cpuPct: number;
+  rssMB: number;
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+}
+
+interface Row {
+  scenario: string;
+  variant: string;
+  server: ServerKind;
+  store?: string;
+  metrics: Record<string, number>;
+  serverFigures: ServerFigures;
+  ratios?: Record<string, number>;
+  targets?: { name: string; met: boolean }[];
+  note?: string;
+}
+
+const rows: Row[] = [];
+
+function serverFigures(before: ProbeSample, after: ProbeSample, seconds: number): ServerFigures {
+  return {
+    cpuPct: (100 * cpuSeconds(before, after)) / seconds,
+    rssMB: after.rssBytes / 2 ** 20,
+    loopDelayP99Ms: after.loopDelayP99Ms,
+    loopDelayMaxMs: after.loopDelayMaxMs,
+  };
+}
+
+const cpuSeconds = (before: ProbeSample, after: ProbeSample) =>
+  (after.cpuUserUs + after.cpuSystemUs - before.cpuUserUs - before.cpuSystemUs) / 1e6;
+
+function record(row: Row): void {
+  rows.push(row);
+  const line = JSON.stringify({ bench: "runnerline", quick, ...row });
+  console.log(line);
+  if (flags.json) appendFileSync(flags.json, `${line}\n`);
+}
+
+function notMeasured(scenario: string, variant: string, server: ServerKind, store: string | undefined, error: unknown): void {
+  const note = `not measured: ${error instanceof Error ? error.message : String(error)}`.slice(0, 300);
+  record({
+    scenario,
+    variant,
+    server,
+    ...(store !== undefined && { store }),
+    metrics: {},
+    serverFigures: { cpuPct: NaN, rssMB: NaN, loopDelayP99Ms: NaN, loopDelayMaxMs: NaN },
+    note,
+  });
+}
+
+// ---- load workers -----------------------------------------------------------
+
+const workers = Array.from({ length: loadProcs }, (_, i) => new LoadWorker(i));
+
+/** Splits `total` as evenly as possible over the load workers. */
+const shares = (total: number) => workers.map((_, i) => Math.floor(total / loadProcs) + (i < total % loadProcs ? 1 : 0));
+
+async function connectAll(address: string, total: number, role: "beat" | "runner", prefix: string) {
+  const parts = shares(total);
+  let first = 0;
+  const results = await Promise.all(
+    workers.map((worker, i) => {
+      const count = parts[i]!;
+      const start = first;
+      first += count;
+      if (count === 0) return { opened: 0, failed: 0, ms: 0 };
+      // A few HTTP/2 connections per process, ~1500 streams each at most.
+      const channels = Math.max(1, Math.min(4, Math.ceil(count / 1500), count));
+      return worker.call<{ opened: number; failed: number; ms: number }>(
+        "connect",
+        { address, count, prefix, channels, role, first: start },
+        180_000,
+      );
+    }),
+  );
+  const opened = results.reduce((sum, r) => sum + r.opened, 0);
+  if (opened < total) throw new Error(`only ${opened} of ${total} sessions opened`);
+  return opened;
+}
+
+const closeAll = () => Promise.all(workers.map((w) => w.call("closeAll")));
+
+async function withServer<T>(options: ServerOptions, body: (server: ServerProcess) => Promise<T>): Promise<T> {
+  const server = await startServerProcess({ ...options, ...(options.kind === "runnerline" && flags["cpu-prof"] && { cpuProfDir: flags["cpu-prof"] }) });
+  try {
+    return await body(server);
+  } catch (error) {
+    const tail = server.stderrTail().trim();
+    throw new Error(`${error instanceof Error ? error.message : String(error)}${tail ? ` (server stderr: ${tail.slice(-300)})` : ""}`);
+  } finally {
+    await closeAll().catch(() => undefined);
+    await server.stop();
+  }
+}
+
+// ---- ingest -------------------------------------------------------------------
+
+interface IngestResult {
+  rate: number;
+  perCpuS: number;
+  p50: number;
+  p99: number;
+  /** Connected, Hello answered, no heartbeats yet; after a full GC. */
+  idleRssPerSessionKB: number;
+  /** While beating at the measured rate, garbage included. */
+  rssPerSessionKB: number;
+  figures: ServerFigures;
+  sent: number;
+  skipped: number;
+}
+
+async function ingest(kind: ServerKind, sessions: number, saturate: boolean): Promise<IngestResult> {
+  return withServer({ kind, store: "memory", heartbeatIntervalS: 1 }, async (server) => {
+    const empty = await server.sample({ gc: true });
+    await connectAll(server.address, sessions, "beat", `ingest-${kind}`);
+    await sleep(500);
+    const connected = await server.sample({ gc: true });
+    await Promise.all(workers.map((w) => w.call(saturate ? "saturateStart" : "beatStart", { rateHz: 1 })));
+    await sleep((saturate ? 1 : plan.ingestWarmS) * 1000);
+    await Promise.all(workers.map((w) => w.call("reset")));
+    const before = await server.sample();
+    const started = wallMs();
+    await sleep((saturate ? plan.saturationMeasureS : plan.ingestMeasureS) * 1000);
+    const after = await server.sample();
+    const seconds = (wallMs() - started) / 1000;
+    const reads = await Promise.all(
+      workers.map((w) => w.call<{ acked: number; sent: number; skipped: number; samples: number[] }>("read")),
+    );
+    await Promise.all(workers.map((w) => w.call("beatStop")));
+    const acked = reads.reduce((sum, r) => sum + r.acked, 0);
+    const latency = summarize(reads.flatMap((r) => r.samples));
+    return {
+      rate: acked / seconds,
+      perCpuS: acked / cpuSeconds(before, after),
+      p50: latency.p50,
+      p99: latency.p99,
+      rssPerSessionKB: (after.rssBytes - empty.rssBytes) / sessions / 1024,
+      idleRssPerSessionKB: (connected.rssBytes - empty.rssBytes) / sessions / 1024,
+      figures: serverFigures(before, after, seconds),
+      sent: reads.reduce((sum, r) => sum + r.sent, 0),
+      skipped: reads.reduce((sum, r) => sum + r.skipped, 0),
+    };
+  });
+}
+
+async function ingestScenario(sessions: number, saturate: boolean): Promise<void> {
+  const scenario = saturate ? "saturation" : "ingest";
+  const variant = saturate ? `N=${sessions} closed-loop` : `N=${sessions} @1Hz`;
+  let echo: IngestResult | undefined;
+  if (servers.has("echo")) try {
+    echo = await ingest("echo", sessions, saturate);
+    record(ingestRow(scenario, variant, "echo", echo));
+  } catch (error) {
+    notMeasured(scenario, variant, "echo", undefined, error);
+  }
+  if (servers.has("runnerline")) try {
+    const real = await ingest("runnerline", sessions, saturate);
+    const row = ingestRow(scenario, variant, "runnerline", real);
+    if (echo !== undefined) {
+      row.ratios = {
+        rate: real.rate / echo.rate,
+        perCpuS: real.perCpuS / echo.perCpuS,
+        p99: real.p99 / echo.p99,
+        rssPerSession: real.rssPerSessionKB / echo.rssPerSessionKB,
+        idleRssPerSession: real.idleRssPerSessionKB / echo.idleRssPerSessionKB,
+      };
+      row.targets = [{ name: "≥60% of echo per CPU-s", met: real.perCpuS >= 0.6 * echo.perCpuS }];
+      if (!saturate && sessions >= 10_000) {
+        row.targets.push(
+          { name: "keeps up at 1 Hz", met: real.rate >= 0.95 * sessions },
+          { name: "p99 ack < 50 ms", met: real.p99 < 50 },
+          { name: "idle RSS/session ≤ 1.25× echo", met: real.idleRssPerSessionKB <= 1.25 * echo.idleRssPerSessionKB },
+        );
+      }
+    }
+    record(row);
+  } catch (error) {
+    notMeasured(scenario, variant, "runnerline", "memory", error);
+  }
+}
+
+function ingestRow(scenario: string, variant: string, server: ServerKind, r: IngestResult): Row {
+  return {
+    scenario,
+    variant,
+    server,
+    ...(server === "runnerline" && { store: "memory" }),
+    metrics: {
+      heartbeatsPerS: r.rate,
+      perServerCpuS: r.perCpuS,
+      ackP50Ms: r.p50,
+      ackP99Ms: r.p99,
+      idleRssPerSessionKB: r.idleRssPerSessionKB,
+      rssPerSessionKB: r.rssPerSessionKB,
+      skipped: r.skipped,
+    },
+    serverFigures: r.figures,
+  };
+}
+
+// ---- dispatch -----------------------------------------------------------------
+
+interface DispatchResult {
+  rate: number;
+  perCpuS: number;
+  seconds: number;
+  enqueueS: number;
+  figures: ServerFigures;
+}
+
+async function dispatch(kind: ServerKind, store: string, runners: number, total: number): Promise<DispatchResult> {
+  return withServer({ kind, store }, async (server) => {
+    await connectAll(server.address, runners, "runner", `dispatch-${kind}`);
+    const producer = workers[workers.length - 1]!;
+    await producer.call("prepareEnqueue", { total, batch: plan.dispatchBatch, prefix: `ro-${kind}` });
+    const progress = new Map<number, number>();
+    for (const worker of workers) {
+      worker.onEvent = (event) => {
+        if (event.event === "progress") progress.set(event.worker as number, event.assigned as number);
+      };
+    }
+    await Promise.all(workers.map((w) => w.call("arm")));
+    await sleep(300); // credits granted: every runner is waiting
+    const before = await server.sample();
+    const started = wallMs();
+    const enqueued = producer.call<{ ms: number }>("runEnqueue", { address: server.address, concurrency: 4 }, 300_000);
+    const limitMs = Math.min(240_000, Math.max(30_000, total * 5));
+    const sum = () => [...progress.values()].reduce((a, b) => a + b, 0);
+    const done = await waitUntil(() => sum() >= total, limitMs, 5);
+    const { ms: enqueueMs } = await enqueued;
+    if (!done) throw new Error(`only ${sum()} of ${total} rollouts dispatched in ${limitMs / 1000} s`);
+    const flushed = await Promise.all(workers.map((w) => w.call<{ finishedAt: number }>("flush")));
+    const finished = Math.max(...flushed.map((f) => f.finishedAt));
+    const after = await server.sample();
+    const seconds = (finished - started) / 1000;
+    for (const worker of workers) worker.onEvent = () => {};
+    return {
+      rate: total / seconds,
+      perCpuS: total / cpuSeconds(before, after),
+      seconds,
+      enqueueS: enqueueMs / 1000,
+      figures: serverFigures(before, after, seconds),
+    };
+  });
+}
+
+async function dispatchScenario(runners: number, stores: string[]): Promise<void> {
+  const total = plan.dispatchRollouts;
+  const variant = `M=${total} K=${runners}`;
+  let echo: DispatchResult | undefined;
+  if (servers.has("echo")) try {
+    echo = await dispatch("echo", "memory", runners, total);
+    record(dispatchRow(variant, "echo", undefined, echo));
+  } catch (error) {
+    notMeasured("dispatch", variant, "echo", undefined, error);
+  }
+  for (const store of servers.has("runnerline") ? stores : []) {
+    const dir = mkdtempSync(join(tmpdir(), "rl-bench-"));
+    const spec = store === "sqlite" ? `sqlite:${join(dir, "bench.db")}` : store;
+    try {
+      const real = await dispatch("runnerline", spec, runners, total);
+      const row = dispatchRow(variant, "runnerline", store, real);
+      if (echo !== undefined) row.ratios = { rate: real.rate / echo.rate, perCpuS: real.perCpuS / echo.perCpuS };
+      if (runners === 64) {
+        const floor = store === "sqlite" ? 5_000 : 10_000;
+        row.targets = [{ name: `≥${floor / 1000}k rollouts/s`, met: real.rate >= floor }];
+      }
+      record(row);
+    } catch (error) {
+      notMeasured("dispatch", variant, "runnerline", store, error);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+function dispatchRow(variant: string, server: ServerKind, store: string | undefined, r: DispatchResult): Row {
+  return {
+    scenario: "dispatch",
+    variant,
+    server,
+    ...(store !== undefined && { store }),
+    metrics: { rolloutsPerS: r.rate, perServerCpuS: r.perCpuS, seconds: r.seconds, enqueueSeconds: r.enqueueS },
+    serverFigures: r.figures,
+  };
+}
+
+// ---- push latency -------------------------------------------------------------
+
+async function pushLatency(kind: ServerKind) {
+  return withServer({ kind, store: "memory" }, async (server) => {
+    const worker = workers[0]!;
+    await worker.call("connect", { address: server.address, count: plan.pushRunners, prefix: `push-${kind}`, channels: 1, role: "runner" });
+    await worker.call("arm");
+    await sleep(300);
+    const before = await server.sample();
+    const started = wallMs();
+    const result = await worker.call<{ samples: number[]; lost: number; failures: number }>(
+      "push",
+      { address: server.address, rate: plan.pushRate, count: plan.pushCount, prefix: `push-${kind}` },
+      120_000,
+    );
+    const after = await server.sample();
+    if (result.failures > 0 || result.lost > 0) throw new Error(`${result.failures} enqueues failed, ${result.lost} never assigned`);
+    return { latency: summarize(result.samples), figures: serverFigures(before, after, (wallMs() - started) / 1000) };
+  });
+}
+
+async function pushScenario(): Promise<void> {
+  const variant = `${plan.pushRate}/s × ${plan.pushCount}, ${plan.pushRunners} waiting`;
+  let echoP99: number | undefined;
+  for (const kind of (["echo", "runnerline"] as const).filter((k) => servers.has(k))) {
+    try {
+      const { latency, figures } = await pushLatency(kind);
+      const row: Row = {
+        scenario: "push",
+        variant,
+        server: kind,
+        ...(kind === "runnerline" && { store: "memory" }),
+        metrics: { p50Ms: latency.p50, p99Ms: latency.p99, maxMs: latency.max, samples: latency.count },
+        serverFigures: figures,
+      };
+      if (kind === "echo") echoP99 = latency.p99;
+      else {
+        if (echoP99 !== undefined) row.ratios = { p99: latency.p99 / echoP99 };
+        row.targets = [{ name: "p99 < 5 ms", met: latency.p99 < 5 }];
+      }
+      record(row);
+    } catch (error) {
+      notMeasured("push", variant, kind, kind === "runnerline" ? "memory" : undefined, error);
+    }
+  }
+}
+
+// ---- detection ----------------------------------------------------------------
+
+function spawnDetectRunner(address: string, workerId: string, intervalMs: number): ChildProcess {
+  return fork("bench/detect-runner.ts", [address, workerId, String(intervalMs)], {
+    cwd: repoRoot,
+    execArgv: ["--import", "tsx"],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+}
+
+function nextEvent<T>(child: ChildProcess, name: string, timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${name} from the runner in ${timeoutMs} ms`)), timeoutMs);
+    const onMessage = (message: { event?: string }) => {
+      if (message?.event !== name) return;
+      clearTimeout(timer);
+      child.off("message", onMessage);
+      resolve(message as T);
+    };
+    child.on("message", onMessage);
+  });
+}
+
+async function detectionScenario(graceIntervals: number): Promise<void> {
+  const intervalS = plan.detectionIntervalS;
+  const graceMs = graceIntervals * intervalS * 1000;
+  const variant = `interval ${intervalS * 1000} ms, grace ${graceMs} ms`;
+  const children: ChildProcess[] = [];
+  try {
+    await withServer({ kind: "runnerline", store: "memory", heartbeatIntervalS: intervalS, heartbeatGraceS: graceMs / 1000 }, async (server) => {
+      const client = newChannel(server.address);
+      const cases = [] as { how: "die" | "hang"; workerId: string; child: ChildProcess; attemptId: string }[];
+      for (const how of ["die", "hang"] as const) {
+        const workerId = `detect-${how}`;
+        const child = spawnDetectRunner(server.address, workerId, intervalS * 1000);
+        children.push(child);
+        const holding = nextEvent<{ attemptId: string }>(child, "holding", 30_000);
+        await sleep(200);
+        await unary(client, RolloutService, "enqueueRollout", create(EnqueueRolloutRequestSchema, { rolloutId: `rollout-${how}`, input: { kind: { case: "stringValue", value: how } } }));
+        cases.push({ how, workerId, child, attemptId: (await holding).attemptId });
+      }
+      await sleep(3 * intervalS * 1000);
+      const silences = cases.map((c) => nextEvent<{ lastBeatAt: number }>(c.child, "silent", 5_000));
+      for (const c of cases) c.child.send({ command: c.how });
+      const silentAt = await Promise.all(silences);
+      const hung = cases.find((c) => c.how === "hang")!;
+      hung.child.kill("SIGSTOP");
+      const seen = cases.map(() => ({ unknownAt: NaN, unresponsiveAt: NaN }));
+      const deadline = Date.now() + Math.max(10_000, 6 * graceMs);
+      while (Date.now() < deadline && seen.some((s) => Number.isNaN(s.unknownAt) || Number.isNaN(s.unresponsiveAt))) {
+        await Promise.all(
+          cases.map(async (c, i) => {
+            const [{ worker }, { attempt }] = await Promise.all([
+              unary<object, { worker?: Worker }>(client, WorkerService, "getWorker", create(GetWorkerRequestSchema, { workerId: c.workerId })),
+              unary<object, { attempt?: Attempt }>(client, AttemptService, "getAttempt", create(GetAttemptRequestSchema, { attemptId: c.attemptId })),
+            ]);
+            const now = wallMs();
+            if (Number.isNaN(seen[i]!.unknownAt) && worker?.status === WorkerStatus.UNKNOWN) seen[i]!.unknownAt = now;
+            if (Number.isNaN(seen[i]!.unresponsiveAt) && attempt?.status === AttemptStatus.UNRESPONSIVE) seen[i]!.unresponsiveAt = now;
+          }),
+        );
+        await sleep(10);
+      }
+      client.close();
+      const limitMs = 3 * intervalS * 1000;
+      const sample = await server.sample();
+      cases.forEach((c, i) => {
+        const from = silentAt[i]!.lastBeatAt;
+        const unknownMs = seen[i]!.unknownAt - from;
+        const unresponsiveMs = seen[i]!.unresponsiveAt - from;
+        // With the default grace (3 intervals) the server cannot, by its own
+        // rule, call a runner lost before 3 intervals; what it adds is the watchdog's tick.
+        const bound = graceIntervals >= 3 ? graceMs + (intervalS * 1000) / 5 : limitMs;
+        record({
+          scenario: "detection",
+          variant: `${c.how === "die" ? "killed (socket closed)" : "hung (socket open, silent)"}; ${variant}`,
+          server: "runnerline",
+          store: "memory",
+          metrics: { workerUnknownMs: unknownMs, attemptUnresponsiveMs: unresponsiveMs, graceMs, intervalMs: intervalS * 1000 },
+          serverFigures: { cpuPct: NaN, rssMB: sample.rssBytes / 2 ** 20, loopDelayP99Ms: sample.loopDelayP99Ms, loopDelayMaxMs: sample.loopDelayMaxMs },
+          ratios: { workerUnknownVsGrace: unknownMs / graceMs, attemptUnresponsiveVsGrace: unresponsiveMs / graceMs },
+          targets: [
+            {
+              name: graceIntervals >= 3 ? "≤ grace + 1 watchdog period" : "≤ 3 intervals",
+              met: Math.max(unknownMs, unresponsiveMs) <= bound,
+            },
+          ],
+        });
+      });
+    });
+  } catch (error) {
+    notMeasured("detection", variant, "runnerline", "memory", error);
+  } finally {
+    for (const child of children) child.kill("SIGKILL");
+  }
+}
+
+// ---- tables -------------------------------------------------------------------
+
+const fmt = (value: number | undefined, digits = 0) =>
+  value === undefined || Number.isNaN(value) ? "–" : value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+function printTable(title: string, header: string[], lines: string[][]): void {
+  if (lines.length === 0) return;
+  console.log(`\n### ${title}\n`);
+  console.log(`| ${header.join(" | ")} |`);
+  console.log(`|${header.map(() => "---").join("|")}|`);
+  for (const line of lines) console.log(`| ${line.join(" | ")} |`);
+}
+
+const serverCols = (r: Row) => [fmt(r.serverFigures.cpuPct), fmt(r.serverFigures.rssMB), fmt(r.serverFigures.loopDelayP99Ms, 1), fmt(r.serverFigures.loopDelayMaxMs, 1)];
+const serverHeader = ["srv CPU %", "srv RSS MB", "loop p99 ms", "loop max ms"];
+const targetsOf = (r: Row) =>
+  r.note ?? (r.targets ?? []).map((t) => `${t.met ? "met" : "**MISSED**"}: ${t.name}`).join("; ");
+const ratio = (value: number | undefined) => (value === undefined ? "–" : `${fmt(value, 2)}×`);
+
+function printTables(): void {
+  const by = (scenario: string) => rows.filter((r) => r.scenario === scenario);
+  const label = (r: Row) => (r.server === "echo" ? "echo (baseline)" : `runnerline${r.store ? ` (${r.store})` : ""}`);
+  for (const scenario of ["ingest", "saturation"]) {
+    printTable(
+      scenario === "ingest" ? "Heartbeat ingest (1 Hz per session)" : "Heartbeat ingest, saturation (each session beats as soon as acked)",
+      ["scenario", "server", "heartbeats/s", "per srv CPU-s", "ack p50 ms", "ack p99 ms", "idle RSS/session KB", "beating RSS/session KB", ...serverHeader, "per CPU-s vs echo", "p99 vs echo", "idle RSS/session vs echo", "targets"],
+      by(scenario).map((r) => [
+        r.variant,
+        label(r),
+        fmt(r.metrics.heartbeatsPerS),
+        fmt(r.metrics.perServerCpuS),
+        fmt(r.metrics.ackP50Ms, 2),
+        fmt(r.metrics.ackP99Ms, 2),
+        fmt(r.metrics.idleRssPerSessionKB, 1),
+        fmt(r.metrics.rssPerSessionKB, 1),
+        ...serverCols(r),
+        ratio(r.ratios?.perCpuS),
+        ratio(r.ratios?.p99),
+        ratio(r.ratios?.idleRssPerSession),
+        targetsOf(r),
+      ]),
+    );
+  }
+  printTable(
+    "Dispatch (enqueue in batches of 500, K runners complete each at once)",
+    ["scenario", "server", "rollouts/s", "per srv CPU-s", "total s", ...serverHeader, "rate vs echo", "per CPU-s vs echo", "targets"],
+    by("dispatch").map((r) => [
+      r.variant,
+      label(r),
+      fmt(r.metrics.rolloutsPerS),
+      fmt(r.metrics.perServerCpuS),
+      fmt(r.metrics.seconds, 2),
+      ...serverCols(r),
+      ratio(r.ratios?.rate),
+      ratio(r.ratios?.perCpuS),
+      targetsOf(r),
+    ]),
+  );
+  printTable(
+    "Push latency (enqueue → assignment received, one rollout at a time)",
+    ["scenario", "server", "p50 ms", "p99 ms", "max ms", "samples", ...serverHeader, "p99 vs echo", "targets"],
+    by("push").map((r) => [
+      r.variant,
+      label(r),
+      fmt(r.metrics.p50Ms, 2),
+      fmt(r.metrics.p99Ms, 2),
+      fmt(r.metrics.maxMs, 2),
+      fmt(r.metrics.samples),
+      ...serverCols(r),
+      ratio(r.ratios?.p99),
+      targetsOf(r),
+    ]),
+  );
+  printTable(
+    "Failure detection (from the runner's last heartbeat)",
+    ["scenario", "worker UNKNOWN after ms", "attempt UNRESPONSIVE after ms", "grace ms", "UNKNOWN vs grace", "UNRESPONSIVE vs grace", "targets"],
+    by("detection").map((r) => [
+      r.variant,
+      fmt(r.metrics.workerUnknownMs),
+      fmt(r.metrics.attemptUnresponsiveMs),
+      fmt(r.metrics.graceMs),
+      ratio(r.ratios?.workerUnknownVsGrace),
+      ratio(r.ratios?.attemptUnresponsiveVsGrace),
+      targetsOf(r),
+    ]),
+  );
+}
+
+// ---- main ---------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  checkHeartbeatEncoding();
+  const startedAt = Date.now();
+  const snapshotBytes = new HeartbeatEncoder(syntheticSnapshot(1)).snapshotBytes;
+  console.log(
+    `runnerline bench${quick ? " (quick)" : ""}: ${loadProcs} load processes; heartbeat snapshot ${snapshotBytes} bytes (8 GPUs); node ${process.version}`,
+  );
+  if (only.has("ingest")) for (const n of plan.ingestSessions) await ingestScenario(n, false);
+  if (only.has("saturation")) await ingestScenario(plan.saturationSessions, true);
+  if (only.has("dispatch")) for (const k of plan.dispatchRunners) await dispatchScenario(k, plan.dispatchStores);
+  if (only.has("push")) await pushScenario();
+  if (only.has("detection")) for (const g of plan.detectionGraces) await detectionScenario(g);
+  printTables();
+  const missed = rows.flatMap((r) => (r.targets ?? []).filter((t) => !t.met).map((t) => `${r.scenario} ${r.variant}: ${t.name}`));
+  console.log(`\n${rows.length} rows in ${((Date.now() - startedAt) / 1000).toFixed(0)} s; targets missed: ${missed.length === 0 ? "none" : missed.join("; ")}`);
+}
+
+main()
+  .catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    await Promise.all(workers.map((w) => w.stop()));
+  });
