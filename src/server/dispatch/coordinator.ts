@@ -36,7 +36,7 @@ import {
   rolloutEffects,
   rolloutExpiry,
 } from "../domain/rollout.js";
-import { type Clock, toTimestamp } from "../domain/time.js";
+import { type Clock, msOf, toTimestamp } from "../domain/time.js";
 import {
   attachSession,
   detachSession,
@@ -468,7 +468,11 @@ export class Coordinator {
       // A runner that is still there should stop spending its machine on it.
       this.sendTo(attempt.workerId, cancelMessage(attempt.attemptId, verdict.message), fx);
     }
+    const heardSince = now - this.options.heartbeatGraceMs;
     for (const record of this.store.workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY])) {
+      // Only lateness changes with time alone, and a session heard from within
+      // the grace is not late: its status cannot have changed since it was settled.
+      if (record.attachment === "open" && (msOf(record.worker.lastHeartbeatTime) ?? -Infinity) >= heardSince) continue;
       this.updateWorker(record.worker.workerId, now, (r) => settle(r, this.liveness, now));
     }
     await this.settle(fx);

@@ -3,16 +3,22 @@
  * producers push from anywhere (the coordinator pushing assignments, the
  * request loop answering heartbeats), the handler's generator drains it.
  */
-export class Outbox<T> implements AsyncIterable<T> {
+export class Outbox<T> implements AsyncIterableIterator<T> {
   private readonly items: T[] = [];
-  private wake: (() => void) | undefined;
+  private waiter: { resolve: (result: IteratorResult<T>) => void; reject: (reason: unknown) => void } | undefined;
   private ended = false;
   private failure: unknown;
 
   push(item: T) {
     if (this.ended) return;
+    const waiter = this.waiter;
+    if (waiter !== undefined) {
+      // The consumer is parked: hand the item over without queueing it.
+      this.waiter = undefined;
+      waiter.resolve({ done: false, value: item });
+      return;
+    }
     this.items.push(item);
-    this.wakeConsumer();
   }
 
   /** No more items: the consumer finishes after draining (or throws `failure`). */
@@ -20,24 +26,28 @@ export class Outbox<T> implements AsyncIterable<T> {
     if (this.ended) return;
     this.ended = true;
     this.failure = failure;
-    this.wakeConsumer();
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    if (waiter === undefined) return;
+    if (failure !== undefined) waiter.reject(failure);
+    else waiter.resolve({ done: true, value: undefined });
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    for (;;) {
-      if (this.failure !== undefined) throw this.failure;
-      if (this.items.length > 0) {
-        yield this.items.shift()!;
-        continue;
-      }
-      if (this.ended) return;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
+  [Symbol.asyncIterator](): this {
+    return this;
   }
 
-  private wakeConsumer() {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
+  // Hand-rolled rather than an async generator: a queued item is returned
+  // without the generator's extra promise turns.
+  next(): Promise<IteratorResult<T>> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.items.length > 0) return Promise.resolve({ done: false, value: this.items.shift()! });
+    if (this.ended) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  return(): Promise<IteratorResult<T>> {
+    this.end();
+    return Promise.resolve({ done: true, value: undefined });
   }
 }

@@ -34,8 +34,9 @@ export interface RunnerServiceOptions {
  */
 export function runnerService(coordinator: Coordinator, options: RunnerServiceOptions): ServiceImpl<typeof RunnerService> {
   return {
-    async *session(requests, context) {
-      yield* runSession(coordinator, options, requests, context);
+    // Returned, not delegated with yield*: each generator layer costs promise turns per message.
+    session(requests, context) {
+      return runSession(coordinator, options, requests, context);
     },
   };
 }
