@@ -14,7 +14,7 @@ import { workerService } from "./services/worker-service.js";
 import { openStore } from "./store/open-store.js";
 import { startGrpcServer } from "./transport/grpc-server.js";
 import { startHttpServer } from "./transport/http-server.js";
-import type { ServiceRegistration } from "./transport/registration.js";
+import { registerService, type ServiceRegistration } from "./transport/registration.js";
 
 export interface RunningServer {
   grpcPort: number;
@@ -45,10 +45,10 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
   });
   await coordinator.recover();
   const services: ServiceRegistration[] = [
-    { service: RunnerService, impl: runnerService(coordinator, { log: config.log, now: () => clock.now() }) },
-    { service: WorkerService, impl: mapDomainErrors(workerService(coordinator, store)) },
-    { service: RolloutService, impl: mapDomainErrors(rolloutService(coordinator, store)) },
-    { service: AttemptService, impl: mapDomainErrors(attemptService(coordinator, store)) },
+    registerService(RunnerService, runnerService(coordinator, { log: config.log, now: () => clock.now() })),
+    registerService(WorkerService, mapDomainErrors(workerService(coordinator, store))),
+    registerService(RolloutService, mapDomainErrors(rolloutService(coordinator, store))),
+    registerService(AttemptService, mapDomainErrors(attemptService(coordinator, store))),
   ];
   const grpc = await startGrpcServer({
     address: config.grpcAddress,

@@ -136,11 +136,6 @@ export class DispatchQueue {
     return undefined;
   }
 
-  /** Ids in queue order. */
-  ids(): string[] {
-    return this.entries.slice(this.head).filter((e) => this.live.get(e.id) === e.ticket).map((e) => e.id);
-  }
-
   private compact() {
     if (this.head > 1024 && this.head * 2 > this.entries.length) {
       this.entries = this.entries.slice(this.head);
