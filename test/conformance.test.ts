@@ -43,7 +43,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
   describe("heartbeats (acceptance 1, 2, 12)", () => {
     it("a heartbeat for an unseen worker creates it UNKNOWN with its stats and time stamp", async () => {
       const { coordinator, clock } = setup();
-      const { worker } = await coordinator.heartbeat("w-new", { extraStats: { cpu: 0.5 } });
+      const worker = await coordinator.heartbeat("w-new", { extraStats: { cpu: 0.5 } });
       expect(worker.status).toBe(W.UNKNOWN);
       expect(worker.extraStats).toEqual({ cpu: 0.5 });
       expect(msOf(worker.lastHeartbeatTime)).toBe(clock.now());
@@ -57,7 +57,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       const busy = coordinator.getWorker("w-1");
       await coordinator.heartbeat("w-1", { extraStats: { gpu: 1 } });
       clock.advance(10);
-      const { worker } = await coordinator.heartbeat("w-1", {});
+      const worker = await coordinator.heartbeat("w-1", {});
       expect(worker.extraStats).toEqual({ gpu: 1 });
       expect(worker.status).toBe(W.BUSY);
       expect(worker.currentAttemptIds).toEqual(busy.currentAttemptIds);
@@ -66,7 +66,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
 
     it("a unary heartbeat does not keep an attempt alive; a stream heartbeat listing it does", async () => {
       const { coordinator, clock } = setup();
-      const [rollout] = await coordinator.enqueue([request({}, { unresponsiveTimeout: durationFromMs(1_000) })]);
+      await coordinator.enqueue([request({}, { unresponsiveTimeout: durationFromMs(1_000) })]);
       const assigned = await coordinator.dequeueFor("w-1");
       clock.advance(800);
       await coordinator.heartbeat("w-1", {});
@@ -82,7 +82,6 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       clock.advance(800);
       await coordinator.runWatchdog();
       expect(coordinator.getAttempt(next!.attempt.attemptId).status).toBe(A.RUNNING);
-      expect(rollout).toBeDefined();
     });
   });
 
@@ -258,6 +257,21 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.RUNNING);
       expect(coordinator.getWorker("w-1").status).toBe(W.BUSY);
       expect(await coordinator.dequeueFor("w-2")).toBeUndefined();
+    });
+
+    it("a runner still connected is told to stop an attempt the watchdog ended, and again if its heartbeat lists it", async () => {
+      const { coordinator, clock } = setup();
+      const link = new RecordingLink("w-1");
+      await coordinator.openSession(link, OPENING, []);
+      await coordinator.grantCredits(link, 1);
+      await coordinator.enqueue([request({}, { timeout: durationFromMs(10) })]);
+      const attemptId = link.ofCase("assignment")[0]!.attempt!.attemptId;
+      clock.advance(11);
+      await coordinator.runWatchdog();
+      expect(link.ofCase("cancel").map((c) => c.attemptId)).toEqual([attemptId]);
+      await coordinator.heartbeat("w-1", {}, [attemptId]);
+      expect(link.ofCase("cancel").map((c) => c.attemptId)).toEqual([attemptId, attemptId]);
+      expect(coordinator.getAttempt(attemptId).status).toBe(A.TIMEOUT);
     });
 
     it("a report on a TIMEOUT attempt only records it", async () => {

@@ -263,17 +263,13 @@ export class Coordinator {
 
   /**
    * Telemetry, plus a sign of life for each listed attempt the worker still
-   * holds. Returns the attempts the runner should stop (no longer current).
+   * holds. A listed attempt that is no longer current gets a Cancel back, so
+   * the runner stops spending its machine on it.
    */
-  async heartbeat(
-    workerId: string,
-    data: HeartbeatData,
-    attemptIds: readonly string[] = [],
-  ): Promise<{ worker: Worker; stale: Attempt[] }> {
+  async heartbeat(workerId: string, data: HeartbeatData, attemptIds: readonly string[] = []): Promise<Worker> {
     const now = this.clock.now();
     const fx = new Effects();
     const record = this.updateWorker(workerId, now, (r) => recordHeartbeat(r, data, this.liveness, now));
-    const stale: Attempt[] = [];
     for (const attemptId of attemptIds) {
       const attempt = this.store.getAttempt(attemptId);
       if (attempt === undefined || attempt.workerId !== workerId) continue;
@@ -281,11 +277,11 @@ export class Coordinator {
       if (rollout !== undefined && isAttemptCurrent(attempt, rollout)) {
         this.saveAttempt(attempt, recordSignOfLife(attempt, now), now, fx);
       } else {
-        stale.push(attempt);
+        this.sendTo(workerId, cancelMessage(attemptId, "the attempt is no longer current on the server"), fx);
       }
     }
     await this.settle(fx);
-    return { worker: record.worker, stale };
+    return record.worker;
   }
 
   /** Notifies `listener` of every status or assignment change of any worker; returns the unsubscribe. */
@@ -560,9 +556,10 @@ export class Coordinator {
   }
 
   private updateWorker(workerId: string, now: number, change: (record: WorkerRecord) => WorkerRecord): WorkerRecord {
-    const before = this.store.getWorker(workerId) ?? newWorkerRecord(workerId, now);
+    const stored = this.store.getWorker(workerId);
+    const before = stored ?? newWorkerRecord(workerId, now);
     const after = change(before);
-    if (after !== before || after.worker.version === 1n) this.store.putWorker(after);
+    if (after !== before || stored === undefined) this.store.putWorker(after);
     if (after.worker.version !== before.worker.version) {
       for (const listener of this.workerListeners) listener(after.worker);
     }

@@ -75,7 +75,7 @@ async function* runSession(
         throw protocolError("hello may only be sent once per session");
       case "heartbeat": {
         const beat = message.value;
-        const { stale } = await coordinator.heartbeat(
+        await coordinator.heartbeat(
           link.workerId,
           { snapshot: beat.snapshot, extraStats: boundedExtraStats(beat.extraStats) },
           beat.attemptIds,
@@ -85,9 +85,6 @@ async function* runSession(
             message: { case: "heartbeatAck", value: { sequence: beat.sequence, serverTime: toTimestamp(options.now()) } },
           }),
         );
-        for (const attempt of stale) {
-          outbox.push(cancel(attempt.attemptId, "the attempt is no longer current on the server"));
-        }
         return;
       }
       case "ready": {
@@ -163,10 +160,6 @@ function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink {
 
 function protocolError(message: string, code = Code.FailedPrecondition) {
   return new ConnectError(message, code);
-}
-
-function cancel(attemptId: string, reason: string): SessionResponse {
-  return create(SessionResponseSchema, { message: { case: "cancel", value: { attemptId, reason } } });
 }
 
 function rejected(error: DomainError, request: SessionRequest): SessionResponse {

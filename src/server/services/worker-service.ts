@@ -36,8 +36,7 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
     async sendHeartbeat(request) {
       const workerId = requireClientId("worker_id", request.workerId);
       const extraStats = boundedExtraStats(request.extraStats);
-      const { worker } = await coordinator.heartbeat(workerId, { snapshot: request.snapshot, extraStats });
-      return { worker };
+      return { worker: await coordinator.heartbeat(workerId, { snapshot: request.snapshot, extraStats }) };
     },
     async *watchWorkers(request, context) {
       const filter = {
