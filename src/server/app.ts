@@ -46,9 +46,9 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
   await coordinator.recover();
   const services: ServiceRegistration[] = [
     registerService(RunnerService, runnerService(coordinator, { log: config.log, now: () => clock.now() })),
-    registerService(WorkerService, mapDomainErrors(workerService(coordinator, store))),
-    registerService(RolloutService, mapDomainErrors(rolloutService(coordinator, store))),
-    registerService(AttemptService, mapDomainErrors(attemptService(coordinator, store))),
+    registerService(WorkerService, mapDomainErrors(WorkerService, workerService(coordinator, store))),
+    registerService(RolloutService, mapDomainErrors(RolloutService, rolloutService(coordinator, store))),
+    registerService(AttemptService, mapDomainErrors(AttemptService, attemptService(coordinator, store))),
   ];
   const grpc = await startGrpcServer({
     address: config.grpcAddress,

@@ -1,4 +1,5 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { DomainError, type DomainErrorKind } from "../domain/errors.js";
 
 const CODES: Record<DomainErrorKind, Code> = {
@@ -22,28 +23,31 @@ type Handler = (...args: never[]) => unknown;
 
 /**
  * Wraps every method of a service implementation so domain refusals reach
- * clients with their status code, whatever the transport. Streaming methods
- * (async generators) are wrapped as generators.
+ * clients with their status code, whatever the transport. Methods that answer
+ * with a stream (as the service descriptor says) are wrapped as generators.
  */
-export function mapDomainErrors<T extends Record<string, Handler>>(impl: T): T {
+export function mapDomainErrors<S extends DescService>(service: S, impl: ServiceImpl<S>): ServiceImpl<S> {
+  const methods = impl as unknown as Record<string, Handler>;
   const wrapped: Record<string, Handler> = {};
-  for (const [name, method] of Object.entries(impl)) {
-    const isGenerator = method.constructor.name === "AsyncGeneratorFunction";
-    wrapped[name] = isGenerator
+  for (const method of service.methods) {
+    const handler = methods[method.localName];
+    if (handler === undefined) continue;
+    const streamsOut = method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming";
+    wrapped[method.localName] = streamsOut
       ? async function* (this: unknown, ...args: never[]) {
           try {
-            yield* method.apply(this, args) as AsyncIterable<unknown>;
+            yield* handler.apply(this, args) as AsyncIterable<unknown>;
           } catch (error) {
             throw toConnectError(error);
           }
         }
       : async function (this: unknown, ...args: never[]) {
           try {
-            return await method.apply(this, args);
+            return await handler.apply(this, args);
           } catch (error) {
             throw toConnectError(error);
           }
         };
   }
-  return wrapped as T;
+  return wrapped as unknown as ServiceImpl<S>;
 }
