@@ -6,7 +6,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
@@ -18,6 +17,7 @@ import { EnqueueRolloutRequestSchema, type Rollout, RolloutStatus } from "../src
 import { SystemSnapshotSchema } from "../src/gen/runnerline/v1/telemetry_pb.js";
 import { isRolloutTerminal } from "../src/server/domain/rollout.js";
 import { tempDatabasePath } from "./harness.js";
+import { freePort } from "./polling.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const ROLLOUTS = 300;
@@ -30,14 +30,6 @@ const HEARTBEAT_S = 0.25;
 const quiet: RunnerLogger = { debug() {}, info() {}, warn() {}, error() {} };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const between = (low: number, high: number) => low + Math.random() * (high - low);
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 let server: ChildProcess | undefined;
 const runners: Runner[] = [];

@@ -40,21 +40,7 @@ export async function enqueue(clients: RunnerlineClients, input: JsonValue): Pro
   return rollout;
 }
 
-/** Polls until `read` returns something that satisfies `done`; the last value is in the timeout error. */
-export async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
-  while (Date.now() < deadline) {
-    last = await read();
-    if (done(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error(`condition not met within ${timeoutMs} ms; last value: ${String(JSON.stringify(last, bigints))}`);
-}
-
-function bigints(_key: string, value: unknown): unknown {
-  return typeof value === "bigint" ? value.toString() : value;
-}
+export { eventually } from "../polling.js";
 
 export const silentLogger: RunnerLogger = { debug() {}, info() {}, warn() {}, error() {} };
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningServer, startServer } from "../../src/server/app.js";
+import { eventually } from "../polling.js";
 import { connectDriver, type Driver, protoLoaderDriver, type TestSession } from "./drivers.js";
 
 const HEARTBEAT_MS = 100;
@@ -24,20 +25,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await server.close();
 });
-
-async function eventually<T>(read: () => Promise<T>, check: (value: T) => void, timeoutMs = 3_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    try {
-      check(value);
-      return value;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 const drivers: [string, (address: string) => Driver][] = [
   ["Connect client", connectDriver],
@@ -65,7 +52,7 @@ describe.each(drivers)("end to end with the %s", (_, makeDriver) => {
     const workerId = `${driver.name.length}-flow-worker`;
     const session = await join(workerId);
     session.send({ kind: "ready", slots: 1 });
-    const idle = await eventually(() => driver.worker(workerId), (w) => expect(w.status).toBe("IDLE"));
+    const idle = await eventually(() => driver.worker(workerId), (w) => w.status === "IDLE");
 
     const rolloutId = await driver.enqueue({ task: "add", a: 2, b: 3 }, { maxAttempts: 2, retryOn: ["FAILED"] });
     const first = await session.nextOf("assignment");
@@ -75,7 +62,7 @@ describe.each(drivers)("end to end with the %s", (_, makeDriver) => {
     expect(busy.lastBusyTime!).toBeGreaterThanOrEqual(idle.lastIdleTime!);
 
     session.send({ kind: "update", attemptId: first.attemptId, status: "RUNNING" });
-    await eventually(() => driver.rolloutStatus(rolloutId), (r) => expect(r.status).toBe("RUNNING"));
+    await eventually(() => driver.rolloutStatus(rolloutId), (r) => r.status === "RUNNING");
     session.send({ kind: "update", attemptId: first.attemptId, status: "FAILED", errorMessage: "flaky tool" });
     session.send({ kind: "ready", slots: 1 });
 
@@ -84,7 +71,7 @@ describe.each(drivers)("end to end with the %s", (_, makeDriver) => {
     expect(await driver.attemptStatus(first.attemptId)).toBe("FAILED");
     session.send({ kind: "update", attemptId: second.attemptId, status: "RUNNING" });
     session.send({ kind: "update", attemptId: second.attemptId, status: "SUCCEEDED" });
-    await eventually(() => driver.rolloutStatus(rolloutId), (r) => expect(r).toEqual({ status: "SUCCEEDED", attemptCount: 2 }));
+    await eventually(() => driver.rolloutStatus(rolloutId), (r) => r.status === "SUCCEEDED" && r.attemptCount === 2);
     const done = await driver.worker(workerId);
     expect(done).toMatchObject({ status: "IDLE", currentAttemptIds: [] });
     expect(done.lastIdleTime!).toBeGreaterThanOrEqual(done.lastBusyTime!);
@@ -95,12 +82,12 @@ describe.each(drivers)("end to end with the %s", (_, makeDriver) => {
     const silentId = `${driver.name.length}-silent-worker`;
     const silent = await join(silentId);
     silent.send({ kind: "ready", slots: 1 });
-    await eventually(() => driver.worker(silentId), (w) => expect(w.status).toBe("IDLE"));
+    await eventually(() => driver.worker(silentId), (w) => w.status === "IDLE");
     const rolloutId = await driver.enqueue("lost work", { maxAttempts: 2, retryOn: ["UNRESPONSIVE"] });
     const lost = await silent.nextOf("assignment");
     // The stream stays open, but nothing more comes from this runner.
-    await eventually(() => driver.worker(silentId), (w) => expect(w.status).toBe("UNKNOWN"), GRACE_MS * 10);
-    await eventually(() => driver.attemptStatus(lost.attemptId), (s) => expect(s).toBe("UNRESPONSIVE"), GRACE_MS * 10);
+    await eventually(() => driver.worker(silentId), (w) => w.status === "UNKNOWN", GRACE_MS * 10);
+    await eventually(() => driver.attemptStatus(lost.attemptId), (s) => s === "UNRESPONSIVE", GRACE_MS * 10);
     expect((await driver.rolloutStatus(rolloutId)).status).toBe("REQUEUING");
 
     const rescuerId = `${driver.name.length}-rescuer`;
@@ -109,7 +96,7 @@ describe.each(drivers)("end to end with the %s", (_, makeDriver) => {
     const retry = await rescuer.nextOf("assignment");
     expect(retry).toMatchObject({ rolloutId, sequenceId: 2 });
     rescuer.send({ kind: "update", attemptId: retry.attemptId, status: "SUCCEEDED" });
-    await eventually(() => driver.rolloutStatus(rolloutId), (r) => expect(r.status).toBe("SUCCEEDED"));
+    await eventually(() => driver.rolloutStatus(rolloutId), (r) => r.status === "SUCCEEDED");
     silent.close();
     rescuer.close();
   });

@@ -3,6 +3,7 @@ import { createRunnerlineClients, type RunnerlineClients } from "../../src/clien
 import { AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { WorkerStatus, type WatchWorkersResponse } from "../../src/gen/runnerline/v1/worker_pb.js";
 import { type RunningServer, startServer } from "../../src/server/app.js";
+import { eventually } from "../polling.js";
 
 let server: RunningServer;
 let c: RunnerlineClients;
@@ -31,7 +32,7 @@ it("WatchWorkers lists the matching workers, then streams their status changes",
       if (!abort.signal.aborted) throw error;
     }
   })();
-  await waitUntil(() => seen.length >= 1);
+  await eventually(async () => seen.length, (n) => n >= 1, 5_000);
   await c.rollouts.enqueueRollout({});
   const { attempt } = await c.rollouts.dequeueRollout({ workerId: "watched-1" });
   await c.attempts.updateAttempt({ attemptId: attempt!.attemptId, status: AttemptStatus.SUCCEEDED });
@@ -42,11 +43,3 @@ it("WatchWorkers lists the matching workers, then streams their status changes",
     ["watched-1", "IDLE", false],
   ]);
 });
-
-async function waitUntil(condition: () => boolean) {
-  const deadline = Date.now() + 5_000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}

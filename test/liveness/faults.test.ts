@@ -5,7 +5,8 @@ import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb.js";
 import { type RunningServer, startServer } from "../../src/server/app.js";
 import { TcpRelay } from "../client/helpers.js";
-import { type CliProcess, eventually, startCli, stopAll } from "./processes.js";
+import { eventually } from "../polling.js";
+import { type CliProcess, startCli, stopAll } from "./processes.js";
 
 /**
  * Machines die, hang and lose their network mid-attempt. Real runner

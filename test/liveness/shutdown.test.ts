@@ -1,11 +1,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
 import { createRunnerlineClients } from "../../src/client/clients.js";
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
-import { type CliProcess, eventually, startCli, stopAll } from "./processes.js";
+import { eventually, freePort } from "../polling.js";
+import { type CliProcess, startCli, stopAll } from "./processes.js";
 
 const processes: CliProcess[] = [];
 const dataDir = mkdtempSync(join(tmpdir(), "runnerline-drain-"));
@@ -14,14 +14,6 @@ afterAll(() => {
   stopAll(processes);
   rmSync(dataDir, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 it("SIGTERM during load drains every runner, exits 0, and a restart finishes the rest with nothing lost", async () => {
   const [grpcPort, httpPort] = [await freePort(), await freePort()];
