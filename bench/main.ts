@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--only ingest,saturation,dispatch,push,detection]`
+ * `npm run bench [-- --quick] [--only ingest,saturation,dispatch,push,detection,peer]`
  *
  * Measures one Runnerline server process (a child process) under load from
  * separate load-generator processes speaking the real gRPC protocol, next to
@@ -7,7 +7,8 @@
  * transport and codec, and a bare in-memory queue for dispatch. Every figure
  * comes with the server's CPU, RSS and event-loop delay; every scenario prints
  * a table row and a JSON line, with its ratio to the baseline and the targets
- * of issue 5 marked met or missed. See docs/benchmarks.md.
+ * of issue 5 marked met or missed. The peer scenario (bench/peer.ts) compares
+ * dispatch with BullMQ on a private Redis in the same run. See docs/benchmarks.md.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
@@ -21,6 +22,7 @@ import { GetWorkerRequestSchema, type Worker, WorkerStatus } from "../src/gen/ru
 import { LoadWorker, repoRoot, type ServerKind, type ServerOptions, type ServerProcess, startServerProcess } from "./lib/processes.js";
 import type { ProbeSample } from "./lib/server-probe.js";
 import { sleep, summarize, waitUntil } from "./lib/stats.js";
+import { type PeerMode, type PeerReport, runPeerScenario } from "./peer.js";
 import {
   AttemptService,
   checkHeartbeatEncoding,
@@ -45,14 +47,18 @@ const { values: flags } = parseArgs({
     "dispatch-runners": { type: "string" },
     "dispatch-stores": { type: "string" },
     servers: { type: "string" },
+    "peer-jobs": { type: "string" },
+    "peer-stores": { type: "string" },
+    "peer-modes": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (flags.help) {
-  console.log(`usage: npm run bench -- [--quick] [--only ingest,saturation,dispatch,push,detection]
+  console.log(`usage: npm run bench -- [--quick] [--only ingest,saturation,dispatch,push,detection,peer]
                        [--load-procs 3] [--json results.jsonl] [--cpu-prof DIR]
                        [--ingest-sessions 1000,10000] [--dispatch-runners 64] [--dispatch-stores memory,sqlite]
-                       [--servers echo,runnerline]`);
+                       [--servers echo,runnerline]
+                       [--peer-jobs 20000] [--peer-stores memory,sqlite] [--peer-modes e2e,drain,retry]`);
   process.exit(0);
 }
 
@@ -76,8 +82,11 @@ const plan = {
   pushRunners: 16,
   detectionIntervalS: 0.5,
   detectionGraces: quick ? [2] : [2, 3],
+  peerJobs: Number(flags["peer-jobs"] ?? (quick ? 4000 : 20000)),
+  peerStores: (flags["peer-stores"] ?? "memory,sqlite").split(","),
+  peerModes: (flags["peer-modes"] ?? "e2e,drain,retry").split(",") as PeerMode[],
 };
-const only = new Set((flags.only ?? "ingest,saturation,dispatch,push,detection").split(","));
+const only = new Set((flags.only ?? "ingest,saturation,dispatch,push,detection,peer").split(","));
 const loadProcs = Math.max(1, Number(flags["load-procs"]));
 
 // ---- results ----------------------------------------------------------------
@@ -92,7 +101,7 @@ interface ServerFigures {
 interface Row {
   scenario: string;
   variant: string;
-  server: ServerKind;
+  server: ServerKind | "bullmq";
   store?: string;
   metrics: Record<string, number>;
   serverFigures: ServerFigures;
@@ -122,7 +131,7 @@ function record(row: Row): void {
   if (flags.json) appendFileSync(flags.json, `${line}\n`);
 }
 
-function notMeasured(scenario: string, variant: string, server: ServerKind, store: string | undefined, error: unknown): void {
+function notMeasured(scenario: string, variant: string, server: Row["server"], store: string | undefined, error: unknown): void {
   const note = `not measured: ${error instanceof Error ? error.message : String(error)}`.slice(0, 300);
   record({
     scenario,
@@ -590,6 +599,20 @@ function printTables(): void {
     ]),
   );
   printTable(
+    "Peer: BullMQ on Redis (AOF everysec) vs Runnerline, 4 load processes × 50 consumers, batches of 1,000",
+    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "rate vs BullMQ", "targets"],
+    by("peer").map((r) => [
+      r.variant,
+      r.server === "bullmq" ? "bullmq" : label(r),
+      fmt(r.metrics.jobsPerS),
+      fmt(r.metrics.perDispatcherCpuS),
+      fmt(r.metrics.seconds, 2),
+      fmt(r.metrics.enqueueSeconds, 2),
+      ratio(r.ratios?.rate),
+      targetsOf(r),
+    ]),
+  );
+  printTable(
     "Failure detection (from the runner's last heartbeat)",
     ["scenario", "worker UNKNOWN after ms", "attempt UNRESPONSIVE after ms", "grace ms", "UNKNOWN vs grace", "UNRESPONSIVE vs grace", "targets"],
     by("detection").map((r) => [
@@ -602,6 +625,31 @@ function printTables(): void {
       targetsOf(r),
     ]),
   );
+}
+
+// ---- peer: BullMQ ---------------------------------------------------------------
+
+async function peerScenario(): Promise<void> {
+  await runPeerScenario({ total: plan.peerJobs, stores: plan.peerStores, modes: plan.peerModes }, (report: PeerReport) => {
+    const variant = `M=${plan.peerJobs} ${report.mode}, ${report.variant}`;
+    const server = report.system;
+    if (report.result === undefined) {
+      notMeasured("peer", variant, server, report.store, report.error ?? "no result");
+      return;
+    }
+    const r = report.result;
+    record({
+      scenario: "peer",
+      variant,
+      server,
+      ...(report.store !== undefined && { store: report.store }),
+      metrics: { jobsPerS: r.rate, perDispatcherCpuS: r.perCpuS, seconds: r.seconds, enqueueSeconds: r.enqueueS },
+      // The dispatcher's CPU is reported as jobs per CPU-second; the probe's other figures are not taken here.
+      serverFigures: { cpuPct: NaN, rssMB: NaN, loopDelayP99Ms: NaN, loopDelayMaxMs: NaN },
+      ...(report.ratio !== undefined && { ratios: { rate: report.ratio } }),
+      ...(report.targets !== undefined && { targets: report.targets }),
+    });
+  });
 }
 
 // ---- main ---------------------------------------------------------------------
@@ -618,6 +666,7 @@ async function main(): Promise<void> {
   if (only.has("dispatch")) for (const k of plan.dispatchRunners) await dispatchScenario(k, plan.dispatchStores);
   if (only.has("push")) await pushScenario();
   if (only.has("detection")) for (const g of plan.detectionGraces) await detectionScenario(g);
+  if (only.has("peer")) await peerScenario();
   printTables();
   const missed = rows.flatMap((r) => (r.targets ?? []).filter((t) => !t.met).map((t) => `${r.scenario} ${r.variant}: ${t.name}`));
   console.log(`\n${rows.length} rows in ${((Date.now() - startedAt) / 1000).toFixed(0)} s; targets missed: ${missed.length === 0 ? "none" : missed.join("; ")}`);

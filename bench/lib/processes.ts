@@ -107,15 +107,18 @@ export function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
 type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
 export type WorkerEvent = { event: string; [key: string]: unknown };
 
-/** A load-generator process (bench/load-worker.ts) driven by numbered requests. */
+/** A load-generator process (bench/load-worker.ts, or another script of the same shape) driven by numbered requests. */
 export class LoadWorker {
   private readonly child: ChildProcess;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   onEvent: (event: WorkerEvent) => void = () => {};
 
-  constructor(readonly index: number) {
-    this.child = fork("bench/load-worker.ts", [String(index)], {
+  constructor(
+    readonly index: number,
+    script = "bench/load-worker.ts",
+  ) {
+    this.child = fork(script, [String(index)], {
       cwd: repoRoot,
       execArgv: ["--import", "tsx"],
       stdio: ["ignore", "inherit", "inherit", "ipc"],

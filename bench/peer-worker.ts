@@ -1,0 +1,234 @@
+/**
+ * One load process of the peer scenario (bench/peer.ts): the same no-op
+ * workload consumed either from Runnerline (runner sessions speaking the real
+ * protocol) or from BullMQ (a Worker with the same concurrency), so the two
+ * dispatchers are compared with the same shape of consumers. Driven over IPC
+ * like bench/load-worker.ts.
+ *
+ * "Done" means the final outcome was handed back: a SUCCEEDED AttemptUpdate
+ * written to the stream, or BullMQ's `completed` event (emitted after the job
+ * is moved to completed in Redis). Runnerline's count is confirmed by a
+ * heartbeat round trip on every session at the end (the server answers in
+ * order, so every update sent before it has been applied).
+ */
+import { create, fromJson, toBinary } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import type * as grpc from "@grpc/grpc-js";
+import { Queue, Worker as BullWorker } from "bullmq";
+import { AttemptStatus } from "../src/gen/runnerline/v1/attempt_pb.js";
+import { EnqueueRolloutRequestSchema, EnqueueRolloutsRequestSchema } from "../src/gen/runnerline/v1/rollout_pb.js";
+import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
+import { sleep, waitUntil } from "./lib/stats.js";
+import { encodeRequest, HeartbeatEncoder, newChannel, openSession, RolloutService, type SessionCall, syntheticSnapshot, wallMs } from "./lib/wire.js";
+
+const processIndex = Number(process.argv[2] ?? 0);
+
+interface RunnerSession {
+  call: SessionCall;
+  capacity: number;
+  welcomed: boolean;
+  failed: boolean;
+  onAck: (() => void) | undefined;
+}
+
+let sessions: RunnerSession[] = [];
+let clients: grpc.Client[] = [];
+let bullWorker: BullWorker | undefined;
+let done = 0;
+let progressTimer: NodeJS.Timeout | undefined;
+const readyOne = encodeRequest({ case: "ready", value: { slots: 1 } });
+const heartbeat = new HeartbeatEncoder(syntheticSnapshot(processIndex));
+
+/** Every 20 ms while the count moves, the bench hears how many jobs this process finished. */
+function startProgress(): void {
+  let reported = -1;
+  progressTimer = setInterval(() => {
+    if (done === reported) return;
+    reported = done;
+    process.send!({ event: "progress", worker: processIndex, done, at: wallMs() });
+  }, 20);
+}
+
+function onRunnerResponse(session: RunnerSession, response: SessionResponse, failFirst: boolean): void {
+  const message = response.message;
+  if (message.case === "welcome") session.welcomed = true;
+  else if (message.case === "heartbeatAck") {
+    const onAck = session.onAck;
+    session.onAck = undefined;
+    onAck?.();
+  } else if (message.case === "assignment") {
+    const attempt = message.value.attempt!;
+    const fails = failFirst && attempt.sequenceId === 1;
+    session.call.write(
+      encodeRequest({
+        case: "attemptUpdate",
+        value: fails
+          ? { attemptId: attempt.attemptId, status: AttemptStatus.FAILED, errorMessage: "the first attempt fails" }
+          : { attemptId: attempt.attemptId, status: AttemptStatus.SUCCEEDED },
+      }),
+    );
+    if (!fails) done++;
+    session.call.write(readyOne);
+  }
+}
+
+/** Opens `sessions` runner sessions of `capacity` slots each; they take work only after start(). */
+async function runnerlineConsumers(args: { address: string; sessions: number; capacity: number; failFirst: boolean; prefix: string }) {
+  clients = [newChannel(args.address)];
+  for (let i = 0; i < args.sessions; i++) {
+    const call = openSession(clients[0]!);
+    const session: RunnerSession = { call, capacity: args.capacity, welcomed: false, failed: false, onAck: undefined };
+    call.on("data", (response: SessionResponse) => onRunnerResponse(session, response, args.failFirst));
+    call.on("error", () => (session.failed = true));
+    call.on("end", () => (session.failed = true));
+    call.write(
+      encodeRequest({
+        case: "hello",
+        value: { workerId: `${args.prefix}-${processIndex}-${i}`, capacity: args.capacity, clientVersion: "runnerline-bench-peer" },
+      }),
+    );
+    sessions.push(session);
+  }
+  await waitUntil(() => sessions.every((s) => s.welcomed || s.failed), 30_000, 5);
+  const failed = sessions.filter((s) => !s.welcomed || s.failed).length;
+  if (failed > 0) throw new Error(`${failed} of ${sessions.length} sessions did not open`);
+  return {};
+}
+
+/** A BullMQ worker with `concurrency`, not running until start(). */
+function bullmqConsumers(args: { port: number; queue: string; concurrency: number; failFirst: boolean }) {
+  bullWorker = new BullWorker(
+    args.queue,
+    async (job) => {
+      if (args.failFirst && job.attemptsMade === 0) throw new Error("the first attempt fails");
+    },
+    { connection: { host: "127.0.0.1", port: args.port }, concurrency: args.concurrency, autorun: false },
+  );
+  bullWorker.on("completed", () => void done++);
+  bullWorker.on("error", () => {});
+  return {};
+}
+
+function start() {
+  done = 0;
+  startProgress();
+  for (const session of sessions) {
+    session.call.write(encodeRequest({ case: "ready", value: { slots: session.capacity } }));
+  }
+  if (bullWorker !== undefined) void bullWorker.run();
+  return {};
+}
+
+/** Runnerline only: a heartbeat round trip on every session, so every update sent before has been applied. */
+async function flush() {
+  await Promise.all(
+    sessions.map(
+      (session) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 30_000);
+          session.onAck = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          session.call.write(heartbeat.encode(1));
+        }),
+    ),
+  );
+  return { done, finishedAt: wallMs() };
+}
+
+function payload(index: number) {
+  return { prompt: `Solve task ${index}: what is ${index} * 7?`, seed: index };
+}
+
+/** Enqueues `total` rollouts in batches of `batch`, one batch at a time; returns when the last is acknowledged. */
+async function enqueueRunnerline(args: { address: string; total: number; batch: number; prefix: string; retry: boolean }) {
+  const client = newChannel(args.address);
+  const path = `/${RolloutService.typeName}/${RolloutService.method.enqueueRollouts.name}`;
+  const config = args.retry ? { maxAttempts: 2, retryOn: [AttemptStatus.FAILED] } : undefined;
+  // Encoded before the clock starts, as BullMQ's jobs are plain objects ready to send.
+  const bodies: Buffer[] = [];
+  for (let from = 0; from < args.total; from += args.batch) {
+    const requests = [];
+    for (let i = from; i < Math.min(args.total, from + args.batch); i++) {
+      requests.push(
+        create(EnqueueRolloutRequestSchema, { rolloutId: `${args.prefix}-${i}`, input: fromJson(ValueSchema, payload(i)), config }),
+      );
+    }
+    const bytes = toBinary(EnqueueRolloutsRequestSchema, create(EnqueueRolloutsRequestSchema, { requests }));
+    bodies.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  }
+  const startedAt = wallMs();
+  for (const body of bodies) {
+    await new Promise<void>((resolve, reject) =>
+      client.makeUnaryRequest(
+        path,
+        (buffer: Buffer) => buffer,
+        (bytes: Buffer) => bytes.length,
+        body,
+        { deadline: Date.now() + 120_000 },
+        (error) => (error ? reject(error) : resolve()),
+      ),
+    );
+  }
+  const finishedAt = wallMs();
+  client.close();
+  return { startedAt, finishedAt };
+}
+
+async function enqueueBullmq(args: { port: number; queue: string; total: number; batch: number; retry: boolean }) {
+  const queue = new Queue(args.queue, { connection: { host: "127.0.0.1", port: args.port } });
+  await queue.waitUntilReady();
+  const batches: { name: string; data: unknown; opts: { jobId: string; attempts: number } }[][] = [];
+  for (let from = 0; from < args.total; from += args.batch) {
+    const jobs = [];
+    for (let i = from; i < Math.min(args.total, from + args.batch); i++) {
+      jobs.push({ name: "rollout", data: payload(i), opts: { jobId: `job-${i}`, attempts: args.retry ? 2 : 1 } });
+    }
+    batches.push(jobs);
+  }
+  const startedAt = wallMs();
+  for (const jobs of batches) await queue.addBulk(jobs);
+  const finishedAt = wallMs();
+  await queue.close();
+  return { startedAt, finishedAt };
+}
+
+async function closeAll() {
+  if (progressTimer !== undefined) clearInterval(progressTimer);
+  progressTimer = undefined;
+  for (const session of sessions) {
+    session.call.removeAllListeners("data");
+    session.call.on("error", () => {});
+    session.call.end();
+  }
+  sessions = [];
+  await sleep(50);
+  for (const client of clients) client.close();
+  clients = [];
+  if (bullWorker !== undefined) await bullWorker.close(true);
+  bullWorker = undefined;
+  return {};
+}
+
+const commands: Record<string, (args: never) => unknown> = {
+  runnerlineConsumers,
+  bullmqConsumers,
+  start,
+  flush,
+  enqueueRunnerline,
+  enqueueBullmq,
+  closeAll,
+};
+
+process.on("message", async (message: { id: number; command: string }) => {
+  const handler = commands[message.command];
+  try {
+    if (handler === undefined) throw new Error(`unknown command ${message.command}`);
+    const result = await handler(message as never);
+    process.send!({ id: message.id, ok: true, result });
+  } catch (error) {
+    process.send!({ id: message.id, ok: false, error: error instanceof Error ? error.message : String(error) });
+  }
+});
+process.on("disconnect", () => process.exit(0));
