@@ -364,13 +364,14 @@ export class Runner extends EventEmitter<RunnerEvents> {
   private async maintainSession(): Promise<void> {
     let failures = 0;
     while (this.state !== "stopped") {
-      const { welcomed, failure } = await this.runSession();
+      const { welcomed, drained, failure } = await this.runSession();
       if (this.hasStopped()) break;
       if (!welcomed && failure !== undefined && PERMANENT_HELLO_CODES.has(failure.code)) {
         this.refuse(new RunnerRefusedError(failure.code, failure.details));
         break;
       }
-      failures = welcomed ? 0 : failures + 1;
+      // A server that asked us to drain is going away: back off as from a failure, not hammer it with reconnects.
+      failures = welcomed && !drained ? 0 : failures + 1;
       const delayMs = this.backoffDelay(failures);
       this.logger.debug(`runner ${this.workerId}: reconnecting in ${delayMs} ms`);
       await new Promise<void>((resolve) => {
@@ -407,7 +408,7 @@ export class Runner extends EventEmitter<RunnerEvents> {
   }
 
   /** One session from Hello to the end of the stream; resolves whether it was welcomed, and how it failed. */
-  private runSession(): Promise<{ welcomed: boolean; failure: grpc.ServiceError | undefined }> {
+  private runSession(): Promise<{ welcomed: boolean; drained: boolean; failure: grpc.ServiceError | undefined }> {
     return new Promise((resolve) => {
       const client = this.client!;
       const call = client.session();
@@ -430,7 +431,7 @@ export class Runner extends EventEmitter<RunnerEvents> {
       call.on("status", () => {
         clearTimeout(welcomeTimer);
         this.onSessionEnded(session, failure);
-        resolve({ welcomed: session.welcomed, failure });
+        resolve({ welcomed: session.welcomed, drained: session.draining, failure });
       });
 
       this.write(session, {
