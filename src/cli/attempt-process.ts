@@ -1,7 +1,7 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
-const supervisorPath = fileURLToPath(new URL("./attempt-supervisor.mjs", import.meta.url));
+const reaperPath = fileURLToPath(new URL("./process-reaper.mjs", import.meta.url));
 
 export interface AttemptProcessOptions {
   /** Run with /bin/sh -c. */
@@ -23,33 +23,33 @@ export interface AttemptProcessExit {
 }
 
 /**
- * Runs one attempt's command through the attempt supervisor
- * (attempt-supervisor.mjs), which ends the command's process group if this
- * process dies. The group is also killed once the command has exited, so
- * nothing it left behind in the background outlives its attempt.
+ * Runs one attempt's command in a process group of its own. The group is
+ * registered with this runner's process reaper (process-reaper.mjs), which
+ * kills it if the runner dies first, and is killed once the command has
+ * exited, so nothing it left behind in the background outlives its attempt.
  */
 export function runAttemptProcess(options: AttemptProcessOptions): Promise<AttemptProcessExit> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [supervisorPath, options.command], {
-      // fd 3 is the supervisor's lifeline: never written, closed by the kernel when this process dies.
-      stdio: ["pipe", options.onStdout ? "pipe" : "inherit", "pipe", "pipe"],
+    const child = spawn("/bin/sh", ["-c", options.command], {
+      stdio: ["pipe", options.onStdout ? "pipe" : "inherit", "pipe"],
       // Its own process group: Ctrl-C on the runner drains instead of killing
       // the attempts, and a cancel reaches everything the command started.
       detached: true,
       env: options.env,
     });
+    const pgid = child.pid;
+    // Registered in the same tick as the spawn: the runner cannot die in between without the group being known.
+    if (pgid !== undefined) reaper.track(pgid);
     if (options.onStdout) child.stdout!.on("data", options.onStdout);
     child.stderr!.on("data", options.onStderr);
     // A command that never reads its input closes stdin early (EPIPE); that is its business.
     child.stdin!.on("error", () => {});
     child.stdin!.end(options.stdin);
-    const lifeline = child.stdio[3]!;
-    lifeline.on("error", () => {});
 
     let killTimer: NodeJS.Timeout | undefined;
     const onAbort = () => {
-      signalGroup(child.pid, "SIGTERM");
-      killTimer = setTimeout(() => signalGroup(child.pid, "SIGKILL"), options.cancelGraceMs);
+      signalGroup(pgid, "SIGTERM");
+      killTimer = setTimeout(() => signalGroup(pgid, "SIGKILL"), options.cancelGraceMs);
     };
     if (options.signal.aborted) onAbort();
     else options.signal.addEventListener("abort", onAbort, { once: true });
@@ -57,14 +57,17 @@ export function runAttemptProcess(options: AttemptProcessOptions): Promise<Attem
     const settle = () => {
       clearTimeout(killTimer);
       options.signal.removeEventListener("abort", onAbort);
-      lifeline.destroy();
     };
     // Whatever the command left running in its group (a background job, or
     // something started a moment too late to receive a cancel) ends with it.
-    child.on("exit", () => signalGroup(child.pid, "SIGKILL"));
+    child.on("exit", () => {
+      signalGroup(pgid, "SIGKILL");
+      if (pgid !== undefined) reaper.untrack(pgid);
+    });
     child.on("error", (error) => {
       settle();
-      reject(new Error(`could not start the attempt supervisor: ${error.message}`));
+      if (pgid !== undefined) reaper.untrack(pgid);
+      reject(new Error(`could not run /bin/sh: ${error.message}`));
     });
     child.on("close", (code, signal) => {
       settle();
@@ -81,3 +84,44 @@ function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
     // The group is already gone.
   }
 }
+
+/**
+ * This runner's process reaper, started with the first attempt and restarted
+ * (with every live group) should it ever die. It must never keep the runner
+ * alive: its handles are unref'd.
+ */
+class Reaper {
+  private process: ChildProcess | undefined;
+  private readonly groups = new Set<number>();
+
+  track(pgid: number): void {
+    this.groups.add(pgid);
+    this.send(`+${pgid}\n`);
+  }
+
+  untrack(pgid: number): void {
+    if (this.groups.delete(pgid)) this.send(`-${pgid}\n`);
+  }
+
+  private send(line: string): void {
+    const reaper = this.process ?? this.start();
+    reaper.stdin!.write(line);
+  }
+
+  private start(): ChildProcess {
+    const reaper = spawn(process.execPath, [reaperPath], { stdio: ["pipe", "ignore", "inherit"], detached: true });
+    reaper.stdin!.on("error", () => {});
+    reaper.once("exit", () => {
+      if (this.process !== reaper) return;
+      this.process = undefined;
+      // Killed from outside: a new one takes over the groups still alive.
+      if (this.groups.size > 0) this.send([...this.groups].map((pgid) => `+${pgid}\n`).join(""));
+    });
+    reaper.unref();
+    (reaper.stdin as unknown as { unref?: () => void }).unref?.();
+    this.process = reaper;
+    return reaper;
+  }
+}
+
+const reaper = new Reaper();
