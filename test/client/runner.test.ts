@@ -318,6 +318,51 @@ describe("Runner reconnects", () => {
   });
 });
 
+describe("Runner refused for good", () => {
+  // A server that answers every Hello with one status, as an authenticating server would.
+  async function refusingServer(code: grpc.status, details: string) {
+    const refusing = new grpc.Server();
+    refusing.addService(grpcServiceDefinition(RunnerService), {
+      session: (call: grpc.ServerDuplexStream<SessionRequest, SessionResponse>) => {
+        call.once("data", () => call.emit("error", { code, details }));
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      refusing.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))),
+    );
+    return { address: `127.0.0.1:${port}`, close: () => refusing.forceShutdown() };
+  }
+
+  it.each([
+    [grpc.status.UNAUTHENTICATED, "missing bearer token"],
+    [grpc.status.PERMISSION_DENIED, "token may not run workers"],
+  ])("stops on status %i and run() rejects with the server's message", async (code, details) => {
+    const refusing = await refusingServer(code, details);
+    try {
+      const runner = newRunner({ address: refusing.address, reconnect: { initialDelayMs: 20, maxDelayMs: 50 } });
+      const error = await runner.run(async () => undefined).then(() => undefined, (e: unknown) => e);
+      expect(error).toBeInstanceOf(RunnerRefusedError);
+      expect(error).toMatchObject({ code, details });
+    } finally {
+      refusing.close();
+    }
+  });
+
+  it("keeps retrying on a status a retry may cure", async () => {
+    const refusing = await refusingServer(grpc.status.UNAVAILABLE, "overloaded");
+    try {
+      const runner = newRunner({ address: refusing.address, reconnect: { initialDelayMs: 20, maxDelayMs: 50 } });
+      let failures = 0;
+      runner.on("disconnected", () => failures++);
+      runner.start();
+      await eventually(async () => failures, (n) => n >= 3);
+      expect(runner.status.state).toBe("running");
+    } finally {
+      refusing.close();
+    }
+  });
+});
+
 /** A bare session opened with grpc-js directly, standing in for a second process with the same worker id. */
 function openRawSession(address: string, workerId: string, runningAttemptIds: string[]) {
   const Client = grpc.makeGenericClientConstructor(grpcServiceDefinition(RunnerService), "RunnerService");
