@@ -1,22 +1,35 @@
-import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
-import { toJson } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
-import { AttemptCancelledError, Runner } from "../client/runner.js";
+import type { JsonValue } from "@bufbuild/protobuf";
+import { AttemptCancelledError, Runner, RunnerRefusedError } from "../client/runner.js";
 import type { RunnerJob, RunnerLogger } from "../client/runner.js";
+import { RESULT_MAX_BYTES } from "../common/attempt-result.js";
+import { CLIENT_ID_PATTERN, CLIENT_ID_RULE } from "../common/client-id.js";
+import { runAttemptProcess } from "./attempt-process.js";
+import { RESULT_MODES, type ResultMode, resultFromStdout, stdoutBuffer, TailBuffer } from "./command-result.js";
 
-const usage = `usage: runnerline runner --worker-id ID --exec "CMD" [--server HOST:PORT] [--capacity N] [--label k=v ...] [--cancel-grace SECONDS]
+const usage = `usage: runnerline runner --worker-id ID --exec "CMD" [--server HOST:PORT] [--capacity N] [--label k=v ...]
+                        [--result json|text|none] [--cancel-grace SECONDS]
 
 Runs CMD with /bin/sh -c for every assigned rollout: the rollout's input arrives
 as JSON on stdin, and RUNNERLINE_ROLLOUT_ID, RUNNERLINE_ATTEMPT_ID and
-RUNNERLINE_WORKER_ID are set. Exit status 0 reports SUCCEEDED; anything else
-reports FAILED with the end of stderr. SIGTERM or SIGINT drains (finishes the
-attempts in hand, then exits 0); a second signal aborts them.
+RUNNERLINE_WORKER_ID are set. Exit status 0 reports SUCCEEDED, with stdout as
+the result (see --result); anything else reports FAILED with the end of stderr.
+The command and everything it starts end with its attempt, and with the runner
+(even a killed one). SIGTERM or SIGINT drains (finishes the attempts in hand,
+then exits 0); a second signal aborts them. Exit code 2: bad arguments, or the
+server refused this runner (bad worker id, credentials or permissions).
 
+  --worker-id     this runner's identity: ${CLIENT_ID_RULE}
   --server        gRPC address of the server (default 127.0.0.1:50051)
   --capacity      attempts run at once (default 1)
   --label         k=v label, repeatable
+  --result        what stdout is (default json):
+                    json  one JSON document, the attempt's result (empty: none);
+                          anything else fails the attempt
+                    text  JSON as above, otherwise the end of stdout as a string
+                    none  no result; stdout passes through
+                  A result is at most ${RESULT_MAX_BYTES / 1024} KiB (json: stdout over that fails the attempt).
   --cancel-grace  seconds between SIGTERM and SIGKILL for a cancelled attempt (default 5)`;
 
 const stderrTailBytes = 2048;
@@ -28,6 +41,7 @@ interface RunnerCommandConfig {
   capacity: number;
   labels: Record<string, string>;
   cancelGraceMs: number;
+  resultMode: ResultMode;
 }
 
 /** `runnerline runner …`; resolves to the process exit code. */
@@ -73,6 +87,11 @@ export async function runnerCommand(argv: string[]): Promise<number> {
   try {
     await runner.run((job) => runAttempt(job, config, logger));
     await stopping;
+  } catch (error) {
+    // Retrying would only be refused again: say why and stop.
+    if (!(error instanceof RunnerRefusedError)) throw error;
+    process.stderr.write(`runnerline runner: ${error.message}\n`);
+    return 2;
   } finally {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
@@ -92,6 +111,7 @@ function parseRunnerArgs(argv: string[]): RunnerCommandConfig | "help" {
       capacity: { type: "string", default: "1" },
       label: { type: "string", multiple: true, default: [] },
       "cancel-grace": { type: "string", default: "5" },
+      result: { type: "string", default: "json" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -99,6 +119,7 @@ function parseRunnerArgs(argv: string[]): RunnerCommandConfig | "help" {
   const workerId = values["worker-id"];
   const command = values.exec;
   if (!workerId) throw new Error("--worker-id is required");
+  if (!CLIENT_ID_PATTERN.test(workerId)) throw new Error(`--worker-id must be ${CLIENT_ID_RULE}, got ${JSON.stringify(workerId)}`);
   if (!command) throw new Error("--exec is required");
 
   const capacity = Number(values.capacity);
@@ -114,17 +135,21 @@ function parseRunnerArgs(argv: string[]): RunnerCommandConfig | "help" {
     if (separator <= 0) throw new Error(`--label must look like key=value, got ${label}`);
     labels[label.slice(0, separator)] = label.slice(separator + 1);
   }
-  return { workerId, command, server: values.server, capacity, labels, cancelGraceMs: cancelGraceSeconds * 1000 };
+  const resultMode = values.result as ResultMode;
+  if (!RESULT_MODES.includes(resultMode)) throw new Error(`--result must be json, text or none, got ${values.result}`);
+  return { workerId, command, server: values.server, capacity, labels, cancelGraceMs: cancelGraceSeconds * 1000, resultMode };
 }
 
-/** Runs the command for one attempt; resolves on exit status 0, rejects with the failure report otherwise. */
-async function runAttempt(job: RunnerJob, config: RunnerCommandConfig, logger: RunnerLogger): Promise<void> {
+/** Runs the command for one attempt; resolves with its result on exit status 0, rejects with the failure report otherwise. */
+async function runAttempt(job: RunnerJob, config: RunnerCommandConfig, logger: RunnerLogger): Promise<JsonValue | undefined> {
   const { attemptId, rolloutId } = job.attempt;
   const started = Date.now();
   logger.info(`attempt ${attemptId} (rollout ${rolloutId}) started`);
   try {
-    await executeCommand(job, config);
-    logger.info(`attempt ${attemptId} succeeded in ${seconds(Date.now() - started)}`);
+    const result = await executeCommand(job, config);
+    const size = result === undefined ? "no result" : `result of ${Buffer.byteLength(JSON.stringify(result))} bytes`;
+    logger.info(`attempt ${attemptId} succeeded in ${seconds(Date.now() - started)} (${size})`);
+    return result;
   } catch (error) {
     if (job.signal.reason instanceof AttemptCancelledError) {
       logger.info(`attempt ${attemptId} cancelled after ${seconds(Date.now() - started)}: ${job.signal.reason.reason}`);
@@ -135,94 +160,34 @@ async function runAttempt(job: RunnerJob, config: RunnerCommandConfig, logger: R
   }
 }
 
-function executeCommand(job: RunnerJob, config: RunnerCommandConfig): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("/bin/sh", ["-c", config.command], {
-      stdio: ["pipe", "inherit", "pipe"],
-      // Its own process group: Ctrl-C on the runner drains instead of killing
-      // the attempts, and a cancel reaches everything the command started.
-      detached: true,
-      env: {
-        ...process.env,
-        RUNNERLINE_ROLLOUT_ID: job.attempt.rolloutId,
-        RUNNERLINE_ATTEMPT_ID: job.attempt.attemptId,
-        RUNNERLINE_WORKER_ID: config.workerId,
-      },
-    });
-
-    const stderrTail = new TailBuffer(stderrTailBytes);
-    child.stderr.on("data", (chunk: Buffer) => {
+async function executeCommand(job: RunnerJob, config: RunnerCommandConfig): Promise<JsonValue | undefined> {
+  const stderrTail = new TailBuffer(stderrTailBytes);
+  const stdout = stdoutBuffer(config.resultMode);
+  const exit = await runAttemptProcess({
+    command: config.command,
+    env: {
+      ...process.env,
+      RUNNERLINE_ROLLOUT_ID: job.attempt.rolloutId,
+      RUNNERLINE_ATTEMPT_ID: job.attempt.attemptId,
+      RUNNERLINE_WORKER_ID: config.workerId,
+    },
+    stdin: `${JSON.stringify(job.input)}\n`,
+    onStdout: stdout && ((chunk) => stdout.push(chunk)),
+    onStderr: (chunk) => {
       process.stderr.write(chunk);
       stderrTail.push(chunk);
-    });
-    // A command that never reads its input closes stdin early (EPIPE); that is its business.
-    child.stdin.on("error", () => {});
-    const input = job.rollout.input ? toJson(ValueSchema, job.rollout.input) : null;
-    child.stdin.end(`${JSON.stringify(input)}\n`);
-
-    let killTimer: NodeJS.Timeout | undefined;
-    const onAbort = () => {
-      signalGroup(child.pid, "SIGTERM");
-      killTimer = setTimeout(() => signalGroup(child.pid, "SIGKILL"), config.cancelGraceMs);
-    };
-    if (job.signal.aborted) onAbort();
-    else job.signal.addEventListener("abort", onAbort, { once: true });
-
-    const settle = () => {
-      clearTimeout(killTimer);
-      job.signal.removeEventListener("abort", onAbort);
-    };
-    // The shell can exit on SIGTERM while something it started a moment too
-    // late to receive the signal lives on; nothing of a cancelled attempt may.
-    child.on("exit", () => {
-      if (job.signal.aborted) signalGroup(child.pid, "SIGKILL");
-    });
-    child.on("error", (error) => {
-      settle();
-      reject(new Error(`could not run /bin/sh: ${error.message}`));
-    });
-    child.on("close", (code, signal) => {
-      settle();
-      if (code === 0) return resolve();
-      const how = signal ? `killed by ${signal}` : `exit code ${code}`;
-      const stderr = stderrTail.text().trim();
-      reject(new Error(stderr ? `${how}: ${stderr}` : `${how} (no stderr output)`));
-    });
+    },
+    signal: job.signal,
+    cancelGraceMs: config.cancelGraceMs,
   });
-}
-
-function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // The group is already gone.
+  if (exit.code !== 0) {
+    const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
+    const stderr = stderrTail.text().trim();
+    throw new Error(stderr ? `${how}: ${stderr}` : `${how} (no stderr output)`);
   }
-}
-
-/** Keeps the last `limit` bytes written to it. */
-class TailBuffer {
-  private chunks: Buffer[] = [];
-  private size = 0;
-
-  constructor(private readonly limit: number) {}
-
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.chunks.length > 1 && this.size - this.chunks[0]!.length >= this.limit) {
-      this.size -= this.chunks.shift()!.length;
-    }
-  }
-
-  text(): string {
-    const all = Buffer.concat(this.chunks);
-    const tail = all.subarray(Math.max(0, all.length - this.limit));
-    // Dropping a partial UTF-8 sequence at the cut keeps the message free of replacement characters.
-    let start = 0;
-    while (start < tail.length && start < 3 && (tail[start]! & 0xc0) === 0x80) start++;
-    return (tail.length < all.length ? "…" : "") + tail.subarray(start).toString("utf8");
-  }
+  const outcome = resultFromStdout(config.resultMode, stdout);
+  if ("error" in outcome) throw new Error(outcome.error);
+  return outcome.result;
 }
 
 function cliLogger(): RunnerLogger {

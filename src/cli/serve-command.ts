@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import { startServer } from "../server/app.js";
 import type { ServerConfig } from "../server/config.js";
+import { abandonmentReport, watchShutdownSignals } from "./shutdown-signals.js";
 
 const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST:PORT] [--store memory|sqlite:PATH]
                        [--heartbeat-interval SECONDS] [--heartbeat-grace SECONDS]
@@ -72,11 +73,14 @@ function seconds(flag: string, text: string): number {
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const server = await startServer(parseServeArgs(argv, process.env));
-  const signal = await new Promise<string>((resolve) => {
-    process.once("SIGINT", () => resolve("SIGINT"));
-    process.once("SIGTERM", () => resolve("SIGTERM"));
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    watchShutdownSignals((signal, count) => {
+      if (count === 1) return resolve(signal);
+      for (const line of abandonmentReport(server, signal)) console.log(`${new Date().toISOString()} ${line}`);
+      process.exit(signal === "SIGINT" ? 130 : 143);
+    });
   });
-  console.log(`${new Date().toISOString()} ${signal}: draining runners, then stopping`);
+  console.log(`${new Date().toISOString()} ${signal}: draining runners, then stopping (${signal} again stops at once)`);
   await server.close();
   return 0;
 }

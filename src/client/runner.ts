@@ -1,8 +1,10 @@
 import { EventEmitter } from "node:events";
-import { create } from "@bufbuild/protobuf";
-import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
-import { durationMs, timestampDate } from "@bufbuild/protobuf/wkt";
+import { create, fromJson, toJson } from "@bufbuild/protobuf";
+import type { JsonObject, JsonValue, MessageInitShape } from "@bufbuild/protobuf";
+import { durationMs, timestampDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
+import { resultBoundViolation } from "../common/attempt-result.js";
+import { CLIENT_ID_PATTERN, CLIENT_ID_RULE } from "../common/client-id.js";
 import { grpcServiceDefinition } from "../common/grpc-definition.js";
 import { AttemptStatus } from "../gen/runnerline/v1/attempt_pb.js";
 import type { Attempt } from "../gen/runnerline/v1/attempt_pb.js";
@@ -55,17 +57,29 @@ export interface RunnerOptions {
 
 /** One assigned attempt. Finish it exactly once with succeed or fail; later calls are ignored. */
 export interface RunnerJob {
+  /** The rollout's input as plain JSON (null when it was enqueued without one). */
+  readonly input: JsonValue;
+  /** The rollout as the server sent it (config, metadata, ids). */
   readonly rollout: Rollout;
   readonly attempt: Attempt;
   /** Aborted when the server cancels the attempt (reason: AttemptCancelledError) or the runner stops without draining. */
   readonly signal: AbortSignal;
+  /** A sign of life; `metadata` (optional) is merged into the attempt's metadata. */
   reportRunning(metadata?: JsonObject): void;
-  succeed(metadata?: JsonObject): void;
+  /**
+   * SUCCEEDED with `result` (any JSON value; becomes Attempt.result and
+   * Rollout.result). A result over the bound (RESULT_MAX_BYTES, RESULT_MAX_DEPTH)
+   * reports FAILED with the reason instead.
+   */
+  succeed(result?: JsonValue, metadata?: JsonObject): void;
   fail(errorMessage: string, metadata?: JsonObject): void;
 }
 
-/** What a run() handler resolves to: metadata merged into the attempt, or nothing. */
-export type RunnerHandler = (job: RunnerJob) => Promise<JsonObject | void>;
+/**
+ * A run() handler: what it resolves to is the attempt's result (plain JSON;
+ * undefined for none); a throw reports FAILED with the error's message.
+ */
+export type RunnerHandler = (job: RunnerJob) => Promise<JsonValue | undefined | void>;
 
 export interface RunnerStatus {
   state: "new" | "running" | "draining" | "stopped";
@@ -86,6 +100,28 @@ export interface RunnerEvents {
   rejected: [rejected: Rejected];
   drain: [drain: Drain];
 }
+
+/**
+ * The server refused the runner's Hello for a reason retrying cannot fix
+ * (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED): run() and
+ * assignments() reject with it and the runner stops.
+ */
+export class RunnerRefusedError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    readonly details: string,
+  ) {
+    super(`the server refused this runner (${grpc.status[code]}): ${details}`);
+    this.name = "RunnerRefusedError";
+  }
+}
+
+/** Hello refusals that a reconnect would only repeat. */
+const PERMANENT_HELLO_CODES: ReadonlySet<grpc.status> = new Set([
+  grpc.status.INVALID_ARGUMENT,
+  grpc.status.UNAUTHENTICATED,
+  grpc.status.PERMISSION_DENIED,
+]);
 
 /** The abort reason of a job the server cancelled. */
 export class AttemptCancelledError extends Error {
@@ -181,12 +217,16 @@ export class Runner extends EventEmitter<RunnerEvents> {
   private lastAck: RunnerStatus["lastAck"];
 
   private readonly waiters = new Set<() => void>();
+  /** Set when the server refused Hello for good; run() and assignments() reject with it. */
+  private refusal: RunnerRefusedError | undefined;
 
   constructor(options: RunnerOptions) {
     super();
     const capacity = options.capacity ?? 1;
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
-    if (!options.workerId) throw new RangeError("workerId is required");
+    if (!CLIENT_ID_PATTERN.test(options.workerId ?? "")) {
+      throw new RangeError(`workerId must be ${CLIENT_ID_RULE}, got ${JSON.stringify(options.workerId)}`);
+    }
     this.options = options;
     this.workerId = options.workerId;
     this.capacity = capacity;
@@ -245,9 +285,10 @@ export class Runner extends EventEmitter<RunnerEvents> {
     while (true) {
       await this.waitUntil(() => this.undelivered.length > 0 || this.state === "stopped");
       const job = this.undelivered.shift();
-      if (!job) return;
+      if (!job) break;
       yield job;
     }
+    if (this.refusal) throw this.refusal;
   }
 
   /**
@@ -260,11 +301,14 @@ export class Runner extends EventEmitter<RunnerEvents> {
    */
   async run(handler: RunnerHandler): Promise<void> {
     const running = new Set<Promise<void>>();
-    for await (const job of this.assignments()) {
-      const execution = runJob(job, handler, this.logger).finally(() => running.delete(execution));
-      running.add(execution);
+    try {
+      for await (const job of this.assignments()) {
+        const execution = runJob(job, handler, this.logger).finally(() => running.delete(execution));
+        running.add(execution);
+      }
+    } finally {
+      await Promise.all(running);
     }
-    await Promise.all(running);
   }
 
   /**
@@ -320,9 +364,14 @@ export class Runner extends EventEmitter<RunnerEvents> {
   private async maintainSession(): Promise<void> {
     let failures = 0;
     while (this.state !== "stopped") {
-      const welcomed = await this.runSession();
+      const { welcomed, drained, failure } = await this.runSession();
       if (this.hasStopped()) break;
-      failures = welcomed ? 0 : failures + 1;
+      if (!welcomed && failure !== undefined && PERMANENT_HELLO_CODES.has(failure.code)) {
+        this.refuse(new RunnerRefusedError(failure.code, failure.details));
+        break;
+      }
+      // A server that asked us to drain is going away: back off as from a failure, not hammer it with reconnects.
+      failures = welcomed && !drained ? 0 : failures + 1;
       const delayMs = this.backoffDelay(failures);
       this.logger.debug(`runner ${this.workerId}: reconnecting in ${delayMs} ms`);
       await new Promise<void>((resolve) => {
@@ -336,6 +385,17 @@ export class Runner extends EventEmitter<RunnerEvents> {
     }
   }
 
+  /** Hello was refused for good: stop without reconnecting; run() rejects with the refusal. */
+  private refuse(refusal: RunnerRefusedError): void {
+    this.logger.error(`runner ${this.workerId}: ${refusal.message}; not retrying`);
+    this.refusal = refusal;
+    this.state = "stopped";
+    for (const held of this.held.values()) held.abort.abort(refusal);
+    clearTimeout(this.heartbeatTimer);
+    this.client?.close();
+    this.notify();
+  }
+
   /** A method, so the compiler does not narrow the state across awaits. */
   private hasStopped(): boolean {
     return this.state === "stopped";
@@ -347,8 +407,8 @@ export class Runner extends EventEmitter<RunnerEvents> {
     return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
   }
 
-  /** One session from Hello to the end of the stream; resolves whether it was welcomed. */
-  private runSession(): Promise<boolean> {
+  /** One session from Hello to the end of the stream; resolves whether it was welcomed, and how it failed. */
+  private runSession(): Promise<{ welcomed: boolean; drained: boolean; failure: grpc.ServiceError | undefined }> {
     return new Promise((resolve) => {
       const client = this.client!;
       const call = client.session();
@@ -371,7 +431,7 @@ export class Runner extends EventEmitter<RunnerEvents> {
       call.on("status", () => {
         clearTimeout(welcomeTimer);
         this.onSessionEnded(session, failure);
-        resolve(session.welcomed);
+        resolve({ welcomed: session.welcomed, drained: session.draining, failure });
       });
 
       this.write(session, {
@@ -478,6 +538,7 @@ export class Runner extends EventEmitter<RunnerEvents> {
       cancelled: false,
       finished: false,
       job: {
+        input: rollout.input === undefined ? null : toJson(ValueSchema, rollout.input),
         rollout,
         attempt,
         signal: abort.signal,
@@ -485,7 +546,7 @@ export class Runner extends EventEmitter<RunnerEvents> {
           if (held.finished || held.cancelled) return;
           this.sendUpdate(update(attemptId, AttemptStatus.RUNNING, "", metadata));
         },
-        succeed: (metadata) => this.finishJob(held, update(attemptId, AttemptStatus.SUCCEEDED, "", metadata)),
+        succeed: (result, metadata) => this.finishJob(held, this.successUpdate(attemptId, result, metadata)),
         fail: (errorMessage, metadata) =>
           this.finishJob(held, update(attemptId, AttemptStatus.FAILED, errorMessage, metadata)),
       },
@@ -494,6 +555,18 @@ export class Runner extends EventEmitter<RunnerEvents> {
     this.undelivered.push(held.job);
     this.emit("assignment", held.job);
     this.notify();
+  }
+
+  /** SUCCEEDED with the result, or FAILED with the reason the server would refuse it for. */
+  private successUpdate(attemptId: string, result: JsonValue | undefined, metadata: JsonObject | undefined): AttemptUpdate {
+    const violation = result === undefined ? undefined : resultBoundViolation(result);
+    if (violation !== undefined) {
+      this.logger.warn(`runner ${this.workerId}: attempt ${attemptId}: ${violation.message}; reporting FAILED`);
+      return update(attemptId, AttemptStatus.FAILED, violation.message, metadata);
+    }
+    const attemptUpdate = update(attemptId, AttemptStatus.SUCCEEDED, "", metadata);
+    if (result !== undefined) attemptUpdate.result = fromJson(ValueSchema, result);
+    return attemptUpdate;
   }
 
   private finishJob(held: HeldJob, result: AttemptUpdate): void {
@@ -699,8 +772,9 @@ async function runJob(job: RunnerJob, handler: RunnerHandler, logger: RunnerLogg
   }
   job.reportRunning();
   try {
-    const metadata = await handler(job);
-    job.succeed(metadata ?? undefined);
+    // null is a result; only undefined (or no return) means none.
+    const result = (await handler(job)) as JsonValue | undefined;
+    job.succeed(result);
   } catch (error) {
     logger.debug(`attempt ${job.attempt.attemptId} failed: ${describe(error)}`);
     job.fail(describe(error));

@@ -71,8 +71,14 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
     httpPort: http.port,
     coordinator,
     async close() {
-      const { remaining } = await coordinator.drain("server shutting down", config.drainTimeoutMs);
-      if (remaining > 0) config.log(`drain timed out; ${remaining} sessions still open — their attempts resume after restart`);
+      const started = clock.now();
+      const { held } = await coordinator.drain("server shutting down", config.drainTimeoutMs);
+      if (held.length > 0) {
+        const attempts = held.flatMap((session) => session.attemptIds);
+        config.log(`drain timed out after ${clock.now() - started} ms; ${held.length} sessions still hold ${attempts.length} attempts (${attempts.join(", ")}) — they resume after restart`);
+      } else {
+        config.log(`drain finished in ${clock.now() - started} ms: no runner holds an attempt`);
+      }
       watchdog.stop();
       await Promise.all([grpc.shutdown(2_000), http.close()]);
       await store.close();

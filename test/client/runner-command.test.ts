@@ -1,11 +1,14 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { toJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { RESULT_MAX_BYTES } from "../../src/common/attempt-result.js";
 import { AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import type { Rollout } from "../../src/gen/runnerline/v1/rollout_pb.js";
@@ -46,8 +49,7 @@ interface RunnerProcess {
   exited: Promise<number | null>;
 }
 
-function startRunner(command: string, extraArgs: string[] = []): RunnerProcess {
-  const workerId = `cli-${Math.random().toString(36).slice(2, 8)}`;
+function startRunner(command: string, extraArgs: string[] = [], workerId = `cli-${Math.random().toString(36).slice(2, 8)}`): RunnerProcess {
   const child = spawn(
     process.execPath,
     ["--import", "tsx", entry, "--worker-id", workerId, "--exec", command, "--server", server.grpcAddress, ...extraArgs],
@@ -89,9 +91,10 @@ describe("runnerline runner", () => {
     expect(runner.output.stderr).toContain("oops");
   }, 30_000);
 
-  it("hands the input as JSON on stdin and the ids in the environment, passing stdout through", async () => {
+  it("hands the input as JSON on stdin and the ids in the environment, passing stdout through with --result none", async () => {
     const runner = startRunner(
       'cat > "$WORK_DIR/$RUNNERLINE_ATTEMPT_ID.json"; echo "ran $RUNNERLINE_ROLLOUT_ID on $RUNNERLINE_WORKER_ID"',
+      ["--result", "none"],
     );
     const input = { messages: [{ role: "user", content: "2+2?" }], temperature: 0.5, nested: { ok: true } };
     const rollout = await enqueue(server.clients, input);
@@ -102,6 +105,7 @@ describe("runnerline runner", () => {
       async () => runner.output.stdout,
       (stdout) => stdout.includes(`ran ${rollout.rolloutId} on ${runner.workerId}`),
     );
+    expect(done.result).toBeUndefined();
   }, 30_000);
 
   it("terminates the command when its rollout is cancelled", async () => {
@@ -139,10 +143,130 @@ describe("runnerline runner", () => {
     expect(await runner.exited).toBe(130);
   }, 30_000);
 
+  it("rejects a malformed worker id locally with exit code 2", async () => {
+    const runner = startRunner("true", [], "not a valid id");
+    expect(await runner.exited).toBe(2);
+    expect(runner.output.stderr).toMatch(/--worker-id must be 1-128 characters/);
+  }, 30_000);
+
+  it("ends with exit code 2 and the server's message when the server refuses its Hello", async () => {
+    // Capacity above the server's bound is INVALID_ARGUMENT on Hello: retrying could never help.
+    const runner = startRunner("true", ["--capacity", "5000"]);
+    expect(await runner.exited).toBe(2);
+    expect(runner.output.stderr).toMatch(/refused this runner \(INVALID_ARGUMENT\): hello\.capacity must be between 0 and 1024/);
+  }, 30_000);
+
   it("rejects bad arguments with usage and exit code 2", async () => {
     const runner = startRunner("true", ["--capacity", "zero"]);
     expect(await runner.exited).toBe(2);
     expect(runner.output.stderr).toMatch(/--capacity must be a positive integer/);
     expect(runner.output.stderr).toMatch(/usage: runnerline runner/);
+  }, 30_000);
+});
+
+describe("runnerline runner --result", () => {
+  async function resultOf(command: string, mode?: string) {
+    startRunner(command, mode === undefined ? [] : ["--result", mode]);
+    const rollout = await enqueue(server.clients, { question: "2+3" });
+    const { rollouts } = await server.clients.rollouts.waitRollouts({ rolloutIds: [rollout.rolloutId], timeout: { seconds: 20n } });
+    const done = rollouts[0]!;
+    const attempt = await getAttempt(done.latestAttemptId);
+    return { done, attempt, result: done.result && toJson(ValueSchema, done.result) };
+  }
+
+  it("json (the default): stdout as one JSON document is the result, on the attempt and the rollout", async () => {
+    const { done, attempt, result } = await resultOf(`read input; printf '{"input": %s,\n "reward": 0.5}\n' "$input"`);
+    expect(done.status).toBe(RolloutStatus.SUCCEEDED);
+    expect(result).toEqual({ input: { question: "2+3" }, reward: 0.5 });
+    expect(toJson(ValueSchema, attempt.result!)).toEqual(result);
+  }, 30_000);
+
+  it("json: empty stdout succeeds without a result", async () => {
+    const { done } = await resultOf("cat > /dev/null");
+    expect(done.status).toBe(RolloutStatus.SUCCEEDED);
+    expect(done.result).toBeUndefined();
+  }, 30_000);
+
+  it("json: stdout that is not JSON fails the attempt and says what to do", async () => {
+    const { done, attempt } = await resultOf('echo "the answer is 5"');
+    expect(done.status).toBe(RolloutStatus.FAILED);
+    expect(attempt.error?.message).toContain('stdout is not one JSON document');
+    expect(attempt.error?.message).toContain('"the answer is 5"');
+    expect(attempt.error?.message).toContain("--result text");
+  }, 30_000);
+
+  it("json: stdout over the bound fails the attempt with the bound", async () => {
+    const { done, attempt } = await resultOf(`head -c ${RESULT_MAX_BYTES + 10} /dev/zero | tr '\\0' 7`);
+    expect(done.status).toBe(RolloutStatus.FAILED);
+    expect(attempt.error?.message).toBe(`stdout is ${RESULT_MAX_BYTES + 10} bytes, over the ${RESULT_MAX_BYTES}-byte bound on a result (--result json)`);
+  }, 30_000);
+
+  it("text: JSON stays JSON, anything else is the end of stdout as a string, cut to the bound", async () => {
+    startRunner(
+      `read input; case "$input" in
+         *json*) echo "[1, 2]" ;;
+         *plain*) echo "the answer is 5" ;;
+         *) head -c ${2 * RESULT_MAX_BYTES} /dev/zero | tr '\\0' x; echo END ;;
+       esac`,
+      ["--result", "text"],
+    );
+    const rollouts = await Promise.all(["json", "plain", "long"].map((kind) => enqueue(server.clients, kind)));
+    const waited = await server.clients.rollouts.waitRollouts({
+      rolloutIds: rollouts.map((r) => r.rolloutId),
+      timeout: { seconds: 20n },
+    });
+    expect(waited.rollouts.map((r) => r.status)).toEqual([1, 2, 3].map(() => RolloutStatus.SUCCEEDED));
+    const [json, plain, long] = waited.rollouts.map((r) => toJson(ValueSchema, r.result!));
+    expect(json).toEqual([1, 2]);
+    expect(plain).toBe("the answer is 5\n");
+    const text = long as string;
+    expect(text.startsWith("…")).toBe(true);
+    expect(text.endsWith("xEND\n")).toBe(true);
+    expect(Buffer.byteLength(JSON.stringify(text))).toBeLessThanOrEqual(RESULT_MAX_BYTES);
+  }, 30_000);
+
+  it("rejects an unknown mode with exit code 2", async () => {
+    const runner = startRunner("true", ["--result", "yaml"]);
+    expect(await runner.exited).toBe(2);
+    expect(runner.output.stderr).toContain("--result must be json, text or none, got yaml");
+  }, 30_000);
+});
+
+describe("runnerline runner processes", () => {
+  /** Pids of live processes whose environment names this worker: the shell and all it started. */
+  async function processesOf(workerId: string): Promise<number[]> {
+    const pids: number[] = [];
+    for (const entry of await readdir("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      const environ = await readFile(`/proc/${entry}/environ`, "latin1").catch(() => "");
+      const stat = await readFile(`/proc/${entry}/stat`, "latin1").catch(() => "");
+      // A zombie has exited; only its parent's reaping is left.
+      if (environ.split("\0").includes(`RUNNERLINE_WORKER_ID=${workerId}`) && !/^\d+ \(.*\) Z/.test(stat)) {
+        pids.push(Number(entry));
+      }
+    }
+    return pids;
+  }
+
+  it("nothing the command started outlives a SIGKILLed runner", async () => {
+    const runner = startRunner("sleep 30 & sleep 30");
+    const rollout = await enqueue(server.clients, {});
+    await untilStatus(rollout, RolloutStatus.RUNNING);
+    // The shell and both sleeps.
+    await eventually(() => processesOf(runner.workerId), (pids) => pids.length >= 3);
+    runner.child.kill("SIGKILL");
+    await runner.exited;
+    const killedAt = Date.now();
+    await eventually(() => processesOf(runner.workerId), (pids) => pids.length === 0, 10_000);
+    const gone = Date.now() - killedAt;
+    console.log(`command's processes gone ${gone} ms after the runner was SIGKILLed`);
+    expect(gone).toBeLessThan(2_000);
+  }, 30_000);
+
+  it("what a command leaves in the background ends with its attempt", async () => {
+    const runner = startRunner("sleep 30 & echo '{}'");
+    const rollout = await enqueue(server.clients, {});
+    await untilStatus(rollout, RolloutStatus.SUCCEEDED);
+    await eventually(() => processesOf(runner.workerId), (pids) => pids.length === 0, 5_000);
   }, 30_000);
 });

@@ -3,7 +3,8 @@ import { create, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { AttemptCancelledError, Runner } from "../../src/client/runner.js";
+import { AttemptCancelledError, Runner, RunnerRefusedError } from "../../src/client/runner.js";
+import { RESULT_MAX_BYTES } from "../../src/common/attempt-result.js";
 import type { RunnerJob, RunnerOptions } from "../../src/client/runner.js";
 import { grpcServiceDefinition } from "../../src/common/grpc-definition.js";
 import { AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
@@ -91,33 +92,36 @@ describe("Runner session", () => {
     expect(collections).toBe(after);
   });
 
-  it("receives an enqueued rollout and reports its success with metadata", async () => {
+  it("receives an enqueued rollout as plain JSON and reports its success with a result and metadata", async () => {
     const runner = newRunner();
     const jobs = runner.assignments();
     const rollout = await enqueue(server.clients, { task: "add", args: [1, 2] });
 
     const job = await nextJob(jobs);
     expect(job.rollout.rolloutId).toBe(rollout.rolloutId);
-    expect(toJson(ValueSchema, job.rollout.input!)).toEqual({ task: "add", args: [1, 2] });
+    expect(job.input).toEqual({ task: "add", args: [1, 2] });
     expect(job.attempt.workerId).toBe(runner.workerId);
     expect(runner.status.heldAttemptIds).toEqual([job.attempt.attemptId]);
 
     job.reportRunning({ step: 1 });
     await eventually(() => getAttempt(job.attempt.attemptId), (a) => a.status === AttemptStatus.RUNNING);
-    job.succeed({ answer: 3 });
+    job.succeed({ answer: 3 }, { finalStep: 2 });
 
     const done = await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
     expect(done.latestAttemptId).toBe(job.attempt.attemptId);
+    expect(toJson(ValueSchema, done.result!)).toEqual({ answer: 3 });
     const attempt = await getAttempt(job.attempt.attemptId);
     expect(attempt.status).toBe(AttemptStatus.SUCCEEDED);
-    expect(attempt.metadata).toMatchObject({ step: 1, answer: 3 });
+    expect(toJson(ValueSchema, attempt.result!)).toEqual({ answer: 3 });
+    // Metadata is its own channel: the result is not merged into it.
+    expect(attempt.metadata).toEqual({ step: 1, finalStep: 2 });
     expect(runner.status.heldAttemptIds).toEqual([]);
   });
 
   it("run() reports a thrown error as FAILED and keeps taking work", async () => {
     const runner = newRunner({ capacity: 2 });
     const running = runner.run(async (job) => {
-      const input = toJson(ValueSchema, job.rollout.input!) as { ok: boolean };
+      const input = job.input as { ok: boolean };
       if (!input.ok) throw new Error("the agent crashed");
       return { checked: true };
     });
@@ -127,11 +131,68 @@ describe("Runner session", () => {
 
     const failed = await eventually(() => getRollout(bad.rolloutId), (r) => r.status === RolloutStatus.FAILED);
     expect((await getAttempt(failed.latestAttemptId)).error?.message).toContain("the agent crashed");
-    for (const rollout of [good, third]) {
-      await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
-    }
+    // WaitRollouts hands back each rollout with its result: no call per rollout.
+    const { rollouts } = await server.clients.rollouts.waitRollouts({
+      rolloutIds: [good.rolloutId, third.rolloutId],
+      timeout: { seconds: 20n },
+    });
+    expect(rollouts.map((r) => [r.status, toJson(ValueSchema, r.result!)])).toEqual([
+      [RolloutStatus.SUCCEEDED, { checked: true }],
+      [RolloutStatus.SUCCEEDED, { checked: true }],
+    ]);
+    expect((await getRollout(failed.rolloutId)).result).toBeUndefined();
     await runner.stop({ drain: true });
     await running;
+  });
+
+  it("run() sends null as a result, nothing for undefined, and fails a result over the bound", async () => {
+    const runner = newRunner();
+    const running = runner.run(async (job) => {
+      const kind = (job.input as { kind: string }).kind;
+      if (kind === "null") return null;
+      if (kind === "none") return undefined;
+      return "x".repeat(RESULT_MAX_BYTES);
+    });
+    const [nullResult, noResult, tooLarge] = await Promise.all(
+      ["null", "none", "large"].map((kind) => enqueue(server.clients, { kind })),
+    );
+    const { rollouts } = await server.clients.rollouts.waitRollouts({
+      rolloutIds: [nullResult!.rolloutId, noResult!.rolloutId, tooLarge!.rolloutId],
+      timeout: { seconds: 20n },
+    });
+    const [withNull, without, refused] = rollouts;
+    expect(withNull!.status).toBe(RolloutStatus.SUCCEEDED);
+    expect(withNull!.result?.kind.case).toBe("nullValue");
+    expect(without!.status).toBe(RolloutStatus.SUCCEEDED);
+    expect(without!.result).toBeUndefined();
+    expect(refused!.status).toBe(RolloutStatus.FAILED);
+    expect(refused!.failureReason).toContain(`at most ${RESULT_MAX_BYTES} are accepted`);
+    await runner.stop({ drain: true });
+    await running;
+  });
+
+  it("refuses a malformed worker id before dialling, with the server's rule", () => {
+    expect(() => newRunner({ workerId: "has space" })).toThrow(/workerId must be 1-128 characters/);
+    expect(() => newRunner({ workerId: "x".repeat(129) })).toThrow(RangeError);
+    expect(() => newRunner({ workerId: "" })).toThrow(RangeError);
+  });
+
+  it("stops, and run() rejects with RunnerRefusedError, when the server refuses Hello for good", async () => {
+    // The SDK accepts any positive capacity; the server refuses more than 1024 with INVALID_ARGUMENT.
+    const runner = newRunner({ capacity: 5000, reconnect: { initialDelayMs: 20, maxDelayMs: 50 } });
+    let disconnects = 0;
+    runner.on("disconnected", () => disconnects++);
+    const error = await runner.run(async () => undefined).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(RunnerRefusedError);
+    expect((error as RunnerRefusedError).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect((error as RunnerRefusedError).message).toContain("hello.capacity must be between 0 and 1024");
+    expect(runner.status.state).toBe("stopped");
+    // No retry loop: one try, and nothing after it.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(disconnects).toBe(1);
   });
 
   it("aborts a job's signal when its rollout is cancelled", async () => {
@@ -226,7 +287,7 @@ describe("Runner reconnects", () => {
       const [welcome] = await reconnected;
       expect(welcome.resumedAttemptIds).toEqual([job.attempt.attemptId]);
       await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
-      expect((await getAttempt(job.attempt.attemptId)).metadata).toMatchObject({ offline: true });
+      expect(toJson(ValueSchema, (await getAttempt(job.attempt.attemptId)).result!)).toEqual({ offline: true });
 
       // Credits were granted again on the new session.
       const next = await enqueue(server.clients, { n: 2 });
@@ -253,6 +314,51 @@ describe("Runner reconnects", () => {
       await once(runner, "connected");
     } finally {
       await relay.close();
+    }
+  });
+});
+
+describe("Runner refused for good", () => {
+  // A server that answers every Hello with one status, as an authenticating server would.
+  async function refusingServer(code: grpc.status, details: string) {
+    const refusing = new grpc.Server();
+    refusing.addService(grpcServiceDefinition(RunnerService), {
+      session: (call: grpc.ServerDuplexStream<SessionRequest, SessionResponse>) => {
+        call.once("data", () => call.emit("error", { code, details }));
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      refusing.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))),
+    );
+    return { address: `127.0.0.1:${port}`, close: () => refusing.forceShutdown() };
+  }
+
+  it.each([
+    [grpc.status.UNAUTHENTICATED, "missing bearer token"],
+    [grpc.status.PERMISSION_DENIED, "token may not run workers"],
+  ])("stops on status %i and run() rejects with the server's message", async (code, details) => {
+    const refusing = await refusingServer(code, details);
+    try {
+      const runner = newRunner({ address: refusing.address, reconnect: { initialDelayMs: 20, maxDelayMs: 50 } });
+      const error = await runner.run(async () => undefined).then(() => undefined, (e: unknown) => e);
+      expect(error).toBeInstanceOf(RunnerRefusedError);
+      expect(error).toMatchObject({ code, details });
+    } finally {
+      refusing.close();
+    }
+  });
+
+  it("keeps retrying on a status a retry may cure", async () => {
+    const refusing = await refusingServer(grpc.status.UNAVAILABLE, "overloaded");
+    try {
+      const runner = newRunner({ address: refusing.address, reconnect: { initialDelayMs: 20, maxDelayMs: 50 } });
+      let failures = 0;
+      runner.on("disconnected", () => failures++);
+      runner.start();
+      await eventually(async () => failures, (n) => n >= 3);
+      expect(runner.status.state).toBe("running");
+    } finally {
+      refusing.close();
     }
   });
 });

@@ -1,50 +1,112 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { promisify } from "node:util";
-import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { fromJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { createRunnerlineClients } from "../../src/client/clients.js";
+import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
+import { WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb.js";
 import { type RunningServer, startServer } from "../../src/server/app.js";
+import { eventually } from "../polling.js";
 
 /**
- * Runs the README's quickstart exactly as printed: its runner command and its
- * curl commands, against a server on the default addresses. (grpcurl is not
- * installable on this machine; reflection is covered by the transport tests.)
+ * Runs the README as printed: its quickstart runner command and curl commands,
+ * and its TypeScript runner. The server listens on free ports rather than the
+ * defaults the README names, so the tests pass while someone's `npm start`
+ * holds 50051 and 8080: the default addresses in the commands are rewritten
+ * (and each rewrite is checked to have happened). grpcurl is not installable
+ * on this machine; reflection is covered by the transport tests.
  */
 const root = new URL("../..", import.meta.url).pathname;
 const readme = readFileSync(`${root}/README.md`, "utf8");
-const quickstart = readme.slice(readme.indexOf("## Quickstart"), readme.indexOf("\n## ", readme.indexOf("## Quickstart") + 1));
+const section = (heading: string) => {
+  const start = readme.indexOf(heading);
+  return readme.slice(start, readme.indexOf("\n## ", start + 1));
+};
+const quickstart = section("## Quickstart");
 const shellBlocks = [...quickstart.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!.replace(/^ {3}/gm, "").trim());
 const runnerCommand = shellBlocks.find((block) => block.startsWith("./bin/runnerline.mjs runner"))!;
 const curlBlocks = shellBlocks.filter((block) => block.startsWith("curl "));
+const typescriptRunner = /```ts\n([\s\S]*?)```/.exec(section("## Writing a runner in TypeScript"))![1]!;
+
+const DEFAULT_GRPC = "127.0.0.1:50051";
+const DEFAULT_HTTP = "127.0.0.1:8080";
+
+/** `text` with `from` replaced by `to`; throws if `from` does not occur, so a README change cannot slip past. */
+function rewrite(text: string, from: string, to: string): string {
+  if (!text.includes(from)) throw new Error(`expected ${JSON.stringify(from)} in:\n${text}`);
+  return text.split(from).join(to);
+}
 
 let server: RunningServer;
+let grpcAddress: string;
 let runner: ChildProcess;
+const scratch = mkdtempSync(join(tmpdir(), "runnerline-readme-"));
+const squatters: net.Server[] = [];
+
+/** Holds `address` while the tests run if nobody does, so they prove they never need it. */
+async function occupy(address: string) {
+  const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+  const squatter = net.createServer();
+  const listening = await new Promise<boolean>((resolve) => {
+    squatter.once("error", () => resolve(false)); // Taken already: by a README server, most likely.
+    squatter.listen(port, host, () => resolve(true));
+  });
+  if (listening) squatters.push(squatter);
+}
 
 beforeAll(async () => {
-  server = await startServer({ store: "memory", log: () => {} });
-  runner = spawn("bash", ["-c", `exec ${runnerCommand}`], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  await occupy(DEFAULT_GRPC);
+  await occupy(DEFAULT_HTTP);
+  server = await startServer({ store: "memory", grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", log: () => {} });
+  grpcAddress = `127.0.0.1:${server.grpcPort}`;
+  // The quickstart's runner relies on the default server address; point it elsewhere with the flag.
+  expect(runnerCommand).not.toContain("--server");
+  runner = spawn("bash", ["-c", `exec ${runnerCommand} --server ${grpcAddress}`], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
 });
 
 afterAll(async () => {
-  runner.kill("SIGTERM");
-  await new Promise((resolve) => runner.once("exit", resolve));
+  if (runner.exitCode === null && runner.signalCode === null) {
+    runner.kill("SIGTERM");
+    await once(runner, "exit");
+  }
   await server.close();
+  for (const squatter of squatters) squatter.close();
+  rmSync(scratch, { recursive: true, force: true });
 });
 
-it("the README prints a runner command and four curl commands", () => {
+it("the README prints a runner command and four curl commands, all for the default addresses", () => {
   expect(runnerCommand).toContain("--worker-id laptop-1");
   expect(curlBlocks).toHaveLength(4);
+  for (const block of curlBlocks) expect(block).toContain(`http://${DEFAULT_HTTP}/`);
 });
 
 it("the quickstart's curl commands work as printed", async () => {
   // Asynchronously: the server answering these runs in this same process.
-  const run = async (block: string) => JSON.parse((await promisify(execFile)("bash", ["-c", block], { cwd: root })).stdout);
+  const run = async (block: string) => {
+    const command = rewrite(block, DEFAULT_HTTP, `127.0.0.1:${server.httpPort}`);
+    return JSON.parse((await promisify(execFile)("bash", ["-c", command], { cwd: root })).stdout);
+  };
   const [enqueue, wait, getWorker, listAttempts] = curlBlocks;
 
   const enqueued = await run(enqueue!);
   expect(enqueued.rollout).toMatchObject({ rolloutId: "quickstart-1", status: "ROLLOUT_STATUS_QUEUING" });
 
   const waited = await run(wait!);
-  expect(waited.rollouts).toEqual([expect.objectContaining({ rolloutId: "quickstart-1", status: "ROLLOUT_STATUS_SUCCEEDED" })]);
+  expect(waited.rollouts).toEqual([
+    expect.objectContaining({
+      rolloutId: "quickstart-1",
+      status: "ROLLOUT_STATUS_SUCCEEDED",
+      // What the README says the result looks like.
+      result: { solved: { question: "2+3" }, reward: 1 },
+    }),
+  ]);
+  expect(quickstart).toContain('`"result": {"solved": {"question": "2+3"}, "reward": 1}`');
 
   const { worker } = await run(getWorker!);
   expect(worker).toMatchObject({ workerId: "laptop-1", status: "WORKER_STATUS_IDLE", connected: true });
@@ -56,4 +118,51 @@ it("the quickstart's curl commands work as printed", async () => {
 
   // Repeating the enqueue is idempotent.
   expect((await run(enqueue!)).rollout.status).toBe("ROLLOUT_STATUS_SUCCEEDED");
+
+  // Ctrl-C on the runner drains and exits cleanly.
+  runner.kill("SIGINT");
+  const [code] = await once(runner, "exit");
+  expect(code).toBe(0);
 }, 30_000);
+
+it("the TypeScript runner works as printed, shows input and result as described, and stops cleanly on Ctrl-C", async () => {
+  // Run from a scratch folder, so its import of the SDK is rewritten to point at this repository.
+  let source = rewrite(typescriptRunner, `"${DEFAULT_GRPC}"`, `"${grpcAddress}"`);
+  source = rewrite(source, `from "./src/client/runner.js"`, `from "${root}src/client/runner.js"`);
+  const file = join(scratch, "my-runner.ts");
+  writeFileSync(file, source);
+  // As in the repository root, whose package.json makes .ts files ES modules (the example uses top-level await).
+  writeFileSync(join(scratch, "package.json"), JSON.stringify({ type: "module" }));
+  const child = spawn(process.execPath, ["--import", "tsx", file], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exited = once(child, "exit");
+  try {
+    const clients = createRunnerlineClients({ baseUrl: `http://${grpcAddress}` });
+    await eventually(() => clients.workers.listWorkers({}), (page) => page.workers.some((w) => w.workerId === "gpu-host-7" && w.connected), 20_000);
+    const { rollout } = await clients.rollouts.enqueueRollout({ input: fromJson(ValueSchema, { question: "2+3" }) });
+    const { rollouts } = await clients.rollouts.waitRollouts({ rolloutIds: [rollout!.rolloutId], timeout: { seconds: 20n } });
+    const http = await fetch(`http://127.0.0.1:${server.httpPort}/runnerline.v1.RolloutService/GetRollout`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ rolloutId: rollout!.rolloutId }),
+    }).then((r) => r.json() as Promise<{ rollout: Record<string, unknown> }>);
+    expect(rollouts[0]!.status).toBe(RolloutStatus.SUCCEEDED);
+    // Exactly the JSON the README shows.
+    expect(http.rollout).toMatchObject({ status: "ROLLOUT_STATUS_SUCCEEDED", result: { answer: 5, reward: 1 } });
+    expect(readme).toContain('`"result": {"answer": 5, "reward": 1}`');
+    const { attempt } = await clients.attempts.getAttempt({ attemptId: rollouts[0]!.latestAttemptId });
+    expect(attempt!.metadata).toEqual({ model: "adder-v1" });
+
+    child.kill("SIGINT");
+    const [code] = await exited;
+    expect(code, output).toBe(0);
+    expect(output).toContain("runner stopped");
+    // It said Goodbye: the worker is offline, not lost.
+    const { worker } = await clients.workers.getWorker({ workerId: "gpu-host-7" });
+    expect(worker!.status).toBe(WorkerStatus.OFFLINE);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+}, 60_000);

@@ -145,7 +145,7 @@ describe("rollout clocks over the wire", () => {
   });
 
   it("deadline cancels the running attempt on its runner", async () => {
-    const p = await runner("deadline-runner", "trap 'echo got-sigterm; exit 1' TERM; sleep 30 & wait");
+    const p = await runner("deadline-runner", "trap 'echo got-sigterm >&2; exit 1' TERM; sleep 30 & wait");
     const { rollout: enqueued } = await clients.rollouts.enqueueRollout({ config: { deadline: { nanos: 800_000_000 } } });
     await runningAttemptOf(enqueued!.rolloutId);
     const failed = await eventually(() => rollout(enqueued!.rolloutId), (r) => r.status === RolloutStatus.FAILED, 5_000);

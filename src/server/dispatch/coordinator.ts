@@ -93,7 +93,9 @@ export class Coordinator {
   private readonly clockedRollouts = new Set<string>();
   /** Set when the server shuts down: no more dispatching. */
   private draining = false;
-  private readonly sessionsGone = new Set<() => void>();
+  private drainMessage: SessionResponse | undefined;
+  /** Woken after each transition while draining, to check whether the drain is over. */
+  private readonly drainWatchers = new Set<() => void>();
 
   constructor(private readonly options: CoordinatorOptions) {
     this.store = options.store;
@@ -342,6 +344,8 @@ export class Coordinator {
     await this.settle(fx, () => {
       link.send(welcome);
       for (const cancel of cancels) link.send(cancel);
+      // A runner that reconnects during a drain hears it at once: it may report what it holds, and take nothing new.
+      if (this.drainMessage !== undefined) link.send(this.drainMessage);
     });
   }
 
@@ -386,33 +390,47 @@ export class Coordinator {
     this.sessions.delete(link.workerId);
     link.credits = 0;
     this.waiting = this.waiting.filter((waiting) => waiting !== link);
-    if (this.sessions.size === 0) for (const gone of this.sessionsGone) gone();
+  }
+
+  /** Each open session with the attempts its worker holds: what a drain waits for, and what an abort abandons. */
+  openSessions(): { sessionId: string; workerId: string; attemptIds: string[] }[] {
+    return [...this.sessions.values()].map((link) => ({
+      sessionId: link.sessionId,
+      workerId: link.workerId,
+      attemptIds: this.store.getWorker(link.workerId)?.worker.currentAttemptIds ?? [],
+    }));
   }
 
   // ---- shutdown ----------------------------------------------------------
 
   /**
    * Stops dispatching and tells every runner the server is going away; they
-   * finish what they hold, report, and close. Resolves when all sessions have
-   * closed or `timeoutMs` has passed, whichever is first.
+   * finish what they hold and report. Resolves as soon as no open session
+   * holds an attempt (idle runners may stay connected, or reconnect and be
+   * told again: they hold nothing to wait for), or when `timeoutMs` has
+   * passed; `held` lists what is still held then.
    */
-  async drain(reason: string, timeoutMs: number): Promise<{ remaining: number }> {
+  async drain(reason: string, timeoutMs: number): Promise<{ held: ReturnType<Coordinator["openSessions"]> }> {
     this.draining = true;
-    const drainMessage = create(SessionResponseSchema, { message: { case: "drain", value: { reason } } });
-    for (const link of this.sessions.values()) link.send(drainMessage);
-    if (this.sessions.size > 0) {
+    this.drainMessage = create(SessionResponseSchema, { message: { case: "drain", value: { reason } } });
+    for (const link of this.sessions.values()) link.send(this.drainMessage);
+    const holding = () => this.openSessions().filter((session) => session.attemptIds.length > 0);
+    if (holding().length > 0) {
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);
-          this.sessionsGone.delete(done);
+          this.drainWatchers.delete(check);
           resolve();
         };
+        const check = () => {
+          if (holding().length === 0) done();
+        };
         const timer = setTimeout(done, timeoutMs);
-        this.sessionsGone.add(done);
+        this.drainWatchers.add(check);
       });
     }
     await this.store.commit();
-    return { remaining: this.sessions.size };
+    return { held: holding() };
   }
 
   /**
@@ -583,6 +601,7 @@ export class Coordinator {
     await this.store.commit();
     then?.();
     fx.run();
+    for (const check of this.drainWatchers) check();
   }
 
   private unusedRolloutId(): string {

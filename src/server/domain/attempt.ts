@@ -1,4 +1,5 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
+import type { Value } from "@bufbuild/protobuf/wkt";
 import {
   type Attempt,
   AttemptErrorKind,
@@ -34,6 +35,8 @@ export interface AttemptReport {
   status: AttemptStatus;
   errorMessage: string;
   metadata?: JsonObject;
+  /** What the attempt produced; unset keeps the attempt's previous result. */
+  result?: Value;
 }
 
 export function newAttempt(rollout: Rollout, attemptId: string, workerId: string, now: Millis): Attempt {
@@ -66,6 +69,7 @@ export function applyReport(attempt: Attempt, report: AttemptReport, now: Millis
     ...attempt,
     lastHeartbeatTime: toTimestamp(now),
     metadata: mergeMetadata(attempt.metadata, report.metadata),
+    result: report.result ?? attempt.result,
   };
   switch (report.status) {
     case AttemptStatus.SUCCEEDED:
@@ -76,7 +80,7 @@ export function applyReport(attempt: Attempt, report: AttemptReport, now: Millis
         kind: AttemptErrorKind.REPORTED,
       });
     default:
-      return markAlive(alive, now, report.metadata !== undefined);
+      return markAlive(alive, now, report.metadata !== undefined || report.result !== undefined);
   }
 }
 
@@ -127,6 +131,7 @@ export function recordLateReport(attempt: Attempt, report: AttemptReport, now: M
     lateStatus: reportsOutcome ? report.status : attempt.lateStatus,
     lateReportTime: reportsOutcome ? toTimestamp(now) : attempt.lateReportTime,
     metadata: mergeMetadata(attempt.metadata, report.metadata),
+    result: report.result ?? attempt.result,
     version: attempt.version + 1n,
   };
 }

@@ -109,6 +109,8 @@ export function followAttempt(rollout: Rollout, attempt: Attempt, now: Millis): 
     status,
     endTime: isRolloutTerminal(status) ? toTimestamp(now) : undefined,
     failureReason: status === RolloutStatus.FAILED ? attemptFailureReason(attempt) : "",
+    // The rollout's result is its succeeded attempt's; no other attempt's counts.
+    result: status === RolloutStatus.SUCCEEDED ? attempt.result : undefined,
     version: rollout.version + 1n,
   };
 }

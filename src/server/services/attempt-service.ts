@@ -7,7 +7,7 @@ import { ATTEMPT_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
-import { requireEnumValues, requireId } from "./validation.js";
+import { boundedResult, requireEnumValues, requireId } from "./validation.js";
 
 export function attemptService(coordinator: Coordinator, store: Store): ServiceImpl<typeof AttemptService> {
   return {
@@ -27,6 +27,7 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
     async updateAttempt(request) {
       requireId("attempt_id", request.attemptId);
       requireReportableStatus(request.status);
+      boundedResult(request.result);
       const attempt = await coordinator.report(request.attemptId, request, {
         expectedVersion: request.expectedVersion,
       });

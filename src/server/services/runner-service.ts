@@ -16,7 +16,7 @@ import { peerAddressKey } from "../transport/context.js";
 import { requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
 import { Outbox } from "./outbox.js";
-import { boundedExtraStats } from "./validation.js";
+import { boundedExtraStats, boundedResult } from "./validation.js";
 
 const MAX_CAPACITY = 1024;
 const MAX_SLOTS_PER_READY = 10_000;
@@ -98,6 +98,7 @@ async function* runSession(
       case "attemptUpdate": {
         const update = message.value;
         requireReportableStatus(update.status);
+        boundedResult(update.result);
         await coordinator.report(update.attemptId, update, { workerId: link.workerId });
         return;
       }

@@ -1,5 +1,6 @@
-import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
-import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
+import { type JsonObject, type JsonValue, toJson } from "@bufbuild/protobuf";
+import { type Duration, durationMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { resultBoundViolation } from "../../common/attempt-result.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN } from "../domain/ids.js";
 
@@ -62,6 +63,16 @@ export function boundedExtraStats(stats: JsonObject | undefined): JsonObject | u
     throw new DomainError("resource_exhausted", `extra_stats is ${size} bytes; at most ${EXTRA_STATS_MAX_BYTES} are kept`);
   }
   return stats;
+}
+
+/** An attempt's result must fit the bound the runners check too (common/attempt-result.ts). */
+export function boundedResult(result: Value | undefined): Value | undefined {
+  if (result === undefined) return undefined;
+  const violation = resultBoundViolation(toJson(ValueSchema, result));
+  if (violation === undefined) return result;
+  throw violation.kind === "too_large"
+    ? new DomainError("resource_exhausted", violation.message)
+    : invalidArgument(violation.message);
 }
 
 function depthOf(value: JsonValue): number {
