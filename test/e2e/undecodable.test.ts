@@ -103,3 +103,70 @@ describe("a runner session that sends an undecodable frame", () => {
     }
   }, 240_000);
 });
+
+// ---- the HTTP port (connect-node): Connect and gRPC-Web ----------------------
+
+const envelope = (flags: number, data: Uint8Array) => {
+  const head = Buffer.alloc(5);
+  head.writeUInt8(flags, 0);
+  head.writeUInt32BE(data.byteLength, 1);
+  return Buffer.concat([head, data]);
+};
+
+/** Splits an enveloped body (Connect streaming, gRPC-Web) into its envelopes. */
+function envelopes(body: Buffer): { flags: number; data: Buffer }[] {
+  const found: { flags: number; data: Buffer }[] = [];
+  for (let at = 0; at + 5 <= body.byteLength; ) {
+    const length = body.readUInt32BE(at + 1);
+    found.push({ flags: body.readUInt8(at), data: body.subarray(at + 5, at + 5 + length) });
+    at += 5 + length;
+  }
+  return found;
+}
+
+async function post(path: string, contentType: string, body: Buffer | string) {
+  const response = await fetch(`http://127.0.0.1:${server.httpPort}${path}`, {
+    method: "POST",
+    headers: { "content-type": contentType },
+    body: typeof body === "string" ? body : new Uint8Array(body),
+  });
+  return { status: response.status, body: Buffer.from(await response.arrayBuffer()) };
+}
+
+const unaryMethods = ours.filter((method) => method.kind === "unary");
+const serverStreamingMethods = ours.filter((method) => method.kind === "server_streaming");
+
+describe("undecodable request on the HTTP port", () => {
+  it.each(unaryMethods)("Connect binary $path → 400 invalid_argument", async ({ path }) => {
+    const { status, body } = await post(path, "application/proto", UNDECODABLE);
+    const error = JSON.parse(body.toString()) as { code: string; message: string };
+    expect({ status, code: error.code }).toEqual({ status: 400, code: "invalid_argument" });
+    expect(error.message).not.toMatch(DECODER_TEXT);
+  });
+
+  it.each(unaryMethods)("gRPC-Web binary $path → INVALID_ARGUMENT", async ({ path }) => {
+    const { status, body } = await post(path, "application/grpc-web+proto", envelope(0, UNDECODABLE));
+    expect(status).toBe(200);
+    const trailer = envelopes(body).find((e) => (e.flags & 0x80) !== 0)?.data.toString() ?? "";
+    expect(trailer).toMatch(/^grpc-status: 3\r$/m);
+    expect(decodeURIComponent(trailer)).not.toMatch(DECODER_TEXT);
+  });
+
+  it.each(unaryMethods)("Connect JSON garbage $path → 400 invalid_argument", async ({ path }) => {
+    const { status, body } = await post(path, "application/json", "garbage{");
+    expect({ status, code: (JSON.parse(body.toString()) as { code: string }).code }).toEqual({ status: 400, code: "invalid_argument" });
+  });
+
+  it.each(serverStreamingMethods)("Connect streaming and gRPC-Web $path → invalid_argument", async ({ path }) => {
+    const connect = await post(path, "application/connect+proto", envelope(0, UNDECODABLE));
+    const end = envelopes(connect.body).find((e) => (e.flags & 0x02) !== 0)?.data.toString() ?? "";
+    const endStream = JSON.parse(end) as { error?: { code: string; message: string } };
+    expect(endStream.error?.code).toBe("invalid_argument");
+    expect(endStream.error?.message).not.toMatch(DECODER_TEXT);
+
+    const grpcWeb = await post(path, "application/grpc-web+proto", envelope(0, UNDECODABLE));
+    const trailer = envelopes(grpcWeb.body).find((e) => (e.flags & 0x80) !== 0)?.data.toString() ?? "";
+    expect(trailer).toMatch(/^grpc-status: 3\r$/m);
+    expect(decodeURIComponent(trailer)).not.toMatch(DECODER_TEXT);
+  });
+});
