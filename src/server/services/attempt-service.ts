@@ -1,5 +1,5 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { AttemptService, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
+import { AttemptService, AttemptStatus, UpdateAttemptRequestSchema } from "../../gen/runnerline/v1/attempt_pb.js";
 import { REPORTABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
@@ -8,6 +8,7 @@ import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
 import { requireEnumValues, requireId } from "./validation.js";
+import { requireJsonSafe } from "./well-known-types.js";
 
 export function attemptService(coordinator: Coordinator, store: Store): ServiceImpl<typeof AttemptService> {
   return {
@@ -27,6 +28,7 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
     async updateAttempt(request) {
       requireId("attempt_id", request.attemptId);
       requireReportableStatus(request.status);
+      requireJsonSafe(UpdateAttemptRequestSchema, request);
       const attempt = await coordinator.report(request.attemptId, request, {
         expectedVersion: request.expectedVersion,
       });

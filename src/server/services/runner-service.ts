@@ -4,6 +4,7 @@ import {
   type Hello,
   RunnerService,
   type SessionRequest,
+  SessionRequestSchema,
   type SessionResponse,
   SessionResponseSchema,
 } from "../../gen/runnerline/v1/runner_pb.js";
@@ -17,6 +18,7 @@ import { requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
 import { Outbox } from "./outbox.js";
 import { boundedExtraStats } from "./validation.js";
+import { requireJsonSafe } from "./well-known-types.js";
 
 const MAX_CAPACITY = 1024;
 const MAX_SLOTS_PER_READY = 10_000;
@@ -53,6 +55,7 @@ async function* runSession(
 
   const handle = async (request: SessionRequest) => {
     const message = request.message;
+    requireJsonSafe(SessionRequestSchema, request);
     if (link === undefined) {
       if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
       link = openLink(message.value, outbox);

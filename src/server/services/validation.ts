@@ -2,6 +2,7 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN } from "../domain/ids.js";
+import { durationProblem } from "./well-known-types.js";
 
 /** Largest custom stats payload a heartbeat may carry (DESIGN §9). */
 export const EXTRA_STATS_MAX_BYTES = 64 * 1024;
@@ -41,11 +42,8 @@ export function requireEnumValues<E extends number>(field: string, values: E[], 
 /** A duration that must be well-formed and not negative; undefined stays undefined. */
 export function nonNegativeDurationMs(field: string, duration: Duration | undefined): number | undefined {
   if (duration === undefined) return undefined;
-  const valid =
-    Math.abs(duration.nanos) < 1_000_000_000 &&
-    !(duration.seconds > 0n && duration.nanos < 0) &&
-    !(duration.seconds < 0n && duration.nanos > 0);
-  if (!valid) throw invalidArgument(`${field} is not a valid duration`);
+  const problem = durationProblem(duration);
+  if (problem !== undefined) throw invalidArgument(`${field}: ${problem}`);
   const ms = durationMs(duration);
   if (ms < 0) throw invalidArgument(`${field} must not be negative`);
   return ms;
