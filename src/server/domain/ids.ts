@@ -1,5 +1,8 @@
 import { randomBytes } from "node:crypto";
 
+/** Longest id of any kind; client-chosen ones and those this server makes are far shorter. */
+export const MAX_ID_LENGTH = 128;
+
 /** Client-chosen ids (worker ids, rollout idempotency keys) must look like this. */
 export const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 

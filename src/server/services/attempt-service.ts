@@ -7,7 +7,7 @@ import { ATTEMPT_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
-import { requireEnumValues, requireId } from "./validation.js";
+import { optionalId, requireEnumValues, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
 export function attemptService(coordinator: Coordinator, store: Store): ServiceImpl<typeof AttemptService> {
@@ -17,8 +17,8 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
     },
     async listAttempts(request) {
       const filter = {
-        rolloutId: request.rolloutId,
-        workerId: request.workerId,
+        rolloutId: optionalId("rollout_id", request.rolloutId),
+        workerId: optionalId("worker_id", request.workerId),
         statuses: requireEnumValues("statuses", request.statuses, AttemptStatus),
       };
       const query = listQuery(request, filter, ATTEMPT_SORT_FIELDS, "attempt_id", "create_time");

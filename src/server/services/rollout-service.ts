@@ -60,6 +60,7 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
     async waitRollouts(request, context) {
       if (request.rolloutIds.length === 0) throw invalidArgument("rollout_ids must not be empty");
       if (request.rolloutIds.length > MAX_BATCH) throw invalidArgument(`at most ${MAX_BATCH} rollout_ids`);
+      request.rolloutIds.forEach((id, i) => requireId(`rollout_ids[${i}]`, id));
       const timeoutMs = nonNegativeDurationMs("timeout", request.timeout);
       return { rollouts: await coordinator.waitFor(request.rolloutIds, timeoutMs, context.signal) };
     },

@@ -11,13 +11,13 @@ import {
 import type { Coordinator } from "../dispatch/coordinator.js";
 import type { SessionLink } from "../dispatch/session-link.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
-import { CLIENT_ID_PATTERN, newSessionId } from "../domain/ids.js";
+import { CLIENT_ID_PATTERN, MAX_ID_LENGTH, newSessionId } from "../domain/ids.js";
 import { toTimestamp } from "../domain/time.js";
 import { peerAddressKey } from "../transport/context.js";
 import { requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
 import { Outbox } from "./outbox.js";
-import { boundedExtraStats } from "./validation.js";
+import { boundedExtraStats, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
 const MAX_CAPACITY = 1024;
@@ -78,6 +78,7 @@ async function* runSession(
         throw protocolError("hello may only be sent once per session");
       case "heartbeat": {
         const beat = message.value;
+        beat.attemptIds.forEach((id, i) => requireId(`heartbeat.attempt_ids[${i}]`, id));
         await coordinator.heartbeat(
           link.workerId,
           { snapshot: beat.snapshot, extraStats: boundedExtraStats(beat.extraStats) },
@@ -100,6 +101,7 @@ async function* runSession(
       }
       case "attemptUpdate": {
         const update = message.value;
+        requireId("attempt_update.attempt_id", update.attemptId);
         requireReportableStatus(update.status);
         await coordinator.report(update.attemptId, update, { workerId: link.workerId });
         return;
@@ -150,6 +152,10 @@ function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink {
   }
   if (hello.capacity < 0 || hello.capacity > MAX_CAPACITY) {
     throw protocolError(`hello.capacity must be between 0 and ${MAX_CAPACITY}`, Code.InvalidArgument);
+  }
+  const overlong = hello.runningAttemptIds.findIndex((id) => id.length > MAX_ID_LENGTH);
+  if (overlong >= 0) {
+    throw protocolError(`hello.running_attempt_ids[${overlong}] is longer than ${MAX_ID_LENGTH} characters`, Code.InvalidArgument);
   }
   return {
     sessionId: newSessionId(),

@@ -1,15 +1,27 @@
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import { DomainError, invalidArgument } from "../domain/errors.js";
-import { CLIENT_ID_PATTERN } from "../domain/ids.js";
+import { CLIENT_ID_PATTERN, MAX_ID_LENGTH } from "../domain/ids.js";
 import { durationProblem } from "./well-known-types.js";
 
 /** Largest custom stats payload a heartbeat may carry (DESIGN §9). */
 export const EXTRA_STATS_MAX_BYTES = 64 * 1024;
 export const EXTRA_STATS_MAX_DEPTH = 8;
 
+/**
+ * An id to look up: present and no longer than any id can be, checked before
+ * the lookup so that a NOT_FOUND never repeats an unbounded value.
+ */
 export function requireId(field: string, value: string): string {
   if (value === "") throw invalidArgument(`${field} is required`);
+  return optionalId(field, value);
+}
+
+/** An id filter or reference that may be empty; when set, bounded like requireId. */
+export function optionalId(field: string, value: string): string {
+  if (value.length > MAX_ID_LENGTH) {
+    throw invalidArgument(`${field} is ${value.length} characters long; ids have at most ${MAX_ID_LENGTH}`);
+  }
   return value;
 }
 
