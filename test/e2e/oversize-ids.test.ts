@@ -14,6 +14,7 @@ import { AttemptService } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutService } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { WorkerService } from "../../src/gen/runnerline/v1/worker_pb.js";
 import { type RunningServer, startServer } from "../../src/server/app.js";
+import { connectDriver } from "./drivers.js";
 
 const HUGE = "x".repeat(100_000);
 /** Far below grpc-js's default 8 KiB metadata limit, far above any message the server means to send. */
@@ -108,5 +109,36 @@ describe("oversize ids and names", () => {
     const { code, details } = await call(workers, "getWorker", { workerId: "y".repeat(128) });
     expect(grpc.status[code]).toBe("NOT_FOUND");
     expect(details.length).toBeLessThan(MESSAGE_BOUND);
+  });
+});
+
+describe("oversize attempt ids on a runner session", () => {
+  it("a heartbeat listing one is Rejected with a bounded message, and the session goes on", async () => {
+    const driver = connectDriver(`127.0.0.1:${server.grpcPort}`);
+    const session = driver.session();
+    session.send({ kind: "hello", workerId: "long-ids" });
+    await session.nextOf("welcome");
+    session.send({ kind: "heartbeat", attemptIds: [HUGE], sequence: 1 });
+    const rejected = await session.nextOf("rejected");
+    expect(grpc.status[rejected.code]).toBe("INVALID_ARGUMENT");
+    expect(rejected.message.length).toBeLessThan(MESSAGE_BOUND);
+    session.send({ kind: "heartbeat", attemptIds: [], sequence: 2 });
+    expect((await session.nextOf("heartbeat_ack")).sequence).toBe(2);
+    session.close();
+    driver.close();
+  });
+
+  it("a Hello claiming one ends the stream with INVALID_ARGUMENT", async () => {
+    const driver = connectDriver(`127.0.0.1:${server.grpcPort}`);
+    const session = driver.session();
+    session.send({ kind: "hello", workerId: "long-claim", runningAttemptIds: [HUGE] });
+    const ended = await session.next().then(
+      (message) => `message ${message.kind}`,
+      (error: unknown) => String(error),
+    );
+    expect(ended).toMatch(/invalid_argument/);
+    expect(ended.length).toBeLessThan(MESSAGE_BOUND);
+    session.close();
+    driver.close();
   });
 });
