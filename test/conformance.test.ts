@@ -538,6 +538,9 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
       await coordinator.grantCredits(link, 1);
     }
     await coordinator.enqueue(links.map(() => request()));
+    // Established runners (the only ones the brake counts): connected for a heartbeat interval, and beating.
+    clock.advance(LIVENESS.heartbeatIntervalMs);
+    for (const link of links) await coordinator.heartbeat(link.workerId, {}, []);
     for (const link of links.slice(0, dropped)) await coordinator.closeSession(link);
     clock.advance(LIVENESS.defaultUnresponsiveMs + 1);
     // The runners that stayed keep beating; their attempts stay alive.

@@ -291,8 +291,41 @@ def main():
         expect(error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"ListRollouts colour: {error.code()} {error.details()}")
     step('ListRollouts order_by "colour" -> INVALID_ARGUMENT')
 
+    undecodable_requests(channel)
+
     channel.close()
     print("PASS", flush=True)
+
+
+def undecodable_requests(channel):
+    """Bytes that are no protobuf message, sent with no serializer: INVALID_ARGUMENT, never INTERNAL or a hang."""
+    get_worker = channel.unary_unary("/runnerline.v1.WorkerService/GetWorker", request_serializer=None, response_deserializer=None)
+    try:
+        get_worker(b"\xff", timeout=CALL_TIMEOUT)
+        raise Mismatch("GetWorker with undecodable bytes succeeded")
+    except grpc.RpcError as error:
+        expect(error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"GetWorker b'\\xff': {error.code()} {error.details()}")
+    step("GetWorker with undecodable bytes -> INVALID_ARGUMENT")
+
+    # Hello, Heartbeat, then one undecodable frame: the stream must end with a status every time.
+    session = channel.stream_stream("/runnerline.v1.RunnerService/Session", request_serializer=None, response_deserializer=None)
+    for i in range(10):
+        frames = [
+            runner_pb2.SessionRequest(hello=runner_pb2.Hello(worker_id=f"py-garbled-{i}", capacity=1)).SerializeToString(),
+            runner_pb2.SessionRequest(heartbeat=runner_pb2.Heartbeat(sequence=1)).SerializeToString(),
+            b"\xff",
+        ]
+        received = []
+        try:
+            for response in session(iter(frames), timeout=CALL_TIMEOUT):
+                received.append(runner_pb2.SessionResponse.FromString(response).WhichOneof("message"))
+            raise Mismatch(f"session {i} with an undecodable frame ended OK after {received}")
+        except grpc.RpcError as error:
+            expect(
+                error.code() == grpc.StatusCode.INVALID_ARGUMENT,
+                f"session {i} with an undecodable frame: {error.code()} {error.details()} after {received}",
+            )
+    step("10 sessions: Hello, Heartbeat, undecodable frame -> INVALID_ARGUMENT each")
 
 
 def run():

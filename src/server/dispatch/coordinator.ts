@@ -53,7 +53,7 @@ import {
 } from "../domain/worker.js";
 import type { Store } from "../store/store.js";
 import { Effects } from "./effects.js";
-import { MassDropBrake } from "./mass-drop-brake.js";
+import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
 
 export interface CoordinatorOptions {
@@ -105,6 +105,7 @@ export class Coordinator {
       windowMs: options.heartbeatGraceMs,
       minFleet: options.brakeMinFleet ?? 10,
       holdMs: options.brakeHoldMs ?? 4 * options.heartbeatGraceMs,
+      establishedAfterMs: options.heartbeatIntervalMs,
     });
   }
 
@@ -374,7 +375,8 @@ export class Coordinator {
     this.forgetSession(link);
     const now = this.clock.now();
     if (!link.leaving && !this.draining) {
-      const engaged = this.brake.recordDrop(now, this.sessions.size);
+      const span = (l: SessionLink) => sessionSpan(this.store.getWorker(l.workerId)?.worker);
+      const engaged = this.brake.recordDrop(now, span(link), () => Array.from(this.sessions.values(), span));
       if (engaged !== undefined) this.options.log?.(engaged);
     }
     const fx = new Effects();

@@ -2,6 +2,9 @@ import { randomBytes } from "node:crypto";
 
 export { CLIENT_ID_PATTERN } from "../../common/client-id.js";
 
+/** Longest id of any kind; client-chosen ones and those this server makes are far shorter. */
+export const MAX_ID_LENGTH = 128;
+
 // 64 random bits: collisions are not expected, and the store still refuses a
 // duplicate, so ids never repeat, not even across restarts.
 export const newRolloutId = () => `ro-${random64()}`;

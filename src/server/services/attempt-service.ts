@@ -1,5 +1,5 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { AttemptService, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
+import { AttemptService, AttemptStatus, UpdateAttemptRequestSchema } from "../../gen/runnerline/v1/attempt_pb.js";
 import { REPORTABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
@@ -7,7 +7,8 @@ import { ATTEMPT_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
-import { boundedResult, requireEnumValues, requireId } from "./validation.js";
+import { boundedResult, optionalId, requireEnumValues, requireId } from "./validation.js";
+import { requireJsonSafe } from "./well-known-types.js";
 
 export function attemptService(coordinator: Coordinator, store: Store): ServiceImpl<typeof AttemptService> {
   return {
@@ -16,8 +17,8 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
     },
     async listAttempts(request) {
       const filter = {
-        rolloutId: request.rolloutId,
-        workerId: request.workerId,
+        rolloutId: optionalId("rollout_id", request.rolloutId),
+        workerId: optionalId("worker_id", request.workerId),
         statuses: requireEnumValues("statuses", request.statuses, AttemptStatus),
       };
       const query = listQuery(request, filter, ATTEMPT_SORT_FIELDS, "attempt_id", "create_time");
@@ -27,6 +28,7 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
     async updateAttempt(request) {
       requireId("attempt_id", request.attemptId);
       requireReportableStatus(request.status);
+      requireJsonSafe(UpdateAttemptRequestSchema, request);
       boundedResult(request.result);
       const attempt = await coordinator.report(request.attemptId, request, {
         expectedVersion: request.expectedVersion,

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { quote } from "../../common/quote.js";
 import { invalidArgument } from "../domain/errors.js";
 import type { ListQuery, OrderTerm, SortCatalog } from "../store/query.js";
 
@@ -44,10 +45,10 @@ export function parseOrderBy(text: string, catalog: SortCatalog<unknown>): Order
     const words = part.trim().split(/\s+/);
     const [field = "", direction = "asc", ...rest] = words;
     if (catalog[field] === undefined) {
-      throw invalidArgument(`order_by: unknown field "${field}"; known: ${Object.keys(catalog).join(", ")}`);
+      throw invalidArgument(`order_by: unknown field ${quote(field)}; known: ${Object.keys(catalog).join(", ")}`);
     }
     if (rest.length > 0 || (direction !== "asc" && direction !== "desc")) {
-      throw invalidArgument(`order_by: expected "<field> [asc|desc]", got "${part.trim()}"`);
+      throw invalidArgument(`order_by: expected "<field> [asc|desc]", got ${quote(part.trim())}`);
     }
     return { field, descending: direction === "desc" };
   });

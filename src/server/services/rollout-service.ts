@@ -2,6 +2,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import {
   type EnqueueRolloutRequest,
+  EnqueueRolloutRequestSchema,
   RolloutMode,
   RolloutService,
   RolloutStatus,
@@ -20,6 +21,7 @@ import {
   requireEnumValues,
   requireId,
 } from "./validation.js";
+import { requireJsonSafe } from "./well-known-types.js";
 
 export const MAX_BATCH = 10_000;
 const MAX_ATTEMPTS_LIMIT = 100;
@@ -58,6 +60,7 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
     async waitRollouts(request, context) {
       if (request.rolloutIds.length === 0) throw invalidArgument("rollout_ids must not be empty");
       if (request.rolloutIds.length > MAX_BATCH) throw invalidArgument(`at most ${MAX_BATCH} rollout_ids`);
+      request.rolloutIds.forEach((id, i) => requireId(`rollout_ids[${i}]`, id));
       const timeoutMs = nonNegativeDurationMs("timeout", request.timeout);
       return { rollouts: await coordinator.waitFor(request.rolloutIds, timeoutMs, context.signal) };
     },
@@ -66,11 +69,14 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
 
 function validEnqueue(request: EnqueueRolloutRequest, prefix: string): EnqueueRolloutRequest {
   if (request.rolloutId !== "") requireClientId(`${prefix}rollout_id`, request.rolloutId);
+  requireJsonSafe(EnqueueRolloutRequestSchema, request, prefix);
   requireEnumValue(`${prefix}mode`, request.mode, RolloutMode, { allowUnspecified: true });
   const config = request.config;
   if (config !== undefined) {
     nonNegativeDurationMs(`${prefix}config.timeout`, config.timeout);
     nonNegativeDurationMs(`${prefix}config.unresponsive_timeout`, config.unresponsiveTimeout);
+    nonNegativeDurationMs(`${prefix}config.deadline`, config.deadline);
+    nonNegativeDurationMs(`${prefix}config.queue_timeout`, config.queueTimeout);
     if (config.maxAttempts < 0 || config.maxAttempts > MAX_ATTEMPTS_LIMIT) {
       throw invalidArgument(`${prefix}config.max_attempts must be between 0 and ${MAX_ATTEMPTS_LIMIT}`);
     }

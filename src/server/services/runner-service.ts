@@ -4,19 +4,21 @@ import {
   type Hello,
   RunnerService,
   type SessionRequest,
+  SessionRequestSchema,
   type SessionResponse,
   SessionResponseSchema,
 } from "../../gen/runnerline/v1/runner_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import type { SessionLink } from "../dispatch/session-link.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
-import { CLIENT_ID_PATTERN, newSessionId } from "../domain/ids.js";
+import { CLIENT_ID_PATTERN, MAX_ID_LENGTH, newSessionId } from "../domain/ids.js";
 import { toTimestamp } from "../domain/time.js";
 import { peerAddressKey } from "../transport/context.js";
 import { requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
 import { Outbox } from "./outbox.js";
-import { boundedExtraStats, boundedResult } from "./validation.js";
+import { boundedExtraStats, boundedResult, requireId } from "./validation.js";
+import { requireJsonSafe } from "./well-known-types.js";
 
 const MAX_CAPACITY = 1024;
 const MAX_SLOTS_PER_READY = 10_000;
@@ -53,6 +55,7 @@ async function* runSession(
 
   const handle = async (request: SessionRequest) => {
     const message = request.message;
+    requireJsonSafe(SessionRequestSchema, request);
     if (link === undefined) {
       if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
       link = openLink(message.value, outbox);
@@ -75,6 +78,7 @@ async function* runSession(
         throw protocolError("hello may only be sent once per session");
       case "heartbeat": {
         const beat = message.value;
+        beat.attemptIds.forEach((id, i) => requireId(`heartbeat.attempt_ids[${i}]`, id));
         await coordinator.heartbeat(
           link.workerId,
           { snapshot: beat.snapshot, extraStats: boundedExtraStats(beat.extraStats) },
@@ -97,6 +101,7 @@ async function* runSession(
       }
       case "attemptUpdate": {
         const update = message.value;
+        requireId("attempt_update.attempt_id", update.attemptId);
         requireReportableStatus(update.status);
         boundedResult(update.result);
         await coordinator.report(update.attemptId, update, { workerId: link.workerId });
@@ -148,6 +153,10 @@ function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink {
   }
   if (hello.capacity < 0 || hello.capacity > MAX_CAPACITY) {
     throw protocolError(`hello.capacity must be between 0 and ${MAX_CAPACITY}`, Code.InvalidArgument);
+  }
+  const overlong = hello.runningAttemptIds.findIndex((id) => id.length > MAX_ID_LENGTH);
+  if (overlong >= 0) {
+    throw protocolError(`hello.running_attempt_ids[${overlong}] is longer than ${MAX_ID_LENGTH} characters`, Code.InvalidArgument);
   }
   return {
     sessionId: newSessionId(),

@@ -2,14 +2,27 @@ import { type JsonObject, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type Duration, durationMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { resultBoundViolation } from "../../common/attempt-result.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
-import { CLIENT_ID_PATTERN } from "../domain/ids.js";
+import { CLIENT_ID_PATTERN, MAX_ID_LENGTH } from "../domain/ids.js";
+import { durationProblem } from "./well-known-types.js";
 
 /** Largest custom stats payload a heartbeat may carry (DESIGN §9). */
 export const EXTRA_STATS_MAX_BYTES = 64 * 1024;
 export const EXTRA_STATS_MAX_DEPTH = 8;
 
+/**
+ * An id to look up: present and no longer than any id can be, checked before
+ * the lookup so that a NOT_FOUND never repeats an unbounded value.
+ */
 export function requireId(field: string, value: string): string {
   if (value === "") throw invalidArgument(`${field} is required`);
+  return optionalId(field, value);
+}
+
+/** An id filter or reference that may be empty; when set, bounded like requireId. */
+export function optionalId(field: string, value: string): string {
+  if (value.length > MAX_ID_LENGTH) {
+    throw invalidArgument(`${field} is ${value.length} characters long; ids have at most ${MAX_ID_LENGTH}`);
+  }
   return value;
 }
 
@@ -42,11 +55,8 @@ export function requireEnumValues<E extends number>(field: string, values: E[], 
 /** A duration that must be well-formed and not negative; undefined stays undefined. */
 export function nonNegativeDurationMs(field: string, duration: Duration | undefined): number | undefined {
   if (duration === undefined) return undefined;
-  const valid =
-    Math.abs(duration.nanos) < 1_000_000_000 &&
-    !(duration.seconds > 0n && duration.nanos < 0) &&
-    !(duration.seconds < 0n && duration.nanos > 0);
-  if (!valid) throw invalidArgument(`${field} is not a valid duration`);
+  const problem = durationProblem(duration);
+  if (problem !== undefined) throw invalidArgument(`${field}: ${problem}`);
   const ms = durationMs(duration);
   if (ms < 0) throw invalidArgument(`${field} must not be negative`);
   return ms;

@@ -4,6 +4,7 @@ import {
   type Worker,
   WorkerService,
   WorkerStatus,
+  SendHeartbeatRequestSchema,
   type WatchWorkersResponse,
   WatchWorkersResponseSchema,
 } from "../../gen/runnerline/v1/worker_pb.js";
@@ -14,6 +15,7 @@ import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
 import { boundedExtraStats, requireClientId, requireEnumValues, requireId } from "./validation.js";
+import { requireJsonSafe } from "./well-known-types.js";
 
 /** Changes buffered for one slow WatchWorkers client before it is cut off. */
 const WATCH_BUFFER_LIMIT = 10_000;
@@ -35,6 +37,7 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
     },
     async sendHeartbeat(request) {
       const workerId = requireClientId("worker_id", request.workerId);
+      requireJsonSafe(SendHeartbeatRequestSchema, request);
       const extraStats = boundedExtraStats(request.extraStats);
       return { worker: await coordinator.heartbeat(workerId, { snapshot: request.snapshot, extraStats }) };
     },

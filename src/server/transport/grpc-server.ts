@@ -1,11 +1,12 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Interceptor } from "@connectrpc/connect";
 import { HealthImplementation, type ServingStatusMap } from "grpc-health-check";
+import { quote } from "../../common/quote.js";
 import { addService } from "./grpc-adapter.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
 import { addReflection } from "./reflection.js";
 import type { ServiceRegistration } from "./registration.js";
-
+import { DecodeSafeServer } from "./undecodable.js";
 
 export type GrpcServerOptions = {
   /** "host:port"; port 0 picks a free one (see GrpcServer.port). */
@@ -39,7 +40,7 @@ export type GrpcServer = {
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const server = new grpc.Server({
+  const server = new DecodeSafeServer({
     "grpc.max_receive_message_length": maxMessageBytes,
     "grpc.max_send_message_length": maxMessageBytes,
     ...(options.keepaliveTimeMs !== undefined && { "grpc.keepalive_time_ms": options.keepaliveTimeMs }),
@@ -50,7 +51,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   }
   const healthNames = ["", ...options.services.map(({ service }) => service.typeName)];
   const health = new HealthImplementation(statusMap(healthNames, "SERVING"));
-  health.addToServer(server);
+  health.addToServer({ addService: (service, impl) => server.addService(service, boundedServiceNames(impl)) });
   addReflection(
     server,
     options.services.map(({ service }) => service),
@@ -73,6 +74,36 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
         health.setStatus(name, "NOT_SERVING");
       }
       await drain(server, graceMs);
+    },
+  };
+}
+
+/** Longest service name Health answers for; every name it knows is far shorter. */
+const MAX_HEALTH_SERVICE_NAME = 256;
+
+/**
+ * grpc-health-check repeats an unknown service name in its NOT_FOUND message
+ * and keys watchers by it; a name longer than any service could have is
+ * refused first, with the name cut short in the message.
+ */
+function boundedServiceNames(impl: grpc.UntypedServiceImplementation): grpc.UntypedServiceImplementation {
+  const refusal = (name: string): Partial<grpc.StatusObject> | undefined =>
+    name.length > MAX_HEALTH_SERVICE_NAME
+      ? { code: grpc.status.INVALID_ARGUMENT, details: `service ${quote(name)} is longer than ${MAX_HEALTH_SERVICE_NAME} characters` }
+      : undefined;
+  const check = impl["check"] as grpc.handleUnaryCall<{ service: string }, unknown>;
+  const watch = impl["watch"] as grpc.handleServerStreamingCall<{ service: string }, unknown>;
+  return {
+    ...impl,
+    check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      const refused = refusal(call.request.service);
+      if (refused) callback(refused);
+      else check(call, callback);
+    },
+    watch: (call: grpc.ServerWritableStream<{ service: string }, unknown>) => {
+      const refused = refusal(call.request.service);
+      if (refused) call.emit("error", refused);
+      else watch(call);
     },
   };
 }

@@ -5,6 +5,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { normalizePeerAddress, parseListenAddress } from "./address.js";
 import { peerAddressKey } from "./context.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
+import { answerUndecodableUnary, undecodableStreamRequests } from "./connect-undecodable.js";
 import type { ServiceRegistration } from "./registration.js";
 
 /** Answers a request the RPC handler should not see; true if it did. */
@@ -45,13 +46,14 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       for (const { service, impl } of options.services) {
         router.service(service, impl);
       }
+      answerUndecodableUnary(router.handlers);
     },
     connect: true,
     grpcWeb: true,
     grpc: false,
     readMaxBytes: maxMessageBytes,
     writeMaxBytes: maxMessageBytes,
-    interceptors: options.interceptors ?? [],
+    interceptors: [...(options.interceptors ?? []), undecodableStreamRequests],
     shutdownSignal: shutdown.signal,
     contextValues: (req) => createContextValues().set(peerAddressKey, normalizePeerAddress(req.socket.remoteAddress)),
   });

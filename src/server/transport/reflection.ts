@@ -3,7 +3,9 @@ import { fileURLToPath } from "node:url";
 import type { DescService } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { quote } from "../../common/quote.js";
 import { createReflectionFiles, splitFileDescriptorSet, type ReflectionFiles } from "./reflection-files.js";
+import { UndecodableRequest, undecodableRequestError } from "./undecodable.js";
 
 /**
  * What reflection describes, with comments: FileDescriptorSets written by
@@ -82,9 +84,15 @@ function serveReflection(
   serviceNames: readonly string[],
 ): grpc.handleBidiStreamingCall<ReflectionRequest, ReflectionResponse> {
   return (call) => {
-    call.on("data", (request: ReflectionRequest) => {
+    const onData = (request: ReflectionRequest | UndecodableRequest) => {
+      if (request instanceof UndecodableRequest) {
+        call.off("data", onData);
+        call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: undecodableRequestError(request.methodPath).rawMessage });
+        return;
+      }
       call.write({ valid_host: request.host ?? "", original_request: request, ...answer(files, serviceNames, request) });
-    });
+    };
+    call.on("data", onData);
     call.on("end", () => call.end());
   };
 }
@@ -97,17 +105,17 @@ function answer(files: ReflectionFiles, serviceNames: readonly string[], request
       return { list_services_response: { service: serviceNames.map((name) => ({ name })) } };
     case "file_by_filename": {
       const name = request.file_by_filename ?? "";
-      return described(files.fileByName(name), `file ${name}`);
+      return described(files.fileByName(name), `file ${quote(name)}`);
     }
     case "file_containing_symbol": {
       const symbol = request.file_containing_symbol ?? "";
-      return described(files.fileContainingSymbol(symbol), `symbol ${symbol}`);
+      return described(files.fileContainingSymbol(symbol), `symbol ${quote(symbol)}`);
     }
     case "file_containing_extension": {
       const { containing_type = "", extension_number = 0 } = request.file_containing_extension ?? {};
       return described(
         files.fileContainingExtension(containing_type, extension_number),
-        `extension ${extension_number} of ${containing_type}`,
+        `extension ${extension_number} of ${quote(containing_type)}`,
       );
     }
     case "all_extension_numbers_of_type": {
@@ -115,7 +123,7 @@ function answer(files: ReflectionFiles, serviceNames: readonly string[], request
       const numbers = files.extensionNumbersOf(type);
       return numbers
         ? { all_extension_numbers_response: { base_type_name: type, extension_number: numbers } }
-        : notFound(`message type ${type}`);
+        : notFound(`message type ${quote(type)}`);
     }
     case undefined:
       return { error_response: { error_code: grpc.status.INVALID_ARGUMENT, error_message: "empty reflection request" } };

@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { UndecodableRequest, undecodableRequestError } from "./undecodable.js";
 
 /**
  * The request side of a grpc-js client-streaming or bidi call as the
@@ -13,6 +14,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
  * that arrives while the handler waits resolves its pending promise directly,
  * and a handler that falls behind pauses the socket (HTTP/2 flow control does
  * the rest) instead of growing a queue.
+ *
+ * A message that could not be decoded (UndecodableRequest) ends the stream
+ * with INVALID_ARGUMENT once the handler has read the messages before it.
  */
 export class RequestStream<T> implements AsyncIterableIterator<T> {
   private readonly queue: T[] = [];
@@ -75,15 +79,15 @@ export class RequestStream<T> implements AsyncIterableIterator<T> {
     if (this.ended || this.failure) {
       return;
     }
-    this.failure = reason;
     this.queue.length = 0;
-    this.detach();
-    const reject = this.rejectNext;
-    this.resolveNext = this.rejectNext = undefined;
-    reject?.(reason);
+    this.failAfterQueued(reason);
   }
 
-  private readonly onData = (message: T): void => {
+  private readonly onData = (message: T | UndecodableRequest): void => {
+    if (message instanceof UndecodableRequest) {
+      this.failAfterQueued(undecodableRequestError(message.methodPath));
+      return;
+    }
     const resolve = this.resolveNext;
     if (resolve) {
       this.resolveNext = this.rejectNext = undefined;
@@ -96,6 +100,18 @@ export class RequestStream<T> implements AsyncIterableIterator<T> {
       this.source.pause();
     }
   };
+
+  /** Like fail(), but what is already queued is still read first. */
+  private failAfterQueued(reason: ConnectError): void {
+    if (this.ended || this.failure) {
+      return;
+    }
+    this.failure = reason;
+    this.detach();
+    const reject = this.rejectNext;
+    this.resolveNext = this.rejectNext = undefined;
+    reject?.(reason);
+  }
 
   private readonly onEnd = (): void => {
     // grpc-js ends the request side before it reports a cancellation (both
