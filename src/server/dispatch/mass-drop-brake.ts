@@ -32,4 +32,9 @@ export class MassDropBrake {
   engaged(now: number): boolean {
     return now <= this.holdUntil;
   }
+
+  /** The last moment of the current hold (in the past when not engaged). */
+  releasesAt(): number {
+    return this.holdUntil;
+  }
 }

@@ -1,13 +1,13 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { AttemptService, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
-import { REPORTABLE_STATUSES } from "../domain/attempt.js";
+import { AttemptService, AttemptStatus, type UpdateAttemptRequest } from "../../gen/runnerline/v1/attempt_pb.js";
+import { type AttemptReport, REPORTABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import { ATTEMPT_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
-import { requireEnumValues, requireId } from "./validation.js";
+import { optionalTimestampMs, requireEnumValues, requireId } from "./validation.js";
 
 export function attemptService(coordinator: Coordinator, store: Store): ServiceImpl<typeof AttemptService> {
   return {
@@ -27,7 +27,7 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
     async updateAttempt(request) {
       requireId("attempt_id", request.attemptId);
       requireReportableStatus(request.status);
-      const attempt = await coordinator.report(request.attemptId, request, {
+      const attempt = await coordinator.report(request.attemptId, attemptReport(request), {
         expectedVersion: request.expectedVersion,
       });
       return { attempt };
@@ -42,4 +42,14 @@ export function requireReportableStatus(status: AttemptStatus) {
       `status ${AttemptStatus[status] ?? status} cannot be reported; use RUNNING, SUCCEEDED or FAILED (or leave it unset)`,
     );
   }
+}
+
+/** A runner's report as the coordinator takes it, from UpdateAttemptRequest or a session's AttemptUpdate. */
+export function attemptReport(update: Pick<UpdateAttemptRequest, "status" | "errorMessage" | "metadata" | "finishTime">): AttemptReport {
+  return {
+    status: update.status,
+    errorMessage: update.errorMessage,
+    metadata: update.metadata,
+    finishTime: optionalTimestampMs("finish_time", update.finishTime),
+  };
 }

@@ -13,7 +13,7 @@ import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, newSessionId } from "../domain/ids.js";
 import { toTimestamp } from "../domain/time.js";
 import { peerAddressKey } from "../transport/context.js";
-import { requireReportableStatus } from "./attempt-service.js";
+import { attemptReport, requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
 import { Outbox } from "./outbox.js";
 import { boundedExtraStats } from "./validation.js";
@@ -98,7 +98,7 @@ async function* runSession(
       case "attemptUpdate": {
         const update = message.value;
         requireReportableStatus(update.status);
-        await coordinator.report(update.attemptId, update, { workerId: link.workerId });
+        await coordinator.report(update.attemptId, attemptReport(update), { workerId: link.workerId });
         return;
       }
       case "goodbye":
