@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
-import { durationMs, timestampDate } from "@bufbuild/protobuf/wkt";
+import { durationMs, timestampDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { grpcServiceDefinition } from "../common/grpc-definition.js";
 import { AttemptStatus } from "../gen/runnerline/v1/attempt_pb.js";
@@ -708,7 +708,9 @@ async function runJob(job: RunnerJob, handler: RunnerHandler, logger: RunnerLogg
 }
 
 function update(attemptId: string, status: AttemptStatus, errorMessage: string, metadata: JsonObject | undefined): AttemptUpdate {
-  return create(AttemptUpdateSchema, { attemptId, status, errorMessage, metadata });
+  // An outcome carries when it happened: it may reach the server late, resent after a reconnect.
+  const finishTime = isFinal(status) ? timestampNow() : undefined;
+  return create(AttemptUpdateSchema, { attemptId, status, errorMessage, metadata, finishTime });
 }
 
 function isFinal(status: AttemptStatus): boolean {

@@ -17,9 +17,10 @@ const LATENESS_BOUND_MS = 400;
 let server: RunningServer;
 let clients: RunnerlineClients;
 let driver: Driver;
+const logs: string[] = [];
 
 beforeAll(async () => {
-  server = await startServer({ grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", store: "memory", log: () => {} });
+  server = await startServer({ grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", store: "memory", log: (line) => logs.push(line) });
   const address = `127.0.0.1:${server.grpcPort}`;
   clients = createRunnerlineClients({ baseUrl: `http://${address}` });
   driver = connectDriver(address);
@@ -87,6 +88,14 @@ it("timeout, deadline and queue_timeout fire within a few ms of their due time w
     expect(late, timer).toBeLessThan(LATENESS_BOUND_MS);
   }
   session.close();
+
+  // One log line per verdict, naming the ids (issue 8 §7).
+  expect(logs.filter((l) => l.includes(`attempt ${assignment.attemptId} (#1) of rollout ${timed!.rolloutId} on worker timer-runner: TIMEOUT`))).toHaveLength(1);
+  expect(logs.filter((l) => l.includes(`attempt ${silentAssignment.attemptId} (#1)`) && l.includes("UNRESPONSIVE"))).toHaveLength(1);
+  expect(logs.filter((l) => l.includes(`rollout ${rollouts[0]!.rolloutId} FAILED (not dispatched within its queue_timeout`))).toHaveLength(1);
+  const { rollout: doomed } = await clients.rollouts.enqueueRollout({});
+  await clients.rollouts.cancelRollout({ rolloutId: doomed!.rolloutId });
+  expect(logs.filter((l) => l.includes(`rollout ${doomed!.rolloutId} cancelled while QUEUING`))).toHaveLength(1);
 }, 30_000);
 
 function durationMs(duration: { seconds: bigint; nanos: number }): number {
