@@ -101,6 +101,9 @@ export interface CoordinatorOptions {
 
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 
+/** The workers that ran a rollout never dispatched. */
+const NOBODY: ReadonlySet<string> = new Set();
+
 /** What a due timer (see DueTimers) stands for: its key is `${kind}:${id}`. */
 type TimerKind =
   /** An active attempt may have run too long or gone silent. */
@@ -142,6 +145,8 @@ export class Coordinator {
   private readonly timers = new DueTimers();
   /** Labels of the workers with a live session, for matching rollouts to them. */
   private readonly sessionLabels = new Map<string, Labels>();
+  /** Per unfinished rollout that was dispatched, the workers that ran its attempts (see workersThatRan). */
+  private readonly ranOn = new Map<string, Set<string>>();
   /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
   private readonly failureStreaks = new Map<string, Millis[]>();
   private readonly quarantinePolicy: QuarantinePolicy;
@@ -709,16 +714,9 @@ export class Coordinator {
 
   /** A rollout entered the queue: ready at once, or after its retry_delay. */
   private queueRollout(rollout: Rollout, now: Millis) {
-    const ranOn = new Set<string>();
-    let lastEnd: Millis | undefined;
-    if (rollout.attemptCount > 0) {
-      const everything = { orderBy: [{ field: "sequence_id", descending: false }], offset: 0, limit: Number.MAX_SAFE_INTEGER };
-      const attempts = this.store.listAttempts({ filter: { rolloutId: rollout.rolloutId, workerId: "", statuses: [] }, ...everything });
-      for (const attempt of attempts.items) {
-        ranOn.add(attempt.workerId);
-        lastEnd = Math.max(lastEnd ?? -Infinity, msOf(attempt.endTime) ?? now);
-      }
-    }
+    const ranOn = rollout.attemptCount > 0 ? this.workersThatRan(rollout) : NOBODY;
+    const latest = rollout.latestAttemptId ? this.store.getAttempt(rollout.latestAttemptId) : undefined;
+    const lastEnd = latest === undefined ? undefined : (msOf(latest.endTime) ?? now);
     const readyAt = dispatchableAt(rollout);
     const entry: QueueEntry = {
       rolloutId: rollout.rolloutId,
@@ -734,6 +732,23 @@ export class Coordinator {
       this.queue.add(entry);
     }
     if (ranOn.size > 0) this.timers.schedule(`pump:${rollout.rolloutId}`, entry.avoidUntil);
+  }
+
+  /**
+   * The workers that ran an attempt of an unfinished rollout: kept in memory
+   * from dispatch to the rollout's end, read from the store once after a restart.
+   */
+  private workersThatRan(rollout: Rollout): Set<string> {
+    let ranOn = this.ranOn.get(rollout.rolloutId);
+    if (ranOn !== undefined) return ranOn;
+    ranOn = new Set();
+    if (rollout.attemptCount > 0) {
+      const everything = { orderBy: [{ field: "sequence_id", descending: false }], offset: 0, limit: Number.MAX_SAFE_INTEGER };
+      const filter = { rolloutId: rollout.rolloutId, workerId: "", statuses: [] };
+      for (const attempt of this.store.listAttempts({ filter, ...everything }).items) ranOn.add(attempt.workerId);
+      this.ranOn.set(rollout.rolloutId, ranOn);
+    }
+    return ranOn;
   }
 
   private releaseDelayed(rolloutId: string) {
@@ -787,6 +802,9 @@ export class Coordinator {
     const rollout = this.getRollout(rolloutId);
     const attempt = newAttempt(rollout, newAttemptId(), workerId, now);
     this.store.putAttempt(attempt);
+    const ranOn = this.workersThatRan(rollout);
+    ranOn.add(workerId);
+    this.ranOn.set(rolloutId, ranOn);
     const dispatched = dispatchRollout(rollout, attempt, now);
     this.saveRollout(rollout, dispatched, now, fx);
     this.updateWorker(workerId, now, (r) => holdAttempt(r, attempt, this.liveness, now));
@@ -843,7 +861,10 @@ export class Coordinator {
       this.store.removeFromQueue(after.rolloutId);
       this.unqueue(after.rolloutId);
     }
-    if (effects.finished) fx.add(() => this.wakeFinishWaiters(after.rolloutId));
+    if (effects.finished) {
+      this.ranOn.delete(after.rolloutId);
+      fx.add(() => this.wakeFinishWaiters(after.rolloutId));
+    }
   }
 
   private logRetry(rollout: Rollout) {
