@@ -123,6 +123,8 @@ describe("what the runner reports, and when it is late", () => {
     expect(seen).toMatchObject({ status: A.TIMEOUT, version: 3n });
     expect(msOf(seen.lastHeartbeatTime)).toBe(T0 + 50);
     expect(recordLateSignOfLife(seen, T0 + 40)).toBe(seen);
+    const finishedByRunner = attemptFixture({ status: A.SUCCEEDED, endTime: toTimestamp(T0 + 10) });
+    expect(recordLateSignOfLife(finishedByRunner, T0 + 50)).toBe(finishedByRunner);
     expect(recordLateReport(ended, { status: A.UNSPECIFIED, errorMessage: "" }, T0 + 60).version).toBe(3n);
     expect(recordLateReport(ended, { status: A.UNSPECIFIED, errorMessage: "", metadata: { step: 1 } }, T0 + 60).version).toBe(4n);
     expect(recordLateReport(ended, { status: A.FAILED, errorMessage: "x" }, T0 + 60)).toMatchObject({ version: 4n, lateStatus: A.FAILED });

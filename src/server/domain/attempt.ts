@@ -154,13 +154,20 @@ export function recordLateReport(attempt: Attempt, report: AttemptReport, now: M
 
 /**
  * A heartbeat listed an attempt the server already ended (TIMEOUT,
- * UNRESPONSIVE, cancelled...): the runner was still at it. Recorded as its
- * last sign of life — later than end_time — without moving it; like any sign
- * of life it does not change `version`.
+ * UNRESPONSIVE, cancelled, past its deadline): the runner was still at it.
+ * Recorded as its last sign of life — later than end_time — without moving
+ * it; like any sign of life it does not change `version`. An attempt the
+ * runner itself finished is left as it is.
  */
 export function recordLateSignOfLife(attempt: Attempt, now: Millis): Attempt {
-  if ((msOf(attempt.lastHeartbeatTime) ?? -Infinity) >= now) return attempt;
+  if (!endedByServer(attempt) || (msOf(attempt.lastHeartbeatTime) ?? -Infinity) >= now) return attempt;
   return { ...attempt, lastHeartbeatTime: toTimestamp(now) };
+}
+
+/** The server's verdict ended it (not the runner's own outcome): only then is the runner's later activity news. */
+function endedByServer(attempt: Attempt): boolean {
+  if (attempt.status === AttemptStatus.TIMEOUT || attempt.status === AttemptStatus.UNRESPONSIVE) return true;
+  return attempt.status === AttemptStatus.FAILED && attempt.error !== undefined && attempt.error.kind !== AttemptErrorKind.REPORTED;
 }
 
 /** A report that repeats the attempt's final outcome (a resend after a reconnect). */
