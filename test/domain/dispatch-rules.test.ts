@@ -179,29 +179,29 @@ describe("quarantine", () => {
 });
 
 describe("DueTimers", () => {
-  it("hands out due keys earliest first, once, honouring reschedules and cancels", () => {
-    const timers = new DueTimers();
+  it("hands out what is due earliest first, once, honouring reschedules and cancels", () => {
+    const timers = new DueTimers<"a" | "b">();
     const earlier: number[] = [];
     timers.onEarlier = (due) => earlier.push(due);
-    timers.schedule("a", 30);
-    timers.schedule("b", 10);
-    timers.schedule("c", 20);
-    timers.schedule("a", 5);
-    timers.cancel("c");
-    timers.scheduleNoLaterThan("b", 50);
+    timers.schedule("a", "x", 30);
+    timers.schedule("a", "y", 10);
+    timers.schedule("b", "x", 20);
+    timers.schedule("a", "x", 5);
+    timers.cancel("b", "x");
+    timers.scheduleNoLaterThan("a", "y", 50);
     expect(earlier).toEqual([30, 10, 5]);
     expect(timers.peek()).toBe(5);
-    expect(timers.takeDue(9)).toEqual(["a"]);
-    expect(timers.takeDue(100)).toEqual(["b"]);
+    expect(timers.takeDue(9)).toEqual([{ kind: "a", id: "x" }]);
+    expect(timers.takeDue(100)).toEqual([{ kind: "a", id: "y" }]);
     expect(timers.takeDue(100)).toEqual([]);
     expect(timers.size).toBe(0);
   });
 
   it("stays ordered over many random due times", () => {
     const timers = new DueTimers();
-    const dues = Array.from({ length: 500 }, (_, i) => ({ key: `k${i}`, due: (i * 7919) % 1000 }));
-    for (const { key, due } of dues) timers.schedule(key, due);
-    const taken = timers.takeDue(1_000).map((key) => dues.find((d) => d.key === key)!.due);
+    const dues = Array.from({ length: 500 }, (_, i) => ({ id: `k${i}`, due: (i * 7919) % 1000 }));
+    for (const { id, due } of dues) timers.schedule("k", id, due);
+    const taken = timers.takeDue(1_000).map(({ id }) => dues.find((d) => d.id === id)!.due);
     expect(taken).toEqual([...taken].sort((a, b) => a - b));
     expect(taken).toHaveLength(500);
   });

@@ -104,7 +104,7 @@ export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 /** The workers that ran a rollout never dispatched. */
 const NOBODY: ReadonlySet<string> = new Set();
 
-/** What a due timer (see DueTimers) stands for: its key is `${kind}:${id}`. */
+/** What a due timer (see DueTimers) stands for; its id is the attempt's, rollout's or worker's. */
 type TimerKind =
   /** An active attempt may have run too long or gone silent. */
   | "attempt"
@@ -114,8 +114,10 @@ type TimerKind =
   | "worker"
   /** A rollout's retry_delay has passed: it may be dispatched. */
   | "release"
-  /** A retry may now go back to the workers that ran it, or a quarantine ended: dispatch again. */
-  | "pump";
+  /** A retry may now go back to the workers that ran it: dispatch again. */
+  | "pump"
+  /** A worker's quarantine ended: dispatch again. */
+  | "quarantine";
 
 /**
  * The single writer: applies every transition (domain functions) to the
@@ -142,7 +144,7 @@ export class Coordinator {
   /** Queued rollouts waiting out their retry_delay, released by a "release" timer. */
   private readonly delayed = new Map<string, QueueEntry>();
   /** Every time-driven check, each at its due time. */
-  private readonly timers = new DueTimers();
+  private readonly timers = new DueTimers<TimerKind>();
   /** Labels of the workers with a live session, for matching rollouts to them. */
   private readonly sessionLabels = new Map<string, Labels>();
   /** Per unfinished rollout that was dispatched, the workers that ran its attempts (see workersThatRan). */
@@ -191,7 +193,7 @@ export class Coordinator {
     }
     for (const record of this.store.workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY])) {
       const due = latenessDue(record, this.liveness);
-      if (due !== undefined) this.timers.scheduleNoLaterThan(`worker:${record.worker.workerId}`, due);
+      if (due !== undefined) this.timers.scheduleNoLaterThan("worker", record.worker.workerId, due);
     }
   }
 
@@ -554,10 +556,7 @@ export class Coordinator {
   async runWatchdog() {
     const now = this.clock.now();
     const fx = new Effects();
-    for (const key of this.timers.takeDue(now)) {
-      const colon = key.indexOf(":");
-      const kind = key.slice(0, colon) as TimerKind;
-      const id = key.slice(colon + 1);
+    for (const { kind, id } of this.timers.takeDue(now)) {
       switch (kind) {
         case "attempt":
           this.checkAttempt(id, now, fx);
@@ -572,6 +571,7 @@ export class Coordinator {
           this.releaseDelayed(id);
           break;
         case "pump":
+        case "quarantine":
           break;
       }
     }
@@ -587,7 +587,7 @@ export class Coordinator {
     if (verdict === undefined) return this.scheduleAttemptCheck(attempt, rollout);
     if (verdict.status === AttemptStatus.UNRESPONSIVE) {
       const heldUntil = this.silenceHeldUntil(attempt, now);
-      if (heldUntil !== undefined) return this.timers.schedule(`attempt:${attemptId}`, heldUntil + 1);
+      if (heldUntil !== undefined) return this.timers.schedule("attempt", attemptId, heldUntil + 1);
     }
     this.saveAttempt(attempt, expireAttempt(attempt, verdict.status, verdict.message, now), now, fx);
     this.log(
@@ -620,14 +620,14 @@ export class Coordinator {
 
   private scheduleAttemptCheck(attempt: Attempt, rollout: Rollout) {
     const due = watchdogDue(attempt, rollout, this.options.defaultUnresponsiveMs);
-    if (due === undefined) this.timers.cancel(`attempt:${attempt.attemptId}`);
-    else this.timers.scheduleNoLaterThan(`attempt:${attempt.attemptId}`, due);
+    if (due === undefined) this.timers.cancel("attempt", attempt.attemptId);
+    else this.timers.scheduleNoLaterThan("attempt", attempt.attemptId, due);
   }
 
   private scheduleRolloutClock(rollout: Rollout) {
     const due = rolloutExpiryDue(rollout);
-    if (due === undefined) this.timers.cancel(`rollout:${rollout.rolloutId}`);
-    else this.timers.schedule(`rollout:${rollout.rolloutId}`, due);
+    if (due === undefined) this.timers.cancel("rollout", rollout.rolloutId);
+    else this.timers.schedule("rollout", rollout.rolloutId, due);
   }
 
   // ---- quarantine and routing ---------------------------------------------
@@ -727,11 +727,11 @@ export class Coordinator {
     };
     if (readyAt !== undefined && readyAt > now) {
       this.delayed.set(rollout.rolloutId, entry);
-      this.timers.schedule(`release:${rollout.rolloutId}`, readyAt);
+      this.timers.schedule("release", rollout.rolloutId, readyAt);
     } else {
       this.queue.add(entry);
     }
-    if (ranOn.size > 0) this.timers.schedule(`pump:${rollout.rolloutId}`, entry.avoidUntil);
+    if (ranOn.size > 0) this.timers.schedule("pump", rollout.rolloutId, entry.avoidUntil);
   }
 
   /**
@@ -763,8 +763,8 @@ export class Coordinator {
   private unqueue(rolloutId: string) {
     this.queue.remove(rolloutId);
     this.delayed.delete(rolloutId);
-    this.timers.cancel(`release:${rolloutId}`);
-    this.timers.cancel(`pump:${rolloutId}`);
+    this.timers.cancel("release", rolloutId);
+    this.timers.cancel("pump", rolloutId);
   }
 
   /** A worker's attempt ended: its health record, and quarantine when it keeps failing. */
@@ -772,6 +772,11 @@ export class Coordinator {
     const outcome = workerOutcome(attempt);
     if (outcome === "neutral") return;
     const workerId = attempt.workerId;
+    if (outcome === "success" && !this.failureStreaks.has(workerId)) {
+      // The common case, kept cheap: a healthy worker's success only matters if it ends a quarantine.
+      const worker = this.store.getWorker(workerId)?.worker;
+      if (worker === undefined || (worker.quarantineCount === 0 && worker.quarantineUntil === undefined)) return;
+    }
     const streak = nextFailureStreak(this.failureStreaks.get(workerId) ?? [], outcome, now, this.quarantinePolicy);
     if (streak.length === 0) this.failureStreaks.delete(workerId);
     else this.failureStreaks.set(workerId, streak);
@@ -788,7 +793,7 @@ export class Coordinator {
     if (decision === undefined) return;
     this.updateWorker(workerId, now, (r) => quarantineWorker(r, decision.until, decision.reason, decision.count));
     this.failureStreaks.delete(workerId);
-    this.timers.schedule(`pump:quarantine-${workerId}`, decision.until);
+    this.timers.schedule("quarantine", workerId, decision.until);
     this.log(
       `worker ${workerId} quarantined for ${Math.round((decision.until - now) / 1000)} s ` +
         `(until ${new Date(decision.until).toISOString()}): ${decision.reason}`,
@@ -802,9 +807,12 @@ export class Coordinator {
     const rollout = this.getRollout(rolloutId);
     const attempt = newAttempt(rollout, newAttemptId(), workerId, now);
     this.store.putAttempt(attempt);
-    const ranOn = this.workersThatRan(rollout);
-    ranOn.add(workerId);
-    this.ranOn.set(rolloutId, ranOn);
+    // Only a rollout that may be retried needs to remember where it ran.
+    if (maxAttempts(rollout) > attempt.sequenceId) {
+      const ranOn = this.workersThatRan(rollout);
+      ranOn.add(workerId);
+      this.ranOn.set(rolloutId, ranOn);
+    }
     const dispatched = dispatchRollout(rollout, attempt, now);
     this.saveRollout(rollout, dispatched, now, fx);
     this.updateWorker(workerId, now, (r) => holdAttempt(r, attempt, this.liveness, now));
@@ -820,27 +828,28 @@ export class Coordinator {
    */
   private pump(now: Millis, fx: Effects) {
     if (this.draining || this.queue.size === 0 || this.waiting.length === 0) return;
-    const stuck: SessionLink[] = [];
+    let stuck: SessionLink[] | undefined;
     let round = this.waiting;
     for (;;) {
-      const served: SessionLink[] = [];
+      let served: SessionLink[] | undefined;
       let i = 0;
       for (; i < round.length && this.queue.size > 0; i++) {
         const link = round[i]!;
         if (!this.isLive(link) || link.leaving || link.credits <= 0) continue;
         const entry = this.pickFor(link.workerId, now);
         if (entry === undefined) {
-          stuck.push(link);
+          (stuck ??= []).push(link);
           continue;
         }
         const assignment = this.dispatch(entry.rolloutId, link.workerId, now, fx);
         link.credits -= 1;
-        if (link.credits > 0) served.push(link);
+        if (link.credits > 0) (served ??= []).push(link);
         const message = create(SessionResponseSchema, { message: { case: "assignment", value: assignment } });
         fx.add(() => link.send(message));
       }
-      if (i < round.length || served.length === 0 || this.queue.size === 0) {
-        this.waiting = [...stuck, ...round.slice(i), ...served];
+      if (i < round.length || served === undefined || this.queue.size === 0) {
+        const rest = round.slice(i);
+        this.waiting = stuck === undefined && served === undefined ? rest : [...(stuck ?? []), ...rest, ...(served ?? [])];
         return;
       }
       round = served;
@@ -886,7 +895,7 @@ export class Coordinator {
     if (wasActive && !isActive) {
       const lost = after.status === AttemptStatus.TIMEOUT || after.status === AttemptStatus.UNRESPONSIVE;
       this.updateWorker(after.workerId, now, (r) => releaseAttempt(r, after, lost, this.liveness, now));
-      this.timers.cancel(`attempt:${after.attemptId}`);
+      this.timers.cancel("attempt", after.attemptId);
       this.judgeWorker(after, now);
     } else if (!wasActive && isActive) {
       this.updateWorker(after.workerId, now, (r) => holdAttempt(r, after, this.liveness, now));
@@ -910,7 +919,7 @@ export class Coordinator {
       for (const listener of this.workerListeners) listener(after.worker);
     }
     const due = latenessDue(after, this.liveness);
-    if (due !== undefined) this.timers.scheduleNoLaterThan(`worker:${workerId}`, due);
+    if (due !== undefined) this.timers.scheduleNoLaterThan("worker", workerId, due);
     return after;
   }
 

@@ -11,10 +11,56 @@ export interface QueueEntry {
   readonly avoidUntil: number;
 }
 
-/** FIFO of entries that share a priority and a label set; Map keeps insertion order. */
-interface Lane {
-  readonly labels: Labels;
-  readonly entries: Map<string, { entry: QueueEntry; seq: number }>;
+/** An entry in its lane; removal only marks it, and the lane skips it (lazy deletion, O(1) removal). */
+interface Slot {
+  readonly entry: QueueEntry;
+  readonly seq: number;
+  removed: boolean;
+}
+
+/**
+ * FIFO of entries that share a priority and a label set: an array read from
+ * `head`, so taking from the front never rescans what was taken before.
+ */
+class Lane {
+  private slots: Slot[] = [];
+  private head = 0;
+  size = 0;
+
+  constructor(readonly labels: Labels) {}
+
+  push(slot: Slot) {
+    this.slots.push(slot);
+    this.size += 1;
+  }
+
+  remove(slot: Slot) {
+    slot.removed = true;
+    this.size -= 1;
+    while (this.head < this.slots.length && this.slots[this.head]!.removed) this.head += 1;
+    if (this.head > 1024 && this.head * 2 > this.slots.length) {
+      this.slots = this.slots.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Live slots, oldest first. */
+  *live(): Iterable<Slot> {
+    for (let i = this.head; i < this.slots.length; i++) {
+      const slot = this.slots[i]!;
+      if (!slot.removed) yield slot;
+    }
+  }
+
+  /** The oldest live slot for which `accept` holds; stops early once past `before`. */
+  first(accept: (entry: QueueEntry) => boolean, before: number): Slot | undefined {
+    for (let i = this.head; i < this.slots.length; i++) {
+      const slot = this.slots[i]!;
+      if (slot.seq > before) return undefined;
+      if (!slot.removed && accept(slot.entry)) return slot;
+    }
+    return undefined;
+  }
 }
 
 /** Who is asking, and how to decide about entries it already ran. */
@@ -37,15 +83,15 @@ export interface Taker {
 export class DispatchQueue {
   /** Priorities, highest first, each with its lanes by label-set key. */
   private readonly priorities: { priority: number; lanes: Map<string, Lane> }[] = [];
-  private readonly laneOf = new Map<string, Lane>();
+  private readonly slotOf = new Map<string, { lane: Lane; slot: Slot }>();
   private nextSeq = 0;
 
   get size() {
-    return this.laneOf.size;
+    return this.slotOf.size;
   }
 
   has(rolloutId: string) {
-    return this.laneOf.has(rolloutId);
+    return this.slotOf.has(rolloutId);
   }
 
   /** Appends at the back of its lane (moving it there if present). */
@@ -54,32 +100,29 @@ export class DispatchQueue {
     const lanes = this.lanesFor(entry.priority);
     const key = labelSetKey(entry.requiredLabels);
     let lane = lanes.get(key);
-    if (lane === undefined) lanes.set(key, (lane = { labels: entry.requiredLabels, entries: new Map() }));
-    lane.entries.set(entry.rolloutId, { entry, seq: this.nextSeq++ });
-    this.laneOf.set(entry.rolloutId, lane);
+    if (lane === undefined) lanes.set(key, (lane = new Lane(entry.requiredLabels)));
+    const slot: Slot = { entry, seq: this.nextSeq++, removed: false };
+    lane.push(slot);
+    this.slotOf.set(entry.rolloutId, { lane, slot });
   }
 
   remove(rolloutId: string): boolean {
-    const lane = this.laneOf.get(rolloutId);
-    if (lane === undefined) return false;
-    this.laneOf.delete(rolloutId);
-    lane.entries.delete(rolloutId);
-    if (lane.entries.size === 0) this.dropLane(lane);
+    const found = this.slotOf.get(rolloutId);
+    if (found === undefined) return false;
+    this.slotOf.delete(rolloutId);
+    found.lane.remove(found.slot);
+    if (found.lane.size === 0) this.dropLane(found.lane);
     return true;
   }
 
   /** The entry `taker` should get next (left in the queue), or undefined. */
   pick(taker: Taker): QueueEntry | undefined {
+    const accept = (entry: QueueEntry) => !entry.ranOn.has(taker.workerId) || taker.mayRetake(entry);
     for (const { lanes } of this.priorities) {
-      let best: { entry: QueueEntry; seq: number } | undefined;
+      let best: Slot | undefined;
       for (const lane of lanes.values()) {
         if (!labelsMatch(lane.labels, taker.labels)) continue;
-        for (const item of lane.entries.values()) {
-          if (best !== undefined && item.seq > best.seq) break;
-          if (item.entry.ranOn.has(taker.workerId) && !taker.mayRetake(item.entry)) continue;
-          best = item;
-          break;
-        }
+        best = lane.first(accept, best === undefined ? Infinity : best.seq) ?? best;
       }
       if (best !== undefined) return best.entry;
     }
@@ -89,7 +132,9 @@ export class DispatchQueue {
   /** Every lane's required labels with its entries, for questions about routability. */
   *lanes(): Iterable<{ labels: Labels; rolloutIds: Iterable<string>; size: number }> {
     for (const { lanes } of this.priorities) {
-      for (const lane of lanes.values()) yield { labels: lane.labels, rolloutIds: lane.entries.keys(), size: lane.entries.size };
+      for (const lane of lanes.values()) {
+        yield { labels: lane.labels, rolloutIds: Array.from(lane.live(), (slot) => slot.entry.rolloutId), size: lane.size };
+      }
     }
   }
 

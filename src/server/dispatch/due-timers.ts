@@ -1,55 +1,60 @@
 import type { Clock, Millis } from "../domain/time.js";
 
 /**
- * Named due times in a min-heap: each key has at most one due time; the
- * coordinator asks for the keys that are due and decides what they mean.
- * Rescheduling a key leaves its old heap entry behind, which is skipped when
- * it surfaces (lazy deletion), so every operation is O(log n) and nothing is
- * ever scanned.
+ * Due times named by a kind and an id: each (kind, id) has at most one due
+ * time, kept in a min-heap; the coordinator asks for the ones that are due
+ * and decides what they mean. Rescheduling leaves the old heap entry behind,
+ * skipped when it surfaces (lazy deletion), so every operation is O(log n) and
+ * nothing is ever scanned. Kinds keep ids apart without building key strings
+ * on the hot path.
  */
-export class DueTimers {
-  private heap: { due: Millis; key: string }[] = [];
-  private readonly dueOf = new Map<string, Millis>();
+export class DueTimers<Kind extends string = string> {
+  private heap: { due: Millis; kind: Kind; id: string }[] = [];
+  private readonly dueOf = new Map<Kind, Map<string, Millis>>();
   /** Called when the earliest due time moved earlier: re-arm the wake-up. */
   onEarlier: (due: Millis) => void = () => {};
 
   get size() {
-    return this.dueOf.size;
+    let size = 0;
+    for (const table of this.dueOf.values()) size += table.size;
+    return size;
   }
 
-  /** Sets (or moves) the due time of `key`. */
-  schedule(key: string, due: Millis) {
-    if (this.dueOf.get(key) === due) return;
+  /** Sets (or moves) the due time of (kind, id). */
+  schedule(kind: Kind, id: string, due: Millis) {
+    const table = this.table(kind);
+    if (table.get(id) === due) return;
     const earliest = this.peek();
-    this.dueOf.set(key, due);
-    this.push({ due, key });
+    table.set(id, due);
+    this.push({ due, kind, id });
     if (earliest === undefined || due < earliest) this.onEarlier(due);
   }
 
-  /** Sets the due time of `key` unless it is already due no later. */
-  scheduleNoLaterThan(key: string, due: Millis) {
-    const current = this.dueOf.get(key);
-    if (current === undefined || due < current) this.schedule(key, due);
+  /** Sets the due time of (kind, id) unless it is already due no later. */
+  scheduleNoLaterThan(kind: Kind, id: string, due: Millis) {
+    const current = this.dueOf.get(kind)?.get(id);
+    if (current === undefined || due < current) this.schedule(kind, id, due);
   }
 
-  cancel(key: string) {
-    this.dueOf.delete(key);
+  cancel(kind: Kind, id: string) {
+    this.dueOf.get(kind)?.delete(id);
   }
 
-  dueTime(key: string): Millis | undefined {
-    return this.dueOf.get(key);
+  dueTime(kind: Kind, id: string): Millis | undefined {
+    return this.dueOf.get(kind)?.get(id);
   }
 
-  /** Removes and returns the keys due at `now`, earliest first. */
-  takeDue(now: Millis): string[] {
-    const due: string[] = [];
+  /** Removes and returns what is due at `now`, earliest first. */
+  takeDue(now: Millis): { kind: Kind; id: string }[] {
+    const due: { kind: Kind; id: string }[] = [];
     for (;;) {
       const top = this.heap[0];
       if (top === undefined || top.due > now) break;
       this.pop();
-      if (this.dueOf.get(top.key) !== top.due) continue;
-      this.dueOf.delete(top.key);
-      due.push(top.key);
+      const table = this.dueOf.get(top.kind)!;
+      if (table.get(top.id) !== top.due) continue;
+      table.delete(top.id);
+      due.push({ kind: top.kind, id: top.id });
     }
     return due;
   }
@@ -59,12 +64,18 @@ export class DueTimers {
     for (;;) {
       const top = this.heap[0];
       if (top === undefined) return undefined;
-      if (this.dueOf.get(top.key) === top.due) return top.due;
+      if (this.dueOf.get(top.kind)?.get(top.id) === top.due) return top.due;
       this.pop();
     }
   }
 
-  private push(entry: { due: Millis; key: string }) {
+  private table(kind: Kind): Map<string, Millis> {
+    let table = this.dueOf.get(kind);
+    if (table === undefined) this.dueOf.set(kind, (table = new Map()));
+    return table;
+  }
+
+  private push(entry: { due: Millis; kind: Kind; id: string }) {
     const heap = this.heap;
     heap.push(entry);
     let i = heap.length - 1;
@@ -103,7 +114,7 @@ export class DueTimers {
  * fleet costs nothing. Tests with a manual clock do not start it; they call
  * the coordinator's runWatchdog after advancing the clock.
  */
-export function startTimerDriver(timers: DueTimers, clock: Clock, fire: () => Promise<void>, onError: (error: unknown) => void) {
+export function startTimerDriver<Kind extends string>(timers: DueTimers<Kind>, clock: Clock, fire: () => Promise<void>, onError: (error: unknown) => void) {
   let timer: NodeJS.Timeout | undefined;
   let armedFor = Infinity;
   let running = false;

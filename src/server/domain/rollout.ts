@@ -69,7 +69,7 @@ export function dispatchRollout(rollout: Rollout, attempt: Attempt, now: Millis)
     startTime: rollout.startTime ?? toTimestamp(now),
     attemptCount: attempt.sequenceId,
     latestAttemptId: attempt.attemptId,
-    nextAttemptTime: undefined,
+    ...(rollout.nextAttemptTime !== undefined && { nextAttemptTime: undefined }),
     version: rollout.version + 1n,
   };
 }
@@ -113,7 +113,10 @@ export function followAttempt(rollout: Rollout, attempt: Attempt, now: Millis): 
     status,
     endTime: isRolloutTerminal(status) ? toTimestamp(now) : undefined,
     failureReason: status === RolloutStatus.FAILED ? attemptFailureReason(attempt) : "",
-    nextAttemptTime: delayMs > 0 ? toTimestamp(now + delayMs) : undefined,
+    // Only set when there is one: an absent field keeps the message's shape (and the hot path fast).
+    ...((delayMs > 0 || rollout.nextAttemptTime !== undefined) && {
+      nextAttemptTime: delayMs > 0 ? toTimestamp(now + delayMs) : undefined,
+    }),
     version: rollout.version + 1n,
   };
 }
@@ -170,16 +173,18 @@ export function rolloutExpiry(rollout: Rollout, now: Millis): string | undefined
  */
 export function rolloutExpiryDue(rollout: Rollout): Millis | undefined {
   if (isRolloutTerminal(rollout.status)) return undefined;
+  const config = rollout.config;
+  if (config?.deadline === undefined && config?.queueTimeout === undefined) return undefined;
   const createdAt = msOf(rollout.createTime);
   if (createdAt === undefined) return undefined;
-  const dues: Millis[] = [];
-  const deadlineMs = msOfDuration(rollout.config?.deadline);
-  if (deadlineMs !== undefined && deadlineMs > 0) dues.push(createdAt + deadlineMs + 1);
-  const queueTimeoutMs = msOfDuration(rollout.config?.queueTimeout);
+  let due = Infinity;
+  const deadlineMs = msOfDuration(config.deadline);
+  if (deadlineMs !== undefined && deadlineMs > 0) due = createdAt + deadlineMs + 1;
+  const queueTimeoutMs = msOfDuration(config.queueTimeout);
   if (queueTimeoutMs !== undefined && queueTimeoutMs > 0 && rollout.attemptCount === 0) {
-    dues.push(createdAt + queueTimeoutMs + 1);
+    due = Math.min(due, createdAt + queueTimeoutMs + 1);
   }
-  return dues.length === 0 ? undefined : Math.min(...dues);
+  return due === Infinity ? undefined : due;
 }
 
 export function expireRollout(rollout: Rollout, reason: string, now: Millis): Rollout {
