@@ -902,7 +902,8 @@ export class Coordinator {
     }
     const rollout = this.store.getRollout(after.rolloutId);
     if (rollout !== undefined) {
-      if (isActive) this.scheduleAttemptCheck(after, rollout);
+      // While it stays active its due time only moves later, which the check finds out when it fires.
+      if (isActive && !wasActive) this.scheduleAttemptCheck(after, rollout);
       this.saveRollout(rollout, followAttempt(rollout, after, now), now, fx);
     }
     if (isRolloutQueued(this.store.getRollout(after.rolloutId)?.status ?? RolloutStatus.UNSPECIFIED)) {
@@ -918,8 +919,10 @@ export class Coordinator {
     if (after.worker.version !== before.worker.version) {
       for (const listener of this.workerListeners) listener(after.worker);
     }
-    const due = latenessDue(after, this.liveness);
-    if (due !== undefined) this.timers.scheduleNoLaterThan("worker", workerId, due);
+    if (after !== before) {
+      const due = latenessDue(after, this.liveness);
+      if (due !== undefined) this.timers.scheduleNoLaterThan("worker", workerId, due);
+    }
     return after;
   }
 

@@ -15,10 +15,15 @@ export function labelsMatch(required: Labels, labels: Labels): boolean {
  * pairs, so rollouts requiring the same labels share one queue.
  */
 export function labelSetKey(labels: Labels): string {
+  if (isEmpty(labels)) return "";
   const keys = Object.keys(labels);
-  if (keys.length === 0) return "";
   keys.sort();
   return JSON.stringify(keys.map((key) => [key, labels[key]]));
+}
+
+function isEmpty(labels: Labels): boolean {
+  for (const _ in labels) return false;
+  return true;
 }
 
 /** Why `labels` cannot be required (undefined when they can); `field` names them in the message. */
