@@ -141,7 +141,7 @@ async function connect(args: { address: string; count: number; prefix: string; c
       call.write(
         encodeRequest({
           case: "hello",
-          value: { workerId, capacity: 1, clientVersion: "runnerline-bench", labels: { pool: "bench", rack: `r${hostIndex % 16}` } },
+          value: { workerId, capacity: 1, clientVersion: "runnerline-bench", labels: { pool: "bench", rack: `r${hostIndex % 20}` } },
         }),
       );
       batch.push(session);
@@ -245,21 +245,23 @@ async function flush() {
   return { assigned, ms: wallMs() - started, finishedAt: wallMs() };
 }
 
-function enqueueRequest(id: string, index: number) {
+/** With labelSets > 0, rollout i requires rack r(i mod labelSets): runners carry rack r(host mod 20). */
+function enqueueRequest(id: string, index: number, labelSets: number) {
   return create(EnqueueRolloutRequestSchema, {
     rolloutId: id,
     input: fromJson(ValueSchema, { prompt: `Solve task ${index}: what is ${index} * 7?`, seed: index }),
     mode: RolloutMode.TRAIN,
     metadata: { step: 1, source: "bench" },
+    config: labelSets > 0 ? { requiredLabels: { rack: `r${index % labelSets}` } } : undefined,
   });
 }
 
 /** Serializes the whole workload before the clock starts, so the producer costs little while measured. */
-function prepareEnqueue(args: { total: number; batch: number; prefix: string }) {
+function prepareEnqueue(args: { total: number; batch: number; prefix: string; labelSets?: number }) {
   preparedBatches = [];
   for (let from = 0; from < args.total; from += args.batch) {
     const requests = [];
-    for (let i = from; i < Math.min(args.total, from + args.batch); i++) requests.push(enqueueRequest(`${args.prefix}-${i}`, i));
+    for (let i = from; i < Math.min(args.total, from + args.batch); i++) requests.push(enqueueRequest(`${args.prefix}-${i}`, i, args.labelSets ?? 0));
     const bytes = toBinary(EnqueueRolloutsRequestSchema, create(EnqueueRolloutsRequestSchema, { requests }));
     preparedBatches.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   }
@@ -309,7 +311,7 @@ async function push(args: { address: string; rate: number; count: number; prefix
     const rolloutId = `${args.prefix}-${i}`;
     pushStarts.set(rolloutId, wallMs());
     inflight.push(
-      unary(client!, RolloutService, "enqueueRollout", enqueueRequest(rolloutId, i)).then(
+      unary(client!, RolloutService, "enqueueRollout", enqueueRequest(rolloutId, i, 0)).then(
         () => undefined,
         () => void failures++,
       ),

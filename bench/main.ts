@@ -46,6 +46,7 @@ const { values: flags } = parseArgs({
     "ingest-sessions": { type: "string" },
     "dispatch-runners": { type: "string" },
     "dispatch-stores": { type: "string" },
+    "dispatch-label-sets": { type: "string" },
     servers: { type: "string" },
     "peer-jobs": { type: "string" },
     "peer-stores": { type: "string" },
@@ -57,6 +58,7 @@ if (flags.help) {
   console.log(`usage: npm run bench -- [--quick] [--only ingest,saturation,dispatch,push,detection,peer]
                        [--load-procs 3] [--json results.jsonl] [--cpu-prof DIR]
                        [--ingest-sessions 1000,10000] [--dispatch-runners 64] [--dispatch-stores memory,sqlite]
+                       [--dispatch-label-sets 20 (0: skip the labelled dispatch row)]
                        [--servers echo,runnerline]
                        [--peer-jobs 20000] [--peer-stores memory,sqlite] [--peer-modes e2e,drain,retry]`);
   process.exit(0);
@@ -77,6 +79,8 @@ const plan = {
   dispatchRunners: numbers(flags["dispatch-runners"]) ?? (quick ? [64] : [8, 64, 512]),
   dispatchStores: (flags["dispatch-stores"] ?? "memory,sqlite").split(","),
   dispatchBatch: 500,
+  /** Extra dispatch row (memory store): rollouts require one of this many label sets, runners carry one each. */
+  dispatchLabelSets: numbers(flags["dispatch-label-sets"])?.[0] ?? 20,
   pushRate: quick ? 100 : 200,
   pushCount: quick ? 200 : 1000,
   pushRunners: 16,
@@ -304,11 +308,11 @@ interface DispatchResult {
   figures: ServerFigures;
 }
 
-async function dispatch(kind: ServerKind, store: string, runners: number, total: number): Promise<DispatchResult> {
+async function dispatch(kind: ServerKind, store: string, runners: number, total: number, labelSets = 0): Promise<DispatchResult> {
   return withServer({ kind, store }, async (server) => {
     await connectAll(server.address, runners, "runner", `dispatch-${kind}`);
     const producer = workers[workers.length - 1]!;
-    await producer.call("prepareEnqueue", { total, batch: plan.dispatchBatch, prefix: `ro-${kind}` });
+    await producer.call("prepareEnqueue", { total, batch: plan.dispatchBatch, prefix: `ro-${kind}`, labelSets });
     const progress = new Map<number, number>();
     for (const worker of workers) {
       worker.onEvent = (event) => {
@@ -366,6 +370,18 @@ async function dispatchScenario(runners: number, stores: string[]): Promise<void
       notMeasured("dispatch", variant, "runnerline", store, error);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const labelSets = plan.dispatchLabelSets;
+  if (labelSets > 0 && servers.has("runnerline") && stores.includes("memory") && runners >= labelSets) {
+    const labelled = `${variant}, ${labelSets} label sets`;
+    try {
+      const real = await dispatch("runnerline", "memory", runners, total, labelSets);
+      const row = dispatchRow(labelled, "runnerline", "memory", real);
+      if (echo !== undefined) row.ratios = { rate: real.rate / echo.rate, perCpuS: real.perCpuS / echo.perCpuS };
+      record(row);
+    } catch (error) {
+      notMeasured("dispatch", labelled, "runnerline", "memory", error);
     }
   }
 }

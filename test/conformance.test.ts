@@ -569,3 +569,386 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
     expect(minority.links.slice(6).map(minority.statusOf)).toEqual(Array(6).fill(A.RUNNING));
   });
 });
+
+describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) => {
+  const setup = () => coordinatorOn(makeStore());
+  const retryOnce = { maxAttempts: 2, retryOn: [A.FAILED] };
+  const fail = (coordinator: ReturnType<typeof setup>["coordinator"], attemptId: string) =>
+    coordinator.report(attemptId, { status: A.FAILED, errorMessage: "exit 127" });
+
+  describe("labels (§2)", () => {
+    it("only a worker carrying every required label gets the rollout; others take what they may, FIFO", async () => {
+      const { coordinator } = setup();
+      const plain = new RecordingLink("w-plain");
+      await coordinator.openSession(plain, OPENING, []);
+      const [gpu, any1, any2] = await coordinator.enqueue([
+        request({}, { requiredLabels: { gpu: "h100", zone: "a" } }),
+        request(),
+        request(),
+      ]);
+      await coordinator.grantCredits(plain, 3);
+      expect(plain.ofCase("assignment").map((a) => a.rollout!.rolloutId)).toEqual([any1!.rolloutId, any2!.rolloutId]);
+      expect(coordinator.getRollout(gpu!.rolloutId).status).toBe(R.QUEUING);
+      expect(coordinator.unroutableCount()).toBe(1);
+      expect(coordinator.unroutableRolloutIds()).toEqual([gpu!.rolloutId]);
+
+      const almost = new RecordingLink("w-almost");
+      await coordinator.openSession(almost, { ...OPENING, labels: { gpu: "h100", zone: "b" } }, []);
+      await coordinator.grantCredits(almost, 1);
+      expect(almost.ofCase("assignment")).toHaveLength(0);
+      expect(coordinator.unroutableCount()).toBe(1);
+
+      const carrier = new RecordingLink("w-gpu");
+      await coordinator.openSession(carrier, { ...OPENING, labels: { gpu: "h100", zone: "a", extra: "x" } }, []);
+      expect(coordinator.unroutableCount()).toBe(0);
+      await coordinator.grantCredits(carrier, 1);
+      expect(carrier.ofCase("assignment").map((a) => a.rollout!.rolloutId)).toEqual([gpu!.rolloutId]);
+    });
+
+    it("a unary dequeue skips rollouts whose labels the worker lacks", async () => {
+      const { coordinator } = setup();
+      const [labelled, open] = await coordinator.enqueue([request({}, { requiredLabels: { pool: "a" } }), request()]);
+      expect((await coordinator.dequeueFor("w-1"))?.rollout.rolloutId).toBe(open!.rolloutId);
+      expect(await coordinator.dequeueFor("w-1")).toBeUndefined();
+      expect(coordinator.getRollout(labelled!.rolloutId).status).toBe(R.QUEUING);
+    });
+  });
+
+  describe("priority (§2)", () => {
+    it("higher priority first, FIFO within a priority, across label sets a worker may serve", async () => {
+      const { coordinator } = setup();
+      const rollouts = await coordinator.enqueue([
+        request({ priority: 0 }),
+        request({ priority: 5 }, { requiredLabels: { pool: "a" } }),
+        request({ priority: -1 }),
+        request({ priority: 5 }),
+        request({ priority: 0 }, { requiredLabels: { pool: "a" } }),
+      ]);
+      const link = new RecordingLink("w-1");
+      await coordinator.openSession(link, { ...OPENING, labels: { pool: "a" } }, []);
+      await coordinator.grantCredits(link, 5);
+      const order = link.ofCase("assignment").map((a) => rollouts.findIndex((r) => r.rolloutId === a.rollout!.rolloutId));
+      expect(order).toEqual([1, 3, 0, 4, 2]);
+      expect(link.ofCase("assignment")[0]!.rollout!.priority).toBe(5);
+    });
+  });
+
+  describe("retry delay (§2)", () => {
+    it("waits retry_delay × coefficient^(n−1), at most max_retry_delay, before the next attempt", async () => {
+      const { coordinator, clock } = setup();
+      const [rollout] = await coordinator.enqueue([
+        request({}, { maxAttempts: 4, retryOn: [A.FAILED], retryDelay: durationFromMs(1_000), maxRetryDelay: durationFromMs(3_000) }),
+      ]);
+      const waits: number[] = [];
+      // A different worker each time, so that neither retry-elsewhere nor quarantine plays a part.
+      for (let n = 1; n <= 3; n++) {
+        const { attempt } = (await coordinator.dequeueFor(`w-${n}`))!;
+        await fail(coordinator, attempt.attemptId);
+        const requeued = coordinator.getRollout(rollout!.rolloutId);
+        expect(requeued.status).toBe(R.REQUEUING);
+        const wait = msOf(requeued.nextAttemptTime)! - clock.now();
+        waits.push(wait);
+        clock.advance(wait - 1);
+        await coordinator.runWatchdog();
+        expect(await coordinator.dequeueFor(`w-${n + 1}`)).toBeUndefined();
+        clock.advance(1);
+        await coordinator.runWatchdog();
+      }
+      expect(waits).toEqual([1_000, 2_000, 3_000]);
+      const last = (await coordinator.dequeueFor("w-4"))!;
+      expect(last.attempt.sequenceId).toBe(4);
+      expect(last.rollout.nextAttemptTime).toBeUndefined();
+    });
+
+    it("without retry_delay a retry may be dispatched at once", async () => {
+      const { coordinator } = setup();
+      await coordinator.enqueue([request({}, retryOnce)]);
+      await fail(coordinator, (await coordinator.dequeueFor("w-1"))!.attempt.attemptId);
+      expect((await coordinator.dequeueFor("w-1"))?.attempt.sequenceId).toBe(2);
+    });
+  });
+
+  describe("retry elsewhere (§1)", () => {
+    async function twoRunners() {
+      const context = setup();
+      const a = new RecordingLink("w-a");
+      const b = new RecordingLink("w-b");
+      await context.coordinator.openSession(a, OPENING, []);
+      await context.coordinator.openSession(b, OPENING, []);
+      await context.coordinator.grantCredits(a, 1);
+      await context.coordinator.grantCredits(b, 1);
+      const [retried, other] = await context.coordinator.enqueue([request({}, retryOnce), request()]);
+      expect(a.ofCase("assignment")[0]!.rollout!.rolloutId).toBe(retried!.rolloutId);
+      await fail(context.coordinator, a.ofCase("assignment")[0]!.attempt!.attemptId);
+      await context.coordinator.grantCredits(a, 1);
+      return { ...context, a, b, retried: retried!, other: other! };
+    }
+
+    it("a retry does not go back to the worker that failed it while another connected worker could take it", async () => {
+      const { coordinator, a, b, retried } = await twoRunners();
+      expect(a.ofCase("assignment")).toHaveLength(1);
+      expect(coordinator.getRollout(retried.rolloutId).status).toBe(R.REQUEUING);
+      // b finishes its work and asks again: the retry goes to b.
+      await coordinator.report(b.ofCase("assignment")[0]!.attempt!.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
+      await coordinator.grantCredits(b, 1);
+      expect(b.ofCase("assignment")[1]!.attempt).toMatchObject({ rolloutId: retried.rolloutId, sequenceId: 2, workerId: "w-b" });
+    });
+
+    it("after the bound (30 s) with no other taker, it may go back", async () => {
+      const { coordinator, clock, a, retried } = await twoRunners();
+      clock.advance(29_999);
+      await coordinator.runWatchdog();
+      expect(a.ofCase("assignment")).toHaveLength(1);
+      clock.advance(1);
+      await coordinator.runWatchdog();
+      expect(a.ofCase("assignment")[1]!.attempt).toMatchObject({ rolloutId: retried.rolloutId, sequenceId: 2, workerId: "w-a" });
+    });
+
+    it("when the other worker leaves, or there never was one, it goes back at once", async () => {
+      const { coordinator, a, b, retried } = await twoRunners();
+      await coordinator.closeSession(b);
+      expect(a.ofCase("assignment")[1]!.attempt).toMatchObject({ rolloutId: retried.rolloutId, sequenceId: 2 });
+
+      const alone = setup();
+      await alone.coordinator.enqueue([request({}, retryOnce)]);
+      await fail(alone.coordinator, (await alone.coordinator.dequeueFor("w-1"))!.attempt.attemptId);
+      expect((await alone.coordinator.dequeueFor("w-1"))?.attempt.sequenceId).toBe(2);
+    });
+  });
+
+  describe("quarantine (§1)", () => {
+    async function failThrice(context: ReturnType<typeof setup>, workerId = "w-bad") {
+      await context.coordinator.enqueue([1, 2, 3, 4].map(() => request()));
+      for (let i = 0; i < 3; i++) {
+        await fail(context.coordinator, (await context.coordinator.dequeueFor(workerId))!.attempt.attemptId);
+        context.clock.advance(10);
+      }
+    }
+
+    it("three failures in a row within the window quarantine a worker for 30 s; held work is unaffected", async () => {
+      const context = setup();
+      const { coordinator, clock } = context;
+      await coordinator.enqueue([request()]);
+      const held = (await coordinator.dequeueFor("w-bad"))!;
+      await failThrice(context);
+      const worker = coordinator.getWorker("w-bad");
+      expect(msOf(worker.quarantineUntil)).toBe(clock.now() - 10 + 30_000);
+      expect(worker.quarantineReason).toMatch(/last 3 attempts all ended FAILED or TIMEOUT/);
+      expect(worker.quarantineCount).toBe(1);
+      expect(await coordinator.dequeueFor("w-bad")).toBeUndefined();
+      expect((await coordinator.dequeueFor("w-good"))?.rollout).toBeDefined();
+      // What it held still counts.
+      await coordinator.report(held.attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
+      expect(coordinator.getRollout(held.rollout.rolloutId).status).toBe(R.SUCCEEDED);
+      expect(coordinator.getWorker("w-bad").quarantineCount).toBe(1);
+    });
+
+    it("a quarantined runner's credits wait; when the period ends, it is served again", async () => {
+      const context = setup();
+      const { coordinator, clock } = context;
+      const link = new RecordingLink("w-bad");
+      await coordinator.openSession(link, OPENING, []);
+      await failThrice(context);
+      await coordinator.grantCredits(link, 1);
+      expect(link.ofCase("assignment")).toHaveLength(0);
+      clock.advance(30_000);
+      await coordinator.runWatchdog();
+      expect(link.ofCase("assignment")).toHaveLength(1);
+    });
+
+    it("a failure after the period doubles it; a success after the period clears it", async () => {
+      const context = setup();
+      const { coordinator, clock } = context;
+      await failThrice(context);
+      clock.advance(30_000);
+      await coordinator.enqueue([request(), request()]);
+      await fail(coordinator, (await coordinator.dequeueFor("w-bad"))!.attempt.attemptId);
+      expect(coordinator.getWorker("w-bad")).toMatchObject({ quarantineCount: 2 });
+      expect(msOf(coordinator.getWorker("w-bad").quarantineUntil)).toBe(clock.now() + 60_000);
+      clock.advance(60_000);
+      const next = (await coordinator.dequeueFor("w-bad"))!;
+      await coordinator.report(next.attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
+      const cleared = coordinator.getWorker("w-bad");
+      expect(cleared).toMatchObject({ quarantineCount: 0, quarantineReason: "" });
+      expect(cleared.quarantineUntil).toBeUndefined();
+    });
+
+    it("failures spread wider than the window, UNRESPONSIVE and cancels do not quarantine", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([1, 2, 3, 4, 5].map(() => request()));
+      for (let i = 0; i < 3; i++) {
+        await fail(coordinator, (await coordinator.dequeueFor("w-1"))!.attempt.attemptId);
+        clock.advance(31_000);
+      }
+      expect(coordinator.getWorker("w-1").quarantineUntil).toBeUndefined();
+      const silent = (await coordinator.dequeueFor("w-1"))!;
+      clock.advance(LIVENESS.defaultUnresponsiveMs + 1);
+      await coordinator.runWatchdog();
+      expect(coordinator.getAttempt(silent.attempt.attemptId).status).toBe(A.UNRESPONSIVE);
+      const cancelled = (await coordinator.dequeueFor("w-1"))!;
+      await coordinator.cancel(cancelled.rollout.rolloutId);
+      expect(coordinator.getWorker("w-1").quarantineUntil).toBeUndefined();
+    });
+
+    it("ReleaseWorker lifts a quarantine at once; NOT_FOUND for an unknown worker, FAILED_PRECONDITION for a free one", async () => {
+      const context = setup();
+      const { coordinator } = context;
+      await failThrice(context);
+      const released = await coordinator.releaseWorker("w-bad");
+      expect(released).toMatchObject({ quarantineCount: 0, quarantineReason: "" });
+      expect((await coordinator.dequeueFor("w-bad"))?.rollout).toBeDefined();
+      expect((await rejection(coordinator.releaseWorker("w-bad"))).kind).toBe("failed_precondition");
+      expect((await rejection(coordinator.releaseWorker("w-nobody"))).kind).toBe("not_found");
+    });
+  });
+
+  describe("timers (§5)", () => {
+    it("a timeout fires at its due time, not before", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([request({}, { timeout: durationFromMs(1_000) })]);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" });
+      clock.advance(1_000);
+      await coordinator.runWatchdog();
+      expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.RUNNING);
+      clock.advance(1);
+      await coordinator.runWatchdog();
+      expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.TIMEOUT);
+    });
+
+    it("a sign of life moves the unresponsive check later instead of being scanned for", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([request({}, { unresponsiveTimeout: durationFromMs(1_000) })]);
+      const link = new RecordingLink("w-1");
+      await coordinator.openSession(link, OPENING, []);
+      await coordinator.grantCredits(link, 1);
+      const attemptId = link.ofCase("assignment")[0]!.attempt!.attemptId;
+      clock.advance(900);
+      await coordinator.heartbeat("w-1", {}, [attemptId]);
+      clock.advance(900);
+      await coordinator.runWatchdog();
+      expect(coordinator.getAttempt(attemptId).status).toBe(A.RUNNING);
+      clock.advance(101);
+      await coordinator.runWatchdog();
+      expect(coordinator.getAttempt(attemptId).status).toBe(A.UNRESPONSIVE);
+    });
+  });
+
+  describe("truthful history (§6)", () => {
+    it("finish_time from the runner becomes end_time, clamped to [start_time, now]", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([request(), request(), request()]);
+      const results: number[] = [];
+      for (const reported of [-500, 400, 99_999]) {
+        const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+        const started = clock.now();
+        await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" });
+        clock.advance(1_000);
+        const done = await coordinator.report(attempt.attemptId, {
+          status: A.SUCCEEDED,
+          errorMessage: "",
+          finishTime: started + reported,
+        });
+        results.push(msOf(done.endTime)! - started);
+      }
+      expect(results).toEqual([0, 400, 1_000]);
+    });
+
+    it("a late sign of life on a TIMEOUT attempt is recorded without moving it; version moves only for visible changes", async () => {
+      const { coordinator, clock } = setup();
+      await coordinator.enqueue([request({}, { timeout: durationFromMs(100) })]);
+      const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+      clock.advance(101);
+      await coordinator.runWatchdog();
+      const timedOut = coordinator.getAttempt(attempt.attemptId);
+      expect(timedOut.status).toBe(A.TIMEOUT);
+      clock.advance(50);
+      await coordinator.heartbeat("w-1", {}, [attempt.attemptId]);
+      const seen = coordinator.getAttempt(attempt.attemptId);
+      expect(seen).toMatchObject({ status: A.TIMEOUT, version: timedOut.version });
+      expect(msOf(seen.lastHeartbeatTime)).toBe(clock.now());
+      clock.advance(50);
+      await rejection(coordinator.report(attempt.attemptId, { status: A.UNSPECIFIED, errorMessage: "" }));
+      expect(coordinator.getAttempt(attempt.attemptId)).toMatchObject({ status: A.TIMEOUT, version: timedOut.version });
+      expect(msOf(coordinator.getAttempt(attempt.attemptId).lastHeartbeatTime)).toBe(clock.now());
+      await rejection(coordinator.report(attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" }));
+      expect(coordinator.getAttempt(attempt.attemptId)).toMatchObject({
+        status: A.TIMEOUT,
+        lateStatus: A.SUCCEEDED,
+        version: timedOut.version + 1n,
+      });
+    });
+  });
+});
+
+describe.each(STORES)("issue 8 recovery rules on the %s store", (_, makeStore) => {
+  it("the reconnect grace protects only attempts in flight before the restart, not new ones", async () => {
+    const store = makeStore();
+    const before = coordinatorOn(store);
+    const silence = { unresponsiveTimeout: durationFromMs(1_000) };
+    await before.coordinator.enqueue([request({}, silence), request({}, silence)]);
+    const inherited = (await before.coordinator.dequeueFor("w-old"))!;
+    const { coordinator, clock } = coordinatorOn(store, before.clock);
+    await coordinator.recover();
+    const fresh = (await coordinator.dequeueFor("w-new"))!;
+    clock.advance(1_001);
+    await coordinator.runWatchdog();
+    expect(coordinator.getAttempt(fresh.attempt.attemptId).status).toBe(A.UNRESPONSIVE);
+    expect(coordinator.getAttempt(inherited.attempt.attemptId).status).toBe(A.PREPARING);
+  });
+
+  it("on an empty store there is no grace at all", async () => {
+    const { coordinator, clock } = coordinatorOn(makeStore());
+    await coordinator.recover();
+    await coordinator.enqueue([request()]);
+    const { attempt } = (await coordinator.dequeueFor("w-1"))!;
+    clock.advance(LIVENESS.defaultUnresponsiveMs + 1);
+    await coordinator.runWatchdog();
+    expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.UNRESPONSIVE);
+  });
+
+  it("a session that died with the previous process ends when its worker was last heard from", async () => {
+    const store = makeStore();
+    const before = coordinatorOn(store);
+    const link = new RecordingLink("w-1");
+    await before.coordinator.openSession(link, OPENING, []);
+    before.clock.advance(700);
+    await before.coordinator.heartbeat("w-1", {});
+    const heardAt = before.clock.now();
+    const { coordinator, clock } = coordinatorOn(store, before.clock);
+    clock.advance(60_000);
+    await coordinator.recover();
+    expect(msOf(coordinator.getWorker("w-1").disconnectTime)).toBe(heardAt);
+  });
+
+  it("queue order, priorities, labels, retry delays and exclusions survive a restart", async () => {
+    const store = makeStore();
+    const before = coordinatorOn(store);
+    const rollouts = await before.coordinator.enqueue([
+      request({ priority: 1 }, { requiredLabels: { pool: "b" } }),
+      request({}, { maxAttempts: 2, retryOn: [A.FAILED], retryDelay: durationFromMs(5_000) }),
+      request(),
+      request({ priority: 1 }),
+    ]);
+    const taken = (await before.coordinator.dequeueFor("w-1"))!;
+    expect(taken.rollout.rolloutId).toBe(rollouts[3]!.rolloutId);
+    const delayed = (await before.coordinator.dequeueFor("w-1"))!;
+    expect(delayed.rollout.rolloutId).toBe(rollouts[1]!.rolloutId);
+    await fail(before.coordinator, delayed.attempt.attemptId);
+    await store.commit();
+
+    const { coordinator, clock } = coordinatorOn(store, before.clock);
+    await coordinator.recover();
+    const link = new RecordingLink("w-2");
+    await coordinator.openSession(link, { ...OPENING, labels: { pool: "b" } }, []);
+    await coordinator.grantCredits(link, 4);
+    expect(link.ofCase("assignment").map((a) => a.rollout!.rolloutId)).toEqual([rollouts[0]!.rolloutId, rollouts[2]!.rolloutId]);
+    clock.advance(5_000);
+    await coordinator.runWatchdog();
+    expect(link.ofCase("assignment")[2]?.attempt).toMatchObject({ rolloutId: rollouts[1]!.rolloutId, sequenceId: 2 });
+  });
+
+  async function fail(coordinator: ReturnType<typeof coordinatorOn>["coordinator"], attemptId: string) {
+    await coordinator.report(attemptId, { status: A.FAILED, errorMessage: "exit 1" });
+  }
+});

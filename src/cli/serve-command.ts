@@ -15,7 +15,13 @@ const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST
   --drain-timeout       on SIGTERM, how long runners get to report what they hold (env RUNNERLINE_DRAIN_TIMEOUT, default 30)
   --keepalive-time      HTTP/2 ping interval that finds dead peers (env RUNNERLINE_KEEPALIVE_TIME, default 30)
   --brake-min-fleet     smallest fleet the mass-drop brake protects (env RUNNERLINE_BRAKE_MIN_FLEET, default 10)
-  --brake-hold          how long the brake holds UNRESPONSIVE verdicts (env RUNNERLINE_BRAKE_HOLD, default 4 × grace)`;
+  --brake-hold          how long the brake holds UNRESPONSIVE verdicts (env RUNNERLINE_BRAKE_HOLD, default 4 × grace)
+  --retry-elsewhere     seconds a retry keeps away from runners that already ran it while others could take it
+                        (env RUNNERLINE_RETRY_ELSEWHERE, default 30)
+  --quarantine-failures attempts in a row ending FAILED or TIMEOUT that quarantine a runner (env RUNNERLINE_QUARANTINE_FAILURES, default 3)
+  --quarantine-window   ...when they all ended within this many seconds (env RUNNERLINE_QUARANTINE_WINDOW, default 60)
+  --quarantine-backoff  seconds of the first quarantine; doubles for each one in a row (env RUNNERLINE_QUARANTINE_BACKOFF, default 30)
+  --quarantine-max-backoff  longest quarantine in seconds (env RUNNERLINE_QUARANTINE_MAX_BACKOFF, default 600)`;
 
 /** Flags win over environment variables, which win over defaults. */
 export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<ServerConfig> {
@@ -31,6 +37,11 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
       "keepalive-time": { type: "string" },
       "brake-min-fleet": { type: "string" },
       "brake-hold": { type: "string" },
+      "retry-elsewhere": { type: "string" },
+      "quarantine-failures": { type: "string" },
+      "quarantine-window": { type: "string" },
+      "quarantine-backoff": { type: "string" },
+      "quarantine-max-backoff": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -61,6 +72,20 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
     const n = Number(minFleet);
     if (!Number.isInteger(n) || n < 1) throw new Error("--brake-min-fleet must be a positive integer");
     config.brakeMinFleet = n;
+  }
+  const elsewhere = values["retry-elsewhere"] ?? env.RUNNERLINE_RETRY_ELSEWHERE;
+  const failures = values["quarantine-failures"] ?? env.RUNNERLINE_QUARANTINE_FAILURES;
+  const window = values["quarantine-window"] ?? env.RUNNERLINE_QUARANTINE_WINDOW;
+  const backoff = values["quarantine-backoff"] ?? env.RUNNERLINE_QUARANTINE_BACKOFF;
+  const maxBackoff = values["quarantine-max-backoff"] ?? env.RUNNERLINE_QUARANTINE_MAX_BACKOFF;
+  if (elsewhere) config.retryElsewhereMs = seconds("--retry-elsewhere", elsewhere);
+  if (window) config.quarantineWindowMs = seconds("--quarantine-window", window);
+  if (backoff) config.quarantineBackoffMs = seconds("--quarantine-backoff", backoff);
+  if (maxBackoff) config.quarantineMaxBackoffMs = seconds("--quarantine-max-backoff", maxBackoff);
+  if (failures) {
+    const n = Number(failures);
+    if (!Number.isInteger(n) || n < 1) throw new Error("--quarantine-failures must be a positive integer");
+    config.quarantineFailures = n;
   }
   return config;
 }

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import { create, fromJson, toJson } from "@bufbuild/protobuf";
 import type { JsonObject, JsonValue, MessageInitShape } from "@bufbuild/protobuf";
-import { durationMs, timestampDate, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { durationMs, timestampDate, timestampNow, ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { resultBoundViolation } from "../common/attempt-result.js";
 import { CLIENT_ID_PATTERN, CLIENT_ID_RULE } from "../common/client-id.js";
@@ -782,7 +782,9 @@ async function runJob(job: RunnerJob, handler: RunnerHandler, logger: RunnerLogg
 }
 
 function update(attemptId: string, status: AttemptStatus, errorMessage: string, metadata: JsonObject | undefined): AttemptUpdate {
-  return create(AttemptUpdateSchema, { attemptId, status, errorMessage, metadata });
+  // An outcome carries when it happened: it may reach the server late, resent after a reconnect.
+  const finishTime = isFinal(status) ? timestampNow() : undefined;
+  return create(AttemptUpdateSchema, { attemptId, status, errorMessage, metadata, finishTime });
 }
 
 function isFinal(status: AttemptStatus): boolean {

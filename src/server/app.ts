@@ -4,7 +4,6 @@ import { RunnerService } from "../gen/runnerline/v1/runner_pb.js";
 import { WorkerService } from "../gen/runnerline/v1/worker_pb.js";
 import { type ServerConfig, defaultConfig } from "./config.js";
 import { Coordinator } from "./dispatch/coordinator.js";
-import { startWatchdog } from "./dispatch/watchdog.js";
 import { systemClock } from "./domain/time.js";
 import { attemptService } from "./services/attempt-service.js";
 import { mapDomainErrors } from "./services/errors.js";
@@ -41,6 +40,13 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
     defaultUnresponsiveMs: config.defaultUnresponsiveMs,
     brakeMinFleet: config.brakeMinFleet,
     brakeHoldMs: config.brakeHoldMs,
+    retryElsewhereMs: config.retryElsewhereMs,
+    quarantine: {
+      failures: config.quarantineFailures,
+      windowMs: config.quarantineWindowMs,
+      backoffMs: config.quarantineBackoffMs,
+      maxBackoffMs: config.quarantineMaxBackoffMs,
+    },
     log: config.log,
   });
   await coordinator.recover();
@@ -62,9 +68,7 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
     services,
     maxMessageBytes: config.maxMessageBytes,
   });
-  const watchdog = startWatchdog(coordinator, config.watchdogPeriodMs, (error) =>
-    config.log(`watchdog failed: ${String(error)}`),
-  );
+  const watchdog = coordinator.startTimers((error) => config.log(`timer check failed: ${String(error)}`));
   config.log(`serving gRPC on ${hostOf(config.grpcAddress)}:${grpc.port}, HTTP on ${hostOf(config.httpAddress)}:${http.port}, store ${config.store}`);
   return {
     grpcPort: grpc.port,

@@ -1,3 +1,5 @@
+import { DEFAULT_RETRY_ELSEWHERE_MS } from "./dispatch/coordinator.js";
+import { DEFAULT_QUARANTINE_POLICY } from "./domain/quarantine.js";
 import type { Clock } from "./domain/time.js";
 
 /** Everything a server can be told at start; see parseServeArgs for the flags and variables. */
@@ -11,7 +13,6 @@ export interface ServerConfig {
   heartbeatGraceMs: number;
   /** Silence after which an attempt without its own unresponsive_timeout becomes UNRESPONSIVE (default: the grace). */
   defaultUnresponsiveMs: number;
-  watchdogPeriodMs: number;
   maxMessageBytes: number;
   /** HTTP/2 pings on idle gRPC connections find dead peers whose sockets never close. */
   keepaliveTimeMs: number;
@@ -22,6 +23,16 @@ export interface ServerConfig {
   brakeMinFleet: number;
   /** How long the mass-drop brake holds UNRESPONSIVE verdicts (default 4 × grace). */
   brakeHoldMs: number;
+  /** How long a retry keeps away from workers that already ran its rollout while others could take it. */
+  retryElsewhereMs: number;
+  /** Failed-or-timed-out attempts in a row that quarantine a worker... */
+  quarantineFailures: number;
+  /** ...when they all ended within this time. */
+  quarantineWindowMs: number;
+  /** First quarantine's length; it doubles for each one in a row... */
+  quarantineBackoffMs: number;
+  /** ...up to this. */
+  quarantineMaxBackoffMs: number;
   clock?: Clock;
   log: (line: string) => void;
 }
@@ -37,13 +48,17 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     heartbeatIntervalMs,
     heartbeatGraceMs,
     defaultUnresponsiveMs: heartbeatGraceMs,
-    watchdogPeriodMs: Math.max(50, Math.min(1_000, heartbeatIntervalMs / 5)),
     maxMessageBytes: 16 * 1024 * 1024,
     keepaliveTimeMs: 30_000,
     keepaliveTimeoutMs: 10_000,
     drainTimeoutMs: 30_000,
     brakeMinFleet: 10,
     brakeHoldMs: 4 * heartbeatGraceMs,
+    retryElsewhereMs: DEFAULT_RETRY_ELSEWHERE_MS,
+    quarantineFailures: DEFAULT_QUARANTINE_POLICY.failures,
+    quarantineWindowMs: DEFAULT_QUARANTINE_POLICY.windowMs,
+    quarantineBackoffMs: DEFAULT_QUARANTINE_POLICY.backoffMs,
+    quarantineMaxBackoffMs: DEFAULT_QUARANTINE_POLICY.maxBackoffMs,
     log: (line) => console.log(`${new Date().toISOString()} ${line}`),
     ...overrides,
   };

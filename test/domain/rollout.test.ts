@@ -100,7 +100,7 @@ describe("dispatch", () => {
 describe("effects derive from the two states", () => {
   const cases: [RolloutStatus | undefined, RolloutStatus, { enqueue: boolean; dequeue: boolean; finished: boolean }][] = [
     [undefined, S.QUEUING, { enqueue: true, dequeue: false, finished: false }],
-    [S.QUEUING, S.PREPARING, { enqueue: false, dequeue: false, finished: false }],
+    [S.QUEUING, S.PREPARING, { enqueue: false, dequeue: true, finished: false }],
     [S.RUNNING, S.REQUEUING, { enqueue: true, dequeue: false, finished: false }],
     [S.REQUEUING, S.RUNNING, { enqueue: false, dequeue: true, finished: false }],
     [S.QUEUING, S.CANCELLED, { enqueue: false, dequeue: true, finished: true }],

@@ -16,7 +16,6 @@ beforeAll(async () => {
     store: "memory",
     heartbeatIntervalMs: HEARTBEAT_MS,
     heartbeatGraceMs: GRACE_MS,
-    watchdogPeriodMs: 20,
     log: () => {},
   });
   address = `127.0.0.1:${server.grpcPort}`;

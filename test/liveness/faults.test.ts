@@ -29,7 +29,6 @@ beforeAll(async () => {
     store: "memory",
     heartbeatIntervalMs: INTERVAL_MS,
     heartbeatGraceMs: GRACE_MS,
-    watchdogPeriodMs: 20,
     drainTimeoutMs: 1_000,
     log: () => {},
   });

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { type Attempt, AttemptSchema, AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
@@ -18,7 +18,7 @@ import {
   ROLLOUT_SORT_FIELDS,
   WORKER_SORT_FIELDS,
 } from "../../src/server/store/query.js";
-import { APPLICATION_ID, MIGRATIONS, StoreOpenError } from "../../src/server/store/sqlite-schema.js";
+import { APPLICATION_ID, MIGRATIONS, openDatabase, StoreOpenError } from "../../src/server/store/sqlite-schema.js";
 import { SqliteStore } from "../../src/server/store/sqlite-store.js";
 import type { Store } from "../../src/server/store/store.js";
 import { T0 } from "../fixtures.js";
@@ -33,11 +33,7 @@ const rollout = (id: string, fields: MessageInitShape<typeof RolloutSchema> = {}
 const attempt = (id: string, fields: MessageInitShape<typeof AttemptSchema> = {}): Attempt =>
   create(AttemptSchema, { attemptId: id, rolloutId: "ro-1", workerId: "w-1", sequenceId: 1, status: AttemptStatus.RUNNING, version: 1n, ...fields });
 
-function drain(store: Store): string[] {
-  const ids: string[] = [];
-  for (let id = store.popQueue(); id !== undefined; id = store.popQueue()) ids.push(id);
-  return ids;
-}
+const queued = (store: Store): string[] => store.queuedRolloutIds();
 
 function openError(path: string): StoreOpenError {
   try {
@@ -76,13 +72,13 @@ describe("SQLite store: reopening", () => {
     expect(second.getWorker("w-1")).toMatchObject({ attachment: "lost", suspect: true, worker: { labels: { gpu: "h100" } } });
     expect(second.activeAttempts().map((a) => a.attemptId)).toEqual(["at-1"]);
     expect(second.queueLength()).toBe(3);
-    expect(drain(second)).toEqual(["ro-b", "ro-d", "ro-a"]);
+    expect(queued(second)).toEqual(["ro-b", "ro-d", "ro-a"]);
     // Later pushes go behind everything pushed before the restart.
     second.pushQueue("ro-c");
     second.pushQueue("ro-b");
     await second.close();
     const third = SqliteStore.open(path);
-    expect(drain(third)).toEqual(["ro-c", "ro-b"]);
+    expect(queued(third)).toEqual(["ro-d", "ro-a", "ro-c", "ro-b"]);
     await third.close();
   });
 
@@ -150,7 +146,7 @@ describe("SQLite store: durability", () => {
     await once(child, "exit");
     const store = SqliteStore.open(path);
     expect(store.queueLength()).toBe(100);
-    expect(drain(store)).toEqual(Array.from({ length: 100 }, (_, i) => `ro-${i}`));
+    expect(queued(store)).toEqual(Array.from({ length: 100 }, (_, i) => `ro-${i}`));
     const worker = store.getWorker("w-1");
     expect(worker).toBeDefined();
     expect(worker?.worker.lastHeartbeatTime).toBeUndefined(); // the heartbeat was held back and lost
@@ -228,20 +224,23 @@ describe("SQLite store: schema versions", () => {
 
   it("opening runs the forward migrations a file lacks, keeping its data", async () => {
     const path = tempDatabasePath();
-    const v1 = SqliteStore.open(path, { migrations: MIGRATIONS.slice(0, 1) });
-    v1.putRollout(rollout("ro-kept"));
-    v1.pushQueue("ro-kept");
-    await v1.commit();
-    await v1.close();
+    // A version-1 file, as the first release wrote it.
+    const v1 = openDatabase(path, { migrations: MIGRATIONS.slice(0, 1) });
+    v1.prepare("INSERT INTO rollouts (rollout_id, status, mode, attempt_count, version, message) VALUES (?, 1, 0, 0, 1, ?)").run(
+      "ro-kept",
+      toBinary(RolloutSchema, rollout("ro-kept")),
+    );
+    v1.prepare("INSERT INTO queue (rollout_id) VALUES (?)").run("ro-kept");
+    v1.close();
 
-    const next = [...MIGRATIONS.slice(0, 1), "ALTER TABLE rollouts ADD COLUMN migrated_in_test INTEGER NOT NULL DEFAULT 7"];
+    const next = [...MIGRATIONS, "ALTER TABLE rollouts ADD COLUMN migrated_in_test INTEGER NOT NULL DEFAULT 7"];
     const v2 = SqliteStore.open(path, { migrations: next });
     expect(v2.getRollout("ro-kept")).toBeDefined();
-    expect(v2.popQueue()).toBe("ro-kept");
+    expect(v2.queuedRolloutIds()).toEqual(["ro-kept"]);
     await v2.close();
     const db = new Database(path, { readonly: true });
-    expect(db.pragma("user_version", { simple: true })).toBe(2);
-    expect(db.prepare("SELECT migrated_in_test FROM rollouts").pluck().get()).toBe(7);
+    expect(db.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length + 1);
+    expect(db.prepare("SELECT migrated_in_test, priority FROM rollouts").get()).toEqual({ migrated_in_test: 7, priority: 0 });
     db.close();
   });
 

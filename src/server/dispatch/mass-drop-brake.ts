@@ -49,6 +49,11 @@ export class MassDropBrake {
     return now <= this.holdUntil;
   }
 
+  /** The last moment of the current hold (in the past when not engaged). */
+  releasesAt(): number {
+    return this.holdUntil;
+  }
+
   private isEstablished(session: SessionSpan, now: number): boolean {
     const { connectTime, lastHeartbeatTime } = session;
     return (

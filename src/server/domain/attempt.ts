@@ -37,6 +37,8 @@ export interface AttemptReport {
   metadata?: JsonObject;
   /** What the attempt produced; unset keeps the attempt's previous result. */
   result?: Value;
+  /** With an outcome: when the runner says it finished (it may report late, after a reconnect). */
+  finishTime?: Millis;
 }
 
 export function newAttempt(rollout: Rollout, attemptId: string, workerId: string, now: Millis): Attempt {
@@ -73,12 +75,15 @@ export function applyReport(attempt: Attempt, report: AttemptReport, now: Millis
   };
   switch (report.status) {
     case AttemptStatus.SUCCEEDED:
-      return finish(alive, AttemptStatus.SUCCEEDED, now, undefined);
+      return finish(alive, AttemptStatus.SUCCEEDED, now, undefined, report.finishTime);
     case AttemptStatus.FAILED:
-      return finish(alive, AttemptStatus.FAILED, now, {
-        message: report.errorMessage || "the runner reported a failure without a message",
-        kind: AttemptErrorKind.REPORTED,
-      });
+      return finish(
+        alive,
+        AttemptStatus.FAILED,
+        now,
+        { message: report.errorMessage || "the runner reported a failure without a message", kind: AttemptErrorKind.REPORTED },
+        report.finishTime,
+      );
     default:
       return markAlive(alive, now, report.metadata !== undefined || report.result !== undefined);
   }
@@ -109,31 +114,65 @@ function finish(
   status: AttemptStatus,
   now: Millis,
   error: { message: string; kind: AttemptErrorKind } | undefined,
+  reportedEnd?: Millis,
 ): Attempt {
+  const endMs = finishMs(attempt, now, reportedEnd);
   return {
     ...attempt,
     status,
-    startTime: attempt.startTime ?? toTimestamp(now),
-    endTime: toTimestamp(now),
+    startTime: attempt.startTime ?? toTimestamp(endMs),
+    endTime: toTimestamp(endMs),
     error: error === undefined ? undefined : create(AttemptErrorSchema, error),
     version: attempt.version + 1n,
   };
 }
 
 /**
+ * When a reported outcome happened: the runner's finish_time (a report
+ * delivered late still tells when the work ended), clamped to
+ * [start_time (create_time if it never started), now]; now when unset.
+ */
+export function finishMs(attempt: Attempt, now: Millis, reported: Millis | undefined): Millis {
+  if (reported === undefined || !Number.isFinite(reported)) return now;
+  const earliest = msOf(attempt.startTime) ?? msOf(attempt.createTime) ?? now;
+  return Math.min(now, Math.max(earliest, reported));
+}
+
+/**
  * A report about an attempt that is no longer current: kept on the attempt for
- * the record, without changing its status (the server's verdict stands).
+ * the record, without changing its status (the server's verdict stands). It
+ * is a sign of life too. `version` moves only when the outcome or metadata
+ * recorded changed, not for the time stamps.
  */
 export function recordLateReport(attempt: Attempt, report: AttemptReport, now: Millis): Attempt {
   const reportsOutcome = report.status === AttemptStatus.SUCCEEDED || report.status === AttemptStatus.FAILED;
+  const visible = reportsOutcome || report.metadata !== undefined || report.result !== undefined;
   return {
-    ...attempt,
+    ...recordLateSignOfLife(attempt, now),
     lateStatus: reportsOutcome ? report.status : attempt.lateStatus,
     lateReportTime: reportsOutcome ? toTimestamp(now) : attempt.lateReportTime,
     metadata: mergeMetadata(attempt.metadata, report.metadata),
     result: report.result ?? attempt.result,
-    version: attempt.version + 1n,
+    version: visible ? attempt.version + 1n : attempt.version,
   };
+}
+
+/**
+ * A heartbeat listed an attempt the server already ended (TIMEOUT,
+ * UNRESPONSIVE, cancelled, past its deadline): the runner was still at it.
+ * Recorded as its last sign of life — later than end_time — without moving
+ * it; like any sign of life it does not change `version`. An attempt the
+ * runner itself finished is left as it is.
+ */
+export function recordLateSignOfLife(attempt: Attempt, now: Millis): Attempt {
+  if (!endedByServer(attempt) || (msOf(attempt.lastHeartbeatTime) ?? -Infinity) >= now) return attempt;
+  return { ...attempt, lastHeartbeatTime: toTimestamp(now) };
+}
+
+/** The server's verdict ended it (not the runner's own outcome): only then is the runner's later activity news. */
+function endedByServer(attempt: Attempt): boolean {
+  if (attempt.status === AttemptStatus.TIMEOUT || attempt.status === AttemptStatus.UNRESPONSIVE) return true;
+  return attempt.status === AttemptStatus.FAILED && attempt.error !== undefined && attempt.error.kind !== AttemptErrorKind.REPORTED;
 }
 
 /** A report that repeats the attempt's final outcome (a resend after a reconnect). */
@@ -192,6 +231,24 @@ export function watchdogVerdict(
     return { status: AttemptStatus.UNRESPONSIVE, message: `no sign of life for more than ${silenceMs} ms` };
   }
   return undefined;
+}
+
+/**
+ * The first moment watchdogVerdict could end this attempt if nothing else
+ * happens (comparisons are strict, hence the + 1); undefined for an attempt
+ * that is not active. A later sign of life only moves the real moment later,
+ * so a timer set for this time may fire early, never late: it then asks again.
+ */
+export function watchdogDue(attempt: Attempt, rollout: Rollout, defaultUnresponsiveMs: Millis): Millis | undefined {
+  if (!isAttemptActive(attempt.status)) return undefined;
+  const created = msOf(attempt.createTime) ?? 0;
+  const silenceMs = msOfDuration(rollout.config?.unresponsiveTimeout) || defaultUnresponsiveMs;
+  let due = (msOf(attempt.lastHeartbeatTime) ?? created) + silenceMs + 1;
+  const timeoutMs = msOfDuration(rollout.config?.timeout);
+  if (timeoutMs !== undefined && timeoutMs > 0) {
+    due = Math.min(due, (msOf(attempt.startTime) ?? created) + timeoutMs + 1);
+  }
+  return due;
 }
 
 function mergeMetadata(current: JsonObject | undefined, update: JsonObject | undefined): JsonObject | undefined {

@@ -3,6 +3,7 @@ import { AttemptStatus, type Attempt } from "../../gen/runnerline/v1/attempt_pb.
 import {
   type EnqueueRolloutRequest,
   type Rollout,
+  type RolloutConfig,
   RolloutConfigSchema,
   RolloutSchema,
   RolloutStatus,
@@ -20,7 +21,7 @@ export const isRolloutQueued = (status: RolloutStatus) => QUEUED.has(status);
 export interface RolloutEffects {
   /** It entered the queue: append it to the back. */
   enqueue: boolean;
-  /** It left the queue without being dispatched (revived or cancelled). */
+  /** It left the queue (dispatched, revived or cancelled). */
   dequeue: boolean;
   /** It reached a terminal status: wake whoever waits for it. */
   finished: boolean;
@@ -33,7 +34,7 @@ export function rolloutEffects(before: Rollout | undefined, after: Rollout): Rol
   const wasTerminal = before !== undefined && isRolloutTerminal(before.status);
   return {
     enqueue: isQueued && !wasQueued,
-    dequeue: wasQueued && !isQueued && after.status !== RolloutStatus.PREPARING,
+    dequeue: wasQueued && !isQueued,
     finished: isRolloutTerminal(after.status) && !wasTerminal,
   };
 }
@@ -48,6 +49,7 @@ export function newRollout(request: EnqueueRolloutRequest, rolloutId: string, no
     config: request.config ?? create(RolloutConfigSchema),
     status: RolloutStatus.QUEUING,
     createTime: toTimestamp(now),
+    priority: request.priority,
     version: 1n,
   });
 }
@@ -67,6 +69,7 @@ export function dispatchRollout(rollout: Rollout, attempt: Attempt, now: Millis)
     startTime: rollout.startTime ?? toTimestamp(now),
     attemptCount: attempt.sequenceId,
     latestAttemptId: attempt.attemptId,
+    ...(rollout.nextAttemptTime !== undefined && { nextAttemptTime: undefined }),
     version: rollout.version + 1n,
   };
 }
@@ -104,15 +107,43 @@ export function followAttempt(rollout: Rollout, attempt: Attempt, now: Millis): 
   if (isRolloutTerminal(rollout.status) || rollout.latestAttemptId !== attempt.attemptId) return rollout;
   const status = rolloutStatusFor(rollout, attempt);
   if (status === rollout.status) return rollout;
+  const delayMs = status === RolloutStatus.REQUEUING ? retryDelayMs(rollout.config, attempt.sequenceId) : 0;
   return {
     ...rollout,
     status,
     endTime: isRolloutTerminal(status) ? toTimestamp(now) : undefined,
     failureReason: status === RolloutStatus.FAILED ? attemptFailureReason(attempt) : "",
-    // The rollout's result is its succeeded attempt's; no other attempt's counts.
-    result: status === RolloutStatus.SUCCEEDED ? attempt.result : undefined,
+    // The rollout's result is its succeeded attempt's; no other attempt's counts
+    // (set only when there is one, like next_attempt_time below).
+    ...(status === RolloutStatus.SUCCEEDED && attempt.result !== undefined && { result: attempt.result }),
+    // Only set when there is one: an absent field keeps the message's shape (and the hot path fast).
+    ...((delayMs > 0 || rollout.nextAttemptTime !== undefined) && {
+      nextAttemptTime: delayMs > 0 ? toTimestamp(now + delayMs) : undefined,
+    }),
     version: rollout.version + 1n,
   };
+}
+
+/** The default of RolloutConfig.retry_backoff_coefficient, as Temporal's. */
+export const DEFAULT_RETRY_BACKOFF_COEFFICIENT = 2;
+
+/**
+ * Temporal's retry interval: the wait after attempt `failedSequenceId` is
+ * retry_delay × coefficient^(failedSequenceId − 1), at most max_retry_delay.
+ * 0 when no retry_delay is set.
+ */
+export function retryDelayMs(config: RolloutConfig | undefined, failedSequenceId: number): Millis {
+  const initialMs = msOfDuration(config?.retryDelay) ?? 0;
+  if (initialMs <= 0) return 0;
+  const coefficient = config?.retryBackoffCoefficient || DEFAULT_RETRY_BACKOFF_COEFFICIENT;
+  const delayMs = initialMs * coefficient ** Math.max(0, failedSequenceId - 1);
+  const maxMs = msOfDuration(config?.maxRetryDelay);
+  return Math.round(maxMs !== undefined && maxMs > 0 ? Math.min(delayMs, maxMs) : delayMs);
+}
+
+/** When a queued rollout may next be dispatched (now when it need not wait). */
+export function dispatchableAt(rollout: Rollout): Millis | undefined {
+  return msOf(rollout.nextAttemptTime);
 }
 
 function attemptFailureReason(attempt: Attempt): string {
@@ -139,9 +170,25 @@ export function rolloutExpiry(rollout: Rollout, now: Millis): string | undefined
   return undefined;
 }
 
-/** Whether the rollout has a clock of its own for the watchdog to watch. */
-export const hasRolloutClock = (rollout: Rollout) =>
-  rollout.config?.deadline !== undefined || rollout.config?.queueTimeout !== undefined;
+/**
+ * The first moment rolloutExpiry could name a reason (comparisons are strict,
+ * hence the + 1), or undefined when it never will.
+ */
+export function rolloutExpiryDue(rollout: Rollout): Millis | undefined {
+  if (isRolloutTerminal(rollout.status)) return undefined;
+  const config = rollout.config;
+  if (config?.deadline === undefined && config?.queueTimeout === undefined) return undefined;
+  const createdAt = msOf(rollout.createTime);
+  if (createdAt === undefined) return undefined;
+  let due = Infinity;
+  const deadlineMs = msOfDuration(config.deadline);
+  if (deadlineMs !== undefined && deadlineMs > 0) due = createdAt + deadlineMs + 1;
+  const queueTimeoutMs = msOfDuration(config.queueTimeout);
+  if (queueTimeoutMs !== undefined && queueTimeoutMs > 0 && rollout.attemptCount === 0) {
+    due = Math.min(due, createdAt + queueTimeoutMs + 1);
+  }
+  return due === Infinity ? undefined : due;
+}
 
 export function expireRollout(rollout: Rollout, reason: string, now: Millis): Rollout {
   if (isRolloutTerminal(rollout.status)) {

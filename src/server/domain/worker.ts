@@ -118,13 +118,17 @@ export function attachSession(record: WorkerRecord, opening: SessionOpening, liv
   );
 }
 
-/** The session ended: cleanly after Goodbye, or lost. */
-export function detachSession(record: WorkerRecord, clean: boolean, liveness: Liveness, now: Millis) {
+/**
+ * The session ended: cleanly after Goodbye, or lost. `endedAt` is when it
+ * ended, when that was before now (a session that died with the previous
+ * server process ended when the worker was last heard from).
+ */
+export function detachSession(record: WorkerRecord, clean: boolean, liveness: Liveness, now: Millis, endedAt = now) {
   return settle(
     {
       ...record,
       attachment: clean ? "left" : "lost",
-      worker: { ...record.worker, connected: false, disconnectTime: toTimestamp(now) },
+      worker: { ...record.worker, connected: false, disconnectTime: toTimestamp(endedAt) },
     },
     liveness,
     now,
@@ -214,4 +218,65 @@ export function releaseAttempt(
     now,
     true,
   );
+}
+
+/** The last moment the server heard from the worker in any way (undefined if never). */
+export function lastHeardMs(worker: Worker): Millis | undefined {
+  const times = [worker.lastHeartbeatTime, worker.lastDequeueTime, worker.connectTime].map(msOf);
+  const known = times.filter((t): t is Millis => t !== undefined);
+  return known.length === 0 ? undefined : Math.max(...known);
+}
+
+/**
+ * The first moment deriveWorkerStatus could turn this worker UNKNOWN through
+ * lateness alone (undefined when time alone cannot change its status). A
+ * timer set for it may fire early (the worker was heard from since), never
+ * late.
+ */
+export function latenessDue(record: WorkerRecord, liveness: Liveness): Millis | undefined {
+  const { worker, attachment } = record;
+  if (worker.status !== WorkerStatus.IDLE && worker.status !== WorkerStatus.BUSY) return undefined;
+  if (attachment === "open") {
+    return Math.max(msOf(worker.lastHeartbeatTime) ?? 0, msOf(worker.connectTime) ?? 0) + liveness.heartbeatGraceMs + 1;
+  }
+  if (attachment !== "none") return undefined;
+  const askedAt = msOf(worker.lastDequeueTime);
+  if (askedAt === undefined) return undefined;
+  return Math.max(askedAt, msOf(worker.lastHeartbeatTime) ?? 0) + liveness.heartbeatGraceMs + 1;
+}
+
+/** Whether the worker may be given new work at `now` as far as quarantine goes. */
+export function isQuarantined(worker: Worker, now: Millis): boolean {
+  const until = msOf(worker.quarantineUntil);
+  return until !== undefined && now < until;
+}
+
+/** It gets no new work until `until`; the count says how many quarantines in a row this is. */
+export function quarantineWorker(record: WorkerRecord, until: Millis, reason: string, count: number): WorkerRecord {
+  return {
+    ...record,
+    worker: {
+      ...record.worker,
+      quarantineUntil: toTimestamp(until),
+      quarantineReason: reason,
+      quarantineCount: count,
+      version: record.worker.version + 1n,
+    },
+  };
+}
+
+/** Quarantine (and probation) over: a success after the period, or an operator's ReleaseWorker. */
+export function clearQuarantine(record: WorkerRecord): WorkerRecord {
+  const worker = record.worker;
+  if (worker.quarantineUntil === undefined && worker.quarantineCount === 0 && worker.quarantineReason === "") return record;
+  return {
+    ...record,
+    worker: {
+      ...worker,
+      quarantineUntil: undefined,
+      quarantineReason: "",
+      quarantineCount: 0,
+      version: worker.version + 1n,
+    },
+  };
 }

@@ -1,13 +1,13 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { AttemptService, AttemptStatus, UpdateAttemptRequestSchema } from "../../gen/runnerline/v1/attempt_pb.js";
-import { REPORTABLE_STATUSES } from "../domain/attempt.js";
+import { AttemptService, AttemptStatus, type UpdateAttemptRequest, UpdateAttemptRequestSchema } from "../../gen/runnerline/v1/attempt_pb.js";
+import { type AttemptReport, REPORTABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import { ATTEMPT_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
-import { boundedResult, optionalId, requireEnumValues, requireId } from "./validation.js";
+import { boundedResult, optionalId, optionalTimestampMs, requireEnumValues, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
 export function attemptService(coordinator: Coordinator, store: Store): ServiceImpl<typeof AttemptService> {
@@ -30,7 +30,7 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
       requireReportableStatus(request.status);
       requireJsonSafe(UpdateAttemptRequestSchema, request);
       boundedResult(request.result);
-      const attempt = await coordinator.report(request.attemptId, request, {
+      const attempt = await coordinator.report(request.attemptId, attemptReport(request), {
         expectedVersion: request.expectedVersion,
       });
       return { attempt };
@@ -45,4 +45,17 @@ export function requireReportableStatus(status: AttemptStatus) {
       `status ${AttemptStatus[status] ?? status} cannot be reported; use RUNNING, SUCCEEDED or FAILED (or leave it unset)`,
     );
   }
+}
+
+/** A runner's report as the coordinator takes it, from UpdateAttemptRequest or a session's AttemptUpdate. */
+export function attemptReport(
+  update: Pick<UpdateAttemptRequest, "status" | "errorMessage" | "metadata" | "result" | "finishTime">,
+): AttemptReport {
+  return {
+    status: update.status,
+    errorMessage: update.errorMessage,
+    metadata: update.metadata,
+    result: update.result,
+    finishTime: optionalTimestampMs("finish_time", update.finishTime),
+  };
 }

@@ -9,6 +9,7 @@ import {
 } from "../../gen/runnerline/v1/rollout_pb.js";
 import { RETRYABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
+import { labelProblem } from "../domain/labels.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import type { Store } from "../store/store.js";
 import { ROLLOUT_SORT_FIELDS } from "../store/query.js";
@@ -45,6 +46,7 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
       const filter = {
         statuses: requireEnumValues("statuses", request.statuses, RolloutStatus),
         idContains: request.rolloutIdContains,
+        onlyIds: request.unroutableOnly ? new Set(coordinator.unroutableRolloutIds()) : undefined,
       };
       const query = listQuery(request, filter, ROLLOUT_SORT_FIELDS, "rollout_id", "create_time");
       const page = store.listRollouts(query);
@@ -79,6 +81,17 @@ function validEnqueue(request: EnqueueRolloutRequest, prefix: string): EnqueueRo
     nonNegativeDurationMs(`${prefix}config.queue_timeout`, config.queueTimeout);
     if (config.maxAttempts < 0 || config.maxAttempts > MAX_ATTEMPTS_LIMIT) {
       throw invalidArgument(`${prefix}config.max_attempts must be between 0 and ${MAX_ATTEMPTS_LIMIT}`);
+    }
+    const labelError = labelProblem(`${prefix}config.required_labels`, config.requiredLabels);
+    if (labelError !== undefined) throw invalidArgument(labelError);
+    const delayMs = nonNegativeDurationMs(`${prefix}config.retry_delay`, config.retryDelay);
+    const maxDelayMs = nonNegativeDurationMs(`${prefix}config.max_retry_delay`, config.maxRetryDelay);
+    if (delayMs !== undefined && maxDelayMs !== undefined && maxDelayMs > 0 && maxDelayMs < delayMs) {
+      throw invalidArgument(`${prefix}config.max_retry_delay must not be shorter than config.retry_delay`);
+    }
+    const coefficient = config.retryBackoffCoefficient;
+    if (coefficient !== 0 && !(Number.isFinite(coefficient) && coefficient >= 1)) {
+      throw invalidArgument(`${prefix}config.retry_backoff_coefficient must be at least 1 (or 0 for the default 2.0), not ${coefficient}`);
     }
     for (const status of config.retryOn) {
       if (!RETRYABLE_STATUSES.has(status)) {

@@ -14,7 +14,7 @@ import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, MAX_ID_LENGTH, newSessionId } from "../domain/ids.js";
 import { toTimestamp } from "../domain/time.js";
 import { peerAddressKey } from "../transport/context.js";
-import { requireReportableStatus } from "./attempt-service.js";
+import { attemptReport, requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
 import { Outbox } from "./outbox.js";
 import { boundedExtraStats, boundedResult, requireId } from "./validation.js";
@@ -104,7 +104,7 @@ async function* runSession(
         requireId("attempt_update.attempt_id", update.attemptId);
         requireReportableStatus(update.status);
         boundedResult(update.result);
-        await coordinator.report(update.attemptId, update, { workerId: link.workerId });
+        await coordinator.report(update.attemptId, attemptReport(update), { workerId: link.workerId });
         return;
       }
       case "goodbye":

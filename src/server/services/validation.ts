@@ -1,5 +1,5 @@
 import { type JsonObject, type JsonValue, toJson } from "@bufbuild/protobuf";
-import { type Duration, durationMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { type Duration, durationMs, type Timestamp, timestampMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { resultBoundViolation } from "../../common/attempt-result.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, MAX_ID_LENGTH } from "../domain/ids.js";
@@ -60,6 +60,16 @@ export function nonNegativeDurationMs(field: string, duration: Duration | undefi
   const ms = durationMs(duration);
   if (ms < 0) throw invalidArgument(`${field} must not be negative`);
   return ms;
+}
+
+/** A well-formed timestamp as milliseconds; undefined stays undefined. */
+export function optionalTimestampMs(field: string, timestamp: Timestamp | undefined): number | undefined {
+  if (timestamp === undefined) return undefined;
+  // The range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31.
+  const valid =
+    timestamp.nanos >= 0 && timestamp.nanos < 1_000_000_000 && timestamp.seconds >= -62135596800n && timestamp.seconds <= 253402300799n;
+  if (!valid) throw invalidArgument(`${field} is not a valid timestamp`);
+  return timestampMs(timestamp);
 }
 
 export function boundedExtraStats(stats: JsonObject | undefined): JsonObject | undefined {

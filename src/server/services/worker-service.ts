@@ -41,6 +41,9 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
       const extraStats = boundedExtraStats(request.extraStats);
       return { worker: await coordinator.heartbeat(workerId, { snapshot: request.snapshot, extraStats }) };
     },
+    async releaseWorker(request) {
+      return { worker: await coordinator.releaseWorker(requireId("worker_id", request.workerId)) };
+    },
     async *watchWorkers(request, context) {
       const filter = {
         statuses: requireEnumValues("statuses", request.statuses, WorkerStatus),

@@ -25,7 +25,7 @@ export class MemoryStore implements Store {
   private readonly attempts = new Map<string, Attempt>();
   private readonly active = new Map<string, Attempt>();
   private readonly workers = new Map<string, WorkerRecord>();
-  private readonly queue = new DispatchQueue();
+  private readonly queue = new QueueOrder();
 
   getRollout(rolloutId: string) {
     return this.rollouts.get(rolloutId);
@@ -82,8 +82,8 @@ export class MemoryStore implements Store {
     this.queue.remove(rolloutId);
   }
 
-  popQueue() {
-    return this.queue.pop();
+  queuedRolloutIds() {
+    return this.queue.ids();
   }
 
   queueLength() {
@@ -99,47 +99,24 @@ export class MemoryStore implements Store {
   }
 }
 
-/**
- * FIFO with O(1) push, pop and removal: removal only forgets the ticket, and
- * pop skips entries whose ticket is no longer the live one.
- */
-export class DispatchQueue {
-  private entries: { id: string; ticket: number }[] = [];
-  private head = 0;
-  private nextTicket = 0;
-  private readonly live = new Map<string, number>();
+/** The queue's order: a Map keeps insertion order, and re-pushing moves an id to the back. */
+class QueueOrder {
+  private readonly order = new Map<string, true>();
 
   get size() {
-    return this.live.size;
+    return this.order.size;
   }
 
   push(id: string) {
-    const ticket = this.nextTicket++;
-    this.live.set(id, ticket);
-    this.entries.push({ id, ticket });
+    this.order.delete(id);
+    this.order.set(id, true);
   }
 
   remove(id: string) {
-    this.live.delete(id);
+    this.order.delete(id);
   }
 
-  pop(): string | undefined {
-    while (this.head < this.entries.length) {
-      const entry = this.entries[this.head++]!;
-      if (this.live.get(entry.id) === entry.ticket) {
-        this.live.delete(entry.id);
-        this.compact();
-        return entry.id;
-      }
-    }
-    this.compact();
-    return undefined;
-  }
-
-  private compact() {
-    if (this.head > 1024 && this.head * 2 > this.entries.length) {
-      this.entries = this.entries.slice(this.head);
-      this.head = 0;
-    }
+  ids(): string[] {
+    return [...this.order.keys()];
   }
 }

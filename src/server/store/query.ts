@@ -34,6 +34,8 @@ export interface Page<T> {
 export interface RolloutFilter {
   statuses: RolloutStatus[];
   idContains: string;
+  /** Only these rollouts (e.g. the coordinator's unroutable ones); any when unset. */
+  onlyIds?: ReadonlySet<string>;
 }
 
 export interface AttemptFilter {
@@ -62,6 +64,7 @@ export const ROLLOUT_SORT_FIELDS: SortCatalog<Rollout> = {
   start_time: time((r) => r.startTime),
   end_time: time((r) => r.endTime),
   attempt_count: plain((r) => r.attemptCount),
+  priority: plain((r) => r.priority),
 };
 
 export const ATTEMPT_SORT_FIELDS: SortCatalog<Attempt> = {
@@ -89,7 +92,9 @@ export const WORKER_SORT_FIELDS: SortCatalog<Worker> = {
 };
 
 export const matchesRollout = (f: RolloutFilter, r: Rollout) =>
-  (f.statuses.length === 0 || f.statuses.includes(r.status)) && r.rolloutId.includes(f.idContains);
+  (f.statuses.length === 0 || f.statuses.includes(r.status)) &&
+  r.rolloutId.includes(f.idContains) &&
+  (f.onlyIds === undefined || f.onlyIds.has(r.rolloutId));
 
 export const matchesAttempt = (f: AttemptFilter, a: Attempt) =>
   (f.rolloutId === "" || a.rolloutId === f.rolloutId) &&

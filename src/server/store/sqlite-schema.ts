@@ -76,6 +76,10 @@ export const MIGRATIONS: readonly string[] = [
     rollout_id TEXT NOT NULL UNIQUE
   );
   `,
+  // 2: rollouts get a dispatch priority (RolloutService order_by "priority"); rows written before it have 0.
+  `
+  ALTER TABLE rollouts ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

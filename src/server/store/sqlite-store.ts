@@ -108,6 +108,7 @@ export class SqliteStore implements Store {
       ms(rollout.endTime),
       rollout.version,
       toBinary(RolloutSchema, rollout),
+      rollout.priority,
     ]);
   }
 
@@ -116,6 +117,10 @@ export class SqliteStore implements Store {
     const params: SqlValue[] = [];
     inList(where, params, "status", query.filter.statuses);
     contains(where, params, "rollout_id", query.filter.idContains);
+    if (query.filter.onlyIds !== undefined) {
+      where.push("rollout_id IN (SELECT value FROM json_each(?))");
+      params.push(JSON.stringify([...query.filter.onlyIds]));
+    }
     return this.page("rollouts", ROLLOUT_SORT_FIELDS, where, params, query, (row) =>
       fromBinary(RolloutSchema, row.message),
     );
@@ -229,12 +234,8 @@ export class SqliteStore implements Store {
     this.queueCount -= this.write(this.sql.unqueue, [rolloutId]);
   }
 
-  popQueue(): string | undefined {
-    if (this.queueCount === 0) return undefined;
-    this.beginTurn();
-    const rolloutId = this.sql.popQueue.get() as string | undefined;
-    if (rolloutId !== undefined) this.queueCount -= 1;
-    return rolloutId;
+  queuedRolloutIds(): string[] {
+    return this.sql.queuedIds.all() as string[];
   }
 
   queueLength() {
@@ -482,6 +483,7 @@ function prepareStatements(db: Database) {
       "end_time",
       "version",
       "message",
+      "priority",
     ]),
 
     getAttempt: db.prepare<[string]>("SELECT message FROM attempts WHERE attempt_id = ?").pluck(),
@@ -530,6 +532,6 @@ function prepareStatements(db: Database) {
     queueCount: db.prepare("SELECT count(*) FROM queue").pluck(),
     enqueue: db.prepare<SqlValue[]>("INSERT INTO queue (rollout_id) VALUES (?)"),
     unqueue: db.prepare<SqlValue[]>("DELETE FROM queue WHERE rollout_id = ?"),
-    popQueue: db.prepare("DELETE FROM queue WHERE seq = (SELECT min(seq) FROM queue) RETURNING rollout_id").pluck(),
+    queuedIds: db.prepare("SELECT rollout_id FROM queue ORDER BY seq").pluck(),
   };
 }

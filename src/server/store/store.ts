@@ -26,11 +26,15 @@ export interface Store {
   listWorkers(query: ListQuery<WorkerFilter>): Page<Worker>;
   workersWithStatus(statuses: WorkerStatus[]): WorkerRecord[];
 
-  /** Appends a rollout to the back of the dispatch queue (moving it there if queued already). */
+  /**
+   * The dispatch queue's order, kept durably; the coordinator picks from its
+   * own index (dispatch-queue.ts) and rebuilds it from queuedRolloutIds at start.
+   * pushQueue appends a rollout at the back (moving it there if queued already).
+   */
   pushQueue(rolloutId: string): void;
   removeFromQueue(rolloutId: string): void;
-  /** Takes the rollout at the head of the queue. */
-  popQueue(): string | undefined;
+  /** Every queued rollout id, front to back. */
+  queuedRolloutIds(): string[];
   queueLength(): number;
 
   /** Resolves when every write made so far is durable. */

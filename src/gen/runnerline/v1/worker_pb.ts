@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runnerline/v1/worker.proto.
  */
 export const file_runnerline_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSKPBgoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIlChBHZXRXb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCSI6ChFHZXRXb3JrZXJSZXNwb25zZRIlCgZ3b3JrZXIYASABKAsyFS5ydW5uZXJsaW5lLnYxLldvcmtlciKGAgoSTGlzdFdvcmtlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhAKCG9yZGVyX2J5GAMgASgJEi0KCHN0YXR1c2VzGAQgAygOMhsucnVubmVybGluZS52MS5Xb3JrZXJTdGF0dXMSGgoSd29ya2VyX2lkX2NvbnRhaW5zGAUgASgJEj0KBmxhYmVscxgGIAMoCzItLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiagoTTGlzdFdvcmtlcnNSZXNwb25zZRImCgd3b3JrZXJzGAEgAygLMhUucnVubmVybGluZS52MS5Xb3JrZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUiiAEKFFNlbmRIZWFydGJlYXRSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIvCghzbmFwc2hvdBgCIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ij4KFVNlbmRIZWFydGJlYXRSZXNwb25zZRIlCgZ3b3JrZXIYASABKAsyFS5ydW5uZXJsaW5lLnYxLldvcmtlciJgChNXYXRjaFdvcmtlcnNSZXF1ZXN0Ei0KCHN0YXR1c2VzGAEgAygOMhsucnVubmVybGluZS52MS5Xb3JrZXJTdGF0dXMSGgoSd29ya2VyX2lkX2NvbnRhaW5zGAIgASgJIk4KFFdhdGNoV29ya2Vyc1Jlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyEg8KB2luaXRpYWwYAiABKAgqkwEKDFdvcmtlclN0YXR1cxIdChlXT1JLRVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSV09SS0VSX1NUQVRVU19JRExFEAESFgoSV09SS0VSX1NUQVRVU19CVVNZEAISGQoVV09SS0VSX1NUQVRVU19VTktOT1dOEAMSGQoVV09SS0VSX1NUQVRVU19PRkZMSU5FEAQy7AIKDVdvcmtlclNlcnZpY2USTgoJR2V0V29ya2VyEh8ucnVubmVybGluZS52MS5HZXRXb3JrZXJSZXF1ZXN0GiAucnVubmVybGluZS52MS5HZXRXb3JrZXJSZXNwb25zZRJUCgtMaXN0V29ya2VycxIhLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GiIucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlEloKDVNlbmRIZWFydGJlYXQSIy5ydW5uZXJsaW5lLnYxLlNlbmRIZWFydGJlYXRSZXF1ZXN0GiQucnVubmVybGluZS52MS5TZW5kSGVhcnRiZWF0UmVzcG9uc2USWQoMV2F0Y2hXb3JrZXJzEiIucnVubmVybGluZS52MS5XYXRjaFdvcmtlcnNSZXF1ZXN0GiMucnVubmVybGluZS52MS5XYXRjaFdvcmtlcnNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
+  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSL6BgoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQcXVhcmFudGluZV91bnRpbBgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRcXVhcmFudGluZV9yZWFzb24YFSABKAkSGAoQcXVhcmFudGluZV9jb3VudBgWIAEoBRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiUKEEdldFdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIjoKEUdldFdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIoYCChJMaXN0V29ya2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSLQoIc3RhdHVzZXMYBCADKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIaChJ3b3JrZXJfaWRfY29udGFpbnMYBSABKAkSPQoGbGFiZWxzGAYgAygLMi0ucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1JlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJqChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiYKB3dvcmtlcnMYASADKAsyFS5ydW5uZXJsaW5lLnYxLldvcmtlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBSKIAQoUU2VuZEhlYXJ0YmVhdFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEi8KCHNuYXBzaG90GAIgASgLMh0ucnVubmVybGluZS52MS5TeXN0ZW1TbmFwc2hvdBIsCgtleHRyYV9zdGF0cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiPgoVU2VuZEhlYXJ0YmVhdFJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyImAKE1dhdGNoV29ya2Vyc1JlcXVlc3QSLQoIc3RhdHVzZXMYASADKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIaChJ3b3JrZXJfaWRfY29udGFpbnMYAiABKAkiTgoUV2F0Y2hXb3JrZXJzUmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXISDwoHaW5pdGlhbBgCIAEoCCIpChRSZWxlYXNlV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkiPgoVUmVsZWFzZVdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyKpMBCgxXb3JrZXJTdGF0dXMSHQoZV09SS0VSX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEldPUktFUl9TVEFUVVNfSURMRRABEhYKEldPUktFUl9TVEFUVVNfQlVTWRACEhkKFVdPUktFUl9TVEFUVVNfVU5LTk9XThADEhkKFVdPUktFUl9TVEFUVVNfT0ZGTElORRAEMsgDCg1Xb3JrZXJTZXJ2aWNlEk4KCUdldFdvcmtlchIfLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVxdWVzdBogLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVzcG9uc2USVAoLTGlzdFdvcmtlcnMSIS5ydW5uZXJsaW5lLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBoiLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJaCg1TZW5kSGVhcnRiZWF0EiMucnVubmVybGluZS52MS5TZW5kSGVhcnRiZWF0UmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuU2VuZEhlYXJ0YmVhdFJlc3BvbnNlElkKDFdhdGNoV29ya2VycxIiLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVxdWVzdBojLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVzcG9uc2UwARJaCg1SZWxlYXNlV29ya2VyEiMucnVubmVybGluZS52MS5SZWxlYXNlV29ya2VyUmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuUmVsZWFzZVdvcmtlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
 
 /**
  * A runner process that executes attempts.
@@ -154,6 +154,30 @@ export type Worker = Message<"runnerline.v1.Worker"> & {
    * @generated from field: google.protobuf.Timestamp disconnect_time = 19;
    */
   disconnectTime?: Timestamp | undefined;
+
+  /**
+   * While set and in the future, the worker gets no new work: its recent
+   * attempts kept failing or timing out. Work it holds is unaffected.
+   *
+   * @generated from field: google.protobuf.Timestamp quarantine_until = 20;
+   */
+  quarantineUntil?: Timestamp | undefined;
+
+  /**
+   * Why it was quarantined; empty when it is not on quarantine or probation.
+   *
+   * @generated from field: string quarantine_reason = 21;
+   */
+  quarantineReason: string;
+
+  /**
+   * Quarantines in a row without a success in between; each lasts twice as
+   * long as the one before. Reset by a success after the period or by
+   * ReleaseWorker.
+   *
+   * @generated from field: int32 quarantine_count = 22;
+   */
+  quarantineCount: number;
 };
 
 /**
@@ -413,6 +437,48 @@ export const WatchWorkersResponseSchema: GenMessage<WatchWorkersResponse> = /*@_
   messageDesc(file_runnerline_v1_worker, 8);
 
 /**
+ * Request for WorkerService.ReleaseWorker.
+ *
+ * @generated from message runnerline.v1.ReleaseWorkerRequest
+ */
+export type ReleaseWorkerRequest = Message<"runnerline.v1.ReleaseWorkerRequest"> & {
+  /**
+   * The quarantined worker to release.
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+};
+
+/**
+ * Describes the message runnerline.v1.ReleaseWorkerRequest.
+ * Use `create(ReleaseWorkerRequestSchema)` to create a new message.
+ */
+export const ReleaseWorkerRequestSchema: GenMessage<ReleaseWorkerRequest> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 9);
+
+/**
+ * Response of WorkerService.ReleaseWorker.
+ *
+ * @generated from message runnerline.v1.ReleaseWorkerResponse
+ */
+export type ReleaseWorkerResponse = Message<"runnerline.v1.ReleaseWorkerResponse"> & {
+  /**
+   * The worker, no longer quarantined.
+   *
+   * @generated from field: runnerline.v1.Worker worker = 1;
+   */
+  worker?: Worker | undefined;
+};
+
+/**
+ * Describes the message runnerline.v1.ReleaseWorkerResponse.
+ * Use `create(ReleaseWorkerResponseSchema)` to create a new message.
+ */
+export const ReleaseWorkerResponseSchema: GenMessage<ReleaseWorkerResponse> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 10);
+
+/**
  * What the server can vouch for about a worker, derived from facts.
  *
  * @generated from enum runnerline.v1.WorkerStatus
@@ -508,6 +574,17 @@ export const WorkerService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchWorkersRequestSchema;
     output: typeof WatchWorkersResponseSchema;
+  },
+  /**
+   * Lifts a worker's quarantine at once: it may take work again. NOT_FOUND
+   * for an unknown worker, FAILED_PRECONDITION for one not quarantined.
+   *
+   * @generated from rpc runnerline.v1.WorkerService.ReleaseWorker
+   */
+  releaseWorker: {
+    methodKind: "unary";
+    input: typeof ReleaseWorkerRequestSchema;
+    output: typeof ReleaseWorkerResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_runnerline_v1_worker, 0);

@@ -1,0 +1,162 @@
+import { type Labels, labelSetKey, labelsMatch } from "../domain/labels.js";
+
+/** A rollout that may be dispatched now, as the dispatch queue keeps it. */
+export interface QueueEntry {
+  readonly rolloutId: string;
+  readonly priority: number;
+  readonly requiredLabels: Labels;
+  /** Workers that already ran an attempt of it: they get it only when no other worker could (see pick). */
+  readonly ranOn: ReadonlySet<string>;
+  /** After this time the workers in ranOn may take it again even when others could. */
+  readonly avoidUntil: number;
+}
+
+/** An entry in its lane; removal only marks it, and the lane skips it (lazy deletion, O(1) removal). */
+interface Slot {
+  readonly entry: QueueEntry;
+  readonly seq: number;
+  removed: boolean;
+}
+
+/**
+ * FIFO of entries that share a priority and a label set: an array read from
+ * `head`, so taking from the front never rescans what was taken before.
+ */
+class Lane {
+  private slots: Slot[] = [];
+  private head = 0;
+  size = 0;
+
+  constructor(readonly labels: Labels) {}
+
+  push(slot: Slot) {
+    this.slots.push(slot);
+    this.size += 1;
+  }
+
+  remove(slot: Slot) {
+    slot.removed = true;
+    this.size -= 1;
+    while (this.head < this.slots.length && this.slots[this.head]!.removed) this.head += 1;
+    if (this.head > 1024 && this.head * 2 > this.slots.length) {
+      this.slots = this.slots.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Live slots, oldest first. */
+  *live(): Iterable<Slot> {
+    for (let i = this.head; i < this.slots.length; i++) {
+      const slot = this.slots[i]!;
+      if (!slot.removed) yield slot;
+    }
+  }
+
+  /** The oldest live slot for which `accept` holds; stops early once past `before`. */
+  first(accept: (entry: QueueEntry) => boolean, before: number): Slot | undefined {
+    for (let i = this.head; i < this.slots.length; i++) {
+      const slot = this.slots[i]!;
+      if (slot.seq > before) return undefined;
+      if (!slot.removed && accept(slot.entry)) return slot;
+    }
+    return undefined;
+  }
+}
+
+/** Who is asking, and how to decide about entries it already ran. */
+export interface Taker {
+  workerId: string;
+  labels: Labels;
+  /** For an entry `workerId` already ran: may it take it anyway (nobody else could, or the bound passed)? */
+  mayRetake(entry: QueueEntry): boolean;
+}
+
+/**
+ * The queued rollouts that may be dispatched now, in lanes per priority ×
+ * required label set. Picking for a worker looks at the head of each lane
+ * whose labels it carries, highest priority first: the cost grows with the
+ * number of distinct label sets, never with the number of queued rollouts
+ * (except for entries the worker itself already ran, which it skips).
+ * Within a priority, the oldest entry among the lanes the worker may serve
+ * wins, so order is FIFO within what a runner may take.
+ */
+export class DispatchQueue {
+  /** Priorities, highest first, each with its lanes by label-set key. */
+  private readonly priorities: { priority: number; lanes: Map<string, Lane> }[] = [];
+  private readonly slotOf = new Map<string, { lane: Lane; slot: Slot }>();
+  private nextSeq = 0;
+
+  get size() {
+    return this.slotOf.size;
+  }
+
+  has(rolloutId: string) {
+    return this.slotOf.has(rolloutId);
+  }
+
+  /** Appends at the back of its lane (moving it there if present). */
+  add(entry: QueueEntry) {
+    this.remove(entry.rolloutId);
+    const lanes = this.lanesFor(entry.priority);
+    const key = labelSetKey(entry.requiredLabels);
+    let lane = lanes.get(key);
+    if (lane === undefined) lanes.set(key, (lane = new Lane(entry.requiredLabels)));
+    const slot: Slot = { entry, seq: this.nextSeq++, removed: false };
+    lane.push(slot);
+    this.slotOf.set(entry.rolloutId, { lane, slot });
+  }
+
+  remove(rolloutId: string): boolean {
+    const found = this.slotOf.get(rolloutId);
+    if (found === undefined) return false;
+    this.slotOf.delete(rolloutId);
+    found.lane.remove(found.slot);
+    if (found.lane.size === 0) this.dropLane(found.lane);
+    return true;
+  }
+
+  /** The entry `taker` should get next (left in the queue), or undefined. */
+  pick(taker: Taker): QueueEntry | undefined {
+    const accept = (entry: QueueEntry) => !entry.ranOn.has(taker.workerId) || taker.mayRetake(entry);
+    for (const { lanes } of this.priorities) {
+      let best: Slot | undefined;
+      for (const lane of lanes.values()) {
+        if (!labelsMatch(lane.labels, taker.labels)) continue;
+        best = lane.first(accept, best === undefined ? Infinity : best.seq) ?? best;
+      }
+      if (best !== undefined) return best.entry;
+    }
+    return undefined;
+  }
+
+  /** Every lane's required labels with its entries, for questions about routability. */
+  *lanes(): Iterable<{ labels: Labels; rolloutIds: Iterable<string>; size: number }> {
+    for (const { lanes } of this.priorities) {
+      for (const lane of lanes.values()) {
+        yield { labels: lane.labels, rolloutIds: Array.from(lane.live(), (slot) => slot.entry.rolloutId), size: lane.size };
+      }
+    }
+  }
+
+  private lanesFor(priority: number): Map<string, Lane> {
+    let index = 0;
+    while (index < this.priorities.length && this.priorities[index]!.priority > priority) index++;
+    const found = this.priorities[index];
+    if (found !== undefined && found.priority === priority) return found.lanes;
+    const lanes = new Map<string, Lane>();
+    this.priorities.splice(index, 0, { priority, lanes });
+    return lanes;
+  }
+
+  private dropLane(lane: Lane) {
+    for (let i = 0; i < this.priorities.length; i++) {
+      const { lanes } = this.priorities[i]!;
+      for (const [key, candidate] of lanes) {
+        if (candidate !== lane) continue;
+        lanes.delete(key);
+        if (lanes.size === 0) this.priorities.splice(i, 1);
+        return;
+      }
+    }
+  }
+}
