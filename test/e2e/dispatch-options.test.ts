@@ -67,7 +67,8 @@ describe("new RolloutConfig fields are validated, naming the field (INVALID_ARGU
       clients.attempts.updateAttempt({ attemptId: attempt!.attemptId, status: AttemptStatus.SUCCEEDED, finishTime: { seconds: 0n, nanos: -1 } }),
     );
     expect(error.code).toBe(Code.InvalidArgument);
-    expect(error.rawMessage).toMatch(/finish_time is not a valid timestamp/);
+    // The well-known-type check on every request names the field and what is wrong with it.
+    expect(error.rawMessage).toMatch(/^finish_time: a timestamp.s nanos must be within/);
     const finishedAt = msOf(attempt!.createTime)!;
     const { attempt: done } = await clients.attempts.updateAttempt({
       attemptId: attempt!.attemptId,
