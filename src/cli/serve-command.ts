@@ -14,7 +14,9 @@ const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST
   --drain-timeout       on SIGTERM, how long runners get to report what they hold (env RUNNERLINE_DRAIN_TIMEOUT, default 30)
   --keepalive-time      HTTP/2 ping interval that finds dead peers (env RUNNERLINE_KEEPALIVE_TIME, default 30)
   --brake-min-fleet     smallest fleet the mass-drop brake protects (env RUNNERLINE_BRAKE_MIN_FLEET, default 10)
-  --brake-hold          how long the brake holds UNRESPONSIVE verdicts (env RUNNERLINE_BRAKE_HOLD, default 4 × grace)`;
+  --brake-hold          how long the brake holds UNRESPONSIVE verdicts (env RUNNERLINE_BRAKE_HOLD, default 4 × grace)
+  --history-samples     telemetry samples kept in memory per worker for the web page's sparklines
+                        (env RUNNERLINE_HISTORY_SAMPLES, default 120)`;
 
 /** Flags win over environment variables, which win over defaults. */
 export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<ServerConfig> {
@@ -30,6 +32,7 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
       "keepalive-time": { type: "string" },
       "brake-min-fleet": { type: "string" },
       "brake-hold": { type: "string" },
+      "history-samples": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -61,7 +64,15 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
     if (!Number.isInteger(n) || n < 1) throw new Error("--brake-min-fleet must be a positive integer");
     config.brakeMinFleet = n;
   }
+  const historySamples = values["history-samples"] ?? env.RUNNERLINE_HISTORY_SAMPLES;
+  if (historySamples) config.historySamples = positiveInteger("--history-samples", historySamples);
   return config;
+}
+
+function positiveInteger(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer`);
+  return n;
 }
 
 function seconds(flag: string, text: string): number {

@@ -1,4 +1,5 @@
 import type { Clock } from "./domain/time.js";
+import { DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_SAMPLES } from "./telemetry/worker-history.js";
 
 /** Everything a server can be told at start; see parseServeArgs for the flags and variables. */
 export interface ServerConfig {
@@ -22,6 +23,10 @@ export interface ServerConfig {
   brakeMinFleet: number;
   /** How long the mass-drop brake holds UNRESPONSIVE verdicts (default 4 × grace). */
   brakeHoldMs: number;
+  /** Telemetry samples kept in memory per worker for GetWorkerHistory. */
+  historySamples: number;
+  /** Ceiling on the memory of all workers' history together. */
+  historyMaxBytes: number;
   clock?: Clock;
   log: (line: string) => void;
 }
@@ -44,6 +49,8 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     drainTimeoutMs: 30_000,
     brakeMinFleet: 10,
     brakeHoldMs: 4 * heartbeatGraceMs,
+    historySamples: DEFAULT_HISTORY_SAMPLES,
+    historyMaxBytes: DEFAULT_HISTORY_MAX_BYTES,
     log: (line) => console.log(`${new Date().toISOString()} ${line}`),
     ...overrides,
   };

@@ -36,7 +36,7 @@ import {
   rolloutEffects,
   rolloutExpiry,
 } from "../domain/rollout.js";
-import { type Clock, msOf, toTimestamp } from "../domain/time.js";
+import { type Clock, type Millis, msOf, toTimestamp } from "../domain/time.js";
 import {
   attachSession,
   detachSession,
@@ -68,6 +68,8 @@ export interface CoordinatorOptions {
   brakeMinFleet?: number;
   /** How long the brake holds UNRESPONSIVE verdicts for dropped runners (default 4 × the heartbeat grace). */
   brakeHoldMs?: number;
+  /** Sees every recorded heartbeat (the telemetry history); must be cheap and must not throw. */
+  onHeartbeat?: (workerId: string, data: HeartbeatData, now: Millis) => void;
   log?: (line: string) => void;
 }
 
@@ -270,6 +272,7 @@ export class Coordinator {
     const now = this.clock.now();
     const fx = new Effects();
     const record = this.updateWorker(workerId, now, (r) => recordHeartbeat(r, data, this.liveness, now));
+    this.options.onHeartbeat?.(workerId, data, now);
     for (const attemptId of attemptIds) {
       const attempt = this.store.getAttempt(attemptId);
       if (attempt === undefined || attempt.workerId !== workerId) continue;

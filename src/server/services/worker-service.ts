@@ -11,6 +11,7 @@ import type { Coordinator } from "../dispatch/coordinator.js";
 import { DomainError } from "../domain/errors.js";
 import { matchesWorker, WORKER_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
+import type { WorkerHistory } from "../telemetry/worker-history.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
 import { boundedExtraStats, requireClientId, requireEnumValues, requireId } from "./validation.js";
@@ -18,7 +19,7 @@ import { boundedExtraStats, requireClientId, requireEnumValues, requireId } from
 /** Changes buffered for one slow WatchWorkers client before it is cut off. */
 const WATCH_BUFFER_LIMIT = 10_000;
 
-export function workerService(coordinator: Coordinator, store: Store): ServiceImpl<typeof WorkerService> {
+export function workerService(coordinator: Coordinator, store: Store, history: WorkerHistory): ServiceImpl<typeof WorkerService> {
   return {
     async getWorker(request) {
       return durable(store, { worker: coordinator.getWorker(requireId("worker_id", request.workerId)) });
@@ -32,6 +33,11 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
       const query = listQuery(request, filter, WORKER_SORT_FIELDS, "worker_id", "worker_id");
       const page = store.listWorkers(query);
       return durable(store, { workers: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) });
+    },
+    async getWorkerHistory(request) {
+      const workerId = requireId("worker_id", request.workerId);
+      coordinator.getWorker(workerId); // NOT_FOUND for a worker the server never heard of
+      return { samples: history.samples(workerId) };
     },
     async sendHeartbeat(request) {
       const workerId = requireClientId("worker_id", request.workerId);
