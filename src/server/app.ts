@@ -50,7 +50,7 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
   await coordinator.recover();
   const services: ServiceRegistration[] = [
     registerService(RunnerService, runnerService(coordinator, { log: config.log, now: () => clock.now() })),
-    registerService(WorkerService, mapDomainErrors(WorkerService, workerService(coordinator, store, history))),
+    registerService(WorkerService, mapDomainErrors(WorkerService, workerService(coordinator, store, { history, heartbeatGraceMs: config.heartbeatGraceMs }))),
     registerService(RolloutService, mapDomainErrors(RolloutService, rolloutService(coordinator, store))),
     registerService(AttemptService, mapDomainErrors(AttemptService, attemptService(coordinator, store))),
   ];
