@@ -53,9 +53,14 @@ export function webPageRoutes(dir: string = WEB_DIST_DIR): HttpRoutes {
   const index = files.get("/index.html") ?? missingBuild(dir);
   return (req, res) => {
     if (req.method !== "GET" && req.method !== "HEAD") return false;
-    const path = pathOf(req.url);
-    if (path === undefined) return false;
-    const file = path === "/" || APP_ROUTE.test(path) ? index : files.get(path);
+    const raw = (req.url ?? "").split("?", 1)[0]!;
+    // Ids in app routes are percent-encoded (an id may hold "/"): match before decoding.
+    if (raw === "/" || APP_ROUTE.test(raw)) {
+      send(req, res, index);
+      return true;
+    }
+    const path = filePathOf(raw);
+    const file = path === undefined ? undefined : files.get(path);
     if (file === undefined) return false;
     send(req, res, file);
     return true;
@@ -75,9 +80,7 @@ function send(req: http.IncomingMessage, res: http.ServerResponse, file: StaticF
 }
 
 /** The decoded path, or undefined for one that cannot name a file (bad escapes, dot segments). */
-function pathOf(url: string | undefined): string | undefined {
-  if (url === undefined) return undefined;
-  const raw = url.split("?", 1)[0]!;
+function filePathOf(raw: string): string | undefined {
   try {
     const path = decodeURIComponent(raw);
     return path.split("/").some((segment) => segment === "." || segment === "..") ? undefined : path;
