@@ -24,10 +24,12 @@ export interface RunnersState {
   pageIndex: number;
   hasNext: boolean;
   heartbeatGraceMs: number;
+  /** How often the page is fetched again for heartbeat times and telemetry. */
+  pollMs: number;
 }
 
 export interface LiveRunnersTiming {
-  /** Refetch of the page for heartbeat times and telemetry. */
+  /** Longest time between refetches of the page for heartbeat times and telemetry (shorter when the grace is). */
   pollMs: number;
   /** How long watch changes are gathered before they are applied. */
   flushMs: number;
@@ -48,6 +50,7 @@ export class LiveRunners {
     pageIndex: 0,
     hasNext: false,
     heartbeatGraceMs: 15_000,
+    pollMs: DEFAULT_TIMING.pollMs,
   };
   private readonly abort = new AbortController();
   /** page_token of each page visited so far; tokens are opaque, so "previous" walks back this list. */
@@ -60,21 +63,21 @@ export class LiveRunners {
   private flushTimer: ReturnType<typeof setTimeout> | undefined;
   private refetchTimer: ReturnType<typeof setTimeout> | undefined;
   private lastRefetch = 0;
-  private readonly pollTimer: ReturnType<typeof setInterval>;
+  private pollTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly view: RunnersView,
     private readonly onChange: (state: RunnersState) => void,
     private readonly timing: LiveRunnersTiming = DEFAULT_TIMING,
   ) {
+    this.state.pollMs = timing.pollMs;
     void this.watch();
     void this.load();
-    this.pollTimer = setInterval(() => void this.load(), timing.pollMs);
   }
 
   stop(): void {
     this.abort.abort();
-    clearInterval(this.pollTimer);
+    clearTimeout(this.pollTimer);
     clearTimeout(this.flushTimer);
     clearTimeout(this.refetchTimer);
   }
@@ -97,18 +100,24 @@ export class LiveRunners {
     const seq = ++this.loadSeq;
     const token = this.tokens[this.state.pageIndex] ?? "";
     this.lastRefetch = performance.now();
+    // Every load restarts the poll: it runs only when nothing else refreshed the rows lately.
+    clearTimeout(this.pollTimer);
+    this.pollTimer = setTimeout(() => void this.load(), this.state.pollMs);
     try {
       const page = await workerClient.listWorkers(listWorkersRequest(this.view, token), { signal: this.abort.signal });
       if (seq !== this.loadSeq || this.abort.signal.aborted) return;
       this.nextToken = page.nextPageToken;
       const grace = page.heartbeatGrace;
+      const graceMs = grace ? Number(grace.seconds) * 1000 + grace.nanos / 1e6 : this.state.heartbeatGraceMs;
       this.set({
         rows: page.workers.map((w) => this.newest(w)),
         total: page.totalSize,
         loaded: true,
         error: undefined,
         hasNext: page.nextPageToken !== "",
-        heartbeatGraceMs: grace ? Number(grace.seconds) * 1000 + grace.nanos / 1e6 : this.state.heartbeatGraceMs,
+        heartbeatGraceMs: graceMs,
+        // Poll at least twice per grace, so a fresh heartbeat is never shown as late.
+        pollMs: Math.max(500, Math.min(this.timing.pollMs, graceMs / 2)),
       });
     } catch (error) {
       if (seq !== this.loadSeq || this.abort.signal.aborted) return;

@@ -99,7 +99,7 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
               <h3>Rollout</h3>
               <dl class="fields">
                 <dt>Mode</dt>
-                <dd>{RolloutMode[rollout.mode]}</dd>
+                <dd>{rollout.mode === RolloutMode.UNSPECIFIED ? "—" : RolloutMode[rollout.mode]}</dd>
                 <dt>Created</dt>
                 <dd>{formatAbsolute(msOf(rollout.createTime))}</dd>
                 <dt>Started</dt>
@@ -159,7 +159,9 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
                       </div>
                       {a.error && (a.error.message || a.error.kind) ? (
                         <div class="error-text">
-                          {AttemptErrorKind[a.error.kind]}: {a.error.message}
+                          {a.error.kind === AttemptErrorKind.REPORTED || a.error.kind === AttemptErrorKind.UNSPECIFIED
+                            ? a.error.message
+                            : `${AttemptErrorKind[a.error.kind]?.toLowerCase().replace(/_/g, " ")}: ${a.error.message}`}
                         </div>
                       ) : null}
                       {a.lateStatus !== AttemptStatus.UNSPECIFIED && (

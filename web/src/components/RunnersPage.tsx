@@ -27,8 +27,7 @@ const COLUMNS: { title: string; field?: string; class?: string }[] = [
   { title: "Last Dequeue", field: "last_dequeue_time", class: "wide-only" },
   { title: "Labels", class: "wide-only" },
   { title: "Slots", field: "capacity" },
-  { title: "CPU", class: "wide-only" },
-  { title: "Memory", class: "wide-only" },
+  { title: "CPU · Mem", class: "wide-only" },
   { title: "GPUs", class: "wide-only" },
   { title: "" },
 ];
@@ -77,7 +76,7 @@ export function RunnersPage({ query, workerId }: { query: string; workerId?: str
               </thead>
               <tbody>
                 {state.rows.map((worker) => (
-                  <RunnerRow key={worker.workerId} worker={worker} now={now} graceMs={state.heartbeatGraceMs} query={query} selected={worker.workerId === workerId} />
+                  <RunnerRow key={worker.workerId} worker={worker} now={now} staleAfterMs={state.heartbeatGraceMs + state.pollMs} query={query} selected={worker.workerId === workerId} />
                 ))}
               </tbody>
             </table>
@@ -193,7 +192,8 @@ export function workerBadge(worker: Worker) {
   return <Badge kind={name} label={name} title={title} />;
 }
 
-function RunnerRow({ worker, now, graceMs, query, selected }: { worker: Worker; now: number; graceMs: number; query: string; selected: boolean }) {
+/** `staleAfterMs`: the server's grace plus how old this page's copy of the row can be. */
+function RunnerRow({ worker, now, staleAfterMs, query, selected }: { worker: Worker; now: number; staleAfterMs: number; query: string; selected: boolean }) {
   const snapshot = worker.snapshot;
   const memory = percentOf(snapshot?.memory?.usedBytes, snapshot?.memory?.totalBytes);
   const live = worker.connected && worker.status !== WorkerStatus.OFFLINE;
@@ -216,9 +216,11 @@ function RunnerRow({ worker, now, graceMs, query, selected }: { worker: Worker; 
           ))
         )}
       </td>
-      <td class="mono wide-only">{worker.currentAttemptIds.length === 0 ? <span class="muted">—</span> : worker.currentAttemptIds.join(", ")}</td>
+      <td class="mono wide-only attempt-ids" title={worker.currentAttemptIds.join(", ")}>
+        {worker.currentAttemptIds.length === 0 ? <span class="muted">—</span> : worker.currentAttemptIds.join(", ")}
+      </td>
       <td>
-        <RelativeTime time={worker.lastHeartbeatTime} now={now} staleAfterMs={live ? graceMs : undefined} />
+        <RelativeTime time={worker.lastHeartbeatTime} now={now} staleAfterMs={live ? staleAfterMs : undefined} />
       </td>
       <td class="wide-only">
         <RelativeTime time={worker.lastBusyTime} now={now} />
@@ -239,11 +241,9 @@ function RunnerRow({ worker, now, graceMs, query, selected }: { worker: Worker; 
       <td title="slots in use / capacity">
         {worker.currentAttemptIds.length}/{worker.capacity}
       </td>
-      <td class="wide-only">
-        <Bar percent={snapshot?.cpu?.usagePercent} label={formatPercent(snapshot?.cpu?.usagePercent)} />
-      </td>
-      <td class="wide-only">
-        <Bar percent={memory} label={formatPercent(memory)} title={`${formatBytes(snapshot?.memory?.usedBytes)} of ${formatBytes(snapshot?.memory?.totalBytes)}`} />
+      <td class="wide-only host">
+        <Bar percent={snapshot?.cpu?.usagePercent} label={formatPercent(snapshot?.cpu?.usagePercent)} title={`CPU ${formatPercent(snapshot?.cpu?.usagePercent)}`} />
+        <Bar percent={memory} label={formatPercent(memory)} title={`Memory ${formatBytes(snapshot?.memory?.usedBytes)} of ${formatBytes(snapshot?.memory?.totalBytes)}`} />
       </td>
       <td class="wide-only gpus">
         {snapshot === undefined || snapshot.gpus.length === 0 ? (
@@ -261,8 +261,8 @@ function RunnerRow({ worker, now, graceMs, query, selected }: { worker: Worker; 
         )}
       </td>
       <td>
-        <Link href={runnerPath(worker.workerId, query)} class="detail-link">
-          Details
+        <Link href={runnerPath(worker.workerId, query)} class="detail-link" label={`Details of ${worker.workerId}`}>
+          Details ›
         </Link>
       </td>
     </tr>

@@ -89,14 +89,21 @@ export function CopyButton({ text }: { text: string }) {
         });
       }}
     >
-      {copied ? "✓" : "⧉"}
+      {copied ? (
+        "✓"
+      ) : (
+        <svg width="12" height="12" viewBox="0 0 16 16" aria-hidden="true">
+          <rect x="5" y="5" width="9" height="9" rx="1.5" fill="none" stroke="currentColor" stroke-width="1.5" />
+          <path d="M11 3.5V3a1 1 0 0 0-1-1H3a1 1 0 0 0-1 1v7a1 1 0 0 0 1 1h.5" fill="none" stroke="currentColor" stroke-width="1.5" />
+        </svg>
+      )}
     </button>
   );
 }
 
-export function Link({ href, children, class: className }: { href: string; children: ComponentChildren; class?: string }) {
+export function Link({ href, children, class: className, label }: { href: string; children: ComponentChildren; class?: string; label?: string }) {
   return (
-    <a href={href} class={className} onClick={onLinkClick}>
+    <a href={href} class={className} onClick={onLinkClick} aria-label={label} title={label}>
       {children}
     </a>
   );
