@@ -24,7 +24,8 @@ export interface Browser {
   close(): Promise<void>;
 }
 
-export async function launchBrowser(viewport = { width: 1280, height: 800 }): Promise<Browser> {
+/** `bypassCSP` lets scripts pass code as strings to page.evaluate (the page's policy forbids eval). */
+export async function launchBrowser(viewport = { width: 1280, height: 800 }, options: { bypassCSP?: boolean } = {}): Promise<Browser> {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} not found: install Debian's chromium (apt-get install chromium), as .ci/run does`);
   }
@@ -34,6 +35,7 @@ export async function launchBrowser(viewport = { width: 1280, height: 800 }): Pr
     headless: true,
     args: CHROMIUM_ARGS,
     viewport,
+    bypassCSP: options.bypassCSP ?? false,
   });
   return {
     context,

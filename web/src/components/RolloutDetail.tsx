@@ -154,7 +154,7 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
                         </span>
                       </div>
                       <div class="muted small">
-                        started <RelativeTime time={a.startTime ?? a.createTime} now={now} /> · {formatDuration(attemptDuration(a, now))}
+                        started <RelativeTime time={a.startTime ?? a.createTime} /> · {formatDuration(attemptDuration(a, now))}
                         {a.endTime ? ` · ended ${formatAbsolute(msOf(a.endTime))}` : " · running"}
                       </div>
                       {a.error && (a.error.message || a.error.kind) ? (

@@ -240,7 +240,7 @@ function RolloutRow({ rollout, now, query }: { rollout: Rollout; now: number; qu
       </td>
       <td class="mono">{latest?.workerId ? <Link href={runnerPath(latest.workerId)}>{latest.workerId}</Link> : <span class="muted">—</span>}</td>
       <td>
-        <RelativeTime time={rollout.createTime} now={now} />
+        <RelativeTime time={rollout.createTime} />
       </td>
       <td class="wide-only">{formatDuration(rolloutDuration(rollout, now))}</td>
       <td class="wide-only mono preview">{previewJson(input, 48)}</td>

@@ -108,10 +108,10 @@ export function RunnerDetail({ workerId, onClose }: { workerId: string; onClose(
                       ))}
                 </Field>
                 <Field name="Current attempts">{worker.currentAttemptIds.join(", ") || "—"}</Field>
-                <Field name="Last heartbeat"><RelativeTime time={worker.lastHeartbeatTime} now={now} /></Field>
-                <Field name="Last busy"><RelativeTime time={worker.lastBusyTime} now={now} /></Field>
-                <Field name="Last idle"><RelativeTime time={worker.lastIdleTime} now={now} /></Field>
-                <Field name="Last dequeue"><RelativeTime time={worker.lastDequeueTime} now={now} /></Field>
+                <Field name="Last heartbeat"><RelativeTime time={worker.lastHeartbeatTime} /></Field>
+                <Field name="Last busy"><RelativeTime time={worker.lastBusyTime} /></Field>
+                <Field name="Last idle"><RelativeTime time={worker.lastIdleTime} /></Field>
+                <Field name="Last dequeue"><RelativeTime time={worker.lastDequeueTime} /></Field>
                 <Field name="Connected since">{formatAbsolute(msOf(worker.connectTime))}</Field>
                 <Field name="Disconnected at">{worker.disconnectTime ? formatAbsolute(msOf(worker.disconnectTime)) : "—"}</Field>
                 <Field name="First seen">{formatAbsolute(msOf(worker.createTime))}</Field>
@@ -199,7 +199,7 @@ export function RunnerDetail({ workerId, onClose }: { workerId: string; onClose(
                           <td class="mono"><Link href={rolloutPath(a.rolloutId)}>{a.rolloutId}</Link></td>
                           <td>{a.sequenceId}</td>
                           <td><Badge kind={`attempt-${AttemptStatus[a.status]}`} label={AttemptStatus[a.status] ?? "?"} title={a.error?.message} /></td>
-                          <td><RelativeTime time={a.startTime ?? a.createTime} now={now} /></td>
+                          <td><RelativeTime time={a.startTime ?? a.createTime} /></td>
                           <td>{formatDuration(attemptDuration(a, now))}</td>
                         </tr>
                       ))}

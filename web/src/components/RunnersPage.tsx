@@ -12,10 +12,12 @@ import {
   toggleSort,
   WORKER_STATUSES,
 } from "../table-query.js";
-import { Bar, Badge, CopyButton, Link, Notice, RelativeTime, useNow } from "./common.js";
+import { memo } from "preact/compat";
+import { Bar, Badge, CopyButton, Link, Notice, RelativeTime } from "./common.js";
 import { RunnerDetail } from "./RunnerDetail.js";
 
 /** Column header → server order_by field; columns without one cannot be sorted by the server. */
+/** Widths live in styles.css (table.runners col-N): fixed, so the table lays out once, not on every changed cell. */
 const COLUMNS: { title: string; field?: string; class?: string }[] = [
   { title: "Runner ID", field: "worker_id" },
   { title: "Status", field: "status" },
@@ -29,7 +31,7 @@ const COLUMNS: { title: string; field?: string; class?: string }[] = [
   { title: "Slots", field: "capacity" },
   { title: "CPU · Mem", class: "wide-only" },
   { title: "GPUs", class: "wide-only" },
-  { title: "" },
+  { title: "", class: "wide-only" },
 ];
 
 export function RunnersPage({ query, workerId }: { query: string; workerId?: string }) {
@@ -43,7 +45,6 @@ export function RunnersPage({ query, workerId }: { query: string; workerId?: str
     setState(model.state);
     return () => model.stop();
   }, [viewKey]);
-  const now = useNow();
 
   const show = (next: RunnersView) => {
     const q = runnersViewToUrl(next);
@@ -76,7 +77,7 @@ export function RunnersPage({ query, workerId }: { query: string; workerId?: str
               </thead>
               <tbody>
                 {state.rows.map((worker) => (
-                  <RunnerRow key={worker.workerId} worker={worker} now={now} staleAfterMs={state.heartbeatGraceMs + state.pollMs} query={query} selected={worker.workerId === workerId} />
+                  <RunnerRow key={worker.workerId} worker={worker} staleAfterMs={state.heartbeatGraceMs + state.pollMs} query={query} selected={worker.workerId === workerId} />
                 ))}
               </tbody>
             </table>
@@ -174,10 +175,11 @@ function RunnersToolbar({ view, onChange }: { view: RunnersView; onChange: (view
 }
 
 function SortHeader({ column, view, onChange }: { column: (typeof COLUMNS)[number]; view: RunnersView; onChange: (view: RunnersView) => void }) {
-  if (column.field === undefined) return <th class={column.class}>{column.title}</th>;
+  const className = `col-${COLUMNS.indexOf(column)} ${column.class ?? ""}`;
+  if (column.field === undefined) return <th class={className}>{column.title}</th>;
   const active = view.sort.field === column.field;
   return (
-    <th class={column.class} aria-sort={active ? (view.sort.descending ? "descending" : "ascending") : "none"}>
+    <th class={className} aria-sort={active ? (view.sort.descending ? "descending" : "ascending") : "none"}>
       <button type="button" class="sort" onClick={() => onChange({ ...view, sort: toggleSort(view.sort, column.field!) })}>
         {column.title}
         <span class="sort-mark">{active ? (view.sort.descending ? "▼" : "▲") : ""}</span>
@@ -192,8 +194,24 @@ export function workerBadge(worker: Worker) {
   return <Badge kind={name} label={name} title={title} />;
 }
 
-/** `staleAfterMs`: the server's grace plus how old this page's copy of the row can be. */
-function RunnerRow({ worker, now, staleAfterMs, query, selected }: { worker: Worker; now: number; staleAfterMs: number; query: string; selected: boolean }) {
+interface RowProps {
+  worker: Worker;
+  /** The server's grace plus how old this page's copy of the row can be. */
+  staleAfterMs: number;
+  query: string;
+  selected: boolean;
+}
+
+/**
+ * Rows re-render only when their worker (or selection) changes: with
+ * hundreds of rows and a thousand changes a second elsewhere in the fleet,
+ * re-rendering every row on every batch is what would make the page stutter.
+ */
+const RunnerRow = memo(RunnerRowContent, (a: RowProps, b: RowProps) =>
+  a.worker === b.worker && a.staleAfterMs === b.staleAfterMs && a.query === b.query && a.selected === b.selected,
+);
+
+function RunnerRowContent({ worker, staleAfterMs, query, selected }: RowProps) {
   const snapshot = worker.snapshot;
   const memory = percentOf(snapshot?.memory?.usedBytes, snapshot?.memory?.totalBytes);
   const live = worker.connected && worker.status !== WorkerStatus.OFFLINE;
@@ -220,16 +238,16 @@ function RunnerRow({ worker, now, staleAfterMs, query, selected }: { worker: Wor
         {worker.currentAttemptIds.length === 0 ? <span class="muted">—</span> : worker.currentAttemptIds.join(", ")}
       </td>
       <td>
-        <RelativeTime time={worker.lastHeartbeatTime} now={now} staleAfterMs={live ? staleAfterMs : undefined} />
+        <RelativeTime time={worker.lastHeartbeatTime} staleAfterMs={live ? staleAfterMs : undefined} />
       </td>
       <td class="wide-only">
-        <RelativeTime time={worker.lastBusyTime} now={now} />
+        <RelativeTime time={worker.lastBusyTime} />
       </td>
       <td class="wide-only">
-        <RelativeTime time={worker.lastIdleTime} now={now} />
+        <RelativeTime time={worker.lastIdleTime} />
       </td>
       <td class="wide-only">
-        <RelativeTime time={worker.lastDequeueTime} now={now} />
+        <RelativeTime time={worker.lastDequeueTime} />
       </td>
       <td class="wide-only labels">
         {Object.entries(worker.labels).map(([k, v]) => (
@@ -238,7 +256,7 @@ function RunnerRow({ worker, now, staleAfterMs, query, selected }: { worker: Wor
           </span>
         ))}
       </td>
-      <td title="slots in use / capacity">
+      <td class="slots" title="slots in use / capacity">
         {worker.currentAttemptIds.length}/{worker.capacity}
       </td>
       <td class="wide-only host">
@@ -260,7 +278,7 @@ function RunnerRow({ worker, now, staleAfterMs, query, selected }: { worker: Wor
           })
         )}
       </td>
-      <td>
+      <td class="wide-only">
         <Link href={runnerPath(worker.workerId, query)} class="detail-link" label={`Details of ${worker.workerId}`}>
           Details ›
         </Link>

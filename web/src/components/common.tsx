@@ -25,7 +25,9 @@ export function useNow(): number {
 }
 
 /** "12 s ago", ticking, with the absolute time on hover; `staleAfterMs` marks old times. */
-export function RelativeTime({ time, now, staleAfterMs }: { time: Timestamp | undefined; now: number; staleAfterMs?: number }) {
+export function RelativeTime({ time, staleAfterMs }: { time: Timestamp | undefined; staleAfterMs?: number }) {
+  // Each time subscribes to the ticker itself, so a tick re-renders the times and not the rows around them.
+  const now = useNow();
   const ms = msOf(time);
   const stale = ms !== undefined && staleAfterMs !== undefined && now - ms > staleAfterMs;
   return (
