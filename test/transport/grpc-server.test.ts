@@ -122,7 +122,7 @@ describe("grpc server", () => {
       const files = filesOf(await reflect(client, { file_containing_symbol: "runnerline.v1.WorkerService" }));
       expect(files[0]?.name).toBe("runnerline/v1/worker.proto");
       const service = files[0]?.service.find((s) => s.name === "WorkerService");
-      expect(service?.method.map((m) => m.name)).toEqual(["GetWorker", "ListWorkers", "SendHeartbeat", "WatchWorkers"]);
+      expect(service?.method.map((m) => m.name)).toEqual(["GetWorker", "ListWorkers", "SendHeartbeat", "WatchWorkers", "GetWorkerHistory"]);
       expect(service?.method.find((m) => m.name === "WatchWorkers")?.serverStreaming).toBe(true);
       expect(files.map((f) => f.name).sort()).toEqual(
         [
