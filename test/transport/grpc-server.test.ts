@@ -126,6 +126,7 @@ describe("grpc server", () => {
       expect(service?.method.find((m) => m.name === "WatchWorkers")?.serverStreaming).toBe(true);
       expect(files.map((f) => f.name).sort()).toEqual(
         [
+          "google/protobuf/duration.proto",
           "google/protobuf/struct.proto",
           "google/protobuf/timestamp.proto",
           "runnerline/v1/telemetry.proto",
