@@ -141,6 +141,7 @@ describe("grpc server", () => {
         "ListWorkers",
         "SendHeartbeat",
         "WatchWorkers",
+        "GetWorkerHistory",
       ]);
     });
 
