@@ -61,18 +61,21 @@ describe("WorkerHistory", () => {
     expect(history.samples("w")[0]!.gpus).toHaveLength(MAX_HISTORY_GPUS);
   });
 
-  it("stays within its byte budget by forgetting the workers heard from least recently", () => {
+  it("stays within its byte budget: idle workers make room, live ones are kept", () => {
     const perWorker = 4 * ROW_BYTES(0);
-    const history = new WorkerHistory({ samplesPerWorker: 4, maxBytes: 3 * perWorker });
+    const history = new WorkerHistory({ samplesPerWorker: 4, maxBytes: 3 * perWorker, evictIdleAfterMs: 1_000 });
     history.record("a", snapshot(1), T0);
     history.record("b", snapshot(1), T0);
-    history.record("c", snapshot(1), T0);
-    history.record("a", snapshot(2), T0 + 1); // a is now the most recent
-    history.record("d", snapshot(1), T0 + 2); // evicts b
+    history.record("c", snapshot(1), T0 + 500);
+    history.record("a", snapshot(2), T0 + 900); // a is now the most recent
+    history.record("d", snapshot(1), T0 + 999); // full, and nobody idle for 1 s: d keeps no history
+    expect(history.samples("d")).toEqual([]);
+    history.record("d", snapshot(2), T0 + 1_001); // b is idle now: it makes room
     expect(history.byteSize).toBe(3 * perWorker);
     expect(history.samples("b")).toEqual([]);
     expect(history.samples("a").map((s) => s.cpuUsagePercent)).toEqual([1, 2]);
-    expect(history.samples("d")).toHaveLength(1);
+    expect(history.samples("c")).toHaveLength(1);
+    expect(history.samples("d").map((s) => s.cpuUsagePercent)).toEqual([2]);
   });
 
   it("keeps no history when one worker's samples alone exceed the budget", () => {

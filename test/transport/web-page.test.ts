@@ -91,6 +91,19 @@ describe("web page routes", () => {
     expect((await get("/healthz")).body.toString()).toBe("ok");
   });
 
+  it("without a build, / says how to make one (503) and the API still works", async () => {
+    const empty = mkdtempSync(join(tmpdir(), "runnerline-nodist-"));
+    const bare = await startHttpServer({ address: "127.0.0.1:0", services: [], routes: webPageRoutes(join(empty, "missing")) });
+    try {
+      const res = await fetch(`http://127.0.0.1:${bare.port}/`);
+      expect(res.status).toBe(503);
+      expect(await res.text()).toContain("npm run build:web");
+    } finally {
+      await bare.close(0);
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
   it("the committed build exists where the server looks for it", () => {
     expect(existsSync(join(WEB_DIST_DIR, "index.html"))).toBe(true);
   });

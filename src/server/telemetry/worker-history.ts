@@ -12,6 +12,11 @@ export interface WorkerHistoryOptions {
   samplesPerWorker: number;
   /** Ceiling on the memory all workers' samples take together. */
   maxBytes: number;
+  /**
+   * When the budget is full, a worker silent for this long gives its memory
+   * to a newcomer; if none is, the newcomer keeps no history (default 5 min).
+   */
+  evictIdleAfterMs?: number;
 }
 
 export const DEFAULT_HISTORY_SAMPLES = 120;
@@ -19,6 +24,8 @@ export const DEFAULT_HISTORY_MAX_BYTES = 128 * 1024 * 1024;
 
 /** More GPUs than this on one host are left out of its history (not of its snapshot). */
 export const MAX_HISTORY_GPUS = 16;
+
+const DEFAULT_EVICT_IDLE_AFTER_MS = 5 * 60_000;
 
 // One sample is a row of numbers in a preallocated Float64Array, so recording
 // a heartbeat allocates nothing: [receive time, cpu %, memory used, memory
@@ -34,14 +41,17 @@ interface Ring {
   /** Index of the oldest row. */
   start: number;
   length: number;
+  /** When the newest row was recorded. */
+  lastMs: number;
 }
 
 /**
  * The last few telemetry samples of every worker, in memory only, for the
  * sparklines of live views. Recording is a handful of array writes; the
- * total is bounded by `maxBytes` by forgetting the workers heard from least
- * recently, so a fleet larger than the budget keeps history for the ones
- * that are alive.
+ * total is bounded by `maxBytes`. When it is full, workers silent for a
+ * while make room for new ones; live workers are never evicted, because in a
+ * fleet larger than the budget that would churn every worker's history away
+ * (and allocate on every heartbeat) instead of keeping most of them.
  */
 export class WorkerHistory {
   /** Insertion order is recency: each record moves its worker to the end. */
@@ -67,9 +77,10 @@ export class WorkerHistory {
         ring = undefined;
       }
     }
-    ring ??= this.allocate(gpus.length);
+    ring ??= this.allocate(gpus.length, now);
     if (ring === undefined) return;
     this.rings.set(workerId, ring);
+    ring.lastMs = now;
 
     const capacity = this.options.samplesPerWorker;
     const slot = (ring.start + ring.length) % capacity;
@@ -132,16 +143,18 @@ export class WorkerHistory {
     return this.bytes;
   }
 
-  /** A new empty ring, evicting the least recently heard workers to fit; undefined if one alone exceeds the budget. */
-  private allocate(gpuCount: number): Ring | undefined {
+  /** A new empty ring, evicting idle workers to fit; undefined when it does not fit. */
+  private allocate(gpuCount: number, now: Millis): Ring | undefined {
     const width = HOST_FIELDS + GPU_FIELDS * gpuCount;
     const byteLength = width * this.options.samplesPerWorker * Float64Array.BYTES_PER_ELEMENT;
-    if (byteLength > this.options.maxBytes) return undefined;
-    for (const [oldest] of this.rings) {
-      if (this.bytes + byteLength <= this.options.maxBytes) break;
+    const idleBefore = now - (this.options.evictIdleAfterMs ?? DEFAULT_EVICT_IDLE_AFTER_MS);
+    // Map order is recency: the first entry not idle means no later one is.
+    for (const [oldest, ring] of this.rings) {
+      if (this.bytes + byteLength <= this.options.maxBytes || ring.lastMs > idleBefore) break;
       this.forget(oldest);
     }
+    if (this.bytes + byteLength > this.options.maxBytes) return undefined;
     this.bytes += byteLength;
-    return { rows: new Float64Array(width * this.options.samplesPerWorker), width, gpuCount, start: 0, length: 0 };
+    return { rows: new Float64Array(width * this.options.samplesPerWorker), width, gpuCount, start: 0, length: 0, lastMs: now };
   }
 }

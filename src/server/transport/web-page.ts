@@ -34,6 +34,7 @@ const SECURITY_HEADERS = {
 };
 
 interface StaticFile {
+  status?: number;
   body: Buffer;
   gzipped?: Buffer;
   headers: Record<string, string>;
@@ -70,7 +71,7 @@ export function webPageRoutes(dir: string = WEB_DIST_DIR): HttpRoutes {
 function send(req: http.IncomingMessage, res: http.ServerResponse, file: StaticFile): void {
   const gzip = file.gzipped !== undefined && /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""));
   const body = gzip ? file.gzipped! : file.body;
-  res.writeHead(200, {
+  res.writeHead(file.status ?? 200, {
     ...file.headers,
     ...(file.gzipped !== undefined ? { vary: "accept-encoding" } : {}),
     ...(gzip ? { "content-encoding": "gzip" } : {}),
@@ -117,6 +118,7 @@ function loadFiles(dir: string): Map<string, StaticFile> {
 /** A clone without a build still serves the API; the page says how to build it. */
 function missingBuild(dir: string): StaticFile {
   return {
+    status: 503,
     body: Buffer.from(`The web page is not built (${dir} is missing): run \`npm run build:web\`.\n`),
     headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-cache", ...SECURITY_HEADERS },
   };
