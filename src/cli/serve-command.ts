@@ -21,7 +21,9 @@ const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST
   --quarantine-failures attempts in a row ending FAILED or TIMEOUT that quarantine a runner (env RUNNERLINE_QUARANTINE_FAILURES, default 3)
   --quarantine-window   ...when they all ended within this many seconds (env RUNNERLINE_QUARANTINE_WINDOW, default 60)
   --quarantine-backoff  seconds of the first quarantine; doubles for each one in a row (env RUNNERLINE_QUARANTINE_BACKOFF, default 30)
-  --quarantine-max-backoff  longest quarantine in seconds (env RUNNERLINE_QUARANTINE_MAX_BACKOFF, default 600)`;
+  --quarantine-max-backoff  longest quarantine in seconds (env RUNNERLINE_QUARANTINE_MAX_BACKOFF, default 600)
+  --history-samples     telemetry samples kept in memory per worker for the web page's sparklines
+                        (env RUNNERLINE_HISTORY_SAMPLES, default 120)`;
 
 /** Flags win over environment variables, which win over defaults. */
 export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<ServerConfig> {
@@ -42,6 +44,7 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
       "quarantine-window": { type: "string" },
       "quarantine-backoff": { type: "string" },
       "quarantine-max-backoff": { type: "string" },
+      "history-samples": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -87,7 +90,15 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
     if (!Number.isInteger(n) || n < 1) throw new Error("--quarantine-failures must be a positive integer");
     config.quarantineFailures = n;
   }
+  const historySamples = values["history-samples"] ?? env.RUNNERLINE_HISTORY_SAMPLES;
+  if (historySamples) config.historySamples = positiveInteger("--history-samples", historySamples);
   return config;
+}
+
+function positiveInteger(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer`);
+  return n;
 }
 
 function seconds(flag: string, text: string): number {

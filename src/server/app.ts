@@ -11,9 +11,11 @@ import { rolloutService } from "./services/rollout-service.js";
 import { runnerService } from "./services/runner-service.js";
 import { workerService } from "./services/worker-service.js";
 import { openStore } from "./store/open-store.js";
+import { WorkerHistory } from "./telemetry/worker-history.js";
 import { startGrpcServer } from "./transport/grpc-server.js";
 import { startHttpServer } from "./transport/http-server.js";
 import { registerService, type ServiceRegistration } from "./transport/registration.js";
+import { webPageRoutes } from "./transport/web-page.js";
 
 export interface RunningServer {
   grpcPort: number;
@@ -32,6 +34,7 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
   const config = defaultConfig(overrides);
   const clock = config.clock ?? systemClock;
   const store = await openStore(config.store);
+  const history = new WorkerHistory({ samplesPerWorker: config.historySamples, maxBytes: config.historyMaxBytes });
   const coordinator = new Coordinator({
     store,
     clock,
@@ -47,12 +50,13 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
       backoffMs: config.quarantineBackoffMs,
       maxBackoffMs: config.quarantineMaxBackoffMs,
     },
+    onHeartbeat: (workerId, data, now) => history.record(workerId, data.snapshot, now),
     log: config.log,
   });
   await coordinator.recover();
   const services: ServiceRegistration[] = [
     registerService(RunnerService, runnerService(coordinator, { log: config.log, now: () => clock.now() })),
-    registerService(WorkerService, mapDomainErrors(WorkerService, workerService(coordinator, store))),
+    registerService(WorkerService, mapDomainErrors(WorkerService, workerService(coordinator, store, { history, heartbeatGraceMs: config.heartbeatGraceMs }))),
     registerService(RolloutService, mapDomainErrors(RolloutService, rolloutService(coordinator, store))),
     registerService(AttemptService, mapDomainErrors(AttemptService, attemptService(coordinator, store))),
   ];
@@ -67,6 +71,7 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
     address: config.httpAddress,
     services,
     maxMessageBytes: config.maxMessageBytes,
+    routes: webPageRoutes(),
   });
   const watchdog = coordinator.startTimers((error) => config.log(`timer check failed: ${String(error)}`));
   config.log(`serving gRPC on ${hostOf(config.grpcAddress)}:${grpc.port}, HTTP on ${hostOf(config.httpAddress)}:${http.port}, store ${config.store}`);

@@ -1,6 +1,7 @@
 import { DEFAULT_RETRY_ELSEWHERE_MS } from "./dispatch/coordinator.js";
 import { DEFAULT_QUARANTINE_POLICY } from "./domain/quarantine.js";
 import type { Clock } from "./domain/time.js";
+import { DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_SAMPLES } from "./telemetry/worker-history.js";
 
 /** Everything a server can be told at start; see parseServeArgs for the flags and variables. */
 export interface ServerConfig {
@@ -33,6 +34,10 @@ export interface ServerConfig {
   quarantineBackoffMs: number;
   /** ...up to this. */
   quarantineMaxBackoffMs: number;
+  /** Telemetry samples kept in memory per worker for GetWorkerHistory. */
+  historySamples: number;
+  /** Ceiling on the memory of all workers' history together. */
+  historyMaxBytes: number;
   clock?: Clock;
   log: (line: string) => void;
 }
@@ -59,6 +64,8 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     quarantineWindowMs: DEFAULT_QUARANTINE_POLICY.windowMs,
     quarantineBackoffMs: DEFAULT_QUARANTINE_POLICY.backoffMs,
     quarantineMaxBackoffMs: DEFAULT_QUARANTINE_POLICY.maxBackoffMs,
+    historySamples: DEFAULT_HISTORY_SAMPLES,
+    historyMaxBytes: DEFAULT_HISTORY_MAX_BYTES,
     log: (line) => console.log(`${new Date().toISOString()} ${line}`),
     ...overrides,
   };

@@ -122,10 +122,18 @@ describe("grpc server", () => {
       const files = filesOf(await reflect(client, { file_containing_symbol: "runnerline.v1.WorkerService" }));
       expect(files[0]?.name).toBe("runnerline/v1/worker.proto");
       const service = files[0]?.service.find((s) => s.name === "WorkerService");
-      expect(service?.method.map((m) => m.name)).toEqual(["GetWorker", "ListWorkers", "SendHeartbeat", "WatchWorkers", "ReleaseWorker"]);
+      expect(service?.method.map((m) => m.name)).toEqual([
+        "GetWorker",
+        "ListWorkers",
+        "SendHeartbeat",
+        "WatchWorkers",
+        "ReleaseWorker",
+        "GetWorkerHistory",
+      ]);
       expect(service?.method.find((m) => m.name === "WatchWorkers")?.serverStreaming).toBe(true);
       expect(files.map((f) => f.name).sort()).toEqual(
         [
+          "google/protobuf/duration.proto",
           "google/protobuf/struct.proto",
           "google/protobuf/timestamp.proto",
           "runnerline/v1/telemetry.proto",
@@ -141,6 +149,7 @@ describe("grpc server", () => {
         "SendHeartbeat",
         "WatchWorkers",
         "ReleaseWorker",
+        "GetWorkerHistory",
       ]);
     });
 

@@ -96,6 +96,8 @@ export interface CoordinatorOptions {
   retryElsewhereMs?: number;
   /** When failing workers are quarantined (defaults: DEFAULT_QUARANTINE_POLICY). */
   quarantine?: Partial<QuarantinePolicy>;
+  /** Sees every recorded heartbeat (the telemetry history); must be cheap and must not throw. */
+  onHeartbeat?: (workerId: string, data: HeartbeatData, now: Millis) => void;
   log?: (line: string) => void;
 }
 
@@ -375,6 +377,7 @@ export class Coordinator {
     const now = this.clock.now();
     const fx = new Effects();
     const record = this.updateWorker(workerId, now, (r) => recordHeartbeat(r, data, this.liveness, now));
+    this.options.onHeartbeat?.(workerId, data, now);
     for (const attemptId of attemptIds) {
       const attempt = this.store.getAttempt(attemptId);
       if (attempt === undefined || attempt.workerId !== workerId) continue;

@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   type Worker,
@@ -12,6 +13,7 @@ import type { Coordinator } from "../dispatch/coordinator.js";
 import { DomainError } from "../domain/errors.js";
 import { matchesWorker, WORKER_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
+import type { WorkerHistory } from "../telemetry/worker-history.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
 import { boundedExtraStats, requireClientId, requireEnumValues, requireId } from "./validation.js";
@@ -20,7 +22,19 @@ import { requireJsonSafe } from "./well-known-types.js";
 /** Changes buffered for one slow WatchWorkers client before it is cut off. */
 const WATCH_BUFFER_LIMIT = 10_000;
 
-export function workerService(coordinator: Coordinator, store: Store): ServiceImpl<typeof WorkerService> {
+export interface WorkerServiceOptions {
+  /** Recent telemetry per worker, for GetWorkerHistory. */
+  history: WorkerHistory;
+  /** Reported in ListWorkersResponse so views can mark stale heartbeats. */
+  heartbeatGraceMs: number;
+}
+
+export function workerService(
+  coordinator: Coordinator,
+  store: Store,
+  { history, heartbeatGraceMs }: WorkerServiceOptions,
+): ServiceImpl<typeof WorkerService> {
+  const heartbeatGrace = durationFromMs(heartbeatGraceMs);
   return {
     async getWorker(request) {
       return durable(store, { worker: coordinator.getWorker(requireId("worker_id", request.workerId)) });
@@ -33,7 +47,17 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
       };
       const query = listQuery(request, filter, WORKER_SORT_FIELDS, "worker_id", "worker_id");
       const page = store.listWorkers(query);
-      return durable(store, { workers: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) });
+      return durable(store, {
+        workers: page.items,
+        totalSize: page.total,
+        nextPageToken: nextPageToken(query, page.total),
+        heartbeatGrace,
+      });
+    },
+    async getWorkerHistory(request) {
+      const workerId = requireId("worker_id", request.workerId);
+      coordinator.getWorker(workerId); // NOT_FOUND for a worker the server never heard of
+      return { samples: history.samples(workerId) };
     },
     async sendHeartbeat(request) {
       const workerId = requireClientId("worker_id", request.workerId);
@@ -62,9 +86,14 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
       const onAbort = () => wake?.();
       context.signal.addEventListener("abort", onAbort);
       try {
-        const everything = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
-        const initial = store.listWorkers({ filter, orderBy: [{ field: "worker_id", descending: false }], ...everything });
-        for (const worker of initial.items) yield watchMessage(worker, true);
+        if (request.changesOnly) {
+          // Subscribed above: tells the client it may list now without missing a change.
+          yield create(WatchWorkersResponseSchema, {});
+        } else {
+          const everything = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
+          const initial = store.listWorkers({ filter, orderBy: [{ field: "worker_id", descending: false }], ...everything });
+          for (const worker of initial.items) yield watchMessage(worker, true);
+        }
         while (!context.signal.aborted) {
           if (overflowed) throw new DomainError("resource_exhausted", "watch client fell too far behind; reconnect");
           const next = changes.shift();

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file runnerline/v1/telemetry.proto.
  */
 export const file_runnerline_v1_telemetry: GenFile = /*@__PURE__*/
-  fileDesc("Ch1ydW5uZXJsaW5lL3YxL3RlbGVtZXRyeS5wcm90bxINcnVubmVybGluZS52MSLrAgoOU3lzdGVtU25hcHNob3QSMAoMY29sbGVjdF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghob3N0bmFtZRgCIAEoCRIKCgJvcxgDIAEoCRIkCgNjcHUYBCABKAsyFy5ydW5uZXJsaW5lLnYxLkNwdVN0YXRzEioKBm1lbW9yeRgFIAEoCzIaLnJ1bm5lcmxpbmUudjEuTWVtb3J5U3RhdHMSJwoFZGlza3MYBiADKAsyGC5ydW5uZXJsaW5lLnYxLkRpc2tTdGF0cxIsCgduZXR3b3JrGAcgASgLMhsucnVubmVybGluZS52MS5OZXR3b3JrU3RhdHMSJQoEZ3B1cxgIIAMoCzIXLnJ1bm5lcmxpbmUudjEuR3B1U3RhdHMSOQoRY29sbGVjdGlvbl9lcnJvcnMYCSADKAsyHi5ydW5uZXJsaW5lLnYxLkNvbGxlY3Rpb25FcnJvciJ1CghDcHVTdGF0cxIVCg11c2FnZV9wZXJjZW50GAEgASgBEhUKDWxvZ2ljYWxfY29yZXMYAiABKAUSFgoOcGh5c2ljYWxfY29yZXMYAyABKAUSFAoMbG9hZF9hdmVyYWdlGAQgAygBEg0KBW1vZGVsGAUgASgJIoIBCgtNZW1vcnlTdGF0cxITCgt0b3RhbF9ieXRlcxgBIAEoBBISCgp1c2VkX2J5dGVzGAIgASgEEhcKD2F2YWlsYWJsZV9ieXRlcxgDIAEoBBIYChBzd2FwX3RvdGFsX2J5dGVzGAQgASgEEhcKD3N3YXBfdXNlZF9ieXRlcxgFIAEoBCJDCglEaXNrU3RhdHMSDQoFbW91bnQYASABKAkSEwoLdG90YWxfYnl0ZXMYAiABKAQSEgoKdXNlZF9ieXRlcxgDIAEoBCJICgxOZXR3b3JrU3RhdHMSGwoTcnhfYnl0ZXNfcGVyX3NlY29uZBgBIAEoARIbChN0eF9ieXRlc19wZXJfc2Vjb25kGAIgASgBIq0BCghHcHVTdGF0cxINCgVpbmRleBgBIAEoBRIMCgRuYW1lGAIgASgJEhsKE3V0aWxpemF0aW9uX3BlcmNlbnQYAyABKAESGQoRbWVtb3J5X3VzZWRfYnl0ZXMYBCABKAQSGgoSbWVtb3J5X3RvdGFsX2J5dGVzGAUgASgEEhsKE3RlbXBlcmF0dXJlX2NlbHNpdXMYBiABKAESEwoLcG93ZXJfd2F0dHMYByABKAEiMgoPQ29sbGVjdGlvbkVycm9yEg4KBnNvdXJjZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1ydW5uZXJsaW5lL3YxL3RlbGVtZXRyeS5wcm90bxINcnVubmVybGluZS52MSLrAgoOU3lzdGVtU25hcHNob3QSMAoMY29sbGVjdF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghob3N0bmFtZRgCIAEoCRIKCgJvcxgDIAEoCRIkCgNjcHUYBCABKAsyFy5ydW5uZXJsaW5lLnYxLkNwdVN0YXRzEioKBm1lbW9yeRgFIAEoCzIaLnJ1bm5lcmxpbmUudjEuTWVtb3J5U3RhdHMSJwoFZGlza3MYBiADKAsyGC5ydW5uZXJsaW5lLnYxLkRpc2tTdGF0cxIsCgduZXR3b3JrGAcgASgLMhsucnVubmVybGluZS52MS5OZXR3b3JrU3RhdHMSJQoEZ3B1cxgIIAMoCzIXLnJ1bm5lcmxpbmUudjEuR3B1U3RhdHMSOQoRY29sbGVjdGlvbl9lcnJvcnMYCSADKAsyHi5ydW5uZXJsaW5lLnYxLkNvbGxlY3Rpb25FcnJvciJ1CghDcHVTdGF0cxIVCg11c2FnZV9wZXJjZW50GAEgASgBEhUKDWxvZ2ljYWxfY29yZXMYAiABKAUSFgoOcGh5c2ljYWxfY29yZXMYAyABKAUSFAoMbG9hZF9hdmVyYWdlGAQgAygBEg0KBW1vZGVsGAUgASgJIoIBCgtNZW1vcnlTdGF0cxITCgt0b3RhbF9ieXRlcxgBIAEoBBISCgp1c2VkX2J5dGVzGAIgASgEEhcKD2F2YWlsYWJsZV9ieXRlcxgDIAEoBBIYChBzd2FwX3RvdGFsX2J5dGVzGAQgASgEEhcKD3N3YXBfdXNlZF9ieXRlcxgFIAEoBCJDCglEaXNrU3RhdHMSDQoFbW91bnQYASABKAkSEwoLdG90YWxfYnl0ZXMYAiABKAQSEgoKdXNlZF9ieXRlcxgDIAEoBCJICgxOZXR3b3JrU3RhdHMSGwoTcnhfYnl0ZXNfcGVyX3NlY29uZBgBIAEoARIbChN0eF9ieXRlc19wZXJfc2Vjb25kGAIgASgBIq0BCghHcHVTdGF0cxINCgVpbmRleBgBIAEoBRIMCgRuYW1lGAIgASgJEhsKE3V0aWxpemF0aW9uX3BlcmNlbnQYAyABKAESGQoRbWVtb3J5X3VzZWRfYnl0ZXMYBCABKAQSGgoSbWVtb3J5X3RvdGFsX2J5dGVzGAUgASgEEhsKE3RlbXBlcmF0dXJlX2NlbHNpdXMYBiABKAESEwoLcG93ZXJfd2F0dHMYByABKAEiMgoPQ29sbGVjdGlvbkVycm9yEg4KBnNvdXJjZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIr0BCg9UZWxlbWV0cnlTYW1wbGUSMAoMcmVjZWl2ZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFjcHVfdXNhZ2VfcGVyY2VudBgCIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgDIAEoBBIaChJtZW1vcnlfdG90YWxfYnl0ZXMYBCABKAQSJgoEZ3B1cxgFIAMoCzIYLnJ1bm5lcmxpbmUudjEuR3B1U2FtcGxlIm4KCUdwdVNhbXBsZRINCgVpbmRleBgBIAEoBRIbChN1dGlsaXphdGlvbl9wZXJjZW50GAIgASgBEhkKEW1lbW9yeV91c2VkX2J5dGVzGAMgASgEEhoKEm1lbW9yeV90b3RhbF9ieXRlcxgEIAEoBGIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A point-in-time picture of a runner's host, collected by the runner SDK.
@@ -345,4 +345,95 @@ export type CollectionError = Message<"runnerline.v1.CollectionError"> & {
  */
 export const CollectionErrorSchema: GenMessage<CollectionError> = /*@__PURE__*/
   messageDesc(file_runnerline_v1_telemetry, 6);
+
+/**
+ * The numbers of one heartbeat's SystemSnapshot that live views plot.
+ *
+ * @generated from message runnerline.v1.TelemetrySample
+ */
+export type TelemetrySample = Message<"runnerline.v1.TelemetrySample"> & {
+  /**
+   * When the server received the heartbeat (server clock).
+   *
+   * @generated from field: google.protobuf.Timestamp receive_time = 1;
+   */
+  receiveTime?: Timestamp | undefined;
+
+  /**
+   * CpuStats.usage_percent.
+   *
+   * @generated from field: double cpu_usage_percent = 2;
+   */
+  cpuUsagePercent: number;
+
+  /**
+   * MemoryStats.used_bytes.
+   *
+   * @generated from field: uint64 memory_used_bytes = 3;
+   */
+  memoryUsedBytes: bigint;
+
+  /**
+   * MemoryStats.total_bytes.
+   *
+   * @generated from field: uint64 memory_total_bytes = 4;
+   */
+  memoryTotalBytes: bigint;
+
+  /**
+   * One entry per GPU of the snapshot, in the same order (at most 16).
+   *
+   * @generated from field: repeated runnerline.v1.GpuSample gpus = 5;
+   */
+  gpus: GpuSample[];
+};
+
+/**
+ * Describes the message runnerline.v1.TelemetrySample.
+ * Use `create(TelemetrySampleSchema)` to create a new message.
+ */
+export const TelemetrySampleSchema: GenMessage<TelemetrySample> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_telemetry, 7);
+
+/**
+ * The numbers of one GpuStats that live views plot.
+ *
+ * @generated from message runnerline.v1.GpuSample
+ */
+export type GpuSample = Message<"runnerline.v1.GpuSample"> & {
+  /**
+   * GpuStats.index.
+   *
+   * @generated from field: int32 index = 1;
+   */
+  index: number;
+
+  /**
+   * GpuStats.utilization_percent.
+   *
+   * @generated from field: double utilization_percent = 2;
+   */
+  utilizationPercent: number;
+
+  /**
+   * GpuStats.memory_used_bytes.
+   *
+   * @generated from field: uint64 memory_used_bytes = 3;
+   */
+  memoryUsedBytes: bigint;
+
+  /**
+   * GpuStats.memory_total_bytes.
+   *
+   * @generated from field: uint64 memory_total_bytes = 4;
+   */
+  memoryTotalBytes: bigint;
+};
+
+/**
+ * Describes the message runnerline.v1.GpuSample.
+ * Use `create(GpuSampleSchema)` to create a new message.
+ */
+export const GpuSampleSchema: GenMessage<GpuSample> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_telemetry, 8);
 

@@ -4,9 +4,9 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { SystemSnapshot } from "./telemetry_pb.js";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { SystemSnapshot, TelemetrySample } from "./telemetry_pb.js";
 import { file_runnerline_v1_telemetry } from "./telemetry_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runnerline/v1/worker.proto.
  */
 export const file_runnerline_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSL6BgoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQcXVhcmFudGluZV91bnRpbBgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRcXVhcmFudGluZV9yZWFzb24YFSABKAkSGAoQcXVhcmFudGluZV9jb3VudBgWIAEoBRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiUKEEdldFdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIjoKEUdldFdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIoYCChJMaXN0V29ya2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSLQoIc3RhdHVzZXMYBCADKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIaChJ3b3JrZXJfaWRfY29udGFpbnMYBSABKAkSPQoGbGFiZWxzGAYgAygLMi0ucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1JlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJqChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiYKB3dvcmtlcnMYASADKAsyFS5ydW5uZXJsaW5lLnYxLldvcmtlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBSKIAQoUU2VuZEhlYXJ0YmVhdFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEi8KCHNuYXBzaG90GAIgASgLMh0ucnVubmVybGluZS52MS5TeXN0ZW1TbmFwc2hvdBIsCgtleHRyYV9zdGF0cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiPgoVU2VuZEhlYXJ0YmVhdFJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyImAKE1dhdGNoV29ya2Vyc1JlcXVlc3QSLQoIc3RhdHVzZXMYASADKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIaChJ3b3JrZXJfaWRfY29udGFpbnMYAiABKAkiTgoUV2F0Y2hXb3JrZXJzUmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXISDwoHaW5pdGlhbBgCIAEoCCIpChRSZWxlYXNlV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkiPgoVUmVsZWFzZVdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyKpMBCgxXb3JrZXJTdGF0dXMSHQoZV09SS0VSX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEldPUktFUl9TVEFUVVNfSURMRRABEhYKEldPUktFUl9TVEFUVVNfQlVTWRACEhkKFVdPUktFUl9TVEFUVVNfVU5LTk9XThADEhkKFVdPUktFUl9TVEFUVVNfT0ZGTElORRAEMsgDCg1Xb3JrZXJTZXJ2aWNlEk4KCUdldFdvcmtlchIfLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVxdWVzdBogLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVzcG9uc2USVAoLTGlzdFdvcmtlcnMSIS5ydW5uZXJsaW5lLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBoiLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJaCg1TZW5kSGVhcnRiZWF0EiMucnVubmVybGluZS52MS5TZW5kSGVhcnRiZWF0UmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuU2VuZEhlYXJ0YmVhdFJlc3BvbnNlElkKDFdhdGNoV29ya2VycxIiLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVxdWVzdBojLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVzcG9uc2UwARJaCg1SZWxlYXNlV29ya2VyEiMucnVubmVybGluZS52MS5SZWxlYXNlV29ya2VyUmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuUmVsZWFzZVdvcmtlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
+  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSL6BgoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQcXVhcmFudGluZV91bnRpbBgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRcXVhcmFudGluZV9yZWFzb24YFSABKAkSGAoQcXVhcmFudGluZV9jb3VudBgWIAEoBRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiUKEEdldFdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIjoKEUdldFdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIoYCChJMaXN0V29ya2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSLQoIc3RhdHVzZXMYBCADKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIaChJ3b3JrZXJfaWRfY29udGFpbnMYBSABKAkSPQoGbGFiZWxzGAYgAygLMi0ucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1JlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKeAQoTTGlzdFdvcmtlcnNSZXNwb25zZRImCgd3b3JrZXJzGAEgAygLMhUucnVubmVybGluZS52MS5Xb3JrZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUSMgoPaGVhcnRiZWF0X2dyYWNlGCggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIogBChRTZW5kSGVhcnRiZWF0UmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkSLwoIc25hcHNob3QYAiABKAsyHS5ydW5uZXJsaW5lLnYxLlN5c3RlbVNuYXBzaG90EiwKC2V4dHJhX3N0YXRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCI+ChVTZW5kSGVhcnRiZWF0UmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXIidgoTV2F0Y2hXb3JrZXJzUmVxdWVzdBItCghzdGF0dXNlcxgBIAMoDjIbLnJ1bm5lcmxpbmUudjEuV29ya2VyU3RhdHVzEhoKEndvcmtlcl9pZF9jb250YWlucxgCIAEoCRIUCgxjaGFuZ2VzX29ubHkYKCABKAgiTgoUV2F0Y2hXb3JrZXJzUmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXISDwoHaW5pdGlhbBgCIAEoCCIpChRSZWxlYXNlV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkiPgoVUmVsZWFzZVdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIiwKF0dldFdvcmtlckhpc3RvcnlSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCSJLChhHZXRXb3JrZXJIaXN0b3J5UmVzcG9uc2USLwoHc2FtcGxlcxgBIAMoCzIeLnJ1bm5lcmxpbmUudjEuVGVsZW1ldHJ5U2FtcGxlKpMBCgxXb3JrZXJTdGF0dXMSHQoZV09SS0VSX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEldPUktFUl9TVEFUVVNfSURMRRABEhYKEldPUktFUl9TVEFUVVNfQlVTWRACEhkKFVdPUktFUl9TVEFUVVNfVU5LTk9XThADEhkKFVdPUktFUl9TVEFUVVNfT0ZGTElORRAEMq0ECg1Xb3JrZXJTZXJ2aWNlEk4KCUdldFdvcmtlchIfLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVxdWVzdBogLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVzcG9uc2USVAoLTGlzdFdvcmtlcnMSIS5ydW5uZXJsaW5lLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBoiLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJaCg1TZW5kSGVhcnRiZWF0EiMucnVubmVybGluZS52MS5TZW5kSGVhcnRiZWF0UmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuU2VuZEhlYXJ0YmVhdFJlc3BvbnNlElkKDFdhdGNoV29ya2VycxIiLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVxdWVzdBojLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVzcG9uc2UwARJaCg1SZWxlYXNlV29ya2VyEiMucnVubmVybGluZS52MS5SZWxlYXNlV29ya2VyUmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuUmVsZWFzZVdvcmtlclJlc3BvbnNlEmMKEEdldFdvcmtlckhpc3RvcnkSJi5ydW5uZXJsaW5lLnYxLkdldFdvcmtlckhpc3RvcnlSZXF1ZXN0GicucnVubmVybGluZS52MS5HZXRXb3JrZXJIaXN0b3J5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
 
 /**
  * A runner process that executes attempts.
@@ -314,6 +314,14 @@ export type ListWorkersResponse = Message<"runnerline.v1.ListWorkersResponse"> &
    * @generated from field: int32 total_size = 3;
    */
   totalSize: number;
+
+  /**
+   * The server's heartbeat grace: a connected worker whose last heartbeat is
+   * older than this turns UNKNOWN. Live views use it to mark stale rows.
+   *
+   * @generated from field: google.protobuf.Duration heartbeat_grace = 40;
+   */
+  heartbeatGrace?: Duration | undefined;
 };
 
 /**
@@ -399,6 +407,15 @@ export type WatchWorkersRequest = Message<"runnerline.v1.WatchWorkersRequest"> &
    * @generated from field: string worker_id_contains = 2;
    */
   workerIdContains: string;
+
+  /**
+   * Skip the initial listing: the first message carries no worker and is sent
+   * as soon as the watch is in place; changes follow. A view that pages with
+   * ListWorkers lists after that first message and misses no change.
+   *
+   * @generated from field: bool changes_only = 40;
+   */
+  changesOnly: boolean;
 };
 
 /**
@@ -415,7 +432,8 @@ export const WatchWorkersRequestSchema: GenMessage<WatchWorkersRequest> = /*@__P
  */
 export type WatchWorkersResponse = Message<"runnerline.v1.WatchWorkersResponse"> & {
   /**
-   * The worker as it is now.
+   * The worker as it is now; unset only on the first message of a
+   * changes_only watch.
    *
    * @generated from field: runnerline.v1.Worker worker = 1;
    */
@@ -477,6 +495,49 @@ export type ReleaseWorkerResponse = Message<"runnerline.v1.ReleaseWorkerResponse
  */
 export const ReleaseWorkerResponseSchema: GenMessage<ReleaseWorkerResponse> = /*@__PURE__*/
   messageDesc(file_runnerline_v1_worker, 10);
+
+/**
+ * Request for WorkerService.GetWorkerHistory.
+ *
+ * @generated from message runnerline.v1.GetWorkerHistoryRequest
+ */
+export type GetWorkerHistoryRequest = Message<"runnerline.v1.GetWorkerHistoryRequest"> & {
+  /**
+   * The worker whose history to return.
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+};
+
+/**
+ * Describes the message runnerline.v1.GetWorkerHistoryRequest.
+ * Use `create(GetWorkerHistoryRequestSchema)` to create a new message.
+ */
+export const GetWorkerHistoryRequestSchema: GenMessage<GetWorkerHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 11);
+
+/**
+ * Response of WorkerService.GetWorkerHistory.
+ *
+ * @generated from message runnerline.v1.GetWorkerHistoryResponse
+ */
+export type GetWorkerHistoryResponse = Message<"runnerline.v1.GetWorkerHistoryResponse"> & {
+  /**
+   * Recent samples, oldest first; empty when no heartbeat with a snapshot has
+   * arrived since the server started.
+   *
+   * @generated from field: repeated runnerline.v1.TelemetrySample samples = 1;
+   */
+  samples: TelemetrySample[];
+};
+
+/**
+ * Describes the message runnerline.v1.GetWorkerHistoryResponse.
+ * Use `create(GetWorkerHistoryResponseSchema)` to create a new message.
+ */
+export const GetWorkerHistoryResponseSchema: GenMessage<GetWorkerHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 12);
 
 /**
  * What the server can vouch for about a worker, derived from facts.
@@ -585,6 +646,19 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof ReleaseWorkerRequestSchema;
     output: typeof ReleaseWorkerResponseSchema;
+  },
+  /**
+   * Returns the worker's recent telemetry, oldest first: one sample per
+   * heartbeat that carried a snapshot, kept in the server's memory only (lost
+   * on restart; at most --history-samples per worker). NOT_FOUND when the
+   * worker is unknown.
+   *
+   * @generated from rpc runnerline.v1.WorkerService.GetWorkerHistory
+   */
+  getWorkerHistory: {
+    methodKind: "unary";
+    input: typeof GetWorkerHistoryRequestSchema;
+    output: typeof GetWorkerHistoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_runnerline_v1_worker, 0);

@@ -1,0 +1,188 @@
+/**
+ * The web page in a real Chromium against a real server with real runners:
+ * rows and badges, live updates from WatchWorkers, search / filter / sort in
+ * the URL, the runner detail's sparklines, a rollout's attempts, Cancel, and
+ * the reconnect banner when the server goes away and comes back.
+ */
+import type { Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually } from "../polling.js";
+import { type Browser, launchBrowser } from "./browser.js";
+import { type Fleet, startFleet } from "./fleet.js";
+
+let fleet: Fleet;
+let browser: Browser;
+let page: Page;
+/** The runner that ran ro-hold. */
+let busyId = "";
+
+const rows = () => page.$$eval("table.runners tbody tr", (trs) => trs.map((tr) => tr.getAttribute("data-worker-id")));
+const rowStatus = (id: string) => page.getAttribute(`tr[data-worker-id="${id}"]`, "data-status", { timeout: 1_000 }).catch(() => null);
+const badgeColour = (id: string) => page.locator(`tr[data-worker-id="${id}"] .badge`).evaluate((el) => getComputedStyle(el).backgroundColor);
+/** Status → badge colour seen; each status must get its own. */
+const badgeColours = new Map<string, string>();
+const sameList = (want: string[]) => (got: (string | null)[]) => JSON.stringify(got) === JSON.stringify(want);
+
+beforeAll(async () => {
+  fleet = await startFleet();
+  fleet.addRunner({ workerId: "gpu-a", labels: { gpu: "h100", zone: "a" }, capacity: 2, gpus: 2 });
+  fleet.addRunner({ workerId: "cpu-b", labels: { pool: "cpu", zone: "b" } });
+  fleet.addRunner({ workerId: "cpu-c", labels: { pool: "cpu", zone: "a" } });
+  await eventually(
+    () => fleet.clients.workers.listWorkers({}),
+    (r) => r.workers.length === 3 && r.workers.every((w) => w.connected),
+  );
+  browser = await launchBrowser();
+  page = await browser.context.newPage();
+}, 30_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await fleet?.close();
+});
+
+describe("Runners page", { timeout: 30_000 }, () => {
+  it("lists the runners with status badges, labels and telemetry", async () => {
+    await page.goto(`${fleet.baseUrl}/`);
+    await eventually(rows, sameList(["cpu-b", "cpu-c", "gpu-a"]));
+    for (const id of ["cpu-b", "cpu-c", "gpu-a"]) expect(await rowStatus(id)).toBe("IDLE");
+    expect(await page.locator('tr[data-worker-id="gpu-a"] .badge').textContent()).toBe("IDLE");
+    badgeColours.set("IDLE", await badgeColour("gpu-a"));
+    expect(await page.locator('tr[data-worker-id="gpu-a"] .label').allTextContents()).toEqual(["gpu=h100", "zone=a"]);
+    expect(await page.locator('tr[data-worker-id="gpu-a"] .gpu').count()).toBe(2);
+    await eventually(() => page.locator('[data-count="IDLE"]').textContent(), (t) => t === "3 idle");
+  });
+
+  it("shows a runner turning BUSY and back live, without a reload", async () => {
+    await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
+    await fleet.enqueue("ro-hold", { hold: "h1" });
+    const busy = await eventually(
+      async () => (await Promise.all(["cpu-b", "cpu-c", "gpu-a"].map(async (id) => [id, await rowStatus(id)] as const))).find(([, s]) => s === "BUSY"),
+      (found) => found !== undefined,
+    );
+    busyId = busy![0];
+    expect(await page.locator(`tr[data-worker-id="${busyId}"] td`).nth(2).textContent()).toBe("ro-hold");
+    badgeColours.set("BUSY", await badgeColour(busyId));
+    fleet.release("h1", { reward: 0.75 });
+    await eventually(() => rowStatus(busyId), (s) => s === "IDLE");
+    // Same document all along: the row changed in place.
+    expect(await page.evaluate(() => (window as unknown as { marker: number }).marker)).toBe(42);
+  });
+
+  it("searches, filters by label and sorts, with the view in the URL", async () => {
+    await page.fill('input[aria-label="Search runner id"]', "cpu");
+    await eventually(rows, sameList(["cpu-b", "cpu-c"]));
+    expect(new URL(page.url()).searchParams.get("q")).toBe("cpu");
+    await page.fill('input[aria-label="Search runner id"]', "");
+    await eventually(rows, sameList(["cpu-b", "cpu-c", "gpu-a"]));
+
+    await page.fill('input[aria-label^="Filter by label"]', "zone=a");
+    await page.press('input[aria-label^="Filter by label"]', "Enter");
+    await eventually(rows, sameList(["cpu-c", "gpu-a"]));
+    expect(new URL(page.url()).searchParams.getAll("label")).toEqual(["zone:a"]);
+    await page.click("button.chip-label");
+    await eventually(rows, sameList(["cpu-b", "cpu-c", "gpu-a"]));
+
+    await page.click('th button:has-text("Runner ID")');
+    await eventually(rows, sameList(["gpu-a", "cpu-c", "cpu-b"]));
+    expect(new URL(page.url()).searchParams.get("sort")).toBe("-worker_id");
+    // A shared link opens the same view.
+    const shared = await browser.context.newPage();
+    await shared.goto(`${fleet.baseUrl}/runners?q=cpu&sort=-worker_id`);
+    await eventually(() => shared.$$eval("table.runners tbody tr", (trs) => trs.map((tr) => tr.getAttribute("data-worker-id"))), sameList(["cpu-c", "cpu-b"]));
+    await shared.close();
+    await page.click('th button:has-text("Runner ID")');
+    await eventually(rows, sameList(["cpu-b", "cpu-c", "gpu-a"]));
+  });
+
+  it("hides OFFLINE runners until asked, then shows them; a dropped runner is UNKNOWN", async () => {
+    const leaving = fleet.addRunner({ workerId: "leaving-d" });
+    const lost = fleet.addRunner({ workerId: "lost-e" });
+    await eventually(() => Promise.all([rowStatus("leaving-d"), rowStatus("lost-e")]), (s) => s.every((x) => x === "IDLE"));
+    await leaving.stop({ drain: true }); // Goodbye: OFFLINE
+    await lost.stop(); // stream cut: UNKNOWN
+    await eventually(() => rowStatus("lost-e"), (s) => s === "UNKNOWN");
+    badgeColours.set("UNKNOWN", await badgeColour("lost-e"));
+    await eventually(rows, sameList(["cpu-b", "cpu-c", "gpu-a", "lost-e"]));
+    await page.click("button.chip-offline");
+    await eventually(() => rowStatus("leaving-d"), (s) => s === "OFFLINE");
+    badgeColours.set("OFFLINE", await badgeColour("leaving-d"));
+    expect(new URL(page.url()).searchParams.get("status")).toBe("all");
+    expect(new Set(badgeColours.values()).size).toBe(4);
+    await page.click("button.chip-unknown");
+    await page.click("button.chip-offline");
+    await eventually(rows, sameList(["cpu-b", "cpu-c", "gpu-a"]));
+    expect(new URL(page.url()).searchParams.get("status")).toBe("idle,busy");
+    await page.click("button.chip-unknown");
+  });
+
+  it("opens a runner's detail with sparklines, its GPU table and its attempts", async () => {
+    await page.click('tr[data-worker-id="gpu-a"] a.detail-link');
+    expect(new URL(page.url()).pathname).toBe("/runners/gpu-a");
+    const drawer = page.locator('aside[aria-label="Runner gpu-a"]');
+    await drawer.waitFor();
+    await eventually(
+      () => drawer.locator('svg.sparkline[aria-label="CPU utilisation"]').getAttribute("data-points"),
+      (n) => Number(n) >= 3,
+    );
+    const points = await drawer.locator('svg.sparkline[aria-label="CPU utilisation"] polyline').getAttribute("points");
+    expect(points!.split(" ").length).toBeGreaterThanOrEqual(3);
+    expect(await drawer.locator('svg.sparkline[aria-label="GPU 1 utilisation"]').count()).toBe(1);
+    expect(await drawer.locator("table.gpus-table tbody tr").count()).toBe(2);
+    expect(await drawer.textContent()).toContain("NVIDIA H100 80GB HBM3");
+    await page.keyboard.press("Escape");
+    expect(new URL(page.url()).pathname).toBe("/runners");
+
+    await page.goto(`${fleet.baseUrl}/runners/${busyId}`);
+    const ran = page.locator(`aside[aria-label="Runner ${busyId}"] table.attempts tbody tr`);
+    await ran.first().waitFor();
+    expect(await ran.first().locator("a").textContent()).toBe("ro-hold");
+    expect(await ran.first().locator(".badge").textContent()).toBe("SUCCEEDED");
+    await page.keyboard.press("Escape");
+  });
+});
+
+describe("Rollouts page", { timeout: 30_000 }, () => {
+  it("lists rollouts and shows a rollout's attempts as a timeline", async () => {
+    await fleet.enqueue("ro-flaky", { fail: "exit status 3" }, { maxAttempts: 2, retryOnFailed: true });
+    await eventually(
+      () => fleet.clients.rollouts.getRollout({ rolloutId: "ro-flaky" }),
+      (r) => r.rollout?.attemptCount === 2 && r.rollout.endTime !== undefined,
+    );
+    await page.click('header nav a:has-text("Rollouts")');
+    await page.locator('tr[data-rollout-id="ro-flaky"]').waitFor();
+    expect(await page.getAttribute('tr[data-rollout-id="ro-flaky"]', "data-status")).toBe("FAILED");
+    expect(await page.getAttribute('tr[data-rollout-id="ro-hold"]', "data-status")).toBe("SUCCEEDED");
+    await eventually(() => page.locator('tr[data-rollout-id="ro-hold"] td').nth(8).textContent(), (t) => t === '{"reward":0.75}');
+
+    await page.click('tr[data-rollout-id="ro-flaky"] a');
+    const drawer = page.locator('aside[aria-label="Rollout ro-flaky"]');
+    await drawer.locator(".timeline li").nth(1).waitFor();
+    expect(await drawer.locator(".timeline li").evaluateAll((lis) => lis.map((li) => li.getAttribute("data-status")))).toEqual(["FAILED", "FAILED"]);
+    expect(await drawer.locator(".timeline").textContent()).toContain("exit status 3");
+    await page.keyboard.press("Escape");
+  });
+
+  it("cancels a rollout from its detail", async () => {
+    await fleet.enqueue("ro-cancel", { hold: "never" });
+    await page.goto(`${fleet.baseUrl}/rollouts/ro-cancel`);
+    const drawer = page.locator('aside[aria-label="Rollout ro-cancel"]');
+    await drawer.locator('button:has-text("Cancel rollout")').click();
+    await drawer.locator('button:has-text("Confirm cancel")').click();
+    await eventually(() => fleet.clients.rollouts.getRollout({ rolloutId: "ro-cancel" }), (r) => r.rollout?.status === 6);
+    await drawer.locator('.badge[data-status="CANCELLED"]').waitFor();
+  });
+});
+
+describe("Connection loss", { timeout: 30_000 }, () => {
+  it("says so while the stream is down and recovers by itself", async () => {
+    await page.goto(`${fleet.baseUrl}/runners`);
+    await eventually(rows, (r) => r.length === 4);
+    const restarting = fleet.restartServer(2_000);
+    await page.locator('.notice-warn:has-text("Live updates lost")').waitFor({ timeout: 10_000 });
+    await restarting;
+    // The new server starts empty; the runners reconnect and the page shows them again.
+    await page.locator('.notice-warn:has-text("Live updates lost")').waitFor({ state: "detached", timeout: 15_000 });
+    await eventually(rows, sameList(["cpu-b", "cpu-c", "gpu-a"]), 15_000);
+  });
+});

@@ -1,0 +1,99 @@
+import { describe, expect, it } from "vitest";
+import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
+import { WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb.js";
+import {
+  DEFAULT_ROLLOUTS_VIEW,
+  DEFAULT_RUNNERS_VIEW,
+  listRolloutsRequest,
+  listWorkersRequest,
+  matchesRunnersView,
+  rolloutsViewFromUrl,
+  rolloutsViewToUrl,
+  runnersViewFromUrl,
+  runnersViewToUrl,
+  toggleSort,
+  watchWorkersRequest,
+} from "../../web/src/table-query.js";
+
+describe("runners view ↔ URL", () => {
+  it("the default view has a plain URL and hides OFFLINE", () => {
+    expect(runnersViewToUrl(DEFAULT_RUNNERS_VIEW)).toBe("");
+    expect(runnersViewFromUrl("")).toEqual(DEFAULT_RUNNERS_VIEW);
+    expect(runnersViewFromUrl("").statuses).not.toContain(WorkerStatus.OFFLINE);
+  });
+
+  it("round-trips search, statuses, labels, sort and page size", () => {
+    const view = {
+      search: "gpu-",
+      statuses: [WorkerStatus.BUSY, WorkerStatus.IDLE],
+      labels: { zone: "a", gpu: "h100" },
+      sort: { field: "last_heartbeat_time", descending: true },
+      pageSize: 200 as const,
+    };
+    const query = runnersViewToUrl(view);
+    expect(query).toBe("q=gpu-&status=idle%2Cbusy&label=gpu%3Ah100&label=zone%3Aa&sort=-last_heartbeat_time&size=200");
+    expect(runnersViewFromUrl(query)).toEqual({ ...view, statuses: [WorkerStatus.IDLE, WorkerStatus.BUSY] });
+  });
+
+  it("all statuses is 'all' in the URL and no filter in the request", () => {
+    const view = { ...DEFAULT_RUNNERS_VIEW, statuses: [WorkerStatus.OFFLINE, WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN] };
+    expect(runnersViewToUrl(view)).toBe("status=all");
+    expect(runnersViewFromUrl("status=all").statuses).toHaveLength(4);
+    expect(listWorkersRequest(view, "").statuses).toEqual([]);
+  });
+
+  it("ignores what it cannot read instead of failing", () => {
+    const view = runnersViewFromUrl("status=bogus&sort=-cpu&size=7&label=nocolon");
+    expect(view).toEqual(DEFAULT_RUNNERS_VIEW);
+  });
+
+  it("maps onto ListWorkers and WatchWorkers parameters", () => {
+    const view = runnersViewFromUrl("q=cpu&label=pool:cpu&sort=-worker_id&size=100");
+    expect(listWorkersRequest(view, "tok")).toEqual({
+      pageSize: 100,
+      pageToken: "tok",
+      orderBy: "worker_id desc",
+      statuses: [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN],
+      workerIdContains: "cpu",
+      labels: { pool: "cpu" },
+    });
+    // No status filter on the watch: rows that leave the view must still be reported.
+    expect(watchWorkersRequest(view)).toEqual({ workerIdContains: "cpu", changesOnly: true });
+  });
+
+  it("matches workers the way ListWorkers filters them", () => {
+    const view = runnersViewFromUrl("q=cpu&label=pool:cpu");
+    const worker = { workerId: "cpu-1", status: WorkerStatus.IDLE, labels: { pool: "cpu", zone: "a" } };
+    expect(matchesRunnersView(view, worker)).toBe(true);
+    expect(matchesRunnersView(view, { ...worker, status: WorkerStatus.OFFLINE })).toBe(false);
+    expect(matchesRunnersView(view, { ...worker, labels: { pool: "gpu" } })).toBe(false);
+    expect(matchesRunnersView(view, { ...worker, workerId: "gpu-1" })).toBe(false);
+  });
+});
+
+describe("rollouts view ↔ URL", () => {
+  it("defaults to every status, newest first", () => {
+    expect(rolloutsViewToUrl(DEFAULT_ROLLOUTS_VIEW)).toBe("");
+    expect(listRolloutsRequest(DEFAULT_ROLLOUTS_VIEW, "")).toEqual({
+      pageSize: 50,
+      pageToken: "",
+      orderBy: "create_time desc",
+      statuses: [],
+      rolloutIdContains: "",
+    });
+  });
+
+  it("round-trips a filtered view", () => {
+    const query = "q=eval&status=succeeded%2Cfailed&sort=rollout_id&size=500";
+    const view = rolloutsViewFromUrl(query);
+    expect(view).toEqual({ search: "eval", statuses: [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED], sort: { field: "rollout_id", descending: false }, pageSize: 500 });
+    expect(rolloutsViewToUrl(view)).toBe(query);
+    expect(listRolloutsRequest(view, "").statuses).toEqual([RolloutStatus.SUCCEEDED, RolloutStatus.FAILED]);
+  });
+});
+
+it("sorting flips the current column, starts others ascending (times newest first)", () => {
+  expect(toggleSort({ field: "worker_id", descending: false }, "worker_id")).toEqual({ field: "worker_id", descending: true });
+  expect(toggleSort({ field: "worker_id", descending: true }, "status")).toEqual({ field: "status", descending: false });
+  expect(toggleSort({ field: "worker_id", descending: false }, "last_busy_time")).toEqual({ field: "last_busy_time", descending: true });
+});
