@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { SystemSnapshot } from "./telemetry_pb.js";
 import { file_runnerline_v1_telemetry } from "./telemetry_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runnerline/v1/worker.proto.
  */
 export const file_runnerline_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSKPBgoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIlChBHZXRXb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCSI6ChFHZXRXb3JrZXJSZXNwb25zZRIlCgZ3b3JrZXIYASABKAsyFS5ydW5uZXJsaW5lLnYxLldvcmtlciKGAgoSTGlzdFdvcmtlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhAKCG9yZGVyX2J5GAMgASgJEi0KCHN0YXR1c2VzGAQgAygOMhsucnVubmVybGluZS52MS5Xb3JrZXJTdGF0dXMSGgoSd29ya2VyX2lkX2NvbnRhaW5zGAUgASgJEj0KBmxhYmVscxgGIAMoCzItLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiagoTTGlzdFdvcmtlcnNSZXNwb25zZRImCgd3b3JrZXJzGAEgAygLMhUucnVubmVybGluZS52MS5Xb3JrZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUiiAEKFFNlbmRIZWFydGJlYXRSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIvCghzbmFwc2hvdBgCIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ij4KFVNlbmRIZWFydGJlYXRSZXNwb25zZRIlCgZ3b3JrZXIYASABKAsyFS5ydW5uZXJsaW5lLnYxLldvcmtlciJgChNXYXRjaFdvcmtlcnNSZXF1ZXN0Ei0KCHN0YXR1c2VzGAEgAygOMhsucnVubmVybGluZS52MS5Xb3JrZXJTdGF0dXMSGgoSd29ya2VyX2lkX2NvbnRhaW5zGAIgASgJIk4KFFdhdGNoV29ya2Vyc1Jlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyEg8KB2luaXRpYWwYAiABKAgqkwEKDFdvcmtlclN0YXR1cxIdChlXT1JLRVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSV09SS0VSX1NUQVRVU19JRExFEAESFgoSV09SS0VSX1NUQVRVU19CVVNZEAISGQoVV09SS0VSX1NUQVRVU19VTktOT1dOEAMSGQoVV09SS0VSX1NUQVRVU19PRkZMSU5FEAQy7AIKDVdvcmtlclNlcnZpY2USTgoJR2V0V29ya2VyEh8ucnVubmVybGluZS52MS5HZXRXb3JrZXJSZXF1ZXN0GiAucnVubmVybGluZS52MS5HZXRXb3JrZXJSZXNwb25zZRJUCgtMaXN0V29ya2VycxIhLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GiIucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlEloKDVNlbmRIZWFydGJlYXQSIy5ydW5uZXJsaW5lLnYxLlNlbmRIZWFydGJlYXRSZXF1ZXN0GiQucnVubmVybGluZS52MS5TZW5kSGVhcnRiZWF0UmVzcG9uc2USWQoMV2F0Y2hXb3JrZXJzEiIucnVubmVybGluZS52MS5XYXRjaFdvcmtlcnNSZXF1ZXN0GiMucnVubmVybGluZS52MS5XYXRjaFdvcmtlcnNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
+  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSKPBgoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIlChBHZXRXb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCSI6ChFHZXRXb3JrZXJSZXNwb25zZRIlCgZ3b3JrZXIYASABKAsyFS5ydW5uZXJsaW5lLnYxLldvcmtlciKWAgoSTGlzdFdvcmtlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhAKCG9yZGVyX2J5GAMgASgJEi0KCHN0YXR1c2VzGAQgAygOMhsucnVubmVybGluZS52MS5Xb3JrZXJTdGF0dXMSGgoSd29ya2VyX2lkX2NvbnRhaW5zGAUgASgJEj0KBmxhYmVscxgGIAMoCzItLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXF1ZXN0LkxhYmVsc0VudHJ5Eg4KBmZpbHRlchgyIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImoKE0xpc3RXb3JrZXJzUmVzcG9uc2USJgoHd29ya2VycxgBIAMoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgFIogBChRTZW5kSGVhcnRiZWF0UmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkSLwoIc25hcHNob3QYAiABKAsyHS5ydW5uZXJsaW5lLnYxLlN5c3RlbVNuYXBzaG90EiwKC2V4dHJhX3N0YXRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCI+ChVTZW5kSGVhcnRiZWF0UmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXIicAoTV2F0Y2hXb3JrZXJzUmVxdWVzdBItCghzdGF0dXNlcxgBIAMoDjIbLnJ1bm5lcmxpbmUudjEuV29ya2VyU3RhdHVzEhoKEndvcmtlcl9pZF9jb250YWlucxgCIAEoCRIOCgZmaWx0ZXIYMiABKAkiTgoUV2F0Y2hXb3JrZXJzUmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXISDwoHaW5pdGlhbBgCIAEoCCIYChZHZXRGbGVldFN1bW1hcnlSZXF1ZXN0IkcKF0dldEZsZWV0U3VtbWFyeVJlc3BvbnNlEiwKB3N1bW1hcnkYASABKAsyGy5ydW5uZXJsaW5lLnYxLkZsZWV0U3VtbWFyeSKzAgoMRmxlZXRTdW1tYXJ5EiwKB3dvcmtlcnMYASABKAsyGy5ydW5uZXJsaW5lLnYxLldvcmtlckNvdW50cxIuCghyb2xsb3V0cxgCIAEoCzIcLnJ1bm5lcmxpbmUudjEuUm9sbG91dENvdW50cxIWCg50b3RhbF9jYXBhY2l0eRgDIAEoBRIVCg11c2VkX2NhcGFjaXR5GAQgASgFEhMKC3F1ZXVlX2RlcHRoGAUgASgFEjQKEW9sZGVzdF9xdWV1ZWRfYWdlGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhkKEXVucm91dGFibGVfcXVldWVkGAcgASgFEjAKDHN1bW1hcnlfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAigwEKDFdvcmtlckNvdW50cxINCgV0b3RhbBgBIAEoBRIMCgRpZGxlGAIgASgFEgwKBGJ1c3kYAyABKAUSDwoHdW5rbm93bhgEIAEoBRIPCgdvZmZsaW5lGAUgASgFEhEKCWNvbm5lY3RlZBgGIAEoBRITCgtxdWFyYW50aW5lZBgHIAEoBSKcAQoNUm9sbG91dENvdW50cxINCgV0b3RhbBgBIAEoBRIPCgdxdWV1aW5nGAIgASgFEhEKCXByZXBhcmluZxgDIAEoBRIPCgdydW5uaW5nGAQgASgFEhEKCXJlcXVldWluZxgFIAEoBRIRCglzdWNjZWVkZWQYBiABKAUSDgoGZmFpbGVkGAcgASgFEhEKCWNhbmNlbGxlZBgIIAEoBSIoChNEZWxldGVXb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCSIWChREZWxldGVXb3JrZXJSZXNwb25zZSqTAQoMV29ya2VyU3RhdHVzEh0KGVdPUktFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJXT1JLRVJfU1RBVFVTX0lETEUQARIWChJXT1JLRVJfU1RBVFVTX0JVU1kQAhIZChVXT1JLRVJfU1RBVFVTX1VOS05PV04QAxIZChVXT1JLRVJfU1RBVFVTX09GRkxJTkUQBDKnBAoNV29ya2VyU2VydmljZRJOCglHZXRXb3JrZXISHy5ydW5uZXJsaW5lLnYxLkdldFdvcmtlclJlcXVlc3QaIC5ydW5uZXJsaW5lLnYxLkdldFdvcmtlclJlc3BvbnNlElQKC0xpc3RXb3JrZXJzEiEucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1JlcXVlc3QaIi5ydW5uZXJsaW5lLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USWgoNU2VuZEhlYXJ0YmVhdBIjLnJ1bm5lcmxpbmUudjEuU2VuZEhlYXJ0YmVhdFJlcXVlc3QaJC5ydW5uZXJsaW5lLnYxLlNlbmRIZWFydGJlYXRSZXNwb25zZRJZCgxXYXRjaFdvcmtlcnMSIi5ydW5uZXJsaW5lLnYxLldhdGNoV29ya2Vyc1JlcXVlc3QaIy5ydW5uZXJsaW5lLnYxLldhdGNoV29ya2Vyc1Jlc3BvbnNlMAESYAoPR2V0RmxlZXRTdW1tYXJ5EiUucnVubmVybGluZS52MS5HZXRGbGVldFN1bW1hcnlSZXF1ZXN0GiYucnVubmVybGluZS52MS5HZXRGbGVldFN1bW1hcnlSZXNwb25zZRJXCgxEZWxldGVXb3JrZXISIi5ydW5uZXJsaW5lLnYxLkRlbGV0ZVdvcmtlclJlcXVlc3QaIy5ydW5uZXJsaW5lLnYxLkRlbGV0ZVdvcmtlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
 
 /**
  * A runner process that executes attempts.
@@ -255,6 +255,19 @@ export type ListWorkersRequest = Message<"runnerline.v1.ListWorkersRequest"> & {
    * @generated from field: map<string, string> labels = 6;
    */
   labels: { [key: string]: string };
+
+  /**
+   * A filter expression in the style of AIP-160, e.g.
+   * `status = IDLE AND labels.gpu = "h100"` or
+   * `last_heartbeat_time < now - 5m`. Fields: worker_id, status, connected,
+   * capacity, labels.KEY, client_version, peer, the *_time fields,
+   * current_attempt_count, snapshot.cpu.percent, snapshot.memory.percent.
+   * Operators: = != < <= > >= and `:` (contains for text, has for labels),
+   * AND, OR, NOT, parentheses. Combined with the other filters by AND.
+   *
+   * @generated from field: string filter = 50;
+   */
+  filter: string;
 };
 
 /**
@@ -375,6 +388,14 @@ export type WatchWorkersRequest = Message<"runnerline.v1.WatchWorkersRequest"> &
    * @generated from field: string worker_id_contains = 2;
    */
   workerIdContains: string;
+
+  /**
+   * A filter expression, as ListWorkersRequest.filter; a change is sent when
+   * the worker matches after it.
+   *
+   * @generated from field: string filter = 50;
+   */
+  filter: string;
 };
 
 /**
@@ -411,6 +432,283 @@ export type WatchWorkersResponse = Message<"runnerline.v1.WatchWorkersResponse">
  */
 export const WatchWorkersResponseSchema: GenMessage<WatchWorkersResponse> = /*@__PURE__*/
   messageDesc(file_runnerline_v1_worker, 8);
+
+/**
+ * Request for WorkerService.GetFleetSummary.
+ *
+ * @generated from message runnerline.v1.GetFleetSummaryRequest
+ */
+export type GetFleetSummaryRequest = Message<"runnerline.v1.GetFleetSummaryRequest"> & {
+};
+
+/**
+ * Describes the message runnerline.v1.GetFleetSummaryRequest.
+ * Use `create(GetFleetSummaryRequestSchema)` to create a new message.
+ */
+export const GetFleetSummaryRequestSchema: GenMessage<GetFleetSummaryRequest> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 9);
+
+/**
+ * Response of WorkerService.GetFleetSummary.
+ *
+ * @generated from message runnerline.v1.GetFleetSummaryResponse
+ */
+export type GetFleetSummaryResponse = Message<"runnerline.v1.GetFleetSummaryResponse"> & {
+  /**
+   * The fleet and queue as they are now.
+   *
+   * @generated from field: runnerline.v1.FleetSummary summary = 1;
+   */
+  summary?: FleetSummary | undefined;
+};
+
+/**
+ * Describes the message runnerline.v1.GetFleetSummaryResponse.
+ * Use `create(GetFleetSummaryResponseSchema)` to create a new message.
+ */
+export const GetFleetSummaryResponseSchema: GenMessage<GetFleetSummaryResponse> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 10);
+
+/**
+ * How many workers and rollouts are in each state, and how full the queue is.
+ *
+ * @generated from message runnerline.v1.FleetSummary
+ */
+export type FleetSummary = Message<"runnerline.v1.FleetSummary"> & {
+  /**
+   * Workers by status.
+   *
+   * @generated from field: runnerline.v1.WorkerCounts workers = 1;
+   */
+  workers?: WorkerCounts | undefined;
+
+  /**
+   * Rollouts by status.
+   *
+   * @generated from field: runnerline.v1.RolloutCounts rollouts = 2;
+   */
+  rollouts?: RolloutCounts | undefined;
+
+  /**
+   * Sum of the capacity of the workers that hold a session now.
+   *
+   * @generated from field: int32 total_capacity = 3;
+   */
+  totalCapacity: number;
+
+  /**
+   * Attempts that are PREPARING or RUNNING now (capacity in use).
+   *
+   * @generated from field: int32 used_capacity = 4;
+   */
+  usedCapacity: number;
+
+  /**
+   * Rollouts waiting in the dispatch queue (QUEUING and REQUEUING).
+   *
+   * @generated from field: int32 queue_depth = 5;
+   */
+  queueDepth: number;
+
+  /**
+   * How long the rollout that has waited longest in the queue has waited;
+   * unset when the queue is empty.
+   *
+   * @generated from field: google.protobuf.Duration oldest_queued_age = 6;
+   */
+  oldestQueuedAge?: Duration | undefined;
+
+  /**
+   * Queued rollouts that no connected worker can take because none carries
+   * the labels they require. 0 while routing by labels is not configured.
+   *
+   * @generated from field: int32 unroutable_queued = 7;
+   */
+  unroutableQueued: number;
+
+  /**
+   * The server's clock when the summary was taken.
+   *
+   * @generated from field: google.protobuf.Timestamp summary_time = 8;
+   */
+  summaryTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message runnerline.v1.FleetSummary.
+ * Use `create(FleetSummarySchema)` to create a new message.
+ */
+export const FleetSummarySchema: GenMessage<FleetSummary> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 11);
+
+/**
+ * Worker counts, by status and attachment.
+ *
+ * @generated from message runnerline.v1.WorkerCounts
+ */
+export type WorkerCounts = Message<"runnerline.v1.WorkerCounts"> & {
+  /**
+   * All workers the server knows.
+   *
+   * @generated from field: int32 total = 1;
+   */
+  total: number;
+
+  /**
+   * WORKER_STATUS_IDLE.
+   *
+   * @generated from field: int32 idle = 2;
+   */
+  idle: number;
+
+  /**
+   * WORKER_STATUS_BUSY.
+   *
+   * @generated from field: int32 busy = 3;
+   */
+  busy: number;
+
+  /**
+   * WORKER_STATUS_UNKNOWN.
+   *
+   * @generated from field: int32 unknown = 4;
+   */
+  unknown: number;
+
+  /**
+   * WORKER_STATUS_OFFLINE.
+   *
+   * @generated from field: int32 offline = 5;
+   */
+  offline: number;
+
+  /**
+   * Holding a runner session now.
+   *
+   * @generated from field: int32 connected = 6;
+   */
+  connected: number;
+
+  /**
+   * Quarantined now: kept from new work after repeated failures.
+   *
+   * @generated from field: int32 quarantined = 7;
+   */
+  quarantined: number;
+};
+
+/**
+ * Describes the message runnerline.v1.WorkerCounts.
+ * Use `create(WorkerCountsSchema)` to create a new message.
+ */
+export const WorkerCountsSchema: GenMessage<WorkerCounts> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 12);
+
+/**
+ * Rollout counts, by status.
+ *
+ * @generated from message runnerline.v1.RolloutCounts
+ */
+export type RolloutCounts = Message<"runnerline.v1.RolloutCounts"> & {
+  /**
+   * All rollouts the server keeps (finished ones until retention removes them).
+   *
+   * @generated from field: int32 total = 1;
+   */
+  total: number;
+
+  /**
+   * ROLLOUT_STATUS_QUEUING.
+   *
+   * @generated from field: int32 queuing = 2;
+   */
+  queuing: number;
+
+  /**
+   * ROLLOUT_STATUS_PREPARING.
+   *
+   * @generated from field: int32 preparing = 3;
+   */
+  preparing: number;
+
+  /**
+   * ROLLOUT_STATUS_RUNNING.
+   *
+   * @generated from field: int32 running = 4;
+   */
+  running: number;
+
+  /**
+   * ROLLOUT_STATUS_REQUEUING.
+   *
+   * @generated from field: int32 requeuing = 5;
+   */
+  requeuing: number;
+
+  /**
+   * ROLLOUT_STATUS_SUCCEEDED.
+   *
+   * @generated from field: int32 succeeded = 6;
+   */
+  succeeded: number;
+
+  /**
+   * ROLLOUT_STATUS_FAILED.
+   *
+   * @generated from field: int32 failed = 7;
+   */
+  failed: number;
+
+  /**
+   * ROLLOUT_STATUS_CANCELLED.
+   *
+   * @generated from field: int32 cancelled = 8;
+   */
+  cancelled: number;
+};
+
+/**
+ * Describes the message runnerline.v1.RolloutCounts.
+ * Use `create(RolloutCountsSchema)` to create a new message.
+ */
+export const RolloutCountsSchema: GenMessage<RolloutCounts> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 13);
+
+/**
+ * Request for WorkerService.DeleteWorker.
+ *
+ * @generated from message runnerline.v1.DeleteWorkerRequest
+ */
+export type DeleteWorkerRequest = Message<"runnerline.v1.DeleteWorkerRequest"> & {
+  /**
+   * The worker to remove.
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+};
+
+/**
+ * Describes the message runnerline.v1.DeleteWorkerRequest.
+ * Use `create(DeleteWorkerRequestSchema)` to create a new message.
+ */
+export const DeleteWorkerRequestSchema: GenMessage<DeleteWorkerRequest> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 14);
+
+/**
+ * Response of WorkerService.DeleteWorker.
+ *
+ * @generated from message runnerline.v1.DeleteWorkerResponse
+ */
+export type DeleteWorkerResponse = Message<"runnerline.v1.DeleteWorkerResponse"> & {
+};
+
+/**
+ * Describes the message runnerline.v1.DeleteWorkerResponse.
+ * Use `create(DeleteWorkerResponseSchema)` to create a new message.
+ */
+export const DeleteWorkerResponseSchema: GenMessage<DeleteWorkerResponse> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 15);
 
 /**
  * What the server can vouch for about a worker, derived from facts.
@@ -508,6 +806,29 @@ export const WorkerService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchWorkersRequestSchema;
     output: typeof WatchWorkersResponseSchema;
+  },
+  /**
+   * Counts of the whole fleet and queue, answered from counters the server
+   * keeps (no scan): for dashboards, the CLI's `summary` and /metrics.
+   *
+   * @generated from rpc runnerline.v1.WorkerService.GetFleetSummary
+   */
+  getFleetSummary: {
+    methodKind: "unary";
+    input: typeof GetFleetSummaryRequestSchema;
+    output: typeof GetFleetSummaryResponseSchema;
+  },
+  /**
+   * Removes a worker that is OFFLINE or UNKNOWN and holds no session and no
+   * attempt, at once (its attempts' history stays). FAILED_PRECONDITION for any
+   * other worker, NOT_FOUND when the id is unknown. An administrative call.
+   *
+   * @generated from rpc runnerline.v1.WorkerService.DeleteWorker
+   */
+  deleteWorker: {
+    methodKind: "unary";
+    input: typeof DeleteWorkerRequestSchema;
+    output: typeof DeleteWorkerResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_runnerline_v1_worker, 0);
