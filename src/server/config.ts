@@ -1,4 +1,5 @@
 import type { Clock } from "./domain/time.js";
+import type { Logger, LogLevel } from "./logging.js";
 
 /** Everything a server can be told at start; see parseServeArgs for the flags and variables. */
 export interface ServerConfig {
@@ -22,8 +23,19 @@ export interface ServerConfig {
   brakeMinFleet: number;
   /** How long the mass-drop brake holds UNRESPONSIVE verdicts (default 4 × grace). */
   brakeHoldMs: number;
+  /** Finished rollouts (and their attempts) and OFFLINE workers are removed this long after they ended / went silent. */
+  retainMs: number;
+  /** How often retention looks for what to remove. */
+  retentionPeriodMs: number;
+  logLevel: LogLevel;
   clock?: Clock;
-  log: (line: string) => void;
+  /** The structured log; by default JSON on stdout, readable lines on a terminal (see logging.ts). */
+  logger?: Logger;
+  /**
+   * Where plain log lines go when no `logger` is given: setting it routes the
+   * whole log through it as text (tests silence the server with `() => {}`).
+   */
+  log?: (line: string) => void;
 }
 
 export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
@@ -44,7 +56,9 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     drainTimeoutMs: 30_000,
     brakeMinFleet: 10,
     brakeHoldMs: 4 * heartbeatGraceMs,
-    log: (line) => console.log(`${new Date().toISOString()} ${line}`),
+    retainMs: 7 * 24 * 3_600_000,
+    retentionPeriodMs: 60_000,
+    logLevel: "info",
     ...overrides,
   };
 }

@@ -55,6 +55,7 @@ import type { Store } from "../store/store.js";
 import { Effects } from "./effects.js";
 import { MassDropBrake } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
+import type { TransitionObserver } from "./transition-observer.js";
 
 export interface CoordinatorOptions {
   store: Store;
@@ -69,6 +70,8 @@ export interface CoordinatorOptions {
   /** How long the brake holds UNRESPONSIVE verdicts for dropped runners (default 4 × the heartbeat grace). */
   brakeHoldMs?: number;
   log?: (line: string) => void;
+  /** Told of every rollout, attempt and worker change (fleet counters, metrics, event log). */
+  observer?: TransitionObserver;
 }
 
 /**
@@ -528,6 +531,7 @@ export class Coordinator {
   private saveRollout(before: Rollout | undefined, after: Rollout, fx: Effects) {
     if (before === after) return;
     this.store.putRollout(after);
+    this.options.observer?.rolloutChanged?.(before, after);
     if (hasRolloutClock(after) && !isRolloutTerminal(after.status)) this.clockedRollouts.add(after.rolloutId);
     else this.clockedRollouts.delete(after.rolloutId);
     const effects = rolloutEffects(before, after);
@@ -540,6 +544,7 @@ export class Coordinator {
   private saveAttempt(before: Attempt, after: Attempt, now: number, fx: Effects) {
     if (before === after) return;
     this.store.putAttempt(after);
+    this.options.observer?.attemptChanged?.(before, after);
     const wasActive = isAttemptActive(before.status);
     const isActive = isAttemptActive(after.status);
     if (wasActive && !isActive) {
@@ -559,7 +564,10 @@ export class Coordinator {
     const stored = this.store.getWorker(workerId);
     const before = stored ?? newWorkerRecord(workerId, now);
     const after = change(before);
-    if (after !== before || stored === undefined) this.store.putWorker(after);
+    if (after !== before || stored === undefined) {
+      this.store.putWorker(after);
+      this.options.observer?.workerChanged?.(stored, after);
+    }
     if (after.worker.version !== before.worker.version) {
       for (const listener of this.workerListeners) listener(after.worker);
     }

@@ -1,15 +1,16 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { AttemptService, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
+import { AttemptSchema, AttemptService, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import { REPORTABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
+import type { Clock } from "../domain/time.js";
 import { ATTEMPT_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
-import { requireEnumValues, requireId } from "./validation.js";
+import { requireEnumValues, requireFilter, requireId } from "./validation.js";
 
-export function attemptService(coordinator: Coordinator, store: Store): ServiceImpl<typeof AttemptService> {
+export function attemptService(coordinator: Coordinator, store: Store, clock: Clock): ServiceImpl<typeof AttemptService> {
   return {
     async getAttempt(request) {
       return durable(store, { attempt: coordinator.getAttempt(requireId("attempt_id", request.attemptId)) });
@@ -19,6 +20,7 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
         rolloutId: request.rolloutId,
         workerId: request.workerId,
         statuses: requireEnumValues("statuses", request.statuses, AttemptStatus),
+        expression: requireFilter(request.filter, AttemptSchema, clock.now()),
       };
       const query = listQuery(request, filter, ATTEMPT_SORT_FIELDS, "attempt_id", "create_time");
       const page = store.listAttempts(query);

@@ -3,12 +3,14 @@ import { AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import {
   type EnqueueRolloutRequest,
   RolloutMode,
+  RolloutSchema,
   RolloutService,
   RolloutStatus,
 } from "../../gen/runnerline/v1/rollout_pb.js";
 import { RETRYABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
+import type { Clock } from "../domain/time.js";
 import type { Store } from "../store/store.js";
 import { ROLLOUT_SORT_FIELDS } from "../store/query.js";
 import { durable } from "./durable.js";
@@ -18,13 +20,14 @@ import {
   requireClientId,
   requireEnumValue,
   requireEnumValues,
+  requireFilter,
   requireId,
 } from "./validation.js";
 
 export const MAX_BATCH = 10_000;
 const MAX_ATTEMPTS_LIMIT = 100;
 
-export function rolloutService(coordinator: Coordinator, store: Store): ServiceImpl<typeof RolloutService> {
+export function rolloutService(coordinator: Coordinator, store: Store, clock: Clock): ServiceImpl<typeof RolloutService> {
   return {
     async enqueueRollout(request) {
       const [rollout] = await coordinator.enqueue([validEnqueue(request, "")]);
@@ -43,6 +46,7 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
       const filter = {
         statuses: requireEnumValues("statuses", request.statuses, RolloutStatus),
         idContains: request.rolloutIdContains,
+        expression: requireFilter(request.filter, RolloutSchema, clock.now()),
       };
       const query = listQuery(request, filter, ROLLOUT_SORT_FIELDS, "rollout_id", "create_time");
       const page = store.listRollouts(query);

@@ -1,7 +1,9 @@
-import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import type { DescMessage, JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN } from "../domain/ids.js";
+import { compileFilter, type FilterExpression } from "../filter/compile.js";
+import { FilterError } from "../filter/parse.js";
 
 /** Largest custom stats payload a heartbeat may carry (DESIGN §9). */
 export const EXTRA_STATS_MAX_BYTES = 64 * 1024;
@@ -70,4 +72,18 @@ function depthOf(value: JsonValue): number {
   let deepest = 0;
   for (const child of children) deepest = Math.max(deepest, depthOf(child));
   return deepest + 1;
+}
+
+/**
+ * A list or watch request's `filter`, checked against the message it filters;
+ * `now` is what `now` means in it. Mistakes are INVALID_ARGUMENT with the
+ * column they start at.
+ */
+export function requireFilter(text: string, schema: DescMessage, now: number): FilterExpression | undefined {
+  try {
+    return compileFilter(text, schema, now);
+  } catch (error) {
+    if (error instanceof FilterError) throw invalidArgument(`filter: ${error.message} (at position ${error.position})`);
+    throw error;
+  }
 }

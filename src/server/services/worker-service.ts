@@ -6,19 +6,33 @@ import {
   WorkerStatus,
   type WatchWorkersResponse,
   WatchWorkersResponseSchema,
+  WorkerSchema,
 } from "../../gen/runnerline/v1/worker_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import { DomainError } from "../domain/errors.js";
+import type { Clock } from "../domain/time.js";
+import type { FleetCounters } from "../fleet/fleet-counters.js";
+import type { Retention } from "../fleet/retention.js";
 import { matchesWorker, WORKER_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
-import { boundedExtraStats, requireClientId, requireEnumValues, requireId } from "./validation.js";
+import { boundedExtraStats, requireClientId, requireEnumValues, requireFilter, requireId } from "./validation.js";
 
 /** Changes buffered for one slow WatchWorkers client before it is cut off. */
 const WATCH_BUFFER_LIMIT = 10_000;
 
-export function workerService(coordinator: Coordinator, store: Store): ServiceImpl<typeof WorkerService> {
+export interface WorkerServiceOptions {
+  clock: Clock;
+  fleet: FleetCounters;
+  retention: Retention;
+}
+
+export function workerService(
+  coordinator: Coordinator,
+  store: Store,
+  { clock, fleet, retention }: WorkerServiceOptions,
+): ServiceImpl<typeof WorkerService> {
   return {
     async getWorker(request) {
       return durable(store, { worker: coordinator.getWorker(requireId("worker_id", request.workerId)) });
@@ -28,6 +42,7 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
         statuses: requireEnumValues("statuses", request.statuses, WorkerStatus),
         idContains: request.workerIdContains,
         labels: request.labels,
+        expression: requireFilter(request.filter, WorkerSchema, clock.now()),
       };
       const query = listQuery(request, filter, WORKER_SORT_FIELDS, "worker_id", "worker_id");
       const page = store.listWorkers(query);
@@ -43,6 +58,7 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
         statuses: requireEnumValues("statuses", request.statuses, WorkerStatus),
         idContains: request.workerIdContains,
         labels: {},
+        expression: requireFilter(request.filter, WorkerSchema, clock.now()),
       };
       const changes: Worker[] = [];
       let wake: (() => void) | undefined;
@@ -73,6 +89,13 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
         unsubscribe();
         context.signal.removeEventListener("abort", onAbort);
       }
+    },
+    async getFleetSummary() {
+      return { summary: fleet.summary() };
+    },
+    async deleteWorker(request) {
+      await retention.deleteWorker(requireId("worker_id", request.workerId));
+      return {};
     },
   };
 }

@@ -1,7 +1,9 @@
 import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
-import type { Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import { type Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { isAttemptActive } from "../domain/attempt.js";
+import { isRolloutTerminal } from "../domain/rollout.js";
+import { msOf } from "../domain/time.js";
 import type { WorkerRecord } from "../domain/worker.js";
 import {
   ATTEMPT_SORT_FIELDS,
@@ -90,6 +92,39 @@ export class MemoryStore implements Store {
     return this.queue.size;
   }
 
+  finishedRolloutsBefore(cutoff: number, limit: number): Rollout[] {
+    const found: Rollout[] = [];
+    for (const rollout of this.rollouts.values()) {
+      if (found.length >= limit) break;
+      const end = msOf(rollout.endTime);
+      if (isRolloutTerminal(rollout.status) && end !== undefined && end < cutoff) found.push(rollout);
+    }
+    return found;
+  }
+
+  deleteRollout(rolloutId: string) {
+    this.rollouts.delete(rolloutId);
+    this.queue.remove(rolloutId);
+    for (const [attemptId, attempt] of this.attempts) {
+      if (attempt.rolloutId !== rolloutId) continue;
+      this.attempts.delete(attemptId);
+      this.active.delete(attemptId);
+    }
+  }
+
+  offlineWorkersSilentSince(cutoff: number, limit: number): WorkerRecord[] {
+    const found: WorkerRecord[] = [];
+    for (const record of this.workers.values()) {
+      if (found.length >= limit) break;
+      if (record.worker.status === WorkerStatus.OFFLINE && lastHeardOf(record.worker) < cutoff) found.push(record);
+    }
+    return found;
+  }
+
+  deleteWorker(workerId: string) {
+    this.workers.delete(workerId);
+  }
+
   commit() {
     return Promise.resolve();
   }
@@ -97,6 +132,11 @@ export class MemoryStore implements Store {
   close() {
     return Promise.resolve();
   }
+}
+
+/** When a worker was last heard from, for retention; the SQL twin is in sqlite-store.ts. */
+export function lastHeardOf(worker: Worker): number {
+  return msOf(worker.lastHeartbeatTime) ?? msOf(worker.connectTime) ?? msOf(worker.createTime) ?? 0;
 }
 
 /**
