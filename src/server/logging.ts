@@ -27,7 +27,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     const stream = pretty({ sync: true, colorize: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", destination: options.destination ?? 1 });
     return pino({ level, base: undefined }, stream);
   }
-  return pino({ level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, options.destination ?? pino.destination({ sync: true }));
+  return pino(
+    // Level names, not pino's numbers: a log line should read without a lookup table.
+    { level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
+    options.destination ?? pino.destination({ sync: true }),
+  );
 }
 
 /**

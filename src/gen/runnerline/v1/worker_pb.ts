@@ -260,10 +260,13 @@ export type ListWorkersRequest = Message<"runnerline.v1.ListWorkersRequest"> & {
    * A filter expression in the style of AIP-160, e.g.
    * `status = IDLE AND labels.gpu = "h100"` or
    * `last_heartbeat_time < now - 5m`. Fields: worker_id, status, connected,
-   * capacity, labels.KEY, client_version, peer, the *_time fields,
-   * current_attempt_count, snapshot.cpu.percent, snapshot.memory.percent.
-   * Operators: = != < <= > >= and `:` (contains for text, has for labels),
-   * AND, OR, NOT, parentheses. Combined with the other filters by AND.
+   * capacity, labels.KEY, client_version, peer, current_attempt_ids, the
+   * *_time fields, snapshot.hostname, snapshot.cpu.usage_percent, … (any
+   * field by its proto name). Enum values by short name, times as RFC 3339
+   * or `now - 5m`. Operators: = != < <= > >=, `:` (contains for text, has
+   * for lists and labels, `:*` for set), AND, OR, NOT, parentheses.
+   * Combined with the other filters by AND. INVALID_ARGUMENT names the
+   * position of a mistake.
    *
    * @generated from field: string filter = 50;
    */
