@@ -59,7 +59,8 @@ type Token =
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})/;
 const NUMBER = /^\d+(\.\d+)?([eE][+-]?\d+)?/;
-const WORD = /^[A-Za-z_][A-Za-z0-9_]*/;
+/** Names, and bare text values such as gpu-host-7 (a hyphen inside a word is part of it; a leading one is NOT). */
+const WORD = /^[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*/;
 const SYMBOLS = ["<=", ">=", "!=", "=", "<", ">", ":", "(", ")", ".", "-", "+", "*"];
 /** Longest filter accepted: filters are typed by people, not generated megabytes. */
 export const MAX_FILTER_LENGTH = 4_096;
