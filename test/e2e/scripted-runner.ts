@@ -26,7 +26,7 @@ export interface ScriptedRunner {
 export async function startScriptedRunner(
   address: string,
   workerId: string,
-  options: { labels?: Record<string, string>; capacity?: number; hostname?: string } = {},
+  options: { labels?: Record<string, string>; capacity?: number; hostname?: string; heartbeatEveryMs?: number } = {},
 ): Promise<ScriptedRunner> {
   const client = createClient(RunnerService, createGrpcTransport({ baseUrl: `http://${address}` }));
   const outgoing = new Channel<SessionRequest>();
@@ -70,13 +70,17 @@ export async function startScriptedRunner(
     })();
   });
   await welcomed;
+  const beating = options.heartbeatEveryMs === undefined ? undefined : setInterval(heartbeat, options.heartbeatEveryMs);
+  beating?.unref();
   return {
     assigned,
     heartbeat,
     drop() {
+      clearInterval(beating);
       abort.abort();
     },
     async leave() {
+      clearInterval(beating);
       send({ case: "goodbye", value: { reason: "test done" } });
       outgoing.end();
       await new Promise((resolve) => setTimeout(resolve, 50));

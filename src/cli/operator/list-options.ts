@@ -20,13 +20,13 @@ export function addListOptions(command: Command, sortExample: string): Command {
 /** "idle,busy" → the enum numbers, by short name; unknown names are usage errors. */
 export function parseStatuses<E extends number>(text: string | undefined, names: Record<number, string>, what: string): E[] {
   if (text === undefined || text.trim() === "") return [];
+  // A TypeScript enum maps both ways; the number → name half is what is wanted.
+  const values = Object.entries(names).filter(([number]) => /^\d+$/.test(number) && number !== "0");
   return text.split(",").map((part) => {
     const wanted = part.trim().toUpperCase();
-    const entry = Object.entries(names).find(([number, name]) => Number(number) !== 0 && name === wanted);
+    const entry = values.find(([, name]) => name === wanted);
     if (entry === undefined) {
-      const known = Object.entries(names)
-        .filter(([number]) => Number(number) !== 0)
-        .map(([, name]) => name.toLowerCase());
+      const known = values.map(([, name]) => name.toLowerCase());
       throw new UsageError(`unknown ${what} status "${part.trim()}"; known: ${known.join(", ")}`);
     }
     return Number(entry[0]) as E;
