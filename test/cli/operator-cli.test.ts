@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SERVE_FLAGS } from "../../src/cli/serve-command.js";
 import { type RunningServer, startServer } from "../../src/server/app.js";
@@ -77,6 +77,8 @@ describe("runnerline help and usage", () => {
       expect(serveHelp.stdout).toContain(`--${flag.flag} `);
       expect(serveHelp.stdout.replace(/\s+/g, " ")).toContain(flag.env);
     }
+    const readme = readFileSync(`${root}README.md`, "utf8");
+    for (const flag of SERVE_FLAGS) expect(readme).toContain(`| \`--${flag.flag} ${flag.value}\` | \`${flag.env}\` |`);
     expect(listHelp).toMatchObject({ code: 0 });
     expect(listHelp.stdout).toContain("--max-attempts");
   }, 60_000);

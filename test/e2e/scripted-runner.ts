@@ -1,4 +1,4 @@
-import { create, toJson } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -31,7 +31,7 @@ export async function startScriptedRunner(
   const client = createClient(RunnerService, createGrpcTransport({ baseUrl: `http://${address}` }));
   const outgoing = new Channel<SessionRequest>();
   const abort = new AbortController();
-  const send = (message: SessionRequest["message"]) => outgoing.push(create(SessionRequestSchema, { message }));
+  const send = (message: MessageInitShape<typeof SessionRequestSchema>["message"]) => outgoing.push(create(SessionRequestSchema, { message }));
   const assigned: string[] = [];
   let sequence = 0n;
   const heartbeat = () =>
