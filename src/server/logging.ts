@@ -24,7 +24,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const readable = options.pretty ?? process.stdout.isTTY === true;
   if (readable) {
     // Synchronous, in this thread: log lines and the process's own output stay in order.
-    const stream = pretty({ sync: true, colorize: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", destination: options.destination ?? 1 });
+    const stream = pretty({ sync: true, singleLine: true, colorize: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", destination: options.destination ?? 1 });
     return pino({ level, base: undefined }, stream);
   }
   return pino(
