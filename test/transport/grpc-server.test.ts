@@ -122,10 +122,11 @@ describe("grpc server", () => {
       const files = filesOf(await reflect(client, { file_containing_symbol: "runnerline.v1.WorkerService" }));
       expect(files[0]?.name).toBe("runnerline/v1/worker.proto");
       const service = files[0]?.service.find((s) => s.name === "WorkerService");
-      expect(service?.method.map((m) => m.name)).toEqual(["GetWorker", "ListWorkers", "SendHeartbeat", "WatchWorkers"]);
+      expect(service?.method.map((m) => m.name)).toEqual(["GetWorker", "ListWorkers", "SendHeartbeat", "WatchWorkers", "GetFleetSummary", "DeleteWorker"]);
       expect(service?.method.find((m) => m.name === "WatchWorkers")?.serverStreaming).toBe(true);
       expect(files.map((f) => f.name).sort()).toEqual(
         [
+          "google/protobuf/duration.proto",
           "google/protobuf/struct.proto",
           "google/protobuf/timestamp.proto",
           "runnerline/v1/telemetry.proto",
@@ -140,6 +141,8 @@ describe("grpc server", () => {
         "ListWorkers",
         "SendHeartbeat",
         "WatchWorkers",
+        "GetFleetSummary",
+        "DeleteWorker",
       ]);
     });
 
