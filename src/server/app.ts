@@ -8,7 +8,7 @@ import { allObservers } from "./dispatch/transition-observer.js";
 import { startWatchdog } from "./dispatch/watchdog.js";
 import { systemClock } from "./domain/time.js";
 import { eventLog } from "./fleet/event-log.js";
-import { FleetCounters, type RoutingView } from "./fleet/fleet-counters.js";
+import { FleetCounters, NO_ROUTING, type RoutingView } from "./fleet/fleet-counters.js";
 import { ServerMetrics } from "./fleet/metrics.js";
 import { Retention, startRetention } from "./fleet/retention.js";
 import { createLogger, lineLog, type Logger, loggerForLines } from "./logging.js";
@@ -39,7 +39,7 @@ export interface RunningServer {
 }
 
 /** Wires store → coordinator → services → both transports. */
-export async function startServer(overrides: Partial<ServerConfig> = {}, routing?: RoutingView): Promise<RunningServer> {
+export async function startServer(overrides: Partial<ServerConfig> = {}): Promise<RunningServer> {
   const config = defaultConfig(overrides);
   const clock = config.clock ?? systemClock;
   const logger =
@@ -48,6 +48,9 @@ export async function startServer(overrides: Partial<ServerConfig> = {}, routing
   let fleet: FleetCounters | undefined;
   const metrics = new ServerMetrics(() => fleet!);
   const store = await openStore(config.store, { onCommit: metrics.observeCommit });
+  // Quarantine and label routing are dispatch's to count: wire them here (read lazily, at summary/scrape time)
+  // once the coordinator exposes them; until then the summary and /metrics report 0 for both.
+  const routing: RoutingView = NO_ROUTING;
   fleet = new FleetCounters(clock, routing, metrics.fleetEvents);
   fleet.seed(store);
   const observer = allObservers(fleet, eventLog(logger));

@@ -26,6 +26,8 @@ export class MemoryStore implements Store {
   private readonly rollouts = new Map<string, Rollout>();
   private readonly attempts = new Map<string, Attempt>();
   private readonly active = new Map<string, Attempt>();
+  /** Attempt ids per rollout, so retention removes a rollout's attempts without a scan. */
+  private readonly attemptsOf = new Map<string, Set<string>>();
   private readonly workers = new Map<string, WorkerRecord>();
   private readonly queue = new DispatchQueue();
 
@@ -47,6 +49,9 @@ export class MemoryStore implements Store {
 
   putAttempt(attempt: Attempt) {
     this.attempts.set(attempt.attemptId, attempt);
+    let ids = this.attemptsOf.get(attempt.rolloutId);
+    if (ids === undefined) this.attemptsOf.set(attempt.rolloutId, (ids = new Set()));
+    ids.add(attempt.attemptId);
     if (isAttemptActive(attempt.status)) this.active.set(attempt.attemptId, attempt);
     else this.active.delete(attempt.attemptId);
   }
@@ -105,11 +110,11 @@ export class MemoryStore implements Store {
   deleteRollout(rolloutId: string) {
     this.rollouts.delete(rolloutId);
     this.queue.remove(rolloutId);
-    for (const [attemptId, attempt] of this.attempts) {
-      if (attempt.rolloutId !== rolloutId) continue;
+    for (const attemptId of this.attemptsOf.get(rolloutId) ?? []) {
       this.attempts.delete(attemptId);
       this.active.delete(attemptId);
     }
+    this.attemptsOf.delete(rolloutId);
   }
 
   offlineWorkersSilentSince(cutoff: number, limit: number): WorkerRecord[] {
