@@ -1,13 +1,8 @@
 #!/usr/bin/env node
 import { createRequire } from "node:module";
 import { Command, CommanderError, Option } from "commander";
-import { attemptsCommand } from "./operator/attempts-command.js";
 import { DEFAULT_SERVER, EXIT, type GlobalOptions, reportError } from "./operator/connection.js";
-import { rolloutsCommand } from "./operator/rollouts-command.js";
-import { summaryCommand } from "./operator/summary-command.js";
-import { workersCommand } from "./operator/workers-command.js";
-import { runnerCommand } from "./runner-command.js";
-import { serveCommand, serveProgram } from "./serve-command.js";
+import { serveProgram } from "./serve-command.js";
 
 /**
  * `runnerline`: the server (`serve`), the runner (`runner`), and the
@@ -17,10 +12,22 @@ import { serveCommand, serveProgram } from "./serve-command.js";
  */
 const version = (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
 
-/** `serve` and `runner` parse their own flags (serve-command.ts, runner-command.ts). */
-const ownParsers: Record<string, (argv: string[]) => Promise<number>> = { serve: serveCommand, runner: runnerCommand };
+/**
+ * `serve` and `runner` parse their own flags (serve-command.ts, runner-command.ts); each loads only what it needs,
+ * so a runner starts without the server's or the operator commands' modules.
+ */
+const ownParsers: Record<string, (argv: string[]) => Promise<number>> = {
+  serve: async (argv) => (await import("./serve-command.js")).serveCommand(argv),
+  runner: async (argv) => (await import("./runner-command.js")).runnerCommand(argv),
+};
 
-function program(): Command {
+async function program(): Promise<Command> {
+  const [{ workersCommand }, { rolloutsCommand }, { attemptsCommand }, { summaryCommand }] = await Promise.all([
+    import("./operator/workers-command.js"),
+    import("./operator/rollouts-command.js"),
+    import("./operator/attempts-command.js"),
+    import("./operator/summary-command.js"),
+  ]);
   const root = new Command("runnerline")
     .description("Fleet tracking and work dispatch for rollout runners")
     .version(version, "-V, --version", "print the version")
@@ -57,11 +64,11 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   if (argv.length === 0) {
-    process.stderr.write(program().helpInformation());
+    process.stderr.write((await program()).helpInformation());
     return EXIT.usage;
   }
   try {
-    await program().parseAsync(argv, { from: "user" });
+    await (await program()).parseAsync(argv, { from: "user" });
     return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;

@@ -1,7 +1,6 @@
 import { Command, InvalidArgumentError, Option } from "commander";
-import { startServer } from "../server/app.js";
 import type { ServerConfig } from "../server/config.js";
-import { LOG_LEVELS, type LogLevel } from "../server/logging.js";
+import { LOG_LEVELS, type LogLevel } from "../server/log-levels.js";
 
 /**
  * Every flag of `runnerline serve`, in one table: its variable, its help line
@@ -153,7 +152,10 @@ export function duration(flag: string, text: string): number {
 }
 
 export async function serveCommand(argv: string[]): Promise<number> {
-  const server = await startServer(parseServeArgs(argv, process.env));
+  const config = parseServeArgs(argv, process.env);
+  // Loaded here, not at the top: `runnerline --help` and the runner need none of the server.
+  const { startServer } = await import("../server/app.js");
+  const server = await startServer(config);
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGINT", () => resolve("SIGINT"));
     process.once("SIGTERM", () => resolve("SIGTERM"));

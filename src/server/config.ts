@@ -1,5 +1,6 @@
 import type { Clock } from "./domain/time.js";
-import type { Logger, LogLevel } from "./logging.js";
+import type { LogLevel } from "./log-levels.js";
+import type { Logger } from "./logging.js";
 
 /** Everything a server can be told at start; see parseServeArgs for the flags and variables. */
 export interface ServerConfig {

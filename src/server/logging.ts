@@ -8,8 +8,9 @@ import pretty from "pino-pretty";
  */
 export type Logger = PinoLogger;
 
-export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+import type { LogLevel } from "./log-levels.js";
+
+export { LOG_LEVELS, type LogLevel } from "./log-levels.js";
 
 export interface LoggerOptions {
   level?: LogLevel;
