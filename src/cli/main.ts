@@ -1,31 +1,91 @@
 #!/usr/bin/env node
-import { runnerCommand } from "./runner-command.js";
-import { serveCommand } from "./serve-command.js";
+import { createRequire } from "node:module";
+import { Command, CommanderError, Option } from "commander";
+import { DEFAULT_SERVER, EXIT, type GlobalOptions, reportError } from "./operator/connection.js";
+import { serveProgram } from "./serve-command.js";
 
-const USAGE = `usage: runnerline <command> [options]
+/**
+ * `runnerline`: the server (`serve`), the runner (`runner`), and the
+ * operator commands that talk to a running server over gRPC. Exit codes:
+ * 0 ok, 1 usage, 2 server error (code and message on stderr), 3 `rollouts
+ * wait` timed out.
+ */
+const version = (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
 
-commands:
-  serve    run the server (gRPC and HTTP listeners)
-  runner   join this machine to the fleet: run a command once per assignment
-
-'runnerline <command> --help' shows a command's options.`;
-
-const commands: Record<string, (argv: string[]) => Promise<number>> = {
-  serve: serveCommand,
-  runner: runnerCommand,
+/**
+ * `serve` and `runner` parse their own flags (serve-command.ts, runner-command.ts); each loads only what it needs,
+ * so a runner starts without the server's or the operator commands' modules.
+ */
+const ownParsers: Record<string, (argv: string[]) => Promise<number>> = {
+  serve: async (argv) => (await import("./serve-command.js")).serveCommand(argv),
+  runner: async (argv) => (await import("./runner-command.js")).runnerCommand(argv),
 };
 
-const [name, ...argv] = process.argv.slice(2);
-const command = name === undefined ? undefined : commands[name];
-if (command === undefined) {
-  console.error(USAGE);
-  process.exitCode = name === "--help" || name === "-h" ? 0 : 2;
-} else {
-  command(argv).then(
-    (code) => process.exit(code),
-    (error: unknown) => {
-      console.error(`runnerline ${name}: ${error instanceof Error ? error.message : String(error)}`);
-      process.exit(1);
-    },
-  );
+async function program(): Promise<Command> {
+  const [{ workersCommand }, { rolloutsCommand }, { attemptsCommand }, { summaryCommand }] = await Promise.all([
+    import("./operator/workers-command.js"),
+    import("./operator/rollouts-command.js"),
+    import("./operator/attempts-command.js"),
+    import("./operator/summary-command.js"),
+  ]);
+  const root = new Command("runnerline")
+    .description("Fleet tracking and work dispatch for rollout runners")
+    .version(version, "-V, --version", "print the version")
+    .addOption(new Option("--server <HOST:PORT>", "server to talk to (gRPC)").env("RUNNERLINE_SERVER").default(DEFAULT_SERVER))
+    .option("--json", "print one JSON object per line", false)
+    .option("--wide", "more columns, absolute times", false)
+    .showHelpAfterError("(add --help for usage)")
+    .exitOverride();
+  const globals = (command: Command) => command.optsWithGlobals<GlobalOptions>();
+  // Listed for help; their arguments go to their own parsers below.
+  root.addCommand(serveProgram().helpOption(false).allowUnknownOption());
+  root.command("runner").description("join this machine to the fleet: run a command once per assignment").helpOption(false).allowUnknownOption();
+  for (const command of [workersCommand(globals), rolloutsCommand(globals), attemptsCommand(globals), summaryCommand(globals)]) {
+    root.addCommand(command);
+  }
+  // Usage errors of every subcommand end the same way: message on stderr, exit 1.
+  const exitOnUsage = (command: Command) => {
+    command.exitOverride();
+    command.commands.forEach(exitOnUsage);
+  };
+  exitOnUsage(root);
+  return root;
 }
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const own = name === undefined ? undefined : ownParsers[name];
+  if (own !== undefined) {
+    try {
+      return await own(rest);
+    } catch (error) {
+      if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : reportUsage(name!, error);
+      throw error;
+    }
+  }
+  if (argv.length === 0) {
+    process.stderr.write((await program()).helpInformation());
+    return EXIT.usage;
+  }
+  try {
+    await (await program()).parseAsync(argv, { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    return reportError(error);
+  }
+}
+
+/** A flag value commander accepted but the command refused (InvalidArgumentError thrown after parsing). */
+function reportUsage(name: string, error: CommanderError): number {
+  if (error.code === "commander.invalidArgument") process.stderr.write(`runnerline ${name}: ${error.message}\n`);
+  return EXIT.usage;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`runnerline: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(EXIT.usage);
+  },
+);

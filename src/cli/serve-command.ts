@@ -1,122 +1,217 @@
-import { parseArgs } from "node:util";
-import { startServer } from "../server/app.js";
+import { Command, InvalidArgumentError, Option } from "commander";
+import type { RunningServer } from "../server/app.js";
 import type { ServerConfig } from "../server/config.js";
+import { LOG_LEVELS, type LogLevel } from "../server/log-levels.js";
 import { abandonmentReport, watchShutdownSignals } from "./shutdown-signals.js";
 
-const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST:PORT] [--store memory|sqlite:PATH]
-                       [--heartbeat-interval SECONDS] [--heartbeat-grace SECONDS]
+/**
+ * Every flag of `runnerline serve`, in one table: its variable, its help line
+ * and what it sets. Help, parsing and the README list come from here; a new
+ * flag is one more entry.
+ */
+interface ServeFlag {
+  flag: string;
+  env: string;
+  /** Placeholder in the help, e.g. "SECONDS". */
+  value: string;
+  help: string;
+  apply(config: Partial<ServerConfig>, text: string): void;
+}
 
-  --grpc-addr           gRPC listener (env RUNNERLINE_GRPC_ADDR, default 127.0.0.1:50051)
-  --http-addr           Connect/gRPC-Web listener (env RUNNERLINE_HTTP_ADDR, default 127.0.0.1:8080)
-  --store               where state lives: memory, or sqlite:PATH (env RUNNERLINE_STORE,
-                        default sqlite:./data/runnerline.db; see docs/storage.md)
-  --heartbeat-interval  how often runners beat (env RUNNERLINE_HEARTBEAT_INTERVAL, default 5)
-  --heartbeat-grace     lateness that makes a worker UNKNOWN (env RUNNERLINE_HEARTBEAT_GRACE, default 3 × interval)
-  --drain-timeout       on SIGTERM, how long runners get to report what they hold (env RUNNERLINE_DRAIN_TIMEOUT, default 30)
-  --keepalive-time      HTTP/2 ping interval that finds dead peers (env RUNNERLINE_KEEPALIVE_TIME, default 30)
-  --brake-min-fleet     smallest fleet the mass-drop brake protects (env RUNNERLINE_BRAKE_MIN_FLEET, default 10)
-  --brake-hold          how long the brake holds UNRESPONSIVE verdicts (env RUNNERLINE_BRAKE_HOLD, default 4 × grace)
-  --retry-elsewhere     seconds a retry keeps away from runners that already ran it while others could take it
-                        (env RUNNERLINE_RETRY_ELSEWHERE, default 30)
-  --quarantine-failures attempts in a row ending FAILED or TIMEOUT that quarantine a runner (env RUNNERLINE_QUARANTINE_FAILURES, default 3)
-  --quarantine-window   ...when they all ended within this many seconds (env RUNNERLINE_QUARANTINE_WINDOW, default 60)
-  --quarantine-backoff  seconds of the first quarantine; doubles for each one in a row (env RUNNERLINE_QUARANTINE_BACKOFF, default 30)
-  --quarantine-max-backoff  longest quarantine in seconds (env RUNNERLINE_QUARANTINE_MAX_BACKOFF, default 600)
-  --history-samples     telemetry samples kept in memory per worker for the web page's sparklines
-                        (env RUNNERLINE_HISTORY_SAMPLES, default 120)`;
+export const SERVE_FLAGS: readonly ServeFlag[] = [
+  {
+    flag: "grpc-addr",
+    env: "RUNNERLINE_GRPC_ADDR",
+    value: "HOST:PORT",
+    help: "gRPC listener (default 127.0.0.1:50051)",
+    apply: (c, v) => (c.grpcAddress = v),
+  },
+  {
+    flag: "http-addr",
+    env: "RUNNERLINE_HTTP_ADDR",
+    value: "HOST:PORT",
+    help: "Connect/gRPC-Web listener, /healthz and /metrics (default 127.0.0.1:8080)",
+    apply: (c, v) => (c.httpAddress = v),
+  },
+  {
+    flag: "store",
+    env: "RUNNERLINE_STORE",
+    value: "SPEC",
+    help: "where state lives: memory, or sqlite:PATH (default sqlite:./data/runnerline.db; see docs/storage.md)",
+    apply: (c, v) => (c.store = v),
+  },
+  {
+    flag: "heartbeat-interval",
+    env: "RUNNERLINE_HEARTBEAT_INTERVAL",
+    value: "SECONDS",
+    help: "how often runners beat (default 5)",
+    apply: (c, v) => (c.heartbeatIntervalMs = seconds("--heartbeat-interval", v)),
+  },
+  {
+    flag: "heartbeat-grace",
+    env: "RUNNERLINE_HEARTBEAT_GRACE",
+    value: "SECONDS",
+    help: "lateness that makes a worker UNKNOWN (default 3 × interval)",
+    apply: (c, v) => (c.heartbeatGraceMs = seconds("--heartbeat-grace", v)),
+  },
+  {
+    flag: "drain-timeout",
+    env: "RUNNERLINE_DRAIN_TIMEOUT",
+    value: "SECONDS",
+    help: "on SIGTERM, how long runners get to report what they hold (default 30)",
+    apply: (c, v) => (c.drainTimeoutMs = seconds("--drain-timeout", v)),
+  },
+  {
+    flag: "keepalive-time",
+    env: "RUNNERLINE_KEEPALIVE_TIME",
+    value: "SECONDS",
+    help: "HTTP/2 ping interval that finds dead peers (default 30)",
+    apply: (c, v) => (c.keepaliveTimeMs = seconds("--keepalive-time", v)),
+  },
+  {
+    flag: "brake-min-fleet",
+    env: "RUNNERLINE_BRAKE_MIN_FLEET",
+    value: "N",
+    help: "smallest fleet the mass-drop brake protects (default 10)",
+    apply: (c, v) => (c.brakeMinFleet = positiveInteger("--brake-min-fleet", v)),
+  },
+  {
+    flag: "brake-hold",
+    env: "RUNNERLINE_BRAKE_HOLD",
+    value: "SECONDS",
+    help: "how long the brake holds UNRESPONSIVE verdicts (default 4 × grace)",
+    apply: (c, v) => (c.brakeHoldMs = seconds("--brake-hold", v)),
+  },
+  {
+    flag: "retry-elsewhere",
+    env: "RUNNERLINE_RETRY_ELSEWHERE",
+    value: "SECONDS",
+    help: "how long a retry keeps away from runners that already ran it while others could take it (default 30)",
+    apply: (c, v) => (c.retryElsewhereMs = seconds("--retry-elsewhere", v)),
+  },
+  {
+    flag: "quarantine-failures",
+    env: "RUNNERLINE_QUARANTINE_FAILURES",
+    value: "N",
+    help: "attempts in a row ending FAILED or TIMEOUT that quarantine a runner (default 3)",
+    apply: (c, v) => (c.quarantineFailures = positiveInteger("--quarantine-failures", v)),
+  },
+  {
+    flag: "quarantine-window",
+    env: "RUNNERLINE_QUARANTINE_WINDOW",
+    value: "SECONDS",
+    help: "...when they all ended within this many seconds (default 60)",
+    apply: (c, v) => (c.quarantineWindowMs = seconds("--quarantine-window", v)),
+  },
+  {
+    flag: "quarantine-backoff",
+    env: "RUNNERLINE_QUARANTINE_BACKOFF",
+    value: "SECONDS",
+    help: "length of the first quarantine; it doubles for each one in a row (default 30)",
+    apply: (c, v) => (c.quarantineBackoffMs = seconds("--quarantine-backoff", v)),
+  },
+  {
+    flag: "quarantine-max-backoff",
+    env: "RUNNERLINE_QUARANTINE_MAX_BACKOFF",
+    value: "SECONDS",
+    help: "longest quarantine (default 600)",
+    apply: (c, v) => (c.quarantineMaxBackoffMs = seconds("--quarantine-max-backoff", v)),
+  },
+  {
+    flag: "history-samples",
+    env: "RUNNERLINE_HISTORY_SAMPLES",
+    value: "N",
+    help: "telemetry samples kept in memory per worker for GetWorkerHistory and the web page's sparklines (default 120)",
+    apply: (c, v) => (c.historySamples = positiveInteger("--history-samples", v)),
+  },
+  {
+    flag: "retain",
+    env: "RUNNERLINE_RETAIN",
+    value: "DURATION",
+    help: "keep finished rollouts and OFFLINE workers this long, e.g. 7d, 12h, 30m, or seconds (default 7d)",
+    apply: (c, v) => (c.retainMs = duration("--retain", v)),
+  },
+  {
+    flag: "log-level",
+    env: "RUNNERLINE_LOG_LEVEL",
+    value: "LEVEL",
+    help: `log threshold: ${LOG_LEVELS.join(", ")} (default info); JSON lines, readable on a terminal`,
+    apply: (c, v) => {
+      if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new InvalidArgumentError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+      c.logLevel = v as LogLevel;
+    },
+  },
+];
+
+/** The `serve` command: its options come from SERVE_FLAGS; errors throw (commander's exitOverride). */
+export function serveProgram(): Command {
+  const command = new Command("serve")
+    .description("run the server (gRPC and HTTP listeners)")
+    .addHelpText("after", "\nFlags win over environment variables, which win over defaults.")
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  for (const flag of SERVE_FLAGS) {
+    // The variable is named in the help but read by parseServeArgs, from the env it is given.
+    command.addOption(new Option(`--${flag.flag} <${flag.value}>`, `${flag.help} [env: ${flag.env}]`));
+  }
+  return command;
+}
 
 /** Flags win over environment variables, which win over defaults. */
 export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<ServerConfig> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      "grpc-addr": { type: "string" },
-      "http-addr": { type: "string" },
-      store: { type: "string" },
-      "heartbeat-interval": { type: "string" },
-      "heartbeat-grace": { type: "string" },
-      "drain-timeout": { type: "string" },
-      "keepalive-time": { type: "string" },
-      "brake-min-fleet": { type: "string" },
-      "brake-hold": { type: "string" },
-      "retry-elsewhere": { type: "string" },
-      "quarantine-failures": { type: "string" },
-      "quarantine-window": { type: "string" },
-      "quarantine-backoff": { type: "string" },
-      "quarantine-max-backoff": { type: "string" },
-      "history-samples": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
+  const command = serveProgram();
+  // Under a parent, so help and errors read "runnerline serve".
+  new Command("runnerline").exitOverride().addCommand(command).parse(["serve", ...argv], { from: "user" });
+  const values = command.opts<Record<string, string | undefined>>();
   const config: Partial<ServerConfig> = {};
-  const grpcAddress = values["grpc-addr"] ?? env.RUNNERLINE_GRPC_ADDR;
-  const httpAddress = values["http-addr"] ?? env.RUNNERLINE_HTTP_ADDR;
-  const store = values.store ?? env.RUNNERLINE_STORE;
-  const interval = values["heartbeat-interval"] ?? env.RUNNERLINE_HEARTBEAT_INTERVAL;
-  const grace = values["heartbeat-grace"] ?? env.RUNNERLINE_HEARTBEAT_GRACE;
-  if (grpcAddress) config.grpcAddress = grpcAddress;
-  if (httpAddress) config.httpAddress = httpAddress;
-  if (store) config.store = store;
-  if (interval) config.heartbeatIntervalMs = seconds("--heartbeat-interval", interval);
-  if (grace) config.heartbeatGraceMs = seconds("--heartbeat-grace", grace);
-  const drain = values["drain-timeout"] ?? env.RUNNERLINE_DRAIN_TIMEOUT;
-  const keepalive = values["keepalive-time"] ?? env.RUNNERLINE_KEEPALIVE_TIME;
-  const minFleet = values["brake-min-fleet"] ?? env.RUNNERLINE_BRAKE_MIN_FLEET;
-  const hold = values["brake-hold"] ?? env.RUNNERLINE_BRAKE_HOLD;
-  if (drain) config.drainTimeoutMs = seconds("--drain-timeout", drain);
-  if (keepalive) config.keepaliveTimeMs = seconds("--keepalive-time", keepalive);
-  if (hold) config.brakeHoldMs = seconds("--brake-hold", hold);
-  if (minFleet) {
-    const n = Number(minFleet);
-    if (!Number.isInteger(n) || n < 1) throw new Error("--brake-min-fleet must be a positive integer");
-    config.brakeMinFleet = n;
+  for (const flag of SERVE_FLAGS) {
+    const value = values[camelCase(flag.flag)] ?? env[flag.env];
+    if (value !== undefined && value !== "") flag.apply(config, value);
   }
-  const elsewhere = values["retry-elsewhere"] ?? env.RUNNERLINE_RETRY_ELSEWHERE;
-  const failures = values["quarantine-failures"] ?? env.RUNNERLINE_QUARANTINE_FAILURES;
-  const window = values["quarantine-window"] ?? env.RUNNERLINE_QUARANTINE_WINDOW;
-  const backoff = values["quarantine-backoff"] ?? env.RUNNERLINE_QUARANTINE_BACKOFF;
-  const maxBackoff = values["quarantine-max-backoff"] ?? env.RUNNERLINE_QUARANTINE_MAX_BACKOFF;
-  if (elsewhere) config.retryElsewhereMs = seconds("--retry-elsewhere", elsewhere);
-  if (window) config.quarantineWindowMs = seconds("--quarantine-window", window);
-  if (backoff) config.quarantineBackoffMs = seconds("--quarantine-backoff", backoff);
-  if (maxBackoff) config.quarantineMaxBackoffMs = seconds("--quarantine-max-backoff", maxBackoff);
-  if (failures) {
-    const n = Number(failures);
-    if (!Number.isInteger(n) || n < 1) throw new Error("--quarantine-failures must be a positive integer");
-    config.quarantineFailures = n;
-  }
-  const historySamples = values["history-samples"] ?? env.RUNNERLINE_HISTORY_SAMPLES;
-  if (historySamples) config.historySamples = positiveInteger("--history-samples", historySamples);
   return config;
+}
+
+const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+function seconds(flag: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) throw new InvalidArgumentError(`${flag} must be a positive number of seconds`);
+  return value * 1000;
 }
 
 function positiveInteger(flag: string, text: string): number {
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer`);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer`);
   return n;
 }
 
-function seconds(flag: string, text: string): number {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${flag} must be a positive number of seconds`);
-  return value * 1000;
+const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "7d", "12h", "30m", "45s", or a bare number of seconds. */
+export function duration(flag: string, text: string): number {
+  const match = /^(\d+(?:\.\d+)?)([smhd]?)$/.exec(text.trim());
+  const ms = match === null ? NaN : Number(match[1]) * (UNITS[match[2] || "s"] ?? NaN);
+  if (!Number.isFinite(ms) || ms <= 0) throw new InvalidArgumentError(`${flag} must be a positive duration such as 7d, 12h, 30m or 45s`);
+  return ms;
 }
 
 export async function serveCommand(argv: string[]): Promise<number> {
-  const server = await startServer(parseServeArgs(argv, process.env));
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+  const config = parseServeArgs(argv, process.env);
+  // Listening for signals before the server starts: a SIGTERM that arrives while it starts (after
+  // "serving" is printed, say) must drain it, not kill it with the default action.
+  let server: RunningServer | undefined;
+  const signalled = new Promise<NodeJS.Signals>((resolve) => {
     watchShutdownSignals((signal, count) => {
       if (count === 1) return resolve(signal);
-      for (const line of abandonmentReport(server, signal)) console.log(`${new Date().toISOString()} ${line}`);
+      if (server !== undefined) for (const line of abandonmentReport(server, signal)) server.logger.warn(line);
       process.exit(signal === "SIGINT" ? 130 : 143);
     });
   });
-  console.log(`${new Date().toISOString()} ${signal}: draining runners, then stopping (${signal} again stops at once)`);
+  // Loaded here, not at the top: `runnerline --help` and the runner need none of the server.
+  const { startServer } = await import("../server/app.js");
+  server = await startServer(config);
+  const signal = await signalled;
+  server.logger.info({ signal }, `${signal}: draining runners, then stopping (${signal} again stops at once)`);
   await server.close();
   return 0;
 }

@@ -2,6 +2,8 @@ import { DEFAULT_RETRY_ELSEWHERE_MS } from "./dispatch/coordinator.js";
 import { DEFAULT_QUARANTINE_POLICY } from "./domain/quarantine.js";
 import type { Clock } from "./domain/time.js";
 import { DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_SAMPLES } from "./telemetry/worker-history.js";
+import type { LogLevel } from "./log-levels.js";
+import type { Logger } from "./logging.js";
 
 /** Everything a server can be told at start; see parseServeArgs for the flags and variables. */
 export interface ServerConfig {
@@ -38,8 +40,19 @@ export interface ServerConfig {
   historySamples: number;
   /** Ceiling on the memory of all workers' history together. */
   historyMaxBytes: number;
+  /** Finished rollouts (and their attempts) and OFFLINE workers are removed this long after they ended / went silent. */
+  retainMs: number;
+  /** How often retention looks for what to remove. */
+  retentionPeriodMs: number;
+  logLevel: LogLevel;
   clock?: Clock;
-  log: (line: string) => void;
+  /** The structured log; by default JSON on stdout, readable lines on a terminal (see logging.ts). */
+  logger?: Logger;
+  /**
+   * Where plain log lines go when no `logger` is given: setting it routes the
+   * whole log through it as text (tests silence the server with `() => {}`).
+   */
+  log?: (line: string) => void;
 }
 
 export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
@@ -66,7 +79,9 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     quarantineMaxBackoffMs: DEFAULT_QUARANTINE_POLICY.maxBackoffMs,
     historySamples: DEFAULT_HISTORY_SAMPLES,
     historyMaxBytes: DEFAULT_HISTORY_MAX_BYTES,
-    log: (line) => console.log(`${new Date().toISOString()} ${line}`),
+    retainMs: 7 * 24 * 3_600_000,
+    retentionPeriodMs: 60_000,
+    logLevel: "info",
     ...overrides,
   };
 }

@@ -335,7 +335,7 @@ function sessionOver(incoming: Channel<Received>, send: (m: Sent) => void, close
 }
 
 /** A minimal async queue: push from callbacks, iterate with for-await (a real generator, so throw/return work). */
-class Channel<T> implements AsyncIterable<T> {
+export class Channel<T> implements AsyncIterable<T> {
   private readonly items: T[] = [];
   private wake: (() => void) | undefined;
   private failure: unknown;

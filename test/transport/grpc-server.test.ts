@@ -129,6 +129,8 @@ describe("grpc server", () => {
         "WatchWorkers",
         "ReleaseWorker",
         "GetWorkerHistory",
+        "GetFleetSummary",
+        "DeleteWorker",
       ]);
       expect(service?.method.find((m) => m.name === "WatchWorkers")?.serverStreaming).toBe(true);
       expect(files.map((f) => f.name).sort()).toEqual(
@@ -150,6 +152,8 @@ describe("grpc server", () => {
         "WatchWorkers",
         "ReleaseWorker",
         "GetWorkerHistory",
+        "GetFleetSummary",
+        "DeleteWorker",
       ]);
     });
 

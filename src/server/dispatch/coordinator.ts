@@ -75,6 +75,7 @@ import { DueTimers, startTimerDriver } from "./due-timers.js";
 import { Effects } from "./effects.js";
 import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
+import type { TransitionObserver } from "./transition-observer.js";
 
 export interface CoordinatorOptions {
   store: Store;
@@ -99,6 +100,8 @@ export interface CoordinatorOptions {
   /** Sees every recorded heartbeat (the telemetry history); must be cheap and must not throw. */
   onHeartbeat?: (workerId: string, data: HeartbeatData, now: Millis) => void;
   log?: (line: string) => void;
+  /** Told of every rollout, attempt and worker change (fleet counters, metrics, event log). */
+  observer?: TransitionObserver;
 }
 
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
@@ -153,6 +156,8 @@ export class Coordinator {
   private readonly ranOn = new Map<string, Set<string>>();
   /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
   private readonly failureStreaks = new Map<string, Millis[]>();
+  /** When each worker that carries a quarantine has it lifted (ms), for quarantinedCount. */
+  private readonly quarantineEnds = new Map<string, Millis>();
   private readonly quarantinePolicy: QuarantinePolicy;
   private readonly retryElsewhereMs: number;
   /** Set when the server shuts down: no more dispatching. */
@@ -269,11 +274,6 @@ export class Coordinator {
       this.saveAttempt(attempt, abortAttempt(attempt, kind, reason, now), now, fx);
       this.sendTo(attempt.workerId, cancelMessage(attempt.attemptId, reason), fx);
     }
-    const what = kind === AttemptErrorKind.CANCELLED ? "cancelled" : `FAILED (${reason})`;
-    this.log(
-      `rollout ${before.rolloutId} ${what}` +
-        (held ? `; attempt ${attempt.attemptId} on worker ${attempt.workerId} told to stop` : ` while ${RolloutStatus[before.status]}`),
-    );
   }
 
   /** Unary pull: takes the head of the queue for `workerId` (undefined when empty). */
@@ -425,7 +425,6 @@ export class Coordinator {
       if (attempt === undefined) continue;
       const lost = expireAttempt(attempt, AttemptStatus.UNRESPONSIVE, "the runner reconnected without it", now);
       this.saveAttempt(attempt, lost, now, fx);
-      this.log(`attempt ${attemptId} of rollout ${attempt.rolloutId} on worker ${link.workerId}: UNRESPONSIVE (the runner reconnected without it)`);
     }
     const resumed: string[] = [];
     const cancels: SessionResponse[] = [];
@@ -558,6 +557,7 @@ export class Coordinator {
     const now = this.clock.now();
     const allStatuses = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
     for (const record of this.store.workersWithStatus(allStatuses)) {
+      this.trackQuarantine(record);
       if (record.attachment !== "open") continue;
       const endedAt = Math.min(now, lastHeardMs(record.worker) ?? now);
       this.updateWorker(record.worker.workerId, now, (r) => detachSession(r, false, this.liveness, now, endedAt));
@@ -613,10 +613,6 @@ export class Coordinator {
       if (heldUntil !== undefined) return this.timers.schedule("attempt", attemptId, heldUntil + 1);
     }
     this.saveAttempt(attempt, expireAttempt(attempt, verdict.status, verdict.message, now), now, fx);
-    this.log(
-      `attempt ${attemptId} (#${attempt.sequenceId}) of rollout ${rollout.rolloutId} on worker ${attempt.workerId}: ` +
-        `${AttemptStatus[verdict.status]} — ${verdict.message}`,
-    );
     // A runner that is still there should stop spending its machine on it.
     this.sendTo(attempt.workerId, cancelMessage(attempt.attemptId, verdict.message), fx);
   }
@@ -670,6 +666,23 @@ export class Coordinator {
     this.pump(now, fx);
     await this.settle(fx);
     return released.worker;
+  }
+
+  /** Workers quarantined now (for the fleet summary and /metrics): only those ever quarantined are looked at. */
+  quarantinedCount(): number {
+    const now = this.clock.now();
+    let count = 0;
+    for (const [workerId, until] of this.quarantineEnds) {
+      if (until > now) count++;
+      else if (this.store.getWorker(workerId) === undefined) this.quarantineEnds.delete(workerId);
+    }
+    return count;
+  }
+
+  private trackQuarantine(record: WorkerRecord) {
+    const until = msOf(record.worker.quarantineUntil);
+    if (until === undefined) this.quarantineEnds.delete(record.worker.workerId);
+    else this.quarantineEnds.set(record.worker.workerId, until);
   }
 
   /** Queued rollouts that no connected worker can take: none carries their required labels. */
@@ -882,12 +895,12 @@ export class Coordinator {
   private saveRollout(before: Rollout | undefined, after: Rollout, now: Millis, fx: Effects) {
     if (before === after) return;
     this.store.putRollout(after);
+    this.options.observer?.rolloutChanged?.(before, after);
     this.scheduleRolloutClock(after);
     const effects = rolloutEffects(before, after);
     if (effects.enqueue) {
       this.store.pushQueue(after.rolloutId);
       this.queueRollout(after, now);
-      if (after.status === RolloutStatus.REQUEUING) this.logRetry(after);
     }
     if (effects.dequeue) {
       this.store.removeFromQueue(after.rolloutId);
@@ -899,20 +912,11 @@ export class Coordinator {
     }
   }
 
-  private logRetry(rollout: Rollout) {
-    const failed = this.store.getAttempt(rollout.latestAttemptId);
-    const ended = failed === undefined ? "" : ` on worker ${failed.workerId} ended ${AttemptStatus[failed.status]}`;
-    const at = rollout.nextAttemptTime === undefined ? "" : `, not before ${new Date(msOf(rollout.nextAttemptTime)!).toISOString()}`;
-    this.log(
-      `rollout ${rollout.rolloutId}: attempt ${rollout.latestAttemptId} (#${rollout.attemptCount})${ended}; ` +
-        `retry ${rollout.attemptCount + 1} of ${maxAttempts(rollout)} queued${at}`,
-    );
-  }
-
   /** Stores an attempt change and carries its consequences to its worker and rollout. */
   private saveAttempt(before: Attempt, after: Attempt, now: Millis, fx: Effects) {
     if (before === after) return;
     this.store.putAttempt(after);
+    this.options.observer?.attemptChanged?.(before, after);
     const wasActive = isAttemptActive(before.status);
     const isActive = isAttemptActive(after.status);
     if (wasActive && !isActive) {
@@ -938,7 +942,12 @@ export class Coordinator {
     const stored = this.store.getWorker(workerId);
     const before = stored ?? newWorkerRecord(workerId, now);
     const after = change(before);
-    if (after !== before || stored === undefined) this.store.putWorker(after);
+    if (after !== before || stored === undefined) {
+      this.store.putWorker(after);
+      this.options.observer?.workerChanged?.(stored, after);
+      // Transitions that leave the quarantine alone keep its Timestamp object, so this check costs one comparison.
+      if (after.worker.quarantineUntil !== before.worker.quarantineUntil) this.trackQuarantine(after);
+    }
     if (after.worker.version !== before.worker.version) {
       for (const listener of this.workerListeners) listener(after.worker);
     }

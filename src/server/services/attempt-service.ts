@@ -1,16 +1,17 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { AttemptService, AttemptStatus, type UpdateAttemptRequest, UpdateAttemptRequestSchema } from "../../gen/runnerline/v1/attempt_pb.js";
+import { AttemptSchema, AttemptService, AttemptStatus, type UpdateAttemptRequest, UpdateAttemptRequestSchema } from "../../gen/runnerline/v1/attempt_pb.js";
 import { type AttemptReport, REPORTABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
+import type { Clock } from "../domain/time.js";
 import { ATTEMPT_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
-import { boundedResult, optionalId, optionalTimestampMs, requireEnumValues, requireId } from "./validation.js";
+import { boundedResult, optionalId, optionalTimestampMs, requireEnumValues, requireFilter, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
-export function attemptService(coordinator: Coordinator, store: Store): ServiceImpl<typeof AttemptService> {
+export function attemptService(coordinator: Coordinator, store: Store, clock: Clock): ServiceImpl<typeof AttemptService> {
   return {
     async getAttempt(request) {
       return durable(store, { attempt: coordinator.getAttempt(requireId("attempt_id", request.attemptId)) });
@@ -20,6 +21,7 @@ export function attemptService(coordinator: Coordinator, store: Store): ServiceI
         rolloutId: optionalId("rollout_id", request.rolloutId),
         workerId: optionalId("worker_id", request.workerId),
         statuses: requireEnumValues("statuses", request.statuses, AttemptStatus),
+        expression: requireFilter(request.filter, AttemptSchema, clock.now()),
       };
       const query = listQuery(request, filter, ATTEMPT_SORT_FIELDS, "attempt_id", "create_time");
       const page = store.listAttempts(query);

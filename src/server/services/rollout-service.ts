@@ -4,6 +4,7 @@ import {
   type EnqueueRolloutRequest,
   EnqueueRolloutRequestSchema,
   RolloutMode,
+  RolloutSchema,
   RolloutService,
   RolloutStatus,
 } from "../../gen/runnerline/v1/rollout_pb.js";
@@ -11,6 +12,7 @@ import { RETRYABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
 import { labelProblem } from "../domain/labels.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
+import type { Clock } from "../domain/time.js";
 import type { Store } from "../store/store.js";
 import { ROLLOUT_SORT_FIELDS } from "../store/query.js";
 import { durable } from "./durable.js";
@@ -20,6 +22,7 @@ import {
   requireClientId,
   requireEnumValue,
   requireEnumValues,
+  requireFilter,
   requireId,
 } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
@@ -27,7 +30,7 @@ import { requireJsonSafe } from "./well-known-types.js";
 export const MAX_BATCH = 10_000;
 const MAX_ATTEMPTS_LIMIT = 100;
 
-export function rolloutService(coordinator: Coordinator, store: Store): ServiceImpl<typeof RolloutService> {
+export function rolloutService(coordinator: Coordinator, store: Store, clock: Clock): ServiceImpl<typeof RolloutService> {
   return {
     async enqueueRollout(request) {
       const [rollout] = await coordinator.enqueue([validEnqueue(request, "")]);
@@ -47,6 +50,7 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
         statuses: requireEnumValues("statuses", request.statuses, RolloutStatus),
         idContains: request.rolloutIdContains,
         onlyIds: request.unroutableOnly ? new Set(coordinator.unroutableRolloutIds()) : undefined,
+        expression: requireFilter(request.filter, RolloutSchema, clock.now()),
       };
       const query = listQuery(request, filter, ROLLOUT_SORT_FIELDS, "rollout_id", "create_time");
       const page = store.listRollouts(query);

@@ -13,6 +13,7 @@ import type { SessionLink } from "../dispatch/session-link.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, MAX_ID_LENGTH, newSessionId } from "../domain/ids.js";
 import { toTimestamp } from "../domain/time.js";
+import type { Logger } from "../logging.js";
 import { peerAddressKey } from "../transport/context.js";
 import { attemptReport, requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
@@ -24,6 +25,8 @@ const MAX_CAPACITY = 1024;
 const MAX_SLOTS_PER_READY = 10_000;
 
 export interface RunnerServiceOptions {
+  logger: Logger;
+  /** Plain-text lines, logged at info (the older shape; prefer `logger` with ids as fields). */
   log: (line: string) => void;
   now: () => number;
 }
@@ -70,7 +73,10 @@ async function* runSession(
         },
         hello.runningAttemptIds,
       );
-      options.log(`session ${link.sessionId} opened: worker ${link.workerId} from ${peer || "unknown peer"}`);
+      options.logger.info(
+        { sessionId: link.sessionId, workerId: link.workerId, peer: peer || undefined, capacity: hello.capacity || 1, resumed: hello.runningAttemptIds.length },
+        "session opened",
+      );
       return;
     }
     switch (message.case) {
@@ -109,7 +115,7 @@ async function* runSession(
       }
       case "goodbye":
         coordinator.goodbye(link);
-        options.log(`session ${link.sessionId}: worker ${link.workerId} said goodbye (${message.value.reason || "no reason"})`);
+        options.logger.info({ sessionId: link.sessionId, workerId: link.workerId, reason: message.value.reason || undefined }, "runner said goodbye");
         return;
       case undefined:
         throw invalidArgument("the request carries no message");
@@ -141,7 +147,7 @@ async function* runSession(
     void reading;
     if (link !== undefined) {
       await coordinator.closeSession(link);
-      options.log(`session ${link.sessionId} closed: worker ${link.workerId}`);
+      options.logger.info({ sessionId: link.sessionId, workerId: link.workerId }, "session closed");
     }
   }
 }

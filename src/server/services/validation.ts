@@ -1,8 +1,10 @@
-import { type JsonObject, type JsonValue, toJson } from "@bufbuild/protobuf";
+import { type DescMessage, type JsonObject, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type Duration, durationMs, type Timestamp, timestampMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { resultBoundViolation } from "../../common/attempt-result.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, MAX_ID_LENGTH } from "../domain/ids.js";
+import { compileFilter, type FilterExpression } from "../filter/compile.js";
+import { FilterError } from "../filter/parse.js";
 import { durationProblem } from "./well-known-types.js";
 
 /** Largest custom stats payload a heartbeat may carry (DESIGN §9). */
@@ -101,4 +103,18 @@ function depthOf(value: JsonValue): number {
   let deepest = 0;
   for (const child of children) deepest = Math.max(deepest, depthOf(child));
   return deepest + 1;
+}
+
+/**
+ * A list or watch request's `filter`, checked against the message it filters;
+ * `now` is what `now` means in it. Mistakes are INVALID_ARGUMENT with the
+ * column they start at.
+ */
+export function requireFilter(text: string, schema: DescMessage, now: number): FilterExpression | undefined {
+  try {
+    return compileFilter(text, schema, now);
+  } catch (error) {
+    if (error instanceof FilterError) throw invalidArgument(`filter: ${error.message} (at position ${error.position})`);
+    throw error;
+  }
 }

@@ -8,15 +8,19 @@ import {
   SendHeartbeatRequestSchema,
   type WatchWorkersResponse,
   WatchWorkersResponseSchema,
+  WorkerSchema,
 } from "../../gen/runnerline/v1/worker_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import { DomainError } from "../domain/errors.js";
+import type { Clock } from "../domain/time.js";
+import type { FleetCounters } from "../fleet/fleet-counters.js";
+import type { Retention } from "../fleet/retention.js";
 import { matchesWorker, WORKER_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import type { WorkerHistory } from "../telemetry/worker-history.js";
 import { durable } from "./durable.js";
 import { listQuery, nextPageToken } from "./paging.js";
-import { boundedExtraStats, requireClientId, requireEnumValues, requireId } from "./validation.js";
+import { boundedExtraStats, requireClientId, requireEnumValues, requireFilter, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
 /** Changes buffered for one slow WatchWorkers client before it is cut off. */
@@ -27,12 +31,15 @@ export interface WorkerServiceOptions {
   history: WorkerHistory;
   /** Reported in ListWorkersResponse so views can mark stale heartbeats. */
   heartbeatGraceMs: number;
+  clock: Clock;
+  fleet: FleetCounters;
+  retention: Retention;
 }
 
 export function workerService(
   coordinator: Coordinator,
   store: Store,
-  { history, heartbeatGraceMs }: WorkerServiceOptions,
+  { history, heartbeatGraceMs, clock, fleet, retention }: WorkerServiceOptions,
 ): ServiceImpl<typeof WorkerService> {
   const heartbeatGrace = durationFromMs(heartbeatGraceMs);
   return {
@@ -44,6 +51,7 @@ export function workerService(
         statuses: requireEnumValues("statuses", request.statuses, WorkerStatus),
         idContains: request.workerIdContains,
         labels: request.labels,
+        expression: requireFilter(request.filter, WorkerSchema, clock.now()),
       };
       const query = listQuery(request, filter, WORKER_SORT_FIELDS, "worker_id", "worker_id");
       const page = store.listWorkers(query);
@@ -73,6 +81,7 @@ export function workerService(
         statuses: requireEnumValues("statuses", request.statuses, WorkerStatus),
         idContains: request.workerIdContains,
         labels: {},
+        expression: requireFilter(request.filter, WorkerSchema, clock.now()),
       };
       const changes: Worker[] = [];
       let wake: (() => void) | undefined;
@@ -108,6 +117,13 @@ export function workerService(
         unsubscribe();
         context.signal.removeEventListener("abort", onAbort);
       }
+    },
+    async getFleetSummary() {
+      return { summary: fleet.summary() };
+    },
+    async deleteWorker(request) {
+      await retention.deleteWorker(requireId("worker_id", request.workerId));
+      return {};
     },
   };
 }

@@ -1,7 +1,9 @@
 import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
-import type { Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import { type Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { isAttemptActive } from "../domain/attempt.js";
+import { isRolloutTerminal } from "../domain/rollout.js";
+import { msOf } from "../domain/time.js";
 import type { WorkerRecord } from "../domain/worker.js";
 import {
   ATTEMPT_SORT_FIELDS,
@@ -24,6 +26,8 @@ export class MemoryStore implements Store {
   private readonly rollouts = new Map<string, Rollout>();
   private readonly attempts = new Map<string, Attempt>();
   private readonly active = new Map<string, Attempt>();
+  /** Attempt ids per rollout, so retention removes a rollout's attempts without a scan. */
+  private readonly attemptsOf = new Map<string, Set<string>>();
   private readonly workers = new Map<string, WorkerRecord>();
   private readonly queue = new QueueOrder();
 
@@ -45,6 +49,9 @@ export class MemoryStore implements Store {
 
   putAttempt(attempt: Attempt) {
     this.attempts.set(attempt.attemptId, attempt);
+    let ids = this.attemptsOf.get(attempt.rolloutId);
+    if (ids === undefined) this.attemptsOf.set(attempt.rolloutId, (ids = new Set()));
+    ids.add(attempt.attemptId);
     if (isAttemptActive(attempt.status)) this.active.set(attempt.attemptId, attempt);
     else this.active.delete(attempt.attemptId);
   }
@@ -90,6 +97,39 @@ export class MemoryStore implements Store {
     return this.queue.size;
   }
 
+  finishedRolloutsBefore(cutoff: number, limit: number): Rollout[] {
+    const found: Rollout[] = [];
+    for (const rollout of this.rollouts.values()) {
+      if (found.length >= limit) break;
+      const end = msOf(rollout.endTime);
+      if (isRolloutTerminal(rollout.status) && end !== undefined && end < cutoff) found.push(rollout);
+    }
+    return found;
+  }
+
+  deleteRollout(rolloutId: string) {
+    this.rollouts.delete(rolloutId);
+    this.queue.remove(rolloutId);
+    for (const attemptId of this.attemptsOf.get(rolloutId) ?? []) {
+      this.attempts.delete(attemptId);
+      this.active.delete(attemptId);
+    }
+    this.attemptsOf.delete(rolloutId);
+  }
+
+  offlineWorkersSilentSince(cutoff: number, limit: number): WorkerRecord[] {
+    const found: WorkerRecord[] = [];
+    for (const record of this.workers.values()) {
+      if (found.length >= limit) break;
+      if (record.worker.status === WorkerStatus.OFFLINE && lastHeardOf(record.worker) < cutoff) found.push(record);
+    }
+    return found;
+  }
+
+  deleteWorker(workerId: string) {
+    this.workers.delete(workerId);
+  }
+
   commit() {
     return Promise.resolve();
   }
@@ -97,6 +137,11 @@ export class MemoryStore implements Store {
   close() {
     return Promise.resolve();
   }
+}
+
+/** When a worker was last heard from, for retention; the SQL twin is in sqlite-store.ts. */
+export function lastHeardOf(worker: Worker): number {
+  return msOf(worker.lastHeartbeatTime) ?? msOf(worker.connectTime) ?? msOf(worker.createTime) ?? 0;
 }
 
 /** The queue's order: a Map keeps insertion order, and re-pushing moves an id to the back. */

@@ -2,6 +2,8 @@ import type { Attempt, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.
 import type { Rollout, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
 import type { Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { msOf } from "../domain/time.js";
+import type { FilterExpression } from "../filter/compile.js";
+import { matchesPredicate } from "../filter/evaluate.js";
 
 /** A field a list may be ordered by: how to read it, and whether it is a time. */
 export interface SortField<T> {
@@ -31,20 +33,25 @@ export interface Page<T> {
   total: number;
 }
 
-export interface RolloutFilter {
+/** The `filter` expression of a list request, ANDed with the request's other fields (undefined: none). */
+interface ExpressionFilter {
+  expression?: FilterExpression;
+}
+
+export interface RolloutFilter extends ExpressionFilter {
   statuses: RolloutStatus[];
   idContains: string;
   /** Only these rollouts (e.g. the coordinator's unroutable ones); any when unset. */
   onlyIds?: ReadonlySet<string>;
 }
 
-export interface AttemptFilter {
+export interface AttemptFilter extends ExpressionFilter {
   rolloutId: string;
   workerId: string;
   statuses: AttemptStatus[];
 }
 
-export interface WorkerFilter {
+export interface WorkerFilter extends ExpressionFilter {
   statuses: WorkerStatus[];
   idContains: string;
   labels: Record<string, string>;
@@ -91,20 +98,26 @@ export const WORKER_SORT_FIELDS: SortCatalog<Worker> = {
   create_time: time((w) => w.createTime),
 };
 
+const matchesExpression = (f: ExpressionFilter, message: object) =>
+  f.expression === undefined || matchesPredicate(f.expression.predicate, message);
+
 export const matchesRollout = (f: RolloutFilter, r: Rollout) =>
   (f.statuses.length === 0 || f.statuses.includes(r.status)) &&
   r.rolloutId.includes(f.idContains) &&
-  (f.onlyIds === undefined || f.onlyIds.has(r.rolloutId));
+  (f.onlyIds === undefined || f.onlyIds.has(r.rolloutId)) &&
+  matchesExpression(f, r);
 
 export const matchesAttempt = (f: AttemptFilter, a: Attempt) =>
   (f.rolloutId === "" || a.rolloutId === f.rolloutId) &&
   (f.workerId === "" || a.workerId === f.workerId) &&
-  (f.statuses.length === 0 || f.statuses.includes(a.status));
+  (f.statuses.length === 0 || f.statuses.includes(a.status)) &&
+  matchesExpression(f, a);
 
 export const matchesWorker = (f: WorkerFilter, w: Worker) =>
   (f.statuses.length === 0 || f.statuses.includes(w.status)) &&
   w.workerId.includes(f.idContains) &&
-  Object.entries(f.labels).every(([key, value]) => w.labels[key] === value);
+  Object.entries(f.labels).every(([key, value]) => w.labels[key] === value) &&
+  matchesExpression(f, w);
 
 /**
  * Filters, sorts and slices in memory. The last order term must be the id, so

@@ -1,8 +1,8 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { Database, Statement } from "better-sqlite3";
 import { type Attempt, AttemptSchema, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
-import { type Rollout, RolloutSchema } from "../../gen/runnerline/v1/rollout_pb.js";
-import { type Worker, WorkerSchema, type WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import { type Rollout, RolloutSchema, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
+import { type Worker, WorkerSchema, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { isAttemptActive } from "../domain/attempt.js";
 import { msOf } from "../domain/time.js";
 import type { Attachment, WorkerRecord } from "../domain/worker.js";
@@ -13,10 +13,14 @@ import {
   type Page,
   ROLLOUT_SORT_FIELDS,
   type RolloutFilter,
+  pageOf,
   type SortCatalog,
   WORKER_SORT_FIELDS,
   type WorkerFilter,
 } from "./query.js";
+import { matchesPredicate } from "../filter/evaluate.js";
+import type { FilterExpression, Predicate } from "../filter/compile.js";
+import { ATTEMPT_COLUMNS, type ColumnCatalog, ROLLOUT_COLUMNS, splitForSql, WORKER_COLUMNS } from "./filter-sql.js";
 import { type OpenOptions, openDatabase } from "./sqlite-schema.js";
 import type { Store } from "./store.js";
 
@@ -28,9 +32,14 @@ export interface SqliteStoreOptions extends OpenOptions {
   telemetryFlushMs?: number;
   /** Decoded entities kept per kind for the coordinator's repeated reads (default 10,000; 0 turns it off). */
   cacheSize?: number;
+  /** Told how long each group COMMIT took, in seconds (for runnerline_store_commit_seconds). */
+  onCommit?: (seconds: number) => void;
 }
 
 type SqlValue = string | number | bigint | Uint8Array | null;
+type Decoded = { message: Uint8Array };
+
+const FINISHED_ROLLOUT_STATUSES = [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED];
 
 const ACTIVE_ATTEMPT_STATUSES = Object.values(AttemptStatus).filter(
   (s): s is AttemptStatus => typeof s === "number" && isAttemptActive(s),
@@ -61,6 +70,7 @@ export class SqliteStore implements Store {
   private readonly pendingAttempts = new Map<string, Attempt>();
   private telemetryTimer: NodeJS.Timeout | undefined;
   private readonly telemetryFlushMs: number;
+  private readonly onCommit: ((seconds: number) => void) | undefined;
   // Write-through caches of decoded messages: the coordinator reads the same
   // few entities many times per transition, and decoding costs more than the
   // SQL. Entities are never mutated in place (the domain copies), so sharing
@@ -81,6 +91,7 @@ export class SqliteStore implements Store {
     this.sql = prepareStatements(db);
     this.queueCount = this.sql.queueCount.get() as number;
     this.telemetryFlushMs = options.telemetryFlushMs ?? 500;
+    this.onCommit = options.onCommit;
     const cacheSize = options.cacheSize ?? 10_000;
     this.rollouts = new ReadCache(cacheSize);
     this.attempts = new ReadCache(cacheSize);
@@ -121,7 +132,8 @@ export class SqliteStore implements Store {
       where.push("rollout_id IN (SELECT value FROM json_each(?))");
       params.push(JSON.stringify([...query.filter.onlyIds]));
     }
-    return this.page("rollouts", ROLLOUT_SORT_FIELDS, where, params, query, (row) =>
+    const rest = expression(where, params, query.filter.expression, ROLLOUT_COLUMNS);
+    return this.page("rollouts", ROLLOUT_SORT_FIELDS, where, params, query, rest, (row) =>
       fromBinary(RolloutSchema, row.message),
     );
   }
@@ -155,7 +167,8 @@ export class SqliteStore implements Store {
     equal(where, params, "rollout_id", query.filter.rolloutId);
     equal(where, params, "worker_id", query.filter.workerId);
     inList(where, params, "status", query.filter.statuses);
-    return this.page("attempts", ATTEMPT_SORT_FIELDS, where, params, query, (row) =>
+    const rest = expression(where, params, query.filter.expression, ATTEMPT_COLUMNS);
+    return this.page("attempts", ATTEMPT_SORT_FIELDS, where, params, query, rest, (row) =>
       fromBinary(AttemptSchema, row.message),
     );
   }
@@ -205,7 +218,8 @@ export class SqliteStore implements Store {
       where.push("EXISTS (SELECT 1 FROM json_each(workers.labels) WHERE key = ? AND value = ?)");
       params.push(key, value);
     }
-    return this.page("workers", WORKER_SORT_FIELDS, where, params, query, (row) =>
+    const rest = expression(where, params, query.filter.expression, WORKER_COLUMNS);
+    return this.page("workers", WORKER_SORT_FIELDS, where, params, query, rest, (row) =>
       fromBinary(WorkerSchema, row.message),
     );
   }
@@ -240,6 +254,37 @@ export class SqliteStore implements Store {
 
   queueLength() {
     return this.queueCount;
+  }
+
+  // ---- retention ---------------------------------------------------------
+
+  finishedRolloutsBefore(cutoff: number, limit: number): Rollout[] {
+    // end_time >= create_time, so the create_time index narrows the search to old rollouts.
+    const rows = this.sql.finishedBefore.all(cutoff, cutoff, ...FINISHED_ROLLOUT_STATUSES, limit) as Decoded[];
+    return rows.map((row) => fromBinary(RolloutSchema, row.message));
+  }
+
+  deleteRollout(rolloutId: string) {
+    const attemptIds = this.sql.attemptIdsOf.all(rolloutId) as string[];
+    for (const attemptId of attemptIds) {
+      this.attempts.delete(attemptId);
+      this.pendingAttempts.delete(attemptId);
+    }
+    this.rollouts.delete(rolloutId);
+    this.write(this.sql.deleteAttemptsOf, [rolloutId]);
+    this.write(this.sql.deleteRollout, [rolloutId]);
+    this.queueCount -= this.write(this.sql.unqueue, [rolloutId]);
+  }
+
+  offlineWorkersSilentSince(cutoff: number, limit: number): WorkerRecord[] {
+    const rows = this.sql.offlineSilent.all(WorkerStatus.OFFLINE, cutoff, limit) as WorkerRow[];
+    return rows.map((row) => this.pendingWorkers.get(row.worker_id) ?? workerRecordOf(row));
+  }
+
+  deleteWorker(workerId: string) {
+    this.workers.delete(workerId);
+    this.pendingWorkers.delete(workerId);
+    this.write(this.sql.deleteWorker, [workerId]);
   }
 
   // ---- durability --------------------------------------------------------
@@ -286,6 +331,7 @@ export class SqliteStore implements Store {
     this.turnOpen = false;
     const waiters = this.waiters;
     this.waiters = [];
+    const started = performance.now();
     try {
       this.sql.commit.run();
     } catch (error) {
@@ -298,6 +344,7 @@ export class SqliteStore implements Store {
       for (const waiter of waiters) waiter.reject(error);
       return;
     }
+    this.onCommit?.((performance.now() - started) / 1000);
     for (const waiter of waiters) waiter.resolve();
   }
 
@@ -358,15 +405,25 @@ export class SqliteStore implements Store {
    * One page in SQL, ordered exactly as pageOf orders it in memory: unset
    * times last ascending and first descending; other fields are never unset;
    * insertion order breaks the remaining ties, as a stable sort would.
+   *
+   * A filter with terms SQL cannot express (`rest`) is narrowed by SQL as far
+   * as it goes, then finished, sorted and paged in process like the memory
+   * store does.
    */
-  private page<T>(
+  private page<T extends object>(
     table: string,
     catalog: SortCatalog<unknown>,
     where: string[],
     params: SqlValue[],
     query: ListQuery<unknown>,
-    decode: (row: { message: Uint8Array }) => T,
+    rest: Predicate | undefined,
+    decode: (row: Decoded) => T,
   ): Page<T> {
+    if (rest !== undefined) {
+      const filter = where.length === 0 ? "" : ` WHERE ${where.join(" AND ")}`;
+      const rows = this.statement(`SELECT message FROM ${table}${filter} ORDER BY rowid`).all(...params) as Decoded[];
+      return pageOf(rows.map(decode), (item) => matchesPredicate(rest, item), catalog as SortCatalog<T>, query);
+    }
     const order = query.orderBy.map(({ field, descending }) => {
       const sort = catalog[field];
       // Field names are checked against the catalog, which is what makes them safe to splice in.
@@ -417,6 +474,10 @@ class ReadCache<T> {
     return value;
   }
 
+  delete(key: string) {
+    this.entries.delete(key);
+  }
+
   clear() {
     this.entries.clear();
   }
@@ -438,6 +499,17 @@ function workerRecordOf(row: WorkerRow): WorkerRecord {
 }
 
 const ms = (timestamp: Parameters<typeof msOf>[0]) => msOf(timestamp) ?? null;
+
+/** Adds what SQL can run of a filter expression to `where`; returns the part left for the process. */
+function expression(where: string[], params: SqlValue[], filter: FilterExpression | undefined, columns: ColumnCatalog) {
+  if (filter === undefined) return undefined;
+  const split = splitForSql(filter.predicate, columns);
+  for (const condition of split.sql) {
+    where.push(condition.sql);
+    params.push(...condition.params);
+  }
+  return split.rest;
+}
 
 function inList(where: string[], params: SqlValue[], column: string, values: readonly number[]) {
   if (values.length === 0) return;
@@ -528,6 +600,20 @@ function prepareStatements(db: Database) {
       "version",
       "message",
     ]),
+
+    finishedBefore: db.prepare<SqlValue[]>(
+      `SELECT message FROM rollouts WHERE create_time < ? AND end_time < ? AND status IN (${FINISHED_ROLLOUT_STATUSES.map(() => "?").join(", ")}) ` +
+        "ORDER BY create_time LIMIT ?",
+    ),
+    attemptIdsOf: db.prepare<[string]>("SELECT attempt_id FROM attempts WHERE rollout_id = ?").pluck(),
+    deleteAttemptsOf: db.prepare<SqlValue[]>("DELETE FROM attempts WHERE rollout_id = ?"),
+    deleteRollout: db.prepare<SqlValue[]>("DELETE FROM rollouts WHERE rollout_id = ?"),
+    // lastHeardOf in memory-store.ts, in SQL.
+    offlineSilent: db.prepare<SqlValue[]>(
+      "SELECT worker_id, attachment, suspect, message FROM workers WHERE status = ? " +
+        "AND COALESCE(last_heartbeat_time, connect_time, create_time, 0) < ? ORDER BY rowid LIMIT ?",
+    ),
+    deleteWorker: db.prepare<SqlValue[]>("DELETE FROM workers WHERE worker_id = ?"),
 
     queueCount: db.prepare("SELECT count(*) FROM queue").pluck(),
     enqueue: db.prepare<SqlValue[]>("INSERT INTO queue (rollout_id) VALUES (?)"),

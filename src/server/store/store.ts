@@ -37,6 +37,17 @@ export interface Store {
   queuedRolloutIds(): string[];
   queueLength(): number;
 
+  /**
+   * Retention: up to `limit` finished rollouts (SUCCEEDED, FAILED, CANCELLED)
+   * that ended before `cutoff` (ms since the epoch).
+   */
+  finishedRolloutsBefore(cutoff: number, limit: number): Rollout[];
+  /** Removes a rollout with all its attempts (and its queue entry, if any). */
+  deleteRollout(rolloutId: string): void;
+  /** Up to `limit` OFFLINE workers last heard from (heartbeat, else connect, else creation) before `cutoff`. */
+  offlineWorkersSilentSince(cutoff: number, limit: number): WorkerRecord[];
+  deleteWorker(workerId: string): void;
+
   /** Resolves when every write made so far is durable. */
   commit(): Promise<void>;
   close(): Promise<void>;

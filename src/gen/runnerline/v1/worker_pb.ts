@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runnerline/v1/worker.proto.
  */
 export const file_runnerline_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSL6BgoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQcXVhcmFudGluZV91bnRpbBgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRcXVhcmFudGluZV9yZWFzb24YFSABKAkSGAoQcXVhcmFudGluZV9jb3VudBgWIAEoBRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiUKEEdldFdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIjoKEUdldFdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIoYCChJMaXN0V29ya2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSLQoIc3RhdHVzZXMYBCADKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIaChJ3b3JrZXJfaWRfY29udGFpbnMYBSABKAkSPQoGbGFiZWxzGAYgAygLMi0ucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1JlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKeAQoTTGlzdFdvcmtlcnNSZXNwb25zZRImCgd3b3JrZXJzGAEgAygLMhUucnVubmVybGluZS52MS5Xb3JrZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUSMgoPaGVhcnRiZWF0X2dyYWNlGCggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIogBChRTZW5kSGVhcnRiZWF0UmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkSLwoIc25hcHNob3QYAiABKAsyHS5ydW5uZXJsaW5lLnYxLlN5c3RlbVNuYXBzaG90EiwKC2V4dHJhX3N0YXRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCI+ChVTZW5kSGVhcnRiZWF0UmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXIidgoTV2F0Y2hXb3JrZXJzUmVxdWVzdBItCghzdGF0dXNlcxgBIAMoDjIbLnJ1bm5lcmxpbmUudjEuV29ya2VyU3RhdHVzEhoKEndvcmtlcl9pZF9jb250YWlucxgCIAEoCRIUCgxjaGFuZ2VzX29ubHkYKCABKAgiTgoUV2F0Y2hXb3JrZXJzUmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXISDwoHaW5pdGlhbBgCIAEoCCIpChRSZWxlYXNlV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkiPgoVUmVsZWFzZVdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIiwKF0dldFdvcmtlckhpc3RvcnlSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCSJLChhHZXRXb3JrZXJIaXN0b3J5UmVzcG9uc2USLwoHc2FtcGxlcxgBIAMoCzIeLnJ1bm5lcmxpbmUudjEuVGVsZW1ldHJ5U2FtcGxlKpMBCgxXb3JrZXJTdGF0dXMSHQoZV09SS0VSX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEldPUktFUl9TVEFUVVNfSURMRRABEhYKEldPUktFUl9TVEFUVVNfQlVTWRACEhkKFVdPUktFUl9TVEFUVVNfVU5LTk9XThADEhkKFVdPUktFUl9TVEFUVVNfT0ZGTElORRAEMq0ECg1Xb3JrZXJTZXJ2aWNlEk4KCUdldFdvcmtlchIfLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVxdWVzdBogLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVzcG9uc2USVAoLTGlzdFdvcmtlcnMSIS5ydW5uZXJsaW5lLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBoiLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJaCg1TZW5kSGVhcnRiZWF0EiMucnVubmVybGluZS52MS5TZW5kSGVhcnRiZWF0UmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuU2VuZEhlYXJ0YmVhdFJlc3BvbnNlElkKDFdhdGNoV29ya2VycxIiLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVxdWVzdBojLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVzcG9uc2UwARJaCg1SZWxlYXNlV29ya2VyEiMucnVubmVybGluZS52MS5SZWxlYXNlV29ya2VyUmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuUmVsZWFzZVdvcmtlclJlc3BvbnNlEmMKEEdldFdvcmtlckhpc3RvcnkSJi5ydW5uZXJsaW5lLnYxLkdldFdvcmtlckhpc3RvcnlSZXF1ZXN0GicucnVubmVybGluZS52MS5HZXRXb3JrZXJIaXN0b3J5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
+  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSL6BgoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQcXVhcmFudGluZV91bnRpbBgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRcXVhcmFudGluZV9yZWFzb24YFSABKAkSGAoQcXVhcmFudGluZV9jb3VudBgWIAEoBRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiUKEEdldFdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIjoKEUdldFdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIpYCChJMaXN0V29ya2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSLQoIc3RhdHVzZXMYBCADKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIaChJ3b3JrZXJfaWRfY29udGFpbnMYBSABKAkSPQoGbGFiZWxzGAYgAygLMi0ucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1JlcXVlc3QuTGFiZWxzRW50cnkSDgoGZmlsdGVyGDIgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEingEKE0xpc3RXb3JrZXJzUmVzcG9uc2USJgoHd29ya2VycxgBIAMoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgFEjIKD2hlYXJ0YmVhdF9ncmFjZRgoIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKIAQoUU2VuZEhlYXJ0YmVhdFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEi8KCHNuYXBzaG90GAIgASgLMh0ucnVubmVybGluZS52MS5TeXN0ZW1TbmFwc2hvdBIsCgtleHRyYV9zdGF0cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiPgoVU2VuZEhlYXJ0YmVhdFJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIoYBChNXYXRjaFdvcmtlcnNSZXF1ZXN0Ei0KCHN0YXR1c2VzGAEgAygOMhsucnVubmVybGluZS52MS5Xb3JrZXJTdGF0dXMSGgoSd29ya2VyX2lkX2NvbnRhaW5zGAIgASgJEhQKDGNoYW5nZXNfb25seRgoIAEoCBIOCgZmaWx0ZXIYMiABKAkiTgoUV2F0Y2hXb3JrZXJzUmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXISDwoHaW5pdGlhbBgCIAEoCCIpChRSZWxlYXNlV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkiPgoVUmVsZWFzZVdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIiwKF0dldFdvcmtlckhpc3RvcnlSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCSJLChhHZXRXb3JrZXJIaXN0b3J5UmVzcG9uc2USLwoHc2FtcGxlcxgBIAMoCzIeLnJ1bm5lcmxpbmUudjEuVGVsZW1ldHJ5U2FtcGxlIhgKFkdldEZsZWV0U3VtbWFyeVJlcXVlc3QiRwoXR2V0RmxlZXRTdW1tYXJ5UmVzcG9uc2USLAoHc3VtbWFyeRgBIAEoCzIbLnJ1bm5lcmxpbmUudjEuRmxlZXRTdW1tYXJ5IrMCCgxGbGVldFN1bW1hcnkSLAoHd29ya2VycxgBIAEoCzIbLnJ1bm5lcmxpbmUudjEuV29ya2VyQ291bnRzEi4KCHJvbGxvdXRzGAIgASgLMhwucnVubmVybGluZS52MS5Sb2xsb3V0Q291bnRzEhYKDnRvdGFsX2NhcGFjaXR5GAMgASgFEhUKDXVzZWRfY2FwYWNpdHkYBCABKAUSEwoLcXVldWVfZGVwdGgYBSABKAUSNAoRb2xkZXN0X3F1ZXVlZF9hZ2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRdW5yb3V0YWJsZV9xdWV1ZWQYByABKAUSMAoMc3VtbWFyeV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKDAQoMV29ya2VyQ291bnRzEg0KBXRvdGFsGAEgASgFEgwKBGlkbGUYAiABKAUSDAoEYnVzeRgDIAEoBRIPCgd1bmtub3duGAQgASgFEg8KB29mZmxpbmUYBSABKAUSEQoJY29ubmVjdGVkGAYgASgFEhMKC3F1YXJhbnRpbmVkGAcgASgFIpwBCg1Sb2xsb3V0Q291bnRzEg0KBXRvdGFsGAEgASgFEg8KB3F1ZXVpbmcYAiABKAUSEQoJcHJlcGFyaW5nGAMgASgFEg8KB3J1bm5pbmcYBCABKAUSEQoJcmVxdWV1aW5nGAUgASgFEhEKCXN1Y2NlZWRlZBgGIAEoBRIOCgZmYWlsZWQYByABKAUSEQoJY2FuY2VsbGVkGAggASgFIigKE0RlbGV0ZVdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIhYKFERlbGV0ZVdvcmtlclJlc3BvbnNlKpMBCgxXb3JrZXJTdGF0dXMSHQoZV09SS0VSX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEldPUktFUl9TVEFUVVNfSURMRRABEhYKEldPUktFUl9TVEFUVVNfQlVTWRACEhkKFVdPUktFUl9TVEFUVVNfVU5LTk9XThADEhkKFVdPUktFUl9TVEFUVVNfT0ZGTElORRAEMugFCg1Xb3JrZXJTZXJ2aWNlEk4KCUdldFdvcmtlchIfLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVxdWVzdBogLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVzcG9uc2USVAoLTGlzdFdvcmtlcnMSIS5ydW5uZXJsaW5lLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBoiLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJaCg1TZW5kSGVhcnRiZWF0EiMucnVubmVybGluZS52MS5TZW5kSGVhcnRiZWF0UmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuU2VuZEhlYXJ0YmVhdFJlc3BvbnNlElkKDFdhdGNoV29ya2VycxIiLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVxdWVzdBojLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVzcG9uc2UwARJaCg1SZWxlYXNlV29ya2VyEiMucnVubmVybGluZS52MS5SZWxlYXNlV29ya2VyUmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuUmVsZWFzZVdvcmtlclJlc3BvbnNlEmMKEEdldFdvcmtlckhpc3RvcnkSJi5ydW5uZXJsaW5lLnYxLkdldFdvcmtlckhpc3RvcnlSZXF1ZXN0GicucnVubmVybGluZS52MS5HZXRXb3JrZXJIaXN0b3J5UmVzcG9uc2USYAoPR2V0RmxlZXRTdW1tYXJ5EiUucnVubmVybGluZS52MS5HZXRGbGVldFN1bW1hcnlSZXF1ZXN0GiYucnVubmVybGluZS52MS5HZXRGbGVldFN1bW1hcnlSZXNwb25zZRJXCgxEZWxldGVXb3JrZXISIi5ydW5uZXJsaW5lLnYxLkRlbGV0ZVdvcmtlclJlcXVlc3QaIy5ydW5uZXJsaW5lLnYxLkRlbGV0ZVdvcmtlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
 
 /**
  * A runner process that executes attempts.
@@ -279,6 +279,22 @@ export type ListWorkersRequest = Message<"runnerline.v1.ListWorkersRequest"> & {
    * @generated from field: map<string, string> labels = 6;
    */
   labels: { [key: string]: string };
+
+  /**
+   * A filter expression in the style of AIP-160, e.g.
+   * `status = IDLE AND labels.gpu = "h100"` or
+   * `last_heartbeat_time < now - 5m`. Fields: worker_id, status, connected,
+   * capacity, labels.KEY, client_version, peer, current_attempt_ids, the
+   * *_time fields, snapshot.hostname, snapshot.cpu.usage_percent, … (any
+   * field by its proto name). Enum values by short name, times as RFC 3339
+   * or `now - 5m`. Operators: = != < <= > >=, `:` (contains for text, has
+   * for lists and labels, `:*` for set), AND, OR, NOT, parentheses.
+   * Combined with the other filters by AND. INVALID_ARGUMENT names the
+   * position of a mistake.
+   *
+   * @generated from field: string filter = 50;
+   */
+  filter: string;
 };
 
 /**
@@ -416,6 +432,14 @@ export type WatchWorkersRequest = Message<"runnerline.v1.WatchWorkersRequest"> &
    * @generated from field: bool changes_only = 40;
    */
   changesOnly: boolean;
+
+  /**
+   * A filter expression, as ListWorkersRequest.filter; a change is sent when
+   * the worker matches after it.
+   *
+   * @generated from field: string filter = 50;
+   */
+  filter: string;
 };
 
 /**
@@ -540,6 +564,283 @@ export const GetWorkerHistoryResponseSchema: GenMessage<GetWorkerHistoryResponse
   messageDesc(file_runnerline_v1_worker, 12);
 
 /**
+ * Request for WorkerService.GetFleetSummary.
+ *
+ * @generated from message runnerline.v1.GetFleetSummaryRequest
+ */
+export type GetFleetSummaryRequest = Message<"runnerline.v1.GetFleetSummaryRequest"> & {
+};
+
+/**
+ * Describes the message runnerline.v1.GetFleetSummaryRequest.
+ * Use `create(GetFleetSummaryRequestSchema)` to create a new message.
+ */
+export const GetFleetSummaryRequestSchema: GenMessage<GetFleetSummaryRequest> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 13);
+
+/**
+ * Response of WorkerService.GetFleetSummary.
+ *
+ * @generated from message runnerline.v1.GetFleetSummaryResponse
+ */
+export type GetFleetSummaryResponse = Message<"runnerline.v1.GetFleetSummaryResponse"> & {
+  /**
+   * The fleet and queue as they are now.
+   *
+   * @generated from field: runnerline.v1.FleetSummary summary = 1;
+   */
+  summary?: FleetSummary | undefined;
+};
+
+/**
+ * Describes the message runnerline.v1.GetFleetSummaryResponse.
+ * Use `create(GetFleetSummaryResponseSchema)` to create a new message.
+ */
+export const GetFleetSummaryResponseSchema: GenMessage<GetFleetSummaryResponse> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 14);
+
+/**
+ * How many workers and rollouts are in each state, and how full the queue is.
+ *
+ * @generated from message runnerline.v1.FleetSummary
+ */
+export type FleetSummary = Message<"runnerline.v1.FleetSummary"> & {
+  /**
+   * Workers by status.
+   *
+   * @generated from field: runnerline.v1.WorkerCounts workers = 1;
+   */
+  workers?: WorkerCounts | undefined;
+
+  /**
+   * Rollouts by status.
+   *
+   * @generated from field: runnerline.v1.RolloutCounts rollouts = 2;
+   */
+  rollouts?: RolloutCounts | undefined;
+
+  /**
+   * Sum of the capacity of the workers that hold a session now.
+   *
+   * @generated from field: int32 total_capacity = 3;
+   */
+  totalCapacity: number;
+
+  /**
+   * Attempts that are PREPARING or RUNNING now (capacity in use).
+   *
+   * @generated from field: int32 used_capacity = 4;
+   */
+  usedCapacity: number;
+
+  /**
+   * Rollouts waiting in the dispatch queue (QUEUING and REQUEUING).
+   *
+   * @generated from field: int32 queue_depth = 5;
+   */
+  queueDepth: number;
+
+  /**
+   * How long the rollout that has waited longest in the queue has waited;
+   * unset when the queue is empty.
+   *
+   * @generated from field: google.protobuf.Duration oldest_queued_age = 6;
+   */
+  oldestQueuedAge?: Duration | undefined;
+
+  /**
+   * Queued rollouts that no connected worker can take because none carries
+   * the labels they require (RolloutConfig.required_labels).
+   *
+   * @generated from field: int32 unroutable_queued = 7;
+   */
+  unroutableQueued: number;
+
+  /**
+   * The server's clock when the summary was taken.
+   *
+   * @generated from field: google.protobuf.Timestamp summary_time = 8;
+   */
+  summaryTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message runnerline.v1.FleetSummary.
+ * Use `create(FleetSummarySchema)` to create a new message.
+ */
+export const FleetSummarySchema: GenMessage<FleetSummary> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 15);
+
+/**
+ * Worker counts, by status and attachment.
+ *
+ * @generated from message runnerline.v1.WorkerCounts
+ */
+export type WorkerCounts = Message<"runnerline.v1.WorkerCounts"> & {
+  /**
+   * All workers the server knows.
+   *
+   * @generated from field: int32 total = 1;
+   */
+  total: number;
+
+  /**
+   * WORKER_STATUS_IDLE.
+   *
+   * @generated from field: int32 idle = 2;
+   */
+  idle: number;
+
+  /**
+   * WORKER_STATUS_BUSY.
+   *
+   * @generated from field: int32 busy = 3;
+   */
+  busy: number;
+
+  /**
+   * WORKER_STATUS_UNKNOWN.
+   *
+   * @generated from field: int32 unknown = 4;
+   */
+  unknown: number;
+
+  /**
+   * WORKER_STATUS_OFFLINE.
+   *
+   * @generated from field: int32 offline = 5;
+   */
+  offline: number;
+
+  /**
+   * Holding a runner session now.
+   *
+   * @generated from field: int32 connected = 6;
+   */
+  connected: number;
+
+  /**
+   * Quarantined now: kept from new work after repeated failures.
+   *
+   * @generated from field: int32 quarantined = 7;
+   */
+  quarantined: number;
+};
+
+/**
+ * Describes the message runnerline.v1.WorkerCounts.
+ * Use `create(WorkerCountsSchema)` to create a new message.
+ */
+export const WorkerCountsSchema: GenMessage<WorkerCounts> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 16);
+
+/**
+ * Rollout counts, by status.
+ *
+ * @generated from message runnerline.v1.RolloutCounts
+ */
+export type RolloutCounts = Message<"runnerline.v1.RolloutCounts"> & {
+  /**
+   * All rollouts the server keeps (finished ones until retention removes them).
+   *
+   * @generated from field: int32 total = 1;
+   */
+  total: number;
+
+  /**
+   * ROLLOUT_STATUS_QUEUING.
+   *
+   * @generated from field: int32 queuing = 2;
+   */
+  queuing: number;
+
+  /**
+   * ROLLOUT_STATUS_PREPARING.
+   *
+   * @generated from field: int32 preparing = 3;
+   */
+  preparing: number;
+
+  /**
+   * ROLLOUT_STATUS_RUNNING.
+   *
+   * @generated from field: int32 running = 4;
+   */
+  running: number;
+
+  /**
+   * ROLLOUT_STATUS_REQUEUING.
+   *
+   * @generated from field: int32 requeuing = 5;
+   */
+  requeuing: number;
+
+  /**
+   * ROLLOUT_STATUS_SUCCEEDED.
+   *
+   * @generated from field: int32 succeeded = 6;
+   */
+  succeeded: number;
+
+  /**
+   * ROLLOUT_STATUS_FAILED.
+   *
+   * @generated from field: int32 failed = 7;
+   */
+  failed: number;
+
+  /**
+   * ROLLOUT_STATUS_CANCELLED.
+   *
+   * @generated from field: int32 cancelled = 8;
+   */
+  cancelled: number;
+};
+
+/**
+ * Describes the message runnerline.v1.RolloutCounts.
+ * Use `create(RolloutCountsSchema)` to create a new message.
+ */
+export const RolloutCountsSchema: GenMessage<RolloutCounts> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 17);
+
+/**
+ * Request for WorkerService.DeleteWorker.
+ *
+ * @generated from message runnerline.v1.DeleteWorkerRequest
+ */
+export type DeleteWorkerRequest = Message<"runnerline.v1.DeleteWorkerRequest"> & {
+  /**
+   * The worker to remove.
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+};
+
+/**
+ * Describes the message runnerline.v1.DeleteWorkerRequest.
+ * Use `create(DeleteWorkerRequestSchema)` to create a new message.
+ */
+export const DeleteWorkerRequestSchema: GenMessage<DeleteWorkerRequest> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 18);
+
+/**
+ * Response of WorkerService.DeleteWorker.
+ *
+ * @generated from message runnerline.v1.DeleteWorkerResponse
+ */
+export type DeleteWorkerResponse = Message<"runnerline.v1.DeleteWorkerResponse"> & {
+};
+
+/**
+ * Describes the message runnerline.v1.DeleteWorkerResponse.
+ * Use `create(DeleteWorkerResponseSchema)` to create a new message.
+ */
+export const DeleteWorkerResponseSchema: GenMessage<DeleteWorkerResponse> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 19);
+
+/**
  * What the server can vouch for about a worker, derived from facts.
  *
  * @generated from enum runnerline.v1.WorkerStatus
@@ -659,6 +960,29 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof GetWorkerHistoryRequestSchema;
     output: typeof GetWorkerHistoryResponseSchema;
+  },
+  /**
+   * Counts of the whole fleet and queue, answered from counters the server
+   * keeps (no scan): for dashboards, the CLI's `summary` and /metrics.
+   *
+   * @generated from rpc runnerline.v1.WorkerService.GetFleetSummary
+   */
+  getFleetSummary: {
+    methodKind: "unary";
+    input: typeof GetFleetSummaryRequestSchema;
+    output: typeof GetFleetSummaryResponseSchema;
+  },
+  /**
+   * Removes a worker that is OFFLINE or UNKNOWN and holds no session and no
+   * attempt, at once (its attempts' history stays). FAILED_PRECONDITION for any
+   * other worker, NOT_FOUND when the id is unknown. An administrative call.
+   *
+   * @generated from rpc runnerline.v1.WorkerService.DeleteWorker
+   */
+  deleteWorker: {
+    methodKind: "unary";
+    input: typeof DeleteWorkerRequestSchema;
+    output: typeof DeleteWorkerResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_runnerline_v1_worker, 0);

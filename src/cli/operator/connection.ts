@@ -1,0 +1,43 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { createRunnerlineClients, type RunnerlineClients } from "../../client/clients.js";
+import type { OutputOptions } from "./output.js";
+
+/** Options every operator command takes (defined once on the program). */
+export interface GlobalOptions extends OutputOptions {
+  server: string;
+}
+
+export const DEFAULT_SERVER = "127.0.0.1:50051";
+
+/** gRPC clients for --server (HOST:PORT, or a URL). */
+export function connect(options: GlobalOptions): RunnerlineClients {
+  const baseUrl = options.server.includes("://") ? options.server : `http://${options.server}`;
+  return createRunnerlineClients({ baseUrl, transport: "grpc" });
+}
+
+/** A mistake in how the command was called: exit code 1. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** The exit codes scripts can rely on. */
+export const EXIT = { ok: 0, usage: 1, server: 2, incomplete: 3 } as const;
+
+/** "NOT_FOUND", "UNAVAILABLE": the gRPC name of a status code, as grpcurl prints it. */
+export function grpcCodeName(code: Code): string {
+  return (Code[code] ?? String(code)).replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
+/** Writes an error the way the exit codes promise: server errors with their code; returns the exit code. */
+export function reportError(error: unknown, context = ""): number {
+  if (error instanceof UsageError) {
+    process.stderr.write(`runnerline: ${context}${error.message}\n`);
+    return EXIT.usage;
+  }
+  const connectError = ConnectError.from(error);
+  process.stderr.write(`runnerline: ${context}${grpcCodeName(connectError.code)}: ${connectError.rawMessage}\n`);
+  return EXIT.server;
+}

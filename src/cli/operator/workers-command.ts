@@ -1,0 +1,149 @@
+import { Command } from "commander";
+import { type Worker, WorkerSchema, WorkerStatus, WatchWorkersResponseSchema } from "../../gen/runnerline/v1/worker_pb.js";
+import { connect, type GlobalOptions, UsageError } from "./connection.js";
+import { addListOptions, collectPages, type ListOptions, noteTruncated, orderBy, parseLimit, parseStatuses } from "./list-options.js";
+import { labelsText, printFields, printJson, printTable, status, when } from "./output.js";
+
+type Globals = (command: Command) => GlobalOptions;
+
+export function workersCommand(globals: Globals): Command {
+  const workers = new Command("workers").description("list, inspect, watch and remove workers (runners)");
+
+  addListOptions(workers.command("list").description("list workers"), "last_heartbeat_time:desc")
+    .option("--label <KEY=VALUE...>", "only workers with this label (repeatable)")
+    .action(async (options: ListOptions & { label?: string[] }, command: Command) => {
+      const global = globals(command);
+      const clients = connect(global);
+      const labels = parseLabels(options.label ?? []);
+      const statuses = parseStatuses<WorkerStatus>(options.status, WorkerStatus, "worker");
+      const { items, total } = await collectPages(parseLimit(options.limit), async (pageSize, pageToken) => {
+        const page = await clients.workers.listWorkers({ statuses, labels, filter: options.filter ?? "", orderBy: orderBy(options.sort), pageSize, pageToken });
+        return { items: page.workers, nextPageToken: page.nextPageToken, totalSize: page.totalSize };
+      });
+      if (global.json) {
+        for (const worker of items) printJson(WorkerSchema, worker);
+        return;
+      }
+      printWorkerTable(items, global.wide);
+      noteTruncated(items.length, total);
+    });
+
+  workers
+    .command("get")
+    .description("show one worker")
+    .argument("<ID>", "worker id")
+    .action(async (id: string, _options: unknown, command: Command) => {
+      const global = globals(command);
+      const { worker } = await connect(global).workers.getWorker({ workerId: id });
+      if (worker === undefined) return;
+      if (global.json) return printJson(WorkerSchema, worker);
+      const snapshot = worker.snapshot;
+      printFields([
+        ["worker", worker.workerId],
+        ["status", status(WorkerStatus[worker.status])],
+        ["connected", worker.connected ? "yes" : "no"],
+        ["capacity", `${worker.currentAttemptIds.length}/${worker.capacity} in use`],
+        ["attempts", worker.currentAttemptIds.join(", ") || "-"],
+        ["labels", labelsText(worker.labels)],
+        ["peer", worker.peer || "-"],
+        ["version", worker.clientVersion || "-"],
+        ["last heartbeat", when(worker.lastHeartbeatTime, global.wide)],
+        ["connected since", when(worker.connectTime, global.wide)],
+        ["disconnected", when(worker.disconnectTime, global.wide)],
+        ["last busy", when(worker.lastBusyTime, global.wide)],
+        ["last idle", when(worker.lastIdleTime, global.wide)],
+        ["created", when(worker.createTime, global.wide)],
+        ["host", snapshot?.hostname || "-"],
+        ["cpu", snapshot?.cpu === undefined ? "-" : `${snapshot.cpu.usagePercent.toFixed(0)} %`],
+        ["memory", snapshot?.memory === undefined || snapshot.memory.totalBytes === 0n ? "-" : `${((Number(snapshot.memory.usedBytes) / Number(snapshot.memory.totalBytes)) * 100).toFixed(0)} %`],
+      ]);
+    });
+
+  workers
+    .command("watch")
+    .description("follow workers live: a table that redraws on a terminal, one line per change otherwise")
+    .option("--status <LIST>", "only these statuses, comma-separated")
+    .option("--filter <EXPR>", "filter expression (see docs/operators.md)")
+    .action(async (options: { status?: string; filter?: string }, command: Command) => {
+      const global = globals(command);
+      const statuses = parseStatuses<WorkerStatus>(options.status, WorkerStatus, "worker");
+      const abort = new AbortController();
+      process.once("SIGINT", () => abort.abort());
+      const stream = connect(global).workers.watchWorkers({ statuses, filter: options.filter ?? "" }, { signal: abort.signal });
+      const live = process.stdout.isTTY === true && !global.json;
+      const shown = new Map<string, Worker>();
+      let redraw: NodeJS.Timeout | undefined;
+      const draw = () => {
+        redraw = undefined;
+        process.stdout.write("\x1b[2J\x1b[H");
+        printWorkerTable([...shown.values()].sort((a, b) => a.workerId.localeCompare(b.workerId)), global.wide);
+      };
+      try {
+        for await (const message of stream) {
+          const worker = message.worker;
+          if (worker === undefined) continue;
+          if (global.json) {
+            printJson(WatchWorkersResponseSchema, message);
+          } else if (live) {
+            shown.set(worker.workerId, worker);
+            redraw ??= setTimeout(draw, 100);
+          } else {
+            process.stdout.write(`${changeLine(worker, message.initial)}\n`);
+          }
+        }
+      } catch (error) {
+        if (!abort.signal.aborted) throw error;
+      } finally {
+        clearTimeout(redraw);
+      }
+    });
+
+  workers
+    .command("delete")
+    .description("remove an OFFLINE or UNKNOWN worker without a session (its attempts' history stays)")
+    .argument("<ID>", "worker id")
+    .action(async (id: string, _options: unknown, command: Command) => {
+      const global = globals(command);
+      await connect(global).workers.deleteWorker({ workerId: id });
+      if (global.json) process.stdout.write(`${JSON.stringify({ workerId: id, deleted: true })}\n`);
+      else process.stdout.write(`deleted ${id}\n`);
+    });
+
+  return workers;
+}
+
+function printWorkerTable(workers: Worker[], wide: boolean) {
+  const head = ["WORKER", "STATUS", "CONN", "USED", "LABELS", "LAST HEARTBEAT"];
+  if (wide) head.push("PEER", "VERSION", "CONNECTED SINCE");
+  printTable(
+    head,
+    workers.map((w) => {
+      const row = [
+        w.workerId,
+        status(WorkerStatus[w.status]),
+        w.connected ? "yes" : "no",
+        `${w.currentAttemptIds.length}/${w.capacity}`,
+        labelsText(w.labels),
+        when(w.lastHeartbeatTime, wide),
+      ];
+      if (wide) row.push(w.peer || "-", w.clientVersion || "-", when(w.connectTime, wide));
+      return row;
+    }),
+  );
+}
+
+/** One change, for logs and pipes: time, worker, status, what it holds. */
+function changeLine(worker: Worker, initial: boolean): string {
+  const held = worker.currentAttemptIds.length === 0 ? "" : ` attempts=${worker.currentAttemptIds.join(",")}`;
+  return `${new Date().toISOString()} ${worker.workerId} ${WorkerStatus[worker.status]} connected=${worker.connected}${held}${initial ? " (initial)" : ""}`;
+}
+
+export function parseLabels(pairs: string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of pairs) {
+    const at = pair.indexOf("=");
+    if (at <= 0) throw new UsageError(`--label expects KEY=VALUE, not "${pair}"`);
+    labels[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return labels;
+}

@@ -1,0 +1,35 @@
+import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
+import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
+import type { WorkerRecord } from "../domain/worker.js";
+
+/**
+ * Told of every stored change, after the store has it (but before it is
+ * committed): the fleet counters, metrics and event log follow the fleet
+ * through this one seam instead of scanning the store. `before` is undefined
+ * for a new entity. Observers must be cheap and must not throw: workers
+ * change on every heartbeat.
+ */
+export interface TransitionObserver {
+  rolloutChanged?(before: Rollout | undefined, after: Rollout): void;
+  attemptChanged?(before: Attempt | undefined, after: Attempt): void;
+  workerChanged?(before: WorkerRecord | undefined, after: WorkerRecord): void;
+  /** Retention or DeleteWorker removed it from the store. */
+  rolloutRemoved?(rollout: Rollout): void;
+  workerRemoved?(record: WorkerRecord): void;
+}
+
+/** One observer that tells each of `observers` in turn. */
+export function allObservers(...observers: TransitionObserver[]): Required<TransitionObserver> {
+  const each =
+    <K extends keyof TransitionObserver>(key: K) =>
+    (...args: Parameters<NonNullable<TransitionObserver[K]>>) => {
+      for (const observer of observers) (observer[key] as ((...a: typeof args) => void) | undefined)?.(...args);
+    };
+  return {
+    rolloutChanged: each("rolloutChanged"),
+    attemptChanged: each("attemptChanged"),
+    workerChanged: each("workerChanged"),
+    rolloutRemoved: each("rolloutRemoved"),
+    workerRemoved: each("workerRemoved"),
+  };
+}

@@ -1,0 +1,222 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync, writeFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SERVE_FLAGS } from "../../src/cli/serve-command.js";
+import { type RunningServer, startServer } from "../../src/server/app.js";
+import { tempDatabasePath } from "../harness.js";
+import { eventually, freePort } from "../polling.js";
+import { type ScriptedRunner, startScriptedRunner } from "../e2e/scripted-runner.js";
+
+/**
+ * The operator commands as an operator runs them: child processes of
+ * `runnerline` against a real server, output parsed, exit codes checked
+ * (0 ok, 1 usage, 2 server error, 3 wait timed out).
+ */
+const root = new URL("../..", import.meta.url).pathname;
+const version = (await import("../../package.json", { with: { type: "json" } })).default.version;
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(process.execPath, ["--import", "tsx", `${root}src/cli/main.ts`, ...args], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NO_COLOR: "1", ...env },
+  });
+}
+
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
+  const child = spawnCli(args, { RUNNERLINE_SERVER: server, ...env });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  const [code] = (await once(child, "exit")) as [number | null];
+  return { code, stdout, stderr };
+}
+
+const jsonLines = (text: string) =>
+  text
+    .split("\n")
+    .filter((line) => line !== "")
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+
+let running: RunningServer;
+let server: string;
+const runners: ScriptedRunner[] = [];
+
+beforeAll(async () => {
+  running = await startServer({ grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", store: `sqlite:${tempDatabasePath()}`, log: () => {} });
+  server = `127.0.0.1:${running.grpcPort}`;
+});
+
+afterAll(async () => {
+  for (const runner of runners) runner.drop();
+  await running.close();
+});
+
+describe("runnerline help and usage", () => {
+  it("prints help and version to stdout with exit 0, and lists every serve flag", async () => {
+    const [help, versionOut, serveHelp, listHelp] = await Promise.all([
+      cli(["--help"]),
+      cli(["--version"]),
+      cli(["serve", "--help"]),
+      cli(["rollouts", "enqueue", "--help"]),
+    ]);
+    expect(help).toMatchObject({ code: 0, stderr: "" });
+    for (const command of ["serve", "runner", "workers", "rollouts", "attempts", "summary"]) expect(help.stdout).toContain(command);
+    expect(versionOut).toMatchObject({ code: 0, stdout: `${version}\n` });
+    expect(serveHelp.code).toBe(0);
+    expect(serveHelp.stdout).toContain("Usage: runnerline serve");
+    for (const flag of SERVE_FLAGS) {
+      expect(serveHelp.stdout).toContain(`--${flag.flag} `);
+      expect(serveHelp.stdout.replace(/\s+/g, " ")).toContain(flag.env);
+    }
+    const readme = readFileSync(`${root}README.md`, "utf8");
+    for (const flag of SERVE_FLAGS) expect(readme).toContain(`| \`--${flag.flag} ${flag.value}\` | \`${flag.env}\` |`);
+    expect(listHelp).toMatchObject({ code: 0 });
+    expect(listHelp.stdout).toContain("--max-attempts");
+  }, 60_000);
+
+  it("answers usage mistakes with exit 1 and a message on stderr", async () => {
+    const results = await Promise.all([
+      cli(["bogus"]),
+      cli(["rollouts", "enqueue"]),
+      cli(["workers", "list", "--status", "sleepy"]),
+      cli(["rollouts", "enqueue", "--input", "{not json"]),
+      cli(["serve", "--retain", "forever"]),
+      cli([]),
+    ]);
+    for (const result of results) {
+      expect(result.code).toBe(1);
+      expect(result.stderr).not.toBe("");
+    }
+    expect(results[1]!.stderr).toContain("give exactly one of --input and --file");
+    expect(results[2]!.stderr).toContain('unknown worker status "sleepy"');
+    expect(results[4]!.stderr).toContain("--retain must be a positive duration");
+  }, 60_000);
+
+  it("answers server errors with exit 2 and the gRPC code and message on stderr", async () => {
+    const nobody = `127.0.0.1:${await freePort()}`;
+    const [missing, badFilter, unreachable] = await Promise.all([
+      cli(["rollouts", "get", "nope"]),
+      cli(["workers", "list", "--filter", "status = IDLE AND bogus = 1"]),
+      cli(["summary"], { RUNNERLINE_SERVER: nobody }),
+    ]);
+    expect(missing).toMatchObject({ code: 2, stdout: "", stderr: "runnerline: NOT_FOUND: rollout nope not found\n" });
+    expect(badFilter.code).toBe(2);
+    expect(badFilter.stderr).toMatch(/^runnerline: INVALID_ARGUMENT: filter: unknown field "bogus".*\(at position 19\)/);
+    expect(unreachable.code).toBe(2);
+    expect(unreachable.stderr).toMatch(/^runnerline: UNAVAILABLE: /);
+  }, 60_000);
+});
+
+describe("runnerline operator commands against a fleet", () => {
+  it("enqueues, waits, lists, inspects and summarizes", async () => {
+    runners.push(await startScriptedRunner(server, "cli-runner", { labels: { gpu: "h100" }, heartbeatEveryMs: 1_000 }));
+    const single = await cli(["rollouts", "enqueue", "--input", '{"outcome":"succeed"}', "--id", "c-1", "--max-attempts", "2", "--retry-on", "failed", "--timeout", "30s"]);
+    expect(single).toMatchObject({ code: 0, stdout: "c-1\n" });
+
+    const file = `${tempDatabasePath("batch.jsonl")}`;
+    writeFileSync(file, ['{"rolloutId":"b-1","input":{"outcome":"succeed"}}', "", '{"rolloutId":"b-2","input":{"outcome":"fail"}}', '{"rolloutId":"b-3","input":{"outcome":"succeed"},"mode":"ROLLOUT_MODE_VAL"}'].join("\n"));
+    const batch = await cli(["--json", "rollouts", "enqueue", "--file", file, "--mode", "train"]);
+    expect(batch.code).toBe(0);
+    const enqueued = jsonLines(batch.stdout);
+    expect(enqueued.map((r) => [r.rolloutId, r.mode])).toEqual([
+      ["b-1", "ROLLOUT_MODE_TRAIN"],
+      ["b-2", "ROLLOUT_MODE_TRAIN"],
+      ["b-3", "ROLLOUT_MODE_VAL"],
+    ]);
+
+    const waited = await cli(["rollouts", "wait", "c-1", "b-1", "b-2", "b-3", "--json"]);
+    expect(waited.code).toBe(0);
+    expect(jsonLines(waited.stdout).map((r) => [r.rolloutId, r.status])).toEqual([
+      ["c-1", "ROLLOUT_STATUS_SUCCEEDED"],
+      ["b-1", "ROLLOUT_STATUS_SUCCEEDED"],
+      ["b-2", "ROLLOUT_STATUS_FAILED"],
+      ["b-3", "ROLLOUT_STATUS_SUCCEEDED"],
+    ]);
+    const waitedText = await cli(["rollouts", "wait", "c-1", "b-2"]);
+    expect(waitedText).toMatchObject({ code: 0, stdout: "2/2 finished: 1 SUCCEEDED, 1 FAILED\n" });
+
+    const [failed, got, gotJson, attempts, workers, worker, summary, table] = await Promise.all([
+      cli(["rollouts", "list", "--json", "--filter", "status = FAILED"]),
+      cli(["rollouts", "get", "c-1"]),
+      cli(["rollouts", "get", "c-1", "--json"]),
+      cli(["attempts", "list", "--worker", "cli-runner", "--json", "--sort", "create_time"]),
+      cli(["workers", "list", "--label", "gpu=h100"]),
+      cli(["workers", "get", "cli-runner", "--json"]),
+      cli(["summary", "--json"]),
+      cli(["rollouts", "list", "--status", "succeeded", "--sort", "rollout_id:desc", "--limit", "2"]),
+    ]);
+    expect(jsonLines(failed.stdout).map((r) => r.rolloutId)).toEqual(["b-2"]);
+    expect(got.code).toBe(0);
+    expect(got.stdout).toMatch(/^rollout\s+c-1$/m);
+    expect(got.stdout).toMatch(/^status\s+SUCCEEDED$/m);
+    expect(got.stdout).toMatch(/ATTEMPT\s+ROLLOUT\s+#\s+WORKER\s+STATUS/);
+    expect(got.stdout).toMatch(/c-1\s+1\s+cli-runner\s+SUCCEEDED/);
+    const detail = jsonLines(gotJson.stdout);
+    expect(detail).toHaveLength(1);
+    expect(detail[0]).toMatchObject({ rolloutId: "c-1", status: "ROLLOUT_STATUS_SUCCEEDED", config: { maxAttempts: 2, timeout: "30s" } });
+    expect((detail[0]!.attempts as { workerId: string }[]).map((a) => a.workerId)).toEqual(["cli-runner"]);
+    expect(jsonLines(attempts.stdout).map((a) => a.rolloutId)).toEqual(["c-1", "b-1", "b-2", "b-3"]);
+    expect(workers.stdout).toMatch(/^WORKER\s+STATUS\s+CONN\s+USED\s+LABELS\s+LAST HEARTBEAT\s*$/m);
+    expect(workers.stdout).toMatch(/^cli-runner\s+IDLE\s+yes\s+0\/1\s+gpu=h100\s+\d+ s ago\s*$/m);
+    expect(jsonLines(worker.stdout)[0]).toMatchObject({ workerId: "cli-runner", status: "WORKER_STATUS_IDLE", labels: { gpu: "h100" } });
+    expect(jsonLines(summary.stdout)[0]).toMatchObject({
+      summary: { workers: { total: 1, idle: 1, connected: 1 }, rollouts: { total: 4, succeeded: 3, failed: 1 }, totalCapacity: 1 },
+    });
+    expect(table.stdout.split("\n").filter((l) => /^[bc]-\d/.test(l)).map((l) => l.split(/\s+/)[0])).toEqual(["c-1", "b-3"]);
+    expect(table.stderr).toBe("(2 of 3 shown; --limit 0 shows all)\n");
+  }, 120_000);
+
+  it("cancels, and `rollouts wait` exits 3 when its timeout passes first", async () => {
+    const held = await cli(["rollouts", "enqueue", "--input", '{"outcome":"silent"}', "--id", "held"]);
+    expect(held.code).toBe(0);
+    await eventually(async () => (await cli(["rollouts", "get", "held", "--json"])).stdout, (out) => out.includes("ROLLOUT_STATUS_PREPARING"));
+    const queued = await cli(["rollouts", "enqueue", "--input", '{"outcome":"succeed"}', "--id", "queued"]);
+    expect(queued.code).toBe(0);
+    const waited = await cli(["rollouts", "wait", "held", "--timeout", "1s"]);
+    expect(waited).toMatchObject({ code: 3, stdout: "0/1 finished: 1 UNFINISHED\n" });
+    const cancelled = await cli(["rollouts", "cancel", "held", "queued", "missing"]);
+    expect(cancelled.code).toBe(2);
+    expect(cancelled.stdout).toBe("held CANCELLED\nqueued CANCELLED\n");
+    expect(cancelled.stderr).toBe("runnerline: cannot cancel missing: NOT_FOUND: rollout missing not found\n");
+  }, 120_000);
+
+  it("`workers watch` without a terminal prints one line per change", async () => {
+    const watch = spawnCli(["workers", "watch", "--filter", 'worker_id : "watched"'], { RUNNERLINE_SERVER: server });
+    let stdout = "";
+    watch.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    try {
+      const first = await startScriptedRunner(server, "watched-1");
+      runners.push(first);
+      await eventually(async () => stdout, (out) => /watched-1 IDLE connected=true/.test(out), 30_000);
+      const second = await startScriptedRunner(server, "watched-2");
+      await eventually(async () => stdout, (out) => /watched-2 IDLE connected=true/.test(out), 30_000);
+      await second.leave();
+      await eventually(async () => stdout, (out) => /watched-2 OFFLINE connected=false/.test(out), 30_000);
+      const lines = stdout.split("\n").filter((l) => l !== "");
+      for (const line of lines) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\S+Z watched-\d (IDLE|BUSY|UNKNOWN|OFFLINE) connected=(true|false)/);
+      expect(lines.some((l) => l.includes("cli-runner"))).toBe(false);
+    } finally {
+      watch.kill("SIGINT");
+    }
+    const [code] = (await once(watch, "exit")) as [number | null];
+    expect(code).toBe(0);
+  }, 120_000);
+
+  it("`workers delete` removes an OFFLINE worker, refuses a connected one", async () => {
+    const refused = await cli(["workers", "delete", "cli-runner"]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/^runnerline: FAILED_PRECONDITION: worker cli-runner (is IDLE|holds a runner session)/);
+    await eventually(async () => (await cli(["workers", "get", "watched-2", "--json"])).stdout, (out) => out.includes("WORKER_STATUS_OFFLINE"));
+    expect(await cli(["workers", "delete", "watched-2"])).toMatchObject({ code: 0, stdout: "deleted watched-2\n" });
+    expect((await cli(["workers", "get", "watched-2"])).code).toBe(2);
+  }, 120_000);
+});
