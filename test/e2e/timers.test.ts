@@ -89,13 +89,13 @@ it("timeout, deadline and queue_timeout fire within a few ms of their due time w
   }
   session.close();
 
-  // One log line per verdict, naming the ids (issue 8 §7).
-  expect(logs.filter((l) => l.includes(`attempt ${assignment.attemptId} (#1) of rollout ${timed!.rolloutId} on worker timer-runner: TIMEOUT`))).toHaveLength(1);
-  expect(logs.filter((l) => l.includes(`attempt ${silentAssignment.attemptId} (#1)`) && l.includes("UNRESPONSIVE"))).toHaveLength(1);
-  expect(logs.filter((l) => l.includes(`rollout ${rollouts[0]!.rolloutId} FAILED (not dispatched within its queue_timeout`))).toHaveLength(1);
+  // One log line per verdict, naming the ids (issue 8 §7), from the structured event log.
+  expect(logs.filter((l) => l.startsWith(`attempt timed out attemptId=${assignment.attemptId} rolloutId=${timed!.rolloutId} workerId=timer-runner`))).toHaveLength(1);
+  expect(logs.filter((l) => l.startsWith(`attempt unresponsive attemptId=${silentAssignment.attemptId} `))).toHaveLength(1);
+  expect(logs.filter((l) => l.startsWith(`rollout failed rolloutId=${rollouts[0]!.rolloutId} `) && l.includes("queue_timeout"))).toHaveLength(1);
   const { rollout: doomed } = await clients.rollouts.enqueueRollout({});
   await clients.rollouts.cancelRollout({ rolloutId: doomed!.rolloutId });
-  expect(logs.filter((l) => l.includes(`rollout ${doomed!.rolloutId} cancelled while QUEUING`))).toHaveLength(1);
+  expect(logs.filter((l) => l.startsWith(`rollout cancelled rolloutId=${doomed!.rolloutId} `))).toHaveLength(1);
 }, 30_000);
 
 function durationMs(duration: { seconds: bigint; nanos: number }): number {

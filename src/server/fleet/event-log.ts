@@ -41,8 +41,13 @@ export function eventLog(logger: Logger): TransitionObserver {
       if (isRolloutQueued(after.status) && !isRolloutQueued(before.status)) {
         const at = msOf(after.nextAttemptTime);
         logger.info(
-          { ...fields, previousAttemptId: after.latestAttemptId, ...(at !== undefined && { notBefore: new Date(at).toISOString() }) },
-          `rollout retrying: attempt ${after.attemptCount + 1} of ${maxAttempts(after)} queued`,
+          {
+            ...fields,
+            maxAttempts: maxAttempts(after),
+            previousAttemptId: after.latestAttemptId,
+            ...(at !== undefined && { notBefore: new Date(at).toISOString() }),
+          },
+          "rollout retrying",
         );
       } else if (after.status === RolloutStatus.CANCELLED) {
         logger.info({ ...fields, attemptId: after.latestAttemptId || undefined }, "rollout cancelled");
