@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import { startServer } from "../server/app.js";
-import type { ServerConfig } from "../server/config.js";
+import type { ServerOptions } from "../server/config.js";
+import { applySecurityFlags, SECURITY_OPTIONS, SECURITY_USAGE } from "./security-flags.js";
 
 const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST:PORT] [--store memory|sqlite:PATH]
                        [--heartbeat-interval SECONDS] [--heartbeat-grace SECONDS]
@@ -14,10 +15,10 @@ const USAGE = `usage: runnerline serve [--grpc-addr HOST:PORT] [--http-addr HOST
   --drain-timeout       on SIGTERM, how long runners get to report what they hold (env RUNNERLINE_DRAIN_TIMEOUT, default 30)
   --keepalive-time      HTTP/2 ping interval that finds dead peers (env RUNNERLINE_KEEPALIVE_TIME, default 30)
   --brake-min-fleet     smallest fleet the mass-drop brake protects (env RUNNERLINE_BRAKE_MIN_FLEET, default 10)
-  --brake-hold          how long the brake holds UNRESPONSIVE verdicts (env RUNNERLINE_BRAKE_HOLD, default 4 × grace)`;
+  --brake-hold          how long the brake holds UNRESPONSIVE verdicts (env RUNNERLINE_BRAKE_HOLD, default 4 × grace)${SECURITY_USAGE}`;
 
 /** Flags win over environment variables, which win over defaults. */
-export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<ServerConfig> {
+export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): ServerOptions {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -31,6 +32,7 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
       "brake-min-fleet": { type: "string" },
       "brake-hold": { type: "string" },
       help: { type: "boolean", short: "h" },
+      ...SECURITY_OPTIONS,
     },
     strict: true,
   });
@@ -38,7 +40,8 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<
     console.log(USAGE);
     process.exit(0);
   }
-  const config: Partial<ServerConfig> = {};
+  const config: ServerOptions = {};
+  applySecurityFlags(values, env, config);
   const grpcAddress = values["grpc-addr"] ?? env.RUNNERLINE_GRPC_ADDR;
   const httpAddress = values["http-addr"] ?? env.RUNNERLINE_HTTP_ADDR;
   const store = values.store ?? env.RUNNERLINE_STORE;
@@ -72,6 +75,8 @@ function seconds(flag: string, text: string): number {
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const server = await startServer(parseServeArgs(argv, process.env));
+  // Tokens are re-read without dropping sessions (docs/security.md).
+  process.on("SIGHUP", () => void server.reloadAuth());
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGINT", () => resolve("SIGINT"));
     process.once("SIGTERM", () => resolve("SIGTERM"));

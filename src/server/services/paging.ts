@@ -32,8 +32,9 @@ export function listQuery<Filter>(
   return { filter, orderBy, offset, limit };
 }
 
-export function nextPageToken(query: ListQuery<unknown>, total: number): string {
-  const next = query.offset + query.limit;
+/** `returned`: how many items the page holds, fewer than the limit when cut by size (see fitToBytes). */
+export function nextPageToken(query: ListQuery<unknown>, total: number, returned = query.limit): string {
+  const next = query.offset + returned;
   if (next >= total) return "";
   const token = { o: next, q: queryFingerprint(query.filter, query.orderBy) };
   return Buffer.from(JSON.stringify(token)).toString("base64url");
@@ -70,4 +71,21 @@ function readPageToken(token: string, fingerprint: string): number {
 
 function queryFingerprint(filter: unknown, orderBy: OrderTerm[]): string {
   return createHash("sha256").update(JSON.stringify({ filter, orderBy })).digest("base64url").slice(0, 16);
+}
+
+/** Per item, what a response adds beyond the item's own encoding (tag and length). */
+const ITEM_OVERHEAD_BYTES = 16;
+
+/**
+ * The longest prefix of `items` whose encoded size stays within `budget`
+ * bytes, but at least one item, so paging always moves on. What is cut off
+ * is for the next page (or, for WaitRollouts, named as remaining).
+ */
+export function fitToBytes<T>(items: T[], sizeOf: (item: T) => number, budget: number): T[] {
+  let used = 0;
+  for (let i = 0; i < items.length; i++) {
+    used += sizeOf(items[i] as T) + ITEM_OVERHEAD_BYTES;
+    if (used > budget && i > 0) return items.slice(0, i);
+  }
+  return items;
 }

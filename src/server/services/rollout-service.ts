@@ -1,10 +1,14 @@
+import { toBinary } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import {
   type EnqueueRolloutRequest,
+  type Rollout,
   RolloutMode,
+  RolloutSchema,
   RolloutService,
   RolloutStatus,
+  RolloutView,
 } from "../../gen/runnerline/v1/rollout_pb.js";
 import { RETRYABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
@@ -12,7 +16,8 @@ import type { Coordinator } from "../dispatch/coordinator.js";
 import type { Store } from "../store/store.js";
 import { ROLLOUT_SORT_FIELDS } from "../store/query.js";
 import { durable } from "./durable.js";
-import { listQuery, nextPageToken } from "./paging.js";
+import { type Limits, requireBoundedJson, requireQueueRoom } from "./limits.js";
+import { fitToBytes, listQuery, nextPageToken } from "./paging.js";
 import {
   nonNegativeDurationMs,
   requireClientId,
@@ -24,16 +29,20 @@ import {
 export const MAX_BATCH = 10_000;
 const MAX_ATTEMPTS_LIMIT = 100;
 
-export function rolloutService(coordinator: Coordinator, store: Store): ServiceImpl<typeof RolloutService> {
+export function rolloutService(coordinator: Coordinator, store: Store, limits: Limits): ServiceImpl<typeof RolloutService> {
   return {
     async enqueueRollout(request) {
-      const [rollout] = await coordinator.enqueue([validEnqueue(request, "")]);
+      const valid = validEnqueue(request, "", limits);
+      requireQueueRoom(store.queueLength(), 1, limits);
+      const [rollout] = await coordinator.enqueue([valid]);
       return { rollout };
     },
     async enqueueRollouts(request) {
       if (request.requests.length === 0) throw invalidArgument("requests must not be empty");
       if (request.requests.length > MAX_BATCH) throw invalidArgument(`at most ${MAX_BATCH} requests per batch`);
-      const valid = request.requests.map((r, i) => validEnqueue(r, `requests[${i}].`));
+      const valid = request.requests.map((r, i) => validEnqueue(r, `requests[${i}].`, limits));
+      // Repeated idempotency keys count too: the bound errs on the safe side.
+      requireQueueRoom(store.queueLength(), valid.length, limits);
       return { rollouts: await coordinator.enqueue(valid) };
     },
     async getRollout(request) {
@@ -44,9 +53,15 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
         statuses: requireEnumValues("statuses", request.statuses, RolloutStatus),
         idContains: request.rolloutIdContains,
       };
+      const view = requireView(request.view);
       const query = listQuery(request, filter, ROLLOUT_SORT_FIELDS, "rollout_id", "create_time");
       const page = store.listRollouts(query);
-      return durable(store, { rollouts: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) });
+      const rollouts = fitToBytes(page.items.map(view), rolloutBytes, limits.maxResponseBytes);
+      return durable(store, {
+        rollouts,
+        totalSize: page.total,
+        nextPageToken: nextPageToken(query, page.total, rollouts.length),
+      });
     },
     async cancelRollout(request) {
       return { rollout: await coordinator.cancel(requireId("rollout_id", request.rolloutId)) };
@@ -58,14 +73,20 @@ export function rolloutService(coordinator: Coordinator, store: Store): ServiceI
     async waitRollouts(request, context) {
       if (request.rolloutIds.length === 0) throw invalidArgument("rollout_ids must not be empty");
       if (request.rolloutIds.length > MAX_BATCH) throw invalidArgument(`at most ${MAX_BATCH} rollout_ids`);
+      for (const id of request.rolloutIds) requireId("rollout_ids[]", id);
+      const view = requireView(request.view);
       const timeoutMs = nonNegativeDurationMs("timeout", request.timeout);
-      return { rollouts: await coordinator.waitFor(request.rolloutIds, timeoutMs, context.signal) };
+      const finished = (await coordinator.waitFor(request.rolloutIds, timeoutMs, context.signal)).map(view);
+      const rollouts = fitToBytes(finished, rolloutBytes, limits.maxResponseBytes);
+      return { rollouts, remainingRolloutIds: finished.slice(rollouts.length).map((r) => r.rolloutId) };
     },
   };
 }
 
-function validEnqueue(request: EnqueueRolloutRequest, prefix: string): EnqueueRolloutRequest {
+function validEnqueue(request: EnqueueRolloutRequest, prefix: string, limits: Limits): EnqueueRolloutRequest {
   if (request.rolloutId !== "") requireClientId(`${prefix}rollout_id`, request.rolloutId);
+  requireBoundedJson(`${prefix}input`, request.input, limits.maxInputBytes);
+  requireBoundedJson(`${prefix}metadata`, request.metadata, limits.maxMetadataBytes);
   requireEnumValue(`${prefix}mode`, request.mode, RolloutMode, { allowUnspecified: true });
   const config = request.config;
   if (config !== undefined) {
@@ -85,3 +106,13 @@ function validEnqueue(request: EnqueueRolloutRequest, prefix: string): EnqueueRo
   return request;
 }
 
+
+/** The rollout as the requested view shows it. */
+function requireView(view: RolloutView): (rollout: Rollout) => Rollout {
+  requireEnumValue("view", view, RolloutView, { allowUnspecified: true });
+  return view === RolloutView.BASIC ? basicView : fullView;
+}
+
+const fullView = (rollout: Rollout) => rollout;
+const basicView = (rollout: Rollout): Rollout => ({ ...rollout, input: undefined, metadata: undefined });
+const rolloutBytes = (rollout: Rollout) => toBinary(RolloutSchema, rollout).byteLength;

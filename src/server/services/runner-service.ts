@@ -12,10 +12,13 @@ import type { SessionLink } from "../dispatch/session-link.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, newSessionId } from "../domain/ids.js";
 import { toTimestamp } from "../domain/time.js";
-import { peerAddressKey } from "../transport/context.js";
+import { connectionKey, peerAddressKey } from "../transport/context.js";
 import { requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
+import type { HeartbeatGate } from "./heartbeat-gate.js";
+import { type Limits, requireBoundedJson, requireBoundedLabels, requireListLength } from "./limits.js";
 import { Outbox } from "./outbox.js";
+import type { SessionCount } from "./session-count.js";
 import { boundedExtraStats } from "./validation.js";
 
 const MAX_CAPACITY = 1024;
@@ -24,6 +27,9 @@ const MAX_SLOTS_PER_READY = 10_000;
 export interface RunnerServiceOptions {
   log: (line: string) => void;
   now: () => number;
+  limits: Limits;
+  heartbeats: HeartbeatGate;
+  sessions: SessionCount;
 }
 
 /**
@@ -47,6 +53,13 @@ async function* runSession(
   requests: AsyncIterable<SessionRequest>,
   context: HandlerContext,
 ): AsyncGenerator<SessionResponse> {
+  const { limits, heartbeats } = options;
+  let uncount: () => void;
+  try {
+    uncount = options.sessions.open(context.values.get(connectionKey));
+  } catch (error) {
+    throw toConnectError(error);
+  }
   const outbox = new Outbox<SessionResponse>();
   let link: SessionLink | undefined;
   const peer = context.values.get(peerAddressKey);
@@ -55,7 +68,7 @@ async function* runSession(
     const message = request.message;
     if (link === undefined) {
       if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
-      link = openLink(message.value, outbox);
+      link = openLink(message.value, outbox, limits);
       const hello = message.value;
       await coordinator.openSession(
         link,
@@ -75,9 +88,13 @@ async function* runSession(
         throw protocolError("hello may only be sent once per session");
       case "heartbeat": {
         const beat = message.value;
-        await coordinator.heartbeat(
+        requireListLength("heartbeat.attempt_ids", beat.attemptIds.length, MAX_CAPACITY);
+        const extraStats = boundedExtraStats(beat.extraStats);
+        const admission = heartbeats.admit(link.workerId);
+        if (admission === "refuse") throw new DomainError("resource_exhausted", heartbeats.refusal(link.workerId));
+        if (admission === "apply") await coordinator.heartbeat(
           link.workerId,
-          { snapshot: beat.snapshot, extraStats: boundedExtraStats(beat.extraStats) },
+          { snapshot: beat.snapshot, extraStats },
           beat.attemptIds,
         );
         outbox.push(
@@ -98,6 +115,7 @@ async function* runSession(
       case "attemptUpdate": {
         const update = message.value;
         requireReportableStatus(update.status);
+        requireBoundedJson("attempt_update.metadata", update.metadata, limits.maxMetadataBytes);
         await coordinator.report(update.attemptId, update, { workerId: link.workerId });
         return;
       }
@@ -130,6 +148,7 @@ async function* runSession(
   try {
     yield* outbox;
   } finally {
+    uncount();
     outbox.end();
     // Not awaited: the request stream may stay open after the response side ends.
     void reading;
@@ -141,12 +160,18 @@ async function* runSession(
 }
 
 /** A malformed Hello is a protocol error: the session cannot start, so the stream ends. */
-function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink {
+function openLink(hello: Hello, outbox: Outbox<SessionResponse>, limits: Limits): SessionLink {
   if (!CLIENT_ID_PATTERN.test(hello.workerId)) {
     throw protocolError("hello.worker_id must be 1-128 characters of letters, digits, '.', '_', ':' and '-'", Code.InvalidArgument);
   }
   if (hello.capacity < 0 || hello.capacity > MAX_CAPACITY) {
     throw protocolError(`hello.capacity must be between 0 and ${MAX_CAPACITY}`, Code.InvalidArgument);
+  }
+  try {
+    requireBoundedLabels("hello.labels", hello.labels, limits);
+    requireListLength("hello.running_attempt_ids", hello.runningAttemptIds.length, MAX_CAPACITY);
+  } catch (error) {
+    throw toConnectError(error);
   }
   return {
     sessionId: newSessionId(),

@@ -1,7 +1,8 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   type Worker,
+  WorkerSchema,
   WorkerService,
   WorkerStatus,
   type WatchWorkersResponse,
@@ -12,13 +13,20 @@ import { DomainError } from "../domain/errors.js";
 import { matchesWorker, WORKER_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
-import { listQuery, nextPageToken } from "./paging.js";
+import type { HeartbeatGate } from "./heartbeat-gate.js";
+import { type Limits, requireBoundedLabels } from "./limits.js";
+import { fitToBytes, listQuery, nextPageToken } from "./paging.js";
 import { boundedExtraStats, requireClientId, requireEnumValues, requireId } from "./validation.js";
 
 /** Changes buffered for one slow WatchWorkers client before it is cut off. */
 const WATCH_BUFFER_LIMIT = 10_000;
 
-export function workerService(coordinator: Coordinator, store: Store): ServiceImpl<typeof WorkerService> {
+export function workerService(
+  coordinator: Coordinator,
+  store: Store,
+  options: { limits: Limits; heartbeats: HeartbeatGate },
+): ServiceImpl<typeof WorkerService> {
+  const { limits, heartbeats } = options;
   return {
     async getWorker(request) {
       return durable(store, { worker: coordinator.getWorker(requireId("worker_id", request.workerId)) });
@@ -29,13 +37,18 @@ export function workerService(coordinator: Coordinator, store: Store): ServiceIm
         idContains: request.workerIdContains,
         labels: request.labels,
       };
+      requireBoundedLabels("labels", request.labels, limits);
       const query = listQuery(request, filter, WORKER_SORT_FIELDS, "worker_id", "worker_id");
       const page = store.listWorkers(query);
-      return durable(store, { workers: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) });
+      const workers = fitToBytes(page.items, (w) => toBinary(WorkerSchema, w).byteLength, limits.maxResponseBytes);
+      return durable(store, { workers, totalSize: page.total, nextPageToken: nextPageToken(query, page.total, workers.length) });
     },
     async sendHeartbeat(request) {
       const workerId = requireClientId("worker_id", request.workerId);
       const extraStats = boundedExtraStats(request.extraStats);
+      const admission = heartbeats.admit(workerId);
+      if (admission === "refuse") throw new DomainError("resource_exhausted", heartbeats.refusal(workerId));
+      if (admission === "coalesce") return { worker: coordinator.getWorker(workerId) };
       return { worker: await coordinator.heartbeat(workerId, { snapshot: request.snapshot, extraStats }) };
     },
     async *watchWorkers(request, context) {

@@ -25,7 +25,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Readable } from "node:stream";
 import { grpcMethodPath, grpcServiceDefinition } from "../../common/grpc-definition.js";
 import { normalizePeerAddress } from "./address.js";
-import { peerAddressKey } from "./context.js";
+import { connectionKey, peerAddressKey } from "./context.js";
 import { headerEntriesFromMetadata, metadataFromHeaders } from "./metadata.js";
 import { RequestStream } from "./request-stream.js";
 import { grpcStatusFromError } from "./status.js";
@@ -295,7 +295,7 @@ function callContext(call: SurfaceCall, method: DescMethod): CallContext {
     url: `http://${call.getHost()}${pathOf(method)}`,
     timeoutMs: remainingMs(call.getDeadline()),
     requestHeader: headerEntriesFromMetadata(call.metadata),
-    contextValues: createContextValues().set(peerAddressKey, peerHost(call.getPeer())),
+    contextValues: createContextValues().set(peerAddressKey, peerHost(call.getPeer())).set(connectionKey, call.getPeer()),
   });
 }
 

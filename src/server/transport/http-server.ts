@@ -1,11 +1,13 @@
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { cors, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { normalizePeerAddress, parseListenAddress } from "./address.js";
-import { peerAddressKey } from "./context.js";
+import { connectionKey, peerAddressKey } from "./context.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
 import type { ServiceRegistration } from "./registration.js";
+import type { TlsFiles } from "./tls.js";
 
 /** Answers a request the RPC handler should not see; true if it did. */
 export type HttpRoutes = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
@@ -20,6 +22,8 @@ export type HttpServerOptions = {
   routes?: HttpRoutes;
   /** Connect interceptors around every handler (the same ones the gRPC server takes). */
   interceptors?: Interceptor[];
+  /** Serve HTTPS with this certificate (and require client certificates when it has a client CA). */
+  tls?: TlsFiles;
 };
 
 export type HttpServer = {
@@ -51,11 +55,18 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     grpc: false,
     readMaxBytes: maxMessageBytes,
     writeMaxBytes: maxMessageBytes,
+    // Connect ignores unknown JSON fields and enum names by default, so a typo
+    // ("status" for "statuses", "ROLLOUT_STATUS_FAILD") silently widened a
+    // query or dropped a field; refused now with INVALID_ARGUMENT naming it.
+    jsonOptions: { ignoreUnknownFields: false },
     interceptors: options.interceptors ?? [],
     shutdownSignal: shutdown.signal,
-    contextValues: (req) => createContextValues().set(peerAddressKey, normalizePeerAddress(req.socket.remoteAddress)),
+    contextValues: (req) =>
+      createContextValues()
+        .set(peerAddressKey, normalizePeerAddress(req.socket.remoteAddress))
+        .set(connectionKey, `${req.socket.remoteAddress}:${req.socket.remotePort}`),
   });
-  const server = http.createServer((req, res) => {
+  const listener = (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (answerCors(req, res)) {
       return;
     }
@@ -67,7 +78,18 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       return;
     }
     rpc(req, res);
-  });
+  };
+  const tls = options.tls;
+  const server: http.Server = tls
+    ? https.createServer(
+        {
+          cert: tls.cert,
+          key: tls.key,
+          ...(tls.clientCa && { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true }),
+        },
+        listener,
+      )
+    : http.createServer(listener);
   const { host, port } = parseListenAddress(options.address);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -83,7 +105,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   };
 }
 
-// Browsers send an Authorization header once bearer-token auth is on.
+// Browsers send an Authorization header when bearer-token auth is on.
 const allowedHeaders = [...cors.allowedHeaders, "Authorization"].join(", ");
 const allowedMethods = cors.allowedMethods.join(", ");
 const exposedHeaders = cors.exposedHeaders.join(", ");
