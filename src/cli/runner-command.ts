@@ -5,6 +5,7 @@ import { toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { AttemptCancelledError, Runner } from "../client/runner.js";
 import type { RunnerJob, RunnerLogger } from "../client/runner.js";
+import { CLIENT_SECURITY_OPTIONS, CLIENT_SECURITY_USAGE, type ClientSecurity, clientSecurityFromFlags, grpcCredentials } from "../client/security.js";
 
 const usage = `usage: runnerline runner --worker-id ID --exec "CMD" [--server HOST:PORT] [--capacity N] [--label k=v ...] [--cancel-grace SECONDS]
 
@@ -17,7 +18,8 @@ attempts in hand, then exits 0); a second signal aborts them.
   --server        gRPC address of the server (default 127.0.0.1:50051)
   --capacity      attempts run at once (default 1)
   --label         k=v label, repeatable
-  --cancel-grace  seconds between SIGTERM and SIGKILL for a cancelled attempt (default 5)`;
+  --cancel-grace  seconds between SIGTERM and SIGKILL for a cancelled attempt (default 5)
+${CLIENT_SECURITY_USAGE}`;
 
 const stderrTailBytes = 2048;
 
@@ -28,6 +30,7 @@ interface RunnerCommandConfig {
   capacity: number;
   labels: Record<string, string>;
   cancelGraceMs: number;
+  security: ClientSecurity;
 }
 
 /** `runnerline runner …`; resolves to the process exit code. */
@@ -52,6 +55,8 @@ export async function runnerCommand(argv: string[]): Promise<number> {
     labels: config.labels,
     capacity: config.capacity,
     clientVersion: `runnerline-cli/${packageVersion()}`,
+    token: config.security.token,
+    credentials: grpcCredentials(config.security),
     logger,
   });
 
@@ -93,9 +98,11 @@ function parseRunnerArgs(argv: string[]): RunnerCommandConfig | "help" {
       label: { type: "string", multiple: true, default: [] },
       "cancel-grace": { type: "string", default: "5" },
       help: { type: "boolean", short: "h", default: false },
+      ...CLIENT_SECURITY_OPTIONS,
     },
   });
   if (values.help) return "help";
+  const security = clientSecurityFromFlags(values, process.env);
   const workerId = values["worker-id"];
   const command = values.exec;
   if (!workerId) throw new Error("--worker-id is required");
@@ -114,7 +121,7 @@ function parseRunnerArgs(argv: string[]): RunnerCommandConfig | "help" {
     if (separator <= 0) throw new Error(`--label must look like key=value, got ${label}`);
     labels[label.slice(0, separator)] = label.slice(separator + 1);
   }
-  return { workerId, command, server: values.server, capacity, labels, cancelGraceMs: cancelGraceSeconds * 1000 };
+  return { workerId, command, server: values.server, capacity, labels, cancelGraceMs: cancelGraceSeconds * 1000, security };
 }
 
 /** Runs the command for one attempt; resolves on exit status 0, rejects with the failure report otherwise. */
