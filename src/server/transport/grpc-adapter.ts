@@ -379,7 +379,13 @@ function intercept(
   for (let i = interceptors.length - 1; i >= 0; i--) {
     next = (interceptors[i] as Interceptor)(next);
   }
-  return next(request);
+  // An interceptor may throw before it returns a promise (an auth check
+  // does); that must become the call's status, not an UNKNOWN from grpc-js.
+  try {
+    return next(request);
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }
 
 function requestCommon(method: DescMethod, context: CallContext) {
