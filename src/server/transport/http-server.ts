@@ -7,6 +7,7 @@ import { normalizePeerAddress, parseListenAddress } from "./address.js";
 import { connectionKey, peerAddressKey } from "./context.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
 import type { ServiceRegistration } from "./registration.js";
+import { strictJsonDecoder } from "./strict-json.js";
 import type { TlsFiles } from "./tls.js";
 
 /** Answers a request the RPC handler should not see; true if it did. */
@@ -41,13 +42,23 @@ export type HttpServer = {
  * (JSON and binary) and gRPC-Web. Plain gRPC needs HTTP/2 and lives on the
  * gRPC server. Also answers CORS preflights and `GET /healthz`.
  */
+const strictJson = { ignoreUnknownFields: false };
+
 export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const shutdown = new AbortController();
   const rpc = connectNodeAdapter({
     routes: (router) => {
       for (const { service, impl } of options.services) {
-        router.service(service, impl);
+        // Per method, so each JSON body is checked against its own request type.
+        const methods = impl as Record<string, ((...args: never[]) => unknown) | undefined>;
+        for (const method of service.methods) {
+          const fn = methods[method.localName];
+          if (fn === undefined) continue;
+          // textDecoder is read by Connect's JSON serialization but missing from its option type.
+          const jsonOptions = { ...strictJson, textDecoder: strictJsonDecoder(method.input) } as typeof strictJson;
+          router.rpc(method, fn.bind(impl) as never, { jsonOptions });
+        }
       }
     },
     connect: true,
@@ -58,7 +69,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     // Connect ignores unknown JSON fields and enum names by default, so a typo
     // ("status" for "statuses", "ROLLOUT_STATUS_FAILD") silently widened a
     // query or dropped a field; refused now with INVALID_ARGUMENT naming it.
-    jsonOptions: { ignoreUnknownFields: false },
+    jsonOptions: strictJson,
     interceptors: options.interceptors ?? [],
     shutdownSignal: shutdown.signal,
     contextValues: (req) =>
