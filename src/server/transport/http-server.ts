@@ -1,7 +1,8 @@
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
-import { cors, createContextValues, type Interceptor } from "@connectrpc/connect";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError, cors, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { normalizePeerAddress, parseListenAddress } from "./address.js";
 import { connectionKey, peerAddressKey } from "./context.js";
@@ -37,13 +38,13 @@ export type HttpServer = {
   close(graceMs?: number): Promise<void>;
 };
 
+const strictJson = { ignoreUnknownFields: false };
+
 /**
  * Serve `services` over HTTP/1.1 for curl and browsers: the Connect protocol
  * (JSON and binary) and gRPC-Web. Plain gRPC needs HTTP/2 and lives on the
  * gRPC server. Also answers CORS preflights and `GET /healthz`.
  */
-const strictJson = { ignoreUnknownFields: false };
-
 export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const shutdown = new AbortController();
@@ -53,8 +54,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         // Per method, so each JSON body is checked against its own request type.
         const methods = impl as Record<string, ((...args: never[]) => unknown) | undefined>;
         for (const method of service.methods) {
-          const fn = methods[method.localName];
-          if (fn === undefined) continue;
+          const fn = methods[method.localName] ?? unimplemented(method);
           // textDecoder is read by Connect's JSON serialization but missing from its option type.
           const jsonOptions = { ...strictJson, textDecoder: strictJsonDecoder(method.input) } as typeof strictJson;
           router.rpc(method, fn.bind(impl) as never, { jsonOptions });
@@ -142,6 +142,13 @@ function answerCors(req: http.IncomingMessage, res: http.ServerResponse): boolea
   }
   res.setHeader("access-control-expose-headers", exposedHeaders);
   return false;
+}
+
+/** What Connect's router answers for a method without an implementation. */
+function unimplemented(method: DescMethod): () => never {
+  return () => {
+    throw new ConnectError(`${method.parent.typeName}.${method.name} is not implemented`, Code.Unimplemented);
+  };
 }
 
 function close(server: http.Server, shutdown: AbortController, graceMs: number): Promise<void> {
