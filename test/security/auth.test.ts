@@ -202,6 +202,23 @@ describe("open endpoints", () => {
     expect(status).toBe(1);
   });
 
+  it("server reflection answers without a token", async () => {
+    const protoLoader = await import("@grpc/proto-loader");
+    const root = new URL("../../src/server/transport/protos", import.meta.url).pathname;
+    const definition = protoLoader.loadSync("grpc/reflection/v1/reflection.proto", { includeDirs: [root], keepCase: true });
+    const loaded = grpc.loadPackageDefinition(definition) as any;
+    const client = new loaded.grpc.reflection.v1.ServerReflection(`127.0.0.1:${server.grpcPort}`, grpc.credentials.createInsecure());
+    const call = client.ServerReflectionInfo();
+    const answer = await new Promise<{ list_services_response?: { service: { name: string }[] } }>((resolve, reject) => {
+      call.on("data", resolve);
+      call.on("error", reject);
+      call.write({ host: "", list_services: "*" });
+    });
+    call.end();
+    client.close();
+    expect(answer.list_services_response?.service.map((s) => s.name)).toContain("runnerline.v1.RolloutService");
+  });
+
   it("GET /healthz answers without a token", async () => {
     expect((await fetch(`http://127.0.0.1:${server.httpPort}/healthz`)).status).toBe(200);
   });

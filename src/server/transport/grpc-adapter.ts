@@ -357,10 +357,24 @@ function normalize(schema: DescMessage, value: MessageInit): Message {
   return isMessage(value, schema) ? value : create(schema, value);
 }
 
-async function* normalizeAll(schema: DescMessage, values: AsyncIterable<MessageInit>): AsyncGenerator<Message> {
-  for await (const value of values) {
-    yield normalize(schema, value);
-  }
+/**
+ * Hand-rolled rather than an async generator: with interceptors on (auth),
+ * every session message passes here, and a generator layer would cost
+ * several promise turns per message on the heartbeat hot path.
+ */
+function normalizeAll(schema: DescMessage, values: AsyncIterable<MessageInit>): AsyncIterable<Message> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<Message> {
+      const inner = values[Symbol.asyncIterator]();
+      const done = (): IteratorResult<Message> => ({ done: true, value: undefined });
+      return {
+        next: () =>
+          inner.next().then((result): IteratorResult<Message> => (result.done === true ? done() : { done: false, value: normalize(schema, result.value) })),
+        return: (value?: unknown) => (inner.return ? inner.return(value).then(done) : Promise.resolve(done())),
+        throw: (error?: unknown) => (inner.throw ? inner.throw(error).then(done) : Promise.reject(error)),
+      };
+    },
+  };
 }
 
 function replyOf<T>(context: CallContext, message: T): Reply<T> {
