@@ -179,6 +179,10 @@ describe("runner scope", () => {
     expect((await admin.attempts.getAttempt({ attemptId: otherAttempt })).attempt?.status).toBe(AttemptStatus.PREPARING);
   });
 
+  it("gets INVALID_ARGUMENT, not PERMISSION_DENIED, for a missing worker id", async () => {
+    await expect(runner().workers.sendHeartbeat({ workerId: "" })).rejects.toMatchObject({ code: Code.InvalidArgument });
+  });
+
   it("may not enqueue, and the message names the role and what it may do", async () => {
     const error = await runner().rollouts.enqueueRollout({}).catch(ConnectError.from);
     expect(error).toMatchObject({ code: Code.PermissionDenied });

@@ -34,7 +34,8 @@ export function authInterceptor(options: AuthOptions): Interceptor {
     if (req.stream) throw new ConnectError(`${methodName}: expected a single request`, Code.Internal);
     const value = (req.message as unknown as Record<string, unknown>)[scope.field];
     const workerId = typeof value !== "string" ? "" : scope.from === "request" ? value : options.attemptWorker(value);
-    if (workerId !== undefined) checkWorker(options, principal, scope, workerId);
+    // A missing id is the handler's to refuse (INVALID_ARGUMENT), whoever asks.
+    if (workerId !== undefined && workerId !== "") checkWorker(options, principal, scope, workerId);
     return next(req);
   };
 }
@@ -62,8 +63,9 @@ function checkWorker(options: AuthOptions, principal: Principal, scope: WorkerSc
 
 function checkHello(options: AuthOptions, principal: Principal, first: unknown): void {
   const message = (first as { message?: { case?: string; value?: { workerId?: string } } }).message;
-  // A stream that does not start with hello is refused by the handler (a protocol error).
-  if (message?.case === "hello") checkWorker(options, principal, { from: "hello" }, message.value?.workerId ?? "");
+  // A stream that does not start with hello, or a Hello without an id, is refused by the handler.
+  const workerId = message?.case === "hello" ? (message.value?.workerId ?? "") : "";
+  if (workerId !== "") checkWorker(options, principal, { from: "hello" }, workerId);
 }
 
 function denied(options: AuthOptions, principal: Principal, what: string): ConnectError {
