@@ -1,7 +1,10 @@
 import { randomBytes } from "node:crypto";
 
+/** The longest id the server accepts anywhere (docs/limits.md). */
+export const MAX_ID_LENGTH = 128;
+
 /** Client-chosen ids (worker ids, rollout idempotency keys) must look like this. */
-export const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+export const CLIENT_ID_PATTERN = new RegExp(`^[A-Za-z0-9._:-]{1,${MAX_ID_LENGTH}}$`);
 
 // 64 random bits: collisions are not expected, and the store still refuses a
 // duplicate, so ids never repeat, not even across restarts.
