@@ -232,7 +232,9 @@ export class FuzzTarget {
         if (ended) return;
         ended = true;
         call.cancel();
-        resolve({ kind: "session", transport: "grpc", method: "Session", code: "hung", message: "no status 3 s after the client finished" });
+        const damaged = [c.hello, ...c.steps].some((step) => step.noise !== undefined || step.damage !== undefined);
+        const sent = damaged ? "after a damaged frame" : "with only well-formed frames";
+        resolve({ kind: "session", transport: "grpc", method: "Session", code: "hung", message: `no status 3 s after the client finished, ${sent}` });
       }, 3_000);
       call.on("data", () => undefined);
       call.on("error", () => undefined);

@@ -18,7 +18,7 @@ export const PENDING_MERGE: { issue: string; matches: (outcome: Outcome) => bool
   },
   {
     issue: "14.4 session left hanging after an undecodable frame",
-    matches: (o) => o.kind === "session" && o.code === "hung",
+    matches: (o) => o.kind === "session" && o.code === "hung" && o.message.includes("after a damaged frame"),
   },
   {
     issue: "14.5 oversize id echoed into a status message",
