@@ -40,15 +40,24 @@ export function nextPageToken(query: ListQuery<unknown>, total: number, returned
   return Buffer.from(JSON.stringify(token)).toString("base64url");
 }
 
+/** Longer than any real sort spec; a longer one is refused before it is parsed or echoed. */
+const MAX_ORDER_BY_LENGTH = 512;
+/** Echoed text is cut to this, so an error message stays far below clients' metadata limits. */
+const ECHO_LENGTH = 64;
+const echo = (text: string) => (text.length > ECHO_LENGTH ? `${text.slice(0, ECHO_LENGTH)}…` : text);
+
 export function parseOrderBy(text: string, catalog: SortCatalog<unknown>): OrderTerm[] {
+  if (text.length > MAX_ORDER_BY_LENGTH) {
+    throw invalidArgument(`order_by is ${text.length} characters; at most ${MAX_ORDER_BY_LENGTH} are accepted`);
+  }
   return text.split(",").map((part) => {
     const words = part.trim().split(/\s+/);
     const [field = "", direction = "asc", ...rest] = words;
     if (catalog[field] === undefined) {
-      throw invalidArgument(`order_by: unknown field "${field}"; known: ${Object.keys(catalog).join(", ")}`);
+      throw invalidArgument(`order_by: unknown field "${echo(field)}"; known: ${Object.keys(catalog).join(", ")}`);
     }
     if (rest.length > 0 || (direction !== "asc" && direction !== "desc")) {
-      throw invalidArgument(`order_by: expected "<field> [asc|desc]", got "${part.trim()}"`);
+      throw invalidArgument(`order_by: expected "<field> [asc|desc]", got "${echo(part.trim())}"`);
     }
     return { field, descending: direction === "desc" };
   });
