@@ -141,7 +141,9 @@ export class FuzzTarget {
   private judge(c: FuzzCase, outcome: Outcome) {
     const key = `${outcome.transport} ${outcome.code}`;
     this.report.outcomes.set(key, (this.report.outcomes.get(key) ?? 0) + 1);
-    const bad = outcome.code === "hung" || outcome.code === Code.Internal || outcome.code === Code.Unknown;
+    // A call other than WaitRollouts that runs into its deadline got no answer at all.
+    const unanswered = outcome.code === Code.DeadlineExceeded && outcome.method !== "WaitRollouts" && outcome.kind === "unary";
+    const bad = outcome.code === "hung" || outcome.code === Code.Internal || outcome.code === Code.Unknown || unanswered;
     if (!bad) return;
     const pending = PENDING_MERGE.find((p) => p.matches(outcome));
     if (pending) {
