@@ -22,7 +22,9 @@ export const PENDING_MERGE: { issue: string; matches: (outcome: Outcome) => bool
   },
   {
     issue: "14.5 oversize id echoed into a status message",
-    matches: (o) => o.transport === "grpc" && o.code === 13 && /RST_STREAM|metadata|header/i.test(o.message),
+    matches: (o) =>
+      (o.transport === "grpc" && o.code === 13 && /RST_STREAM|metadata|header/i.test(o.message)) ||
+      ((o.code === 4 || o.code === "hung") && o.message.includes("[oversize string sent]")),
   },
 ];
 

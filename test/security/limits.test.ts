@@ -90,6 +90,16 @@ describe("input bounds", async () => {
     expect((await grpc.rollouts.listRollouts({})).rollouts).toBeDefined();
   });
 
+  it("WaitRollouts with a timeout beyond Node's timer range waits instead of returning at once", async () => {
+    // Found by the fuzz suite (TimeoutOverflowWarning): setTimeout turns a
+    // delay over 2^31-1 ms into 1 ms, so a 100-day wait returned immediately.
+    const { rollout } = await grpc.rollouts.enqueueRollout({});
+    const started = Date.now();
+    const answer = await codeOf(grpc.rollouts.waitRollouts({ rolloutIds: [rollout!.rolloutId], timeout: { seconds: 100n * 86_400n } }, { timeoutMs: 1_000 }));
+    expect(answer).toMatchObject({ code: Code.DeadlineExceeded });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+  });
+
   it("page_size above 1000 returns at most 1000", async () => {
     const big = await serverWith({});
     await big.grpc.rollouts.enqueueRollouts({ requests: Array.from({ length: 1001 }, () => ({})) });

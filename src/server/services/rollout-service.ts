@@ -28,6 +28,7 @@ import {
 
 export const MAX_BATCH = 10_000;
 const MAX_ATTEMPTS_LIMIT = 100;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export function rolloutService(coordinator: Coordinator, store: Store, limits: Limits): ServiceImpl<typeof RolloutService> {
   return {
@@ -76,7 +77,10 @@ export function rolloutService(coordinator: Coordinator, store: Store, limits: L
       for (const id of request.rolloutIds) requireId("rollout_ids[]", id);
       const view = requireView(request.view);
       const timeoutMs = nonNegativeDurationMs("timeout", request.timeout);
-      const finished = (await coordinator.waitFor(request.rolloutIds, timeoutMs, context.signal)).map(view);
+      // Node turns a timer over 2^31-1 ms (~24.8 days) into 1 ms; a wait that
+      // long is bounded by the call's deadline instead, like an unset timeout.
+      const waitMs = timeoutMs !== undefined && timeoutMs > MAX_TIMER_MS ? undefined : timeoutMs;
+      const finished = (await coordinator.waitFor(request.rolloutIds, waitMs, context.signal)).map(view);
       const rollouts = fitToBytes(finished, rolloutBytes, limits.maxResponseBytes);
       return { rollouts, remainingRolloutIds: finished.slice(rollouts.length).map((r) => r.rolloutId) };
     },
