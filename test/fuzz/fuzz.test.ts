@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { fuzz } from "./harness.js";
 
 /** Kept small for `npm test`; `npm run fuzz -- --cases N` runs long. */
-const CASES = Number(process.env.RUNNERLINE_FUZZ_CASES ?? 200);
+const CASES = Number(process.env.RUNNERLINE_FUZZ_CASES ?? 500);
 
 describe("fuzz: random and damaged requests on every RPC, the session stream and raw gRPC framing", () => {
   it(`${CASES} cases break no invariant`, { timeout: 120_000 }, async () => {
