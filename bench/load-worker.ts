@@ -16,6 +16,7 @@ import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
 import { Reservoir, sleep, waitUntil } from "./lib/stats.js";
 import {
   encodeRequest,
+  benchMetadata,
   HeartbeatEncoder,
   newChannel,
   openSession,
@@ -283,6 +284,7 @@ async function runEnqueue(args: { address: string; concurrency: number }) {
           // The answer is read by the server's cost, not decoded here.
           (bytes: Buffer) => bytes.length,
           body,
+          benchMetadata("admin"),
           { deadline: Date.now() + 120_000 },
           (error) => (error ? reject(error) : resolve()),
         ),

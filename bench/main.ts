@@ -11,7 +11,8 @@
  * dispatch with BullMQ on a private Redis in the same run. See docs/benchmarks.md.
  */
 import { type ChildProcess, fork } from "node:child_process";
-import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -51,6 +52,8 @@ const { values: flags } = parseArgs({
     "peer-jobs": { type: "string" },
     "peer-stores": { type: "string" },
     "peer-modes": { type: "string" },
+    /** Runs the Runnerline server with bearer tokens on (docs/security.md), for the auth-on vs auth-off comparison. */
+    auth: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
 });
@@ -60,9 +63,11 @@ if (flags.help) {
                        [--ingest-sessions 1000,10000] [--dispatch-runners 64] [--dispatch-stores memory,sqlite]
                        [--dispatch-label-sets 20 (0: skip the labelled dispatch row)]
                        [--servers echo,runnerline]
-                       [--peer-jobs 20000] [--peer-stores memory,sqlite] [--peer-modes e2e,drain,retry]`);
+                       [--peer-jobs 20000] [--peer-stores memory,sqlite] [--peer-modes e2e,drain,retry] [--auth]`);
   process.exit(0);
 }
+
+if (flags.auth) useBenchTokens();
 
 const quick = flags.quick;
 function numbers(list: string | undefined): number[] | undefined {
@@ -696,3 +701,26 @@ main()
   .finally(async () => {
     await Promise.all(workers.map((w) => w.stop()));
   });
+
+/** Writes an auth file for the bench and puts its tokens where the load processes (forked later) find them. */
+function useBenchTokens() {
+  const folder = mkdtempSync(join(tmpdir(), "runnerline-bench-auth-"));
+  process.once("exit", () => rmSync(folder, { recursive: true, force: true }));
+  const runner = randomBytes(24).toString("base64url");
+  const admin = randomBytes(24).toString("base64url");
+  const hash = (token: string) => createHash("sha256").update(token).digest("hex");
+  const file = join(folder, "auth.json");
+  writeFileSync(
+    file,
+    JSON.stringify({
+      tokens: [
+        { name: "bench-runners", role: "runner", sha256: hash(runner), workers: ["*"] },
+        { name: "bench-admin", role: "admin", sha256: hash(admin) },
+      ],
+    }),
+  );
+  process.env.RUNNERLINE_BENCH_AUTH_FILE = file;
+  process.env.RUNNERLINE_BENCH_RUNNER_TOKEN = runner;
+  process.env.RUNNERLINE_BENCH_ADMIN_TOKEN = admin;
+  console.log("bench: tokens on (runner token for sessions, admin token for unary calls)");
+}

@@ -45,6 +45,10 @@ export async function startServerProcess(options: ServerOptions): Promise<Server
     args = ["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--store", options.store ?? "memory"];
     if (options.heartbeatIntervalS !== undefined) args.push("--heartbeat-interval", String(options.heartbeatIntervalS));
     if (options.heartbeatGraceS !== undefined) args.push("--heartbeat-grace", String(options.heartbeatGraceS));
+    // Closed-loop load beats far faster than any runner; measure the full path, not the coalescing gate.
+    args.push("--heartbeat-rate-limit", "0");
+    // `npm run bench -- --auth`: tokens on, as bench/main.ts set up.
+    if (process.env.RUNNERLINE_BENCH_AUTH_FILE) args.push("--auth-file", process.env.RUNNERLINE_BENCH_AUTH_FILE);
   }
   const child = fork(script, args, { cwd: repoRoot, execArgv, stdio: ["ignore", "pipe", "pipe", "ipc"] });
   let stderr = "";

@@ -127,7 +127,20 @@ export function openSession(client: grpc.Client): SessionCall {
     sessionPath,
     (buffer: Buffer) => buffer,
     (bytes: Buffer) => fromBinary(SessionResponseSchema, bytes),
+    benchMetadata("runner"),
   );
+}
+
+/**
+ * With `npm run bench -- --auth`, calls carry the bench's tokens (set in the
+ * environment by bench/main.ts, inherited by every load process): sessions a
+ * runner token, unary calls an admin token. Empty metadata otherwise.
+ */
+export function benchMetadata(role: "runner" | "admin"): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  const token = role === "runner" ? process.env.RUNNERLINE_BENCH_RUNNER_TOKEN : process.env.RUNNERLINE_BENCH_ADMIN_TOKEN;
+  if (token) metadata.set("authorization", `Bearer ${token}`);
+  return metadata;
 }
 
 const definitionCache = new Map<object, grpc.ServiceDefinition>();
@@ -149,6 +162,7 @@ export function unary<I, O>(
       definition.requestSerialize as (value: I) => Buffer,
       definition.responseDeserialize as (bytes: Buffer) => O,
       request,
+      benchMetadata("admin"),
       { deadline: Date.now() + deadlineMs },
       (error, response) => (error ? reject(error) : resolve(response as O)),
     );

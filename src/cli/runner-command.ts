@@ -7,6 +7,7 @@ import { RESULT_MAX_BYTES } from "../common/attempt-result.js";
 import { CLIENT_ID_PATTERN, CLIENT_ID_RULE } from "../common/client-id.js";
 import { runAttemptProcess } from "./attempt-process.js";
 import { RESULT_MODES, type ResultMode, resultFromStdout, stdoutBuffer, TailBuffer } from "./command-result.js";
+import { CLIENT_SECURITY_OPTIONS, CLIENT_SECURITY_USAGE, type ClientSecurity, clientSecurityFromFlags, grpcCredentials } from "../client/security.js";
 
 const usage = `usage: runnerline runner --worker-id ID --exec "CMD" [--server HOST:PORT] [--capacity N] [--label k=v ...]
                         [--result json|text|none] [--cancel-grace SECONDS]
@@ -30,7 +31,8 @@ server refused this runner (bad worker id, credentials or permissions).
                     text  JSON as above, otherwise the end of stdout as a string
                     none  no result; stdout passes through
                   A result is at most ${RESULT_MAX_BYTES / 1024} KiB (json: stdout over that fails the attempt).
-  --cancel-grace  seconds between SIGTERM and SIGKILL for a cancelled attempt (default 5)`;
+  --cancel-grace  seconds between SIGTERM and SIGKILL for a cancelled attempt (default 5)
+${CLIENT_SECURITY_USAGE}`;
 
 const stderrTailBytes = 2048;
 
@@ -42,6 +44,7 @@ interface RunnerCommandConfig {
   labels: Record<string, string>;
   cancelGraceMs: number;
   resultMode: ResultMode;
+  security: ClientSecurity;
 }
 
 /** `runnerline runner …`; resolves to the process exit code. */
@@ -66,6 +69,8 @@ export async function runnerCommand(argv: string[]): Promise<number> {
     labels: config.labels,
     capacity: config.capacity,
     clientVersion: `runnerline-cli/${packageVersion()}`,
+    token: config.security.token,
+    credentials: grpcCredentials(config.security),
     logger,
   });
 
@@ -113,9 +118,11 @@ function parseRunnerArgs(argv: string[]): RunnerCommandConfig | "help" {
       "cancel-grace": { type: "string", default: "5" },
       result: { type: "string", default: "json" },
       help: { type: "boolean", short: "h", default: false },
+      ...CLIENT_SECURITY_OPTIONS,
     },
   });
   if (values.help) return "help";
+  const security = clientSecurityFromFlags(values, process.env);
   const workerId = values["worker-id"];
   const command = values.exec;
   if (!workerId) throw new Error("--worker-id is required");
@@ -137,7 +144,7 @@ function parseRunnerArgs(argv: string[]): RunnerCommandConfig | "help" {
   }
   const resultMode = values.result as ResultMode;
   if (!RESULT_MODES.includes(resultMode)) throw new Error(`--result must be json, text or none, got ${values.result}`);
-  return { workerId, command, server: values.server, capacity, labels, cancelGraceMs: cancelGraceSeconds * 1000, resultMode };
+  return { workerId, command, server: values.server, capacity, labels, cancelGraceMs: cancelGraceSeconds * 1000, resultMode, security };
 }
 
 /** Runs the command for one attempt; resolves with its result on exit status 0, rejects with the failure report otherwise. */

@@ -1,7 +1,8 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import type { RunningServer } from "../server/app.js";
-import type { ServerConfig } from "../server/config.js";
+import type { ServerOptions } from "../server/config.js";
 import { LOG_LEVELS, type LogLevel } from "../server/log-levels.js";
+import { DEFAULT_LIMITS, type Limits } from "../server/services/limits.js";
 import { abandonmentReport, watchShutdownSignals } from "./shutdown-signals.js";
 
 /**
@@ -12,10 +13,10 @@ import { abandonmentReport, watchShutdownSignals } from "./shutdown-signals.js";
 interface ServeFlag {
   flag: string;
   env: string;
-  /** Placeholder in the help, e.g. "SECONDS". */
+  /** Placeholder in the help, e.g. "SECONDS"; "" for a switch (set by the flag alone, or by its variable = 1). */
   value: string;
   help: string;
-  apply(config: Partial<ServerConfig>, text: string): void;
+  apply(config: ServerOptions, text: string): void;
 }
 
 export const SERVE_FLAGS: readonly ServeFlag[] = [
@@ -125,6 +126,61 @@ export const SERVE_FLAGS: readonly ServeFlag[] = [
     apply: (c, v) => (c.historySamples = positiveInteger("--history-samples", v)),
   },
   {
+    flag: "auth-file",
+    env: "RUNNERLINE_AUTH_FILE",
+    value: "FILE",
+    help: "bearer tokens with roles, YAML or JSON, reloaded on SIGHUP (docs/security.md); without it the server only listens on loopback",
+    apply: (c, v) => (c.authFile = v),
+  },
+  {
+    flag: "insecure-no-auth",
+    env: "RUNNERLINE_INSECURE_NO_AUTH",
+    value: "",
+    help: "listen beyond loopback without tokens (logs a warning)",
+    apply: (c, v) => (c.insecureNoAuth = v === "1" || v === "true"),
+  },
+  {
+    flag: "tls-cert",
+    env: "RUNNERLINE_TLS_CERT",
+    value: "FILE",
+    help: "PEM certificate: TLS on both ports (with --tls-key)",
+    apply: (c, v) => (c.tls = { ...c.tls, cert: v }),
+  },
+  {
+    flag: "tls-key",
+    env: "RUNNERLINE_TLS_KEY",
+    value: "FILE",
+    help: "PEM private key of --tls-cert",
+    apply: (c, v) => (c.tls = { ...c.tls, key: v }),
+  },
+  {
+    flag: "tls-client-ca",
+    env: "RUNNERLINE_TLS_CLIENT_CA",
+    value: "FILE",
+    help: "PEM CA: clients must present a certificate it signed (mutual TLS)",
+    apply: (c, v) => (c.tls = { ...c.tls, clientCa: v }),
+  },
+  {
+    flag: "max-message-bytes",
+    env: "RUNNERLINE_MAX_MESSAGE_BYTES",
+    value: "BYTES",
+    help: "largest message on the gRPC port, each direction (default 16 MiB; docs/limits.md)",
+    apply: (c, v) => (c.maxMessageBytes = count("--max-message-bytes", v, 1)),
+  },
+  {
+    flag: "http-max-message-bytes",
+    env: "RUNNERLINE_HTTP_MAX_MESSAGE_BYTES",
+    value: "BYTES",
+    help: "largest message on the HTTP port (default: the gRPC port's)",
+    apply: (c, v) => (c.httpMaxMessageBytes = count("--http-max-message-bytes", v, 1)),
+  },
+  ...limitFlag("max-response-bytes", "BYTES", "maxResponseBytes", "largest response; list pages and waits are cut to fit"),
+  ...limitFlag("max-input-bytes", "BYTES", "maxInputBytes", "largest rollout input"),
+  ...limitFlag("max-queued-rollouts", "N", "maxQueuedRollouts", "queued rollouts in total; more are refused with RESOURCE_EXHAUSTED"),
+  ...limitFlag("max-sessions", "N", "maxSessions", "runner sessions in total"),
+  ...limitFlag("max-sessions-per-connection", "N", "maxSessionsPerConnection", "runner sessions on one connection"),
+  ...limitFlag("heartbeat-rate-limit", "PER_SECOND", "heartbeatsPerSecond", "heartbeats per second per worker before a flood is refused (0: no limit)"),
+  {
     flag: "retain",
     env: "RUNNERLINE_RETAIN",
     value: "DURATION",
@@ -143,6 +199,20 @@ export const SERVE_FLAGS: readonly ServeFlag[] = [
   },
 ];
 
+/** A bound of docs/limits.md as a flag: a whole number, at least 1 (0 allowed where it turns the limit off). */
+function limitFlag(flag: string, value: string, field: keyof Limits, help: string): ServeFlag[] {
+  const min = field === "heartbeatsPerSecond" ? 0 : 1;
+  return [
+    {
+      flag,
+      env: `RUNNERLINE_${flag.toUpperCase().replaceAll("-", "_")}`,
+      value,
+      help: `${help} (default ${DEFAULT_LIMITS[field]}; docs/limits.md)`,
+      apply: (c, v) => (c.limits = { ...c.limits, [field]: count(`--${flag}`, v, min) }),
+    },
+  ];
+}
+
 /** The `serve` command: its options come from SERVE_FLAGS; errors throw (commander's exitOverride). */
 export function serveProgram(): Command {
   const command = new Command("serve")
@@ -152,20 +222,22 @@ export function serveProgram(): Command {
     .configureOutput({ writeErr: (text) => process.stderr.write(text) });
   for (const flag of SERVE_FLAGS) {
     // The variable is named in the help but read by parseServeArgs, from the env it is given.
-    command.addOption(new Option(`--${flag.flag} <${flag.value}>`, `${flag.help} [env: ${flag.env}]`));
+    const spec = flag.value === "" ? `--${flag.flag}` : `--${flag.flag} <${flag.value}>`;
+    command.addOption(new Option(spec, `${flag.help} [env: ${flag.env}]`));
   }
   return command;
 }
 
 /** Flags win over environment variables, which win over defaults. */
-export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): Partial<ServerConfig> {
+export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): ServerOptions {
   const command = serveProgram();
   // Under a parent, so help and errors read "runnerline serve".
   new Command("runnerline").exitOverride().addCommand(command).parse(["serve", ...argv], { from: "user" });
-  const values = command.opts<Record<string, string | undefined>>();
-  const config: Partial<ServerConfig> = {};
+  const values = command.opts<Record<string, string | true | undefined>>();
+  const config: ServerOptions = {};
   for (const flag of SERVE_FLAGS) {
-    const value = values[camelCase(flag.flag)] ?? env[flag.env];
+    const given = values[camelCase(flag.flag)];
+    const value = given === true ? "1" : (given ?? env[flag.env]);
     if (value !== undefined && value !== "") flag.apply(config, value);
   }
   return config;
@@ -177,6 +249,12 @@ function seconds(flag: string, text: string): number {
   const value = Number(text);
   if (!Number.isFinite(value) || value <= 0) throw new InvalidArgumentError(`${flag} must be a positive number of seconds`);
   return value * 1000;
+}
+
+function count(flag: string, text: string, min: number): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < min) throw new InvalidArgumentError(`${flag} must be a whole number of at least ${min}`);
+  return value;
 }
 
 function positiveInteger(flag: string, text: string): number {
@@ -210,6 +288,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
   // Loaded here, not at the top: `runnerline --help` and the runner need none of the server.
   const { startServer } = await import("../server/app.js");
   server = await startServer(config);
+  // Tokens are re-read without dropping sessions (docs/security.md).
+  process.on("SIGHUP", () => void server?.reloadAuth());
   const signal = await signalled;
   server.logger.info({ signal }, `${signal}: draining runners, then stopping (${signal} again stops at once)`);
   await server.close();

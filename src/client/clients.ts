@@ -4,6 +4,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { AttemptService } from "../gen/runnerline/v1/attempt_pb.js";
 import { RolloutService } from "../gen/runnerline/v1/rollout_pb.js";
 import { WorkerService } from "../gen/runnerline/v1/worker_pb.js";
+import type { ClientSecurity } from "./security.js";
 
 export interface RunnerlineClientsOptions {
   /** e.g. "http://127.0.0.1:50051" for the gRPC port, "http://127.0.0.1:8080" for the HTTP port. */
@@ -12,6 +13,8 @@ export interface RunnerlineClientsOptions {
   transport?: "grpc" | "connect";
   /** e.g. one that adds an authorization header. */
   interceptors?: Interceptor[];
+  /** Token and TLS files; TLS needs an "https://" baseUrl. */
+  security?: ClientSecurity;
 }
 
 export interface RunnerlineClients {
@@ -35,16 +38,23 @@ export function createRunnerlineClients(options: RunnerlineClientsOptions): Runn
 }
 
 function createTransport(options: RunnerlineClientsOptions): Transport {
+  const security = options.security ?? {};
+  const token = security.token;
+  const bearer: Interceptor = (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
   const common = {
     baseUrl: options.baseUrl,
     readMaxBytes: maxMessageBytes,
     writeMaxBytes: maxMessageBytes,
-    interceptors: options.interceptors ?? [],
+    interceptors: [...(token ? [bearer] : []), ...(options.interceptors ?? [])],
   };
+  const tls = { ca: security.tlsCa, cert: security.tlsCert, key: security.tlsKey };
   switch (options.transport ?? "grpc") {
     case "grpc":
-      return createGrpcTransport(common);
+      return createGrpcTransport({ ...common, nodeOptions: tls });
     case "connect":
-      return createConnectTransport({ ...common, httpVersion: "1.1" });
+      return createConnectTransport({ ...common, httpVersion: "1.1", nodeOptions: tls });
   }
 }

@@ -24,6 +24,7 @@ import type {
   Welcome,
 } from "../gen/runnerline/v1/runner_pb.js";
 import type { SystemSnapshot } from "../gen/runnerline/v1/telemetry_pb.js";
+import { authMetadata } from "./security.js";
 import { collectSystemSnapshot } from "./system-snapshot.js";
 
 export interface RunnerLogger {
@@ -47,8 +48,10 @@ export interface RunnerOptions {
   extraStats?: () => JsonObject | undefined;
   /** Jittered exponential back-off between session attempts. */
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number };
-  /** Default: insecure (plaintext). */
+  /** Default: insecure (plaintext); see grpcCredentials in ./security.ts for TLS. */
   credentials?: grpc.ChannelCredentials;
+  /** Bearer token sent when the session opens (docs/security.md). */
+  token?: string;
   channelOptions?: grpc.ChannelOptions;
   /** A session that gets no Welcome within this time is abandoned and retried. Default 10 s. */
   welcomeTimeoutMs?: number;
@@ -136,7 +139,7 @@ export class AttemptCancelledError extends Error {
 
 type SessionCall = grpc.ClientDuplexStream<SessionRequest, SessionResponse>;
 interface RunnerServiceClient extends grpc.Client {
-  session(options?: grpc.CallOptions): SessionCall;
+  session(metadata?: grpc.Metadata, options?: grpc.CallOptions): SessionCall;
 }
 const RunnerServiceClientConstructor = grpc.makeGenericClientConstructor(
   grpcServiceDefinition(RunnerService),
@@ -411,7 +414,7 @@ export class Runner extends EventEmitter<RunnerEvents> {
   private runSession(): Promise<{ welcomed: boolean; drained: boolean; failure: grpc.ServiceError | undefined }> {
     return new Promise((resolve) => {
       const client = this.client!;
-      const call = client.session();
+      const call = client.session(authMetadata(this.options.token) ?? new grpc.Metadata());
       const session: Session = { call, welcomed: false, id: "", draining: false, closing: false };
       this.session = session;
       let failure: grpc.ServiceError | undefined;

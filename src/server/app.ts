@@ -2,7 +2,8 @@ import { AttemptService } from "../gen/runnerline/v1/attempt_pb.js";
 import { RolloutService } from "../gen/runnerline/v1/rollout_pb.js";
 import { RunnerService } from "../gen/runnerline/v1/runner_pb.js";
 import { WorkerService } from "../gen/runnerline/v1/worker_pb.js";
-import { type ServerConfig, defaultConfig } from "./config.js";
+import { isLoopbackHost, setupAuth } from "./auth/setup.js";
+import { type ServerConfig, type ServerOptions, defaultConfig } from "./config.js";
 import { Coordinator } from "./dispatch/coordinator.js";
 import { allObservers } from "./dispatch/transition-observer.js";
 import { systemClock } from "./domain/time.js";
@@ -15,12 +16,16 @@ import { attemptService } from "./services/attempt-service.js";
 import { mapDomainErrors } from "./services/errors.js";
 import { rolloutService } from "./services/rollout-service.js";
 import { runnerService } from "./services/runner-service.js";
+import { HeartbeatGate } from "./services/heartbeat-gate.js";
+import { SessionCount } from "./services/session-count.js";
 import { workerService } from "./services/worker-service.js";
 import { openStore } from "./store/open-store.js";
 import { WorkerHistory } from "./telemetry/worker-history.js";
+import { parseListenAddress } from "./transport/address.js";
 import { startGrpcServer } from "./transport/grpc-server.js";
 import { startHttpServer } from "./transport/http-server.js";
 import { registerService, type ServiceRegistration } from "./transport/registration.js";
+import { readTlsFiles } from "./transport/tls.js";
 import { webPageRoutes } from "./transport/web-page.js";
 
 export interface RunningServer {
@@ -37,15 +42,26 @@ export interface RunningServer {
    * stops the listeners and flushes the store.
    */
   close(): Promise<void>;
+  /** Re-reads the auth file (SIGHUP); open sessions are kept. */
+  reloadAuth(): Promise<void>;
 }
 
 /** Wires store → coordinator → services → both transports. */
-export async function startServer(overrides: Partial<ServerConfig> = {}): Promise<RunningServer> {
+export async function startServer(overrides: ServerOptions = {}): Promise<RunningServer> {
   const config = defaultConfig(overrides);
-  const clock = config.clock ?? systemClock;
   const logger =
     config.logger ?? (config.log !== undefined ? loggerForLines(config.log, config.logLevel) : createLogger({ level: config.logLevel }));
   const log = lineLog(logger);
+  refuseOpenExposure(config, logger);
+  const tls = readTlsFiles(config.tls ?? {});
+  const clock = config.clock ?? systemClock;
+  const httpMaxMessageBytes = config.httpMaxMessageBytes ?? config.maxMessageBytes;
+  // A list page or WaitRollouts answer must fit what either port may send.
+  const maxResponseBytes = Math.min(config.limits.maxResponseBytes, config.maxMessageBytes, httpMaxMessageBytes);
+  // Beats at the configured interval are never coalesced, however short it is.
+  const { heartbeatsPerSecond } = config.limits;
+  const beatRate = heartbeatsPerSecond > 0 ? Math.max(heartbeatsPerSecond, 4000 / config.heartbeatIntervalMs) : 0;
+  const limits = { ...config.limits, maxResponseBytes, heartbeatsPerSecond: beatRate };
   let fleet: FleetCounters | undefined;
   const metrics = new ServerMetrics(() => fleet!);
   const store = await openStore(config.store, { onCommit: metrics.observeCommit });
@@ -80,36 +96,51 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
   });
   await coordinator.recover();
   const retention = new Retention({ store, clock, retainMs: config.retainMs, observer, logger });
+  const heartbeats = new HeartbeatGate(limits.heartbeatsPerSecond, () => clock.now());
+  const sessions = new SessionCount(limits);
   const services: ServiceRegistration[] = [
-    registerService(RunnerService, runnerService(coordinator, { logger, log, now: () => clock.now() })),
+    registerService(RunnerService, runnerService(coordinator, { logger, log, now: () => clock.now(), limits, heartbeats, sessions })),
     registerService(
       WorkerService,
-      mapDomainErrors(WorkerService, workerService(coordinator, store, { clock, fleet, retention, history, heartbeatGraceMs: config.heartbeatGraceMs })),
+      mapDomainErrors(
+        WorkerService,
+        workerService(coordinator, store, { clock, fleet, retention, history, heartbeatGraceMs: config.heartbeatGraceMs, limits, heartbeats }),
+      ),
     ),
-    registerService(RolloutService, mapDomainErrors(RolloutService, rolloutService(coordinator, store, clock))),
-    registerService(AttemptService, mapDomainErrors(AttemptService, attemptService(coordinator, store, clock))),
+    registerService(RolloutService, mapDomainErrors(RolloutService, rolloutService(coordinator, store, clock, limits))),
+    registerService(AttemptService, mapDomainErrors(AttemptService, attemptService(coordinator, store, clock, limits))),
   ];
+  const auth = await setupAuth({
+    authFile: config.authFile,
+    services: services.map(({ service }) => service),
+    attemptWorker: (attemptId) => store.getAttempt(attemptId)?.workerId,
+    log,
+  });
   const grpc = await startGrpcServer({
     address: config.grpcAddress,
     services,
     maxMessageBytes: config.maxMessageBytes,
     keepaliveTimeMs: config.keepaliveTimeMs,
     keepaliveTimeoutMs: config.keepaliveTimeoutMs,
-    interceptors: [metrics.interceptor],
+    // Metrics outermost, so refusals by auth are counted with their codes.
+    interceptors: [metrics.interceptor, ...auth.interceptors],
+    tls,
   });
   const webPage = webPageRoutes();
   const http = await startHttpServer({
     address: config.httpAddress,
     services,
-    maxMessageBytes: config.maxMessageBytes,
-    interceptors: [metrics.interceptor],
+    maxMessageBytes: httpMaxMessageBytes,
+    interceptors: [metrics.interceptor, ...auth.interceptors],
+    tls,
     routes: (req, res) => metrics.route(req, res) || webPage(req, res),
   });
   const watchdog = coordinator.startTimers((error) => logger.error({ err: error }, "timer check failed"));
   const retaining = startRetention(retention, config.retentionPeriodMs, (error) => logger.error({ err: error }, "retention failed"));
+  const security = `${config.authFile ? "tokens" : "no auth"}, ${tls ? (tls.clientCa ? "mutual TLS" : "TLS") : "plaintext"}`;
   logger.info(
-    { grpc: `${hostOf(config.grpcAddress)}:${grpc.port}`, http: `${hostOf(config.httpAddress)}:${http.port}`, store: config.store },
-    `serving gRPC on ${hostOf(config.grpcAddress)}:${grpc.port}, HTTP on ${hostOf(config.httpAddress)}:${http.port}, store ${config.store}`,
+    { grpc: `${hostOf(config.grpcAddress)}:${grpc.port}`, http: `${hostOf(config.httpAddress)}:${http.port}`, store: config.store, security },
+    `serving gRPC on ${hostOf(config.grpcAddress)}:${grpc.port}, HTTP on ${hostOf(config.httpAddress)}:${http.port}, store ${config.store}, ${security}`,
   );
   return {
     grpcPort: grpc.port,
@@ -137,7 +168,26 @@ export async function startServer(overrides: Partial<ServerConfig> = {}): Promis
       await store.close();
       logger.info("stopped");
     },
+    reloadAuth: () => auth.reload(),
   };
+}
+
+/**
+ * Without tokens anyone who reaches the port can act as any worker and
+ * enqueue or cancel anything: allowed on loopback, elsewhere only when asked
+ * for by name.
+ */
+function refuseOpenExposure(config: ServerConfig, logger: Logger) {
+  if (config.authFile !== undefined) return;
+  const exposed = [config.grpcAddress, config.httpAddress].filter((address) => !isLoopbackHost(parseListenAddress(address).host));
+  if (exposed.length === 0) return;
+  if (!config.insecureNoAuth) {
+    throw new Error(
+      `refusing to listen on ${exposed.join(" and ")} without authentication: give --auth-file (docs/security.md), ` +
+        "bind 127.0.0.1, or pass --insecure-no-auth to accept that anyone who reaches the port can act as any worker",
+    );
+  }
+  logger.warn(`listening on ${exposed.join(" and ")} without authentication (--insecure-no-auth): anyone who reaches the port can act as any worker, enqueue and cancel`);
 }
 
 const hostOf = (address: string) => address.slice(0, address.lastIndexOf(":"));

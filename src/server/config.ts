@@ -4,6 +4,7 @@ import type { Clock } from "./domain/time.js";
 import { DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_SAMPLES } from "./telemetry/worker-history.js";
 import type { LogLevel } from "./log-levels.js";
 import type { Logger } from "./logging.js";
+import { DEFAULT_LIMITS, type Limits } from "./services/limits.js";
 
 /** Everything a server can be told at start; see parseServeArgs for the flags and variables. */
 export interface ServerConfig {
@@ -16,7 +17,18 @@ export interface ServerConfig {
   heartbeatGraceMs: number;
   /** Silence after which an attempt without its own unresponsive_timeout becomes UNRESPONSIVE (default: the grace). */
   defaultUnresponsiveMs: number;
+  /** Largest message on the gRPC port, each direction. */
   maxMessageBytes: number;
+  /** Largest message on the HTTP (Connect, gRPC-Web) port; default: the gRPC port's. */
+  httpMaxMessageBytes?: number;
+  /** Bounds on input, sessions, queue and responses (docs/limits.md). */
+  limits: Limits;
+  /** Bearer tokens with roles (docs/security.md); unset: no authentication, loopback only. */
+  authFile?: string;
+  /** Allows listening beyond loopback without an auth file. */
+  insecureNoAuth: boolean;
+  /** PEM files for TLS on both ports; a client CA turns on mutual TLS. */
+  tls?: { cert?: string; key?: string; clientCa?: string };
   /** HTTP/2 pings on idle gRPC connections find dead peers whose sockets never close. */
   keepaliveTimeMs: number;
   keepaliveTimeoutMs: number;
@@ -55,7 +67,10 @@ export interface ServerConfig {
   log?: (line: string) => void;
 }
 
-export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
+/** What callers may set: any config field, and any single limit. */
+export type ServerOptions = Partial<Omit<ServerConfig, "limits">> & { limits?: Partial<Limits> };
+
+export function defaultConfig(overrides: ServerOptions = {}): ServerConfig {
   const heartbeatIntervalMs = overrides.heartbeatIntervalMs ?? 5_000;
   const heartbeatGraceMs = overrides.heartbeatGraceMs ?? 3 * heartbeatIntervalMs;
   return {
@@ -67,6 +82,7 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     heartbeatGraceMs,
     defaultUnresponsiveMs: heartbeatGraceMs,
     maxMessageBytes: 16 * 1024 * 1024,
+    insecureNoAuth: false,
     keepaliveTimeMs: 30_000,
     keepaliveTimeoutMs: 10_000,
     drainTimeoutMs: 30_000,
@@ -83,5 +99,6 @@ export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConf
     retentionPeriodMs: 60_000,
     logLevel: "info",
     ...overrides,
+    limits: { ...DEFAULT_LIMITS, ...overrides.limits },
   };
 }

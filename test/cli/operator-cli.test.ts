@@ -78,7 +78,10 @@ describe("runnerline help and usage", () => {
       expect(serveHelp.stdout.replace(/\s+/g, " ")).toContain(flag.env);
     }
     const readme = readFileSync(`${root}README.md`, "utf8");
-    for (const flag of SERVE_FLAGS) expect(readme).toContain(`| \`--${flag.flag} ${flag.value}\` | \`${flag.env}\` |`);
+    for (const flag of SERVE_FLAGS) {
+      const usage = flag.value === "" ? `--${flag.flag}` : `--${flag.flag} ${flag.value}`;
+      expect(readme).toContain(`| \`${usage}\` | \`${flag.env}\` |`);
+    }
     expect(listHelp).toMatchObject({ code: 0 });
     expect(listHelp.stdout).toContain("--max-attempts");
   }, 60_000);

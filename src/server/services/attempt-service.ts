@@ -1,3 +1,4 @@
+import { toBinary } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { AttemptSchema, AttemptService, AttemptStatus, type UpdateAttemptRequest, UpdateAttemptRequestSchema } from "../../gen/runnerline/v1/attempt_pb.js";
 import { type AttemptReport, REPORTABLE_STATUSES } from "../domain/attempt.js";
@@ -7,11 +8,12 @@ import type { Clock } from "../domain/time.js";
 import { ATTEMPT_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import { durable } from "./durable.js";
-import { listQuery, nextPageToken } from "./paging.js";
+import { type Limits, requireBoundedJson } from "./limits.js";
+import { fitToBytes, listQuery, nextPageToken } from "./paging.js";
 import { boundedResult, optionalId, optionalTimestampMs, requireEnumValues, requireFilter, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
-export function attemptService(coordinator: Coordinator, store: Store, clock: Clock): ServiceImpl<typeof AttemptService> {
+export function attemptService(coordinator: Coordinator, store: Store, clock: Clock, limits: Limits): ServiceImpl<typeof AttemptService> {
   return {
     async getAttempt(request) {
       return durable(store, { attempt: coordinator.getAttempt(requireId("attempt_id", request.attemptId)) });
@@ -25,12 +27,14 @@ export function attemptService(coordinator: Coordinator, store: Store, clock: Cl
       };
       const query = listQuery(request, filter, ATTEMPT_SORT_FIELDS, "attempt_id", "create_time");
       const page = store.listAttempts(query);
-      return durable(store, { attempts: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) });
+      const attempts = fitToBytes(page.items, (a) => toBinary(AttemptSchema, a).byteLength, limits.maxResponseBytes);
+      return durable(store, { attempts, totalSize: page.total, nextPageToken: nextPageToken(query, page.total, attempts.length) });
     },
     async updateAttempt(request) {
       requireId("attempt_id", request.attemptId);
       requireReportableStatus(request.status);
       requireJsonSafe(UpdateAttemptRequestSchema, request);
+      requireBoundedJson("metadata", request.metadata, limits.maxMetadataBytes);
       boundedResult(request.result);
       const attempt = await coordinator.report(request.attemptId, attemptReport(request), {
         expectedVersion: request.expectedVersion,

@@ -33,14 +33,24 @@ export function listQuery<Filter>(
   return { filter, orderBy, offset, limit };
 }
 
-export function nextPageToken(query: ListQuery<unknown>, total: number): string {
-  const next = query.offset + query.limit;
+/** `returned`: how many items the page holds, fewer than the limit when cut by size (see fitToBytes). */
+export function nextPageToken(query: ListQuery<unknown>, total: number, returned = query.limit): string {
+  const next = query.offset + returned;
   if (next >= total) return "";
   const token = { o: next, q: queryFingerprint(query.filter, query.orderBy) };
   return Buffer.from(JSON.stringify(token)).toString("base64url");
 }
 
+/** Longer than any real sort spec; a longer one is refused before it is parsed or echoed. */
+const MAX_ORDER_BY_LENGTH = 512;
+/** Echoed text is cut to this, so an error message stays far below clients' metadata limits. */
+const ECHO_LENGTH = 64;
+const echo = (text: string) => (text.length > ECHO_LENGTH ? `${text.slice(0, ECHO_LENGTH)}…` : text);
+
 export function parseOrderBy(text: string, catalog: SortCatalog<unknown>): OrderTerm[] {
+  if (text.length > MAX_ORDER_BY_LENGTH) {
+    throw invalidArgument(`order_by is ${text.length} characters; at most ${MAX_ORDER_BY_LENGTH} are accepted`);
+  }
   return text.split(",").map((part) => {
     const words = part.trim().split(/\s+/);
     const [field = "", direction = "asc", ...rest] = words;
@@ -71,4 +81,21 @@ function readPageToken(token: string, fingerprint: string): number {
 
 function queryFingerprint(filter: unknown, orderBy: OrderTerm[]): string {
   return createHash("sha256").update(JSON.stringify({ filter, orderBy })).digest("base64url").slice(0, 16);
+}
+
+/** Per item, what a response adds beyond the item's own encoding (tag and length). */
+const ITEM_OVERHEAD_BYTES = 16;
+
+/**
+ * The longest prefix of `items` whose encoded size stays within `budget`
+ * bytes, but at least one item, so paging always moves on. What is cut off
+ * is for the next page (or, for WaitRollouts, named as remaining).
+ */
+export function fitToBytes<T>(items: T[], sizeOf: (item: T) => number, budget: number): T[] {
+  let used = 0;
+  for (let i = 0; i < items.length; i++) {
+    used += sizeOf(items[i] as T) + ITEM_OVERHEAD_BYTES;
+    if (used > budget && i > 0) return items.slice(0, i);
+  }
+  return items;
 }

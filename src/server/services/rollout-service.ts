@@ -1,12 +1,15 @@
+import { toBinary } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import {
   type EnqueueRolloutRequest,
   EnqueueRolloutRequestSchema,
+  type Rollout,
   RolloutMode,
   RolloutSchema,
   RolloutService,
   RolloutStatus,
+  RolloutView,
 } from "../../gen/runnerline/v1/rollout_pb.js";
 import { RETRYABLE_STATUSES } from "../domain/attempt.js";
 import { invalidArgument } from "../domain/errors.js";
@@ -16,7 +19,8 @@ import type { Clock } from "../domain/time.js";
 import type { Store } from "../store/store.js";
 import { ROLLOUT_SORT_FIELDS } from "../store/query.js";
 import { durable } from "./durable.js";
-import { listQuery, nextPageToken } from "./paging.js";
+import { type Limits, requireBoundedJson, requireQueueRoom } from "./limits.js";
+import { fitToBytes, listQuery, nextPageToken } from "./paging.js";
 import {
   nonNegativeDurationMs,
   requireClientId,
@@ -29,17 +33,22 @@ import { requireJsonSafe } from "./well-known-types.js";
 
 export const MAX_BATCH = 10_000;
 const MAX_ATTEMPTS_LIMIT = 100;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
-export function rolloutService(coordinator: Coordinator, store: Store, clock: Clock): ServiceImpl<typeof RolloutService> {
+export function rolloutService(coordinator: Coordinator, store: Store, clock: Clock, limits: Limits): ServiceImpl<typeof RolloutService> {
   return {
     async enqueueRollout(request) {
-      const [rollout] = await coordinator.enqueue([validEnqueue(request, "")]);
+      const valid = validEnqueue(request, "", limits);
+      requireQueueRoom(store.queueLength(), 1, limits);
+      const [rollout] = await coordinator.enqueue([valid]);
       return { rollout };
     },
     async enqueueRollouts(request) {
       if (request.requests.length === 0) throw invalidArgument("requests must not be empty");
       if (request.requests.length > MAX_BATCH) throw invalidArgument(`at most ${MAX_BATCH} requests per batch`);
-      const valid = request.requests.map((r, i) => validEnqueue(r, `requests[${i}].`));
+      const valid = request.requests.map((r, i) => validEnqueue(r, `requests[${i}].`, limits));
+      // Repeated idempotency keys count too: the bound errs on the safe side.
+      requireQueueRoom(store.queueLength(), valid.length, limits);
       return { rollouts: await coordinator.enqueue(valid) };
     },
     async getRollout(request) {
@@ -52,9 +61,15 @@ export function rolloutService(coordinator: Coordinator, store: Store, clock: Cl
         onlyIds: request.unroutableOnly ? new Set(coordinator.unroutableRolloutIds()) : undefined,
         expression: requireFilter(request.filter, RolloutSchema, clock.now()),
       };
+      const view = requireView(request.view);
       const query = listQuery(request, filter, ROLLOUT_SORT_FIELDS, "rollout_id", "create_time");
       const page = store.listRollouts(query);
-      return durable(store, { rollouts: page.items, totalSize: page.total, nextPageToken: nextPageToken(query, page.total) });
+      const rollouts = fitToBytes(page.items.map(view), rolloutBytes, limits.maxResponseBytes);
+      return durable(store, {
+        rollouts,
+        totalSize: page.total,
+        nextPageToken: nextPageToken(query, page.total, rollouts.length),
+      });
     },
     async cancelRollout(request) {
       return { rollout: await coordinator.cancel(requireId("rollout_id", request.rolloutId)) };
@@ -67,15 +82,23 @@ export function rolloutService(coordinator: Coordinator, store: Store, clock: Cl
       if (request.rolloutIds.length === 0) throw invalidArgument("rollout_ids must not be empty");
       if (request.rolloutIds.length > MAX_BATCH) throw invalidArgument(`at most ${MAX_BATCH} rollout_ids`);
       request.rolloutIds.forEach((id, i) => requireId(`rollout_ids[${i}]`, id));
+      const view = requireView(request.view);
       const timeoutMs = nonNegativeDurationMs("timeout", request.timeout);
-      return { rollouts: await coordinator.waitFor(request.rolloutIds, timeoutMs, context.signal) };
+      // Node turns a timer over 2^31-1 ms (~24.8 days) into 1 ms; a wait that
+      // long is bounded by the call's deadline instead, like an unset timeout.
+      const waitMs = timeoutMs !== undefined && timeoutMs > MAX_TIMER_MS ? undefined : timeoutMs;
+      const finished = (await coordinator.waitFor(request.rolloutIds, waitMs, context.signal)).map(view);
+      const rollouts = fitToBytes(finished, rolloutBytes, limits.maxResponseBytes);
+      return { rollouts, remainingRolloutIds: finished.slice(rollouts.length).map((r) => r.rolloutId) };
     },
   };
 }
 
-function validEnqueue(request: EnqueueRolloutRequest, prefix: string): EnqueueRolloutRequest {
+function validEnqueue(request: EnqueueRolloutRequest, prefix: string, limits: Limits): EnqueueRolloutRequest {
   if (request.rolloutId !== "") requireClientId(`${prefix}rollout_id`, request.rolloutId);
   requireJsonSafe(EnqueueRolloutRequestSchema, request, prefix);
+  requireBoundedJson(`${prefix}input`, request.input, limits.maxInputBytes);
+  requireBoundedJson(`${prefix}metadata`, request.metadata, limits.maxMetadataBytes);
   requireEnumValue(`${prefix}mode`, request.mode, RolloutMode, { allowUnspecified: true });
   const config = request.config;
   if (config !== undefined) {
@@ -108,3 +131,13 @@ function validEnqueue(request: EnqueueRolloutRequest, prefix: string): EnqueueRo
   return request;
 }
 
+
+/** The rollout as the requested view shows it. */
+function requireView(view: RolloutView): (rollout: Rollout) => Rollout {
+  requireEnumValue("view", view, RolloutView, { allowUnspecified: true });
+  return view === RolloutView.BASIC ? basicView : fullView;
+}
+
+const fullView = (rollout: Rollout) => rollout;
+const basicView = (rollout: Rollout): Rollout => ({ ...rollout, input: undefined, metadata: undefined, result: undefined });
+const rolloutBytes = (rollout: Rollout) => toBinary(RolloutSchema, rollout).byteLength;

@@ -14,10 +14,13 @@ import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, MAX_ID_LENGTH, newSessionId } from "../domain/ids.js";
 import { toTimestamp } from "../domain/time.js";
 import type { Logger } from "../logging.js";
-import { peerAddressKey } from "../transport/context.js";
+import { connectionKey, peerAddressKey } from "../transport/context.js";
 import { attemptReport, requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
+import type { HeartbeatGate } from "./heartbeat-gate.js";
+import { type Limits, requireBoundedJson, requireBoundedLabels, requireListLength } from "./limits.js";
 import { Outbox } from "./outbox.js";
+import type { SessionCount } from "./session-count.js";
 import { boundedExtraStats, boundedResult, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
@@ -29,6 +32,9 @@ export interface RunnerServiceOptions {
   /** Plain-text lines, logged at info (the older shape; prefer `logger` with ids as fields). */
   log: (line: string) => void;
   now: () => number;
+  limits: Limits;
+  heartbeats: HeartbeatGate;
+  sessions: SessionCount;
 }
 
 /**
@@ -52,6 +58,13 @@ async function* runSession(
   requests: AsyncIterable<SessionRequest>,
   context: HandlerContext,
 ): AsyncGenerator<SessionResponse> {
+  const { limits, heartbeats } = options;
+  let uncount: () => void;
+  try {
+    uncount = options.sessions.open(context.values.get(connectionKey));
+  } catch (error) {
+    throw toConnectError(error);
+  }
   const outbox = new Outbox<SessionResponse>();
   let link: SessionLink | undefined;
   const peer = context.values.get(peerAddressKey);
@@ -61,7 +74,7 @@ async function* runSession(
     requireJsonSafe(SessionRequestSchema, request);
     if (link === undefined) {
       if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
-      link = openLink(message.value, outbox);
+      link = openLink(message.value, outbox, limits);
       const hello = message.value;
       await coordinator.openSession(
         link,
@@ -84,10 +97,14 @@ async function* runSession(
         throw protocolError("hello may only be sent once per session");
       case "heartbeat": {
         const beat = message.value;
+        requireListLength("heartbeat.attempt_ids", beat.attemptIds.length, MAX_CAPACITY);
         beat.attemptIds.forEach((id, i) => requireId(`heartbeat.attempt_ids[${i}]`, id));
-        await coordinator.heartbeat(
+        const extraStats = boundedExtraStats(beat.extraStats);
+        const admission = heartbeats.admit(link.workerId);
+        if (admission === "refuse") throw new DomainError("resource_exhausted", heartbeats.refusal(link.workerId));
+        if (admission === "apply") await coordinator.heartbeat(
           link.workerId,
-          { snapshot: beat.snapshot, extraStats: boundedExtraStats(beat.extraStats) },
+          { snapshot: beat.snapshot, extraStats },
           beat.attemptIds,
         );
         outbox.push(
@@ -109,6 +126,7 @@ async function* runSession(
         const update = message.value;
         requireId("attempt_update.attempt_id", update.attemptId);
         requireReportableStatus(update.status);
+        requireBoundedJson("attempt_update.metadata", update.metadata, limits.maxMetadataBytes);
         boundedResult(update.result);
         await coordinator.report(update.attemptId, attemptReport(update), { workerId: link.workerId });
         return;
@@ -142,6 +160,7 @@ async function* runSession(
   try {
     yield* outbox;
   } finally {
+    uncount();
     outbox.end();
     // Not awaited: the request stream may stay open after the response side ends.
     void reading;
@@ -153,7 +172,7 @@ async function* runSession(
 }
 
 /** A malformed Hello is a protocol error: the session cannot start, so the stream ends. */
-function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink {
+function openLink(hello: Hello, outbox: Outbox<SessionResponse>, limits: Limits): SessionLink {
   if (!CLIENT_ID_PATTERN.test(hello.workerId)) {
     throw protocolError("hello.worker_id must be 1-128 characters of letters, digits, '.', '_', ':' and '-'", Code.InvalidArgument);
   }
@@ -163,6 +182,12 @@ function openLink(hello: Hello, outbox: Outbox<SessionResponse>): SessionLink {
   const overlong = hello.runningAttemptIds.findIndex((id) => id.length > MAX_ID_LENGTH);
   if (overlong >= 0) {
     throw protocolError(`hello.running_attempt_ids[${overlong}] is longer than ${MAX_ID_LENGTH} characters`, Code.InvalidArgument);
+  }
+  try {
+    requireBoundedLabels("hello.labels", hello.labels, limits);
+    requireListLength("hello.running_attempt_ids", hello.runningAttemptIds.length, MAX_CAPACITY);
+  } catch (error) {
+    throw toConnectError(error);
   }
   return {
     sessionId: newSessionId(),

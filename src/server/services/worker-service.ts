@@ -1,14 +1,14 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   type Worker,
+  WorkerSchema,
   WorkerService,
   WorkerStatus,
   SendHeartbeatRequestSchema,
   type WatchWorkersResponse,
   WatchWorkersResponseSchema,
-  WorkerSchema,
 } from "../../gen/runnerline/v1/worker_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import { DomainError } from "../domain/errors.js";
@@ -19,7 +19,9 @@ import { matchesWorker, WORKER_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import type { WorkerHistory } from "../telemetry/worker-history.js";
 import { durable } from "./durable.js";
-import { listQuery, nextPageToken } from "./paging.js";
+import type { HeartbeatGate } from "./heartbeat-gate.js";
+import { type Limits, requireBoundedLabels } from "./limits.js";
+import { fitToBytes, listQuery, nextPageToken } from "./paging.js";
 import { boundedExtraStats, requireClientId, requireEnumValues, requireFilter, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
@@ -34,12 +36,14 @@ export interface WorkerServiceOptions {
   clock: Clock;
   fleet: FleetCounters;
   retention: Retention;
+  limits: Limits;
+  heartbeats: HeartbeatGate;
 }
 
 export function workerService(
   coordinator: Coordinator,
   store: Store,
-  { history, heartbeatGraceMs, clock, fleet, retention }: WorkerServiceOptions,
+  { history, heartbeatGraceMs, clock, fleet, retention, limits, heartbeats }: WorkerServiceOptions,
 ): ServiceImpl<typeof WorkerService> {
   const heartbeatGrace = durationFromMs(heartbeatGraceMs);
   return {
@@ -53,12 +57,14 @@ export function workerService(
         labels: request.labels,
         expression: requireFilter(request.filter, WorkerSchema, clock.now()),
       };
+      requireBoundedLabels("labels", request.labels, limits);
       const query = listQuery(request, filter, WORKER_SORT_FIELDS, "worker_id", "worker_id");
       const page = store.listWorkers(query);
+      const workers = fitToBytes(page.items, (w) => toBinary(WorkerSchema, w).byteLength, limits.maxResponseBytes);
       return durable(store, {
-        workers: page.items,
+        workers,
         totalSize: page.total,
-        nextPageToken: nextPageToken(query, page.total),
+        nextPageToken: nextPageToken(query, page.total, workers.length),
         heartbeatGrace,
       });
     },
@@ -71,6 +77,9 @@ export function workerService(
       const workerId = requireClientId("worker_id", request.workerId);
       requireJsonSafe(SendHeartbeatRequestSchema, request);
       const extraStats = boundedExtraStats(request.extraStats);
+      const admission = heartbeats.admit(workerId);
+      if (admission === "refuse") throw new DomainError("resource_exhausted", heartbeats.refusal(workerId));
+      if (admission === "coalesce") return { worker: coordinator.getWorker(workerId) };
       return { worker: await coordinator.heartbeat(workerId, { snapshot: request.snapshot, extraStats }) };
     },
     async releaseWorker(request) {

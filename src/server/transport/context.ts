@@ -7,3 +7,9 @@ import { createContextKey } from "@connectrpc/connect";
  * transport cannot tell (e.g. a Unix socket).
  */
 export const peerAddressKey = createContextKey<string>("", { description: "peer address" });
+
+/**
+ * Identifies the client connection a call came in on ("address:port" of the
+ * peer), for bounds per connection. Empty when the transport cannot tell.
+ */
+export const connectionKey = createContextKey<string>("", { description: "client connection" });

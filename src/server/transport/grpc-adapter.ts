@@ -25,7 +25,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Readable } from "node:stream";
 import { grpcMethodPath, grpcServiceDefinition } from "../../common/grpc-definition.js";
 import { normalizePeerAddress } from "./address.js";
-import { peerAddressKey } from "./context.js";
+import { connectionKey, peerAddressKey } from "./context.js";
 import { headerEntriesFromMetadata, metadataFromHeaders } from "./metadata.js";
 import { RequestStream } from "./request-stream.js";
 import { grpcStatusFromError } from "./status.js";
@@ -295,7 +295,7 @@ function callContext(call: SurfaceCall, method: DescMethod): CallContext {
     url: `http://${call.getHost()}${pathOf(method)}`,
     timeoutMs: remainingMs(call.getDeadline()),
     requestHeader: headerEntriesFromMetadata(call.metadata),
-    contextValues: createContextValues().set(peerAddressKey, peerHost(call.getPeer())),
+    contextValues: createContextValues().set(peerAddressKey, peerHost(call.getPeer())).set(connectionKey, call.getPeer()),
   });
 }
 
@@ -357,10 +357,24 @@ function normalize(schema: DescMessage, value: MessageInit): Message {
   return isMessage(value, schema) ? value : create(schema, value);
 }
 
-async function* normalizeAll(schema: DescMessage, values: AsyncIterable<MessageInit>): AsyncGenerator<Message> {
-  for await (const value of values) {
-    yield normalize(schema, value);
-  }
+/**
+ * Hand-rolled rather than an async generator: with interceptors on (auth),
+ * every session message passes here, and a generator layer would cost
+ * several promise turns per message on the heartbeat hot path.
+ */
+function normalizeAll(schema: DescMessage, values: AsyncIterable<MessageInit>): AsyncIterable<Message> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<Message> {
+      const inner = values[Symbol.asyncIterator]();
+      const done = (): IteratorResult<Message> => ({ done: true, value: undefined });
+      return {
+        next: () =>
+          inner.next().then((result): IteratorResult<Message> => (result.done === true ? done() : { done: false, value: normalize(schema, result.value) })),
+        return: (value?: unknown) => (inner.return ? inner.return(value).then(done) : Promise.resolve(done())),
+        throw: (error?: unknown) => (inner.throw ? inner.throw(error).then(done) : Promise.reject(error)),
+      };
+    },
+  };
 }
 
 function replyOf<T>(context: CallContext, message: T): Reply<T> {
@@ -379,7 +393,13 @@ function intercept(
   for (let i = interceptors.length - 1; i >= 0; i--) {
     next = (interceptors[i] as Interceptor)(next);
   }
-  return next(request);
+  // An interceptor may throw before it returns a promise (an auth check
+  // does); that must become the call's status, not an UNKNOWN from grpc-js.
+  try {
+    return next(request);
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }
 
 function requestCommon(method: DescMethod, context: CallContext) {

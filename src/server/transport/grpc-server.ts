@@ -6,7 +6,9 @@ import { addService } from "./grpc-adapter.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
 import { addReflection } from "./reflection.js";
 import type { ServiceRegistration } from "./registration.js";
+import type { TlsFiles } from "./tls.js";
 import { DecodeSafeServer } from "./undecodable.js";
+
 
 export type GrpcServerOptions = {
   /** "host:port"; port 0 picks a free one (see GrpcServer.port). */
@@ -20,6 +22,8 @@ export type GrpcServerOptions = {
   keepaliveTimeoutMs?: number;
   /** Connect interceptors around every handler of `services` (auth, metrics). */
   interceptors?: Interceptor[];
+  /** Serve TLS with this certificate (and require client certificates when it has a client CA). */
+  tls?: TlsFiles;
 };
 
 export type GrpcServer = {
@@ -58,7 +62,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   );
   let port: number;
   try {
-    port = await bind(server, options.address);
+    port = await bind(server, options.address, credentialsOf(options.tls));
   } catch (error) {
     server.forceShutdown();
     throw error;
@@ -112,9 +116,18 @@ function statusMap(names: string[], status: "SERVING" | "NOT_SERVING"): ServingS
   return Object.fromEntries(names.map((name) => [name, status]));
 }
 
-function bind(server: grpc.Server, address: string): Promise<number> {
+function credentialsOf(tls: TlsFiles | undefined): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  return grpc.ServerCredentials.createSsl(
+    tls.clientCa ?? null,
+    [{ cert_chain: tls.cert, private_key: tls.key }],
+    tls.clientCa !== undefined,
+  );
+}
+
+function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
+    server.bindAsync(address, credentials, (error, port) => {
       if (error) {
         reject(error);
       } else {

@@ -1,12 +1,16 @@
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
-import { cors, createContextValues, type Interceptor } from "@connectrpc/connect";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError, cors, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { normalizePeerAddress, parseListenAddress } from "./address.js";
-import { peerAddressKey } from "./context.js";
+import { connectionKey, peerAddressKey } from "./context.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
 import { answerUndecodableUnary, undecodableStreamRequests } from "./connect-undecodable.js";
 import type { ServiceRegistration } from "./registration.js";
+import { strictJsonDecoder } from "./strict-json.js";
+import type { TlsFiles } from "./tls.js";
 
 /** Answers a request the RPC handler should not see; true if it did. */
 export type HttpRoutes = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
@@ -21,6 +25,8 @@ export type HttpServerOptions = {
   routes?: HttpRoutes;
   /** Connect interceptors around every handler (the same ones the gRPC server takes). */
   interceptors?: Interceptor[];
+  /** Serve HTTPS with this certificate (and require client certificates when it has a client CA). */
+  tls?: TlsFiles;
 };
 
 export type HttpServer = {
@@ -33,6 +39,8 @@ export type HttpServer = {
   close(graceMs?: number): Promise<void>;
 };
 
+const strictJson = { ignoreUnknownFields: false };
+
 /**
  * Serve `services` over HTTP/1.1 for curl and browsers: the Connect protocol
  * (JSON and binary) and gRPC-Web. Plain gRPC needs HTTP/2 and lives on the
@@ -44,7 +52,14 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const rpc = connectNodeAdapter({
     routes: (router) => {
       for (const { service, impl } of options.services) {
-        router.service(service, impl);
+        // Per method, so each JSON body is checked against its own request type.
+        const methods = impl as Record<string, ((...args: never[]) => unknown) | undefined>;
+        for (const method of service.methods) {
+          const fn = methods[method.localName] ?? unimplemented(method);
+          // textDecoder is read by Connect's JSON serialization but missing from its option type.
+          const jsonOptions = { ...strictJson, textDecoder: strictJsonDecoder(method.input) } as typeof strictJson;
+          router.rpc(method, fn.bind(impl) as never, { jsonOptions });
+        }
       }
       answerUndecodableUnary(router.handlers);
     },
@@ -53,11 +68,18 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     grpc: false,
     readMaxBytes: maxMessageBytes,
     writeMaxBytes: maxMessageBytes,
+    // Connect ignores unknown JSON fields and enum names by default, so a typo
+    // ("status" for "statuses", "ROLLOUT_STATUS_FAILD") silently widened a
+    // query or dropped a field; refused now with INVALID_ARGUMENT naming it.
+    jsonOptions: strictJson,
     interceptors: [...(options.interceptors ?? []), undecodableStreamRequests],
     shutdownSignal: shutdown.signal,
-    contextValues: (req) => createContextValues().set(peerAddressKey, normalizePeerAddress(req.socket.remoteAddress)),
+    contextValues: (req) =>
+      createContextValues()
+        .set(peerAddressKey, normalizePeerAddress(req.socket.remoteAddress))
+        .set(connectionKey, `${req.socket.remoteAddress}:${req.socket.remotePort}`),
   });
-  const server = http.createServer((req, res) => {
+  const listener = (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (answerCors(req, res)) {
       return;
     }
@@ -69,7 +91,18 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       return;
     }
     rpc(req, res);
-  });
+  };
+  const tls = options.tls;
+  const server: http.Server = tls
+    ? https.createServer(
+        {
+          cert: tls.cert,
+          key: tls.key,
+          ...(tls.clientCa && { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true }),
+        },
+        listener,
+      )
+    : http.createServer(listener);
   const { host, port } = parseListenAddress(options.address);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -85,7 +118,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   };
 }
 
-// Browsers send an Authorization header once bearer-token auth is on.
+// Browsers send an Authorization header when bearer-token auth is on.
 const allowedHeaders = [...cors.allowedHeaders, "Authorization"].join(", ");
 const allowedMethods = cors.allowedMethods.join(", ");
 const exposedHeaders = cors.exposedHeaders.join(", ");
@@ -111,6 +144,13 @@ function answerCors(req: http.IncomingMessage, res: http.ServerResponse): boolea
   }
   res.setHeader("access-control-expose-headers", exposedHeaders);
   return false;
+}
+
+/** What Connect's router answers for a method without an implementation. */
+function unimplemented(method: DescMethod): () => never {
+  return () => {
+    throw new ConnectError(`${method.parent.typeName}.${method.name} is not implemented`, Code.Unimplemented);
+  };
 }
 
 function close(server: http.Server, shutdown: AbortController, graceMs: number): Promise<void> {
