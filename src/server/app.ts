@@ -187,7 +187,7 @@ function refuseOpenExposure(config: ServerConfig, logger: Logger) {
         "bind 127.0.0.1, or pass --insecure-no-auth to accept that anyone who reaches the port can act as any worker",
     );
   }
-  logger.warn(`listening on ${exposed.join(" and ")} without authentication (--insecure-no-auth): anyone who reaches the port can act as any worker, enqueue and cancel`);
+  logger.warn(`WARNING: listening on ${exposed.join(" and ")} without authentication (--insecure-no-auth): anyone who reaches the port can act as any worker, enqueue and cancel`);
 }
 
 const hostOf = (address: string) => address.slice(0, address.lastIndexOf(":"));

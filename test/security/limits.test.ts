@@ -67,7 +67,7 @@ describe("input bounds", async () => {
   });
 
   it("ids longer than 128 characters or outside the safe alphabet are INVALID_ARGUMENT", async () => {
-    await expectRefused(grpc.rollouts.enqueueRollout({ rolloutId: "r".repeat(129) }), Code.InvalidArgument, /rollout_id must be 1-128 characters/);
+    await expectRefused(grpc.rollouts.enqueueRollout({ rolloutId: "r".repeat(129) }), Code.InvalidArgument, /rollout_id is 129 characters long; ids have at most 128/);
     await expectRefused(grpc.workers.sendHeartbeat({ workerId: "w/../x" }), Code.InvalidArgument, /worker_id must be 1-128/);
   });
 
