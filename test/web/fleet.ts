@@ -32,10 +32,18 @@ export interface Fleet {
   addRunner(spec: RunnerSpec): Runner;
   /** Lets every job whose input is {"hold": key} finish with SUCCEEDED and `result`. */
   release(key: string, result?: JsonObject): void;
-  enqueue(rolloutId: string, input: unknown, config?: { maxAttempts?: number; retryOnFailed?: boolean }): Promise<void>;
+  enqueue(rolloutId: string, input: unknown, config?: EnqueueOptions): Promise<void>;
   /** Stops the server and starts a new one (empty, in memory) on the same ports. */
   restartServer(downMs?: number): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface EnqueueOptions {
+  maxAttempts?: number;
+  retryOnFailed?: boolean;
+  /** Only runners carrying these labels may take it (RolloutConfig.required_labels). */
+  requiredLabels?: Record<string, string>;
+  priority?: number;
 }
 
 function clientsFor(baseUrl: string) {
@@ -138,9 +146,11 @@ export async function startFleet(options: { heartbeatIntervalMs?: number } = {})
       await clients.rollouts.enqueueRollout({
         rolloutId,
         input: fromJson(ValueSchema, input as never),
+        priority: config.priority ?? 0,
         config: {
           maxAttempts: config.maxAttempts ?? 1,
           retryOn: config.retryOnFailed ? [AttemptStatus.FAILED] : [],
+          requiredLabels: config.requiredLabels ?? {},
         },
       });
     },

@@ -1,9 +1,8 @@
 // Header counts, from WorkerService.GetFleetSummary: one call that the server
-// answers from its own tallies. `fleetCountsFromSummary` is the pure mapping,
-// unit-tested in test/web/fleet-counts.test.ts.
+// answers from its own tallies (the header polls it). This is the pure
+// mapping, unit-tested in test/web/fleet-counts.test.ts.
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import type { FleetSummary } from "../../src/gen/runnerline/v1/worker_pb.js";
-import { workerClient } from "./api.js";
 
 export interface FleetCounts {
   idle: number;
@@ -44,9 +43,4 @@ export function fleetCountsFromSummary(summary: FleetSummary | undefined): Fleet
     succeeded: r?.succeeded ?? 0,
     failed: r?.failed ?? 0,
   };
-}
-
-export async function loadFleetCounts(signal?: AbortSignal): Promise<FleetCounts> {
-  const { summary } = await workerClient.getFleetSummary({}, { signal });
-  return fleetCountsFromSummary(summary);
 }

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
-import { errorText } from "../api.js";
-import { type FleetCounts, loadFleetCounts } from "../fleet-counts.js";
+import { errorText, workerClient } from "../api.js";
+import { type FleetCounts, fleetCountsFromSummary } from "../fleet-counts.js";
 import { formatDuration } from "../format.js";
 import type { Route } from "../route.js";
 import { Link } from "./common.js";
@@ -26,9 +26,9 @@ export function Header({ route }: { route: Route }) {
   useEffect(() => {
     const abort = new AbortController();
     const load = () =>
-      loadFleetCounts(abort.signal).then(
-        (c) => {
-          setCounts(c);
+      workerClient.getFleetSummary({}, { signal: abort.signal }).then(
+        ({ summary }) => {
+          setCounts(fleetCountsFromSummary(summary));
           setError(undefined);
         },
         (e) => !abort.signal.aborted && setError(errorText(e)),
