@@ -5,7 +5,7 @@
  * what each rollout's input says (hold until released, fail, succeed).
  */
 import { create, fromJson, type JsonObject, toJson } from "@bufbuild/protobuf";
-import { timestampNow, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampNow, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Runner, type RunnerLogger } from "../../src/client/runner.js";
@@ -44,6 +44,8 @@ export interface EnqueueOptions {
   /** Only runners carrying these labels may take it (RolloutConfig.required_labels). */
   requiredLabels?: Record<string, string>;
   priority?: number;
+  /** Wait before a retry (RolloutConfig.retry_delay). */
+  retryDelayMs?: number;
 }
 
 function clientsFor(baseUrl: string) {
@@ -151,6 +153,7 @@ export async function startFleet(options: { heartbeatIntervalMs?: number } = {})
           maxAttempts: config.maxAttempts ?? 1,
           retryOn: config.retryOnFailed ? [AttemptStatus.FAILED] : [],
           requiredLabels: config.requiredLabels ?? {},
+          retryDelay: config.retryDelayMs === undefined ? undefined : durationFromMs(config.retryDelayMs),
         },
       });
     },

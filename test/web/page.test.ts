@@ -224,14 +224,21 @@ describe("Quarantine and the fleet summary", { timeout: 60_000 }, () => {
   });
 
   it("shows queue depth, the oldest queued age and unroutable rollouts from GetFleetSummary", async () => {
-    await fleet.enqueue("ro-nowhere", { question: "1+1" }, { requiredLabels: { pool: "tpu" } });
+    await fleet.enqueue("ro-nowhere", { question: "1+1" }, { requiredLabels: { pool: "tpu" }, priority: 7 });
     await page.goto(`${fleet.baseUrl}/rollouts`);
     await eventually(() => page.locator('[data-count="UNROUTABLE"]').textContent(), (t) => t === "1 unroutable");
     expect(await page.locator('[data-count="QUEUE"]').textContent()).toMatch(/^queue 1 · oldest \d/);
+    expect(await page.locator('tr[data-rollout-id="ro-nowhere"] td.priority').textContent()).toBe("7");
     await page.click('tr[data-rollout-id="ro-nowhere"] a');
     const drawer = page.locator('aside[aria-label="Rollout ro-nowhere"]');
     expect(JSON.parse((await drawer.locator("pre.json").nth(2).textContent())!).requiredLabels).toEqual({ pool: "tpu" });
     await page.keyboard.press("Escape");
+
+    // A failed attempt with a retry_delay: the rollout waits, and the row says until when.
+    await fleet.enqueue("ro-later", { fail: "flaky network" }, { maxAttempts: 2, retryOnFailed: true, retryDelayMs: 120_000 });
+    await eventually(() => fleet.clients.rollouts.getRollout({ rolloutId: "ro-later" }), (r) => r.rollout?.nextAttemptTime !== undefined);
+    await eventually(() => page.locator('tr[data-rollout-id="ro-later"] .next-attempt').textContent(), (t) => /retry in 1 min/.test(t ?? ""));
+    await fleet.clients.rollouts.cancelRollout({ rolloutId: "ro-later" });
     await fleet.clients.rollouts.cancelRollout({ rolloutId: "ro-nowhere" });
     await eventually(() => page.locator('[data-count="QUEUE"]').textContent(), (t) => t === "queue 0", 10_000);
     expect(await page.locator('[data-count="UNROUTABLE"]').count()).toBe(0);

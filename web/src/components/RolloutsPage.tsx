@@ -240,7 +240,7 @@ function RolloutRow({ rollout, now, query }: { rollout: Rollout; now: number; qu
         )}
       </td>
       <td class="wide-only">{rollout.mode === RolloutMode.UNSPECIFIED ? "—" : RolloutMode[rollout.mode]}</td>
-      <td class="wide-only">{rollout.priority}</td>
+      <td class="wide-only priority">{rollout.priority}</td>
       <td>
         {rollout.attemptCount}
         {rollout.config?.maxAttempts ? ` / ${rollout.config.maxAttempts}` : ""}
