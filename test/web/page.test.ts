@@ -203,6 +203,8 @@ describe("Quarantine and the fleet summary", { timeout: 60_000 }, () => {
     const badge = page.locator('tr[data-worker-id="cpu-b"] .badge[data-status="QUARANTINED"]');
     await badge.waitFor();
     expect(await badge.getAttribute("title")).toMatch(/no new work until/);
+    // Fully inside its cell, not clipped by the fixed column width.
+    expect(await badge.evaluate((el) => el.getBoundingClientRect().right <= el.closest("td")!.getBoundingClientRect().right)).toBe(true);
     expect(await page.locator('tr[data-worker-id="cpu-c"] .badge[data-status="QUARANTINED"]').count()).toBe(0);
     expect(await badge.evaluate((el) => getComputedStyle(el).backgroundColor)).not.toBe(await badgeColour("cpu-c"));
     await eventually(() => page.locator('[data-count="QUARANTINED"]').textContent(), (t) => t === "1 quarantined");

@@ -246,7 +246,7 @@ function RunnerRowContent({ worker, staleAfterMs, query, selected }: RowProps) {
         <CopyButton text={worker.workerId} />
         <span class={`dot ${worker.connected ? "on" : "off"}`} title={worker.connected ? "connected" : "not connected"} />
       </td>
-      <td>{workerBadge(worker)}</td>
+      <td class="status">{workerBadge(worker)}</td>
       <td class="mono">
         {worker.currentRolloutIds.length === 0 ? (
           <span class="muted">—</span>
