@@ -5,7 +5,7 @@
  * what each rollout's input says (hold until released, fail, succeed).
  */
 import { create, fromJson, type JsonObject, toJson } from "@bufbuild/protobuf";
-import { timestampNow, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampNow, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Runner, type RunnerLogger } from "../../src/client/runner.js";
@@ -32,10 +32,20 @@ export interface Fleet {
   addRunner(spec: RunnerSpec): Runner;
   /** Lets every job whose input is {"hold": key} finish with SUCCEEDED and `result`. */
   release(key: string, result?: JsonObject): void;
-  enqueue(rolloutId: string, input: unknown, config?: { maxAttempts?: number; retryOnFailed?: boolean }): Promise<void>;
+  enqueue(rolloutId: string, input: unknown, config?: EnqueueOptions): Promise<void>;
   /** Stops the server and starts a new one (empty, in memory) on the same ports. */
   restartServer(downMs?: number): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface EnqueueOptions {
+  maxAttempts?: number;
+  retryOnFailed?: boolean;
+  /** Only runners carrying these labels may take it (RolloutConfig.required_labels). */
+  requiredLabels?: Record<string, string>;
+  priority?: number;
+  /** Wait before a retry (RolloutConfig.retry_delay). */
+  retryDelayMs?: number;
 }
 
 function clientsFor(baseUrl: string) {
@@ -138,9 +148,12 @@ export async function startFleet(options: { heartbeatIntervalMs?: number } = {})
       await clients.rollouts.enqueueRollout({
         rolloutId,
         input: fromJson(ValueSchema, input as never),
+        priority: config.priority ?? 0,
         config: {
           maxAttempts: config.maxAttempts ?? 1,
           retryOn: config.retryOnFailed ? [AttemptStatus.FAILED] : [],
+          requiredLabels: config.requiredLabels ?? {},
+          retryDelay: config.retryDelayMs === undefined ? undefined : durationFromMs(config.retryDelayMs),
         },
       });
     },

@@ -1,5 +1,7 @@
+import { fromJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
-import { formatAbsolute, formatBytes, formatDuration, formatPercent, formatRelative, percentOf, previewJson } from "../../web/src/format.js";
+import { formatAbsolute, formatBytes, formatDuration, formatPercent, formatRelative, jsonOfValue, percentOf, previewJson } from "../../web/src/format.js";
 
 const NOW = Date.UTC(2026, 11, 3, 3, 16, 21);
 
@@ -61,5 +63,9 @@ describe("formatting", () => {
     expect(previewJson({ reward: 1 })).toBe('{"reward":1}');
     expect(previewJson({ text: "x".repeat(100) }, 20)).toBe('{"text":"xxxxxxxxxx…');
     expect(previewJson(undefined)).toBe("");
+    // A result is a google.protobuf.Value: previewed as the JSON it stands for.
+    expect(previewJson(jsonOfValue(fromJson(ValueSchema, { reward: 0.75, tags: ["a"] })))).toBe('{"reward":0.75,"tags":["a"]}');
+    expect(jsonOfValue(fromJson(ValueSchema, null))).toBeNull();
+    expect(jsonOfValue(undefined)).toBeUndefined();
   });
 });

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../polling.js";
 import { type Browser, launchBrowser } from "./browser.js";
 import { type Fleet, startFleet } from "./fleet.js";
+import { timestampMs } from "../../web/src/quarantine.js";
 
 let fleet: Fleet;
 let browser: Browser;
@@ -153,13 +154,23 @@ describe("Rollouts page", { timeout: 30_000 }, () => {
     await page.locator('tr[data-rollout-id="ro-flaky"]').waitFor();
     expect(await page.getAttribute('tr[data-rollout-id="ro-flaky"]', "data-status")).toBe("FAILED");
     expect(await page.getAttribute('tr[data-rollout-id="ro-hold"]', "data-status")).toBe("SUCCEEDED");
-    await eventually(() => page.locator('tr[data-rollout-id="ro-hold"] td').nth(8).textContent(), (t) => t === '{"reward":0.75}');
+    // The Result column is the rollout's result: what the handler returned, as the runner SDK reports it.
+    await eventually(() => page.locator('tr[data-rollout-id="ro-hold"] td.result').textContent(), (t) => t === '{"reward":0.75}');
+    expect(await page.locator('tr[data-rollout-id="ro-flaky"] td.result').textContent()).toBe("—");
 
     await page.click('tr[data-rollout-id="ro-flaky"] a');
     const drawer = page.locator('aside[aria-label="Rollout ro-flaky"]');
     await drawer.locator(".timeline li").nth(1).waitFor();
     expect(await drawer.locator(".timeline li").evaluateAll((lis) => lis.map((li) => li.getAttribute("data-status")))).toEqual(["FAILED", "FAILED"]);
     expect(await drawer.locator(".timeline").textContent()).toContain("exit status 3");
+    expect(await drawer.locator("pre.rollout-result").textContent()).toBe("—");
+    await page.keyboard.press("Escape");
+
+    await page.click('tr[data-rollout-id="ro-hold"] a');
+    const held = page.locator('aside[aria-label="Rollout ro-hold"]');
+    await held.locator(".timeline li").first().waitFor();
+    expect(JSON.parse((await held.locator("pre.rollout-result").textContent())!)).toEqual({ reward: 0.75 });
+    expect(await held.locator(".timeline li .attempt-result").textContent()).toBe('result {"reward":0.75}');
     await page.keyboard.press("Escape");
   });
 
@@ -171,6 +182,68 @@ describe("Rollouts page", { timeout: 30_000 }, () => {
     await drawer.locator('button:has-text("Confirm cancel")').click();
     await eventually(() => fleet.clients.rollouts.getRollout({ rolloutId: "ro-cancel" }), (r) => r.rollout?.status === 6);
     await drawer.locator('.badge[data-status="CANCELLED"]').waitFor();
+  });
+});
+
+describe("Quarantine and the fleet summary", { timeout: 60_000 }, () => {
+  const quarantined = async () => {
+    const { worker } = await fleet.clients.workers.getWorker({ workerId: "cpu-b" });
+    return (timestampMs(worker?.quarantineUntil) ?? 0) > Date.now();
+  };
+
+  it("shows a runner that failed 3 attempts in a row as quarantined, filters on it and releases it", async () => {
+    // required_labels pins the failing rollouts on cpu-b; the server's default policy quarantines after 3 failures in a row.
+    for (let i = 1; i <= 3 && !(await quarantined()); i++) {
+      await fleet.enqueue(`ro-bad-${i}`, { fail: "CUDA error: out of memory" }, { requiredLabels: { zone: "b" } });
+      await eventually(() => fleet.clients.rollouts.getRollout({ rolloutId: `ro-bad-${i}` }), (r) => r.rollout?.endTime !== undefined);
+    }
+    await eventually(quarantined, (q) => q);
+
+    await page.goto(`${fleet.baseUrl}/runners`);
+    const badge = page.locator('tr[data-worker-id="cpu-b"] .badge[data-status="QUARANTINED"]');
+    await badge.waitFor();
+    expect(await badge.getAttribute("title")).toMatch(/no new work until/);
+    // Fully inside its cell, not clipped by the fixed column width.
+    expect(await badge.evaluate((el) => el.getBoundingClientRect().right <= el.closest("td")!.getBoundingClientRect().right)).toBe(true);
+    expect(await page.locator('tr[data-worker-id="cpu-c"] .badge[data-status="QUARANTINED"]').count()).toBe(0);
+    expect(await badge.evaluate((el) => getComputedStyle(el).backgroundColor)).not.toBe(await badgeColour("cpu-c"));
+    await eventually(() => page.locator('[data-count="QUARANTINED"]').textContent(), (t) => t === "1 quarantined");
+
+    await page.click('button.chip-quarantined');
+    await eventually(rows, sameList(["cpu-b"]));
+    expect(page.url()).toContain("quarantined=1");
+
+    await page.click('tr[data-worker-id="cpu-b"] td.id a');
+    const drawer = page.locator('aside[aria-label="Runner cpu-b"]');
+    await drawer.locator('section[aria-label="Quarantine"]').waitFor();
+    await drawer.locator('button:has-text("Release runner")').click();
+    await drawer.locator('button:has-text("Confirm release")').click();
+    await eventually(quarantined, (q) => !q);
+    await drawer.locator('section[aria-label="Quarantine"]').waitFor({ state: "detached" });
+    expect(await drawer.locator('.badge[data-status="QUARANTINED"]').count()).toBe(0);
+    await page.keyboard.press("Escape");
+    await page.locator('[data-count="QUARANTINED"]').waitFor({ state: "detached", timeout: 10_000 });
+  });
+
+  it("shows queue depth, the oldest queued age and unroutable rollouts from GetFleetSummary", async () => {
+    await fleet.enqueue("ro-nowhere", { question: "1+1" }, { requiredLabels: { pool: "tpu" }, priority: 7 });
+    await page.goto(`${fleet.baseUrl}/rollouts`);
+    await eventually(() => page.locator('[data-count="UNROUTABLE"]').textContent(), (t) => t === "1 unroutable");
+    expect(await page.locator('[data-count="QUEUE"]').textContent()).toMatch(/^queue 1 · oldest \d/);
+    expect(await page.locator('tr[data-rollout-id="ro-nowhere"] td.priority').textContent()).toBe("7");
+    await page.click('tr[data-rollout-id="ro-nowhere"] a');
+    const drawer = page.locator('aside[aria-label="Rollout ro-nowhere"]');
+    expect(JSON.parse((await drawer.locator("pre.json").nth(2).textContent())!).requiredLabels).toEqual({ pool: "tpu" });
+    await page.keyboard.press("Escape");
+
+    // A failed attempt with a retry_delay: the rollout waits, and the row says until when.
+    await fleet.enqueue("ro-later", { fail: "flaky network" }, { maxAttempts: 2, retryOnFailed: true, retryDelayMs: 120_000 });
+    await eventually(() => fleet.clients.rollouts.getRollout({ rolloutId: "ro-later" }), (r) => r.rollout?.nextAttemptTime !== undefined);
+    await eventually(() => page.locator('tr[data-rollout-id="ro-later"] .next-attempt').textContent(), (t) => /retry in 1 min/.test(t ?? ""));
+    await fleet.clients.rollouts.cancelRollout({ rolloutId: "ro-later" });
+    await fleet.clients.rollouts.cancelRollout({ rolloutId: "ro-nowhere" });
+    await eventually(() => page.locator('[data-count="QUEUE"]').textContent(), (t) => t === "queue 0", 10_000);
+    expect(await page.locator('[data-count="UNROUTABLE"]').count()).toBe(0);
   });
 });
 

@@ -1,3 +1,4 @@
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb.js";
@@ -14,6 +15,9 @@ import {
   toggleSort,
   watchWorkersRequest,
 } from "../../web/src/table-query.js";
+import { isQuarantined } from "../../web/src/quarantine.js";
+
+const NOW = Date.parse("2026-12-03T04:00:00Z");
 
 describe("runners view ↔ URL", () => {
   it("the default view has a plain URL and hides OFFLINE", () => {
@@ -27,6 +31,7 @@ describe("runners view ↔ URL", () => {
       search: "gpu-",
       statuses: [WorkerStatus.BUSY, WorkerStatus.IDLE],
       labels: { zone: "a", gpu: "h100" },
+      quarantined: false,
       sort: { field: "last_heartbeat_time", descending: true },
       pageSize: 200 as const,
     };
@@ -56,6 +61,7 @@ describe("runners view ↔ URL", () => {
       statuses: [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN],
       workerIdContains: "cpu",
       labels: { pool: "cpu" },
+      filter: "",
     });
     // No status filter on the watch: rows that leave the view must still be reported.
     expect(watchWorkersRequest(view)).toEqual({ workerIdContains: "cpu", changesOnly: true });
@@ -64,10 +70,32 @@ describe("runners view ↔ URL", () => {
   it("matches workers the way ListWorkers filters them", () => {
     const view = runnersViewFromUrl("q=cpu&label=pool:cpu");
     const worker = { workerId: "cpu-1", status: WorkerStatus.IDLE, labels: { pool: "cpu", zone: "a" } };
-    expect(matchesRunnersView(view, worker)).toBe(true);
-    expect(matchesRunnersView(view, { ...worker, status: WorkerStatus.OFFLINE })).toBe(false);
-    expect(matchesRunnersView(view, { ...worker, labels: { pool: "gpu" } })).toBe(false);
-    expect(matchesRunnersView(view, { ...worker, workerId: "gpu-1" })).toBe(false);
+    expect(matchesRunnersView(view, worker, NOW)).toBe(true);
+    expect(matchesRunnersView(view, { ...worker, status: WorkerStatus.OFFLINE }, NOW)).toBe(false);
+    expect(matchesRunnersView(view, { ...worker, labels: { pool: "gpu" } }, NOW)).toBe(false);
+    expect(matchesRunnersView(view, { ...worker, workerId: "gpu-1" }, NOW)).toBe(false);
+  });
+
+  it("the quarantined filter is in the URL and becomes the ListWorkers filter quarantine_until > now", () => {
+    const view = runnersViewFromUrl("quarantined=1");
+    expect(view).toEqual({ ...DEFAULT_RUNNERS_VIEW, quarantined: true });
+    expect(runnersViewToUrl(view)).toBe("quarantined=1");
+    expect(listWorkersRequest(view, "").filter).toBe("quarantine_until > now");
+    expect(listWorkersRequest(DEFAULT_RUNNERS_VIEW, "").filter).toBe("");
+    // The watch stays unfiltered: a released runner must still be reported so its row can go.
+    expect(watchWorkersRequest(view)).toEqual({ workerIdContains: "", changesOnly: true });
+  });
+
+  it("matches quarantined runners by quarantine_until against the page's clock", () => {
+    const view = runnersViewFromUrl("quarantined=1");
+    const worker = { workerId: "w", status: WorkerStatus.IDLE, labels: {} };
+    expect(matchesRunnersView(view, worker, NOW)).toBe(false);
+    expect(matchesRunnersView(view, { ...worker, quarantineUntil: timestampFromMs(NOW + 30_000) }, NOW)).toBe(true);
+    expect(matchesRunnersView(view, { ...worker, quarantineUntil: timestampFromMs(NOW - 1) }, NOW)).toBe(false);
+    expect(matchesRunnersView(DEFAULT_RUNNERS_VIEW, { ...worker, quarantineUntil: timestampFromMs(NOW - 1) }, NOW)).toBe(true);
+    expect(isQuarantined({ quarantineUntil: timestampFromMs(NOW + 1) }, NOW)).toBe(true);
+    expect(isQuarantined({ quarantineUntil: timestampFromMs(NOW) }, NOW)).toBe(false);
+    expect(isQuarantined({}, NOW)).toBe(false);
   });
 });
 
@@ -87,6 +115,7 @@ describe("rollouts view ↔ URL", () => {
     const query = "q=eval&status=succeeded%2Cfailed&sort=rollout_id&size=500";
     const view = rolloutsViewFromUrl(query);
     expect(view).toEqual({ search: "eval", statuses: [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED], sort: { field: "rollout_id", descending: false }, pageSize: 500 });
+    expect(listRolloutsRequest(rolloutsViewFromUrl("sort=-priority"), "").orderBy).toBe("priority desc");
     expect(rolloutsViewToUrl(view)).toBe(query);
     expect(listRolloutsRequest(view, "").statuses).toEqual([RolloutStatus.SUCCEEDED, RolloutStatus.FAILED]);
   });

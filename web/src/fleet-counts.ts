@@ -1,37 +1,46 @@
-// Header counts. Derived from ListWorkers / ListRollouts totals (one
-// page_size=1 call per status, in parallel) until the server offers a fleet
-// summary RPC; switching to it replaces `loadFleetCounts` alone.
-import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
-import { WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb.js";
-import { rolloutClient, workerClient } from "./api.js";
-import { ROLLOUT_STATUSES, WORKER_STATUSES } from "./table-query.js";
+// Header counts, from WorkerService.GetFleetSummary: one call that the server
+// answers from its own tallies (the header polls it). This is the pure
+// mapping, unit-tested in test/web/fleet-counts.test.ts.
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import type { FleetSummary } from "../../src/gen/runnerline/v1/worker_pb.js";
 
 export interface FleetCounts {
-  workers: Map<WorkerStatus, number>;
-  rollouts: Map<RolloutStatus, number>;
+  idle: number;
+  busy: number;
+  unknown: number;
+  offline: number;
+  /** Kept from new work after repeated failures (any status). */
+  quarantined: number;
   /** Rollouts waiting for a runner: QUEUING plus REQUEUING. */
   queueDepth: number;
+  /** How long the longest-waiting queued rollout has waited; undefined when the queue is empty. */
+  oldestQueuedMs: number | undefined;
+  /** Queued rollouts that no connected runner carries the required labels for. */
+  unroutable: number;
+  /** PREPARING plus RUNNING. */
+  running: number;
+  succeeded: number;
+  failed: number;
 }
 
-export async function loadFleetCounts(signal?: AbortSignal): Promise<FleetCounts> {
-  const [workers, rollouts] = await Promise.all([
-    Promise.all(
-      WORKER_STATUSES.map(async (status) => {
-        const page = await workerClient.listWorkers({ pageSize: 1, statuses: [status] }, { signal });
-        return [status, page.totalSize] as const;
-      }),
-    ),
-    Promise.all(
-      ROLLOUT_STATUSES.map(async (status) => {
-        const page = await rolloutClient.listRollouts({ pageSize: 1, statuses: [status] }, { signal });
-        return [status, page.totalSize] as const;
-      }),
-    ),
-  ]);
-  const rolloutCounts = new Map(rollouts);
+export function durationMs(duration: Duration | undefined): number | undefined {
+  return duration === undefined ? undefined : Number(duration.seconds) * 1000 + Math.floor(duration.nanos / 1e6);
+}
+
+export function fleetCountsFromSummary(summary: FleetSummary | undefined): FleetCounts {
+  const w = summary?.workers;
+  const r = summary?.rollouts;
   return {
-    workers: new Map(workers),
-    rollouts: rolloutCounts,
-    queueDepth: (rolloutCounts.get(RolloutStatus.QUEUING) ?? 0) + (rolloutCounts.get(RolloutStatus.REQUEUING) ?? 0),
+    idle: w?.idle ?? 0,
+    busy: w?.busy ?? 0,
+    unknown: w?.unknown ?? 0,
+    offline: w?.offline ?? 0,
+    quarantined: w?.quarantined ?? 0,
+    queueDepth: summary?.queueDepth ?? 0,
+    oldestQueuedMs: durationMs(summary?.oldestQueuedAge),
+    unroutable: summary?.unroutableQueued ?? 0,
+    running: (r?.preparing ?? 0) + (r?.running ?? 0),
+    succeeded: r?.succeeded ?? 0,
+    failed: r?.failed ?? 0,
   };
 }

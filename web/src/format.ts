@@ -1,4 +1,6 @@
 // Pure formatting for the tables; unit-tested in test/web/format.test.ts.
+import { toJson } from "@bufbuild/protobuf";
+import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 
 /** "just now", "12 s ago", "5 min ago", "3 h ago", "2 d ago"; "in 4 s" for a time ahead of the page's clock. */
 export function formatRelative(ms: number | undefined, nowMs: number): string {
@@ -75,4 +77,9 @@ export function previewJson(value: unknown, max = 80): string {
   if (value === undefined || value === null) return "";
   const text = JSON.stringify(value) ?? "";
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+/** A google.protobuf.Value (a rollout's or attempt's result, an input) as plain JSON; undefined when unset. */
+export function jsonOfValue(value: Value | undefined): unknown {
+  return value === undefined ? undefined : toJson(ValueSchema, value);
 }

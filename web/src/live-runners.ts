@@ -172,7 +172,7 @@ export class LiveRunners {
     for (const worker of this.pending.values()) {
       this.recent.set(worker.workerId, { worker, at: now });
       const at = index.get(worker.workerId);
-      const belongs = matchesRunnersView(this.view, worker);
+      const belongs = matchesRunnersView(this.view, worker, Date.now());
       if (at === undefined) {
         if (belongs) refetch = true; // a new row, or one sorted onto this page
         continue;

@@ -2,12 +2,14 @@
 // mapping is unit-tested (test/web/table-query.test.ts) and a shared link
 // reopens the same view.
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { RolloutStatus, type ListRolloutsRequestSchema } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import {
   WorkerStatus,
   type ListWorkersRequestSchema,
   type WatchWorkersRequestSchema,
 } from "../../src/gen/runnerline/v1/worker_pb.js";
+import { isQuarantined, QUARANTINED_FILTER } from "./quarantine.js";
 
 export const PAGE_SIZES = [50, 100, 200, 500] as const;
 export type PageSize = (typeof PAGE_SIZES)[number];
@@ -25,6 +27,8 @@ export interface RunnersView {
   statuses: WorkerStatus[];
   /** Exact label matches, all required. */
   labels: Record<string, string>;
+  /** Only runners quarantined now (within the selected statuses). */
+  quarantined: boolean;
   sort: Sort;
   pageSize: PageSize;
 }
@@ -62,12 +66,13 @@ export const WORKER_SORT_FIELDS = [
 ] as const;
 
 /** Columns the server can sort rollouts by (ListRolloutsRequest.order_by). */
-export const ROLLOUT_SORT_FIELDS = ["rollout_id", "status", "mode", "create_time", "start_time", "end_time"] as const;
+export const ROLLOUT_SORT_FIELDS = ["rollout_id", "status", "mode", "priority", "create_time", "start_time", "end_time"] as const;
 
 export const DEFAULT_RUNNERS_VIEW: RunnersView = {
   search: "",
   statuses: [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN],
   labels: {},
+  quarantined: false,
   sort: { field: "worker_id", descending: false },
   pageSize: 50,
 };
@@ -92,6 +97,7 @@ export function runnersViewFromUrl(query: string): RunnersView {
     search: params.get("q") ?? "",
     statuses: statusesFromParam(params.get("status"), WorkerStatus, WORKER_STATUSES, DEFAULT_RUNNERS_VIEW.statuses),
     labels,
+    quarantined: params.get("quarantined") === "1",
     sort: sortFromParam(params.get("sort"), WORKER_SORT_FIELDS, DEFAULT_RUNNERS_VIEW.sort),
     pageSize: pageSizeFromParam(params.get("size")),
   };
@@ -105,6 +111,7 @@ export function runnersViewToUrl(view: RunnersView): string {
   for (const [key, value] of Object.entries(view.labels).sort(([a], [b]) => a.localeCompare(b))) {
     params.append("label", `${key}:${value}`);
   }
+  if (view.quarantined) params.set("quarantined", "1");
   if (!sameSort(view.sort, DEFAULT_RUNNERS_VIEW.sort)) params.set("sort", sortToParam(view.sort));
   if (view.pageSize !== DEFAULT_RUNNERS_VIEW.pageSize) params.set("size", String(view.pageSize));
   return params.toString();
@@ -118,23 +125,30 @@ export function listWorkersRequest(view: RunnersView, pageToken: string): Messag
     statuses: statusFilter(view.statuses, WORKER_STATUSES),
     workerIdContains: view.search,
     labels: view.labels,
+    filter: view.quarantined ? QUARANTINED_FILTER : "",
   };
 }
 
 /**
  * No status filter on the watch: a row that leaves the selected statuses (an
  * IDLE runner going OFFLINE while OFFLINE is hidden) must still be reported,
- * so the page can drop it. The watch has no label filter either; the page
- * matches statuses and labels itself (see matchesRunnersView).
+ * so the page can drop it. The watch has no label or quarantine filter either
+ * (a released runner must be reported too, and a watch's `now` would stay at
+ * its start); the page matches those itself (see matchesRunnersView).
  */
 export function watchWorkersRequest(view: RunnersView): MessageInitShape<typeof WatchWorkersRequestSchema> {
   return { workerIdContains: view.search, changesOnly: true };
 }
 
 /** Whether a worker belongs in the view's table (the same rules ListWorkers applies). */
-export function matchesRunnersView(view: RunnersView, worker: { workerId: string; status: WorkerStatus; labels: Record<string, string> }): boolean {
+export function matchesRunnersView(
+  view: RunnersView,
+  worker: { workerId: string; status: WorkerStatus; labels: Record<string, string>; quarantineUntil?: Timestamp },
+  nowMs: number,
+): boolean {
   return (
     worker.workerId.includes(view.search) &&
+    (!view.quarantined || isQuarantined(worker, nowMs)) &&
     view.statuses.includes(worker.status) &&
     Object.entries(view.labels).every(([key, value]) => worker.labels[key] === value)
   );

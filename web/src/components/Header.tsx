@@ -1,12 +1,24 @@
 import { useEffect, useState } from "preact/hooks";
-import { RolloutStatus } from "../../../src/gen/runnerline/v1/rollout_pb.js";
-import { WorkerStatus } from "../../../src/gen/runnerline/v1/worker_pb.js";
-import { errorText } from "../api.js";
-import { type FleetCounts, loadFleetCounts } from "../fleet-counts.js";
+import { errorText, workerClient } from "../api.js";
+import { type FleetCounts, fleetCountsFromSummary } from "../fleet-counts.js";
+import { formatDuration } from "../format.js";
 import type { Route } from "../route.js";
 import { Link } from "./common.js";
 
 const REFRESH_MS = 5_000;
+
+const WORKER_COUNTS = [
+  ["idle", "IDLE"],
+  ["busy", "BUSY"],
+  ["unknown", "UNKNOWN"],
+  ["offline", "OFFLINE"],
+] as const satisfies readonly (readonly [keyof FleetCounts, string])[];
+
+const ROLLOUT_COUNTS = [
+  ["running", "RUNNING"],
+  ["succeeded", "SUCCEEDED"],
+  ["failed", "FAILED"],
+] as const satisfies readonly (readonly [keyof FleetCounts, string])[];
 
 export function Header({ route }: { route: Route }) {
   const [counts, setCounts] = useState<FleetCounts>();
@@ -14,9 +26,9 @@ export function Header({ route }: { route: Route }) {
   useEffect(() => {
     const abort = new AbortController();
     const load = () =>
-      loadFleetCounts(abort.signal).then(
-        (c) => {
-          setCounts(c);
+      workerClient.getFleetSummary({}, { signal: abort.signal }).then(
+        ({ summary }) => {
+          setCounts(fleetCountsFromSummary(summary));
           setError(undefined);
         },
         (e) => !abort.signal.aborted && setError(errorText(e)),
@@ -44,17 +56,32 @@ export function Header({ route }: { route: Route }) {
           <span class="muted">{error ? "counts unavailable" : "…"}</span>
         ) : (
           <>
-            {[WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE].map((s) => (
-              <span key={s} class={`count count-${WorkerStatus[s].toLowerCase()}`} data-count={WorkerStatus[s]} title={`${WorkerStatus[s]} runners`}>
-                {counts.workers.get(s) ?? 0} {WorkerStatus[s].toLowerCase()}
+            {WORKER_COUNTS.map(([key, label]) => (
+              <span key={key} class={`count count-${key}`} data-count={label} title={`${label} runners`}>
+                {counts[key]} {key}
               </span>
             ))}
-            <span class="count sep" data-count="QUEUE" title="rollouts waiting for a runner (QUEUING + REQUEUING)">
+            {counts.quarantined > 0 && (
+              <span class="count count-quarantined" data-count="QUARANTINED" title="runners kept from new work after repeated failures">
+                {counts.quarantined} quarantined
+              </span>
+            )}
+            <span
+              class="count sep"
+              data-count="QUEUE"
+              title={`rollouts waiting for a runner (QUEUING + REQUEUING)${counts.oldestQueuedMs === undefined ? "" : `; the oldest has waited ${formatDuration(counts.oldestQueuedMs)}`}`}
+            >
               queue {counts.queueDepth}
+              {counts.oldestQueuedMs !== undefined && <span class="muted" data-count="OLDEST_QUEUED"> · oldest {formatDuration(counts.oldestQueuedMs)}</span>}
             </span>
-            {[RolloutStatus.RUNNING, RolloutStatus.SUCCEEDED, RolloutStatus.FAILED].map((s) => (
-              <span key={s} class="count" data-count={`ROLLOUT_${RolloutStatus[s]}`} title={`${RolloutStatus[s]} rollouts (preparing counts as running)`}>
-                {(counts.rollouts.get(s) ?? 0) + (s === RolloutStatus.RUNNING ? (counts.rollouts.get(RolloutStatus.PREPARING) ?? 0) : 0)} {RolloutStatus[s].toLowerCase()}
+            {counts.unroutable > 0 && (
+              <span class="count count-unroutable" data-count="UNROUTABLE" title="queued rollouts whose required labels no connected runner carries">
+                {counts.unroutable} unroutable
+              </span>
+            )}
+            {ROLLOUT_COUNTS.map(([key, label]) => (
+              <span key={key} class="count" data-count={`ROLLOUT_${label}`} title={`${label} rollouts${key === "running" ? " (preparing counts as running)" : ""}`}>
+                {counts[key]} {key}
               </span>
             ))}
           </>

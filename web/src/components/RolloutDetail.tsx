@@ -1,10 +1,10 @@
 import { toJson } from "@bufbuild/protobuf";
-import { DurationSchema, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 import { type Attempt, AttemptErrorKind, AttemptStatus } from "../../../src/gen/runnerline/v1/attempt_pb.js";
 import { type Rollout, RolloutMode, RolloutStatus } from "../../../src/gen/runnerline/v1/rollout_pb.js";
 import { attemptClient, errorText, rolloutClient } from "../api.js";
-import { formatAbsolute, formatDuration } from "../format.js";
+import { formatAbsolute, formatDuration, jsonOfValue, previewJson } from "../format.js";
 import { runnerPath } from "../route.js";
 import { Badge, Link, msOf, Notice, RelativeTime, useNow } from "./common.js";
 import { attemptDuration } from "./RunnerDetail.js";
@@ -108,8 +108,18 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
                 <dd>{rollout.endTime ? formatAbsolute(msOf(rollout.endTime)) : "—"}</dd>
                 <dt>Duration</dt>
                 <dd>{formatDuration(rolloutDuration(rollout, now))}</dd>
+                <dt>Priority</dt>
+                <dd>{rollout.priority}</dd>
                 <dt>Attempts</dt>
                 <dd>{rollout.attemptCount}</dd>
+                {rollout.nextAttemptTime && !TERMINAL_ROLLOUT.has(rollout.status) && (
+                  <>
+                    <dt>Next attempt</dt>
+                    <dd class="next-attempt">
+                      <RelativeTime time={rollout.nextAttemptTime} /> ({formatAbsolute(msOf(rollout.nextAttemptTime))})
+                    </dd>
+                  </>
+                )}
                 {rollout.failureReason && (
                   <>
                     <dt>Failure</dt>
@@ -122,11 +132,11 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
             </section>
             <section>
               <h3>Input</h3>
-              <pre class="json">{rollout.input ? JSON.stringify(toJson(ValueSchema, rollout.input), null, 2) : "—"}</pre>
+              <pre class="json">{prettyJson(jsonOfValue(rollout.input))}</pre>
             </section>
             <section>
               <h3>Result</h3>
-              <pre class="json">{resultOf(attempts)}</pre>
+              <pre class="json rollout-result">{prettyJson(jsonOfValue(rollout.result))}</pre>
             </section>
             <section>
               <h3>Config</h3>
@@ -164,6 +174,11 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
                             : `${AttemptErrorKind[a.error.kind]?.toLowerCase().replace(/_/g, " ")}: ${a.error.message}`}
                         </div>
                       ) : null}
+                      {a.result !== undefined && (
+                        <div class="mono small attempt-result" title="the attempt's result">
+                          result {previewJson(jsonOfValue(a.result), 120)}
+                        </div>
+                      )}
                       {a.lateStatus !== AttemptStatus.UNSPECIFIED && (
                         <div class="muted small">late report: {AttemptStatus[a.lateStatus]}</div>
                       )}
@@ -179,11 +194,8 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
   );
 }
 
-/** The runner's reported result is merged into the attempt's metadata; the last attempt's is the rollout's. */
-function resultOf(attempts: Attempt[]): string {
-  const last = attempts.at(-1);
-  if (last?.metadata === undefined || Object.keys(last.metadata).length === 0) return "—";
-  return JSON.stringify(last.metadata, null, 2);
+function prettyJson(value: unknown): string {
+  return value === undefined ? "—" : JSON.stringify(value, null, 2);
 }
 
 function configJson(rollout: Rollout): Record<string, unknown> {
@@ -197,5 +209,9 @@ function configJson(rollout: Rollout): Record<string, unknown> {
     unresponsiveTimeout: duration(c.unresponsiveTimeout),
     deadline: duration(c.deadline),
     queueTimeout: duration(c.queueTimeout),
+    requiredLabels: Object.keys(c.requiredLabels).length === 0 ? undefined : c.requiredLabels,
+    retryDelay: duration(c.retryDelay),
+    retryBackoffCoefficient: c.retryBackoffCoefficient || undefined,
+    maxRetryDelay: duration(c.maxRetryDelay),
   };
 }

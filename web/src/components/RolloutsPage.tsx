@@ -1,10 +1,8 @@
-import { toJson } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { Attempt } from "../../../src/gen/runnerline/v1/attempt_pb.js";
 import { type Rollout, RolloutMode, RolloutStatus } from "../../../src/gen/runnerline/v1/rollout_pb.js";
 import { attemptClient, errorText, rolloutClient } from "../api.js";
-import { formatDuration, previewJson } from "../format.js";
+import { formatDuration, jsonOfValue, previewJson } from "../format.js";
 import { navigate, rolloutPath, runnerPath } from "../route.js";
 import {
   listRolloutsRequest,
@@ -24,6 +22,7 @@ const COLUMNS: { title: string; field?: string; class?: string }[] = [
   { title: "Rollout ID", field: "rollout_id" },
   { title: "Status", field: "status" },
   { title: "Mode", field: "mode", class: "wide-only" },
+  { title: "Priority", field: "priority", class: "wide-only" },
   { title: "Attempts" },
   { title: "Worker" },
   { title: "Created", field: "create_time" },
@@ -35,15 +34,16 @@ const COLUMNS: { title: string; field?: string; class?: string }[] = [
 export const TERMINAL_ROLLOUT = new Set([RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED]);
 
 /**
- * Latest attempts of the listed rollouts, for the worker and result columns.
- * An attempt's worker never changes, so only unfinished ones are asked again.
+ * Latest attempts of the listed rollouts, for the worker column (a Rollout
+ * does not name its worker; its result is on the Rollout itself). An
+ * attempt's worker never changes, so each attempt is asked for once.
  */
 const attemptCache = new Map<string, Attempt>();
 
 async function latestAttempts(rollouts: Rollout[], signal: AbortSignal): Promise<void> {
   const wanted = rollouts
     .map((r) => r.latestAttemptId)
-    .filter((id) => id !== "" && (attemptCache.get(id)?.endTime === undefined));
+    .filter((id) => id !== "" && !attemptCache.has(id));
   await Promise.all(
     wanted.map(async (attemptId) => {
       try {
@@ -225,15 +225,22 @@ export function rolloutDuration(rollout: Rollout, now: number): number | undefin
 
 function RolloutRow({ rollout, now, query }: { rollout: Rollout; now: number; query: string }) {
   const latest = attemptCache.get(rollout.latestAttemptId);
-  const input = rollout.input === undefined ? undefined : toJson(ValueSchema, rollout.input);
   return (
     <tr data-rollout-id={rollout.rolloutId} data-status={RolloutStatus[rollout.status]}>
       <td class="id">
         <Link href={rolloutPath(rollout.rolloutId, query)}>{rollout.rolloutId}</Link>
         <CopyButton text={rollout.rolloutId} />
       </td>
-      <td>{rolloutBadge(rollout)}</td>
+      <td>
+        {rolloutBadge(rollout)}
+        {rollout.nextAttemptTime && !TERMINAL_ROLLOUT.has(rollout.status) && (
+          <span class="muted small next-attempt">
+            {" "}retry <RelativeTime time={rollout.nextAttemptTime} />
+          </span>
+        )}
+      </td>
       <td class="wide-only">{rollout.mode === RolloutMode.UNSPECIFIED ? "—" : RolloutMode[rollout.mode]}</td>
+      <td class="wide-only priority">{rollout.priority}</td>
       <td>
         {rollout.attemptCount}
         {rollout.config?.maxAttempts ? ` / ${rollout.config.maxAttempts}` : ""}
@@ -243,8 +250,8 @@ function RolloutRow({ rollout, now, query }: { rollout: Rollout; now: number; qu
         <RelativeTime time={rollout.createTime} />
       </td>
       <td class="wide-only">{formatDuration(rolloutDuration(rollout, now))}</td>
-      <td class="wide-only mono preview">{previewJson(input, 48)}</td>
-      <td class="wide-only mono preview">{previewJson(latest?.metadata, 48) || <span class="muted">—</span>}</td>
+      <td class="wide-only mono preview">{previewJson(jsonOfValue(rollout.input), 48)}</td>
+      <td class="wide-only mono preview result">{previewJson(jsonOfValue(rollout.result), 48) || <span class="muted">—</span>}</td>
     </tr>
   );
 }

@@ -4,7 +4,8 @@ import { type Attempt, AttemptStatus } from "../../../src/gen/runnerline/v1/atte
 import type { TelemetrySample } from "../../../src/gen/runnerline/v1/telemetry_pb.js";
 import type { Worker } from "../../../src/gen/runnerline/v1/worker_pb.js";
 import { attemptClient, errorText, workerClient } from "../api.js";
-import { formatAbsolute, formatBytes, formatDuration, formatPercent, percentOf } from "../format.js";
+import { formatAbsolute, formatBytes, formatDuration, formatPercent, formatRelative, percentOf } from "../format.js";
+import { isQuarantined, timestampMs } from "../quarantine.js";
 import { rolloutPath } from "../route.js";
 import { Badge, Bar, Link, msOf, Notice, RelativeTime, Sparkline, useNow } from "./common.js";
 import { workerBadge } from "./RunnersPage.js";
@@ -19,7 +20,7 @@ interface DetailData {
 }
 
 /** Polls the worker, its telemetry history and its recent attempts while open. */
-function useRunnerDetail(workerId: string): DetailData {
+function useRunnerDetail(workerId: string, reload: number): DetailData {
   const [data, setData] = useState<DetailData>({ samples: [], attempts: [] });
   useEffect(() => {
     const abort = new AbortController();
@@ -43,12 +44,13 @@ function useRunnerDetail(workerId: string): DetailData {
       abort.abort();
       clearInterval(timer);
     };
-  }, [workerId]);
+  }, [workerId, reload]);
   return data;
 }
 
 export function RunnerDetail({ workerId, onClose }: { workerId: string; onClose(): void }) {
-  const { worker, samples, attempts, error } = useRunnerDetail(workerId);
+  const [reload, setReload] = useState(0);
+  const { worker, samples, attempts, error } = useRunnerDetail(workerId, reload);
   const now = useNow();
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => e.key === "Escape" && onClose();
@@ -73,6 +75,7 @@ export function RunnerDetail({ workerId, onClose }: { workerId: string; onClose(
           !error && <p class="muted">Loading…</p>
         ) : (
           <>
+            {isQuarantined(worker, now) && <QuarantineSection worker={worker} now={now} onReleased={() => setReload((n) => n + 1)} />}
             <section>
               <h3>Recent telemetry</h3>
               <div class="sparks">
@@ -118,6 +121,12 @@ export function RunnerDetail({ workerId, onClose }: { workerId: string; onClose(
                 <Field name="Peer">{worker.peer || "—"}</Field>
                 <Field name="Client version">{worker.clientVersion || "—"}</Field>
                 <Field name="Version">{String(worker.version)}</Field>
+                <Field name="Quarantine">
+                  {worker.quarantineUntil === undefined
+                    ? "—"
+                    : `${isQuarantined(worker, now) ? "until" : "ended"} ${formatAbsolute(timestampMs(worker.quarantineUntil))}${worker.quarantineReason ? ` · ${worker.quarantineReason}` : ""}`}
+                </Field>
+                <Field name="Quarantines in a row">{worker.quarantineCount}</Field>
                 <Field name="Labels">
                   {Object.keys(worker.labels).length === 0
                     ? "—"
@@ -212,6 +221,48 @@ export function RunnerDetail({ workerId, onClose }: { workerId: string; onClose(
         )}
       </aside>
     </>
+  );
+}
+
+/** Why the runner gets no new work, and the two-step Release that lifts it (WorkerService.ReleaseWorker). */
+function QuarantineSection({ worker, now, onReleased }: { worker: Worker; now: number; onReleased(): void }) {
+  const [confirming, setConfirming] = useState(false);
+  const [error, setError] = useState<string>();
+  const until = timestampMs(worker.quarantineUntil);
+  const release = async () => {
+    try {
+      await workerClient.releaseWorker({ workerId: worker.workerId });
+      setConfirming(false);
+      setError(undefined);
+      onReleased();
+    } catch (e) {
+      setError(`release failed: ${errorText(e)}`);
+    }
+  };
+  return (
+    <section class="quarantine" aria-label="Quarantine">
+      <Notice kind="warn">
+        Quarantined: {worker.quarantineReason || "repeated failures"}. No new work until {formatAbsolute(until)} ({formatRelative(until, now)}); work it holds
+        is unaffected. Quarantine {worker.quarantineCount} in a row.
+      </Notice>
+      {error && <Notice kind="error">{error}</Notice>}
+      <div class="actions">
+        {confirming ? (
+          <>
+            <button type="button" class="danger" onClick={() => void release()}>
+              Confirm release
+            </button>
+            <button type="button" onClick={() => setConfirming(false)}>
+              Keep quarantined
+            </button>
+          </>
+        ) : (
+          <button type="button" onClick={() => setConfirming(true)}>
+            Release runner
+          </button>
+        )}
+      </div>
+    </section>
   );
 }
 

@@ -1,6 +1,6 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { type Worker, WorkerStatus } from "../../../src/gen/runnerline/v1/worker_pb.js";
-import { formatBytes, formatPercent, percentOf } from "../format.js";
+import { formatAbsolute, formatBytes, formatPercent, formatRelative, percentOf } from "../format.js";
 import { LiveRunners, type RunnersState } from "../live-runners.js";
 import { navigate, rolloutPath, runnerPath } from "../route.js";
 import {
@@ -13,7 +13,8 @@ import {
   WORKER_STATUSES,
 } from "../table-query.js";
 import { memo } from "preact/compat";
-import { Bar, Badge, CopyButton, Link, Notice, RelativeTime } from "./common.js";
+import { isQuarantined, timestampMs } from "../quarantine.js";
+import { Bar, Badge, CopyButton, Link, Notice, RelativeTime, useNow } from "./common.js";
 import { RunnerDetail } from "./RunnerDetail.js";
 
 /** Column header → server order_by field; columns without one cannot be sorted by the server. */
@@ -136,6 +137,15 @@ function RunnersToolbar({ view, onChange }: { view: RunnersView; onChange: (view
             {WorkerStatus[status]}
           </button>
         ))}
+        <button
+          type="button"
+          class="chip chip-quarantined"
+          aria-pressed={view.quarantined}
+          title="Only runners quarantined now (kept from new work after repeated failures)"
+          onClick={() => onChange({ ...view, quarantined: !view.quarantined })}
+        >
+          QUARANTINED
+        </button>
       </div>
       <form
         class="label-filter"
@@ -191,7 +201,21 @@ function SortHeader({ column, view, onChange }: { column: (typeof COLUMNS)[numbe
 export function workerBadge(worker: Worker) {
   const name = WorkerStatus[worker.status] ?? String(worker.status);
   const title = worker.connected ? "connected" : "not connected";
-  return <Badge kind={name} label={name} title={title} />;
+  return (
+    <>
+      <Badge kind={name} label={name} title={title} />
+      {worker.quarantineUntil !== undefined && <QuarantineBadge worker={worker} />}
+    </>
+  );
+}
+
+/** Shown while quarantine_until is ahead; it ticks by itself so the badge leaves when the quarantine ends. */
+function QuarantineBadge({ worker }: { worker: Worker }) {
+  const now = useNow();
+  if (!isQuarantined(worker, now)) return null;
+  const until = timestampMs(worker.quarantineUntil);
+  const reason = worker.quarantineReason || "repeated failures";
+  return <Badge kind="quarantined" label="QUARANTINED" title={`${reason} · no new work until ${formatAbsolute(until)} (${formatRelative(until, now)})`} />;
 }
 
 interface RowProps {
@@ -222,7 +246,7 @@ function RunnerRowContent({ worker, staleAfterMs, query, selected }: RowProps) {
         <CopyButton text={worker.workerId} />
         <span class={`dot ${worker.connected ? "on" : "off"}`} title={worker.connected ? "connected" : "not connected"} />
       </td>
-      <td>{workerBadge(worker)}</td>
+      <td class="status">{workerBadge(worker)}</td>
       <td class="mono">
         {worker.currentRolloutIds.length === 0 ? (
           <span class="muted">—</span>
