@@ -13,6 +13,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { AttemptStatus } from "../src/gen/runnerline/v1/attempt_pb.js";
 import { EnqueueRolloutRequestSchema, EnqueueRolloutsRequestSchema, RolloutMode } from "../src/gen/runnerline/v1/rollout_pb.js";
 import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
+import { serveCommands } from "./lib/ipc-commands.js";
 import { Reservoir, sleep, waitUntil } from "./lib/stats.js";
 import {
   encodeRequest,
@@ -340,7 +341,7 @@ async function closeAll() {
   return {};
 }
 
-const commands: Record<string, (args: never) => unknown> = {
+serveCommands({
   connect,
   beatStart,
   saturateStart,
@@ -353,16 +354,4 @@ const commands: Record<string, (args: never) => unknown> = {
   runEnqueue,
   push,
   closeAll,
-};
-
-process.on("message", async (message: { id: number; command: string }) => {
-  const handler = commands[message.command];
-  try {
-    if (handler === undefined) throw new Error(`unknown command ${message.command}`);
-    const result = await handler(message as never);
-    process.send!({ id: message.id, ok: true, result });
-  } catch (error) {
-    process.send!({ id: message.id, ok: false, error: error instanceof Error ? error.message : String(error) });
-  }
 });
-process.on("disconnect", () => process.exit(0));

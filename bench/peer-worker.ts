@@ -18,6 +18,7 @@ import { Queue, Worker as BullWorker } from "bullmq";
 import { AttemptStatus } from "../src/gen/runnerline/v1/attempt_pb.js";
 import { EnqueueRolloutRequestSchema, EnqueueRolloutsRequestSchema } from "../src/gen/runnerline/v1/rollout_pb.js";
 import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
+import { serveCommands } from "./lib/ipc-commands.js";
 import { sleep, waitUntil } from "./lib/stats.js";
 import { encodeRequest, HeartbeatEncoder, newChannel, openSession, RolloutService, type SessionCall, syntheticSnapshot, wallMs } from "./lib/wire.js";
 
@@ -211,7 +212,7 @@ async function closeAll() {
   return {};
 }
 
-const commands: Record<string, (args: never) => unknown> = {
+serveCommands({
   runnerlineConsumers,
   bullmqConsumers,
   start,
@@ -219,16 +220,4 @@ const commands: Record<string, (args: never) => unknown> = {
   enqueueRunnerline,
   enqueueBullmq,
   closeAll,
-};
-
-process.on("message", async (message: { id: number; command: string }) => {
-  const handler = commands[message.command];
-  try {
-    if (handler === undefined) throw new Error(`unknown command ${message.command}`);
-    const result = await handler(message as never);
-    process.send!({ id: message.id, ok: true, result });
-  } catch (error) {
-    process.send!({ id: message.id, ok: false, error: error instanceof Error ? error.message : String(error) });
-  }
 });
-process.on("disconnect", () => process.exit(0));

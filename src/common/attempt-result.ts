@@ -29,7 +29,8 @@ export function resultBoundViolation(result: JsonValue): ResultBoundViolation | 
   return undefined;
 }
 
-function depthOf(value: JsonValue): number {
+/** How deeply a JSON value nests objects and arrays (a scalar is 0). */
+export function depthOf(value: JsonValue): number {
   if (value === null || typeof value !== "object") return 0;
   const children = Array.isArray(value) ? value : Object.values(value);
   let deepest = 0;

@@ -1,6 +1,6 @@
 import { type DescMessage, type JsonObject, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type Duration, durationMs, type Timestamp, timestampMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { resultBoundViolation } from "../../common/attempt-result.js";
+import { depthOf, resultBoundViolation } from "../../common/attempt-result.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, MAX_ID_LENGTH } from "../domain/ids.js";
 import { compileFilter, type FilterExpression } from "../filter/compile.js";
@@ -97,13 +97,6 @@ export function boundedResult(result: Value | undefined): Value | undefined {
     : invalidArgument(violation.message);
 }
 
-function depthOf(value: JsonValue): number {
-  if (value === null || typeof value !== "object") return 0;
-  const children = Array.isArray(value) ? value : Object.values(value);
-  let deepest = 0;
-  for (const child of children) deepest = Math.max(deepest, depthOf(child));
-  return deepest + 1;
-}
 
 /**
  * A list or watch request's `filter`, checked against the message it filters;
