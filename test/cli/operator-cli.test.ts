@@ -223,3 +223,96 @@ describe("runnerline operator commands against a fleet", () => {
     expect((await cli(["workers", "get", "watched-2"])).code).toBe(2);
   }, 120_000);
 });
+
+describe("routing, retry and quarantine through the CLI", () => {
+  it("enqueue carries --label, --priority and the retry delays, on the command line and per --file line", async () => {
+    const flags = await cli([
+      "rollouts", "enqueue", "--input", '{"outcome":"succeed"}', "--id", "routed-1", "--label", "pool=nowhere", "--label", "zone=b",
+      "--priority", "5", "--retry-delay", "2s", "--retry-backoff", "1.5", "--max-retry-delay", "1m", "--max-attempts", "3",
+    ]);
+    expect(flags).toMatchObject({ code: 0, stdout: "routed-1\n" });
+    const file = tempDatabasePath("routed.jsonl");
+    writeFileSync(file, [
+      '{"rolloutId":"routed-2","input":{},"priority":7,"config":{"requiredLabels":{"pool":"elsewhere"},"retryDelay":"3s","retryBackoffCoefficient":3,"maxRetryDelay":"90s"}}',
+      '{"rolloutId":"routed-3","input":{}}',
+    ].join("\n"));
+    const batch = await cli(["rollouts", "enqueue", "--file", file, "--priority", "2", "--label", "pool=nowhere"]);
+    expect(batch).toMatchObject({ code: 0, stdout: "routed-2\nrouted-3\n" });
+    const [one, two, three] = await Promise.all(["routed-1", "routed-2", "routed-3"].map((id) => cli(["rollouts", "get", id, "--json"])));
+    expect(jsonLines(one!.stdout)[0]).toMatchObject({
+      priority: 5,
+      config: { maxAttempts: 3, requiredLabels: { pool: "nowhere", zone: "b" }, retryDelay: "2s", retryBackoffCoefficient: 1.5, maxRetryDelay: "60s" },
+    });
+    expect(jsonLines(two!.stdout)[0]).toMatchObject({
+      priority: 7,
+      config: { requiredLabels: { pool: "elsewhere" }, retryDelay: "3s", retryBackoffCoefficient: 3, maxRetryDelay: "90s" },
+    });
+    expect(jsonLines(three!.stdout)[0]).toMatchObject({ priority: 2, config: { requiredLabels: { pool: "nowhere" } } });
+
+    const mistakes = await Promise.all([
+      cli(["rollouts", "enqueue", "--input", "{}", "--label", "nolabel"]),
+      cli(["rollouts", "enqueue", "--input", "{}", "--priority", "high"]),
+      cli(["rollouts", "enqueue", "--input", "{}", "--retry-backoff", "0.5"]),
+      cli(["rollouts", "enqueue", "--input", "{}", "--retry-delay", "soon"]),
+    ]);
+    expect(mistakes.map((m) => m.code)).toEqual([1, 1, 1, 1]);
+    expect(mistakes[0]!.stderr).toContain('--label expects KEY=VALUE, not "nolabel"');
+    expect(mistakes[1]!.stderr).toContain('--priority must be a whole number, not "high"');
+    expect(mistakes[2]!.stderr).toContain('--retry-backoff must be a number ≥ 1, not "0.5"');
+    expect(mistakes[3]!.stderr).toContain("--retry-delay must be a positive duration");
+  }, 120_000);
+
+  it("shows a quarantined worker in list, get, watch and summary, and `workers release` lifts it", async () => {
+    const watch = spawnCli(["workers", "watch", "--filter", 'worker_id = "flaky"'], { RUNNERLINE_SERVER: server });
+    let watched = "";
+    watch.stdout!.setEncoding("utf8").on("data", (chunk: string) => (watched += chunk));
+    try {
+      runners.push(await startScriptedRunner(server, "flaky", { labels: { pool: "flaky" }, heartbeatEveryMs: 1_000 }));
+      // The server's default policy: three failures in a row within a minute quarantine the worker.
+      const ids = ["flaky-1", "flaky-2", "flaky-3"];
+      for (const id of ids) {
+        const enqueued = await cli(["rollouts", "enqueue", "--input", '{"outcome":"fail"}', "--id", id, "--label", "pool=flaky", "--max-attempts", "1"]);
+        expect(enqueued.code).toBe(0);
+      }
+      expect((await cli(["rollouts", "wait", ...ids, "--timeout", "60s"])).stdout).toBe("3/3 finished: 3 FAILED\n");
+      const quarantined = await eventually(
+        async () => jsonLines((await cli(["workers", "get", "flaky", "--json"])).stdout)[0]!,
+        (worker) => worker.quarantineUntil !== undefined,
+      );
+      expect(quarantined.quarantineReason).not.toBe("");
+      await eventually(async () => watched, (out) => /flaky IDLE connected=true quarantined_until=\d{4}-\S+Z/.test(out), 30_000);
+
+      const [list, wide, get, summary] = await Promise.all([
+        cli(["workers", "list", "--filter", 'worker_id = "flaky"']),
+        cli(["workers", "list", "--wide", "--filter", 'worker_id = "flaky"']),
+        cli(["workers", "get", "flaky"]),
+        cli(["summary"]),
+      ]);
+      expect(list.stdout).toMatch(/^flaky\s+IDLE QUARANTINED\s+yes\s+0\/1\s+pool=flaky/m);
+      expect(wide.stdout).toMatch(/QUARANTINE\s*$/m);
+      expect(wide.stdout).toContain(`until ${quarantined.quarantineUntil as string}`);
+      expect(wide.stdout).toContain(`: ${quarantined.quarantineReason as string}`);
+      expect(get.stdout).toMatch(/^quarantine\s+until \d{4}-\S+Z \(in \d+ s\): \S/m);
+      expect(summary.stdout).toMatch(/^quarantined\s+1$/m);
+      // routed-1 and routed-3 need pool=nowhere, routed-2 pool=elsewhere: no connected worker carries them.
+      expect(summary.stdout).toMatch(/^unroutable\s+3$/m);
+
+      const released = await cli(["workers", "release", "flaky"]);
+      expect(released).toMatchObject({ code: 0, stdout: "released flaky (IDLE)\n", stderr: "" });
+      const after = jsonLines((await cli(["workers", "get", "flaky", "--json"])).stdout)[0]!;
+      expect(after.quarantineUntil).toBeUndefined();
+      expect(after.quarantineCount).toBeUndefined();
+      expect((await cli(["workers", "list", "--filter", 'worker_id = "flaky"'])).stdout).toMatch(/^flaky\s+IDLE\s+yes/m);
+      expect((await cli(["summary"])).stdout).toMatch(/^quarantined\s+0$/m);
+
+      const [again, missing] = await Promise.all([cli(["workers", "release", "flaky"]), cli(["workers", "release", "nobody"])]);
+      expect(again.code).toBe(2);
+      expect(again.stderr).toMatch(/^runnerline: FAILED_PRECONDITION: .*flaky/);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toMatch(/^runnerline: NOT_FOUND: .*nobody/);
+    } finally {
+      watch.kill("SIGINT");
+    }
+    await once(watch, "exit");
+  }, 180_000);
+});
