@@ -7,6 +7,8 @@ import { type RunningServer, startServer } from "../../src/server/app.js";
 import { tempDatabasePath } from "../harness.js";
 import { eventually, freePort } from "../polling.js";
 import { type ScriptedRunner, startScriptedRunner } from "../e2e/scripted-runner.js";
+import { makeCertificates } from "../security/certificates.js";
+import { TOKENS, writeAuthFile } from "../security/tokens.js";
 
 /**
  * The operator commands as an operator runs them: child processes of
@@ -315,4 +317,64 @@ describe("routing, retry and quarantine through the CLI", () => {
     }
     await once(watch, "exit");
   }, 180_000);
+});
+
+describe("the operator commands against a server with tokens and TLS", () => {
+  const certs = makeCertificates("cli");
+  let secured: RunningServer;
+  let mutual: RunningServer;
+  let address: string;
+
+  beforeAll(async () => {
+    const common = { grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", store: "memory", log: () => {} } as const;
+    secured = await startServer({ ...common, authFile: writeAuthFile(), tls: { cert: certs.server.certPath, key: certs.server.keyPath } });
+    mutual = await startServer({ ...common, tls: { cert: certs.server.certPath, key: certs.server.keyPath, clientCa: certs.ca.certPath } });
+    address = `127.0.0.1:${secured.grpcPort}`;
+  });
+
+  afterAll(async () => {
+    await Promise.all([secured?.close(), mutual?.close()]);
+  });
+
+  it("sends --token / RUNNERLINE_TOKEN over TLS from --tls-ca / RUNNERLINE_TLS_CA; the server's roles decide", async () => {
+    const tlsEnv = { RUNNERLINE_SERVER: address, RUNNERLINE_TLS_CA: certs.ca.certPath };
+    const [anonymous, wrong, operator, operatorEnqueue, admin, plaintext, missingCa] = await Promise.all([
+      cli(["workers", "list"], tlsEnv),
+      cli(["workers", "list", "--token", "not-a-token"], tlsEnv),
+      cli(["workers", "list", "--token", TOKENS.operator], tlsEnv),
+      cli(["rollouts", "enqueue", "--input", "{}"], { ...tlsEnv, RUNNERLINE_TOKEN: TOKENS.operator }),
+      cli(["--tls-ca", certs.ca.certPath, "rollouts", "enqueue", "--input", "{}", "--id", "by-admin"], { RUNNERLINE_SERVER: address, RUNNERLINE_TOKEN: TOKENS.admin }),
+      cli(["workers", "list", "--token", TOKENS.operator], { RUNNERLINE_SERVER: address }),
+      cli(["workers", "list", "--tls-ca", `${certs.folder}/missing.crt`], { RUNNERLINE_SERVER: address }),
+    ]);
+    expect(anonymous.code).toBe(2);
+    expect(anonymous.stderr).toMatch(/^runnerline: UNAUTHENTICATED: /);
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/^runnerline: UNAUTHENTICATED: /);
+    expect(operator).toMatchObject({ code: 0, stderr: "" });
+    expect(operator.stdout).toMatch(/^WORKER\s+STATUS/);
+    expect(operatorEnqueue.code).toBe(2);
+    expect(operatorEnqueue.stderr).toMatch(/^runnerline: PERMISSION_DENIED: .*operator/);
+    expect(admin).toMatchObject({ code: 0, stdout: "by-admin\n", stderr: "" });
+    expect(plaintext.code).toBe(2);
+    expect(plaintext.stderr).toMatch(/^runnerline: [A-Z_]+: /);
+    expect(missingCa.code).toBe(1);
+    expect(missingCa.stderr).toContain("missing.crt");
+  }, 120_000);
+
+  it("presents --tls-cert/--tls-key to a server that requires mutual TLS", async () => {
+    const env = { RUNNERLINE_SERVER: `127.0.0.1:${mutual.grpcPort}`, RUNNERLINE_TLS_CA: certs.ca.certPath };
+    const [withCert, viaEnv, without, halfPair] = await Promise.all([
+      cli(["summary", "--tls-cert", certs.client.certPath, "--tls-key", certs.client.keyPath], env),
+      cli(["summary"], { ...env, RUNNERLINE_TLS_CLIENT_CERT: certs.client.certPath, RUNNERLINE_TLS_CLIENT_KEY: certs.client.keyPath }),
+      cli(["summary"], env),
+      cli(["summary", "--tls-cert", certs.client.certPath], env),
+    ]);
+    expect(withCert).toMatchObject({ code: 0, stderr: "" });
+    expect(withCert.stdout).toMatch(/^workers\s+0 /m);
+    expect(viaEnv).toMatchObject({ code: 0, stderr: "" });
+    expect(without.code).toBe(2);
+    expect(without.stderr).toMatch(/^runnerline: [A-Z_]+: /);
+    expect(halfPair).toMatchObject({ code: 1, stderr: "runnerline: --tls-cert and --tls-key go together\n" });
+  }, 120_000);
 });
