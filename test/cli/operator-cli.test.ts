@@ -85,7 +85,8 @@ describe("runnerline help and usage", () => {
       expect(readme).toContain(`| \`${usage}\` | \`${flag.env}\` |`);
     }
     expect(listHelp).toMatchObject({ code: 0 });
-    expect(listHelp.stdout).toContain("--max-attempts");
+    for (const flag of ["--max-attempts", "--label", "--priority", "--retry-delay", "--retry-backoff", "--max-retry-delay"]) expect(listHelp.stdout).toContain(flag);
+    for (const flag of ["--token", "--tls-ca", "--tls-cert", "--tls-key", "RUNNERLINE_TOKEN", "RUNNERLINE_TLS_CA"]) expect(help.stdout).toContain(flag);
   }, 60_000);
 
   it("answers usage mistakes with exit 1 and a message on stderr", async () => {
