@@ -7,6 +7,8 @@ import { type RunningServer, startServer } from "../../src/server/app.js";
 import { tempDatabasePath } from "../harness.js";
 import { eventually, freePort } from "../polling.js";
 import { type ScriptedRunner, startScriptedRunner } from "../e2e/scripted-runner.js";
+import { makeCertificates } from "../security/certificates.js";
+import { TOKENS, writeAuthFile } from "../security/tokens.js";
 
 /**
  * The operator commands as an operator runs them: child processes of
@@ -83,7 +85,8 @@ describe("runnerline help and usage", () => {
       expect(readme).toContain(`| \`${usage}\` | \`${flag.env}\` |`);
     }
     expect(listHelp).toMatchObject({ code: 0 });
-    expect(listHelp.stdout).toContain("--max-attempts");
+    for (const flag of ["--max-attempts", "--label", "--priority", "--retry-delay", "--retry-backoff", "--max-retry-delay"]) expect(listHelp.stdout).toContain(flag);
+    for (const flag of ["--token", "--tls-ca", "--tls-cert", "--tls-key", "RUNNERLINE_TOKEN", "RUNNERLINE_TLS_CA"]) expect(help.stdout).toContain(flag);
   }, 60_000);
 
   it("answers usage mistakes with exit 1 and a message on stderr", async () => {
@@ -221,5 +224,158 @@ describe("runnerline operator commands against a fleet", () => {
     await eventually(async () => (await cli(["workers", "get", "watched-2", "--json"])).stdout, (out) => out.includes("WORKER_STATUS_OFFLINE"));
     expect(await cli(["workers", "delete", "watched-2"])).toMatchObject({ code: 0, stdout: "deleted watched-2\n" });
     expect((await cli(["workers", "get", "watched-2"])).code).toBe(2);
+  }, 120_000);
+});
+
+describe("routing, retry and quarantine through the CLI", () => {
+  it("enqueue carries --label, --priority and the retry delays, on the command line and per --file line", async () => {
+    const flags = await cli([
+      "rollouts", "enqueue", "--input", '{"outcome":"succeed"}', "--id", "routed-1", "--label", "pool=nowhere", "--label", "zone=b",
+      "--priority", "5", "--retry-delay", "2s", "--retry-backoff", "1.5", "--max-retry-delay", "1m", "--max-attempts", "3",
+    ]);
+    expect(flags).toMatchObject({ code: 0, stdout: "routed-1\n" });
+    const file = tempDatabasePath("routed.jsonl");
+    writeFileSync(file, [
+      '{"rolloutId":"routed-2","input":{},"priority":7,"config":{"requiredLabels":{"pool":"elsewhere"},"retryDelay":"3s","retryBackoffCoefficient":3,"maxRetryDelay":"90s"}}',
+      '{"rolloutId":"routed-3","input":{}}',
+    ].join("\n"));
+    const batch = await cli(["rollouts", "enqueue", "--file", file, "--priority", "2", "--label", "pool=nowhere"]);
+    expect(batch).toMatchObject({ code: 0, stdout: "routed-2\nrouted-3\n" });
+    const [one, two, three] = await Promise.all(["routed-1", "routed-2", "routed-3"].map((id) => cli(["rollouts", "get", id, "--json"])));
+    expect(jsonLines(one!.stdout)[0]).toMatchObject({
+      priority: 5,
+      config: { maxAttempts: 3, requiredLabels: { pool: "nowhere", zone: "b" }, retryDelay: "2s", retryBackoffCoefficient: 1.5, maxRetryDelay: "60s" },
+    });
+    expect(jsonLines(two!.stdout)[0]).toMatchObject({
+      priority: 7,
+      config: { requiredLabels: { pool: "elsewhere" }, retryDelay: "3s", retryBackoffCoefficient: 3, maxRetryDelay: "90s" },
+    });
+    expect(jsonLines(three!.stdout)[0]).toMatchObject({ priority: 2, config: { requiredLabels: { pool: "nowhere" } } });
+
+    const mistakes = await Promise.all([
+      cli(["rollouts", "enqueue", "--input", "{}", "--label", "nolabel"]),
+      cli(["rollouts", "enqueue", "--input", "{}", "--priority", "high"]),
+      cli(["rollouts", "enqueue", "--input", "{}", "--retry-backoff", "0.5"]),
+      cli(["rollouts", "enqueue", "--input", "{}", "--retry-delay", "soon"]),
+    ]);
+    expect(mistakes.map((m) => m.code)).toEqual([1, 1, 1, 1]);
+    expect(mistakes[0]!.stderr).toContain('--label expects KEY=VALUE, not "nolabel"');
+    expect(mistakes[1]!.stderr).toContain('--priority must be a whole number, not "high"');
+    expect(mistakes[2]!.stderr).toContain('--retry-backoff must be a number ≥ 1, not "0.5"');
+    expect(mistakes[3]!.stderr).toContain("--retry-delay must be a positive duration");
+  }, 120_000);
+
+  it("shows a quarantined worker in list, get, watch and summary, and `workers release` lifts it", async () => {
+    const watch = spawnCli(["workers", "watch", "--filter", 'worker_id = "flaky"'], { RUNNERLINE_SERVER: server });
+    let watched = "";
+    watch.stdout!.setEncoding("utf8").on("data", (chunk: string) => (watched += chunk));
+    try {
+      runners.push(await startScriptedRunner(server, "flaky", { labels: { pool: "flaky" }, heartbeatEveryMs: 1_000 }));
+      // The server's default policy: three failures in a row within a minute quarantine the worker.
+      const ids = ["flaky-1", "flaky-2", "flaky-3"];
+      for (const id of ids) {
+        const enqueued = await cli(["rollouts", "enqueue", "--input", '{"outcome":"fail"}', "--id", id, "--label", "pool=flaky", "--max-attempts", "1"]);
+        expect(enqueued.code).toBe(0);
+      }
+      expect((await cli(["rollouts", "wait", ...ids, "--timeout", "60s"])).stdout).toBe("3/3 finished: 3 FAILED\n");
+      const quarantined = await eventually(
+        async () => jsonLines((await cli(["workers", "get", "flaky", "--json"])).stdout)[0]!,
+        (worker) => worker.quarantineUntil !== undefined,
+      );
+      expect(quarantined.quarantineReason).not.toBe("");
+      await eventually(async () => watched, (out) => /flaky IDLE connected=true quarantined_until=\d{4}-\S+Z/.test(out), 30_000);
+
+      const [list, wide, get, summary] = await Promise.all([
+        cli(["workers", "list", "--filter", 'worker_id = "flaky"']),
+        cli(["workers", "list", "--wide", "--filter", 'worker_id = "flaky"']),
+        cli(["workers", "get", "flaky"]),
+        cli(["summary"]),
+      ]);
+      expect(list.stdout).toMatch(/^flaky\s+IDLE QUARANTINED\s+yes\s+0\/1\s+pool=flaky/m);
+      expect(wide.stdout).toMatch(/QUARANTINE\s*$/m);
+      expect(wide.stdout).toContain(`until ${quarantined.quarantineUntil as string}`);
+      expect(wide.stdout).toContain(`: ${quarantined.quarantineReason as string}`);
+      expect(get.stdout).toMatch(/^quarantine\s+until \d{4}-\S+Z \(in \d+ s\): \S/m);
+      expect(summary.stdout).toMatch(/^quarantined\s+1$/m);
+      // routed-1 and routed-3 need pool=nowhere, routed-2 pool=elsewhere: no connected worker carries them.
+      expect(summary.stdout).toMatch(/^unroutable\s+3$/m);
+
+      const released = await cli(["workers", "release", "flaky"]);
+      expect(released).toMatchObject({ code: 0, stdout: "released flaky (IDLE)\n", stderr: "" });
+      const after = jsonLines((await cli(["workers", "get", "flaky", "--json"])).stdout)[0]!;
+      expect(after.quarantineUntil).toBeUndefined();
+      expect(after.quarantineCount).toBeUndefined();
+      expect((await cli(["workers", "list", "--filter", 'worker_id = "flaky"'])).stdout).toMatch(/^flaky\s+IDLE\s+yes/m);
+      expect((await cli(["summary"])).stdout).toMatch(/^quarantined\s+0$/m);
+
+      const [again, missing] = await Promise.all([cli(["workers", "release", "flaky"]), cli(["workers", "release", "nobody"])]);
+      expect(again.code).toBe(2);
+      expect(again.stderr).toMatch(/^runnerline: FAILED_PRECONDITION: .*flaky/);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toMatch(/^runnerline: NOT_FOUND: .*nobody/);
+    } finally {
+      watch.kill("SIGINT");
+    }
+    await once(watch, "exit");
+  }, 180_000);
+});
+
+describe("the operator commands against a server with tokens and TLS", () => {
+  const certs = makeCertificates("cli");
+  let secured: RunningServer;
+  let mutual: RunningServer;
+  let address: string;
+
+  beforeAll(async () => {
+    const common = { grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", store: "memory", log: () => {} } as const;
+    secured = await startServer({ ...common, authFile: writeAuthFile(), tls: { cert: certs.server.certPath, key: certs.server.keyPath } });
+    mutual = await startServer({ ...common, tls: { cert: certs.server.certPath, key: certs.server.keyPath, clientCa: certs.ca.certPath } });
+    address = `127.0.0.1:${secured.grpcPort}`;
+  });
+
+  afterAll(async () => {
+    await Promise.all([secured?.close(), mutual?.close()]);
+  });
+
+  it("sends --token / RUNNERLINE_TOKEN over TLS from --tls-ca / RUNNERLINE_TLS_CA; the server's roles decide", async () => {
+    const tlsEnv = { RUNNERLINE_SERVER: address, RUNNERLINE_TLS_CA: certs.ca.certPath };
+    const [anonymous, wrong, operator, operatorEnqueue, admin, plaintext, missingCa] = await Promise.all([
+      cli(["workers", "list"], tlsEnv),
+      cli(["workers", "list", "--token", "not-a-token"], tlsEnv),
+      cli(["workers", "list", "--token", TOKENS.operator], tlsEnv),
+      cli(["rollouts", "enqueue", "--input", "{}"], { ...tlsEnv, RUNNERLINE_TOKEN: TOKENS.operator }),
+      cli(["--tls-ca", certs.ca.certPath, "rollouts", "enqueue", "--input", "{}", "--id", "by-admin"], { RUNNERLINE_SERVER: address, RUNNERLINE_TOKEN: TOKENS.admin }),
+      cli(["workers", "list", "--token", TOKENS.operator], { RUNNERLINE_SERVER: address }),
+      cli(["workers", "list", "--tls-ca", `${certs.folder}/missing.crt`], { RUNNERLINE_SERVER: address }),
+    ]);
+    expect(anonymous.code).toBe(2);
+    expect(anonymous.stderr).toMatch(/^runnerline: UNAUTHENTICATED: /);
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/^runnerline: UNAUTHENTICATED: /);
+    expect(operator).toMatchObject({ code: 0, stderr: "" });
+    expect(operator.stdout).toMatch(/^WORKER\s+STATUS/);
+    expect(operatorEnqueue.code).toBe(2);
+    expect(operatorEnqueue.stderr).toMatch(/^runnerline: PERMISSION_DENIED: .*operator/);
+    expect(admin).toMatchObject({ code: 0, stdout: "by-admin\n", stderr: "" });
+    expect(plaintext.code).toBe(2);
+    expect(plaintext.stderr).toMatch(/^runnerline: [A-Z_]+: /);
+    expect(missingCa.code).toBe(1);
+    expect(missingCa.stderr).toContain("missing.crt");
+  }, 120_000);
+
+  it("presents --tls-cert/--tls-key to a server that requires mutual TLS", async () => {
+    const env = { RUNNERLINE_SERVER: `127.0.0.1:${mutual.grpcPort}`, RUNNERLINE_TLS_CA: certs.ca.certPath };
+    const [withCert, viaEnv, without, halfPair] = await Promise.all([
+      cli(["summary", "--tls-cert", certs.client.certPath, "--tls-key", certs.client.keyPath], env),
+      cli(["summary"], { ...env, RUNNERLINE_TLS_CLIENT_CERT: certs.client.certPath, RUNNERLINE_TLS_CLIENT_KEY: certs.client.keyPath }),
+      cli(["summary"], env),
+      cli(["summary", "--tls-cert", certs.client.certPath], env),
+    ]);
+    expect(withCert).toMatchObject({ code: 0, stderr: "" });
+    expect(withCert.stdout).toMatch(/^workers\s+0 /m);
+    expect(viaEnv).toMatchObject({ code: 0, stderr: "" });
+    expect(without.code).toBe(2);
+    expect(without.stderr).toMatch(/^runnerline: [A-Z_]+: /);
+    expect(halfPair).toMatchObject({ code: 1, stderr: "runnerline: --tls-cert and --tls-key go together\n" });
   }, 120_000);
 });

@@ -1,18 +1,36 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createRunnerlineClients, type RunnerlineClients } from "../../client/clients.js";
+import { type ClientSecurity, clientSecurityFromFlags, usesTls } from "../../client/security.js";
 import type { OutputOptions } from "./output.js";
 
 /** Options every operator command takes (defined once on the program). */
 export interface GlobalOptions extends OutputOptions {
   server: string;
+  /** Unset ones fall back to RUNNERLINE_TOKEN, RUNNERLINE_TLS_CA, RUNNERLINE_TLS_CLIENT_CERT/_KEY (the runner's rule). */
+  token?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 export const DEFAULT_SERVER = "127.0.0.1:50051";
 
-/** gRPC clients for --server (HOST:PORT, or a URL). */
+/** gRPC clients for --server (HOST:PORT, or a URL), with the token and TLS files of the global flags. */
 export function connect(options: GlobalOptions): RunnerlineClients {
-  const baseUrl = options.server.includes("://") ? options.server : `http://${options.server}`;
-  return createRunnerlineClients({ baseUrl, transport: "grpc" });
+  const security = clientSecurity(options);
+  const scheme = usesTls(security) ? "https" : "http";
+  const baseUrl = options.server.includes("://") ? options.server : `${scheme}://${options.server}`;
+  return createRunnerlineClients({ baseUrl, transport: "grpc", security });
+}
+
+/** The runner's own reading of the flags and their environment variables; an unreadable file is a usage error. */
+function clientSecurity(options: GlobalOptions): ClientSecurity {
+  const flags = { token: options.token, "tls-ca": options.tlsCa, "tls-cert": options.tlsCert, "tls-key": options.tlsKey };
+  try {
+    return clientSecurityFromFlags(flags, process.env);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
 }
 
 /** A mistake in how the command was called: exit code 1. */

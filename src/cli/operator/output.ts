@@ -55,6 +55,7 @@ const STATUS_COLOURS: Record<string, (text: string) => string> = {
   FAILED: colours.red,
   TIMEOUT: colours.red,
   UNRESPONSIVE: colours.red,
+  QUARANTINED: colours.magenta,
 };
 
 /** An enum value's short name, coloured by what it means on a terminal. */

@@ -15,6 +15,7 @@ import {
   RolloutStatus,
 } from "../../gen/runnerline/v1/rollout_pb.js";
 import { duration } from "../serve-command.js";
+import { parseLabels } from "./workers-command.js";
 import { printAttemptTable } from "./attempts-command.js";
 import { connect, EXIT, type GlobalOptions, reportError, UsageError } from "./connection.js";
 import { addListOptions, collectPages, type ListOptions, noteTruncated, orderBy, parseLimit, parseStatuses } from "./list-options.js";
@@ -34,6 +35,11 @@ interface EnqueueOptions {
   maxAttempts?: string;
   retryOn?: string;
   timeout?: string;
+  label?: string[];
+  priority?: string;
+  retryDelay?: string;
+  retryBackoff?: string;
+  maxRetryDelay?: string;
 }
 
 export function rolloutsCommand(globals: Globals): Command {
@@ -49,6 +55,11 @@ export function rolloutsCommand(globals: Globals): Command {
     .option("--max-attempts <N>", "attempts before the rollout fails")
     .option("--retry-on <LIST>", "attempt outcomes that are retried: failed,timeout,unresponsive")
     .option("--timeout <DURATION>", "per-attempt timeout, e.g. 30s, 5m")
+    .option("--label <KEY=VALUE...>", "only workers with this label may run it (repeatable)")
+    .option("--priority <N>", "dispatch order: higher first (default 0)")
+    .option("--retry-delay <DURATION>", "wait before the first retry, e.g. 2s")
+    .option("--retry-backoff <FACTOR>", "each further retry waits this many times longer (≥ 1; default 2.0)")
+    .option("--max-retry-delay <DURATION>", "longest wait between attempts, e.g. 1m")
     .action(async (options: EnqueueOptions, command: Command) => {
       const global = globals(command);
       if ((options.input === undefined) === (options.file === undefined)) throw new UsageError("give exactly one of --input and --file");
@@ -205,8 +216,8 @@ function printEnqueued(rollout: Rollout, json: boolean) {
   else process.stdout.write(`${rollout.rolloutId}\n`);
 }
 
-/** The request fields the flags set; a --file line's own values win. */
-type EnqueueDefaults = { mode?: RolloutMode; config?: RolloutConfig };
+/** The request fields the flags set; a --file line's own values win (its whole config, when it has one). */
+type EnqueueDefaults = { mode?: RolloutMode; priority?: number; config?: RolloutConfig };
 
 function enqueueDefaults(options: EnqueueOptions): EnqueueDefaults {
   const config = create(RolloutConfigSchema);
@@ -225,8 +236,31 @@ function enqueueDefaults(options: EnqueueOptions): EnqueueDefaults {
     config.timeout = durationFromMs(usageDuration("--timeout", options.timeout));
     configured = true;
   }
+  if (options.label !== undefined) {
+    config.requiredLabels = parseLabels(options.label);
+    configured = true;
+  }
+  if (options.retryDelay !== undefined) {
+    config.retryDelay = durationFromMs(usageDuration("--retry-delay", options.retryDelay));
+    configured = true;
+  }
+  if (options.retryBackoff !== undefined) {
+    const factor = Number(options.retryBackoff);
+    if (options.retryBackoff.trim() === "" || !Number.isFinite(factor) || factor < 1) throw new UsageError(`--retry-backoff must be a number ≥ 1, not "${options.retryBackoff}"`);
+    config.retryBackoffCoefficient = factor;
+    configured = true;
+  }
+  if (options.maxRetryDelay !== undefined) {
+    config.maxRetryDelay = durationFromMs(usageDuration("--max-retry-delay", options.maxRetryDelay));
+    configured = true;
+  }
   const defaults: EnqueueDefaults = {};
   if (configured) defaults.config = config;
+  if (options.priority !== undefined) {
+    const n = Number(options.priority);
+    if (options.priority.trim() === "" || !Number.isInteger(n) || Math.abs(n) > 2 ** 31 - 1) throw new UsageError(`--priority must be a whole number, not "${options.priority}"`);
+    defaults.priority = n;
+  }
   if (options.mode !== undefined) defaults.mode = parseStatuses<RolloutMode>(options.mode, RolloutMode, "rollout mode")[0]!;
   return defaults;
 }
@@ -249,6 +283,7 @@ function readRequestFile(path: string, defaults: EnqueueDefaults): EnqueueRollou
       const request = fromJson(EnqueueRolloutRequestSchema, JSON.parse(line) as JsonValue);
       if (request.config === undefined && defaults.config !== undefined) request.config = defaults.config;
       if (request.mode === RolloutMode.UNSPECIFIED && defaults.mode !== undefined) request.mode = defaults.mode;
+      if (request.priority === 0 && defaults.priority !== undefined) request.priority = defaults.priority;
       requests.push(request);
     } catch (error) {
       throw new UsageError(`${path}:${index + 1}: ${error instanceof Error ? error.message : String(error)}`);

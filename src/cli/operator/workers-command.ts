@@ -1,3 +1,4 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Command } from "commander";
 import { type Worker, WorkerSchema, WorkerStatus, WatchWorkersResponseSchema } from "../../gen/runnerline/v1/worker_pb.js";
 import { connect, type GlobalOptions, UsageError } from "./connection.js";
@@ -53,6 +54,7 @@ export function workersCommand(globals: Globals): Command {
         ["last busy", when(worker.lastBusyTime, global.wide)],
         ["last idle", when(worker.lastIdleTime, global.wide)],
         ["created", when(worker.createTime, global.wide)],
+        ["quarantine", quarantineText(worker, true)],
         ["host", snapshot?.hostname || "-"],
         ["cpu", snapshot?.cpu === undefined ? "-" : `${snapshot.cpu.usagePercent.toFixed(0)} %`],
         ["memory", snapshot?.memory === undefined || snapshot.memory.totalBytes === 0n ? "-" : `${((Number(snapshot.memory.usedBytes) / Number(snapshot.memory.totalBytes)) * 100).toFixed(0)} %`],
@@ -99,6 +101,20 @@ export function workersCommand(globals: Globals): Command {
     });
 
   workers
+    .command("release")
+    .description("lift a worker's quarantine now: it may take work again")
+    .argument("<ID>", "worker id")
+    .action(async (id: string, _options: unknown, command: Command) => {
+      const global = globals(command);
+      const { worker } = await connect(global).workers.releaseWorker({ workerId: id });
+      if (global.json) {
+        if (worker !== undefined) printJson(WorkerSchema, worker);
+        return;
+      }
+      process.stdout.write(`released ${id}${worker === undefined ? "" : ` (${WorkerStatus[worker.status]})`}\n`);
+    });
+
+  workers
     .command("delete")
     .description("remove an OFFLINE or UNKNOWN worker without a session (its attempts' history stays)")
     .argument("<ID>", "worker id")
@@ -114,28 +130,41 @@ export function workersCommand(globals: Globals): Command {
 
 function printWorkerTable(workers: Worker[], wide: boolean) {
   const head = ["WORKER", "STATUS", "CONN", "USED", "LABELS", "LAST HEARTBEAT"];
-  if (wide) head.push("PEER", "VERSION", "CONNECTED SINCE");
+  if (wide) head.push("PEER", "VERSION", "CONNECTED SINCE", "QUARANTINE");
   printTable(
     head,
     workers.map((w) => {
       const row = [
         w.workerId,
-        status(WorkerStatus[w.status]),
+        isQuarantined(w) ? `${status(WorkerStatus[w.status])} ${status("QUARANTINED")}` : status(WorkerStatus[w.status]),
         w.connected ? "yes" : "no",
         `${w.currentAttemptIds.length}/${w.capacity}`,
         labelsText(w.labels),
         when(w.lastHeartbeatTime, wide),
       ];
-      if (wide) row.push(w.peer || "-", w.clientVersion || "-", when(w.connectTime, wide));
+      if (wide) row.push(w.peer || "-", w.clientVersion || "-", when(w.connectTime, wide), quarantineText(w, wide));
       return row;
     }),
   );
 }
 
-/** One change, for logs and pipes: time, worker, status, what it holds. */
+/** Kept from new work now: quarantine_until is set and still ahead. */
+function isQuarantined(worker: Worker, now = Date.now()): boolean {
+  return worker.quarantineUntil !== undefined && timestampMs(worker.quarantineUntil) > now;
+}
+
+/** "until 2026-… (in 29 s): 3 failed or timed-out attempts in a row", or "-" when not quarantined. */
+function quarantineText(worker: Worker, wide: boolean): string {
+  if (!isQuarantined(worker)) return "-";
+  const reason = worker.quarantineReason === "" ? "" : `: ${worker.quarantineReason}`;
+  return `until ${when(worker.quarantineUntil, wide)}${reason}`;
+}
+
+/** One change, for logs and pipes: time, worker, status, what it holds, a quarantine. */
 function changeLine(worker: Worker, initial: boolean): string {
   const held = worker.currentAttemptIds.length === 0 ? "" : ` attempts=${worker.currentAttemptIds.join(",")}`;
-  return `${new Date().toISOString()} ${worker.workerId} ${WorkerStatus[worker.status]} connected=${worker.connected}${held}${initial ? " (initial)" : ""}`;
+  const quarantine = isQuarantined(worker) ? ` quarantined_until=${new Date(timestampMs(worker.quarantineUntil!)).toISOString()}` : "";
+  return `${new Date().toISOString()} ${worker.workerId} ${WorkerStatus[worker.status]} connected=${worker.connected}${held}${quarantine}${initial ? " (initial)" : ""}`;
 }
 
 export function parseLabels(pairs: string[]): Record<string, string> {
