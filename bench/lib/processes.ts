@@ -20,6 +20,8 @@ export interface ServerOptions {
   heartbeatGraceS?: number;
   /** Write a V8 CPU profile of the server into this folder when it exits. */
   cpuProfDir?: string;
+  /** More `serve` flags (Runnerline only). */
+  serveArgs?: string[];
 }
 
 export interface ServerProcess {
@@ -47,6 +49,7 @@ export async function startServerProcess(options: ServerOptions): Promise<Server
     if (options.heartbeatGraceS !== undefined) args.push("--heartbeat-grace", String(options.heartbeatGraceS));
     // Closed-loop load beats far faster than any runner; measure the full path, not the coalescing gate.
     args.push("--heartbeat-rate-limit", "0");
+    if (options.serveArgs !== undefined) args.push(...options.serveArgs);
     // `npm run bench -- --auth`: tokens on, as bench/main.ts set up.
     if (process.env.RUNNERLINE_BENCH_AUTH_FILE) args.push("--auth-file", process.env.RUNNERLINE_BENCH_AUTH_FILE);
   }
