@@ -107,6 +107,7 @@ describe("Web page with tokens", { timeout: 30_000 }, () => {
   });
 
   it("signs out: the token is forgotten and the prompt is back", async () => {
+    await page.keyboard.press("Escape"); // the drawer's backdrop covers the header
     await page.click('button:has-text("Sign out")');
     await prompt().waitFor();
     expect(await storedToken()).toBeNull();
@@ -115,6 +116,8 @@ describe("Web page with tokens", { timeout: 30_000 }, () => {
 
   it("enables Cancel and Release for an admin token", async () => {
     await signIn(TOKENS.admin);
+    await page.locator(".signed-in").waitFor();
+    await page.goto(`${fleet.baseUrl}/rollouts/ro-waiting`);
     await eventually(() => cancelButton().isEnabled(), (enabled) => enabled);
     expect(await cancelButton().getAttribute("title")).toBeNull();
     expect(await page.locator(".signed-in").textContent()).not.toMatch(/read-only/);
@@ -126,6 +129,7 @@ describe("Web page with tokens", { timeout: 30_000 }, () => {
   });
 
   it("disables an action that answers PERMISSION_DENIED after sign-in, with the server's message", async () => {
+    await page.keyboard.press("Escape");
     await page.click('button:has-text("Sign out")');
     await signIn(DEMOTED.token);
     await page.goto(`${fleet.baseUrl}/rollouts/ro-waiting`);
