@@ -6,7 +6,7 @@
  */
 import { create, fromJson, type JsonObject, toJson } from "@bufbuild/protobuf";
 import { durationFromMs, timestampNow, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { createClient } from "@connectrpc/connect";
+import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Runner, type RunnerLogger } from "../../src/client/runner.js";
 import { AttemptService, AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
@@ -48,8 +48,12 @@ export interface EnqueueOptions {
   retryDelayMs?: number;
 }
 
-function clientsFor(baseUrl: string) {
-  const transport = createConnectTransport({ baseUrl, httpVersion: "1.1" });
+function clientsFor(baseUrl: string, token: string | undefined) {
+  const withToken: Interceptor = (next) => (request) => {
+    if (token !== undefined) request.header.set("authorization", `Bearer ${token}`);
+    return next(request);
+  };
+  const transport = createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors: [withToken] });
   return {
     workers: createClient(WorkerService, transport),
     rollouts: createClient(RolloutService, transport),
@@ -83,7 +87,15 @@ function syntheticSnapshot(spec: RunnerSpec, beat: number): SystemSnapshot {
   });
 }
 
-export async function startFleet(options: { heartbeatIntervalMs?: number } = {}): Promise<Fleet> {
+export interface FleetOptions {
+  heartbeatIntervalMs?: number;
+  /** Makes the server require tokens (--auth-file). */
+  authFile?: string;
+  /** Sent by the scripted runners and the fleet's clients: a token that may act as every runner and enqueue (admin). */
+  token?: string;
+}
+
+export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
   const serverOptions = {
@@ -92,12 +104,13 @@ export async function startFleet(options: { heartbeatIntervalMs?: number } = {})
     store: "memory",
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 400,
     drainTimeoutMs: 200,
+    authFile: options.authFile,
     log: () => undefined,
   };
   let server = await startServer(serverOptions);
   const baseUrl = `http://127.0.0.1:${httpPort}`;
   const grpcAddress = `127.0.0.1:${grpcPort}`;
-  const clients = clientsFor(baseUrl);
+  const clients = clientsFor(baseUrl, options.token);
   const runners = new Map<string, Runner>();
   const holds = new Map<string, { resolve: (result: JsonObject) => void; promise: Promise<JsonObject> }>();
   const hold = (key: string) => {
@@ -128,6 +141,7 @@ export async function startFleet(options: { heartbeatIntervalMs?: number } = {})
         labels: spec.labels,
         capacity: spec.capacity ?? 1,
         clientVersion: "scripted/1.0",
+        token: options.token,
         collectSnapshot: async () => syntheticSnapshot(spec, beat++),
         reconnect: { initialDelayMs: 100, maxDelayMs: 500 },
         logger: silent,

@@ -1,20 +1,42 @@
 // The one place requests leave the page. Every client shares this transport,
-// so adding credentials (a bearer token, once the server requires one) is a
-// change to `credentials` below and nowhere else.
-import { createClient, type Interceptor } from "@connectrpc/connect";
+// whose interceptor adds the tab's token and tells the auth store (auth.ts)
+// when the server refuses it, whichever call it was, streams included.
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AttemptService } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutService } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { WorkerService } from "../../src/gen/runnerline/v1/worker_pb.js";
+import { bearer, storedToken, tokenRefused } from "./auth.js";
 
-/** Session-storage key a token will be kept under (per tab, never in localStorage). */
-export const TOKEN_STORAGE_KEY = "runnerline.token";
-
-const credentials: Interceptor = (next) => (request) => {
-  const token = sessionStorage.getItem(TOKEN_STORAGE_KEY);
-  if (token) request.header.set("authorization", `Bearer ${token}`);
-  return next(request);
+const credentials: Interceptor = (next) => async (request) => {
+  const token = storedToken();
+  // A call that names its own token (sign-in trying one) keeps it.
+  if (token !== undefined && !request.header.has("authorization")) request.header.set("authorization", bearer(token));
+  const sent = request.header.get("authorization");
+  try {
+    const response = await next(request);
+    if (!response.stream) return response;
+    // A stream's refusal may come with its end rather than its headers.
+    return { ...response, message: reportingRefusals(response.message, sent) };
+  } catch (error) {
+    reportRefusal(error, sent);
+    throw error;
+  }
 };
+
+async function* reportingRefusals<T>(messages: AsyncIterable<T>, sent: string | null): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (error) {
+    reportRefusal(error, sent);
+    throw error;
+  }
+}
+
+function reportRefusal(error: unknown, sent: string | null): void {
+  const refusal = ConnectError.from(error);
+  if (refusal.code === Code.Unauthenticated) tokenRefused(sent, refusal.rawMessage);
+}
 
 // Same origin as the page: the server that served it answers the Connect protocol on this port.
 // Binary protobuf: a 10,000-worker watch decodes several times faster than its JSON form.
@@ -32,4 +54,14 @@ export const attemptClient = createClient(AttemptService, transport);
 export function errorText(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
+}
+
+/** The status code of a failed call, when the server gave one. */
+export function errorCode(error: unknown): Code | undefined {
+  return error instanceof ConnectError ? error.code : undefined;
+}
+
+/** The server's own words for a failed call, without the status code prefix (for tooltips and the prompt). */
+export function serverMessage(error: unknown): string {
+  return ConnectError.from(error).rawMessage;
 }

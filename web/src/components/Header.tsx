@@ -1,5 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { errorText, workerClient } from "../api.js";
+import { type AuthState, signOut, useAuth } from "../auth.js";
 import { type FleetCounts, fleetCountsFromSummary } from "../fleet-counts.js";
 import { formatDuration } from "../format.js";
 import type { Route } from "../route.js";
@@ -21,6 +22,7 @@ const ROLLOUT_COUNTS = [
 ] as const satisfies readonly (readonly [keyof FleetCounts, string])[];
 
 export function Header({ route }: { route: Route }) {
+  const auth = useAuth();
   const [counts, setCounts] = useState<FleetCounts>();
   const [error, setError] = useState<string>();
   useEffect(() => {
@@ -87,6 +89,25 @@ export function Header({ route }: { route: Route }) {
           </>
         )}
       </div>
+      <SignedIn auth={auth} />
     </header>
+  );
+}
+
+/** Which token the tab uses, as far as the page knows, and the way out. */
+function SignedIn({ auth }: { auth: AuthState }) {
+  if (!auth.signedIn) return null;
+  const denied = Object.values(auth.permissions).some((p) => p.state === "denied");
+  return (
+    <span class="signed-in">
+      {denied ? (
+        <span title="this token may watch the fleet but not cancel rollouts or release runners">signed in · read-only</span>
+      ) : (
+        <span>signed in</span>
+      )}
+      <button type="button" class="link" onClick={signOut} title="Forget this tab's token">
+        Sign out
+      </button>
+    </span>
   );
 }

@@ -1,12 +1,14 @@
+import { Code } from "@connectrpc/connect";
 import { toJson } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 import { type Attempt, AttemptErrorKind, AttemptStatus } from "../../../src/gen/runnerline/v1/attempt_pb.js";
 import { type Rollout, RolloutMode, RolloutStatus } from "../../../src/gen/runnerline/v1/rollout_pb.js";
-import { attemptClient, errorText, rolloutClient } from "../api.js";
+import { attemptClient, errorCode, errorText, rolloutClient, serverMessage } from "../api.js";
+import { actionDenied } from "../auth.js";
 import { formatAbsolute, formatDuration, jsonOfValue, previewJson } from "../format.js";
 import { runnerPath } from "../route.js";
-import { Badge, Link, msOf, Notice, RelativeTime, useNow } from "./common.js";
+import { ActionButton, Badge, Link, msOf, Notice, RelativeTime, useNow } from "./common.js";
 import { attemptDuration } from "./RunnerDetail.js";
 import { rolloutBadge, rolloutDuration, TERMINAL_ROLLOUT } from "./RolloutsPage.js";
 
@@ -16,6 +18,8 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
   const [rollout, setRollout] = useState<Rollout>();
   const [attempts, setAttempts] = useState<Attempt[]>([]);
   const [error, setError] = useState<string>();
+  // Apart from `error`, which the next refresh clears: a refused cancel stays said until the next try.
+  const [cancelError, setCancelError] = useState<string>();
   const [confirming, setConfirming] = useState(false);
   const [reload, setReload] = useState(0);
   const now = useNow();
@@ -53,11 +57,16 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
   const cancel = async () => {
     try {
       await rolloutClient.cancelRollout({ rolloutId });
+      setCancelError(undefined);
       setConfirming(false);
       setReload((n) => n + 1);
       onChanged();
     } catch (e) {
-      setError(`cancel failed: ${errorText(e)}`);
+      if (errorCode(e) === Code.PermissionDenied) {
+        actionDenied("cancelRollout", serverMessage(e));
+        setConfirming(false);
+      }
+      setCancelError(`cancel failed: ${errorText(e)}`);
     }
   };
 
@@ -73,6 +82,7 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
           </button>
         </header>
         {error && <Notice kind="error">{error}</Notice>}
+        {cancelError && <Notice kind="error">{cancelError}</Notice>}
         {rollout === undefined ? (
           !error && <p class="muted">Loading…</p>
         ) : (
@@ -89,9 +99,9 @@ export function RolloutDetail({ rolloutId, onClose, onChanged }: { rolloutId: st
                     </button>
                   </>
                 ) : (
-                  <button type="button" class="danger" onClick={() => setConfirming(true)}>
+                  <ActionButton action="cancelRollout" class="danger" onClick={() => setConfirming(true)}>
                     Cancel rollout
-                  </button>
+                  </ActionButton>
                 )}
               </div>
             )}

@@ -3,11 +3,13 @@ import { useEffect, useState } from "preact/hooks";
 import { type Attempt, AttemptStatus } from "../../../src/gen/runnerline/v1/attempt_pb.js";
 import type { TelemetrySample } from "../../../src/gen/runnerline/v1/telemetry_pb.js";
 import type { Worker } from "../../../src/gen/runnerline/v1/worker_pb.js";
-import { attemptClient, errorText, workerClient } from "../api.js";
+import { Code } from "@connectrpc/connect";
+import { attemptClient, errorCode, errorText, serverMessage, workerClient } from "../api.js";
+import { actionDenied } from "../auth.js";
 import { formatAbsolute, formatBytes, formatDuration, formatPercent, formatRelative, percentOf } from "../format.js";
 import { isQuarantined, timestampMs } from "../quarantine.js";
 import { rolloutPath } from "../route.js";
-import { Badge, Bar, Link, msOf, Notice, RelativeTime, Sparkline, useNow } from "./common.js";
+import { ActionButton, Badge, Bar, Link, msOf, Notice, RelativeTime, Sparkline, useNow } from "./common.js";
 import { workerBadge } from "./RunnersPage.js";
 
 const REFRESH_MS = 2_000;
@@ -236,6 +238,10 @@ function QuarantineSection({ worker, now, onReleased }: { worker: Worker; now: n
       setError(undefined);
       onReleased();
     } catch (e) {
+      if (errorCode(e) === Code.PermissionDenied) {
+        actionDenied("releaseWorker", serverMessage(e));
+        setConfirming(false);
+      }
       setError(`release failed: ${errorText(e)}`);
     }
   };
@@ -257,9 +263,9 @@ function QuarantineSection({ worker, now, onReleased }: { worker: Worker; now: n
             </button>
           </>
         ) : (
-          <button type="button" onClick={() => setConfirming(true)}>
+          <ActionButton action="releaseWorker" onClick={() => setConfirming(true)}>
             Release runner
-          </button>
+          </ActionButton>
         )}
       </div>
     </section>

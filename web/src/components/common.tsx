@@ -1,6 +1,7 @@
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
+import { type Action, deniedTitle, useAuth } from "../auth.js";
 import { formatAbsolute, formatRelative } from "../format.js";
 import { onLinkClick } from "../route.js";
 
@@ -116,5 +117,21 @@ export function Notice({ kind, children }: { kind: "error" | "info" | "warn"; ch
     <div class={`notice notice-${kind}`} role={kind === "error" ? "alert" : "status"}>
       {children}
     </div>
+  );
+}
+
+/**
+ * A button for an action the token may not be allowed to take: disabled, with
+ * the server's reason as its tooltip, once the page knows the token may not.
+ */
+export function ActionButton({ action, class: className, onClick, children }: { action: Action; class?: string; onClick(): void; children: ComponentChildren }) {
+  const title = deniedTitle(useAuth().permissions[action]);
+  // The tooltip sits on a wrapper too: some browsers show none for a disabled button.
+  return (
+    <span class="action" title={title}>
+      <button type="button" class={className} disabled={title !== undefined} title={title} onClick={onClick} data-action={action}>
+        {children}
+      </button>
+    </span>
   );
 }
