@@ -117,6 +117,11 @@ describe("filter syntax and meaning (AIP-160 subset) on a worker", () => {
     expect((error as FilterError).position).toBe(position);
   });
 
+  it("names an unexpected character by its whole code point, never half a surrogate pair", () => {
+    // Found by the fuzz suite: "\ud83d" alone in the message made grpc-js throw while encoding the status.
+    expect(() => parseFilter("status = 😀")).toThrow('unexpected character "😀"');
+  });
+
   it("refuses absurdly long or deep filters instead of recursing without end", () => {
     expect(() => parseFilter("(".repeat(100) + "a = 1" + ")".repeat(100))).toThrow(/nested deeper/);
     expect(() => parseFilter(`worker_id = "${"x".repeat(5_000)}"`)).toThrow(/longer than/);

@@ -71,6 +71,12 @@ describe("input bounds", async () => {
     await expectRefused(grpc.workers.sendHeartbeat({ workerId: "w/../x" }), Code.InvalidArgument, /worker_id must be 1-128/);
   });
 
+  it("a refusal that echoes non-BMP text is answered over gRPC (it used to leave the call without an answer)", async () => {
+    // grpc-js encodes the status message with encodeURI, which throws on a lone surrogate.
+    await expectRefused(grpc.rollouts.listRollouts({ filter: "status = 😀" }), Code.InvalidArgument, /unexpected character "😀"/);
+    await expectRefused(grpc.workers.listWorkers({ filter: "😀😀" }), Code.InvalidArgument, /unexpected character "😀"/);
+  });
+
   it("labels: more than 64 pairs, or an oversize key or value, are INVALID_ARGUMENT", async () => {
     const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, "v"]));
     await expectRefused(grpc.workers.listWorkers({ labels: many }), Code.InvalidArgument, /labels has 65 pairs; at most 64/);

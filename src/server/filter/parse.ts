@@ -147,7 +147,9 @@ function tokenize(text: string): Token[] {
       continue;
     }
     const symbol = SYMBOLS.find((s) => rest.startsWith(s));
-    if (symbol === undefined) throw new FilterError(`unexpected character "${char}"`, position);
+    // The whole code point: half of a surrogate pair in a status message is not well-formed text, and grpc-js
+    // throws while encoding it into the trailer (the call then never ends).
+    if (symbol === undefined) throw new FilterError(`unexpected character "${String.fromCodePoint(rest.codePointAt(0)!)}"`, position);
     tokens.push({ kind: "symbol", text: symbol, position });
     i += symbol.length;
   }

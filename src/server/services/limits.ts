@@ -1,6 +1,7 @@
 import { isMessage, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { DomainError, invalidArgument } from "../domain/errors.js";
+import { quote } from "../../common/quote.js";
 
 /**
  * Bounds on what clients may send and the server keeps (docs/limits.md).
@@ -59,7 +60,7 @@ export function requireBoundedLabels(field: string, labels: Record<string, strin
     }
     const value = labels[key] as string;
     if (Buffer.byteLength(value) > limits.maxLabelValueBytes) {
-      throw invalidArgument(`${field}["${key.slice(0, 64)}"] is ${Buffer.byteLength(value)} bytes; at most ${limits.maxLabelValueBytes} are accepted`);
+      throw invalidArgument(`${field}[${quote(key)}] is ${Buffer.byteLength(value)} bytes; at most ${limits.maxLabelValueBytes} are accepted`);
     }
   }
 }

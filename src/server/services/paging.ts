@@ -43,9 +43,6 @@ export function nextPageToken(query: ListQuery<unknown>, total: number, returned
 
 /** Longer than any real sort spec; a longer one is refused before it is parsed or echoed. */
 const MAX_ORDER_BY_LENGTH = 512;
-/** Echoed text is cut to this, so an error message stays far below clients' metadata limits. */
-const ECHO_LENGTH = 64;
-const echo = (text: string) => (text.length > ECHO_LENGTH ? `${text.slice(0, ECHO_LENGTH)}…` : text);
 
 export function parseOrderBy(text: string, catalog: SortCatalog<unknown>): OrderTerm[] {
   if (text.length > MAX_ORDER_BY_LENGTH) {

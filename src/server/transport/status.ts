@@ -14,7 +14,7 @@ export function grpcStatusFromError(error: unknown, methodPath: string, ...trail
   if (error instanceof ConnectError) {
     return {
       code: error.code as number as GrpcStatus,
-      details: error.rawMessage,
+      details: wellFormed(error.rawMessage),
       metadata: metadataFromHeaders(...trailers, error.metadata),
     };
   }
@@ -24,4 +24,13 @@ export function grpcStatusFromError(error: unknown, methodPath: string, ...trail
     details: "internal error",
     metadata: metadataFromHeaders(...trailers),
   };
+}
+
+/**
+ * grpc-js percent-encodes the message with encodeURI, which throws on a lone
+ * surrogate and leaves the call unanswered; messages that echo a caller's text
+ * could carry one, so each is made well-formed (U+FFFD for a lone surrogate).
+ */
+function wellFormed(text: string): string {
+  return text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
 }
