@@ -1,7 +1,7 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
-import { type SystemSnapshot, SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
+import { type SystemSnapshot, SystemSnapshotSchema, TelemetrySampleSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
 import { MAX_HISTORY_GPUS, WorkerHistory } from "../../src/server/telemetry/worker-history.js";
 import { T0 } from "../fixtures.js";
 
@@ -32,6 +32,16 @@ describe("WorkerHistory", () => {
       [0, 20, 1000n, 80n * 1024n ** 3n],
       [1, 21, 1001n, 80n * 1024n ** 3n],
     ]);
+  });
+
+  it("answers byte counts at the top of the uint64 range with samples protobuf can encode (fuzz finding)", () => {
+    const history = new WorkerHistory({ samplesPerWorker: 5, maxBytes: 1 << 20 });
+    const max = 2n ** 64n - 1n;
+    history.record("w", create(SystemSnapshotSchema, { memory: { usedBytes: max, totalBytes: max }, gpus: [{ memoryUsedBytes: max, memoryTotalBytes: max }] }), T0);
+    const [sample] = history.samples("w");
+    expect(() => toBinary(TelemetrySampleSchema, sample!)).not.toThrow();
+    expect(sample!.memoryUsedBytes).toBe(max);
+    expect(sample!.gpus[0]!.memoryTotalBytes).toBe(max);
   });
 
   it("overwrites the oldest samples once full", () => {

@@ -112,16 +112,16 @@ export class WorkerHistory {
       const sample = create(TelemetrySampleSchema, {
         receiveTime: toTimestamp(rows[at++]!),
         cpuUsagePercent: rows[at++]!,
-        memoryUsedBytes: BigInt(rows[at++]!),
-        memoryTotalBytes: BigInt(rows[at++]!),
+        memoryUsedBytes: uint64Of(rows[at++]!),
+        memoryTotalBytes: uint64Of(rows[at++]!),
       });
       for (let g = 0; g < ring.gpuCount; g++) {
         sample.gpus.push(
           create(GpuSampleSchema, {
             index: rows[at++]!,
             utilizationPercent: rows[at++]!,
-            memoryUsedBytes: BigInt(rows[at++]!),
-            memoryTotalBytes: BigInt(rows[at++]!),
+            memoryUsedBytes: uint64Of(rows[at++]!),
+            memoryTotalBytes: uint64Of(rows[at++]!),
           }),
         );
       }
@@ -157,4 +157,17 @@ export class WorkerHistory {
     this.bytes += byteLength;
     return { rows: new Float64Array(width * this.options.samplesPerWorker), width, gpuCount, start: 0, length: 0, lastMs: now };
   }
+}
+
+const UINT64_MAX = 2n ** 64n - 1n;
+
+/**
+ * A byte count kept as a double, back as a uint64. Near the top of the range
+ * the double rounds up to 2^64, which protobuf cannot encode (the fuzz suite
+ * sent 2^64 - 1 and GetWorkerHistory answered INTERNAL), so it is clamped.
+ */
+function uint64Of(value: number): bigint {
+  if (!(value > 0)) return 0n;
+  const whole = BigInt(Math.floor(value));
+  return whole > UINT64_MAX ? UINT64_MAX : whole;
 }
