@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRunnerlineClients, type RunnerlineClients } from "../../src/client/clients.js";
 import { AttemptService, AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutService } from "../../src/gen/runnerline/v1/rollout_pb.js";
-import { RunnerService, type SessionRequest, SessionRequestSchema } from "../../src/gen/runnerline/v1/runner_pb.js";
+import { type SessionRequest, SessionRequestSchema } from "../../src/gen/runnerline/v1/runner_pb.js";
 import { WorkerService } from "../../src/gen/runnerline/v1/worker_pb.js";
 import { type RunningServer, startServer } from "../../src/server/app.js";
 import { parseTokenTable } from "../../src/server/auth/tokens.js";

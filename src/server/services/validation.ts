@@ -1,11 +1,11 @@
-import { type DescMessage, type JsonObject, type JsonValue, toJson } from "@bufbuild/protobuf";
+import { type DescMessage, type JsonObject, toJson } from "@bufbuild/protobuf";
 import { type Duration, durationMs, type Timestamp, timestampMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { depthOf, resultBoundViolation } from "../../common/attempt-result.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, MAX_ID_LENGTH } from "../domain/ids.js";
 import { compileFilter, type FilterExpression } from "../filter/compile.js";
 import { FilterError } from "../filter/parse.js";
-import { durationProblem } from "./well-known-types.js";
+import { durationProblem, timestampProblem } from "./well-known-types.js";
 
 /** Largest custom stats payload a heartbeat may carry (DESIGN §9). */
 export const EXTRA_STATS_MAX_BYTES = 64 * 1024;
@@ -67,10 +67,8 @@ export function nonNegativeDurationMs(field: string, duration: Duration | undefi
 /** A well-formed timestamp as milliseconds; undefined stays undefined. */
 export function optionalTimestampMs(field: string, timestamp: Timestamp | undefined): number | undefined {
   if (timestamp === undefined) return undefined;
-  // The range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31.
-  const valid =
-    timestamp.nanos >= 0 && timestamp.nanos < 1_000_000_000 && timestamp.seconds >= -62135596800n && timestamp.seconds <= 253402300799n;
-  if (!valid) throw invalidArgument(`${field} is not a valid timestamp`);
+  const problem = timestampProblem(timestamp);
+  if (problem !== undefined) throw invalidArgument(`${field}: ${problem}`);
   return timestampMs(timestamp);
 }
 
