@@ -77,6 +77,18 @@ function filesOf(response: ReflectionResponse): FileDescriptorProto[] {
   return (response.file_descriptor_response?.file_descriptor_proto ?? []).map((bytes) => fromBinary(FileDescriptorProtoSchema, bytes));
 }
 
+
+/** WorkerService's methods in proto order, as reflection must describe them. */
+const WORKER_SERVICE_METHODS = [
+  "GetWorker",
+  "ListWorkers",
+  "SendHeartbeat",
+  "WatchWorkers",
+  "ReleaseWorker",
+  "GetWorkerHistory",
+  "GetFleetSummary",
+  "DeleteWorker",
+];
 describe("grpc server", () => {
   let server: GrpcServer;
   const address = () => `127.0.0.1:${server.port}`;
@@ -122,16 +134,7 @@ describe("grpc server", () => {
       const files = filesOf(await reflect(client, { file_containing_symbol: "runnerline.v1.WorkerService" }));
       expect(files[0]?.name).toBe("runnerline/v1/worker.proto");
       const service = files[0]?.service.find((s) => s.name === "WorkerService");
-      expect(service?.method.map((m) => m.name)).toEqual([
-        "GetWorker",
-        "ListWorkers",
-        "SendHeartbeat",
-        "WatchWorkers",
-        "ReleaseWorker",
-        "GetWorkerHistory",
-        "GetFleetSummary",
-        "DeleteWorker",
-      ]);
+      expect(service?.method.map((m) => m.name)).toEqual(WORKER_SERVICE_METHODS);
       expect(service?.method.find((m) => m.name === "WatchWorkers")?.serverStreaming).toBe(true);
       expect(files.map((f) => f.name).sort()).toEqual(
         [
@@ -145,16 +148,7 @@ describe("grpc server", () => {
       // What a reflection client does next: build a registry from the answer.
       // It only succeeds if every import came back and nothing was mangled.
       const registry = createFileRegistry(create(FileDescriptorSetSchema, { file: importsFirst(files) }));
-      expect(registry.getService("runnerline.v1.WorkerService")?.methods.map((m) => m.name)).toEqual([
-        "GetWorker",
-        "ListWorkers",
-        "SendHeartbeat",
-        "WatchWorkers",
-        "ReleaseWorker",
-        "GetWorkerHistory",
-        "GetFleetSummary",
-        "DeleteWorker",
-      ]);
+      expect(registry.getService("runnerline.v1.WorkerService")?.methods.map((m) => m.name)).toEqual(WORKER_SERVICE_METHODS);
     });
 
     it("keeps the proto comments (source_code_info)", async () => {

@@ -3,6 +3,10 @@ import { describe, expect, it } from "vitest";
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb.js";
 import {
+  ROLLOUT_SORT_FIELDS as SERVER_ROLLOUT_SORT_FIELDS,
+  WORKER_SORT_FIELDS as SERVER_WORKER_SORT_FIELDS,
+} from "../../src/server/store/query.js";
+import {
   DEFAULT_ROLLOUTS_VIEW,
   DEFAULT_RUNNERS_VIEW,
   listRolloutsRequest,
@@ -14,6 +18,8 @@ import {
   runnersViewToUrl,
   toggleSort,
   watchWorkersRequest,
+  ROLLOUT_SORT_FIELDS as WEB_ROLLOUT_SORT_FIELDS,
+  WORKER_SORT_FIELDS as WEB_WORKER_SORT_FIELDS,
 } from "../../web/src/table-query.js";
 import { isQuarantined } from "../../web/src/quarantine.js";
 
@@ -125,4 +131,11 @@ it("sorting flips the current column, starts others ascending (times newest firs
   expect(toggleSort({ field: "worker_id", descending: false }, "worker_id")).toEqual({ field: "worker_id", descending: true });
   expect(toggleSort({ field: "worker_id", descending: true }, "status")).toEqual({ field: "status", descending: false });
   expect(toggleSort({ field: "worker_id", descending: false }, "last_busy_time")).toEqual({ field: "last_busy_time", descending: true });
+});
+
+describe("sortable columns", () => {
+  it("are ones the server can order by (a column the page offers but the server refuses would fail the list call)", () => {
+    for (const field of WEB_WORKER_SORT_FIELDS) expect(Object.keys(SERVER_WORKER_SORT_FIELDS)).toContain(field);
+    for (const field of WEB_ROLLOUT_SORT_FIELDS) expect(Object.keys(SERVER_ROLLOUT_SORT_FIELDS)).toContain(field);
+  });
 });
