@@ -17,6 +17,7 @@ import { serveCommands } from "./lib/ipc-commands.js";
 import { Reservoir, sleep, waitUntil } from "./lib/stats.js";
 import {
   encodeRequest,
+  endSessions,
   benchMetadata,
   HeartbeatEncoder,
   newChannel,
@@ -329,14 +330,11 @@ async function closeAll() {
   beatStop();
   if (progressTimer !== undefined) clearInterval(progressTimer);
   progressTimer = undefined;
-  for (const session of sessions) {
-    session.call.removeAllListeners("data");
-    session.call.on("error", () => {});
-    session.call.end();
-  }
+  await endSessions(
+    sessions.map((session) => session.call),
+    [...channels.values()].flat(),
+  );
   sessions = [];
-  await sleep(50);
-  for (const list of channels.values()) for (const client of list) client.close();
   channels.clear();
   return {};
 }

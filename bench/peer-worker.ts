@@ -19,8 +19,8 @@ import { AttemptStatus } from "../src/gen/runnerline/v1/attempt_pb.js";
 import { EnqueueRolloutRequestSchema, EnqueueRolloutsRequestSchema } from "../src/gen/runnerline/v1/rollout_pb.js";
 import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
 import { serveCommands } from "./lib/ipc-commands.js";
-import { sleep, waitUntil } from "./lib/stats.js";
-import { encodeRequest, HeartbeatEncoder, newChannel, openSession, RolloutService, type SessionCall, syntheticSnapshot, wallMs } from "./lib/wire.js";
+import { waitUntil } from "./lib/stats.js";
+import { encodeRequest, endSessions, HeartbeatEncoder, newChannel, openSession, RolloutService, type SessionCall, syntheticSnapshot, wallMs } from "./lib/wire.js";
 
 const processIndex = Number(process.argv[2] ?? 0);
 
@@ -198,14 +198,11 @@ async function enqueueBullmq(args: { port: number; queue: string; total: number;
 async function closeAll() {
   if (progressTimer !== undefined) clearInterval(progressTimer);
   progressTimer = undefined;
-  for (const session of sessions) {
-    session.call.removeAllListeners("data");
-    session.call.on("error", () => {});
-    session.call.end();
-  }
+  await endSessions(
+    sessions.map((session) => session.call),
+    clients,
+  );
   sessions = [];
-  await sleep(50);
-  for (const client of clients) client.close();
   clients = [];
   if (bullWorker !== undefined) await bullWorker.close(true);
   bullWorker = undefined;

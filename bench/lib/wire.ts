@@ -169,6 +169,17 @@ export function unary<I, O>(
   });
 }
 
+/** Ends runner sessions without reacting to their last answers, then closes their connections. */
+export async function endSessions(calls: SessionCall[], clients: grpc.Client[]): Promise<void> {
+  for (const call of calls) {
+    call.removeAllListeners("data");
+    call.on("error", () => {});
+    call.end();
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  for (const client of clients) client.close();
+}
+
 export { AttemptService, RolloutService, WorkerService, runnerDefinition };
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable across processes on one host. */
