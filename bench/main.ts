@@ -651,7 +651,7 @@ function printTables(): void {
 // ---- peer: BullMQ ---------------------------------------------------------------
 
 async function peerScenario(): Promise<void> {
-  await runPeerScenario({ total: plan.peerJobs, stores: plan.peerStores, modes: plan.peerModes }, (report: PeerReport) => {
+  await runPeerScenario({ total: plan.peerJobs, stores: plan.peerStores, modes: plan.peerModes, cpuProfDir: flags["cpu-prof"] }, (report: PeerReport) => {
     const variant = `M=${plan.peerJobs} ${report.mode}, ${report.variant}`;
     const server = report.system;
     if (report.result === undefined) {

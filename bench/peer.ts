@@ -59,6 +59,8 @@ export interface PeerPlan {
   total: number;
   stores: string[];
   modes: PeerMode[];
+  /** V8 CPU profiles of each Runnerline server child go here (--cpu-prof). */
+  cpuProfDir?: string;
 }
 
 /** Runs every mode, BullMQ first, then each Runnerline store and shape, and reports rows as they finish. */
@@ -84,7 +86,7 @@ export async function runPeerScenario(plan: PeerPlan, report: (row: PeerReport) 
         for (const shape of SHAPES) {
           const variant = `${store}, ${shape.name}`;
           try {
-            const result = await measureRunnerline(store, shape, mode, plan.total, consumers, producer);
+            const result = await measureRunnerline(store, shape, mode, plan.total, consumers, producer, plan.cpuProfDir);
             const ratio = bullmq === undefined ? undefined : result.rate / bullmq.rate;
             const floor = store === "memory" ? 2 : 1.5;
             const targets = ratio === undefined || mode === "drain" ? undefined : [{ name: `≥${floor}× BullMQ`, met: ratio >= floor }];
@@ -131,6 +133,7 @@ async function measureRunnerline(
   total: number,
   consumers: LoadWorker[],
   producer: LoadWorker,
+  cpuProfDir: string | undefined,
 ): Promise<PeerResult> {
   const dir = mkdtempSync(join(tmpdir(), "rl-bench-peer-"));
   const server: ServerProcess = await startServerProcess({
@@ -139,6 +142,7 @@ async function measureRunnerline(
     // In the retry mode every first attempt fails by design, on every consumer: Runnerline would quarantine them
     // all (BullMQ has no such rule), so the comparison measures retries with quarantine out of reach.
     ...(mode === "retry" && { serveArgs: ["--quarantine-failures", "1000000"] }),
+    ...(cpuProfDir !== undefined && { cpuProfDir }),
   });
   try {
     await Promise.all(

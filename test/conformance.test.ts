@@ -47,14 +47,14 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       expect(worker.status).toBe(W.UNKNOWN);
       expect(worker.extraStats).toEqual({ cpu: 0.5 });
       expect(msOf(worker.lastHeartbeatTime)).toBe(clock.now());
-      expect(coordinator.getWorker("w-new").extraStats).toEqual({ cpu: 0.5 });
+      expect((await coordinator.getWorker("w-new")).extraStats).toEqual({ cpu: 0.5 });
     });
 
     it("a heartbeat without stats keeps the previous stats and never changes status or assignment", async () => {
       const { coordinator, clock } = setup();
       await coordinator.enqueue([request()]);
       await coordinator.dequeueFor("w-1");
-      const busy = coordinator.getWorker("w-1");
+      const busy = (await coordinator.getWorker("w-1"));
       await coordinator.heartbeat("w-1", { extraStats: { gpu: 1 } });
       clock.advance(10);
       const worker = await coordinator.heartbeat("w-1", {});
@@ -72,7 +72,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       await coordinator.heartbeat("w-1", {});
       clock.advance(800);
       await coordinator.runWatchdog();
-      expect(coordinator.getAttempt(assigned!.attempt.attemptId).status).toBe(A.UNRESPONSIVE);
+      expect((await coordinator.getAttempt(assigned!.attempt.attemptId)).status).toBe(A.UNRESPONSIVE);
 
       const [second] = await coordinator.enqueue([request({}, { unresponsiveTimeout: durationFromMs(1_000) })]);
       const next = await coordinator.dequeueFor("w-2");
@@ -81,7 +81,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       await coordinator.heartbeat("w-2", {}, [next!.attempt.attemptId]);
       clock.advance(800);
       await coordinator.runWatchdog();
-      expect(coordinator.getAttempt(next!.attempt.attemptId).status).toBe(A.RUNNING);
+      expect((await coordinator.getAttempt(next!.attempt.attemptId)).status).toBe(A.RUNNING);
     });
   });
 
@@ -116,13 +116,13 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     it("an empty dequeue leaves the worker IDLE with last_dequeue_time; an assignment makes it BUSY", async () => {
       const { coordinator, clock } = setup();
       await coordinator.dequeueFor("w-1");
-      let worker = coordinator.getWorker("w-1");
+      let worker = (await coordinator.getWorker("w-1"));
       expect(worker.status).toBe(W.IDLE);
       expect(msOf(worker.lastDequeueTime)).toBe(clock.now());
       await coordinator.enqueue([request()]);
       clock.advance(5);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
-      worker = coordinator.getWorker("w-1");
+      worker = (await coordinator.getWorker("w-1"));
       expect(worker).toMatchObject({ status: W.BUSY, currentAttemptIds: [attempt.attemptId], currentRolloutIds: [attempt.rolloutId] });
       expect(msOf(worker.lastBusyTime)).toBe(clock.now());
       expect(msOf(worker.lastBusyTime)! >= msOf(worker.lastDequeueTime)!).toBe(true);
@@ -137,10 +137,10 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       clock.advance(20);
       const done = await coordinator.report(attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
       expect(msOf(done.endTime)).toBe(clock.now());
-      const worker = coordinator.getWorker("w-1");
+      const worker = (await coordinator.getWorker("w-1"));
       expect(worker).toMatchObject({ status: W.IDLE, currentAttemptIds: [], currentRolloutIds: [] });
       expect(msOf(worker.lastIdleTime)! >= msOf(worker.lastBusyTime)!).toBe(true);
-      expect(coordinator.getRollout(rollout.rolloutId).status).toBe(R.SUCCEEDED);
+      expect((await coordinator.getRollout(rollout.rolloutId)).status).toBe(R.SUCCEEDED);
     });
 
     it.each([
@@ -153,11 +153,11 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" });
       clock.advance(101);
       await coordinator.runWatchdog();
-      const after = coordinator.getAttempt(attempt.attemptId);
+      const after = (await coordinator.getAttempt(attempt.attemptId));
       expect(after.status).toBe(status);
       expect(msOf(after.endTime)).toBe(clock.now());
-      expect(coordinator.getWorker("w-1")).toMatchObject({ status: W.UNKNOWN, currentAttemptIds: [] });
-      expect(coordinator.getRollout(rollout.rolloutId).status).toBe(R.FAILED);
+      expect((await coordinator.getWorker("w-1"))).toMatchObject({ status: W.UNKNOWN, currentAttemptIds: [] });
+      expect((await coordinator.getRollout(rollout.rolloutId)).status).toBe(R.FAILED);
     });
 
     it("FAILED → retry (attempt 2, back of the queue) → SUCCEEDED", async () => {
@@ -168,14 +168,14 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       ]);
       const first = (await coordinator.dequeueFor("w-1"))!;
       await coordinator.report(first.attempt.attemptId, { status: A.FAILED, errorMessage: "crashed" });
-      expect(coordinator.getRollout(retried!.rolloutId).status).toBe(R.REQUEUING);
-      expect(coordinator.getAttempt(first.attempt.attemptId).error).toMatchObject({ message: "crashed", kind: AttemptErrorKind.REPORTED });
+      expect((await coordinator.getRollout(retried!.rolloutId)).status).toBe(R.REQUEUING);
+      expect((await coordinator.getAttempt(first.attempt.attemptId)).error).toMatchObject({ message: "crashed", kind: AttemptErrorKind.REPORTED });
       expect((await coordinator.dequeueFor("w-1"))!.rollout.rolloutId).toBe(other!.rolloutId);
       const second = (await coordinator.dequeueFor("w-1"))!;
       expect(second.rollout.rolloutId).toBe(retried!.rolloutId);
       expect(second.attempt.sequenceId).toBe(2);
       await coordinator.report(second.attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
-      expect(coordinator.getRollout(retried!.rolloutId)).toMatchObject({ status: R.SUCCEEDED, attemptCount: 2 });
+      expect((await coordinator.getRollout(retried!.rolloutId))).toMatchObject({ status: R.SUCCEEDED, attemptCount: 2 });
     });
 
     it("FAILED without retry_on, or at max_attempts, fails the rollout", async () => {
@@ -183,7 +183,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       const [rollout] = await coordinator.enqueue([request({}, { maxAttempts: 3 })]);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       await coordinator.report(attempt.attemptId, { status: A.FAILED, errorMessage: "x" });
-      expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.FAILED);
+      expect((await coordinator.getRollout(rollout!.rolloutId)).status).toBe(R.FAILED);
     });
 
     it("a late report on an older attempt is recorded there, refused, and never moves the rollout", async () => {
@@ -195,12 +195,12 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       const second = (await coordinator.dequeueFor("w-2"))!;
       const error = await rejection(coordinator.report(first.attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" }));
       expect(error.kind).toBe("failed_precondition");
-      const old = coordinator.getAttempt(first.attempt.attemptId);
+      const old = (await coordinator.getAttempt(first.attempt.attemptId));
       expect(old).toMatchObject({ status: A.TIMEOUT, lateStatus: A.SUCCEEDED });
-      expect(coordinator.getRollout(rollout!.rolloutId)).toMatchObject({ status: R.PREPARING, latestAttemptId: second.attempt.attemptId });
+      expect((await coordinator.getRollout(rollout!.rolloutId))).toMatchObject({ status: R.PREPARING, latestAttemptId: second.attempt.attemptId });
       // The stale report did not flip the worker that is busy elsewhere (upstream quirk).
       await coordinator.dequeueFor("w-1");
-      expect(coordinator.getWorker("w-2").status).toBe(W.BUSY);
+      expect((await coordinator.getWorker("w-2")).status).toBe(W.BUSY);
     });
 
     it("a repeated final report (resent after a reconnect) is accepted as a no-op", async () => {
@@ -237,8 +237,8 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       clock.advance(150);
       await coordinator.runWatchdog();
-      expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.TIMEOUT);
-      expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.REQUEUING);
+      expect((await coordinator.getAttempt(attempt.attemptId)).status).toBe(A.TIMEOUT);
+      expect((await coordinator.getRollout(rollout!.rolloutId)).status).toBe(R.REQUEUING);
     });
 
     it("a sign of life on an UNRESPONSIVE attempt whose rollout waits for a retry revives both and unqueues it", async () => {
@@ -249,13 +249,13 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       clock.advance(101);
       await coordinator.runWatchdog();
-      expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.REQUEUING);
+      expect((await coordinator.getRollout(rollout!.rolloutId)).status).toBe(R.REQUEUING);
       await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" });
-      const revived = coordinator.getAttempt(attempt.attemptId);
+      const revived = (await coordinator.getAttempt(attempt.attemptId));
       expect(revived.status).toBe(A.RUNNING);
       expect(revived.endTime).toBeUndefined();
-      expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.RUNNING);
-      expect(coordinator.getWorker("w-1").status).toBe(W.BUSY);
+      expect((await coordinator.getRollout(rollout!.rolloutId)).status).toBe(R.RUNNING);
+      expect((await coordinator.getWorker("w-1")).status).toBe(W.BUSY);
       expect(await coordinator.dequeueFor("w-2")).toBeUndefined();
     });
 
@@ -271,7 +271,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       expect(link.ofCase("cancel").map((c) => c.attemptId)).toEqual([attemptId]);
       await coordinator.heartbeat("w-1", {}, [attemptId]);
       expect(link.ofCase("cancel").map((c) => c.attemptId)).toEqual([attemptId, attemptId]);
-      expect(coordinator.getAttempt(attemptId).status).toBe(A.TIMEOUT);
+      expect((await coordinator.getAttempt(attemptId)).status).toBe(A.TIMEOUT);
     });
 
     it("a report on a TIMEOUT attempt only records it", async () => {
@@ -281,7 +281,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       clock.advance(11);
       await coordinator.runWatchdog();
       await rejection(coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" }));
-      expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.TIMEOUT);
+      expect((await coordinator.getAttempt(attempt.attemptId)).status).toBe(A.TIMEOUT);
     });
 
     it("an attached worker whose heartbeats are late becomes UNKNOWN, and IDLE again when they resume", async () => {
@@ -289,12 +289,12 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       const link = new RecordingLink("w-1");
       await coordinator.openSession(link, OPENING, []);
       await coordinator.heartbeat("w-1", {});
-      expect(coordinator.getWorker("w-1").status).toBe(W.IDLE);
+      expect((await coordinator.getWorker("w-1")).status).toBe(W.IDLE);
       clock.advance(LIVENESS.heartbeatGraceMs + 1);
       await coordinator.runWatchdog();
-      expect(coordinator.getWorker("w-1").status).toBe(W.UNKNOWN);
+      expect((await coordinator.getWorker("w-1")).status).toBe(W.UNKNOWN);
       await coordinator.heartbeat("w-1", {});
-      expect(coordinator.getWorker("w-1").status).toBe(W.IDLE);
+      expect((await coordinator.getWorker("w-1")).status).toBe(W.IDLE);
     });
   });
 
@@ -315,8 +315,8 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       expect(finished.map((r) => r.status)).toEqual([R.CANCELLED, R.CANCELLED]);
       expect(msOf(finished[0]!.endTime)).toBe(clock.now());
       expect(link.ofCase("cancel")).toEqual([expect.objectContaining({ attemptId: assignment.attempt!.attemptId })]);
-      expect(coordinator.getAttempt(assignment.attempt!.attemptId).error?.kind).toBe(AttemptErrorKind.CANCELLED);
-      expect(coordinator.getWorker("w-1").status).toBe(W.IDLE);
+      expect((await coordinator.getAttempt(assignment.attempt!.attemptId)).error?.kind).toBe(AttemptErrorKind.CANCELLED);
+      expect((await coordinator.getWorker("w-1")).status).toBe(W.IDLE);
       expect(await coordinator.dequeueFor("w-2")).toBeUndefined();
       expect((await rejection(coordinator.cancel(queued!.rolloutId))).kind).toBe("failed_precondition");
     });
@@ -343,7 +343,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       expect((await rejection(coordinator.enqueue([request({ rolloutId: "job-2" }), request({ rolloutId: "job-2", resourcesId: "x" })]))).kind).toBe(
         "already_exists",
       );
-      expect(() => coordinator.getRollout("job-2")).toThrow(DomainError);
+      await expect(coordinator.getRollout("job-2")).rejects.toThrow(DomainError);
     });
   });
 
@@ -380,7 +380,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       await coordinator.openSession(fresh, OPENING, []);
       expect(old.closedWith?.kind).toBe("aborted");
       await coordinator.closeSession(old);
-      expect(coordinator.getWorker("w-1")).toMatchObject({ connected: true });
+      expect((await coordinator.getWorker("w-1"))).toMatchObject({ connected: true });
     });
 
     it("a reconnect that lists its attempt resumes it; one it does not list is lost; unknown ones are cancelled", async () => {
@@ -391,14 +391,14 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       await coordinator.enqueue([request(), request()]);
       const [kept, dropped] = first.ofCase("assignment").map((a) => a.attempt!.attemptId);
       await coordinator.closeSession(first);
-      expect(coordinator.getWorker("w-1").status).toBe(W.UNKNOWN);
+      expect((await coordinator.getWorker("w-1")).status).toBe(W.UNKNOWN);
       const second = new RecordingLink("w-1", "se-2");
       await coordinator.openSession(second, OPENING, [kept!, "at-unknown"]);
       expect(second.ofCase("welcome")[0]!.resumedAttemptIds).toEqual([kept]);
       expect(second.ofCase("cancel").map((c) => c.attemptId)).toEqual(["at-unknown"]);
-      expect(coordinator.getAttempt(kept!).status).toBe(A.RUNNING);
-      expect(coordinator.getAttempt(dropped!).status).toBe(A.UNRESPONSIVE);
-      expect(coordinator.getWorker("w-1")).toMatchObject({ status: W.BUSY, currentAttemptIds: [kept] });
+      expect((await coordinator.getAttempt(kept!)).status).toBe(A.RUNNING);
+      expect((await coordinator.getAttempt(dropped!)).status).toBe(A.UNRESPONSIVE);
+      expect((await coordinator.getWorker("w-1"))).toMatchObject({ status: W.BUSY, currentAttemptIds: [kept] });
     });
 
     it("goodbye: no new work, OFFLINE once the stream ends", async () => {
@@ -410,7 +410,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       await coordinator.enqueue([request()]);
       expect(link.ofCase("assignment")).toHaveLength(0);
       await coordinator.closeSession(link);
-      expect(coordinator.getWorker("w-1")).toMatchObject({ status: W.OFFLINE, connected: false });
+      expect((await coordinator.getWorker("w-1"))).toMatchObject({ status: W.OFFLINE, connected: false });
     });
   });
 });
@@ -429,14 +429,14 @@ describe.each(STORES)("recovery after a restart on the %s store", (_, makeStore)
     const { coordinator, clock } = coordinatorOn(store, before.clock);
     clock.advance(LIVENESS.defaultUnresponsiveMs + 1);
     await coordinator.recover();
-    expect(coordinator.getWorker("w-1")).toMatchObject({ status: W.UNKNOWN, connected: false });
+    expect((await coordinator.getWorker("w-1"))).toMatchObject({ status: W.UNKNOWN, connected: false });
     await coordinator.runWatchdog();
-    expect(coordinator.getAttempt(unclaimed!).status).toBe(A.PREPARING);
+    expect((await coordinator.getAttempt(unclaimed!)).status).toBe(A.PREPARING);
 
     const again = new RecordingLink("w-1", "se-again");
     await coordinator.openSession(again, OPENING, [claimed!]);
-    expect(coordinator.getAttempt(claimed!).status).toBe(A.RUNNING);
-    expect(coordinator.getAttempt(unclaimed!).status).toBe(A.UNRESPONSIVE);
+    expect((await coordinator.getAttempt(claimed!)).status).toBe(A.RUNNING);
+    expect((await coordinator.getAttempt(unclaimed!)).status).toBe(A.UNRESPONSIVE);
     await coordinator.grantCredits(again, 1);
     expect(again.ofCase("assignment")).toHaveLength(1);
   });
@@ -450,7 +450,7 @@ describe.each(STORES)("recovery after a restart on the %s store", (_, makeStore)
     await coordinator.recover();
     clock.advance(LIVENESS.heartbeatGraceMs + 1);
     await coordinator.runWatchdog();
-    expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.UNRESPONSIVE);
+    expect((await coordinator.getAttempt(attempt.attemptId)).status).toBe(A.UNRESPONSIVE);
   });
 });
 
@@ -467,18 +467,18 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
     await coordinator.report(assignment.attempt!.attemptId, { status: A.RUNNING, errorMessage: "" });
     clock.advance(1_000);
     await coordinator.runWatchdog();
-    expect(coordinator.getRollout(rollout!.rolloutId).status).toBe(R.RUNNING);
+    expect((await coordinator.getRollout(rollout!.rolloutId)).status).toBe(R.RUNNING);
     clock.advance(1);
     await coordinator.runWatchdog();
-    const failed = coordinator.getRollout(rollout!.rolloutId);
+    const failed = (await coordinator.getRollout(rollout!.rolloutId));
     expect(failed.status).toBe(R.FAILED);
     expect(failed.failureReason).toContain("deadline");
-    expect(coordinator.getAttempt(assignment.attempt!.attemptId)).toMatchObject({
+    expect((await coordinator.getAttempt(assignment.attempt!.attemptId))).toMatchObject({
       status: A.FAILED,
       error: expect.objectContaining({ kind: AttemptErrorKind.DEADLINE_EXCEEDED }),
     });
     expect(link.ofCase("cancel").map((c) => c.attemptId)).toEqual([assignment.attempt!.attemptId]);
-    expect(coordinator.getWorker("w-1").status).toBe(W.IDLE);
+    expect((await coordinator.getWorker("w-1")).status).toBe(W.IDLE);
   });
 
   it("the deadline covers retries: a requeued rollout expires in the queue", async () => {
@@ -488,7 +488,7 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
     await coordinator.report(attempt.attemptId, { status: A.FAILED, errorMessage: "x" });
     clock.advance(501);
     await coordinator.runWatchdog();
-    expect(coordinator.getRollout(rollout!.rolloutId)).toMatchObject({ status: R.FAILED, attemptCount: 1 });
+    expect((await coordinator.getRollout(rollout!.rolloutId))).toMatchObject({ status: R.FAILED, attemptCount: 1 });
     expect(await coordinator.dequeueFor("w-1")).toBeUndefined();
   });
 
@@ -503,10 +503,10 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
     expect((await coordinator.dequeueFor("w-1"))!.rollout.rolloutId).toBe(taken!.rolloutId);
     clock.advance(201);
     await coordinator.runWatchdog();
-    const expired = coordinator.getRollout(stuck!.rolloutId);
+    const expired = (await coordinator.getRollout(stuck!.rolloutId));
     expect(expired.status).toBe(R.FAILED);
     expect(expired.failureReason).toContain("queue_timeout");
-    expect(coordinator.getRollout(taken!.rolloutId).status).toBe(R.PREPARING);
+    expect((await coordinator.getRollout(taken!.rolloutId)).status).toBe(R.PREPARING);
   });
 
   it("a failed rollout records its last attempt's error as the failure reason", async () => {
@@ -514,7 +514,7 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
     const [rollout] = await coordinator.enqueue([request()]);
     const { attempt } = (await coordinator.dequeueFor("w-1"))!;
     await coordinator.report(attempt.attemptId, { status: A.FAILED, errorMessage: "segfault" });
-    expect(coordinator.getRollout(rollout!.rolloutId).failureReason).toBe("attempt 1 ended FAILED: segfault");
+    expect((await coordinator.getRollout(rollout!.rolloutId)).failureReason).toBe("attempt 1 ended FAILED: segfault");
   });
 
   it("drain: no more dispatching, every runner told, resolves at once when no session holds an attempt", async () => {
@@ -548,25 +548,25 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
       await coordinator.heartbeat(link.workerId, {}, link.ofCase("assignment").map((a) => a.attempt!.attemptId));
     }
     await coordinator.runWatchdog();
-    const statusOf = (link: RecordingLink) => coordinator.getAttempt(link.ofCase("assignment")[0]!.attempt!.attemptId).status;
+    const statusOf = async (link: RecordingLink) => (await coordinator.getAttempt(link.ofCase("assignment")[0]!.attempt!.attemptId)).status;
     return { coordinator, clock, links, statusOf };
   }
 
   it("the brake engages when 8 of 12 runners drop at once: their attempts are held, then judged", async () => {
     const { coordinator, clock, links, statusOf } = await fleetDrop(12, 8);
-    expect(links.slice(0, 8).map(statusOf)).toEqual(Array(8).fill(A.PREPARING));
-    expect(coordinator.getWorker("w-0").status).toBe(W.UNKNOWN);
+    expect(await Promise.all(links.slice(0, 8).map(statusOf))).toEqual(Array(8).fill(A.PREPARING));
+    expect((await coordinator.getWorker("w-0")).status).toBe(W.UNKNOWN);
     clock.advance(4 * LIVENESS.heartbeatGraceMs);
     await coordinator.runWatchdog();
-    expect(links.slice(0, 8).map(statusOf)).toEqual(Array(8).fill(A.UNRESPONSIVE));
+    expect(await Promise.all(links.slice(0, 8).map(statusOf))).toEqual(Array(8).fill(A.UNRESPONSIVE));
   });
 
   it("the brake does not engage for 1 of 1, nor for a minority of a large fleet", async () => {
     const lone = await fleetDrop(1, 1);
-    expect(lone.statusOf(lone.links[0]!)).toBe(A.UNRESPONSIVE);
+    expect(await lone.statusOf(lone.links[0]!)).toBe(A.UNRESPONSIVE);
     const minority = await fleetDrop(12, 6);
-    expect(minority.links.slice(0, 6).map(minority.statusOf)).toEqual(Array(6).fill(A.UNRESPONSIVE));
-    expect(minority.links.slice(6).map(minority.statusOf)).toEqual(Array(6).fill(A.RUNNING));
+    expect(await Promise.all(minority.links.slice(0, 6).map(minority.statusOf))).toEqual(Array(6).fill(A.UNRESPONSIVE));
+    expect(await Promise.all(minority.links.slice(6).map(minority.statusOf))).toEqual(Array(6).fill(A.RUNNING));
   });
 });
 
@@ -588,7 +588,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       ]);
       await coordinator.grantCredits(plain, 3);
       expect(plain.ofCase("assignment").map((a) => a.rollout!.rolloutId)).toEqual([any1!.rolloutId, any2!.rolloutId]);
-      expect(coordinator.getRollout(gpu!.rolloutId).status).toBe(R.QUEUING);
+      expect((await coordinator.getRollout(gpu!.rolloutId)).status).toBe(R.QUEUING);
       expect(coordinator.unroutableCount()).toBe(1);
       expect(coordinator.unroutableRolloutIds()).toEqual([gpu!.rolloutId]);
 
@@ -610,7 +610,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       const [labelled, open] = await coordinator.enqueue([request({}, { requiredLabels: { pool: "a" } }), request()]);
       expect((await coordinator.dequeueFor("w-1"))?.rollout.rolloutId).toBe(open!.rolloutId);
       expect(await coordinator.dequeueFor("w-1")).toBeUndefined();
-      expect(coordinator.getRollout(labelled!.rolloutId).status).toBe(R.QUEUING);
+      expect((await coordinator.getRollout(labelled!.rolloutId)).status).toBe(R.QUEUING);
     });
   });
 
@@ -644,7 +644,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       for (let n = 1; n <= 3; n++) {
         const { attempt } = (await coordinator.dequeueFor(`w-${n}`))!;
         await fail(coordinator, attempt.attemptId);
-        const requeued = coordinator.getRollout(rollout!.rolloutId);
+        const requeued = (await coordinator.getRollout(rollout!.rolloutId));
         expect(requeued.status).toBe(R.REQUEUING);
         const wait = msOf(requeued.nextAttemptTime)! - clock.now();
         waits.push(wait);
@@ -687,7 +687,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     it("a retry does not go back to the worker that failed it while another connected worker could take it", async () => {
       const { coordinator, a, b, retried } = await twoRunners();
       expect(a.ofCase("assignment")).toHaveLength(1);
-      expect(coordinator.getRollout(retried.rolloutId).status).toBe(R.REQUEUING);
+      expect((await coordinator.getRollout(retried.rolloutId)).status).toBe(R.REQUEUING);
       // b finishes its work and asks again: the retry goes to b.
       await coordinator.report(b.ofCase("assignment")[0]!.attempt!.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
       await coordinator.grantCredits(b, 1);
@@ -731,7 +731,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       await coordinator.enqueue([request()]);
       const held = (await coordinator.dequeueFor("w-bad"))!;
       await failThrice(context);
-      const worker = coordinator.getWorker("w-bad");
+      const worker = (await coordinator.getWorker("w-bad"));
       expect(msOf(worker.quarantineUntil)).toBe(clock.now() - 10 + 30_000);
       expect(worker.quarantineReason).toMatch(/last 3 attempts all ended FAILED or TIMEOUT/);
       expect(worker.quarantineCount).toBe(1);
@@ -739,8 +739,8 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       expect((await coordinator.dequeueFor("w-good"))?.rollout).toBeDefined();
       // What it held still counts.
       await coordinator.report(held.attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
-      expect(coordinator.getRollout(held.rollout.rolloutId).status).toBe(R.SUCCEEDED);
-      expect(coordinator.getWorker("w-bad").quarantineCount).toBe(1);
+      expect((await coordinator.getRollout(held.rollout.rolloutId)).status).toBe(R.SUCCEEDED);
+      expect((await coordinator.getWorker("w-bad")).quarantineCount).toBe(1);
     });
 
     it("a quarantined runner's credits wait; when the period ends, it is served again", async () => {
@@ -763,12 +763,12 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       clock.advance(30_000);
       await coordinator.enqueue([request(), request()]);
       await fail(coordinator, (await coordinator.dequeueFor("w-bad"))!.attempt.attemptId);
-      expect(coordinator.getWorker("w-bad")).toMatchObject({ quarantineCount: 2 });
-      expect(msOf(coordinator.getWorker("w-bad").quarantineUntil)).toBe(clock.now() + 60_000);
+      expect((await coordinator.getWorker("w-bad"))).toMatchObject({ quarantineCount: 2 });
+      expect(msOf((await coordinator.getWorker("w-bad")).quarantineUntil)).toBe(clock.now() + 60_000);
       clock.advance(60_000);
       const next = (await coordinator.dequeueFor("w-bad"))!;
       await coordinator.report(next.attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
-      const cleared = coordinator.getWorker("w-bad");
+      const cleared = (await coordinator.getWorker("w-bad"));
       expect(cleared).toMatchObject({ quarantineCount: 0, quarantineReason: "" });
       expect(cleared.quarantineUntil).toBeUndefined();
     });
@@ -780,14 +780,14 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
         await fail(coordinator, (await coordinator.dequeueFor("w-1"))!.attempt.attemptId);
         clock.advance(31_000);
       }
-      expect(coordinator.getWorker("w-1").quarantineUntil).toBeUndefined();
+      expect((await coordinator.getWorker("w-1")).quarantineUntil).toBeUndefined();
       const silent = (await coordinator.dequeueFor("w-1"))!;
       clock.advance(LIVENESS.defaultUnresponsiveMs + 1);
       await coordinator.runWatchdog();
-      expect(coordinator.getAttempt(silent.attempt.attemptId).status).toBe(A.UNRESPONSIVE);
+      expect((await coordinator.getAttempt(silent.attempt.attemptId)).status).toBe(A.UNRESPONSIVE);
       const cancelled = (await coordinator.dequeueFor("w-1"))!;
       await coordinator.cancel(cancelled.rollout.rolloutId);
-      expect(coordinator.getWorker("w-1").quarantineUntil).toBeUndefined();
+      expect((await coordinator.getWorker("w-1")).quarantineUntil).toBeUndefined();
     });
 
     it("ReleaseWorker lifts a quarantine at once; NOT_FOUND for an unknown worker, FAILED_PRECONDITION for a free one", async () => {
@@ -810,10 +810,10 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" });
       clock.advance(1_000);
       await coordinator.runWatchdog();
-      expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.RUNNING);
+      expect((await coordinator.getAttempt(attempt.attemptId)).status).toBe(A.RUNNING);
       clock.advance(1);
       await coordinator.runWatchdog();
-      expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.TIMEOUT);
+      expect((await coordinator.getAttempt(attempt.attemptId)).status).toBe(A.TIMEOUT);
     });
 
     it("a sign of life moves the unresponsive check later instead of being scanned for", async () => {
@@ -827,10 +827,10 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       await coordinator.heartbeat("w-1", {}, [attemptId]);
       clock.advance(900);
       await coordinator.runWatchdog();
-      expect(coordinator.getAttempt(attemptId).status).toBe(A.RUNNING);
+      expect((await coordinator.getAttempt(attemptId)).status).toBe(A.RUNNING);
       clock.advance(101);
       await coordinator.runWatchdog();
-      expect(coordinator.getAttempt(attemptId).status).toBe(A.UNRESPONSIVE);
+      expect((await coordinator.getAttempt(attemptId)).status).toBe(A.UNRESPONSIVE);
     });
   });
 
@@ -860,19 +860,19 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       clock.advance(101);
       await coordinator.runWatchdog();
-      const timedOut = coordinator.getAttempt(attempt.attemptId);
+      const timedOut = (await coordinator.getAttempt(attempt.attemptId));
       expect(timedOut.status).toBe(A.TIMEOUT);
       clock.advance(50);
       await coordinator.heartbeat("w-1", {}, [attempt.attemptId]);
-      const seen = coordinator.getAttempt(attempt.attemptId);
+      const seen = (await coordinator.getAttempt(attempt.attemptId));
       expect(seen).toMatchObject({ status: A.TIMEOUT, version: timedOut.version });
       expect(msOf(seen.lastHeartbeatTime)).toBe(clock.now());
       clock.advance(50);
       await rejection(coordinator.report(attempt.attemptId, { status: A.UNSPECIFIED, errorMessage: "" }));
-      expect(coordinator.getAttempt(attempt.attemptId)).toMatchObject({ status: A.TIMEOUT, version: timedOut.version });
-      expect(msOf(coordinator.getAttempt(attempt.attemptId).lastHeartbeatTime)).toBe(clock.now());
+      expect((await coordinator.getAttempt(attempt.attemptId))).toMatchObject({ status: A.TIMEOUT, version: timedOut.version });
+      expect(msOf((await coordinator.getAttempt(attempt.attemptId)).lastHeartbeatTime)).toBe(clock.now());
       await rejection(coordinator.report(attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" }));
-      expect(coordinator.getAttempt(attempt.attemptId)).toMatchObject({
+      expect((await coordinator.getAttempt(attempt.attemptId))).toMatchObject({
         status: A.TIMEOUT,
         lateStatus: A.SUCCEEDED,
         version: timedOut.version + 1n,
@@ -893,8 +893,8 @@ describe.each(STORES)("issue 8 recovery rules on the %s store", (_, makeStore) =
     const fresh = (await coordinator.dequeueFor("w-new"))!;
     clock.advance(1_001);
     await coordinator.runWatchdog();
-    expect(coordinator.getAttempt(fresh.attempt.attemptId).status).toBe(A.UNRESPONSIVE);
-    expect(coordinator.getAttempt(inherited.attempt.attemptId).status).toBe(A.PREPARING);
+    expect((await coordinator.getAttempt(fresh.attempt.attemptId)).status).toBe(A.UNRESPONSIVE);
+    expect((await coordinator.getAttempt(inherited.attempt.attemptId)).status).toBe(A.PREPARING);
   });
 
   it("on an empty store there is no grace at all", async () => {
@@ -904,7 +904,7 @@ describe.each(STORES)("issue 8 recovery rules on the %s store", (_, makeStore) =
     const { attempt } = (await coordinator.dequeueFor("w-1"))!;
     clock.advance(LIVENESS.defaultUnresponsiveMs + 1);
     await coordinator.runWatchdog();
-    expect(coordinator.getAttempt(attempt.attemptId).status).toBe(A.UNRESPONSIVE);
+    expect((await coordinator.getAttempt(attempt.attemptId)).status).toBe(A.UNRESPONSIVE);
   });
 
   it("a session that died with the previous process ends when its worker was last heard from", async () => {
@@ -918,7 +918,7 @@ describe.each(STORES)("issue 8 recovery rules on the %s store", (_, makeStore) =
     const { coordinator, clock } = coordinatorOn(store, before.clock);
     clock.advance(60_000);
     await coordinator.recover();
-    expect(msOf(coordinator.getWorker("w-1").disconnectTime)).toBe(heardAt);
+    expect(msOf((await coordinator.getWorker("w-1")).disconnectTime)).toBe(heardAt);
   });
 
   it("queue order, priorities, labels, retry delays and exclusions survive a restart", async () => {

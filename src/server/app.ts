@@ -72,7 +72,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
     unroutableQueued: () => coordinator.unroutableCount(),
   };
   fleet = new FleetCounters(clock, routing, metrics.fleetEvents);
-  fleet.seed(store);
+  await fleet.seed(store);
   const observer = allObservers(fleet, eventLog(logger));
   const history = new WorkerHistory({ samplesPerWorker: config.historySamples, maxBytes: config.historyMaxBytes });
   const coordinator = new Coordinator({
@@ -113,7 +113,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   const auth = await setupAuth({
     authFile: config.authFile,
     services: services.map(({ service }) => service),
-    attemptWorker: (attemptId) => store.getAttempt(attemptId)?.workerId,
+    attemptWorker: async (attemptId) => (await store.getAttempt(attemptId))?.workerId,
     log,
   });
   const grpc = await startGrpcServer({

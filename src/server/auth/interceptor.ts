@@ -8,7 +8,7 @@ export interface AuthOptions {
   tokens: () => TokenTable;
   rules: Map<DescMethod, MethodRule>;
   /** Worker holding an attempt, or undefined when the attempt is unknown (the handler then answers NOT_FOUND). */
-  attemptWorker: (attemptId: string) => string | undefined;
+  attemptWorker: (attemptId: string) => Promise<string | undefined>;
   log: (line: string) => void;
 }
 
@@ -18,7 +18,7 @@ export interface AuthOptions {
  * opens, and its Hello once, not every message.
  */
 export function authInterceptor(options: AuthOptions): Interceptor {
-  return (next) => (req) => {
+  return (next) => async (req) => {
     const rule = options.rules.get(req.method);
     const principal = authenticate(options.tokens(), req.header.get("authorization"));
     const methodName = `${req.service.name}.${req.method.name}`;
@@ -33,7 +33,7 @@ export function authInterceptor(options: AuthOptions): Interceptor {
     }
     if (req.stream) throw new ConnectError(`${methodName}: expected a single request`, Code.Internal);
     const value = (req.message as unknown as Record<string, unknown>)[scope.field];
-    const workerId = typeof value !== "string" ? "" : scope.from === "request" ? value : options.attemptWorker(value);
+    const workerId = typeof value !== "string" ? "" : scope.from === "request" ? value : await options.attemptWorker(value);
     // A missing id is the handler's to refuse (INVALID_ARGUMENT), whoever asks.
     if (workerId !== undefined && workerId !== "") checkWorker(options, principal, scope, workerId);
     return next(req);

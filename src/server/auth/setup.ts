@@ -18,7 +18,7 @@ export interface Auth {
 export async function setupAuth(options: {
   authFile: string | undefined;
   services: readonly DescService[];
-  attemptWorker: (attemptId: string) => string | undefined;
+  attemptWorker: (attemptId: string) => Promise<string | undefined>;
   log: (line: string) => void;
 }): Promise<Auth> {
   const { authFile, log } = options;

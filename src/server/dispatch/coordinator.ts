@@ -1,4 +1,5 @@
 import { create, equals } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type Attempt, AttemptErrorKind, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import {
   type EnqueueRolloutRequest,
@@ -8,39 +9,21 @@ import {
 } from "../../gen/runnerline/v1/rollout_pb.js";
 import { type SessionResponse, SessionResponseSchema } from "../../gen/runnerline/v1/runner_pb.js";
 import { type Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import {
   type AttemptReport,
-  abortAttempt,
   applyReport,
   expireAttempt,
   isAttemptActive,
   isAttemptCurrent,
   isRepeatedOutcome,
-  newAttempt,
   recordLateReport,
   recordLateSignOfLife,
   recordSignOfLife,
-  watchdogDue,
   watchdogVerdict,
 } from "../domain/attempt.js";
 import { DomainError, failedPrecondition, notFound } from "../domain/errors.js";
 import { newAttemptId, newRolloutId } from "../domain/ids.js";
-import {
-  cancelRollout,
-  dispatchableAt,
-  dispatchRollout,
-  expireRollout,
-  followAttempt,
-  isRolloutQueued,
-  isRolloutTerminal,
-  maxAttempts,
-  newRollout,
-  rolloutEffects,
-  rolloutExpiry,
-  rolloutExpiryDue,
-} from "../domain/rollout.js";
-import { type Labels, labelSetKey, labelsMatch } from "../domain/labels.js";
+import { type Labels, labelsMatch } from "../domain/labels.js";
 import {
   DEFAULT_QUARANTINE_POLICY,
   nextFailureStreak,
@@ -49,33 +32,43 @@ import {
   successClearsQuarantine,
   workerOutcome,
 } from "../domain/quarantine.js";
+import {
+  cancelRollout,
+  dispatchableAt,
+  expireRollout,
+  isRolloutQueued,
+  isRolloutTerminal,
+  maxAttempts,
+  newRollout,
+  rolloutEffects,
+  rolloutExpiry,
+} from "../domain/rollout.js";
 import { type Clock, type Millis, msOf, toTimestamp } from "../domain/time.js";
 import {
   attachSession,
   clearQuarantine,
   detachSession,
   type HeartbeatData,
-  holdAttempt,
-  isQuarantined,
   lastHeardMs,
-  latenessDue,
   type Liveness,
   newWorkerRecord,
   quarantineWorker,
   recordHeartbeat,
   recordWorkRequest,
-  releaseAttempt,
   type SessionOpening,
   settle,
   type WorkerRecord,
 } from "../domain/worker.js";
 import type { Store } from "../store/store.js";
+import { type Changes, NO_CHANGES } from "../transitions/changes.js";
+import type { AttemptStep, SessionFence, TransitionContext } from "../transitions/steps.js";
 import { DispatchQueue, type QueueEntry } from "./dispatch-queue.js";
-import { DueTimers, startTimerDriver } from "./due-timers.js";
 import { Effects } from "./effects.js";
 import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
+import { type LiveSession, SessionRegistry } from "./sessions.js";
 import type { TransitionObserver } from "./transition-observer.js";
+import { Watchdog } from "./watchdog.js";
 
 export interface CoordinatorOptions {
   store: Store;
@@ -109,54 +102,36 @@ export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 /** The workers that ran a rollout never dispatched. */
 const NOBODY: ReadonlySet<string> = new Set();
 
-/** What a due timer (see DueTimers) stands for; its id is the attempt's, rollout's or worker's. */
-type TimerKind =
-  /** An active attempt may have run too long or gone silent. */
-  | "attempt"
-  /** A rollout may be past its deadline or queue_timeout. */
-  | "rollout"
-  /** A worker's heartbeats may have become late. */
-  | "worker"
-  /** A rollout's retry_delay has passed: it may be dispatched. */
-  | "release"
-  /** A retry may now go back to the workers that ran it: dispatch again. */
-  | "pump"
-  /** A worker's quarantine ended: dispatch again. */
-  | "quarantine";
+const EVERYTHING = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
 
 /**
- * The single writer: applies every transition (domain functions) to the
- * store, and turns their consequences into actions — assignments pushed to
- * waiting runners, cancellations, woken waiters. Services call it; it never
- * knows about transports.
+ * Turns requests into store operations and their outcomes into actions. Each
+ * transition is one atomic store operation (src/server/store/store.ts) whose
+ * rules are pure domain functions; the coordinator absorbs the Changes it
+ * returns — the dispatch queue index, timers, waiters, observers — and once
+ * they are durable acts on them: assignments pushed to waiting runners,
+ * cancellations, woken waiters. Services call it; it never knows about
+ * transports. Sessions and credits live in SessionRegistry, time-driven
+ * checks in Watchdog.
  */
 export class Coordinator {
   private readonly store: Store;
   private readonly clock: Clock;
   private readonly liveness: Liveness;
-  private readonly sessions = new Map<string, SessionLink>();
-  /** Sessions with credits, served round-robin so waiting runners are treated fairly. */
-  private waiting: SessionLink[] = [];
-  private readonly finishWaiters = new Map<string, Set<() => void>>();
-  private readonly workerListeners = new Set<(worker: Worker) => void>();
-  /** Until then, silence is not held against inheritedAttempts: their runners are reconnecting after a restart. */
-  private reconnectGraceUntil = -Infinity;
-  /** Attempts that were in flight when this process started on a store that outlived the previous one. */
-  private inheritedAttempts = new Set<string>();
+  private readonly sessions = new SessionRegistry();
+  private readonly watchdog: Watchdog;
   private readonly brake: MassDropBrake;
+  private readonly finishWaiters = new Map<string, Set<(rolloutId: string) => void>>();
+  private readonly workerListeners = new Set<(worker: Worker) => void>();
   /** Queued rollouts that may be dispatched now; the store keeps the same order durably. */
   private readonly queue = new DispatchQueue();
   /** Queued rollouts waiting out their retry_delay, released by a "release" timer. */
   private readonly delayed = new Map<string, QueueEntry>();
-  /** Every time-driven check, each at its due time. */
-  private readonly timers = new DueTimers<TimerKind>();
-  /** Labels of the workers with a live session, for matching rollouts to them. */
-  private readonly sessionLabels = new Map<string, Labels>();
-  /** Per unfinished rollout that was dispatched, the workers that ran its attempts (see workersThatRan). */
+  /** Per unfinished rollout that may be retried, the workers that ran its attempts. */
   private readonly ranOn = new Map<string, Set<string>>();
   /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
   private readonly failureStreaks = new Map<string, Millis[]>();
-  /** When each worker that carries a quarantine has it lifted (ms), for quarantinedCount. */
+  /** When each worker that carries a quarantine has it lifted (ms), for routing and quarantinedCount. */
   private readonly quarantineEnds = new Map<string, Millis>();
   private readonly quarantinePolicy: QuarantinePolicy;
   private readonly retryElsewhereMs: number;
@@ -176,103 +151,87 @@ export class Coordinator {
       holdMs: options.brakeHoldMs ?? 4 * options.heartbeatGraceMs,
       establishedAfterMs: options.heartbeatIntervalMs,
     });
+    this.watchdog = new Watchdog(this.liveness, options.defaultUnresponsiveMs, this.brake);
     this.quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
     this.retryElsewhereMs = options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS;
-    this.load();
-  }
-
-  /**
-   * Rebuilds what the coordinator keeps in memory from the store: the
-   * dispatch queue in its stored order, and a timer for everything that
-   * time alone can change.
-   */
-  private load() {
-    const now = this.clock.now();
-    for (const rolloutId of this.store.queuedRolloutIds()) {
-      const rollout = this.store.getRollout(rolloutId);
-      if (rollout !== undefined && isRolloutQueued(rollout.status)) this.queueRollout(rollout, now);
-    }
-    const unfinished = [RolloutStatus.QUEUING, RolloutStatus.REQUEUING, RolloutStatus.PREPARING, RolloutStatus.RUNNING];
-    const everything = { orderBy: [{ field: "rollout_id", descending: false }], offset: 0, limit: Number.MAX_SAFE_INTEGER };
-    for (const rollout of this.store.listRollouts({ filter: { statuses: unfinished, idContains: "" }, ...everything }).items) {
-      this.scheduleRolloutClock(rollout);
-    }
-    for (const attempt of this.store.activeAttempts()) {
-      const rollout = this.store.getRollout(attempt.rolloutId);
-      if (rollout !== undefined) this.scheduleAttemptCheck(attempt, rollout);
-    }
-    for (const record of this.store.workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY])) {
-      const due = latenessDue(record, this.liveness);
-      if (due !== undefined) this.timers.scheduleNoLaterThan("worker", record.worker.workerId, due);
-    }
   }
 
   /** Arms the timers on the real event loop (servers; tests with a manual clock call runWatchdog instead). */
   startTimers(onError: (error: unknown) => void) {
-    return startTimerDriver(this.timers, this.clock, () => this.runWatchdog(), onError);
+    return this.watchdog.start(this.clock, () => this.runWatchdog(), onError);
+  }
+
+  private context(now: Millis): TransitionContext {
+    return { now, liveness: this.liveness };
   }
 
   // ---- rollouts ----------------------------------------------------------
 
   /** Enqueues all or none; a repeated idempotency key returns the existing rollout. */
-  async enqueue(requests: EnqueueRolloutRequest[]): Promise<Rollout[]> {
+  async enqueue(requests: EnqueueRolloutRequest[], retried = false): Promise<Rollout[]> {
     const now = this.clock.now();
+    const existing = await Promise.all(
+      requests.map((request) => (request.rolloutId === "" ? undefined : this.store.getRollout(request.rolloutId))),
+    );
     const claimed = new Set<string>();
-    const plan = requests.map((request) => {
-      if (request.rolloutId === "") return { request, existing: undefined };
-      const existing = this.store.getRollout(request.rolloutId);
-      if (existing !== undefined && !sameEnqueueRequest(existing, request)) {
-        throw new DomainError("already_exists", `rollout ${request.rolloutId} exists with different content`);
+    const rollouts = requests.map((request, i) => {
+      const found = existing[i];
+      if (found !== undefined) {
+        if (!sameEnqueueRequest(found, request)) {
+          throw new DomainError("already_exists", `rollout ${request.rolloutId} exists with different content`);
+        }
+        return { rollout: found, fresh: false };
       }
-      if (existing === undefined && claimed.has(request.rolloutId)) {
+      if (request.rolloutId !== "" && claimed.has(request.rolloutId)) {
         throw new DomainError("already_exists", `rollout ${request.rolloutId} appears twice in the request`);
       }
       claimed.add(request.rolloutId);
-      return { request, existing };
+      return { rollout: newRollout(request, request.rolloutId || newRolloutId(), now), fresh: true };
     });
+    const fresh = rollouts.filter((r) => r.fresh).map((r) => r.rollout);
+    let changes = NO_CHANGES;
+    try {
+      if (fresh.length > 0) changes = await this.store.enqueueRollouts(fresh);
+    } catch (error) {
+      // Another enqueue took one of the ids since they were read: read again, once (it may be the same rollout).
+      if (error instanceof DomainError && error.kind === "already_exists" && !retried) return this.enqueue(requests, true);
+      throw error;
+    }
     const fx = new Effects();
-    const rollouts = plan.map(({ request, existing }) => {
-      if (existing !== undefined) return existing;
-      const rollout = newRollout(request, request.rolloutId || this.unusedRolloutId(), now);
-      this.saveRollout(undefined, rollout, now, fx);
-      return rollout;
-    });
-    this.pump(now, fx);
+    this.absorb(changes, now, fx);
+    await this.pump(now, fx);
     await this.settle(fx);
-    return rollouts;
+    return rollouts.map((r) => r.rollout);
   }
 
-  getRollout(rolloutId: string): Rollout {
-    const rollout = this.store.getRollout(rolloutId);
+  async getRollout(rolloutId: string): Promise<Rollout> {
+    const rollout = await this.store.getRollout(rolloutId);
     if (rollout === undefined) throw notFound(`rollout ${rolloutId} not found`);
     return rollout;
   }
 
   async cancel(rolloutId: string): Promise<Rollout> {
     const now = this.clock.now();
-    const before = this.getRollout(rolloutId);
+    const reason = "rollout cancelled";
+    const changes = await this.store.changeRollout(rolloutId, (rollout) => ({
+      after: cancelRollout(rollout, now),
+      attemptErrorKind: AttemptErrorKind.CANCELLED,
+      reason,
+    }), this.context(now));
     const fx = new Effects();
-    const cancelled = cancelRollout(before, now);
-    this.endRollout(before, cancelled, AttemptErrorKind.CANCELLED, "rollout cancelled", now, fx);
+    this.absorb(changes, now, fx);
+    this.cancelAbortedAttempts(changes, reason, fx);
+    await this.judgeEnded(changes, now, fx);
     await this.settle(fx);
-    return cancelled;
+    return changes.rollouts.find((c) => c.after.rolloutId === rolloutId)?.after ?? (await this.getRollout(rolloutId));
   }
 
-  /** A rollout ended from outside its attempts: its running attempt fails and its runner is told to stop. */
-  private endRollout(
-    before: Rollout,
-    after: Rollout,
-    kind: AttemptErrorKind.CANCELLED | AttemptErrorKind.DEADLINE_EXCEEDED,
-    reason: string,
-    now: number,
-    fx: Effects,
-  ) {
-    this.saveRollout(before, after, now, fx);
-    const attempt = before.latestAttemptId ? this.store.getAttempt(before.latestAttemptId) : undefined;
-    const held = attempt !== undefined && isAttemptActive(attempt.status);
-    if (held) {
-      this.saveAttempt(attempt, abortAttempt(attempt, kind, reason, now), now, fx);
-      this.sendTo(attempt.workerId, cancelMessage(attempt.attemptId, reason), fx);
+  /** Runners holding attempts that their rollout's end aborted are told to stop. */
+  private cancelAbortedAttempts(changes: Changes, reason: string, fx: Effects) {
+    for (const { before, after } of changes.attempts) {
+      if (before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status)) {
+        this.sendTo(after.workerId, cancelMessage(after.attemptId, reason), fx);
+      }
     }
   }
 
@@ -280,19 +239,34 @@ export class Coordinator {
   async dequeueFor(workerId: string): Promise<{ rollout: Rollout; attempt: Attempt } | undefined> {
     const now = this.clock.now();
     const fx = new Effects();
-    this.updateWorker(workerId, now, (record) => recordWorkRequest(record, this.liveness, now));
-    const entry = this.draining ? undefined : this.pickFor(workerId, now);
-    const assigned = entry === undefined ? undefined : this.dispatch(entry.rolloutId, workerId, now, fx);
+    const asked = await this.store.changeWorker(workerId, undefined, (r) =>
+      recordWorkRequest(r ?? newWorkerRecord(workerId, now), this.liveness, now),
+    );
+    this.absorb(asked, now, fx);
+    const labels = this.sessions.get(workerId)?.labels ?? asked.workers[0]?.after.worker.labels ?? {};
+    const entry = this.draining ? undefined : this.pickFor(workerId, labels, now);
+    let assigned: { rollout: Rollout; attempt: Attempt } | undefined;
+    if (entry !== undefined) {
+      this.queue.remove(entry.rolloutId);
+      const { claimed, changes } = await this.store.claimRollouts({
+        ...this.context(now),
+        workerId,
+        epoch: undefined,
+        rolloutIds: [entry.rolloutId],
+        newAttemptId,
+      });
+      this.absorb(changes, now, fx);
+      assigned = claimed[0];
+    }
     await this.settle(fx);
     return assigned;
   }
 
   /** Resolves with the finished ones among `rolloutIds` once all have finished, the timeout passes or `signal` aborts. */
   async waitFor(rolloutIds: string[], timeoutMs: number | undefined, signal: AbortSignal): Promise<Rollout[]> {
-    for (const id of rolloutIds) this.getRollout(id);
-    const finished = () => rolloutIds.map((id) => this.getRollout(id)).filter((r) => isRolloutTerminal(r.status));
-    const pending = new Set(rolloutIds.filter((id) => !isRolloutTerminal(this.getRollout(id).status)));
-    if (pending.size === 0 || timeoutMs === 0 || signal.aborted) return finished();
+    const current = await Promise.all(rolloutIds.map((id) => this.getRollout(id)));
+    const pending = new Set(current.filter((r) => !isRolloutTerminal(r.status)).map((r) => r.rolloutId));
+    if (pending.size === 0 || timeoutMs === 0 || signal.aborted) return current.filter((r) => isRolloutTerminal(r.status));
     await new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -300,8 +274,8 @@ export class Coordinator {
         for (const id of rolloutIds) this.finishWaiters.get(id)?.delete(onFinished);
         resolve();
       };
-      const onFinished = () => {
-        for (const id of pending) if (isRolloutTerminal(this.getRollout(id).status)) pending.delete(id);
+      const onFinished = (rolloutId: string) => {
+        pending.delete(rolloutId);
         if (pending.size === 0) done();
       };
       const timer = timeoutMs === undefined ? undefined : setTimeout(done, timeoutMs);
@@ -312,13 +286,14 @@ export class Coordinator {
         waiters.add(onFinished);
       }
     });
-    return finished();
+    const final = await Promise.all(rolloutIds.map((id) => this.store.getRollout(id)));
+    return final.filter((r): r is Rollout => r !== undefined && isRolloutTerminal(r.status));
   }
 
   // ---- attempts ----------------------------------------------------------
 
-  getAttempt(attemptId: string): Attempt {
-    const attempt = this.store.getAttempt(attemptId);
+  async getAttempt(attemptId: string): Promise<Attempt> {
+    const attempt = await this.store.getAttempt(attemptId);
     if (attempt === undefined) throw notFound(`attempt ${attemptId} not found`);
     return attempt;
   }
@@ -326,44 +301,50 @@ export class Coordinator {
   /**
    * A runner's report. Only a current attempt moves its rollout; a report
    * about one that is no longer current is recorded on it and refused with
-   * FAILED_PRECONDITION (after the record is durable).
+   * FAILED_PRECONDITION (after the record is durable). A report made on a
+   * session that a newer one replaced changes nothing (ABORTED).
    */
   async report(
     attemptId: string,
     report: AttemptReport,
-    guard: { workerId?: string; expectedVersion?: bigint } = {},
+    guard: { workerId?: string; expectedVersion?: bigint; session?: SessionLink } = {},
   ): Promise<Attempt> {
     const now = this.clock.now();
-    const attempt = this.getAttempt(attemptId);
-    if (guard.workerId !== undefined && attempt.workerId !== guard.workerId) {
-      throw failedPrecondition(`attempt ${attemptId} belongs to worker ${attempt.workerId}, not ${guard.workerId}`);
-    }
-    if (guard.expectedVersion !== undefined && guard.expectedVersion !== attempt.version) {
-      throw new DomainError(
-        "aborted",
-        `attempt ${attemptId} is at version ${attempt.version}, not the expected ${guard.expectedVersion}`,
+    let outcome: Attempt | undefined;
+    let refusal: DomainError | undefined;
+    const step: AttemptStep = (attempt, rollout) => {
+      if (guard.workerId !== undefined && attempt.workerId !== guard.workerId) {
+        throw failedPrecondition(`attempt ${attemptId} belongs to worker ${attempt.workerId}, not ${guard.workerId}`);
+      }
+      if (guard.expectedVersion !== undefined && guard.expectedVersion !== attempt.version) {
+        throw new DomainError(
+          "aborted",
+          `attempt ${attemptId} is at version ${attempt.version}, not the expected ${guard.expectedVersion}`,
+        );
+      }
+      if (rollout !== undefined && isAttemptCurrent(attempt, rollout)) return (outcome = applyReport(attempt, report, now));
+      if (isRepeatedOutcome(attempt, report)) return (outcome = attempt);
+      refusal = failedPrecondition(
+        `attempt ${attemptId} is no longer current (attempt ${AttemptStatus[attempt.status]}, rollout ${
+          rollout === undefined ? "missing" : RolloutStatus[rollout.status]
+        }); the report was recorded as late_status`,
       );
-    }
-    const rollout = this.getRollout(attempt.rolloutId);
+      return (outcome = recordLateReport(attempt, report, now));
+    };
+    const changes = await this.store.changeAttempt(attemptId, fenceOf(guard.session), step, this.context(now));
     const fx = new Effects();
-    if (isAttemptCurrent(attempt, rollout)) {
-      const updated = applyReport(attempt, report, now);
-      this.saveAttempt(attempt, updated, now, fx);
-      await this.settle(fx);
-      return updated;
-    }
-    if (isRepeatedOutcome(attempt, report)) return attempt;
-    this.store.putAttempt(recordLateReport(attempt, report, now));
+    this.absorb(changes, now, fx);
+    await this.judgeEnded(changes, now, fx);
+    await this.pump(now, fx);
     await this.settle(fx);
-    throw failedPrecondition(
-      `attempt ${attemptId} is no longer current (attempt ${AttemptStatus[attempt.status]}, rollout ${RolloutStatus[rollout.status]}); the report was recorded as late_status`,
-    );
+    if (refusal !== undefined) throw refusal;
+    return outcome!;
   }
 
   // ---- workers -----------------------------------------------------------
 
-  getWorker(workerId: string): Worker {
-    const record = this.store.getWorker(workerId);
+  async getWorker(workerId: string): Promise<Worker> {
+    const record = await this.store.getWorker(workerId);
     if (record === undefined) throw notFound(`worker ${workerId} not found`);
     return record.worker;
   }
@@ -376,21 +357,31 @@ export class Coordinator {
   async heartbeat(workerId: string, data: HeartbeatData, attemptIds: readonly string[] = []): Promise<Worker> {
     const now = this.clock.now();
     const fx = new Effects();
-    const record = this.updateWorker(workerId, now, (r) => recordHeartbeat(r, data, this.liveness, now));
+    const changes = await this.store.changeWorker(workerId, undefined, (r) =>
+      recordHeartbeat(r ?? newWorkerRecord(workerId, now), data, this.liveness, now),
+    );
+    this.absorb(changes, now, fx);
+    const worker = changes.workers[0]?.after.worker ?? (await this.getWorker(workerId));
     this.options.onHeartbeat?.(workerId, data, now);
     for (const attemptId of attemptIds) {
-      const attempt = this.store.getAttempt(attemptId);
-      if (attempt === undefined || attempt.workerId !== workerId) continue;
-      const rollout = this.store.getRollout(attempt.rolloutId);
-      if (rollout !== undefined && isAttemptCurrent(attempt, rollout)) {
-        this.saveAttempt(attempt, recordSignOfLife(attempt, now), now, fx);
-      } else {
-        this.store.putAttempt(recordLateSignOfLife(attempt, now));
-        this.sendTo(workerId, cancelMessage(attemptId, "the attempt is no longer current on the server"), fx);
-      }
+      let stale = false;
+      const signs = await this.store
+        .changeAttempt(attemptId, undefined, (attempt, rollout) => {
+          if (attempt.workerId !== workerId) return attempt;
+          if (rollout !== undefined && isAttemptCurrent(attempt, rollout)) return recordSignOfLife(attempt, now);
+          stale = true;
+          return recordLateSignOfLife(attempt, now);
+        }, this.context(now))
+        .catch((error: unknown) => {
+          if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
+          throw error;
+        });
+      this.absorb(signs, now, fx);
+      if (stale) this.sendTo(workerId, cancelMessage(attemptId, "the attempt is no longer current on the server"), fx);
     }
+    await this.pump(now, fx);
     await this.settle(fx);
-    return record.worker;
+    return worker;
   }
 
   /** Notifies `listener` of every status or assignment change of any worker; returns the unsubscribe. */
@@ -402,41 +393,52 @@ export class Coordinator {
   // ---- runner sessions ---------------------------------------------------
 
   /**
-   * Hello: attaches the session (replacing an older one of the same worker),
-   * welcomes it, and sorts the attempts it says it still runs into resumed
-   * ones and ones it must cancel. Attempts the server thinks it holds but it
-   * does not list were lost with its previous process: UNRESPONSIVE.
+   * Hello: attaches the session (replacing an older one of the same worker,
+   * whose epoch it moves on), welcomes it, and sorts the attempts it says it
+   * still runs into resumed ones and ones it must cancel. Attempts the server
+   * thinks it holds but it does not list were lost with its previous
+   * process: UNRESPONSIVE.
    */
   async openSession(link: SessionLink, opening: SessionOpening, runningAttemptIds: readonly string[]) {
     const now = this.clock.now();
     const fx = new Effects();
-    const previous = this.sessions.get(link.workerId);
-    if (previous !== undefined) {
-      this.forgetSession(previous);
-      previous.close("aborted", `replaced by a newer session (${link.sessionId}) for worker ${link.workerId}`);
-    }
-    this.sessions.set(link.workerId, link);
-    this.sessionLabels.set(link.workerId, opening.labels);
-    const record = this.updateWorker(link.workerId, now, (r) => attachSession(r, opening, this.liveness, now));
+    const attached = await this.store.changeWorker(link.workerId, undefined, (r) =>
+      attachSession(r ?? newWorkerRecord(link.workerId, now), opening, this.liveness, now),
+    );
+    const record = attached.workers[0]!.after;
+    link.epoch = record.epoch;
+    const previous = this.sessions.attach({ link, labels: opening.labels, epoch: record.epoch, worker: record.worker });
+    previous?.link.close("aborted", `replaced by a newer session (${link.sessionId}) for worker ${link.workerId}`);
+    this.absorb(attached, now, fx);
+    const fence = fenceOf(link);
     const listed = new Set(runningAttemptIds);
     for (const attemptId of record.worker.currentAttemptIds) {
       if (listed.has(attemptId)) continue;
-      const attempt = this.store.getAttempt(attemptId);
-      if (attempt === undefined) continue;
-      const lost = expireAttempt(attempt, AttemptStatus.UNRESPONSIVE, "the runner reconnected without it", now);
-      this.saveAttempt(attempt, lost, now, fx);
+      const lost = await this.store.changeAttempt(attemptId, fence, (attempt) =>
+        isAttemptActive(attempt.status)
+          ? expireAttempt(attempt, AttemptStatus.UNRESPONSIVE, "the runner reconnected without it", now)
+          : attempt,
+        this.context(now),
+      );
+      this.absorb(lost, now, fx);
+      await this.judgeEnded(lost, now, fx);
     }
     const resumed: string[] = [];
     const cancels: SessionResponse[] = [];
     for (const attemptId of listed) {
-      const attempt = this.store.getAttempt(attemptId);
-      const rollout = attempt && this.store.getRollout(attempt.rolloutId);
-      if (attempt !== undefined && rollout !== undefined && attempt.workerId === link.workerId && isAttemptCurrent(attempt, rollout)) {
-        this.saveAttempt(attempt, recordSignOfLife(attempt, now), now, fx);
-        resumed.push(attemptId);
-      } else {
-        cancels.push(cancelMessage(attemptId, "the server no longer counts this attempt as yours"));
-      }
+      let current = false;
+      const signs = await this.store
+        .changeAttempt(attemptId, fence, (attempt, rollout) => {
+          current = attempt.workerId === link.workerId && rollout !== undefined && isAttemptCurrent(attempt, rollout);
+          return current ? recordSignOfLife(attempt, now) : attempt;
+        }, this.context(now))
+        .catch((error: unknown) => {
+          if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
+          throw error;
+        });
+      this.absorb(signs, now, fx);
+      if (current) resumed.push(attemptId);
+      else cancels.push(cancelMessage(attemptId, "the server no longer counts this attempt as yours"));
     }
     const welcome = create(SessionResponseSchema, {
       message: {
@@ -449,6 +451,7 @@ export class Coordinator {
         },
       },
     });
+    await this.pump(now, fx);
     await this.settle(fx, () => {
       link.send(welcome);
       for (const cancel of cancels) link.send(cancel);
@@ -459,14 +462,15 @@ export class Coordinator {
 
   /** Ready: the runner can take `slots` more assignments now. */
   async grantCredits(link: SessionLink, slots: number) {
-    if (!this.isLive(link) || link.leaving) return;
+    if (!this.sessions.isLive(link) || link.leaving) return;
     const now = this.clock.now();
     const fx = new Effects();
-    this.updateWorker(link.workerId, now, (r) => recordWorkRequest(r, this.liveness, now));
-    const wasWaiting = link.credits > 0;
-    link.credits += slots;
-    if (!wasWaiting) this.waiting.push(link);
-    this.pump(now, fx);
+    this.sessions.grant(link, slots);
+    const asked = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
+      recordWorkRequest(r ?? newWorkerRecord(link.workerId, now), this.liveness, now),
+    );
+    this.absorb(asked, now, fx);
+    await this.pump(now, fx);
     await this.settle(fx);
   }
 
@@ -478,38 +482,31 @@ export class Coordinator {
 
   /** The stream ended; a newer session of the same worker may already have taken over. */
   async closeSession(link: SessionLink) {
-    if (!this.isLive(link)) return;
-    this.forgetSession(link);
+    const session = this.sessions.liveOf(link);
+    if (session === undefined) return;
+    this.sessions.detach(link);
     const now = this.clock.now();
     if (!link.leaving && !this.draining) {
-      const span = (l: SessionLink) => sessionSpan(this.store.getWorker(l.workerId)?.worker);
-      const engaged = this.brake.recordDrop(now, span(link), () => Array.from(this.sessions.values(), span));
-      if (engaged !== undefined) this.options.log?.(engaged);
+      const spans = () => Array.from(this.sessions.values(), (s) => sessionSpan(s.worker));
+      const engaged = this.brake.recordDrop(now, sessionSpan(session.worker), spans);
+      if (engaged !== undefined) this.log(engaged);
     }
     const fx = new Effects();
-    this.updateWorker(link.workerId, now, (r) => detachSession(r, link.leaving, this.liveness, now));
+    const detached = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
+      detachSession(r ?? newWorkerRecord(link.workerId, now), link.leaving, this.liveness, now),
+    );
+    this.absorb(detached, now, fx);
     // Retries that kept away from the other waiting runners for this one's sake may now go back.
-    this.pump(now, fx);
+    await this.pump(now, fx);
     await this.settle(fx);
-  }
-
-  private isLive(link: SessionLink) {
-    return this.sessions.get(link.workerId) === link;
-  }
-
-  private forgetSession(link: SessionLink) {
-    this.sessions.delete(link.workerId);
-    this.sessionLabels.delete(link.workerId);
-    link.credits = 0;
-    this.waiting = this.waiting.filter((waiting) => waiting !== link);
   }
 
   /** Each open session with the attempts its worker holds: what a drain waits for, and what an abort abandons. */
   openSessions(): { sessionId: string; workerId: string; attemptIds: string[] }[] {
-    return [...this.sessions.values()].map((link) => ({
-      sessionId: link.sessionId,
-      workerId: link.workerId,
-      attemptIds: this.store.getWorker(link.workerId)?.worker.currentAttemptIds ?? [],
+    return Array.from(this.sessions.values(), (session) => ({
+      sessionId: session.link.sessionId,
+      workerId: session.link.workerId,
+      attemptIds: session.worker.currentAttemptIds,
     }));
   }
 
@@ -525,7 +522,7 @@ export class Coordinator {
   async drain(reason: string, timeoutMs: number): Promise<{ held: ReturnType<Coordinator["openSessions"]> }> {
     this.draining = true;
     this.drainMessage = create(SessionResponseSchema, { message: { case: "drain", value: { reason } } });
-    for (const link of this.sessions.values()) link.send(this.drainMessage);
+    for (const session of this.sessions.values()) session.link.send(this.drainMessage);
     const holding = () => this.openSessions().filter((session) => session.attemptIds.length > 0);
     if (holding().length > 0) {
       await new Promise<void>((resolve) => {
@@ -546,31 +543,65 @@ export class Coordinator {
   }
 
   /**
-   * Called once at start on a store that outlived a previous process: the
-   * sessions recorded there died with it (when their workers were last heard
-   * from), so their workers are UNKNOWN until they reconnect, and the
-   * attempts in flight then — only those — get one grace period for their
-   * runners to reconnect and claim them (Hello.running_attempt_ids) before
-   * silence counts against them.
+   * Called once at start: rebuilds what the coordinator keeps in memory from
+   * the store (the dispatch queue in its stored order, and a timer for
+   * everything time alone can change). On a store that outlived a previous
+   * process, the sessions recorded there died with it (when their workers
+   * were last heard from), so their workers are UNKNOWN until they
+   * reconnect, and the attempts in flight then — only those — get one grace
+   * period for their runners to reconnect and claim them
+   * (Hello.running_attempt_ids) before silence counts against them.
    */
   async recover() {
     const now = this.clock.now();
+    await this.load(now);
+    const fx = new Effects();
     const allStatuses = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
-    for (const record of this.store.workersWithStatus(allStatuses)) {
+    for (const record of await this.store.workersWithStatus(allStatuses)) {
       this.trackQuarantine(record);
       if (record.attachment !== "open") continue;
       const endedAt = Math.min(now, lastHeardMs(record.worker) ?? now);
-      this.updateWorker(record.worker.workerId, now, (r) => detachSession(r, false, this.liveness, now, endedAt));
+      const detached = await this.store.changeWorker(record.worker.workerId, undefined, (r) =>
+        detachSession(r ?? record, false, this.liveness, now, endedAt),
+      );
+      this.absorb(detached, now, fx);
     }
-    this.inheritedAttempts = new Set(this.store.activeAttempts().map((attempt) => attempt.attemptId));
-    if (this.inheritedAttempts.size > 0) this.reconnectGraceUntil = now + this.options.heartbeatGraceMs;
-    await this.store.commit();
+    const inherited = (await this.store.activeAttempts()).map((attempt) => attempt.attemptId);
+    this.watchdog.inherit(inherited, now + this.options.heartbeatGraceMs);
+    await this.settle(fx);
+  }
+
+  private async load(now: Millis) {
+    const unfinished = [RolloutStatus.QUEUING, RolloutStatus.REQUEUING, RolloutStatus.PREPARING, RolloutStatus.RUNNING];
+    const byId = { orderBy: [{ field: "rollout_id", descending: false }], ...EVERYTHING };
+    const open = await this.store.listRollouts({ filter: { statuses: unfinished, idContains: "" }, ...byId });
+    for (const rollout of open.items) {
+      this.watchdog.rolloutClock(rollout);
+      if (rollout.attemptCount > 0 && maxAttempts(rollout) > 1) {
+        const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], ...EVERYTHING };
+        const filter = { rolloutId: rollout.rolloutId, workerId: "", statuses: [] };
+        const attempts = await this.store.listAttempts({ filter, ...bySequence });
+        this.ranOn.set(rollout.rolloutId, new Set(attempts.items.map((attempt) => attempt.workerId)));
+      }
+    }
+    for (const rollout of await this.store.queuedRollouts()) {
+      if (!isRolloutQueued(rollout.status)) continue;
+      const latest = rollout.latestAttemptId ? await this.store.getAttempt(rollout.latestAttemptId) : undefined;
+      this.queueRollout(rollout, latest, now);
+    }
+    for (const attempt of await this.store.activeAttempts()) {
+      const rollout = await this.store.getRollout(attempt.rolloutId);
+      if (rollout !== undefined) this.watchdog.attemptChecked(attempt, rollout);
+    }
+    for (const record of await this.store.workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY])) {
+      this.watchdog.workerLateness(record);
+    }
   }
 
   // ---- timers -----------------------------------------------------------
 
   /**
-   * Runs every check that is due (see DueTimers): attempts that ran too long
+   * Runs every check that is due (see Watchdog): attempts that ran too long
    * or went silent, rollouts past their deadline or queue_timeout, workers
    * whose heartbeats became late, retries whose delay passed. A check that
    * finds nothing due yet (a sign of life came since) reschedules itself.
@@ -579,74 +610,78 @@ export class Coordinator {
   async runWatchdog() {
     const now = this.clock.now();
     const fx = new Effects();
-    for (const { kind, id } of this.timers.takeDue(now)) {
+    for (const { kind, id } of this.watchdog.takeDue(now)) {
       switch (kind) {
         case "attempt":
-          this.checkAttempt(id, now, fx);
+          await this.checkAttempt(id, now, fx);
           break;
         case "rollout":
-          this.checkRolloutClock(id, now, fx);
+          await this.checkRolloutClock(id, now, fx);
           break;
         case "worker":
-          if (this.store.getWorker(id) !== undefined) this.updateWorker(id, now, (r) => settle(r, this.liveness, now));
+          await this.checkWorker(id, now, fx);
           break;
         case "release":
-          this.releaseDelayed(id);
+          await this.releaseDelayed(id);
           break;
         case "pump":
         case "quarantine":
           break;
       }
     }
-    this.pump(now, fx);
+    await this.pump(now, fx);
     await this.settle(fx);
   }
 
-  private checkAttempt(attemptId: string, now: Millis, fx: Effects) {
-    const attempt = this.store.getAttempt(attemptId);
-    const rollout = attempt && this.store.getRollout(attempt.rolloutId);
+  private async checkAttempt(attemptId: string, now: Millis, fx: Effects) {
+    const attempt = await this.store.getAttempt(attemptId);
+    const rollout = attempt && (await this.store.getRollout(attempt.rolloutId));
     if (attempt === undefined || rollout === undefined || !isAttemptActive(attempt.status)) return;
     const verdict = watchdogVerdict(attempt, rollout, this.options.defaultUnresponsiveMs, now);
-    if (verdict === undefined) return this.scheduleAttemptCheck(attempt, rollout);
+    if (verdict === undefined) return this.watchdog.attemptChecked(attempt, rollout);
     if (verdict.status === AttemptStatus.UNRESPONSIVE) {
-      const heldUntil = this.silenceHeldUntil(attempt, now);
-      if (heldUntil !== undefined) return this.timers.schedule("attempt", attemptId, heldUntil + 1);
+      const attachment = (await this.store.getWorker(attempt.workerId))?.attachment;
+      const heldUntil = this.watchdog.silenceHeldUntil(attempt, attachment, now);
+      if (heldUntil !== undefined) return this.watchdog.schedule("attempt", attemptId, heldUntil + 1);
     }
-    this.saveAttempt(attempt, expireAttempt(attempt, verdict.status, verdict.message, now), now, fx);
+    // The verdict is taken again inside the operation, on the rows as they are then.
+    const changes = await this.store.changeAttempt(attemptId, undefined, (current, currentRollout) => {
+      if (!isAttemptActive(current.status) || currentRollout === undefined) return current;
+      const again = watchdogVerdict(current, currentRollout, this.options.defaultUnresponsiveMs, now);
+      return again === undefined ? current : expireAttempt(current, again.status, again.message, now);
+    }, this.context(now));
+    this.absorb(changes, now, fx);
     // A runner that is still there should stop spending its machine on it.
-    this.sendTo(attempt.workerId, cancelMessage(attempt.attemptId, verdict.message), fx);
+    this.cancelAbortedAttempts(changes, verdict.message, fx);
+    await this.judgeEnded(changes, now, fx);
   }
 
-  private checkRolloutClock(rolloutId: string, now: Millis, fx: Effects) {
-    const rollout = this.store.getRollout(rolloutId);
-    if (rollout === undefined) return;
-    const reason = rolloutExpiry(rollout, now);
-    if (reason === undefined) return this.scheduleRolloutClock(rollout);
-    this.endRollout(rollout, expireRollout(rollout, reason, now), AttemptErrorKind.DEADLINE_EXCEEDED, reason, now, fx);
+  private async checkRolloutClock(rolloutId: string, now: Millis, fx: Effects) {
+    let reason: string | undefined;
+    const changes = await this.store
+      .changeRollout(rolloutId, (rollout) => {
+        reason = rolloutExpiry(rollout, now);
+        if (reason === undefined) {
+          this.watchdog.rolloutClock(rollout);
+          return undefined;
+        }
+        return { after: expireRollout(rollout, reason, now), attemptErrorKind: AttemptErrorKind.DEADLINE_EXCEEDED, reason };
+      }, this.context(now))
+      .catch((error: unknown) => {
+        if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
+        throw error;
+      });
+    this.absorb(changes, now, fx);
+    if (reason !== undefined) this.cancelAbortedAttempts(changes, reason, fx);
+    await this.judgeEnded(changes, now, fx);
   }
 
-  /**
-   * Until when silence is not held against an attempt because its runner may
-   * still come back (undefined when it is not): after a restart, for attempts
-   * that were in flight before it, and while the mass-drop brake is engaged,
-   * for a runner that lost its stream.
-   */
-  private silenceHeldUntil(attempt: Attempt, now: Millis): Millis | undefined {
-    if (now <= this.reconnectGraceUntil && this.inheritedAttempts.has(attempt.attemptId)) return this.reconnectGraceUntil;
-    if (this.brake.engaged(now) && this.store.getWorker(attempt.workerId)?.attachment === "lost") return this.brake.releasesAt();
-    return undefined;
-  }
-
-  private scheduleAttemptCheck(attempt: Attempt, rollout: Rollout) {
-    const due = watchdogDue(attempt, rollout, this.options.defaultUnresponsiveMs);
-    if (due === undefined) this.timers.cancel("attempt", attempt.attemptId);
-    else this.timers.scheduleNoLaterThan("attempt", attempt.attemptId, due);
-  }
-
-  private scheduleRolloutClock(rollout: Rollout) {
-    const due = rolloutExpiryDue(rollout);
-    if (due === undefined) this.timers.cancel("rollout", rollout.rolloutId);
-    else this.timers.schedule("rollout", rollout.rolloutId, due);
+  private async checkWorker(workerId: string, now: Millis, fx: Effects) {
+    if ((await this.store.getWorker(workerId)) === undefined) return;
+    const settled = await this.store.changeWorker(workerId, undefined, (r) =>
+      r === undefined ? newWorkerRecord(workerId, now) : settle(r, this.liveness, now),
+    );
+    this.absorb(settled, now, fx);
   }
 
   // ---- quarantine and routing ---------------------------------------------
@@ -654,18 +689,18 @@ export class Coordinator {
   /** Lifts a worker's quarantine (and probation) at once; it may take work again. */
   async releaseWorker(workerId: string): Promise<Worker> {
     const now = this.clock.now();
-    const record = this.store.getWorker(workerId);
+    const record = await this.store.getWorker(workerId);
     if (record === undefined) throw notFound(`worker ${workerId} not found`);
-    if (!isQuarantined(record.worker, now) && record.worker.quarantineCount === 0) {
-      throw failedPrecondition(`worker ${workerId} is not quarantined`);
-    }
+    const quarantined = (msOf(record.worker.quarantineUntil) ?? -Infinity) > now;
+    if (!quarantined && record.worker.quarantineCount === 0) throw failedPrecondition(`worker ${workerId} is not quarantined`);
     const fx = new Effects();
-    const released = this.updateWorker(workerId, now, clearQuarantine);
+    const released = await this.store.changeWorker(workerId, undefined, (r) => clearQuarantine(r ?? record));
+    this.absorb(released, now, fx);
     this.failureStreaks.delete(workerId);
     this.log(`worker ${workerId} released from quarantine by an operator`);
-    this.pump(now, fx);
+    await this.pump(now, fx);
     await this.settle(fx);
-    return released.worker;
+    return released.workers[0]?.after.worker ?? record.worker;
   }
 
   /** Workers quarantined now (for the fleet summary and /metrics): only those ever quarantined are looked at. */
@@ -674,9 +709,13 @@ export class Coordinator {
     let count = 0;
     for (const [workerId, until] of this.quarantineEnds) {
       if (until > now) count++;
-      else if (this.store.getWorker(workerId) === undefined) this.quarantineEnds.delete(workerId);
+      else this.quarantineEnds.delete(workerId);
     }
     return count;
+  }
+
+  private isQuarantined(workerId: string, now: Millis) {
+    return (this.quarantineEnds.get(workerId) ?? -Infinity) > now;
   }
 
   private trackQuarantine(record: WorkerRecord) {
@@ -688,7 +727,7 @@ export class Coordinator {
   /** Queued rollouts that no connected worker can take: none carries their required labels. */
   unroutableRolloutIds(): string[] {
     const ids: string[] = [];
-    const routable = this.routableLabelSets();
+    const routable = this.sessions.routableLabelSets();
     for (const lane of this.queue.lanes()) if (!routable(lane.labels)) ids.push(...lane.rolloutIds);
     for (const entry of this.delayed.values()) if (!routable(entry.requiredLabels)) ids.push(entry.rolloutId);
     return ids;
@@ -697,38 +736,15 @@ export class Coordinator {
   /** How many queued rollouts no connected worker can take (see unroutableRolloutIds). */
   unroutableCount(): number {
     let count = 0;
-    const routable = this.routableLabelSets();
+    const routable = this.sessions.routableLabelSets();
     for (const lane of this.queue.lanes()) if (!routable(lane.labels)) count += lane.size;
     for (const entry of this.delayed.values()) if (!routable(entry.requiredLabels)) count += 1;
     return count;
   }
 
-  /** Whether some live session carries a label set, memoized per set for one question. */
-  private routableLabelSets(): (labels: Labels) => boolean {
-    const known = new Map<string, boolean>();
-    return (labels) => {
-      const key = labelSetKey(labels);
-      let answer = known.get(key);
-      if (answer === undefined) {
-        answer = false;
-        for (const [workerId, carried] of this.sessionLabels) {
-          if (!this.sessions.get(workerId)?.leaving && labelsMatch(labels, carried)) {
-            answer = true;
-            break;
-          }
-        }
-        known.set(key, answer);
-      }
-      return answer;
-    };
-  }
-
   /** The queued rollout `workerId` should get now, if any (it stays queued). */
-  private pickFor(workerId: string, now: Millis): QueueEntry | undefined {
-    if (this.queue.size === 0) return undefined;
-    const record = this.store.getWorker(workerId);
-    if (record !== undefined && isQuarantined(record.worker, now)) return undefined;
-    const labels = this.sessionLabels.get(workerId) ?? record?.worker.labels ?? {};
+  private pickFor(workerId: string, labels: Labels, now: Millis): QueueEntry | undefined {
+    if (this.queue.size === 0 || this.isQuarantined(workerId, now)) return undefined;
     return this.queue.pick({
       workerId,
       labels,
@@ -738,20 +754,19 @@ export class Coordinator {
 
   /** Whether a connected worker other than `workerId`, new to the rollout and not quarantined, could take it. */
   private anotherCouldTake(entry: QueueEntry, workerId: string, now: Millis): boolean {
-    for (const [other, link] of this.sessions) {
-      if (other === workerId || link.leaving || entry.ranOn.has(other)) continue;
-      if (!labelsMatch(entry.requiredLabels, this.sessionLabels.get(other) ?? {})) continue;
-      const record = this.store.getWorker(other);
-      if (record !== undefined && isQuarantined(record.worker, now)) continue;
+    for (const session of this.sessions.values()) {
+      const other = session.link.workerId;
+      if (other === workerId || session.link.leaving || entry.ranOn.has(other)) continue;
+      if (!labelsMatch(entry.requiredLabels, session.labels)) continue;
+      if (this.isQuarantined(other, now)) continue;
       return true;
     }
     return false;
   }
 
   /** A rollout entered the queue: ready at once, or after its retry_delay. */
-  private queueRollout(rollout: Rollout, now: Millis) {
-    const ranOn = rollout.attemptCount > 0 ? this.workersThatRan(rollout) : NOBODY;
-    const latest = rollout.latestAttemptId ? this.store.getAttempt(rollout.latestAttemptId) : undefined;
+  private queueRollout(rollout: Rollout, latest: Attempt | undefined, now: Millis) {
+    const ranOn = rollout.attemptCount > 0 ? (this.ranOn.get(rollout.rolloutId) ?? NOBODY) : NOBODY;
     const lastEnd = latest === undefined ? undefined : (msOf(latest.endTime) ?? now);
     const readyAt = dispatchableAt(rollout);
     const entry: QueueEntry = {
@@ -763,63 +778,55 @@ export class Coordinator {
     };
     if (readyAt !== undefined && readyAt > now) {
       this.delayed.set(rollout.rolloutId, entry);
-      this.timers.schedule("release", rollout.rolloutId, readyAt);
+      this.watchdog.schedule("release", rollout.rolloutId, readyAt);
     } else {
       this.queue.add(entry);
     }
-    if (ranOn.size > 0) this.timers.schedule("pump", rollout.rolloutId, entry.avoidUntil);
+    if (ranOn.size > 0) this.watchdog.schedule("pump", rollout.rolloutId, entry.avoidUntil);
   }
 
-  /**
-   * The workers that ran an attempt of an unfinished rollout: kept in memory
-   * from dispatch to the rollout's end, read from the store once after a restart.
-   */
-  private workersThatRan(rollout: Rollout): Set<string> {
-    let ranOn = this.ranOn.get(rollout.rolloutId);
-    if (ranOn !== undefined) return ranOn;
-    ranOn = new Set();
-    if (rollout.attemptCount > 0) {
-      const everything = { orderBy: [{ field: "sequence_id", descending: false }], offset: 0, limit: Number.MAX_SAFE_INTEGER };
-      const filter = { rolloutId: rollout.rolloutId, workerId: "", statuses: [] };
-      for (const attempt of this.store.listAttempts({ filter, ...everything }).items) ranOn.add(attempt.workerId);
-      this.ranOn.set(rollout.rolloutId, ranOn);
-    }
-    return ranOn;
-  }
-
-  private releaseDelayed(rolloutId: string) {
+  private async releaseDelayed(rolloutId: string) {
     const entry = this.delayed.get(rolloutId);
     if (entry === undefined) return;
     this.delayed.delete(rolloutId);
     this.queue.add(entry);
     // It joins the back of the queue now, in the store's order too.
-    this.store.pushQueue(rolloutId);
+    await this.store.moveToBackOfQueue(rolloutId);
   }
 
   private unqueue(rolloutId: string) {
     this.queue.remove(rolloutId);
     this.delayed.delete(rolloutId);
-    this.timers.cancel("release", rolloutId);
-    this.timers.cancel("pump", rolloutId);
+    this.watchdog.cancel("release", rolloutId);
+    this.watchdog.cancel("pump", rolloutId);
+  }
+
+  /** Judges the workers of the attempts that `changes` ended (see judgeWorker). */
+  private async judgeEnded(changes: Changes, now: Millis, fx: Effects) {
+    for (const { before, after } of changes.attempts) {
+      if (before === undefined || !isAttemptActive(before.status) || isAttemptActive(after.status)) continue;
+      const record = changes.workers.find((c) => c.after.worker.workerId === after.workerId)?.after;
+      await this.judgeWorker(after, record, now, fx);
+    }
   }
 
   /** A worker's attempt ended: its health record, and quarantine when it keeps failing. */
-  private judgeWorker(attempt: Attempt, now: Millis) {
+  private async judgeWorker(attempt: Attempt, known: WorkerRecord | undefined, now: Millis, fx: Effects) {
     const outcome = workerOutcome(attempt);
     if (outcome === "neutral") return;
     const workerId = attempt.workerId;
-    if (outcome === "success" && !this.failureStreaks.has(workerId)) {
+    if (outcome === "success" && !this.failureStreaks.has(workerId) && !this.quarantineEnds.has(workerId)) {
       // The common case, kept cheap: a healthy worker's success only matters if it ends a quarantine.
-      const worker = this.store.getWorker(workerId)?.worker;
-      if (worker === undefined || (worker.quarantineCount === 0 && worker.quarantineUntil === undefined)) return;
+      const worker = known?.worker;
+      if (worker !== undefined && worker.quarantineCount === 0 && worker.quarantineUntil === undefined) return;
     }
     const streak = nextFailureStreak(this.failureStreaks.get(workerId) ?? [], outcome, now, this.quarantinePolicy);
     if (streak.length === 0) this.failureStreaks.delete(workerId);
     else this.failureStreaks.set(workerId, streak);
-    const record = this.store.getWorker(workerId);
+    const record = known ?? (await this.store.getWorker(workerId));
     if (record === undefined) return;
     if (successClearsQuarantine(record.worker, outcome, now)) {
-      this.updateWorker(workerId, now, clearQuarantine);
+      this.absorb(await this.store.changeWorker(workerId, undefined, (r) => clearQuarantine(r ?? record)), now, fx);
       this.log(`worker ${workerId}: quarantine cleared by a success (attempt ${attempt.attemptId})`);
       return;
     }
@@ -827,135 +834,128 @@ export class Coordinator {
     const last = `attempt ${attempt.attemptId} ${AttemptStatus[attempt.status]}${attempt.error?.message ? `: ${attempt.error.message}` : ""}`;
     const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last);
     if (decision === undefined) return;
-    this.updateWorker(workerId, now, (r) => quarantineWorker(r, decision.until, decision.reason, decision.count));
+    const quarantined = await this.store.changeWorker(workerId, undefined, (r) =>
+      quarantineWorker(r ?? record, decision.until, decision.reason, decision.count),
+    );
+    this.absorb(quarantined, now, fx);
     this.failureStreaks.delete(workerId);
-    this.timers.schedule("quarantine", workerId, decision.until);
+    this.watchdog.schedule("quarantine", workerId, decision.until);
     this.log(
       `worker ${workerId} quarantined for ${Math.round((decision.until - now) / 1000)} s ` +
         `(until ${new Date(decision.until).toISOString()}): ${decision.reason}`,
     );
   }
 
-  // ---- transitions -------------------------------------------------------
-
-  /** Creates the next attempt of a queued rollout for `workerId`. */
-  private dispatch(rolloutId: string, workerId: string, now: Millis, fx: Effects) {
-    const rollout = this.getRollout(rolloutId);
-    const attempt = newAttempt(rollout, newAttemptId(), workerId, now);
-    this.store.putAttempt(attempt);
-    // Only a rollout that may be retried needs to remember where it ran.
-    if (maxAttempts(rollout) > attempt.sequenceId) {
-      const ranOn = this.workersThatRan(rollout);
-      ranOn.add(workerId);
-      this.ranOn.set(rolloutId, ranOn);
-    }
-    const dispatched = dispatchRollout(rollout, attempt, now);
-    this.saveRollout(rollout, dispatched, now, fx);
-    this.updateWorker(workerId, now, (r) => holdAttempt(r, attempt, this.liveness, now));
-    this.scheduleAttemptCheck(attempt, dispatched);
-    return { rollout: dispatched, attempt };
-  }
+  // ---- dispatch ------------------------------------------------------------
 
   /**
-   * Hands queued rollouts to waiting sessions, one credit each, round-robin:
-   * a session served goes behind those not served yet. A session that finds
-   * nothing it may take keeps its place (nothing it could take appears while
-   * pumping, so it is not asked twice).
+   * Hands queued rollouts to waiting sessions, one credit each, round-robin
+   * (SessionRegistry.serveRoundRobin). Each pick leaves the queue index at
+   * once, so a concurrent pump never picks it again; then each session's
+   * picks are claimed in one store operation, and the assignments go out
+   * once that is durable.
    */
-  private pump(now: Millis, fx: Effects) {
-    if (this.draining || this.queue.size === 0 || this.waiting.length === 0) return;
-    let stuck: SessionLink[] | undefined;
-    let round = this.waiting;
-    for (;;) {
-      let served: SessionLink[] | undefined;
-      let i = 0;
-      for (; i < round.length && this.queue.size > 0; i++) {
-        const link = round[i]!;
-        if (!this.isLive(link) || link.leaving || link.credits <= 0) continue;
-        const entry = this.pickFor(link.workerId, now);
-        if (entry === undefined) {
-          (stuck ??= []).push(link);
-          continue;
+  private async pump(now: Millis, fx: Effects) {
+    if (this.draining || this.queue.size === 0 || !this.sessions.anyWaiting) return;
+    const picks = new Map<LiveSession, QueueEntry[]>();
+    this.sessions.serveRoundRobin(
+      (session) => {
+        const entry = this.pickFor(session.link.workerId, session.labels, now);
+        if (entry === undefined) return false;
+        this.queue.remove(entry.rolloutId);
+        const list = picks.get(session);
+        if (list === undefined) picks.set(session, [entry]);
+        else list.push(entry);
+        return true;
+      },
+      () => this.queue.size > 0,
+    );
+    if (picks.size === 0) return;
+    await Promise.all(Array.from(picks, ([session, entries]) => this.claimFor(session, entries, now, fx)));
+  }
+
+  private async claimFor(session: LiveSession, entries: QueueEntry[], now: Millis, fx: Effects) {
+    const link = session.link;
+    let claimed: { rollout: Rollout; attempt: Attempt }[];
+    try {
+      const result = await this.store.claimRollouts({
+        ...this.context(now),
+        workerId: link.workerId,
+        epoch: session.epoch,
+        rolloutIds: entries.map((entry) => entry.rolloutId),
+        newAttemptId,
+      });
+      this.absorb(result.changes, now, fx);
+      claimed = result.claimed;
+    } catch (error) {
+      // A newer session of the worker took over meanwhile: the picks go back to the queue, at its back.
+      if (!(error instanceof DomainError && error.kind === "aborted")) throw error;
+      for (const entry of entries) this.queue.add(entry);
+      link.credits = 0;
+      return;
+    }
+    // Candidates no longer queued (cancelled meanwhile) were skipped: their credits return.
+    link.credits += entries.length - claimed.length;
+    for (const assignment of claimed) {
+      const message = create(SessionResponseSchema, { message: { case: "assignment", value: assignment } });
+      fx.add(() => link.send(message));
+    }
+  }
+
+  // ---- absorbing changes ----------------------------------------------------
+
+  /**
+   * Follows what a store operation wrote: observers, timers, the queue index,
+   * sessions' view of their workers, waiters and watchers (the last two only
+   * once it is durable, through `fx`).
+   */
+  private absorb(changes: Changes, now: Millis, fx: Effects) {
+    if (changes === NO_CHANGES) return;
+    const observer = this.options.observer;
+    for (const { before, after } of changes.attempts) {
+      observer?.attemptChanged?.(before, after);
+      const wasActive = before !== undefined && isAttemptActive(before.status);
+      const isActive = isAttemptActive(after.status);
+      if (wasActive && !isActive) this.watchdog.attemptEnded(after.attemptId);
+      if (isActive && !wasActive) {
+        const rollout = changes.rollouts.find((c) => c.after.rolloutId === after.rolloutId)?.after;
+        if (rollout !== undefined) {
+          this.watchdog.attemptChecked(after, rollout);
+          // Only a rollout that may be retried needs to remember where it ran.
+          if (before === undefined && maxAttempts(rollout) > after.sequenceId) {
+            let ranOn = this.ranOn.get(rollout.rolloutId);
+            if (ranOn === undefined) this.ranOn.set(rollout.rolloutId, (ranOn = new Set()));
+            ranOn.add(after.workerId);
+          }
         }
-        const assignment = this.dispatch(entry.rolloutId, link.workerId, now, fx);
-        link.credits -= 1;
-        if (link.credits > 0) (served ??= []).push(link);
-        const message = create(SessionResponseSchema, { message: { case: "assignment", value: assignment } });
-        fx.add(() => link.send(message));
       }
-      if (i < round.length || served === undefined || this.queue.size === 0) {
-        const rest = round.slice(i);
-        this.waiting = stuck === undefined && served === undefined ? rest : [...(stuck ?? []), ...rest, ...(served ?? [])];
-        return;
+    }
+    for (const { before, after } of changes.rollouts) {
+      observer?.rolloutChanged?.(before, after);
+      this.watchdog.rolloutClock(after);
+      const effects = rolloutEffects(before, after);
+      if (effects.enqueue) {
+        const latest = changes.attempts.find((c) => c.after.attemptId === after.latestAttemptId)?.after;
+        this.queueRollout(after, latest, now);
       }
-      round = served;
+      if (effects.dequeue) this.unqueue(after.rolloutId);
+      if (effects.finished) {
+        this.ranOn.delete(after.rolloutId);
+        fx.add(() => this.wakeFinishWaiters(after.rolloutId));
+      }
     }
-  }
-
-  private saveRollout(before: Rollout | undefined, after: Rollout, now: Millis, fx: Effects) {
-    if (before === after) return;
-    this.store.putRollout(after);
-    this.options.observer?.rolloutChanged?.(before, after);
-    this.scheduleRolloutClock(after);
-    const effects = rolloutEffects(before, after);
-    if (effects.enqueue) {
-      this.store.pushQueue(after.rolloutId);
-      this.queueRollout(after, now);
-    }
-    if (effects.dequeue) {
-      this.store.removeFromQueue(after.rolloutId);
-      this.unqueue(after.rolloutId);
-    }
-    if (effects.finished) {
-      this.ranOn.delete(after.rolloutId);
-      fx.add(() => this.wakeFinishWaiters(after.rolloutId));
-    }
-  }
-
-  /** Stores an attempt change and carries its consequences to its worker and rollout. */
-  private saveAttempt(before: Attempt, after: Attempt, now: Millis, fx: Effects) {
-    if (before === after) return;
-    this.store.putAttempt(after);
-    this.options.observer?.attemptChanged?.(before, after);
-    const wasActive = isAttemptActive(before.status);
-    const isActive = isAttemptActive(after.status);
-    if (wasActive && !isActive) {
-      const lost = after.status === AttemptStatus.TIMEOUT || after.status === AttemptStatus.UNRESPONSIVE;
-      this.updateWorker(after.workerId, now, (r) => releaseAttempt(r, after, lost, this.liveness, now));
-      this.timers.cancel("attempt", after.attemptId);
-      this.judgeWorker(after, now);
-    } else if (!wasActive && isActive) {
-      this.updateWorker(after.workerId, now, (r) => holdAttempt(r, after, this.liveness, now));
-    }
-    const rollout = this.store.getRollout(after.rolloutId);
-    if (rollout !== undefined) {
-      // While it stays active its due time only moves later, which the check finds out when it fires.
-      if (isActive && !wasActive) this.scheduleAttemptCheck(after, rollout);
-      this.saveRollout(rollout, followAttempt(rollout, after, now), now, fx);
-    }
-    if (isRolloutQueued(this.store.getRollout(after.rolloutId)?.status ?? RolloutStatus.UNSPECIFIED)) {
-      this.pump(now, fx);
-    }
-  }
-
-  private updateWorker(workerId: string, now: number, change: (record: WorkerRecord) => WorkerRecord): WorkerRecord {
-    const stored = this.store.getWorker(workerId);
-    const before = stored ?? newWorkerRecord(workerId, now);
-    const after = change(before);
-    if (after !== before || stored === undefined) {
-      this.store.putWorker(after);
-      this.options.observer?.workerChanged?.(stored, after);
+    for (const { before, after } of changes.workers) {
+      observer?.workerChanged?.(before, after);
+      const workerId = after.worker.workerId;
       // Transitions that leave the quarantine alone keep its Timestamp object, so this check costs one comparison.
-      if (after.worker.quarantineUntil !== before.worker.quarantineUntil) this.trackQuarantine(after);
+      if (before === undefined || after.worker.quarantineUntil !== before.worker.quarantineUntil) this.trackQuarantine(after);
+      if (after.worker.version !== (before?.worker.version ?? 1n)) {
+        for (const listener of this.workerListeners) listener(after.worker);
+      }
+      this.watchdog.workerLateness(after);
+      const session = this.sessions.get(workerId);
+      if (session !== undefined && session.epoch === after.epoch) session.worker = after.worker;
     }
-    if (after.worker.version !== before.worker.version) {
-      for (const listener of this.workerListeners) listener(after.worker);
-    }
-    if (after !== before) {
-      const due = latenessDue(after, this.liveness);
-      if (due !== undefined) this.timers.scheduleNoLaterThan("worker", workerId, due);
-    }
-    return after;
   }
 
   private log(line: string) {
@@ -963,15 +963,15 @@ export class Coordinator {
   }
 
   private sendTo(workerId: string, message: SessionResponse, fx: Effects) {
-    const link = this.sessions.get(workerId);
-    if (link !== undefined) fx.add(() => link.send(message));
+    const session = this.sessions.get(workerId);
+    if (session !== undefined) fx.add(() => session.link.send(message));
   }
 
   private wakeFinishWaiters(rolloutId: string) {
     const waiters = this.finishWaiters.get(rolloutId);
     if (waiters === undefined) return;
     this.finishWaiters.delete(rolloutId);
-    for (const wake of waiters) wake();
+    for (const wake of waiters) wake(rolloutId);
   }
 
   /** Waits until the transitions are durable, then acts on them. */
@@ -981,13 +981,11 @@ export class Coordinator {
     fx.run();
     for (const check of this.drainWatchers) check();
   }
+}
 
-  private unusedRolloutId(): string {
-    for (;;) {
-      const id = newRolloutId();
-      if (this.store.getRollout(id) === undefined) return id;
-    }
-  }
+/** The fence of writes made for a session (undefined for calls made outside one). */
+function fenceOf(link: SessionLink | undefined): SessionFence | undefined {
+  return link?.epoch === undefined ? undefined : { workerId: link.workerId, epoch: link.epoch };
 }
 
 function cancelMessage(attemptId: string, reason: string): SessionResponse {

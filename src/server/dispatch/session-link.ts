@@ -9,6 +9,8 @@ export interface SessionLink {
   credits: number;
   /** Goodbye received: it finishes what it holds and takes nothing new. */
   leaving: boolean;
+  /** The worker's epoch its Hello got (set by the coordinator): the fence of every write made for this session. */
+  epoch?: number;
   send(message: SessionResponse): void;
   /** Ends the stream with an error status (e.g. replaced by a newer session). */
   close(kind: DomainErrorKind, message: string): void;

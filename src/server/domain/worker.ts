@@ -23,6 +23,11 @@ export interface WorkerRecord {
   attachment: Attachment;
   /** One of its attempts was just lost (TIMEOUT / UNRESPONSIVE) and it has not asked for work since. */
   suspect: boolean;
+  /**
+   * Raised by every Hello: the fence of the session that holds the worker now.
+   * Writes made for an older session (a lower epoch) change nothing.
+   */
+  epoch: number;
 }
 
 /** Liveness settings that status derivation depends on. */
@@ -39,7 +44,7 @@ export function newWorkerRecord(workerId: string, now: Millis): WorkerRecord {
     createTime: toTimestamp(now),
     version: 1n,
   });
-  return { worker, attachment: "none", suspect: false };
+  return { worker, attachment: "none", suspect: false, epoch: 0 };
 }
 
 /**
@@ -101,6 +106,7 @@ export function attachSession(record: WorkerRecord, opening: SessionOpening, liv
     {
       attachment: "open",
       suspect: false,
+      epoch: record.epoch + 1,
       worker: {
         ...record.worker,
         connected: true,
@@ -166,6 +172,7 @@ export function recordWorkRequest(record: WorkerRecord, liveness: Liveness, now:
       worker: { ...record.worker, lastDequeueTime: toTimestamp(now) },
       attachment: record.attachment === "open" ? "open" : "none",
       suspect: false,
+      epoch: record.epoch,
     },
     liveness,
     now,

@@ -58,27 +58,28 @@ export class FleetCounters implements TransitionObserver {
   ) {}
 
   /** Counts what the store holds at start (before recovery changes anything). */
-  seed(store: Store) {
+  async seed(store: Store) {
     const allWorkers = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
-    for (const record of store.workersWithStatus(allWorkers)) this.countWorker(record, 1);
+    for (const record of await store.workersWithStatus(allWorkers)) this.countWorker(record, 1);
     const statuses = Object.values(RolloutStatus).filter((s): s is RolloutStatus => typeof s === "number" && s !== 0);
     for (const status of statuses) {
       const query = { filter: { statuses: [status], idContains: "" }, orderBy: [{ field: "rollout_id", descending: false }], offset: 0, limit: 0 };
-      const total = store.listRollouts(query).total;
+      const total = (await store.listRollouts(query)).total;
       this.rolloutsByStatus.set(status, total);
       this.rolloutTotal += total;
     }
-    const queued = store.listRollouts({
+    const queued = (await store.listRollouts({
       filter: { statuses: [RolloutStatus.QUEUING, RolloutStatus.REQUEUING], idContains: "" },
       orderBy: [{ field: "create_time", descending: false }, { field: "rollout_id", descending: false }],
       offset: 0,
       limit: Number.MAX_SAFE_INTEGER,
-    }).items;
-    const since = queued.map((rollout) => {
+    })).items;
+    const since: { id: string; at: number }[] = [];
+    for (const rollout of queued) {
       // A retry waits since its last attempt ended.
-      const latest = rollout.latestAttemptId ? store.getAttempt(rollout.latestAttemptId) : undefined;
-      return { id: rollout.rolloutId, at: msOf(latest?.endTime) ?? msOf(rollout.createTime) ?? this.clock.now() };
-    });
+      const latest = rollout.latestAttemptId ? await store.getAttempt(rollout.latestAttemptId) : undefined;
+      since.push({ id: rollout.rolloutId, at: msOf(latest?.endTime) ?? msOf(rollout.createTime) ?? this.clock.now() });
+    }
     since.sort((a, b) => a.at - b.at);
     for (const { id, at } of since) this.queuedSince.set(id, at);
   }

@@ -35,7 +35,7 @@ export class Retention {
   async sweep(): Promise<{ rollouts: number; workers: number }> {
     const removed = { rollouts: 0, workers: 0 };
     for (;;) {
-      const batch = this.sweepBatch();
+      const batch = await this.sweepBatch();
       removed.rollouts += batch.rollouts;
       removed.workers += batch.workers;
       await this.options.store.commit();
@@ -48,17 +48,17 @@ export class Retention {
     return removed;
   }
 
-  private sweepBatch() {
+  private async sweepBatch() {
     const { store, observer } = this.options;
     const cutoff = this.options.clock.now() - this.options.retainMs;
-    const rollouts = store.finishedRolloutsBefore(cutoff, this.batchSize);
+    const rollouts = await store.finishedRolloutsBefore(cutoff, this.batchSize);
     for (const rollout of rollouts) {
-      store.deleteRollout(rollout.rolloutId);
+      await store.deleteRollout(rollout.rolloutId);
       observer.rolloutRemoved?.(rollout);
     }
-    const workers = store.offlineWorkersSilentSince(cutoff, this.batchSize);
+    const workers = await store.offlineWorkersSilentSince(cutoff, this.batchSize);
     for (const record of workers) {
-      store.deleteWorker(record.worker.workerId);
+      await store.deleteWorker(record.worker.workerId);
       observer.workerRemoved?.(record);
     }
     return { rollouts: rollouts.length, workers: workers.length };
@@ -70,7 +70,7 @@ export class Retention {
    */
   async deleteWorker(workerId: string): Promise<void> {
     const { store, observer } = this.options;
-    const record = store.getWorker(workerId);
+    const record = await store.getWorker(workerId);
     if (record === undefined) throw notFound(`worker ${workerId} not found`);
     const { status } = record.worker;
     if (status !== WorkerStatus.OFFLINE && status !== WorkerStatus.UNKNOWN) {
@@ -82,7 +82,7 @@ export class Retention {
     if (record.worker.currentAttemptIds.length > 0) {
       throw failedPrecondition(`worker ${workerId} still holds attempts ${record.worker.currentAttemptIds.join(", ")}`);
     }
-    store.deleteWorker(workerId);
+    await store.deleteWorker(workerId);
     observer.workerRemoved?.(record);
     await store.commit();
     this.options.logger?.info({ workerId }, "worker deleted");

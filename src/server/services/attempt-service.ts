@@ -16,7 +16,7 @@ import { requireJsonSafe } from "./well-known-types.js";
 export function attemptService(coordinator: Coordinator, store: Store, clock: Clock, limits: Limits): ServiceImpl<typeof AttemptService> {
   return {
     async getAttempt(request) {
-      return durable(store, { attempt: coordinator.getAttempt(requireId("attempt_id", request.attemptId)) });
+      return durable(store, { attempt: await coordinator.getAttempt(requireId("attempt_id", request.attemptId)) });
     },
     async listAttempts(request) {
       const filter = {
@@ -26,7 +26,7 @@ export function attemptService(coordinator: Coordinator, store: Store, clock: Cl
         expression: requireFilter(request.filter, AttemptSchema, clock.now()),
       };
       const query = listQuery(request, filter, ATTEMPT_SORT_FIELDS, "attempt_id", "create_time");
-      const page = store.listAttempts(query);
+      const page = await store.listAttempts(query);
       const attempts = fitToBytes(page.items, (a) => toBinary(AttemptSchema, a).byteLength, limits.maxResponseBytes);
       return durable(store, { attempts, totalSize: page.total, nextPageToken: nextPageToken(query, page.total, attempts.length) });
     },

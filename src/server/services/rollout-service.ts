@@ -39,7 +39,7 @@ export function rolloutService(coordinator: Coordinator, store: Store, clock: Cl
   return {
     async enqueueRollout(request) {
       const valid = validEnqueue(request, "", limits);
-      requireQueueRoom(store.queueLength(), 1, limits);
+      requireQueueRoom(await store.queueLength(), 1, limits);
       const [rollout] = await coordinator.enqueue([valid]);
       return { rollout };
     },
@@ -48,11 +48,11 @@ export function rolloutService(coordinator: Coordinator, store: Store, clock: Cl
       if (request.requests.length > MAX_BATCH) throw invalidArgument(`at most ${MAX_BATCH} requests per batch`);
       const valid = request.requests.map((r, i) => validEnqueue(r, `requests[${i}].`, limits));
       // Repeated idempotency keys count too: the bound errs on the safe side.
-      requireQueueRoom(store.queueLength(), valid.length, limits);
+      requireQueueRoom(await store.queueLength(), valid.length, limits);
       return { rollouts: await coordinator.enqueue(valid) };
     },
     async getRollout(request) {
-      return durable(store, { rollout: coordinator.getRollout(requireId("rollout_id", request.rolloutId)) });
+      return durable(store, { rollout: await coordinator.getRollout(requireId("rollout_id", request.rolloutId)) });
     },
     async listRollouts(request) {
       const filter = {
@@ -63,7 +63,7 @@ export function rolloutService(coordinator: Coordinator, store: Store, clock: Cl
       };
       const view = requireView(request.view);
       const query = listQuery(request, filter, ROLLOUT_SORT_FIELDS, "rollout_id", "create_time");
-      const page = store.listRollouts(query);
+      const page = await store.listRollouts(query);
       const rollouts = fitToBytes(page.items.map(view), rolloutBytes, limits.maxResponseBytes);
       return durable(store, {
         rollouts,

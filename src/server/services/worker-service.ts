@@ -48,7 +48,7 @@ export function workerService(
   const heartbeatGrace = durationFromMs(heartbeatGraceMs);
   return {
     async getWorker(request) {
-      return durable(store, { worker: coordinator.getWorker(requireId("worker_id", request.workerId)) });
+      return durable(store, { worker: await coordinator.getWorker(requireId("worker_id", request.workerId)) });
     },
     async listWorkers(request) {
       const filter = {
@@ -59,7 +59,7 @@ export function workerService(
       };
       requireBoundedLabels("labels", request.labels, limits);
       const query = listQuery(request, filter, WORKER_SORT_FIELDS, "worker_id", "worker_id");
-      const page = store.listWorkers(query);
+      const page = await store.listWorkers(query);
       const workers = fitToBytes(page.items, (w) => toBinary(WorkerSchema, w).byteLength, limits.maxResponseBytes);
       return durable(store, {
         workers,
@@ -79,7 +79,7 @@ export function workerService(
       const extraStats = boundedExtraStats(request.extraStats);
       const admission = heartbeats.admit(workerId);
       if (admission === "refuse") throw new DomainError("resource_exhausted", heartbeats.refusal(workerId));
-      if (admission === "coalesce") return { worker: coordinator.getWorker(workerId) };
+      if (admission === "coalesce") return { worker: await coordinator.getWorker(workerId) };
       return { worker: await coordinator.heartbeat(workerId, { snapshot: request.snapshot, extraStats }) };
     },
     async releaseWorker(request) {
@@ -109,7 +109,7 @@ export function workerService(
           yield create(WatchWorkersResponseSchema, {});
         } else {
           const everything = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
-          const initial = store.listWorkers({ filter, orderBy: [{ field: "worker_id", descending: false }], ...everything });
+          const initial = await store.listWorkers({ filter, orderBy: [{ field: "worker_id", descending: false }], ...everything });
           for (const worker of initial.items) yield watchMessage(worker, true);
         }
         while (!context.signal.aborted) {

@@ -19,10 +19,18 @@ import {
   WORKER_SORT_FIELDS,
   type WorkerFilter,
 } from "./query.js";
-import type { Store } from "./store.js";
+import { EmbeddedStore } from "./embedded-store.js";
+import type { Tables } from "./tables.js";
 
 /** Everything in process memory: for tests and throw-away runs. */
-export class MemoryStore implements Store {
+export class MemoryStore extends EmbeddedStore {
+  constructor() {
+    super(new MemoryTables());
+  }
+}
+
+/** The rows of a MemoryStore: maps. */
+class MemoryTables implements Tables {
   private readonly rollouts = new Map<string, Rollout>();
   private readonly attempts = new Map<string, Attempt>();
   private readonly active = new Map<string, Attempt>();

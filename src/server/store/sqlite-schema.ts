@@ -80,6 +80,14 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE rollouts ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
   `,
+  // 3: the store seam. Workers carry their session epoch (the fence of writes made for a session). A rollout's
+  // message is written once at enqueue; its transitions rewrite only the status columns and \`state\` (the mutable
+  // fields, encoded as a Rollout), which overrides those fields of \`message\` when set. Rows written before keep
+  // state NULL and their whole message.
+  `
+  ALTER TABLE workers ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE rollouts ADD COLUMN state BLOB;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

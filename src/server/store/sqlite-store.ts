@@ -21,8 +21,10 @@ import {
 import { matchesPredicate } from "../filter/evaluate.js";
 import type { FilterExpression, Predicate } from "../filter/compile.js";
 import { ATTEMPT_COLUMNS, type ColumnCatalog, ROLLOUT_COLUMNS, splitForSql, WORKER_COLUMNS } from "./filter-sql.js";
+import { decodeRollout, encodeRolloutSpec, encodeRolloutState } from "./rollout-codec.js";
 import { type OpenOptions, openDatabase } from "./sqlite-schema.js";
-import type { Store } from "./store.js";
+import { EmbeddedStore } from "./embedded-store.js";
+import type { Tables } from "./tables.js";
 
 export interface SqliteStoreOptions extends OpenOptions {
   /**
@@ -37,7 +39,8 @@ export interface SqliteStoreOptions extends OpenOptions {
 }
 
 type SqlValue = string | number | bigint | Uint8Array | null;
-type Decoded = { message: Uint8Array };
+/** A row as lists read it: the message, and for rollouts the state that overrides its mutable fields. */
+type Decoded = { message: Uint8Array; state?: Uint8Array | null };
 
 const FINISHED_ROLLOUT_STATUSES = [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED];
 
@@ -58,7 +61,19 @@ const ACTIVE_ATTEMPT_STATUSES = Object.values(AttemptStatus).filter(
  * only time stamps, snapshot and stats) is kept in memory and written at most
  * `telemetryFlushMs` later. Reads see it at once.
  */
-export class SqliteStore implements Store {
+export class SqliteStore extends EmbeddedStore {
+  /** Opens (creating if missing) the database at `path`; throws StoreOpenError with the reason when it cannot. */
+  static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
+    return new SqliteStore(new SqliteTables(openDatabase(path, options), options));
+  }
+
+  private constructor(tables: SqliteTables) {
+    super(tables);
+  }
+}
+
+/** The rows of a SqliteStore: tables in one SQLite file, behind a write-through cache. */
+class SqliteTables implements Tables {
   private readonly sql: ReturnType<typeof prepareStatements>;
   private readonly listStatements = new Map<string, Statement<SqlValue[]>>();
   private turnOpen = false;
@@ -79,12 +94,7 @@ export class SqliteStore implements Store {
   private readonly attempts: ReadCache<Attempt>;
   private readonly workers: ReadCache<WorkerRecord>;
 
-  /** Opens (creating if missing) the database at `path`; throws StoreOpenError with the reason when it cannot. */
-  static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
-    return new SqliteStore(openDatabase(path, options), options);
-  }
-
-  private constructor(
+  constructor(
     private readonly db: Database,
     options: SqliteStoreOptions,
   ) {
@@ -103,23 +113,38 @@ export class SqliteStore implements Store {
   getRollout(rolloutId: string): Rollout | undefined {
     const cached = this.rollouts.get(rolloutId);
     if (cached !== undefined) return cached;
-    const bytes = this.sql.getRollout.get(rolloutId) as Uint8Array | undefined;
-    return bytes === undefined ? undefined : this.rollouts.set(rolloutId, fromBinary(RolloutSchema, bytes));
+    const row = this.sql.getRollout.get(rolloutId) as Decoded | undefined;
+    return row === undefined ? undefined : this.rollouts.set(rolloutId, decodeRollout(row.message, row.state));
   }
 
-  putRollout(rollout: Rollout) {
+  /** A new rollout is written whole; a transition rewrites only its status columns and state (rollout-codec.ts). */
+  putRollout(rollout: Rollout, before: Rollout | undefined) {
     this.rollouts.set(rollout.rolloutId, rollout);
-    this.write(this.sql.putRollout, [
-      rollout.rolloutId,
+    const state = encodeRolloutState(rollout);
+    if (before === undefined) {
+      this.write(this.sql.insertRollout, [
+        rollout.rolloutId,
+        rollout.status,
+        rollout.mode,
+        rollout.attemptCount,
+        ms(rollout.createTime),
+        ms(rollout.startTime),
+        ms(rollout.endTime),
+        rollout.version,
+        encodeRolloutSpec(rollout),
+        rollout.priority,
+        state,
+      ]);
+      return;
+    }
+    this.write(this.sql.updateRollout, [
       rollout.status,
-      rollout.mode,
       rollout.attemptCount,
-      ms(rollout.createTime),
       ms(rollout.startTime),
       ms(rollout.endTime),
       rollout.version,
-      toBinary(RolloutSchema, rollout),
-      rollout.priority,
+      state,
+      rollout.rolloutId,
     ]);
   }
 
@@ -133,9 +158,7 @@ export class SqliteStore implements Store {
       params.push(JSON.stringify([...query.filter.onlyIds]));
     }
     const rest = expression(where, params, query.filter.expression, ROLLOUT_COLUMNS);
-    return this.page("rollouts", ROLLOUT_SORT_FIELDS, where, params, query, rest, (row) =>
-      fromBinary(RolloutSchema, row.message),
-    );
+    return this.page("rollouts", ROLLOUT_SORT_FIELDS, where, params, query, rest, (row) => decodeRollout(row.message, row.state));
   }
 
   // ---- attempts ----------------------------------------------------------
@@ -147,10 +170,10 @@ export class SqliteStore implements Store {
     return bytes === undefined ? undefined : this.attempts.set(attemptId, fromBinary(AttemptSchema, bytes));
   }
 
-  putAttempt(attempt: Attempt) {
+  /** Inserted once, then updated in place; a change that leaves `version` alone is a sign of life, written behind. */
+  putAttempt(attempt: Attempt, before: Attempt | undefined) {
     this.attempts.set(attempt.attemptId, attempt);
-    const stored = this.sql.attemptVersion.get(attempt.attemptId) as bigint | undefined;
-    if (stored === attempt.version) {
+    if (before !== undefined && before.version === attempt.version) {
       // Same version: a sign of life (last_heartbeat_time) only.
       this.pendingAttempts.set(attempt.attemptId, attempt);
       this.scheduleTelemetry();
@@ -187,17 +210,16 @@ export class SqliteStore implements Store {
     return row === undefined ? undefined : this.workers.set(workerId, workerRecordOf(row));
   }
 
-  putWorker(record: WorkerRecord) {
+  putWorker(record: WorkerRecord, before: WorkerRecord | undefined) {
     const { worker } = record;
     this.workers.set(worker.workerId, record);
-    const stored = this.sql.workerFacts.get(worker.workerId) as
-      | { version: bigint; attachment: string; suspect: bigint }
-      | undefined;
+    // A change of facts is always written at once, so `before` (what the operation read) has the stored facts.
     if (
-      stored !== undefined &&
-      stored.version === worker.version &&
-      stored.attachment === record.attachment &&
-      stored.suspect === (record.suspect ? 1n : 0n)
+      before !== undefined &&
+      before.worker.version === worker.version &&
+      before.attachment === record.attachment &&
+      before.suspect === record.suspect &&
+      before.epoch === record.epoch
     ) {
       // Same version and facts: a heartbeat's telemetry and time stamps only.
       this.pendingWorkers.set(worker.workerId, record);
@@ -230,7 +252,7 @@ export class SqliteStore implements Store {
     const params: SqlValue[] = [];
     inList(where, params, "status", statuses);
     const statement = this.statement(
-      `SELECT worker_id, attachment, suspect, message FROM workers WHERE ${where.join(" AND ")} ORDER BY rowid`,
+      `SELECT worker_id, attachment, suspect, epoch, message FROM workers WHERE ${where.join(" AND ")} ORDER BY rowid`,
     );
     const rows = statement.all(...params) as WorkerRow[];
     return rows.map((row) => this.pendingWorkers.get(row.worker_id) ?? workerRecordOf(row));
@@ -261,7 +283,7 @@ export class SqliteStore implements Store {
   finishedRolloutsBefore(cutoff: number, limit: number): Rollout[] {
     // end_time >= create_time, so the create_time index narrows the search to old rollouts.
     const rows = this.sql.finishedBefore.all(cutoff, cutoff, ...FINISHED_ROLLOUT_STATUSES, limit) as Decoded[];
-    return rows.map((row) => fromBinary(RolloutSchema, row.message));
+    return rows.map((row) => decodeRollout(row.message, row.state));
   }
 
   deleteRollout(rolloutId: string) {
@@ -398,6 +420,7 @@ export class SqliteStore implements Store {
       record.suspect ? 1 : 0,
       worker.version,
       toBinary(WorkerSchema, worker),
+      record.epoch,
     ]);
   }
 
@@ -421,7 +444,7 @@ export class SqliteStore implements Store {
   ): Page<T> {
     if (rest !== undefined) {
       const filter = where.length === 0 ? "" : ` WHERE ${where.join(" AND ")}`;
-      const rows = this.statement(`SELECT message FROM ${table}${filter} ORDER BY rowid`).all(...params) as Decoded[];
+      const rows = this.statement(`SELECT ${columnsOf(table)} FROM ${table}${filter} ORDER BY rowid`).all(...params) as Decoded[];
       return pageOf(rows.map(decode), (item) => matchesPredicate(rest, item), catalog as SortCatalog<T>, query);
     }
     const order = query.orderBy.map(({ field, descending }) => {
@@ -436,8 +459,8 @@ export class SqliteStore implements Store {
     const total = this.statement(`SELECT count(*) FROM ${table}${filter}`).pluck().get(...params) as number;
     if (query.limit <= 0 || query.offset >= total) return { items: [], total };
     const rows = this.statement(
-      `SELECT message FROM ${table}${filter} ORDER BY ${order.join(", ")} LIMIT ? OFFSET ?`,
-    ).all(...params, query.limit, query.offset) as { message: Uint8Array }[];
+      `SELECT ${columnsOf(table)} FROM ${table}${filter} ORDER BY ${order.join(", ")} LIMIT ? OFFSET ?`,
+    ).all(...params, query.limit, query.offset) as Decoded[];
     return { items: rows.map(decode), total };
   }
 
@@ -487,6 +510,7 @@ interface WorkerRow {
   worker_id: string;
   attachment: string;
   suspect: number;
+  epoch: number;
   message: Uint8Array;
 }
 
@@ -495,8 +519,12 @@ function workerRecordOf(row: WorkerRow): WorkerRecord {
     worker: fromBinary(WorkerSchema, row.message),
     attachment: row.attachment as Attachment,
     suspect: row.suspect !== 0,
+    epoch: row.epoch,
   };
 }
+
+/** What a list reads of each row (see Decoded). */
+const columnsOf = (table: string) => (table === "rollouts" ? "message, state" : "message");
 
 const ms = (timestamp: Parameters<typeof msOf>[0]) => msOf(timestamp) ?? null;
 
@@ -544,25 +572,16 @@ function prepareStatements(db: Database) {
     commit: db.prepare("COMMIT"),
     rollback: db.prepare("ROLLBACK"),
 
-    getRollout: db.prepare<[string]>("SELECT message FROM rollouts WHERE rollout_id = ?").pluck(),
-    putRollout: upsert("rollouts", "rollout_id", [
-      "rollout_id",
-      "status",
-      "mode",
-      "attempt_count",
-      "create_time",
-      "start_time",
-      "end_time",
-      "version",
-      "message",
-      "priority",
-    ]),
+    getRollout: db.prepare<[string]>("SELECT message, state FROM rollouts WHERE rollout_id = ?"),
+    insertRollout: db.prepare<SqlValue[]>(
+      "INSERT INTO rollouts (rollout_id, status, mode, attempt_count, create_time, start_time, end_time, version, message, priority, state) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    ),
+    updateRollout: db.prepare<SqlValue[]>(
+      "UPDATE rollouts SET status = ?, attempt_count = ?, start_time = ?, end_time = ?, version = ?, state = ? WHERE rollout_id = ?",
+    ),
 
     getAttempt: db.prepare<[string]>("SELECT message FROM attempts WHERE attempt_id = ?").pluck(),
-    attemptVersion: db
-      .prepare<[string]>("SELECT version FROM attempts WHERE attempt_id = ?")
-      .pluck()
-      .safeIntegers(),
     putAttempt: upsert("attempts", "attempt_id", [
       "attempt_id",
       "rollout_id",
@@ -580,10 +599,7 @@ function prepareStatements(db: Database) {
       `SELECT attempt_id, message FROM attempts WHERE status IN (${ACTIVE_ATTEMPT_STATUSES.map(() => "?").join(", ")}) ORDER BY rowid`,
     ),
 
-    getWorker: db.prepare<[string]>("SELECT worker_id, attachment, suspect, message FROM workers WHERE worker_id = ?"),
-    workerFacts: db
-      .prepare<[string]>("SELECT version, attachment, suspect FROM workers WHERE worker_id = ?")
-      .safeIntegers(),
+    getWorker: db.prepare<[string]>("SELECT worker_id, attachment, suspect, epoch, message FROM workers WHERE worker_id = ?"),
     putWorker: upsert("workers", "worker_id", [
       "worker_id",
       "status",
@@ -599,10 +615,11 @@ function prepareStatements(db: Database) {
       "suspect",
       "version",
       "message",
+      "epoch",
     ]),
 
     finishedBefore: db.prepare<SqlValue[]>(
-      `SELECT message FROM rollouts WHERE create_time < ? AND end_time < ? AND status IN (${FINISHED_ROLLOUT_STATUSES.map(() => "?").join(", ")}) ` +
+      `SELECT message, state FROM rollouts WHERE create_time < ? AND end_time < ? AND status IN (${FINISHED_ROLLOUT_STATUSES.map(() => "?").join(", ")}) ` +
         "ORDER BY create_time LIMIT ?",
     ),
     attemptIdsOf: db.prepare<[string]>("SELECT attempt_id FROM attempts WHERE rollout_id = ?").pluck(),
@@ -610,7 +627,7 @@ function prepareStatements(db: Database) {
     deleteRollout: db.prepare<SqlValue[]>("DELETE FROM rollouts WHERE rollout_id = ?"),
     // lastHeardOf in memory-store.ts, in SQL.
     offlineSilent: db.prepare<SqlValue[]>(
-      "SELECT worker_id, attachment, suspect, message FROM workers WHERE status = ? " +
+      "SELECT worker_id, attachment, suspect, epoch, message FROM workers WHERE status = ? " +
         "AND COALESCE(last_heartbeat_time, connect_time, create_time, 0) < ? ORDER BY rowid LIMIT ?",
     ),
     deleteWorker: db.prepare<SqlValue[]>("DELETE FROM workers WHERE worker_id = ?"),

@@ -1,54 +1,85 @@
 import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
 import type { Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import type { Millis } from "../domain/time.js";
 import type { WorkerRecord } from "../domain/worker.js";
+import type { Changes } from "../transitions/changes.js";
+import type {
+  AttemptStep,
+  ClaimRequest,
+  Claimed,
+  RolloutStep,
+  SessionFence,
+  TransitionContext,
+  WorkerStep,
+} from "../transitions/steps.js";
 import type { AttemptFilter, ListQuery, Page, RolloutFilter, WorkerFilter } from "./query.js";
 
 /**
- * Persistence only, no rules: the coordinator decides every transition and the
- * store keeps the result. Reads and writes are synchronous (both the memory
- * and the SQLite store are in-process); `commit()` resolves once everything
- * written so far is durable, which is when the coordinator may act on it.
+ * Where state lives, behind one seam that an embedded store (memory, SQLite)
+ * and a shared database serve alike.
+ *
+ * Reads are asynchronous. Writes are atomic operations named after what they
+ * do; each is one transaction that reads the rows it names, applies a pure
+ * step from src/server/transitions (the same code on every store: no store
+ * re-implements a rule) and writes what the step changed, or nothing at all.
+ * Each returns the Changes it wrote, which is what the coordinator acts on.
+ *
+ * Fences: an operation made on behalf of a runner session carries the
+ * session's epoch (WorkerRecord.epoch, raised by every Hello); when a newer
+ * session of the worker has moved it on, the operation changes nothing and
+ * fails with ABORTED. That is what lets several writers share one store.
+ *
+ * Durability: an operation's result is visible to every later read at once;
+ * it is durable when a `commit()` called after it resolves. Embedded stores
+ * group the operations of one event-loop turn into one transaction; a shared
+ * database commits each operation before it resolves, and `commit()` is then
+ * immediate.
  */
 export interface Store {
-  getRollout(rolloutId: string): Rollout | undefined;
-  putRollout(rollout: Rollout): void;
-  listRollouts(query: ListQuery<RolloutFilter>): Page<Rollout>;
-
-  getAttempt(attemptId: string): Attempt | undefined;
-  putAttempt(attempt: Attempt): void;
-  listAttempts(query: ListQuery<AttemptFilter>): Page<Attempt>;
+  // ---- reads ----------------------------------------------------------------
+  getRollout(rolloutId: string): Promise<Rollout | undefined>;
+  listRollouts(query: ListQuery<RolloutFilter>): Promise<Page<Rollout>>;
+  getAttempt(attemptId: string): Promise<Attempt | undefined>;
+  listAttempts(query: ListQuery<AttemptFilter>): Promise<Page<Attempt>>;
+  getWorker(workerId: string): Promise<WorkerRecord | undefined>;
+  listWorkers(query: ListQuery<WorkerFilter>): Promise<Page<Worker>>;
+  workersWithStatus(statuses: WorkerStatus[]): Promise<WorkerRecord[]>;
   /** Attempts that are PREPARING or RUNNING, for the watchdog. */
-  activeAttempts(): Attempt[];
-
-  getWorker(workerId: string): WorkerRecord | undefined;
-  putWorker(record: WorkerRecord): void;
-  listWorkers(query: ListQuery<WorkerFilter>): Page<Worker>;
-  workersWithStatus(statuses: WorkerStatus[]): WorkerRecord[];
-
-  /**
-   * The dispatch queue's order, kept durably; the coordinator picks from its
-   * own index (dispatch-queue.ts) and rebuilds it from queuedRolloutIds at start.
-   * pushQueue appends a rollout at the back (moving it there if queued already).
-   */
-  pushQueue(rolloutId: string): void;
-  removeFromQueue(rolloutId: string): void;
-  /** Every queued rollout id, front to back. */
-  queuedRolloutIds(): string[];
-  queueLength(): number;
-
+  activeAttempts(): Promise<Attempt[]>;
+  /** Every queued rollout, front to back (the durable dispatch order). */
+  queuedRollouts(): Promise<Rollout[]>;
+  queueLength(): Promise<number>;
   /**
    * Retention: up to `limit` finished rollouts (SUCCEEDED, FAILED, CANCELLED)
    * that ended before `cutoff` (ms since the epoch).
    */
-  finishedRolloutsBefore(cutoff: number, limit: number): Rollout[];
-  /** Removes a rollout with all its attempts (and its queue entry, if any). */
-  deleteRollout(rolloutId: string): void;
+  finishedRolloutsBefore(cutoff: Millis, limit: number): Promise<Rollout[]>;
   /** Up to `limit` OFFLINE workers last heard from (heartbeat, else connect, else creation) before `cutoff`. */
-  offlineWorkersSilentSince(cutoff: number, limit: number): WorkerRecord[];
-  deleteWorker(workerId: string): void;
+  offlineWorkersSilentSince(cutoff: Millis, limit: number): Promise<WorkerRecord[]>;
 
-  /** Resolves when every write made so far is durable. */
+  // ---- atomic operations ----------------------------------------------------
+  /** Adds new rollouts at the back of the queue, all or none (ALREADY_EXISTS when an id is taken). */
+  enqueueRollouts(rollouts: Rollout[]): Promise<Changes>;
+  /**
+   * Claims queued rollouts for a session: for each one still queued, creates
+   * its next attempt for the worker and dispatches it (the worker holds it).
+   * Rollouts no longer queued are skipped.
+   */
+  claimRollouts(request: ClaimRequest): Promise<{ claimed: Claimed[]; changes: Changes }>;
+  /** Changes an attempt; its worker and its rollout follow in the same step. */
+  changeAttempt(attemptId: string, fence: SessionFence | undefined, step: AttemptStep, context: TransitionContext): Promise<Changes>;
+  /** Changes a rollout from outside its attempts (cancel, expiry); its active attempt and worker follow. */
+  changeRollout(rolloutId: string, step: RolloutStep, context: TransitionContext): Promise<Changes>;
+  /** Changes (or creates) a worker: sessions, heartbeats, quarantine. */
+  changeWorker(workerId: string, fence: SessionFence | undefined, step: WorkerStep): Promise<Changes>;
+  /** A queued rollout whose retry delay has passed goes to the back of the queue. */
+  moveToBackOfQueue(rolloutId: string): Promise<void>;
+  /** Removes a rollout with all its attempts (and its queue entry, if any). */
+  deleteRollout(rolloutId: string): Promise<void>;
+  deleteWorker(workerId: string): Promise<void>;
+
+  /** Resolves when every operation made so far is durable. */
   commit(): Promise<void>;
   close(): Promise<void>;
 }
