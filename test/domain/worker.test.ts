@@ -24,6 +24,7 @@ function record(attachment: Attachment, fields: { holds?: boolean; suspect?: boo
   return {
     attachment,
     suspect: fields.suspect ?? false,
+    epoch: 0,
     worker: {
       ...base.worker,
       connected: attachment === "open",

@@ -17,9 +17,9 @@ const DAY = 86_400_000;
 const everything = { orderBy: [{ field: "rollout_id", descending: false }], offset: 0, limit: Number.MAX_SAFE_INTEGER };
 
 /** One store's server parts, wired as app.ts wires them. */
-function serverOn(store: Store, clock: ManualClock, retainMs: number) {
+async function serverOn(store: Store, clock: ManualClock, retainMs: number) {
   const fleet = new FleetCounters(clock);
-  fleet.seed(store);
+  await fleet.seed(store);
   const observer = allObservers(fleet);
   const coordinator = new Coordinator({ store, clock, ...LIVENESS, observer });
   const retention = new Retention({ store, clock, retainMs, observer, batchSize: 25 });
@@ -49,7 +49,7 @@ describe("retention", () => {
       for (let day = 0; day < days; day++) {
         // A restart a day: closing checkpoints the WAL into the file, so its size is what is kept.
         const store = SqliteStore.open(path, { synchronous: "normal" });
-        const { coordinator, retention } = serverOn(store, clock, retainMs);
+        const { coordinator, retention } = await serverOn(store, clock, retainMs);
         await coordinator.recover();
         await oneDay(coordinator, day, 200);
         clock.advance(DAY);
@@ -70,7 +70,7 @@ describe("retention", () => {
     it("removes finished rollouts with their attempts and OFFLINE workers after --retain, in batches, and the counters follow", async () => {
       const store = makeStore();
       const clock = new ManualClock();
-      const { coordinator, retention, fleet } = serverOn(store, clock, 2 * DAY);
+      const { coordinator, retention, fleet } = await serverOn(store, clock, 2 * DAY);
       await oneDay(coordinator, 0, 60);
       clock.advance(DAY);
       await oneDay(coordinator, 1, 10);
@@ -78,14 +78,14 @@ describe("retention", () => {
       clock.advance(DAY + 1);
 
       expect(await retention.sweep()).toEqual({ rollouts: 60, workers: 1 });
-      const left = store.listRollouts({ filter: { statuses: [], idContains: "" }, ...everything }).items.map((r) => r.rolloutId);
+      const left = (await store.listRollouts({ filter: { statuses: [], idContains: "" }, ...everything })).items.map((r) => r.rolloutId);
       expect(left).toHaveLength(11);
       expect(left.every((id) => id.startsWith("d1-") || id === "still-queued")).toBe(true);
-      expect(store.listAttempts({ filter: { rolloutId: "", workerId: "", statuses: [] }, ...everything }).total).toBe(10);
-      expect(store.getAttempt("nothing")).toBeUndefined();
-      expect(store.getWorker("visitor-0")).toBeUndefined();
-      expect(store.getWorker("visitor-1")?.worker.status).toBe(WorkerStatus.OFFLINE);
-      expect(store.getWorker("puller")).toBeDefined(); // not OFFLINE: kept
+      expect((await store.listAttempts({ filter: { rolloutId: "", workerId: "", statuses: [] }, ...everything })).total).toBe(10);
+      expect((await store.getAttempt("nothing"))).toBeUndefined();
+      expect((await store.getWorker("visitor-0"))).toBeUndefined();
+      expect((await store.getWorker("visitor-1"))?.worker.status).toBe(WorkerStatus.OFFLINE);
+      expect((await store.getWorker("puller"))).toBeDefined(); // not OFFLINE: kept
       const summary = fleet.summary();
       expect(summary.rollouts).toMatchObject({ total: 11, succeeded: 10, queuing: 1 });
       expect(summary.workers).toMatchObject({ total: 2, offline: 1 });
@@ -94,30 +94,30 @@ describe("retention", () => {
       // A queued rollout is never removed, however old.
       clock.advance(30 * DAY);
       await retention.sweep();
-      expect(store.getRollout("still-queued")?.status).toBe(RolloutStatus.QUEUING);
-      expect(store.queueLength()).toBe(1);
+      expect((await store.getRollout("still-queued"))?.status).toBe(RolloutStatus.QUEUING);
+      expect((await store.queueLength())).toBe(1);
       await store.close();
     });
 
     it("DeleteWorker removes an OFFLINE or UNKNOWN worker without a session, and refuses others", async () => {
       const store = makeStore();
       const clock = new ManualClock();
-      const { coordinator, retention, fleet } = serverOn(store, clock, DAY);
+      const { coordinator, retention, fleet } = await serverOn(store, clock, DAY);
       const attached = new RecordingLink("attached");
       await coordinator.openSession(attached, OPENING, []);
       const lost = new RecordingLink("lost");
       await coordinator.openSession(lost, OPENING, []);
       await coordinator.closeSession(lost);
-      expect(store.getWorker("lost")?.worker.status).toBe(WorkerStatus.UNKNOWN);
+      expect((await store.getWorker("lost"))?.worker.status).toBe(WorkerStatus.UNKNOWN);
 
       await expect(retention.deleteWorker("attached")).rejects.toMatchObject({ kind: "failed_precondition" });
       await expect(retention.deleteWorker("nobody")).rejects.toMatchObject({ kind: "not_found" });
       await retention.deleteWorker("lost");
-      expect(store.getWorker("lost")).toBeUndefined();
+      expect((await store.getWorker("lost"))).toBeUndefined();
       expect(fleet.summary().workers).toMatchObject({ total: 1, unknown: 0, idle: 1 });
       // It can come back: a new session makes a new worker.
       await coordinator.openSession(new RecordingLink("lost"), OPENING, []);
-      expect(store.getWorker("lost")?.worker.status).toBe(WorkerStatus.IDLE);
+      expect((await store.getWorker("lost"))?.worker.status).toBe(WorkerStatus.IDLE);
       await store.close();
     });
   });
@@ -125,11 +125,11 @@ describe("retention", () => {
   it("counts what a store already holds at start", async () => {
     const store = new MemoryStore();
     const clock = new ManualClock();
-    const first = serverOn(store, clock, DAY);
+    const first = await serverOn(store, clock, DAY);
     await oneDay(first.coordinator, 0, 5);
     await first.coordinator.enqueue([create(EnqueueRolloutRequestSchema, { rolloutId: "waiting" })]);
     clock.advance(1_000);
-    const second = serverOn(store, clock, DAY);
+    const second = await serverOn(store, clock, DAY);
     expect(second.fleet.summary()).toMatchObject({ ...first.fleet.summary(), $typeName: "runnerline.v1.FleetSummary" });
     expect(Number(second.fleet.summary().oldestQueuedAge?.seconds)).toBe(1);
   });

@@ -10,7 +10,7 @@ import { type Rollout, RolloutMode, RolloutSchema, RolloutStatus } from "../../s
 import { WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb.js";
 import { toTimestamp } from "../../src/server/domain/time.js";
 import { newWorkerRecord, type WorkerRecord } from "../../src/server/domain/worker.js";
-import { MemoryStore } from "../../src/server/store/memory-store.js";
+import { MemoryTables } from "../../src/server/store/memory-store.js";
 import {
   ATTEMPT_SORT_FIELDS,
   type ListQuery,
@@ -19,8 +19,8 @@ import {
   WORKER_SORT_FIELDS,
 } from "../../src/server/store/query.js";
 import { APPLICATION_ID, MIGRATIONS, openDatabase, StoreOpenError } from "../../src/server/store/sqlite-schema.js";
-import { SqliteStore } from "../../src/server/store/sqlite-store.js";
-import type { Store } from "../../src/server/store/store.js";
+import { SqliteTables } from "../../src/server/store/sqlite-store.js";
+import type { Tables } from "../../src/server/store/tables.js";
 import { T0 } from "../fixtures.js";
 import { tempDatabasePath } from "../harness.js";
 
@@ -33,11 +33,11 @@ const rollout = (id: string, fields: MessageInitShape<typeof RolloutSchema> = {}
 const attempt = (id: string, fields: MessageInitShape<typeof AttemptSchema> = {}): Attempt =>
   create(AttemptSchema, { attemptId: id, rolloutId: "ro-1", workerId: "w-1", sequenceId: 1, status: AttemptStatus.RUNNING, version: 1n, ...fields });
 
-const queued = (store: Store): string[] => store.queuedRolloutIds();
+const queued = (store: Tables): string[] => store.queuedRolloutIds();
 
 function openError(path: string): StoreOpenError {
   try {
-    SqliteStore.open(path).close();
+    SqliteTables.open(path).close();
   } catch (error) {
     expect(error).toBeInstanceOf(StoreOpenError);
     return error as StoreOpenError;
@@ -48,7 +48,7 @@ function openError(path: string): StoreOpenError {
 describe("SQLite store: reopening", () => {
   it("keeps rollouts, attempts, workers with their facts, and the queue in its order", async () => {
     const path = tempDatabasePath();
-    const first = SqliteStore.open(path);
+    const first = SqliteTables.open(path);
     for (const id of ["ro-a", "ro-b", "ro-c", "ro-d"]) {
       first.putRollout(rollout(id, { input: { kind: { case: "stringValue", value: id } } }));
       first.pushQueue(id);
@@ -66,7 +66,7 @@ describe("SQLite store: reopening", () => {
     await first.commit();
     await first.close();
 
-    const second = SqliteStore.open(path);
+    const second = SqliteTables.open(path);
     expect(second.getRollout("ro-b")?.input?.kind).toEqual({ case: "stringValue", value: "ro-b" });
     expect(second.getAttempt("at-1")).toMatchObject({ status: AttemptStatus.RUNNING, metadata: { step: 3 } });
     expect(second.getWorker("w-1")).toMatchObject({ attachment: "lost", suspect: true, worker: { labels: { gpu: "h100" } } });
@@ -77,23 +77,23 @@ describe("SQLite store: reopening", () => {
     second.pushQueue("ro-c");
     second.pushQueue("ro-b");
     await second.close();
-    const third = SqliteStore.open(path);
+    const third = SqliteTables.open(path);
     expect(queued(third)).toEqual(["ro-d", "ro-a", "ro-c", "ro-b"]);
     await third.close();
   });
 
   it("a second server on the same file is refused while the first holds it", async () => {
     const path = tempDatabasePath();
-    const first = SqliteStore.open(path);
+    const first = SqliteTables.open(path);
     expect(openError(path).message).toMatch(/in use by another process/);
     await first.close();
-    SqliteStore.open(path).close();
+    SqliteTables.open(path).close();
   });
 });
 
 describe("SQLite store: durability", () => {
   it("commit() resolves at once when nothing is pending, and after the COMMIT of the turn otherwise", async () => {
-    const store = SqliteStore.open(tempDatabasePath());
+    const store = SqliteTables.open(tempDatabasePath());
     await store.commit();
     store.putRollout(rollout("ro-1"));
     let committed = false;
@@ -108,12 +108,12 @@ describe("SQLite store: durability", () => {
 
   it("a heartbeat (same version) is written behind: readable at once, not waited for, written within the flush interval", async () => {
     const path = tempDatabasePath();
-    const store = SqliteStore.open(path, { telemetryFlushMs: 20 });
+    const store = SqliteTables.open(path, { telemetryFlushMs: 20 });
     const record = newWorkerRecord("w-1", T0);
     store.putWorker(record);
     await store.commit();
     const beat = { ...record, worker: { ...record.worker, lastHeartbeatTime: toTimestamp(T0 + 5), extraStats: { cpu: 1 } } };
-    store.putWorker(beat);
+    store.putWorker(beat, record);
     expect(store.getWorker("w-1")?.worker.extraStats).toEqual({ cpu: 1 });
     // Nothing to wait for: the heartbeat is telemetry.
     let resolved = false;
@@ -123,7 +123,7 @@ describe("SQLite store: durability", () => {
     await new Promise((resolve) => setTimeout(resolve, 60));
     await store.commit();
     await store.close();
-    expect(SqliteStore.open(path).getWorker("w-1")?.worker.extraStats).toEqual({ cpu: 1 });
+    expect(SqliteTables.open(path).getWorker("w-1")?.worker.extraStats).toEqual({ cpu: 1 });
   });
 
   it("what commit() confirmed survives SIGKILL; held-back telemetry is the only loss", async () => {
@@ -144,7 +144,7 @@ describe("SQLite store: durability", () => {
     });
     child.kill("SIGKILL");
     await once(child, "exit");
-    const store = SqliteStore.open(path);
+    const store = SqliteTables.open(path);
     expect(store.queueLength()).toBe(100);
     expect(queued(store)).toEqual(Array.from({ length: 100 }, (_, i) => `ro-${i}`));
     const worker = store.getWorker("w-1");
@@ -164,7 +164,7 @@ describe("SQLite store: files it refuses, clearly", () => {
 
   it("a Runnerline database whose pages are damaged", async () => {
     const path = tempDatabasePath();
-    const store = SqliteStore.open(path);
+    const store = SqliteTables.open(path);
     for (let i = 0; i < 2_000; i++) store.putRollout(rollout(`ro-${i}`, { resourcesId: "x".repeat(200) }));
     await store.commit();
     await store.close();
@@ -177,7 +177,7 @@ describe("SQLite store: files it refuses, clearly", () => {
 
   it("a truncated database", async () => {
     const path = tempDatabasePath();
-    const store = SqliteStore.open(path);
+    const store = SqliteTables.open(path);
     for (let i = 0; i < 2_000; i++) store.putRollout(rollout(`ro-${i}`, { resourcesId: "x".repeat(200) }));
     await store.commit();
     await store.close();
@@ -201,7 +201,7 @@ describe("SQLite store: files it refuses, clearly", () => {
 
   it("a Runnerline database written by a newer version", async () => {
     const path = tempDatabasePath();
-    await SqliteStore.open(path).close();
+    await SqliteTables.open(path).close();
     const db = new Database(path);
     db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
     db.close();
@@ -214,7 +214,7 @@ describe("SQLite store: files it refuses, clearly", () => {
 describe("SQLite store: schema versions", () => {
   it("a new file gets the application id and the latest schema version", async () => {
     const path = tempDatabasePath();
-    await SqliteStore.open(path).close();
+    await SqliteTables.open(path).close();
     const db = new Database(path, { readonly: true });
     expect(db.pragma("application_id", { simple: true })).toBe(APPLICATION_ID);
     expect(db.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length);
@@ -234,7 +234,7 @@ describe("SQLite store: schema versions", () => {
     v1.close();
 
     const next = [...MIGRATIONS, "ALTER TABLE rollouts ADD COLUMN migrated_in_test INTEGER NOT NULL DEFAULT 7"];
-    const v2 = SqliteStore.open(path, { migrations: next });
+    const v2 = SqliteTables.open(path, { migrations: next });
     expect(v2.getRollout("ro-kept")).toBeDefined();
     expect(v2.queuedRolloutIds()).toEqual(["ro-kept"]);
     await v2.close();
@@ -246,7 +246,7 @@ describe("SQLite store: schema versions", () => {
 
   it("every sort field of the list catalogs is a column", async () => {
     const path = tempDatabasePath();
-    await SqliteStore.open(path).close();
+    await SqliteTables.open(path).close();
     const db = new Database(path, { readonly: true });
     const columns = (table: string) => db.prepare(`SELECT name FROM pragma_table_info('${table}')`).pluck().all();
     expect(columns("rollouts")).toEqual(expect.arrayContaining(Object.keys(ROLLOUT_SORT_FIELDS)));
@@ -273,10 +273,10 @@ describe("SQLite store: lists", () => {
 
   it("pages exactly as the memory store does: filters, null times, directions, ties, offsets", async () => {
     const rnd = random(42);
-    const memory = new MemoryStore();
-    const sqlite = SqliteStore.open(tempDatabasePath());
+    const memory = new MemoryTables();
+    const sqlite = SqliteTables.open(tempDatabasePath());
     const time = () => (rnd.chance(0.3) ? undefined : toTimestamp(T0 + rnd.int(5) * 1000));
-    const both = (put: (store: Store) => void) => {
+    const both = (put: (store: Tables) => void) => {
       put(memory);
       put(sqlite);
     };
@@ -334,7 +334,7 @@ describe("SQLite store: lists", () => {
     const subset = <T>(items: T[]) => items.filter(() => rnd.chance(0.3));
     let compared = 0;
     for (let i = 0; i < 300; i++) {
-      const rq: ListQuery<Parameters<Store["listRollouts"]>[0]["filter"]> = {
+      const rq: ListQuery<Parameters<Tables["listRollouts"]>[0]["filter"]> = {
         filter: { statuses: subset(rolloutStatuses), idContains: rnd.pick(["", "", "1", "ro-7"]) },
         orderBy: orderOf(Object.keys(ROLLOUT_SORT_FIELDS), "rollout_id"),
         ...paging(),

@@ -30,7 +30,7 @@ export class MemoryStore extends EmbeddedStore {
 }
 
 /** The rows of a MemoryStore: maps. */
-class MemoryTables implements Tables {
+export class MemoryTables implements Tables {
   private readonly rollouts = new Map<string, Rollout>();
   private readonly attempts = new Map<string, Attempt>();
   private readonly active = new Map<string, Attempt>();

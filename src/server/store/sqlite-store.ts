@@ -64,7 +64,7 @@ const ACTIVE_ATTEMPT_STATUSES = Object.values(AttemptStatus).filter(
 export class SqliteStore extends EmbeddedStore {
   /** Opens (creating if missing) the database at `path`; throws StoreOpenError with the reason when it cannot. */
   static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
-    return new SqliteStore(new SqliteTables(openDatabase(path, options), options));
+    return new SqliteStore(SqliteTables.open(path, options));
   }
 
   private constructor(tables: SqliteTables) {
@@ -73,7 +73,7 @@ export class SqliteStore extends EmbeddedStore {
 }
 
 /** The rows of a SqliteStore: tables in one SQLite file, behind a write-through cache. */
-class SqliteTables implements Tables {
+export class SqliteTables implements Tables {
   private readonly sql: ReturnType<typeof prepareStatements>;
   private readonly listStatements = new Map<string, Statement<SqlValue[]>>();
   private turnOpen = false;
@@ -94,7 +94,12 @@ class SqliteTables implements Tables {
   private readonly attempts: ReadCache<Attempt>;
   private readonly workers: ReadCache<WorkerRecord>;
 
-  constructor(
+  /** Opens (creating if missing) the database at `path`; throws StoreOpenError with the reason when it cannot. */
+  static open(path: string, options: SqliteStoreOptions = {}): SqliteTables {
+    return new SqliteTables(openDatabase(path, options), options);
+  }
+
+  private constructor(
     private readonly db: Database,
     options: SqliteStoreOptions,
   ) {
@@ -118,7 +123,7 @@ class SqliteTables implements Tables {
   }
 
   /** A new rollout is written whole; a transition rewrites only its status columns and state (rollout-codec.ts). */
-  putRollout(rollout: Rollout, before: Rollout | undefined) {
+  putRollout(rollout: Rollout, before?: Rollout) {
     this.rollouts.set(rollout.rolloutId, rollout);
     const state = encodeRolloutState(rollout);
     if (before === undefined) {
@@ -171,7 +176,7 @@ class SqliteTables implements Tables {
   }
 
   /** Inserted once, then updated in place; a change that leaves `version` alone is a sign of life, written behind. */
-  putAttempt(attempt: Attempt, before: Attempt | undefined) {
+  putAttempt(attempt: Attempt, before?: Attempt) {
     this.attempts.set(attempt.attemptId, attempt);
     if (before !== undefined && before.version === attempt.version) {
       // Same version: a sign of life (last_heartbeat_time) only.
@@ -210,7 +215,7 @@ class SqliteTables implements Tables {
     return row === undefined ? undefined : this.workers.set(workerId, workerRecordOf(row));
   }
 
-  putWorker(record: WorkerRecord, before: WorkerRecord | undefined) {
+  putWorker(record: WorkerRecord, before?: WorkerRecord) {
     const { worker } = record;
     this.workers.set(worker.workerId, record);
     // A change of facts is always written at once, so `before` (what the operation read) has the stored facts.
@@ -573,10 +578,20 @@ function prepareStatements(db: Database) {
     rollback: db.prepare("ROLLBACK"),
 
     getRollout: db.prepare<[string]>("SELECT message, state FROM rollouts WHERE rollout_id = ?"),
-    insertRollout: db.prepare<SqlValue[]>(
-      "INSERT INTO rollouts (rollout_id, status, mode, attempt_count, create_time, start_time, end_time, version, message, priority, state) " +
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    ),
+    // An upsert, so that writing a rollout anew (tests, a replayed operation) replaces it whole.
+    insertRollout: upsert("rollouts", "rollout_id", [
+      "rollout_id",
+      "status",
+      "mode",
+      "attempt_count",
+      "create_time",
+      "start_time",
+      "end_time",
+      "version",
+      "message",
+      "priority",
+      "state",
+    ]),
     updateRollout: db.prepare<SqlValue[]>(
       "UPDATE rollouts SET status = ?, attempt_count = ?, start_time = ?, end_time = ?, version = ?, state = ? WHERE rollout_id = ?",
     ),

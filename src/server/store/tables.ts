@@ -16,17 +16,17 @@ import type { AttemptFilter, ListQuery, Page, RolloutFilter, WorkerFilter } from
  */
 export interface Tables {
   getRollout(rolloutId: string): Rollout | undefined;
-  putRollout(rollout: Rollout, before: Rollout | undefined): void;
+  putRollout(rollout: Rollout, before?: Rollout): void;
   listRollouts(query: ListQuery<RolloutFilter>): Page<Rollout>;
 
   getAttempt(attemptId: string): Attempt | undefined;
-  putAttempt(attempt: Attempt, before: Attempt | undefined): void;
+  putAttempt(attempt: Attempt, before?: Attempt): void;
   listAttempts(query: ListQuery<AttemptFilter>): Page<Attempt>;
   /** Attempts that are PREPARING or RUNNING, for the watchdog. */
   activeAttempts(): Attempt[];
 
   getWorker(workerId: string): WorkerRecord | undefined;
-  putWorker(record: WorkerRecord, before: WorkerRecord | undefined): void;
+  putWorker(record: WorkerRecord, before?: WorkerRecord): void;
   listWorkers(query: ListQuery<WorkerFilter>): Page<Worker>;
   workersWithStatus(statuses: WorkerStatus[]): WorkerRecord[];
 
