@@ -3,7 +3,7 @@
  *
  * Drives the Coordinator in-process (no network), so the figures are what the
  * store costs the single writer: the memory store, and the SQLite store with
- * synchronous=FULL (the default) and NORMAL. Runner sessions are simulated by
+ * synchronous=NORMAL (the default) and FULL. Runner sessions are simulated by
  * links that report SUCCEEDED and ask for the next rollout as soon as an
  * assignment arrives, one event-loop turn later.
  *
@@ -94,8 +94,8 @@ const folder = mkdtempSync(join(tmpdir(), "runnerline-bench-"));
 try {
   const results = [];
   results.push(await run("memory", new MemoryStore()));
-  results.push(await run("sqlite (synchronous=FULL, default)", SqliteStore.open(join(folder, "full.db"))));
-  results.push(await run("sqlite (synchronous=NORMAL)", SqliteStore.open(join(folder, "normal.db"), { synchronous: "normal" })));
+  results.push(await run("sqlite (synchronous=NORMAL, default)", SqliteStore.open(join(folder, "normal.db"))));
+  results.push(await run("sqlite (synchronous=FULL)", SqliteStore.open(join(folder, "full.db"), { synchronous: "full" })));
   console.log(`${ROLLOUTS} rollouts, ${RUNNERS} runner sessions, enqueue batches of ${BATCH}, in-process coordinator`);
   console.log(`${"store".padEnd(36)} ${"seconds".padStart(8)} ${"rollouts/s".padStart(11)}`);
   for (const r of results) {

@@ -10,11 +10,8 @@
  * "drain" (everything enqueued first, then consumers start: the drain rate),
  * and "retry" (e2e where every job's first attempt fails and is retried once).
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { findRedisServer, type RedisProcess, startRedis } from "./lib/redis.js";
-import { LoadWorker, type ServerProcess, startServerProcess } from "./lib/processes.js";
+import { type BenchStore, LoadWorker, type ServerProcess, startServerProcess } from "./lib/processes.js";
 import { sleep, waitUntil } from "./lib/stats.js";
 
 export type PeerMode = "e2e" | "drain" | "retry";
@@ -57,7 +54,7 @@ export interface PeerReport {
 
 export interface PeerPlan {
   total: number;
-  stores: string[];
+  stores: BenchStore[];
   modes: PeerMode[];
   /** V8 CPU profiles of each Runnerline server child go here (--cpu-prof). */
   cpuProfDir?: string;
@@ -127,7 +124,7 @@ async function measureBullmq(binary: string, mode: PeerMode, total: number, cons
 }
 
 async function measureRunnerline(
-  store: string,
+  store: BenchStore,
   shape: Shape,
   mode: PeerMode,
   total: number,
@@ -135,10 +132,9 @@ async function measureRunnerline(
   producer: LoadWorker,
   cpuProfDir: string | undefined,
 ): Promise<PeerResult> {
-  const dir = mkdtempSync(join(tmpdir(), "rl-bench-peer-"));
   const server: ServerProcess = await startServerProcess({
     kind: "runnerline",
-    store: store === "sqlite" ? `sqlite:${join(dir, "peer.db")}` : store,
+    store,
     // In the retry mode every first attempt fails by design, on every consumer: Runnerline would quarantine them
     // all (BullMQ has no such rule), so the comparison measures retries with quarantine out of reach.
     ...(mode === "retry" && { serveArgs: ["--quarantine-failures", "1000000"] }),
@@ -174,7 +170,6 @@ async function measureRunnerline(
   } finally {
     await Promise.all(consumers.map((c) => c.call("closeAll").catch(() => undefined)));
     await server.stop();
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 

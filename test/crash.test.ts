@@ -2,7 +2,9 @@
  * Crash test (issue 3): a real server process on a SQLite file, driven by
  * enqueuers and runner sessions, killed with SIGKILL at random moments and
  * restarted on the same file. Whatever was acknowledged must be there, once,
- * and every rollout must end within its retry policy.
+ * and every rollout must end within its retry policy. It runs on the server's
+ * default SQLite settings (synchronous=NORMAL), the ones docs/storage.md makes
+ * its promise about.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -33,6 +35,8 @@ const between = (low: number, high: number) => low + Math.random() * (high - low
 
 let server: ChildProcess | undefined;
 const runners: Runner[] = [];
+/** The SQLite setting each start-up line named, e.g. "synchronous=NORMAL". */
+const settingsServed = new Set<string>();
 
 /** Starts `runnerline serve` (node itself, so that SIGKILL hits the server) and waits until it listens. */
 async function startServer(path: string, port: number): Promise<ChildProcess> {
@@ -52,13 +56,17 @@ async function startServer(path: string, port: number): Promise<ChildProcess> {
       "--heartbeat-interval",
       String(HEARTBEAT_S),
     ],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUNNERLINE_STORE: "" } },
+    // The defaults, whatever the environment of the test says.
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUNNERLINE_STORE: "", RUNNERLINE_SQLITE_SYNCHRONOUS: "" } },
   );
   let output = "";
   await new Promise<void>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
-      if (output.includes("serving")) resolve();
+      if (output.includes("serving")) {
+        settingsServed.add(/synchronous=\w+/.exec(output)?.[0] ?? "no synchronous setting named");
+        resolve();
+      }
     };
     child.stdout!.on("data", onData);
     child.stderr!.on("data", onData);
@@ -179,7 +187,8 @@ it("SIGKILL at random moments loses and duplicates nothing", async () => {
   }
   console.log(
     [
-      `crash test: ${KILLS} SIGKILLs (at each: ${killedAt.join(", ")}), ${enqueueFailures} enqueue calls failed and were resent`,
+      `crash test on SQLite, ${[...settingsServed].join(" / ")}: ${KILLS} SIGKILLs (at each: ${killedAt.join(", ")}), ` +
+        `${enqueueFailures} enqueue calls failed and were resent`,
       `  rollouts: ${acknowledged.size} acknowledged, ${rollouts.length} stored, ${new Set(ids).size} distinct; ` +
         `SUCCEEDED ${byStatus(RolloutStatus.SUCCEEDED)}, FAILED ${byStatus(RolloutStatus.FAILED)}, ` +
         `not terminal ${rollouts.filter((r) => !isRolloutTerminal(r.status)).length}`,

@@ -4,6 +4,9 @@
  * to over the fork IPC channel with numbered requests.
  */
 import { type ChildProcess, fork } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { ProbeSample } from "./server-probe.js";
 
@@ -12,10 +15,32 @@ const probeUrl = pathToFileURL(fileURLToPath(new URL("./server-probe.ts", import
 
 export type ServerKind = "runnerline" | "echo";
 
+/**
+ * The stores the bench compares, by the names its rows carry, and the `serve` flags of each; a SQLite store gets a
+ * fresh file in a folder of its own. "sqlite" is the server's default (synchronous=NORMAL), "sqlite-full" the
+ * stronger setting (docs/storage.md says what each guarantees).
+ */
+const STORE_FLAGS = {
+  memory: () => ["--store", "memory"],
+  sqlite: (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`],
+  "sqlite-full": (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`, "--sqlite-synchronous", "full"],
+} satisfies Record<string, (folder: string) => string[]>;
+
+export type BenchStore = keyof typeof STORE_FLAGS;
+export const BENCH_STORES = Object.keys(STORE_FLAGS) as BenchStore[];
+
+/** A comma-separated list of store names from the command line; throws on an unknown one before anything runs. */
+export function benchStores(list: string): BenchStore[] {
+  const names = list.split(",");
+  const unknown = names.filter((name) => !(BENCH_STORES as string[]).includes(name));
+  if (unknown.length > 0) throw new Error(`unknown store ${unknown.join(", ")}; the bench knows ${BENCH_STORES.join(", ")}`);
+  return names as BenchStore[];
+}
+
 export interface ServerOptions {
   kind: ServerKind;
-  /** "memory" or "sqlite:PATH" (Runnerline only). */
-  store?: string;
+  /** Runnerline only; default memory. */
+  store?: BenchStore;
   heartbeatIntervalS?: number;
   heartbeatGraceS?: number;
   /** Write a V8 CPU profile of the server into this folder when it exits. */
@@ -39,12 +64,14 @@ export async function startServerProcess(options: ServerOptions): Promise<Server
   if (options.cpuProfDir !== undefined) execArgv.push("--cpu-prof", "--cpu-prof-dir", options.cpuProfDir);
   let script: string;
   let args: string[];
+  // Where a SQLite store keeps its file; removed when the server exits, before stop() resolves.
+  const folder = mkdtempSync(join(tmpdir(), "rl-bench-"));
   if (options.kind === "echo") {
     script = "bench/echo-server.ts";
     args = ["--grpc-addr", "127.0.0.1:0"];
   } else {
     script = "src/cli/main.ts";
-    args = ["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--store", options.store ?? "memory"];
+    args = ["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", ...STORE_FLAGS[options.store ?? "memory"](folder)];
     if (options.heartbeatIntervalS !== undefined) args.push("--heartbeat-interval", String(options.heartbeatIntervalS));
     if (options.heartbeatGraceS !== undefined) args.push("--heartbeat-grace", String(options.heartbeatGraceS));
     // Closed-loop load beats far faster than any runner; measure the full path, not the coalescing gate.
@@ -53,7 +80,10 @@ export async function startServerProcess(options: ServerOptions): Promise<Server
     // `npm run bench -- --auth`: tokens on, as bench/main.ts set up.
     if (process.env.RUNNERLINE_BENCH_AUTH_FILE) args.push("--auth-file", process.env.RUNNERLINE_BENCH_AUTH_FILE);
   }
-  const child = fork(script, args, { cwd: repoRoot, execArgv, stdio: ["ignore", "pipe", "pipe", "ipc"] });
+  // "sqlite" is the server's default setting, whatever the shell's environment says.
+  const env = { ...process.env, RUNNERLINE_SQLITE_SYNCHRONOUS: "" };
+  const child = fork(script, args, { cwd: repoRoot, execArgv, env, stdio: ["ignore", "pipe", "pipe", "ipc"] });
+  child.once("exit", () => rmSync(folder, { recursive: true, force: true }));
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-4000)));
   const address = await new Promise<string>((resolve, reject) => {

@@ -3,6 +3,8 @@ import type { RunningServer } from "../server/app.js";
 import type { ServerOptions } from "../server/config.js";
 import { LOG_LEVELS, type LogLevel } from "../server/log-levels.js";
 import { DEFAULT_LIMITS, type Limits } from "../server/services/limits.js";
+import type { Synchronous } from "../server/store/sqlite-schema.js";
+import { DEFAULT_SYNCHRONOUS, SQLITE_SYNCHRONOUS_SETTINGS } from "../server/store/sqlite-synchronous.js";
 import { abandonmentReport, watchShutdownSignals } from "./shutdown-signals.js";
 
 /**
@@ -40,6 +42,20 @@ export const SERVE_FLAGS: readonly ServeFlag[] = [
     value: "SPEC",
     help: "where state lives: memory, or sqlite:PATH (default sqlite:./data/runnerline.db; see docs/storage.md)",
     apply: (c, v) => (c.store = v),
+  },
+  {
+    flag: "sqlite-synchronous",
+    env: "RUNNERLINE_SQLITE_SYNCHRONOUS",
+    value: "MODE",
+    help:
+      `SQLite's fsync policy: normal (acknowledged changes survive a process crash; power loss may undo those since the last checkpoint) ` +
+      `or full (an fsync per commit; they survive power loss) (default ${DEFAULT_SYNCHRONOUS}; see docs/storage.md)`,
+    apply: (c, v) => {
+      if (!(SQLITE_SYNCHRONOUS_SETTINGS as readonly string[]).includes(v)) {
+        throw new InvalidArgumentError(`--sqlite-synchronous must be one of ${SQLITE_SYNCHRONOUS_SETTINGS.join(", ")}`);
+      }
+      c.sqliteSynchronous = v as Synchronous;
+    },
   },
   {
     flag: "heartbeat-interval",

@@ -19,7 +19,7 @@ import { runnerService } from "./services/runner-service.js";
 import { HeartbeatGate } from "./services/heartbeat-gate.js";
 import { SessionCount } from "./services/session-count.js";
 import { workerService } from "./services/worker-service.js";
-import { openStore } from "./store/open-store.js";
+import { isSqliteSpec, openStore } from "./store/open-store.js";
 import { WorkerHistory } from "./telemetry/worker-history.js";
 import { parseListenAddress } from "./transport/address.js";
 import { startGrpcServer } from "./transport/grpc-server.js";
@@ -64,7 +64,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   const limits = { ...config.limits, maxResponseBytes, heartbeatsPerSecond: beatRate };
   let fleet: FleetCounters | undefined;
   const metrics = new ServerMetrics(() => fleet!);
-  const store = await openStore(config.store, { onCommit: metrics.observeCommit });
+  const store = await openStore(config.store, { onCommit: metrics.observeCommit, synchronous: config.sqliteSynchronous });
   // Quarantine and label routing are dispatch's to count: asked of the coordinator at summary/scrape time,
   // when it exists.
   const routing: RoutingView = {
@@ -138,9 +138,18 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   const watchdog = coordinator.startTimers((error) => logger.error({ err: error }, "timer check failed"));
   const retaining = startRetention(retention, config.retentionPeriodMs, (error) => logger.error({ err: error }, "retention failed"));
   const security = `${config.authFile ? "tokens" : "no auth"}, ${tls ? (tls.clientCa ? "mutual TLS" : "TLS") : "plaintext"}`;
+  // What an acknowledgement survives depends on it (docs/storage.md), so the operator sees it at start.
+  const sqliteSynchronous = isSqliteSpec(config.store) ? config.sqliteSynchronous : undefined;
+  const storeText = `${config.store}${sqliteSynchronous ? ` (synchronous=${sqliteSynchronous.toUpperCase()})` : ""}`;
   logger.info(
-    { grpc: `${hostOf(config.grpcAddress)}:${grpc.port}`, http: `${hostOf(config.httpAddress)}:${http.port}`, store: config.store, security },
-    `serving gRPC on ${hostOf(config.grpcAddress)}:${grpc.port}, HTTP on ${hostOf(config.httpAddress)}:${http.port}, store ${config.store}, ${security}`,
+    {
+      grpc: `${hostOf(config.grpcAddress)}:${grpc.port}`,
+      http: `${hostOf(config.httpAddress)}:${http.port}`,
+      store: config.store,
+      ...(sqliteSynchronous && { sqliteSynchronous }),
+      security,
+    },
+    `serving gRPC on ${hostOf(config.grpcAddress)}:${grpc.port}, HTTP on ${hostOf(config.httpAddress)}:${http.port}, store ${storeText}, ${security}`,
   );
   return {
     grpcPort: grpc.port,

@@ -5,6 +5,8 @@ import { DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_SAMPLES } from "./telemetry/
 import type { LogLevel } from "./log-levels.js";
 import type { Logger } from "./logging.js";
 import { DEFAULT_LIMITS, type Limits } from "./services/limits.js";
+import type { Synchronous } from "./store/sqlite-schema.js";
+import { DEFAULT_SYNCHRONOUS } from "./store/sqlite-synchronous.js";
 
 /** Everything a server can be told at start; see parseServeArgs for the flags and variables. */
 export interface ServerConfig {
@@ -12,6 +14,8 @@ export interface ServerConfig {
   httpAddress: string;
   /** "memory", or "sqlite:PATH". */
   store: string;
+  /** PRAGMA synchronous of a SQLite store: what an acknowledgement survives (docs/storage.md). */
+  sqliteSynchronous: Synchronous;
   heartbeatIntervalMs: number;
   /** Heartbeats later than this make a worker UNKNOWN (default 3 × interval). */
   heartbeatGraceMs: number;
@@ -78,6 +82,7 @@ export function defaultConfig(overrides: ServerOptions = {}): ServerConfig {
     httpAddress: "127.0.0.1:8080",
     // Durable by default: a fresh `npm start` keeps its state in ./data (docs/storage.md).
     store: "sqlite:./data/runnerline.db",
+    sqliteSynchronous: DEFAULT_SYNCHRONOUS,
     heartbeatIntervalMs,
     heartbeatGraceMs,
     defaultUnresponsiveMs: heartbeatGraceMs,

@@ -97,6 +97,7 @@ describe("runnerline help and usage", () => {
       cli(["rollouts", "enqueue", "--input", "{not json"]),
       cli(["serve", "--retain", "forever"]),
       cli([]),
+      cli(["serve", "--sqlite-synchronous", "bogus"]),
     ]);
     for (const result of results) {
       expect(result.code).toBe(1);
@@ -105,6 +106,7 @@ describe("runnerline help and usage", () => {
     expect(results[1]!.stderr).toContain("give exactly one of --input and --file");
     expect(results[2]!.stderr).toContain('unknown worker status "sleepy"');
     expect(results[4]!.stderr).toContain("--retain must be a positive duration");
+    expect(results[6]!.stderr).toBe("runnerline serve: --sqlite-synchronous must be one of normal, full\n");
   }, 60_000);
 
   it("answers server errors with exit 2 and the gRPC code and message on stderr", async () => {

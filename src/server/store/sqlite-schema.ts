@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { DEFAULT_SYNCHRONOUS } from "./sqlite-synchronous.js";
 
 /**
  * The SQLite file format of Runnerline: its tables, the forward migrations
@@ -147,7 +148,7 @@ export function openDatabase(path: string, options: OpenOptions = {}): Database.
     if (check !== "ok") throw new StoreOpenError(`${path} is corrupt (quick_check: ${String(check)})`);
     const mode = db.pragma("journal_mode = WAL", { simple: true });
     if (mode !== "wal") throw new StoreOpenError(`${path}: could not switch to WAL mode (journal_mode is ${String(mode)})`);
-    db.pragma(`synchronous = ${options.synchronous ?? "full"}`);
+    db.pragma(`synchronous = ${options.synchronous ?? DEFAULT_SYNCHRONOUS}`);
     const migrate = db.transaction(() => {
       for (let v = version; v < migrations.length; v++) db!.exec(migrations[v]!);
       db!.pragma(`application_id = ${APPLICATION_ID}`);
