@@ -70,7 +70,7 @@ export function workerService(
     },
     async getWorkerHistory(request) {
       const workerId = requireId("worker_id", request.workerId);
-      coordinator.getWorker(workerId); // NOT_FOUND for a worker the server never heard of
+      await coordinator.getWorker(workerId); // NOT_FOUND for a worker the server never heard of
       return { samples: history.samples(workerId) };
     },
     async sendHeartbeat(request) {
