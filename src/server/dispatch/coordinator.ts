@@ -49,6 +49,7 @@ import {
   clearQuarantine,
   detachSession,
   type HeartbeatData,
+  holdExactly,
   lastHeardMs,
   type Liveness,
   newWorkerRecord,
@@ -550,24 +551,35 @@ export class Coordinator {
    * were last heard from), so their workers are UNKNOWN until they
    * reconnect, and the attempts in flight then — only those — get one grace
    * period for their runners to reconnect and claim them
-   * (Hello.running_attempt_ids) before silence counts against them.
+   * (Hello.running_attempt_ids) before silence counts against them. Each
+   * worker is set to hold exactly its active attempts: a store may write
+   * that list behind, and the attempts are the record that counts.
    */
   async recover() {
     const now = this.clock.now();
     await this.load(now);
     const fx = new Effects();
+    const active = await this.store.activeAttempts();
+    const heldBy = new Map<string, Attempt[]>();
+    for (const attempt of active) {
+      const held = heldBy.get(attempt.workerId);
+      if (held === undefined) heldBy.set(attempt.workerId, [attempt]);
+      else held.push(attempt);
+    }
     const allStatuses = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
     for (const record of await this.store.workersWithStatus(allStatuses)) {
       this.trackQuarantine(record);
-      if (record.attachment !== "open") continue;
       const endedAt = Math.min(now, lastHeardMs(record.worker) ?? now);
-      const detached = await this.store.changeWorker(record.worker.workerId, undefined, (r) =>
-        detachSession(r ?? record, false, this.liveness, now, endedAt),
-      );
-      this.absorb(detached, now, fx);
+      const recovered = await this.store.changeWorker(record.worker.workerId, undefined, (r) => {
+        const holding = holdExactly(r ?? record, heldBy.get(record.worker.workerId) ?? [], this.liveness, now);
+        return holding.attachment === "open" ? detachSession(holding, false, this.liveness, now, endedAt) : holding;
+      });
+      this.absorb(recovered, now, fx);
     }
-    const inherited = (await this.store.activeAttempts()).map((attempt) => attempt.attemptId);
-    this.watchdog.inherit(inherited, now + this.options.heartbeatGraceMs);
+    this.watchdog.inherit(
+      active.map((attempt) => attempt.attemptId),
+      now + this.options.heartbeatGraceMs,
+    );
     await this.settle(fx);
   }
 

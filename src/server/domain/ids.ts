@@ -5,11 +5,27 @@ export { CLIENT_ID_PATTERN } from "../../common/client-id.js";
 /** Longest id of any kind; client-chosen ones and those this server makes are far shorter. */
 export const MAX_ID_LENGTH = 128;
 
-// 64 random bits: collisions are not expected, and the store still refuses a
-// duplicate, so ids never repeat, not even across restarts.
-export const newRolloutId = () => `ro-${random64()}`;
-export const newAttemptId = () => `at-${random64()}`;
+// Rollout and attempt ids sort by creation time, so a database inserts them
+// at the right edge of its indexes (a few pages per commit) instead of
+// scattering them (a page per row): 44 bits of milliseconds, then 20 bits
+// that start at a random point each millisecond and count up. The stores
+// still refuse a duplicate (several servers may share one), so ids never repeat.
+export const newRolloutId = () => `ro-${timeOrdered64()}`;
+export const newAttemptId = () => `at-${timeOrdered64()}`;
 export const newSessionId = () => `se-${random64()}`;
+
+let lastMs = -1;
+let counter = 0;
+function timeOrdered64(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    counter = Number.parseInt(random64().slice(0, 5), 16) >>> 1;
+  } else {
+    counter = (counter + 1) & 0xfffff;
+  }
+  return now.toString(16).padStart(11, "0").slice(-11) + counter.toString(16).padStart(5, "0");
+}
 
 // One randomBytes call per 512 ids instead of one per id (it was ~4 % of the
 // server's CPU when dispatching); the bits are the same CSPRNG's.

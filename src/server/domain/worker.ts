@@ -227,6 +227,28 @@ export function releaseAttempt(
   );
 }
 
+/**
+ * After a restart: the worker holds exactly these active attempts. Its stored
+ * list may lag behind them (a store may write it behind, since this rebuilds it).
+ */
+export function holdExactly(record: WorkerRecord, attempts: readonly Attempt[], liveness: Liveness, now: Millis): WorkerRecord {
+  const held = record.worker.currentAttemptIds;
+  if (held.length === attempts.length && attempts.every((attempt, i) => held[i] === attempt.attemptId)) return record;
+  return settle(
+    {
+      ...record,
+      worker: {
+        ...record.worker,
+        currentAttemptIds: attempts.map((attempt) => attempt.attemptId),
+        currentRolloutIds: attempts.map((attempt) => attempt.rolloutId),
+      },
+    },
+    liveness,
+    now,
+    true,
+  );
+}
+
 /** The last moment the server heard from the worker in any way (undefined if never). */
 export function lastHeardMs(worker: Worker): Millis | undefined {
   const times = [worker.lastHeartbeatTime, worker.lastDequeueTime, worker.connectTime].map(msOf);

@@ -32,6 +32,13 @@ export interface SqliteStoreOptions extends OpenOptions {
    * (default 500 ms): the most of it a crash can lose.
    */
   telemetryFlushMs?: number;
+  /**
+   * How often the write-ahead log is checkpointed into the database file when
+   * something was committed since (default 1,000 ms). With synchronous=NORMAL
+   * a checkpoint is when the log reaches the disk, so this bounds in time
+   * what a power loss can take, as Redis's appendfsync everysec does.
+   */
+  checkpointMs?: number;
   /** Decoded entities kept per kind for the coordinator's repeated reads (default 10,000; 0 turns it off). */
   cacheSize?: number;
   /** Told how long each group COMMIT took, in seconds (for runnerline_store_commit_seconds). */
@@ -56,10 +63,14 @@ const ACTIVE_ATTEMPT_STATUSES = Object.values(AttemptStatus).filter(
  * the RPCs that arrived together — costs one commit (one fsync with
  * synchronous=FULL). `commit()` resolves after that COMMIT.
  *
- * Telemetry is written behind: a worker or attempt put whose version did not
- * change (the domain bumps `version` on every transition; a heartbeat changes
- * only time stamps, snapshot and stats) is kept in memory and written at most
- * `telemetryFlushMs` later. Reads see it at once.
+ * Written behind: what a restart rebuilds or can do without is kept in
+ * memory, served to reads at once, and written at most `telemetryFlushMs`
+ * later (lists and scans write it first):
+ * - an attempt put whose version did not change (a sign of life);
+ * - a worker put that leaves its facts alone (workerFactsChanged): heartbeat
+ *   telemetry, time stamps, and its BUSY / IDLE status with the attempts it
+ *   holds, which recovery rebuilds from the attempts themselves
+ *   (Coordinator.recover). Sessions, epochs and quarantine are written at once.
  */
 export class SqliteStore extends EmbeddedStore {
   /** Opens (creating if missing) the database at `path`; throws StoreOpenError with the reason when it cannot. */
@@ -84,6 +95,9 @@ export class SqliteTables implements Tables {
   private readonly pendingWorkers = new Map<string, WorkerRecord>();
   private readonly pendingAttempts = new Map<string, Attempt>();
   private telemetryTimer: NodeJS.Timeout | undefined;
+  private readonly checkpointTimer: NodeJS.Timeout;
+  /** Something was committed since the last checkpoint. */
+  private uncheckpointed = false;
   private readonly telemetryFlushMs: number;
   private readonly onCommit: ((seconds: number) => void) | undefined;
   // Write-through caches of decoded messages: the coordinator reads the same
@@ -106,6 +120,8 @@ export class SqliteTables implements Tables {
     this.sql = prepareStatements(db);
     this.queueCount = this.sql.queueCount.get() as number;
     this.telemetryFlushMs = options.telemetryFlushMs ?? 500;
+    this.checkpointTimer = setInterval(() => this.checkpoint(), options.checkpointMs ?? 1_000);
+    this.checkpointTimer.unref();
     this.onCommit = options.onCommit;
     const cacheSize = options.cacheSize ?? 10_000;
     this.rollouts = new ReadCache(cacheSize);
@@ -219,14 +235,7 @@ export class SqliteTables implements Tables {
     const { worker } = record;
     this.workers.set(worker.workerId, record);
     // A change of facts is always written at once, so `before` (what the operation read) has the stored facts.
-    if (
-      before !== undefined &&
-      before.worker.version === worker.version &&
-      before.attachment === record.attachment &&
-      before.suspect === record.suspect &&
-      before.epoch === record.epoch
-    ) {
-      // Same version and facts: a heartbeat's telemetry and time stamps only.
+    if (before !== undefined && !workerFactsChanged(before, record)) {
       this.pendingWorkers.set(worker.workerId, record);
       this.scheduleTelemetry();
       return;
@@ -253,6 +262,7 @@ export class SqliteTables implements Tables {
 
   workersWithStatus(statuses: WorkerStatus[]): WorkerRecord[] {
     if (statuses.length === 0) return [];
+    this.flushTelemetry();
     const where: string[] = [];
     const params: SqlValue[] = [];
     inList(where, params, "status", statuses);
@@ -304,6 +314,7 @@ export class SqliteTables implements Tables {
   }
 
   offlineWorkersSilentSince(cutoff: number, limit: number): WorkerRecord[] {
+    this.flushTelemetry();
     const rows = this.sql.offlineSilent.all(WorkerStatus.OFFLINE, cutoff, limit) as WorkerRow[];
     return rows.map((row) => this.pendingWorkers.get(row.worker_id) ?? workerRecordOf(row));
   }
@@ -326,6 +337,7 @@ export class SqliteTables implements Tables {
   async close() {
     if (this.closed) return;
     clearTimeout(this.telemetryTimer);
+    clearInterval(this.checkpointTimer);
     if (this.failure === undefined) {
       this.flushTelemetry();
       if (this.turnOpen) this.commitTurn();
@@ -372,7 +384,15 @@ export class SqliteTables implements Tables {
       return;
     }
     this.onCommit?.((performance.now() - started) / 1000);
+    this.uncheckpointed = true;
     for (const waiter of waiters) waiter.resolve();
+  }
+
+  /** Copies the log into the database file (fsyncing both), between turns, when there is something to copy. */
+  private checkpoint() {
+    if (!this.uncheckpointed || this.turnOpen || this.closed || this.failure !== undefined) return;
+    this.uncheckpointed = false;
+    this.sql.checkpoint.run();
   }
 
   private scheduleTelemetry() {
@@ -519,6 +539,25 @@ interface WorkerRow {
   message: Uint8Array;
 }
 
+/**
+ * Whether a worker change touches what must be durable at once: its session
+ * (attachment, epoch, and with it labels and capacity), suspicion and
+ * quarantine. Everything else a restart rebuilds (held attempts, status) or
+ * can lose (telemetry, time stamps), so it is written behind.
+ */
+function workerFactsChanged(before: WorkerRecord, after: WorkerRecord): boolean {
+  const b = before.worker;
+  const a = after.worker;
+  return (
+    before.attachment !== after.attachment ||
+    before.suspect !== after.suspect ||
+    before.epoch !== after.epoch ||
+    b.quarantineCount !== a.quarantineCount ||
+    b.quarantineReason !== a.quarantineReason ||
+    msOf(b.quarantineUntil) !== msOf(a.quarantineUntil)
+  );
+}
+
 function workerRecordOf(row: WorkerRow): WorkerRecord {
   return {
     worker: fromBinary(WorkerSchema, row.message),
@@ -576,6 +615,7 @@ function prepareStatements(db: Database) {
     begin: db.prepare("BEGIN IMMEDIATE"),
     commit: db.prepare("COMMIT"),
     rollback: db.prepare("ROLLBACK"),
+    checkpoint: db.prepare("PRAGMA wal_checkpoint(PASSIVE)"),
 
     getRollout: db.prepare<[string]>("SELECT message, state FROM rollouts WHERE rollout_id = ?"),
     // An upsert, so that writing a rollout anew (tests, a replayed operation) replaces it whole.

@@ -76,7 +76,9 @@ export function claim(rows: WorkingSet, request: ClaimRequest): Claimed[] {
   for (const rolloutId of request.rolloutIds) {
     const rollout = rows.rollout(rolloutId);
     if (rollout === undefined || !isRolloutQueued(rollout.status)) continue;
-    const attempt = newAttempt(rollout, request.newAttemptId(), workerId, now);
+    let attemptId = request.newAttemptId();
+    while (rows.attempt(attemptId) !== undefined) attemptId = request.newAttemptId();
+    const attempt = newAttempt(rollout, attemptId, workerId, now);
     rows.setAttempt(attempt);
     const dispatched = dispatchRollout(rollout, attempt, now);
     rows.setRollout(dispatched);
