@@ -7,7 +7,7 @@
  * links that report SUCCEEDED and ask for the next rollout as soon as an
  * assignment arrives, one event-loop turn later.
  *
- *   npx tsx bench/dispatch-stores.ts [--rollouts 5000] [--runners 16] [--batch 50]
+ *   npx tsx bench/dispatch-stores.ts [--rollouts 5000] [--runners 16] [--batch 50] [--stores memory,sqlite,sqlite-full]
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -29,6 +29,7 @@ const { values } = parseArgs({
     rollouts: { type: "string", default: "5000" },
     runners: { type: "string", default: "16" },
     batch: { type: "string", default: "50" },
+    stores: { type: "string", default: "memory,sqlite,sqlite-full" },
   },
 });
 const ROLLOUTS = Number(values.rollouts);
@@ -93,9 +94,12 @@ async function run(name: string, store: Store): Promise<{ name: string; seconds:
 const folder = mkdtempSync(join(tmpdir(), "runnerline-bench-"));
 try {
   const results = [];
-  results.push(await run("memory", new MemoryStore()));
-  results.push(await run("sqlite (synchronous=NORMAL, default)", SqliteStore.open(join(folder, "normal.db"))));
-  results.push(await run("sqlite (synchronous=FULL)", SqliteStore.open(join(folder, "full.db"), { synchronous: "full" })));
+  const stores = new Set(values.stores.split(","));
+  if (stores.has("memory")) results.push(await run("memory", new MemoryStore()));
+  if (stores.has("sqlite")) results.push(await run("sqlite (synchronous=NORMAL, default)", SqliteStore.open(join(folder, "normal.db"))));
+  if (stores.has("sqlite-full")) {
+    results.push(await run("sqlite (synchronous=FULL)", SqliteStore.open(join(folder, "full.db"), { synchronous: "full" })));
+  }
   console.log(`${ROLLOUTS} rollouts, ${RUNNERS} runner sessions, enqueue batches of ${BATCH}, in-process coordinator`);
   console.log(`${"store".padEnd(36)} ${"seconds".padStart(8)} ${"rollouts/s".padStart(11)}`);
   for (const r of results) {

@@ -15,16 +15,18 @@ export const newAttemptId = () => `at-${timeOrdered64()}`;
 export const newSessionId = () => `se-${random64()}`;
 
 let lastMs = -1;
+let msHex = "";
 let counter = 0;
 function timeOrdered64(): string {
   const now = Date.now();
   if (now !== lastMs) {
     lastMs = now;
+    msHex = now.toString(16).padStart(11, "0").slice(-11);
     counter = Number.parseInt(random64().slice(0, 5), 16) >>> 1;
   } else {
     counter = (counter + 1) & 0xfffff;
   }
-  return now.toString(16).padStart(11, "0").slice(-11) + counter.toString(16).padStart(5, "0");
+  return msHex + (counter | 0x100000).toString(16).slice(1);
 }
 
 // One randomBytes call per 512 ids instead of one per id (it was ~4 % of the

@@ -28,36 +28,41 @@ export interface RowReader {
  * The rows of one operation: reads see the operation's own writes, and
  * `changes()` lists each row written once, with its state before the
  * operation and its last state. Rows set back to what they were are left out.
+ * An operation touches a handful of rows, so plain arrays searched from the
+ * end are cheaper than maps here (this runs for every transition).
  */
 export class WorkingSet implements RowReader {
-  private readonly rollouts = new Map<string, Change<Rollout>>();
-  private readonly attempts = new Map<string, Change<Attempt>>();
-  private readonly workers = new Map<string, Change<WorkerRecord>>();
+  private readonly rollouts: Change<Rollout>[] = [];
+  private readonly attempts: Change<Attempt>[] = [];
+  private readonly workers: Change<WorkerRecord>[] = [];
 
   constructor(private readonly rows: RowReader) {}
 
   rollout(rolloutId: string): Rollout | undefined {
-    return this.rollouts.get(rolloutId)?.after ?? this.rows.rollout(rolloutId);
+    return find(this.rollouts, (r) => r.rolloutId === rolloutId)?.after ?? this.rows.rollout(rolloutId);
   }
 
   attempt(attemptId: string): Attempt | undefined {
-    return this.attempts.get(attemptId)?.after ?? this.rows.attempt(attemptId);
+    return find(this.attempts, (a) => a.attemptId === attemptId)?.after ?? this.rows.attempt(attemptId);
   }
 
   worker(workerId: string): WorkerRecord | undefined {
-    return this.workers.get(workerId)?.after ?? this.rows.worker(workerId);
+    return find(this.workers, (w) => w.worker.workerId === workerId)?.after ?? this.rows.worker(workerId);
   }
 
   setRollout(after: Rollout) {
-    record(this.rollouts, after.rolloutId, after, () => this.rows.rollout(after.rolloutId));
+    const id = after.rolloutId;
+    record(this.rollouts, (r) => r.rolloutId === id, after, () => this.rows.rollout(id));
   }
 
   setAttempt(after: Attempt) {
-    record(this.attempts, after.attemptId, after, () => this.rows.attempt(after.attemptId));
+    const id = after.attemptId;
+    record(this.attempts, (a) => a.attemptId === id, after, () => this.rows.attempt(id));
   }
 
   setWorker(after: WorkerRecord) {
-    record(this.workers, after.worker.workerId, after, () => this.rows.worker(after.worker.workerId));
+    const id = after.worker.workerId;
+    record(this.workers, (w) => w.worker.workerId === id, after, () => this.rows.worker(id));
   }
 
   changes(): Changes {
@@ -65,16 +70,20 @@ export class WorkingSet implements RowReader {
   }
 }
 
-function record<T>(changes: Map<string, Change<T>>, id: string, after: T, before: () => T | undefined) {
-  const change = changes.get(id);
-  if (change !== undefined) change.after = after;
-  else changes.set(id, { before: before(), after });
+function find<T>(changes: Change<T>[], isIt: (row: T) => boolean): Change<T> | undefined {
+  for (let i = changes.length - 1; i >= 0; i--) if (isIt(changes[i]!.after)) return changes[i];
+  return undefined;
 }
 
-function changed<T>(changes: Map<string, Change<T>>): Change<T>[] {
-  const list: Change<T>[] = [];
-  for (const change of changes.values()) if (change.before !== change.after) list.push(change);
-  return list;
+function record<T>(changes: Change<T>[], isIt: (row: T) => boolean, after: T, before: () => T | undefined) {
+  const change = find(changes, isIt);
+  if (change !== undefined) change.after = after;
+  else changes.push({ before: before(), after });
+}
+
+function changed<T>(changes: Change<T>[]): Change<T>[] {
+  for (const change of changes) if (change.before === change.after) return changes.filter((c) => c.before !== c.after);
+  return changes;
 }
 
 /** Both lists, in order (for operations that run several steps). */
