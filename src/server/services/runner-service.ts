@@ -1,12 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
+  type AttemptUpdate,
   type Hello,
   RunnerService,
   type SessionRequest,
   SessionRequestSchema,
   type SessionResponse,
   SessionResponseSchema,
+  type Welcome,
 } from "../../gen/runnerline/v1/runner_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import type { SessionLink } from "../dispatch/session-link.js";
@@ -15,12 +17,14 @@ import { CLIENT_ID_PATTERN, MAX_ID_LENGTH, newSessionId } from "../domain/ids.js
 import { toTimestamp } from "../domain/time.js";
 import type { Logger } from "../logging.js";
 import { connectionKey, peerAddressKey } from "../transport/context.js";
+import { AssignmentBatcher } from "./assignment-batcher.js";
 import { attemptReport, requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
 import type { HeartbeatGate } from "./heartbeat-gate.js";
 import { type Limits, requireBoundedJson, requireBoundedLabels, requireListLength } from "./limits.js";
 import { Outbox } from "./outbox.js";
 import type { SessionCount } from "./session-count.js";
+import { TerminalCredits } from "./terminal-credits.js";
 import { boundedExtraStats, boundedResult, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
@@ -67,6 +71,8 @@ async function* runSession(
   }
   const outbox = new Outbox<SessionResponse>();
   let link: SessionLink | undefined;
+  /** Set when the runner asked that terminal updates return their credits (Hello.terminal_update_returns_credit). */
+  let terminalCredits: TerminalCredits | undefined;
   const peer = context.values.get(peerAddressKey);
 
   const handle = async (request: SessionRequest) => {
@@ -74,8 +80,8 @@ async function* runSession(
     requireJsonSafe(SessionRequestSchema, request);
     if (link === undefined) {
       if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
-      link = openLink(message.value, outbox, limits);
       const hello = message.value;
+      ({ link, terminalCredits } = openLink(hello, outbox, limits));
       await coordinator.openSession(
         link,
         {
@@ -87,7 +93,15 @@ async function* runSession(
         hello.runningAttemptIds,
       );
       options.logger.info(
-        { sessionId: link.sessionId, workerId: link.workerId, peer: peer || undefined, capacity: hello.capacity || 1, resumed: hello.runningAttemptIds.length },
+        {
+          sessionId: link.sessionId,
+          workerId: link.workerId,
+          peer: peer || undefined,
+          capacity: hello.capacity || 1,
+          resumed: hello.runningAttemptIds.length,
+          terminalUpdateReturnsCredit: hello.terminalUpdateReturnsCredit || undefined,
+          assignmentBatches: hello.acceptsAssignmentBatches || undefined,
+        },
         "session opened",
       );
       return;
@@ -124,11 +138,19 @@ async function* runSession(
       }
       case "attemptUpdate": {
         const update = message.value;
-        requireId("attempt_update.attempt_id", update.attemptId);
-        requireReportableStatus(update.status);
-        requireBoundedJson("attempt_update.metadata", update.metadata, limits.maxMetadataBytes);
-        boundedResult(update.result);
-        await coordinator.report(update.attemptId, attemptReport(update), { workerId: link.workerId });
+        const returnsCredit = terminalCredits?.returnsCredit(update.attemptId, update.status) ?? false;
+        const reported = reportUpdate(coordinator, link.workerId, update, limits);
+        if (!returnsCredit) return await reported;
+        // The runner's slot is free whatever the answer, so a refused update (Rejected) returns its credit too.
+        const refusal = await reported.then(
+          () => undefined,
+          (error: unknown) => {
+            if (error instanceof DomainError) return error;
+            throw error;
+          },
+        );
+        await coordinator.grantCredits(link, 1);
+        if (refusal !== undefined) throw refusal;
         return;
       }
       case "goodbye":
@@ -171,8 +193,16 @@ async function* runSession(
   }
 }
 
+async function reportUpdate(coordinator: Coordinator, workerId: string, update: AttemptUpdate, limits: Limits) {
+  requireId("attempt_update.attempt_id", update.attemptId);
+  requireReportableStatus(update.status);
+  requireBoundedJson("attempt_update.metadata", update.metadata, limits.maxMetadataBytes);
+  boundedResult(update.result);
+  await coordinator.report(update.attemptId, attemptReport(update), { workerId });
+}
+
 /** A malformed Hello is a protocol error: the session cannot start, so the stream ends. */
-function openLink(hello: Hello, outbox: Outbox<SessionResponse>, limits: Limits): SessionLink {
+function requireValidHello(hello: Hello, limits: Limits) {
   if (!CLIENT_ID_PATTERN.test(hello.workerId)) {
     throw protocolError("hello.worker_id must be 1-128 characters of letters, digits, '.', '_', ':' and '-'", Code.InvalidArgument);
   }
@@ -189,14 +219,51 @@ function openLink(hello: Hello, outbox: Outbox<SessionResponse>, limits: Limits)
   } catch (error) {
     throw toConnectError(error);
   }
-  return {
+}
+
+/**
+ * The session as the coordinator sees it, with the options the runner asked
+ * for in Hello applied to what it is sent: Welcome confirms them, batched
+ * assignments go through an AssignmentBatcher, and the attempts the session
+ * holds are noted for TerminalCredits.
+ */
+function openLink(
+  hello: Hello,
+  outbox: Outbox<SessionResponse>,
+  limits: Limits,
+): { link: SessionLink; terminalCredits: TerminalCredits | undefined } {
+  requireValidHello(hello, limits);
+  const terminalCredits = hello.terminalUpdateReturnsCredit ? new TerminalCredits() : undefined;
+  const batcher = hello.acceptsAssignmentBatches
+    ? new AssignmentBatcher((message) => outbox.push(message), limits.maxResponseBytes)
+    : undefined;
+  const deliver = batcher === undefined ? (message: SessionResponse) => outbox.push(message) : (message: SessionResponse) => batcher.send(message);
+  const confirmsOptions = hello.terminalUpdateReturnsCredit || hello.acceptsAssignmentBatches;
+  const link: SessionLink = {
     sessionId: newSessionId(),
     workerId: hello.workerId,
     credits: 0,
     leaving: false,
-    send: (message) => outbox.push(message),
-    close: (kind, message) => outbox.end(new ConnectError(message, codeOf(kind))),
+    send: (message) => {
+      terminalCredits?.sent(message);
+      deliver(confirmsOptions && message.message.case === "welcome" ? confirmOptions(message.message.value, hello) : message);
+    },
+    close: (kind, message) => {
+      batcher?.flush();
+      outbox.end(new ConnectError(message, codeOf(kind)));
+    },
   };
+  return { link, terminalCredits };
+}
+
+/** Welcome with the options of Hello this server honours: all of them. */
+function confirmOptions(welcome: Welcome, hello: Hello): SessionResponse {
+  const confirmed: Welcome = {
+    ...welcome,
+    terminalUpdateReturnsCredit: hello.terminalUpdateReturnsCredit,
+    assignmentBatches: hello.acceptsAssignmentBatches,
+  };
+  return create(SessionResponseSchema, { message: { case: "welcome", value: confirmed } });
 }
 
 function protocolError(message: string, code = Code.FailedPrecondition) {
