@@ -12,14 +12,17 @@ const BATCH_FRAMING_BYTES = 16;
 const ENTRY_FRAMING_BYTES = 6;
 
 /**
- * Hello.accepts_assignment_batches on the server. The coordinator sends a
- * session its assignments one by one, in a loop after each commit; those of
- * one such synchronous run leave together, as one AssignmentBatch, in a
- * microtask after it. Any other message first sends what is pending, so
- * nothing overtakes an assignment (a Cancel or Drain sent after it comes
- * after it). A lone assignment leaves as a plain Assignment, as before.
+ * Hello.accepts_assignment_batches on the server: the one way out of a
+ * session, so that nothing overtakes an assignment held back for a batch.
+ * The coordinator sends a session its assignments one by one, in a loop
+ * after each commit; once batching is on, those of one such synchronous run
+ * leave together, as one AssignmentBatch, in a microtask after it. Any other
+ * message first sends what is pending (a Cancel or Drain sent after an
+ * assignment comes after it). A lone assignment leaves as a plain
+ * Assignment; with batching off every message passes straight through.
  */
 export class AssignmentBatcher {
+  private batching = false;
   private pending: Assignment[] = [];
 
   /**
@@ -32,8 +35,13 @@ export class AssignmentBatcher {
     private readonly maxBatchBytes: number,
   ) {}
 
+  /** From now on (the runner accepts batches), assignments of one synchronous run leave together. */
+  startBatching(): void {
+    this.batching = true;
+  }
+
   send(message: SessionResponse): void {
-    if (message.message.case !== "assignment") {
+    if (!this.batching || message.message.case !== "assignment") {
       this.flush();
       this.push(message);
       return;

@@ -43,7 +43,8 @@ export interface RunnerServiceOptions {
 
 /**
  * The runner session: reads the runner's messages in order and hands them to
- * the coordinator; everything the server says comes out of one outbox.
+ * the coordinator; everything the server says goes out through one
+ * AssignmentBatcher into one outbox.
  * Protocol errors end the stream with a status; domain refusals answer
  * Rejected and keep it open (DESIGN §4).
  */
@@ -70,6 +71,12 @@ async function* runSession(
     throw toConnectError(error);
   }
   const outbox = new Outbox<SessionResponse>();
+  const outgoing = new AssignmentBatcher((message) => outbox.push(message), limits.maxResponseBytes);
+  /** Ends the stream after everything said before, assignments held back for a batch included. */
+  const end = (failure?: unknown) => {
+    outgoing.flush();
+    outbox.end(failure);
+  };
   let link: SessionLink | undefined;
   /** Set when the runner asked that terminal updates return their credits (Hello.terminal_update_returns_credit). */
   let terminalCredits: TerminalCredits | undefined;
@@ -81,7 +88,7 @@ async function* runSession(
     if (link === undefined) {
       if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
       const hello = message.value;
-      ({ link, terminalCredits } = openLink(hello, outbox, limits));
+      ({ link, terminalCredits } = openLink(hello, outgoing, end, limits));
       await coordinator.openSession(
         link,
         {
@@ -121,7 +128,7 @@ async function* runSession(
           { snapshot: beat.snapshot, extraStats },
           beat.attemptIds,
         );
-        outbox.push(
+        outgoing.send(
           create(SessionResponseSchema, {
             message: { case: "heartbeatAck", value: { sequence: beat.sequence, serverTime: toTimestamp(options.now()) } },
           }),
@@ -169,12 +176,12 @@ async function* runSession(
           await handle(request);
         } catch (error) {
           if (!(error instanceof DomainError) || link === undefined) throw error;
-          outbox.push(rejected(error, request));
+          outgoing.send(rejected(error, request));
         }
       }
-      outbox.end();
+      end();
     } catch (error) {
-      outbox.end(toConnectError(error));
+      end(toConnectError(error));
     }
   };
 
@@ -229,15 +236,13 @@ function requireValidHello(hello: Hello, limits: Limits) {
  */
 function openLink(
   hello: Hello,
-  outbox: Outbox<SessionResponse>,
+  outgoing: AssignmentBatcher,
+  end: (failure: ConnectError) => void,
   limits: Limits,
 ): { link: SessionLink; terminalCredits: TerminalCredits | undefined } {
   requireValidHello(hello, limits);
   const terminalCredits = hello.terminalUpdateReturnsCredit ? new TerminalCredits() : undefined;
-  const batcher = hello.acceptsAssignmentBatches
-    ? new AssignmentBatcher((message) => outbox.push(message), limits.maxResponseBytes)
-    : undefined;
-  const deliver = batcher === undefined ? (message: SessionResponse) => outbox.push(message) : (message: SessionResponse) => batcher.send(message);
+  if (hello.acceptsAssignmentBatches) outgoing.startBatching();
   const confirmsOptions = hello.terminalUpdateReturnsCredit || hello.acceptsAssignmentBatches;
   const link: SessionLink = {
     sessionId: newSessionId(),
@@ -246,12 +251,9 @@ function openLink(
     leaving: false,
     send: (message) => {
       terminalCredits?.sent(message);
-      deliver(confirmsOptions && message.message.case === "welcome" ? confirmOptions(message.message.value, hello) : message);
+      outgoing.send(confirmsOptions && message.message.case === "welcome" ? confirmOptions(message.message.value, hello) : message);
     },
-    close: (kind, message) => {
-      batcher?.flush();
-      outbox.end(new ConnectError(message, codeOf(kind)));
-    },
+    close: (kind, message) => end(new ConnectError(message, codeOf(kind))),
   };
   return { link, terminalCredits };
 }
