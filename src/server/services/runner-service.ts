@@ -147,17 +147,8 @@ async function* runSession(
         const update = message.value;
         const returnsCredit = terminalCredits?.returnsCredit(update.attemptId, update.status) ?? false;
         const reported = reportUpdate(coordinator, link.workerId, update, limits);
-        if (!returnsCredit) return await reported;
-        // The runner's slot is free whatever the answer, so a refused update (Rejected) returns its credit too.
-        const refusal = await reported.then(
-          () => undefined,
-          (error: unknown) => {
-            if (error instanceof DomainError) return error;
-            throw error;
-          },
-        );
-        await coordinator.grantCredits(link, 1);
-        if (refusal !== undefined) throw refusal;
+        const sessionLink = link;
+        await (returnsCredit ? afterwards(reported, () => coordinator.grantCredits(sessionLink, 1)) : reported);
         return;
       }
       case "goodbye":
@@ -198,6 +189,23 @@ async function* runSession(
       options.logger.info({ sessionId: link.sessionId, workerId: link.workerId }, "session closed");
     }
   }
+}
+
+/**
+ * Runs `then` once `handled` settles, applied or refused: a terminal update
+ * returns its credit whatever the server answers, since the runner's slot is
+ * free either way. A refusal (Rejected) is passed on after it; any other
+ * failure ends the session, and with it the need for credits.
+ */
+async function afterwards(handled: Promise<void>, then: () => Promise<void>): Promise<void> {
+  try {
+    await handled;
+  } catch (error) {
+    if (!(error instanceof DomainError)) throw error;
+    await then();
+    throw error;
+  }
+  await then();
 }
 
 async function reportUpdate(coordinator: Coordinator, workerId: string, update: AttemptUpdate, limits: Limits) {
