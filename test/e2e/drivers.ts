@@ -56,7 +56,14 @@ export type Sent =
     }
   | { kind: "heartbeat"; attemptIds: string[]; sequence: number }
   | { kind: "ready"; slots: number }
-  | { kind: "update"; attemptId: string; status: "RUNNING" | "SUCCEEDED" | "FAILED"; errorMessage?: string }
+  | {
+      kind: "update";
+      attemptId: string;
+      status: "RUNNING" | "SUCCEEDED" | "FAILED";
+      errorMessage?: string;
+      /** Numbers only, NaN included: what a JSON client cannot send but a binary one can. */
+      metadata?: Record<string, number>;
+    }
   | { kind: "goodbye" };
 
 export interface TestSession {
@@ -172,7 +179,12 @@ function toConnect(message: Sent): SessionRequest {
       return create(SessionRequestSchema, {
         message: {
           case: "attemptUpdate",
-          value: { attemptId: message.attemptId, status: AttemptStatus[message.status], errorMessage: message.errorMessage ?? "" },
+          value: {
+            attemptId: message.attemptId,
+            status: AttemptStatus[message.status],
+            errorMessage: message.errorMessage ?? "",
+            ...(message.metadata && { metadata: message.metadata }),
+          },
         },
       });
     case "goodbye":
@@ -325,7 +337,14 @@ function toPlain(message: Sent): object {
       return { ready: { slots: message.slots } };
     case "update":
       return {
-        attempt_update: { attempt_id: message.attemptId, status: `ATTEMPT_STATUS_${message.status}`, error_message: message.errorMessage ?? "" },
+        attempt_update: {
+          attempt_id: message.attemptId,
+          status: `ATTEMPT_STATUS_${message.status}`,
+          error_message: message.errorMessage ?? "",
+          ...(message.metadata && {
+            metadata: { fields: Object.fromEntries(Object.entries(message.metadata).map(([key, value]) => [key, { numberValue: value }])) },
+          }),
+        },
       };
     case "goodbye":
       return { goodbye: {} };

@@ -12,6 +12,7 @@ import { AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { type RunningServer, startServer } from "../../src/server/app.js";
 import { connectDriver, type Driver, protoLoaderDriver, type Received, type TestSession } from "./drivers.js";
 
+const INVALID_ARGUMENT = 3;
 const FAILED_PRECONDITION = 9;
 
 const drivers: [string, (address: string) => Driver][] = [
@@ -140,6 +141,26 @@ describe.each(drivers)("session options with the %s", (_, makeDriver) => {
 
     session.send({ kind: "update", attemptId: assigned.attemptId, status: "SUCCEEDED" });
     expect(rolloutIdsIn(await answers(session))).toEqual([]);
+    expect((await clients.rollouts.getRollout({ rolloutId: after! })).rollout?.attemptCount).toBe(0);
+    session.close();
+  });
+
+  it("a terminal update refused as malformed (NaN in its metadata) still returns the credit, once", async () => {
+    const { session } = await join("malformed", "new");
+    await enqueueEach(1);
+    session.send({ kind: "ready", slots: 1 });
+    const assigned = await session.nextOf("assignment");
+    const [next, after] = await enqueueEach(2);
+
+    session.send({ kind: "update", attemptId: assigned.attemptId, status: "FAILED", metadata: { score: Number.NaN } });
+    const said = await answers(session);
+    expect(said.find((m) => m.kind === "rejected")).toMatchObject({ code: INVALID_ARGUMENT });
+    expect(rolloutIdsIn(said)).toEqual([next]);
+
+    // Resent well-formed, it is applied, and returns nothing more.
+    session.send({ kind: "update", attemptId: assigned.attemptId, status: "FAILED", errorMessage: "boom" });
+    expect(await answers(session)).toEqual([]);
+    expect((await clients.attempts.getAttempt({ attemptId: assigned.attemptId })).attempt?.status).toBe(AttemptStatus.FAILED);
     expect((await clients.rollouts.getRollout({ rolloutId: after! })).rollout?.attemptCount).toBe(0);
     session.close();
   });

@@ -1,7 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
-  type AttemptUpdate,
   type Hello,
   RunnerService,
   type SessionRequest,
@@ -82,7 +81,7 @@ async function* runSession(
   let terminalCredits: TerminalCredits | undefined;
   const peer = context.values.get(peerAddressKey);
 
-  const handle = async (request: SessionRequest) => {
+  const apply = async (request: SessionRequest) => {
     const message = request.message;
     requireJsonSafe(SessionRequestSchema, request);
     if (link === undefined) {
@@ -145,10 +144,11 @@ async function* runSession(
       }
       case "attemptUpdate": {
         const update = message.value;
-        const returnsCredit = terminalCredits?.returnsCredit(update.attemptId, update.status) ?? false;
-        const reported = reportUpdate(coordinator, link.workerId, update, limits);
-        const sessionLink = link;
-        await (returnsCredit ? afterwards(reported, () => coordinator.grantCredits(sessionLink, 1)) : reported);
+        requireId("attempt_update.attempt_id", update.attemptId);
+        requireReportableStatus(update.status);
+        requireBoundedJson("attempt_update.metadata", update.metadata, limits.maxMetadataBytes);
+        boundedResult(update.result);
+        await coordinator.report(update.attemptId, attemptReport(update), { workerId: link.workerId });
         return;
       }
       case "goodbye":
@@ -158,6 +158,19 @@ async function* runSession(
       case undefined:
         throw invalidArgument("the request carries no message");
     }
+  };
+
+  /** Applies a request; a terminal update that returns its credit returns it after, whatever the answer (runner.proto, Hello). */
+  const handle = (request: SessionRequest): Promise<void> => {
+    const message = request.message;
+    const credited = link;
+    // Decided before anything is checked: a refused update (Rejected) frees the runner's slot too.
+    const returnsCredit =
+      credited !== undefined &&
+      message.case === "attemptUpdate" &&
+      (terminalCredits?.returnsCredit(message.value.attemptId, message.value.status) ?? false);
+    const applied = apply(request);
+    return returnsCredit ? afterwards(applied, () => coordinator.grantCredits(credited, 1)) : applied;
   };
 
   const readRequests = async () => {
@@ -206,14 +219,6 @@ async function afterwards(handled: Promise<void>, then: () => Promise<void>): Pr
     throw error;
   }
   await then();
-}
-
-async function reportUpdate(coordinator: Coordinator, workerId: string, update: AttemptUpdate, limits: Limits) {
-  requireId("attempt_update.attempt_id", update.attemptId);
-  requireReportableStatus(update.status);
-  requireBoundedJson("attempt_update.metadata", update.metadata, limits.maxMetadataBytes);
-  boundedResult(update.result);
-  await coordinator.report(update.attemptId, attemptReport(update), { workerId });
 }
 
 /** A malformed Hello is a protocol error: the session cannot start, so the stream ends. */
