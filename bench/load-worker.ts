@@ -5,7 +5,9 @@
  * the server, so what the server's probe reports is the server's own cost.
  *
  * Roles of a session: "beat" (heartbeats only, for ingest) and "runner"
- * (grants one credit, completes each assignment at once and grants again).
+ * (grants one credit, completes each assignment at once and grants again:
+ * with Ready, or by the update itself where the session's Welcome confirmed
+ * that a terminal update returns its credit; see SessionMessages).
  */
 import { create, fromJson, toBinary } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
@@ -16,14 +18,17 @@ import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
 import { serveCommands } from "./lib/ipc-commands.js";
 import { Reservoir, sleep, waitUntil } from "./lib/stats.js";
 import {
+  assignmentsIn,
   encodeRequest,
   endSessions,
   benchMetadata,
+  helloOptions,
   HeartbeatEncoder,
   newChannel,
   openSession,
   RolloutService,
   type SessionCall,
+  type SessionMessages,
   syntheticSnapshot,
   unary,
   wallMs,
@@ -37,6 +42,8 @@ interface Session {
   call: SessionCall;
   encoder: HeartbeatEncoder;
   welcomed: boolean;
+  /** Welcome confirmed that a terminal update returns its credit: no Ready after each assignment. */
+  creditFromUpdates: boolean;
   failed: boolean;
   sequence: number;
   /** Send times of heartbeats not yet acknowledged (acks come back in order). */
@@ -84,6 +91,7 @@ function onResponse(session: Session, response: SessionResponse): void {
   switch (message.case) {
     case "welcome":
       session.welcomed = true;
+      session.creditFromUpdates = message.value.terminalUpdateReturnsCredit;
       return;
     case "heartbeatAck": {
       const sentAt = session.unacked.shift();
@@ -97,18 +105,21 @@ function onResponse(session: Session, response: SessionResponse): void {
       if (mode === "saturate" && session.role === "beat") sendBeat(session);
       return;
     }
-    case "assignment": {
+    case "assignment":
+    case "assignmentBatch": {
       const receivedAt = wallMs();
-      const attemptId = message.value.attempt?.attemptId ?? "";
-      const rolloutId = message.value.rollout?.rolloutId ?? "";
-      const startedAt = pushStarts.get(rolloutId);
-      if (startedAt !== undefined) {
-        pushStarts.delete(rolloutId);
-        pushLatencies.push(receivedAt - startedAt);
+      for (const assignment of assignmentsIn(response)) {
+        const attemptId = assignment.attempt?.attemptId ?? "";
+        const rolloutId = assignment.rollout?.rolloutId ?? "";
+        const startedAt = pushStarts.get(rolloutId);
+        if (startedAt !== undefined) {
+          pushStarts.delete(rolloutId);
+          pushLatencies.push(receivedAt - startedAt);
+        }
+        assigned++;
+        session.call.write(encodeRequest({ case: "attemptUpdate", value: { attemptId, status: AttemptStatus.SUCCEEDED } }));
+        if (!session.creditFromUpdates) session.call.write(readyOne);
       }
-      assigned++;
-      session.call.write(encodeRequest({ case: "attemptUpdate", value: { attemptId, status: AttemptStatus.SUCCEEDED } }));
-      session.call.write(readyOne);
       return;
     }
     default:
@@ -116,7 +127,15 @@ function onResponse(session: Session, response: SessionResponse): void {
   }
 }
 
-async function connect(args: { address: string; count: number; prefix: string; channels: number; role: Role; first?: number }) {
+async function connect(args: {
+  address: string;
+  count: number;
+  prefix: string;
+  channels: number;
+  role: Role;
+  first?: number;
+  messages?: SessionMessages;
+}) {
   const started = Date.now();
   const clients = channelsFor(args.address, args.channels);
   const created: Session[] = [];
@@ -133,6 +152,7 @@ async function connect(args: { address: string; count: number; prefix: string; c
         call,
         encoder: new HeartbeatEncoder(syntheticSnapshot(hostIndex)),
         welcomed: false,
+        creditFromUpdates: false,
         failed: false,
         sequence: 0,
         unacked: [],
@@ -144,7 +164,13 @@ async function connect(args: { address: string; count: number; prefix: string; c
       call.write(
         encodeRequest({
           case: "hello",
-          value: { workerId, capacity: 1, clientVersion: "runnerline-bench", labels: { pool: "bench", rack: `r${hostIndex % 20}` } },
+          value: {
+            workerId,
+            capacity: 1,
+            clientVersion: "runnerline-bench",
+            labels: { pool: "bench", rack: `r${hostIndex % 20}` },
+            ...(args.role === "runner" && helloOptions(args.messages ?? "lean")),
+          },
         }),
       );
       batch.push(session);

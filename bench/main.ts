@@ -39,6 +39,8 @@ import {
   HeartbeatEncoder,
   newChannel,
   RolloutService,
+  SESSION_MESSAGES,
+  type SessionMessages,
   syntheticSnapshot,
   unary,
   WorkerService,
@@ -61,6 +63,8 @@ const { values: flags } = parseArgs({
     "peer-jobs": { type: "string" },
     "peer-stores": { type: "string" },
     "peer-modes": { type: "string" },
+    /** What the load generators' runners speak: lean (default), classic, or both (each Runnerline row in each). */
+    "session-messages": { type: "string", default: "lean" },
     /** Runs the Runnerline server with bearer tokens on (docs/security.md), for the auth-on vs auth-off comparison. */
     auth: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
@@ -72,7 +76,8 @@ if (flags.help) {
                        [--ingest-sessions 1000,10000] [--dispatch-runners 64] [--dispatch-stores memory,sqlite,sqlite-full]
                        [--dispatch-label-sets 20 (0: skip the labelled dispatch row)]
                        [--servers echo,runnerline]
-                       [--peer-jobs 20000] [--peer-stores memory,sqlite,sqlite-full] [--peer-modes e2e,drain,retry] [--auth]`);
+                       [--peer-jobs 20000] [--peer-stores memory,sqlite,sqlite-full] [--peer-modes e2e,drain,retry] [--auth]
+                       [--session-messages lean|classic|lean,classic]`);
   process.exit(0);
 }
 
@@ -83,6 +88,12 @@ function numbers(list: string | undefined): number[] | undefined {
   return list === undefined ? undefined : list.split(",").map(Number);
 }
 const servers = new Set((flags.servers ?? "echo,runnerline").split(","));
+function sessionMessagesList(list: string): SessionMessages[] {
+  const chosen = list.split(",");
+  const unknown = chosen.filter((m) => !SESSION_MESSAGES.includes(m as SessionMessages));
+  if (unknown.length > 0) throw new Error(`--session-messages: unknown ${unknown.join(", ")}; known: ${SESSION_MESSAGES.join(", ")}`);
+  return chosen as SessionMessages[];
+}
 const plan = {
   ingestSessions: numbers(flags["ingest-sessions"]) ?? (quick ? [1000] : [1000, 5000, 10000]),
   ingestWarmS: quick ? 1 : 2,
@@ -104,7 +115,12 @@ const plan = {
   peerJobs: Number(flags["peer-jobs"] ?? (quick ? 4000 : 20000)),
   peerStores: benchStores(flags["peer-stores"] ?? "memory,sqlite,sqlite-full"),
   peerModes: (flags["peer-modes"] ?? "e2e,drain,retry").split(",") as PeerMode[],
+  /** Dispatch and peer rows are measured in each; push and the labelled dispatch row in the first. */
+  sessionMessages: sessionMessagesList(flags["session-messages"]),
 };
+/** Rows say how their runners spoke unless every row spoke the default. */
+const messagesLabel = (messages: SessionMessages) =>
+  plan.sessionMessages.length > 1 || messages !== "lean" ? `, ${messages} messages` : "";
 const only = new Set((flags.only ?? "ingest,saturation,dispatch,push,detection,peer").split(","));
 const loadProcs = Math.max(1, Number(flags["load-procs"]));
 
@@ -170,7 +186,7 @@ const workers = Array.from({ length: loadProcs }, (_, i) => new LoadWorker(i));
 /** Splits `total` as evenly as possible over the load workers. */
 const shares = (total: number) => workers.map((_, i) => Math.floor(total / loadProcs) + (i < total % loadProcs ? 1 : 0));
 
-async function connectAll(address: string, total: number, role: "beat" | "runner", prefix: string) {
+async function connectAll(address: string, total: number, role: "beat" | "runner", prefix: string, messages = plan.sessionMessages[0]!) {
   const parts = shares(total);
   let first = 0;
   const results = await Promise.all(
@@ -183,7 +199,7 @@ async function connectAll(address: string, total: number, role: "beat" | "runner
       const channels = Math.max(1, Math.min(4, Math.ceil(count / 1500), count));
       return worker.call<{ opened: number; failed: number; ms: number }>(
         "connect",
-        { address, count, prefix, channels, role, first: start },
+        { address, count, prefix, channels, role, first: start, messages },
         180_000,
       );
     }),
@@ -323,9 +339,16 @@ interface DispatchResult {
   figures: ServerFigures;
 }
 
-async function dispatch(kind: ServerKind, store: BenchStore, runners: number, total: number, labelSets = 0): Promise<DispatchResult> {
+async function dispatch(
+  kind: ServerKind,
+  store: BenchStore,
+  runners: number,
+  total: number,
+  labelSets = 0,
+  messages = plan.sessionMessages[0]!,
+): Promise<DispatchResult> {
   return withServer({ kind, store }, async (server) => {
-    await connectAll(server.address, runners, "runner", `dispatch-${kind}`);
+    await connectAll(server.address, runners, "runner", `dispatch-${kind}`, messages);
     const producer = workers[workers.length - 1]!;
     await producer.call("prepareEnqueue", { total, batch: plan.dispatchBatch, prefix: `ro-${kind}`, labelSets });
     const progress = new Map<number, number>();
@@ -370,23 +393,32 @@ async function dispatchScenario(runners: number, stores: BenchStore[]): Promise<
     notMeasured("dispatch", variant, "echo", undefined, error);
   }
   for (const store of servers.has("runnerline") ? stores : []) {
-    try {
-      const real = await dispatch("runnerline", store, runners, total);
-      const row = dispatchRow(variant, "runnerline", store, real);
-      if (echo !== undefined) row.ratios = { rate: real.rate / echo.rate, perCpuS: real.perCpuS / echo.perCpuS };
+    // Each way of speaking measured back to back, then recorded, so that a lean row can carry its ratio to classic.
+    const measured = new Map<SessionMessages, DispatchResult>();
+    for (const messages of plan.sessionMessages) {
+      try {
+        measured.set(messages, await dispatch("runnerline", store, runners, total, 0, messages));
+      } catch (error) {
+        notMeasured("dispatch", `${variant}${messagesLabel(messages)}`, "runnerline", store, error);
+      }
+    }
+    for (const [messages, real] of measured) {
+      const row = dispatchRow(`${variant}${messagesLabel(messages)}`, "runnerline", store, real);
+      row.ratios = {
+        ...(echo !== undefined && { rate: real.rate / echo.rate, perCpuS: real.perCpuS / echo.perCpuS }),
+        ...versusClassic(messages, real, measured.get("classic")),
+      };
       if (runners === 64) {
         // Issue 5's floors: memory 10k/s, SQLite (either setting) 5k/s.
         const floor = store === "memory" ? 10_000 : 5_000;
         row.targets = [{ name: `≥${floor / 1000}k rollouts/s`, met: real.rate >= floor }];
       }
       record(row);
-    } catch (error) {
-      notMeasured("dispatch", variant, "runnerline", store, error);
     }
   }
   const labelSets = plan.dispatchLabelSets;
   if (labelSets > 0 && servers.has("runnerline") && stores.includes("memory") && runners >= labelSets) {
-    const labelled = `${variant}, ${labelSets} label sets`;
+    const labelled = `${variant}, ${labelSets} label sets${messagesLabel(plan.sessionMessages[0]!)}`;
     try {
       const real = await dispatch("runnerline", "memory", runners, total, labelSets);
       const row = dispatchRow(labelled, "runnerline", "memory", real);
@@ -396,6 +428,16 @@ async function dispatchScenario(runners: number, stores: BenchStore[]): Promise<
       notMeasured("dispatch", labelled, "runnerline", "memory", error);
     }
   }
+}
+
+/** A lean row carries its ratios to the classic row of the same case, when both were measured. */
+function versusClassic(
+  messages: SessionMessages,
+  real: { rate: number; perCpuS: number },
+  classic: { rate: number; perCpuS: number } | undefined,
+): Record<string, number> {
+  if (messages !== "lean" || classic === undefined) return {};
+  return { rateVsClassic: real.rate / classic.rate, perCpuSVsClassic: real.perCpuS / classic.perCpuS };
 }
 
 function dispatchRow(variant: string, server: ServerKind, store: string | undefined, r: DispatchResult): Row {
@@ -414,7 +456,14 @@ function dispatchRow(variant: string, server: ServerKind, store: string | undefi
 async function pushLatency(kind: ServerKind) {
   return withServer({ kind, store: "memory" }, async (server) => {
     const worker = workers[0]!;
-    await worker.call("connect", { address: server.address, count: plan.pushRunners, prefix: `push-${kind}`, channels: 1, role: "runner" });
+    await worker.call("connect", {
+      address: server.address,
+      count: plan.pushRunners,
+      prefix: `push-${kind}`,
+      channels: 1,
+      role: "runner",
+      messages: plan.sessionMessages[0],
+    });
     await worker.call("arm");
     await sleep(300);
     const before = await server.sample();
@@ -598,7 +647,7 @@ function printTables(): void {
   }
   printTable(
     "Dispatch (enqueue in batches of 500, K runners complete each at once)",
-    ["scenario", "server", "rollouts/s", "per srv CPU-s", "total s", ...serverHeader, "rate vs echo", "per CPU-s vs echo", "targets"],
+    ["scenario", "server", "rollouts/s", "per srv CPU-s", "total s", ...serverHeader, "rate vs echo", "per CPU-s vs echo", "rate vs classic", "per CPU-s vs classic", "targets"],
     by("dispatch").map((r) => [
       r.variant,
       label(r),
@@ -608,6 +657,8 @@ function printTables(): void {
       ...serverCols(r),
       ratio(r.ratios?.rate),
       ratio(r.ratios?.perCpuS),
+      ratio(r.ratios?.rateVsClassic),
+      ratio(r.ratios?.perCpuSVsClassic),
       targetsOf(r),
     ]),
   );
@@ -628,7 +679,7 @@ function printTables(): void {
   );
   printTable(
     "Peer: BullMQ on Redis (AOF everysec) vs Runnerline, 4 load processes × 50 consumers, batches of 1,000",
-    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "rate vs BullMQ", "targets"],
+    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "rate vs BullMQ", "rate vs classic", "per CPU-s vs classic", "targets"],
     by("peer").map((r) => [
       r.variant,
       r.server === "bullmq" ? "bullmq" : label(r),
@@ -637,6 +688,8 @@ function printTables(): void {
       fmt(r.metrics.seconds, 2),
       fmt(r.metrics.enqueueSeconds, 2),
       ratio(r.ratios?.rate),
+      ratio(r.ratios?.rateVsClassic),
+      ratio(r.ratios?.perCpuSVsClassic),
       targetsOf(r),
     ]),
   );
@@ -658,8 +711,15 @@ function printTables(): void {
 // ---- peer: BullMQ ---------------------------------------------------------------
 
 async function peerScenario(): Promise<void> {
-  await runPeerScenario({ total: plan.peerJobs, stores: plan.peerStores, modes: plan.peerModes, cpuProfDir: flags["cpu-prof"] }, (report: PeerReport) => {
-    const variant = `M=${plan.peerJobs} ${report.mode}, ${report.variant}`;
+  const peerPlan = {
+    total: plan.peerJobs,
+    stores: plan.peerStores,
+    modes: plan.peerModes,
+    sessionMessages: plan.sessionMessages,
+    cpuProfDir: flags["cpu-prof"],
+  };
+  await runPeerScenario(peerPlan, (report: PeerReport) => {
+    const variant = `M=${plan.peerJobs} ${report.mode}, ${report.variant}${report.messages === undefined ? "" : messagesLabel(report.messages)}`;
     const server = report.system;
     if (report.result === undefined) {
       notMeasured("peer", variant, server, report.store, report.error ?? "no result");
@@ -674,7 +734,7 @@ async function peerScenario(): Promise<void> {
       metrics: { jobsPerS: r.rate, perDispatcherCpuS: r.perCpuS, seconds: r.seconds, enqueueSeconds: r.enqueueS },
       // The dispatcher's CPU is reported as jobs per CPU-second; the probe's other figures are not taken here.
       serverFigures: { cpuPct: NaN, rssMB: NaN, loopDelayP99Ms: NaN, loopDelayMaxMs: NaN },
-      ...(report.ratio !== undefined && { ratios: { rate: report.ratio } }),
+      ratios: { ...(report.ratio !== undefined && { rate: report.ratio }), ...report.versusClassic },
       ...(report.targets !== undefined && { targets: report.targets }),
     });
   });

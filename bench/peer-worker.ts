@@ -20,7 +20,20 @@ import { EnqueueRolloutRequestSchema, EnqueueRolloutsRequestSchema } from "../sr
 import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
 import { serveCommands } from "./lib/ipc-commands.js";
 import { waitUntil } from "./lib/stats.js";
-import { encodeRequest, endSessions, HeartbeatEncoder, newChannel, openSession, RolloutService, type SessionCall, syntheticSnapshot, wallMs } from "./lib/wire.js";
+import {
+  assignmentsIn,
+  encodeRequest,
+  endSessions,
+  HeartbeatEncoder,
+  helloOptions,
+  newChannel,
+  openSession,
+  RolloutService,
+  type SessionCall,
+  type SessionMessages,
+  syntheticSnapshot,
+  wallMs,
+} from "./lib/wire.js";
 
 const processIndex = Number(process.argv[2] ?? 0);
 
@@ -28,6 +41,8 @@ interface RunnerSession {
   call: SessionCall;
   capacity: number;
   welcomed: boolean;
+  /** Welcome confirmed that a terminal update returns its credit: no Ready after each job. */
+  creditFromUpdates: boolean;
   failed: boolean;
   onAck: (() => void) | undefined;
 }
@@ -52,13 +67,16 @@ function startProgress(): void {
 
 function onRunnerResponse(session: RunnerSession, response: SessionResponse, failFirst: boolean): void {
   const message = response.message;
-  if (message.case === "welcome") session.welcomed = true;
-  else if (message.case === "heartbeatAck") {
+  if (message.case === "welcome") {
+    session.welcomed = true;
+    session.creditFromUpdates = message.value.terminalUpdateReturnsCredit;
+  } else if (message.case === "heartbeatAck") {
     const onAck = session.onAck;
     session.onAck = undefined;
     onAck?.();
-  } else if (message.case === "assignment") {
-    const attempt = message.value.attempt!;
+  }
+  for (const assignment of assignmentsIn(response)) {
+    const attempt = assignment.attempt!;
     const fails = failFirst && attempt.sequenceId === 1;
     session.call.write(
       encodeRequest({
@@ -69,23 +87,35 @@ function onRunnerResponse(session: RunnerSession, response: SessionResponse, fai
       }),
     );
     if (!fails) done++;
-    session.call.write(readyOne);
+    if (!session.creditFromUpdates) session.call.write(readyOne);
   }
 }
 
 /** Opens `sessions` runner sessions of `capacity` slots each; they take work only after start(). */
-async function runnerlineConsumers(args: { address: string; sessions: number; capacity: number; failFirst: boolean; prefix: string }) {
+async function runnerlineConsumers(args: {
+  address: string;
+  sessions: number;
+  capacity: number;
+  failFirst: boolean;
+  prefix: string;
+  messages: SessionMessages;
+}) {
   clients = [newChannel(args.address)];
   for (let i = 0; i < args.sessions; i++) {
     const call = openSession(clients[0]!);
-    const session: RunnerSession = { call, capacity: args.capacity, welcomed: false, failed: false, onAck: undefined };
+    const session: RunnerSession = { call, capacity: args.capacity, welcomed: false, creditFromUpdates: false, failed: false, onAck: undefined };
     call.on("data", (response: SessionResponse) => onRunnerResponse(session, response, args.failFirst));
     call.on("error", () => (session.failed = true));
     call.on("end", () => (session.failed = true));
     call.write(
       encodeRequest({
         case: "hello",
-        value: { workerId: `${args.prefix}-${processIndex}-${i}`, capacity: args.capacity, clientVersion: "runnerline-bench-peer" },
+        value: {
+          workerId: `${args.prefix}-${processIndex}-${i}`,
+          capacity: args.capacity,
+          clientVersion: "runnerline-bench-peer",
+          ...helloOptions(args.messages),
+        },
       }),
     );
     sessions.push(session);

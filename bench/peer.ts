@@ -13,6 +13,7 @@
 import { findRedisServer, type RedisProcess, startRedis } from "./lib/redis.js";
 import { type BenchStore, LoadWorker, type ServerProcess, startServerProcess } from "./lib/processes.js";
 import { sleep, waitUntil } from "./lib/stats.js";
+import type { SessionMessages } from "./lib/wire.js";
 
 export type PeerMode = "e2e" | "drain" | "retry";
 
@@ -46,8 +47,12 @@ export interface PeerReport {
   /** Runnerline's store and shape; BullMQ's "redis aof everysec". */
   variant: string;
   store?: string;
+  /** What Runnerline's runners spoke. */
+  messages?: SessionMessages;
   result?: PeerResult;
   ratio?: number;
+  /** A lean row measured after its classic twin: the ratios to it. */
+  versusClassic?: { rateVsClassic: number; perCpuSVsClassic: number };
   targets?: { name: string; met: boolean }[];
   error?: string;
 }
@@ -58,6 +63,7 @@ export interface PeerPlan {
   modes: PeerMode[];
   /** V8 CPU profiles of each Runnerline server child go here (--cpu-prof). */
   cpuProfDir?: string;
+  sessionMessages: SessionMessages[];
 }
 
 /** Runs every mode, BullMQ first, then each Runnerline store and shape, and reports rows as they finish. */
@@ -82,14 +88,35 @@ export async function runPeerScenario(plan: PeerPlan, report: (row: PeerReport) 
       for (const store of plan.stores) {
         for (const shape of SHAPES) {
           const variant = `${store}, ${shape.name}`;
-          try {
-            const result = await measureRunnerline(store, shape, mode, plan.total, consumers, producer, plan.cpuProfDir);
+          // Each way of speaking measured back to back, then reported, so that a lean row can carry its ratio to classic.
+          const measured = new Map<SessionMessages, PeerResult>();
+          for (const messages of plan.sessionMessages) {
+            try {
+              measured.set(messages, await measureRunnerline(store, shape, mode, plan.total, consumers, producer, messages, plan.cpuProfDir));
+            } catch (error) {
+              report({ mode, system: "runnerline", variant, store, messages, error: message(error) });
+            }
+          }
+          const classic = measured.get("classic");
+          for (const [messages, result] of measured) {
             const ratio = bullmq === undefined ? undefined : result.rate / bullmq.rate;
             const floor = store === "memory" ? 2 : 1.5;
             const targets = ratio === undefined || mode === "drain" ? undefined : [{ name: `≥${floor}× BullMQ`, met: ratio >= floor }];
-            report({ mode, system: "runnerline", variant, store, result, ...(ratio !== undefined && { ratio }), ...(targets && { targets }) });
-          } catch (error) {
-            report({ mode, system: "runnerline", variant, store, error: message(error) });
+            const versusClassic =
+              messages === "lean" && classic !== undefined
+                ? { rateVsClassic: result.rate / classic.rate, perCpuSVsClassic: result.perCpuS / classic.perCpuS }
+                : undefined;
+            report({
+              mode,
+              system: "runnerline",
+              variant,
+              store,
+              messages,
+              result,
+              ...(ratio !== undefined && { ratio }),
+              ...(targets && { targets }),
+              ...(versusClassic && { versusClassic }),
+            });
           }
         }
       }
@@ -130,6 +157,7 @@ async function measureRunnerline(
   total: number,
   consumers: LoadWorker[],
   producer: LoadWorker,
+  messages: SessionMessages,
   cpuProfDir: string | undefined,
 ): Promise<PeerResult> {
   const server: ServerProcess = await startServerProcess({
@@ -149,6 +177,7 @@ async function measureRunnerline(
           capacity: shape.capacity,
           failFirst: mode === "retry",
           prefix: `peer-${mode}`,
+          messages,
         }),
       ),
     );

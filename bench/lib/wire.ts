@@ -4,6 +4,7 @@
  * host snapshot, and pre-encoded heartbeats so that the generator spends its
  * CPU on the transport, not on re-encoding the same snapshot 10k times a
  * second. The pre-encoded bytes are checked against protobuf-es at start.
+ * Everything else (Hello, Ready, AttemptUpdate) is encoded by protobuf-es.
  */
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -12,6 +13,7 @@ import { grpcMethodPath, grpcServiceDefinition } from "../../src/common/grpc-def
 import { AttemptService } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutService } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import {
+  type Assignment,
   RunnerService,
   SessionRequestSchema,
   type SessionResponse,
@@ -21,6 +23,32 @@ import { type SystemSnapshot, SystemSnapshotSchema } from "../../src/gen/runnerl
 import { WorkerService } from "../../src/gen/runnerline/v1/worker_pb.js";
 
 export type SessionCall = grpc.ClientDuplexStream<Buffer, SessionResponse>;
+
+/**
+ * How the load generators' runners speak (`npm run bench -- --session-messages`):
+ * "lean" asks for both session options of runner.proto (a terminal update
+ * returns its credit, so no Ready follows it; assignments due at once come
+ * as one batch); "classic" asks for neither, as runners did before them: a
+ * Ready after every attempt, one Assignment per message. A lean runner whose
+ * Welcome does not confirm an option does without it (the echo baseline
+ * ignores them, as a server that predates them would).
+ */
+export type SessionMessages = "lean" | "classic";
+
+export const SESSION_MESSAGES: readonly SessionMessages[] = ["lean", "classic"];
+
+/** The Hello fields that ask for the options of `messages`. */
+export function helloOptions(messages: SessionMessages) {
+  return messages === "lean" ? { terminalUpdateReturnsCredit: true, acceptsAssignmentBatches: true } : {};
+}
+
+/** The assignments a server message carries: one, a batch, or none. */
+export function assignmentsIn(response: SessionResponse): Assignment[] {
+  const message = response.message;
+  if (message.case === "assignment") return [message.value];
+  if (message.case === "assignmentBatch") return message.value.assignments;
+  return [];
+}
 
 const GiB = 1024 ** 3;
 

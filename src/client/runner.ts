@@ -15,6 +15,7 @@ import {
   SessionRequestSchema,
 } from "../gen/runnerline/v1/runner_pb.js";
 import type {
+  Assignment,
   AttemptUpdate,
   Drain,
   HeartbeatAck,
@@ -158,6 +159,15 @@ interface Session {
   draining: boolean;
   /** We half-closed the request side. */
   closing: boolean;
+  /**
+   * Attempts whose SUCCEEDED or FAILED update returns their credit on this
+   * session, so no Ready follows it: those assigned on it or resumed by its
+   * Welcome, until reported. Stays empty unless Welcome confirmed
+   * terminal_update_returns_credit (runner.proto, Hello).
+   */
+  creditReturning: Set<string>;
+  /** Welcome confirmed terminal_update_returns_credit. */
+  terminalUpdateReturnsCredit: boolean;
 }
 
 interface HeldJob {
@@ -415,7 +425,15 @@ export class Runner extends EventEmitter<RunnerEvents> {
     return new Promise((resolve) => {
       const client = this.client!;
       const call = client.session(authMetadata(this.options.token) ?? new grpc.Metadata());
-      const session: Session = { call, welcomed: false, id: "", draining: false, closing: false };
+      const session: Session = {
+        call,
+        welcomed: false,
+        id: "",
+        draining: false,
+        closing: false,
+        creditReturning: new Set(),
+        terminalUpdateReturnsCredit: false,
+      };
       this.session = session;
       let failure: grpc.ServiceError | undefined;
 
@@ -445,6 +463,9 @@ export class Runner extends EventEmitter<RunnerEvents> {
           capacity: this.capacity,
           clientVersion: this.options.clientVersion ?? "",
           runningAttemptIds: this.attemptsToResume(),
+          // Fewer messages per attempt where the server agrees (Welcome says which); an older server ignores both.
+          terminalUpdateReturnsCredit: true,
+          acceptsAssignmentBatches: true,
         },
       });
     });
@@ -484,14 +505,11 @@ export class Runner extends EventEmitter<RunnerEvents> {
     switch (message.case) {
       case "welcome":
         return this.onWelcome(session, message.value);
-      case "assignment": {
-        const { rollout, attempt } = message.value;
-        if (!rollout || !attempt) {
-          this.logger.warn(`runner ${this.workerId}: ignoring an assignment without rollout or attempt`);
-          return;
-        }
-        return this.onAssignment(rollout, attempt);
-      }
+      case "assignment":
+        return this.onAssignment(session, message.value);
+      case "assignmentBatch":
+        for (const assignment of message.value.assignments) this.onAssignment(session, assignment);
+        return;
       case "cancel":
         return this.onCancel(message.value.attemptId, message.value.reason);
       case "rejected":
@@ -516,25 +534,34 @@ export class Runner extends EventEmitter<RunnerEvents> {
       `runner ${this.workerId}: session ${session.id} started` +
         (welcome.resumedAttemptIds.length ? ` (resumed ${welcome.resumedAttemptIds.join(", ")})` : ""),
     );
+    session.terminalUpdateReturnsCredit = welcome.terminalUpdateReturnsCredit;
+    if (session.terminalUpdateReturnsCredit) for (const attemptId of welcome.resumedAttemptIds) session.creditReturning.add(attemptId);
     const unsent = this.unsentUpdates;
     this.unsentUpdates = [];
-    for (const update of unsent) this.sendUpdate(update);
+    // Results of resumed attempts that finished while disconnected return their credits as they are sent.
+    let creditsReturned = 0;
+    for (const update of unsent) if (this.sendUpdate(update)) creditsReturned++;
     if (this.state === "draining") {
       this.write(session, { case: "goodbye", value: { reason: "runner stopping" } });
     } else {
-      this.grantCredits(session, this.capacity - this.held.size);
+      this.grantCredits(session, this.capacity - this.held.size - creditsReturned);
     }
     this.requestBeat();
     this.emit("connected", welcome);
     this.notify();
   }
 
-  private onAssignment(rollout: Rollout, attempt: Attempt): void {
+  private onAssignment(session: Session, { rollout, attempt }: Assignment): void {
+    if (!rollout || !attempt) {
+      this.logger.warn(`runner ${this.workerId}: ignoring an assignment without rollout or attempt`);
+      return;
+    }
     const attemptId = attempt.attemptId;
     if (this.held.has(attemptId)) {
       this.logger.warn(`runner ${this.workerId}: attempt ${attemptId} assigned twice; keeping the first`);
       return;
     }
+    if (session.terminalUpdateReturnsCredit) session.creditReturning.add(attemptId);
     const abort = new AbortController();
     const held: HeldJob = {
       abort,
@@ -580,10 +607,10 @@ export class Runner extends EventEmitter<RunnerEvents> {
     held.finished = true;
     this.held.delete(result.attemptId);
     // The server already ended a cancelled attempt; a result would only be rejected.
-    if (!held.cancelled && this.state !== "stopped") this.sendUpdate(result);
+    const creditReturned = !held.cancelled && this.state !== "stopped" && this.sendUpdate(result);
     const session = this.session;
     if (session?.welcomed) {
-      this.grantCredits(session, 1);
+      if (!creditReturned) this.grantCredits(session, 1);
       if (session.draining) this.closeIfDrained(session);
     }
     this.notify();
@@ -659,16 +686,21 @@ export class Runner extends EventEmitter<RunnerEvents> {
     this.write(session, { case: "ready", value: { slots } });
   }
 
-  private sendUpdate(attemptUpdate: AttemptUpdate): void {
+  /**
+   * Writes an update on the session, or keeps it for the next one. True when
+   * it returned its attempt's credit to the server, which then needs no Ready
+   * for that slot.
+   */
+  private sendUpdate(attemptUpdate: AttemptUpdate): boolean {
     const session = this.session;
     if (!session?.welcomed || session.closing) {
       this.unsentUpdates.push(attemptUpdate);
-      return;
+      return false;
     }
     this.write(session, { case: "attemptUpdate", value: attemptUpdate });
-    if (isFinal(attemptUpdate.status)) {
-      this.unconfirmedUpdates.push({ update: attemptUpdate, confirmedBySequence: this.nextSequence });
-    }
+    if (!isFinal(attemptUpdate.status)) return false;
+    this.unconfirmedUpdates.push({ update: attemptUpdate, confirmedBySequence: this.nextSequence });
+    return session.creditReturning.delete(attemptUpdate.attemptId);
   }
 
   private write(session: Session, message: MessageInitShape<typeof SessionRequestSchema>["message"]): void {

@@ -12,7 +12,7 @@ import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { RunnerService, SessionRequestSchema } from "../../src/gen/runnerline/v1/runner_pb.js";
 import type { SessionRequest, SessionResponse, Welcome } from "../../src/gen/runnerline/v1/runner_pb.js";
 import { SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
-import { TcpRelay, enqueue, eventually, silentLogger, startTestServer } from "./helpers.js";
+import { SessionRelay, TcpRelay, enqueue, eventually, silentLogger, startTestServer } from "./helpers.js";
 import type { TestServer } from "./helpers.js";
 
 let server: TestServer;
@@ -289,9 +289,13 @@ describe("Runner reconnects", () => {
       await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
       expect(toJson(ValueSchema, (await getAttempt(job.attempt.attemptId)).result!)).toEqual({ offline: true });
 
-      // Credits were granted again on the new session.
+      // Credits were granted again on the new session: the resent result returned its credit, so no Ready for it.
       const next = await enqueue(server.clients, { n: 2 });
       expect((await nextJob(jobs)).rollout.rolloutId).toBe(next.rolloutId);
+      // One slot, held: the server got one credit for it, not two.
+      const extra = await enqueue(server.clients, { n: 3 });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect((await getRollout(extra.rolloutId)).attemptCount).toBe(0);
     } finally {
       await relay.close();
     }
@@ -315,6 +319,72 @@ describe("Runner reconnects", () => {
     } finally {
       await relay.close();
     }
+  });
+});
+
+describe("Runner session options (fewer messages per rollout)", () => {
+  const relays: SessionRelay[] = [];
+  afterEach(() => relays.splice(0).forEach((relay) => relay.close()));
+
+  async function relayTo(options: { olderServer?: boolean } = {}): Promise<SessionRelay> {
+    const relay = new SessionRelay(server.grpcAddress, options);
+    await relay.start();
+    relays.push(relay);
+    return relay;
+  }
+
+  /** Runs `count` rollouts through a runner behind `relay`; the counts are read after a drain, when all is relayed. */
+  async function completeRollouts(relay: SessionRelay, count: number, capacity = 1): Promise<Welcome> {
+    const rollouts = [];
+    for (let i = 0; i < count; i++) rollouts.push(await enqueue(server.clients, { i }));
+    const runner = newRunner({ address: relay.address, capacity });
+    const connected = once(runner, "connected") as Promise<[Welcome]>;
+    const running = runner.run(async (job) => job.input);
+    const [welcome] = await connected;
+    for (const rollout of rollouts) await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
+    await runner.stop({ drain: true });
+    await running;
+    return welcome;
+  }
+
+  it("returns credits with results instead of a Ready after each, and takes batches", async () => {
+    const count = 12;
+    const lean = await relayTo();
+    const older = await relayTo({ olderServer: true });
+
+    const confirmed = await completeRollouts(lean, count, 3);
+    expect(confirmed).toMatchObject({ terminalUpdateReturnsCredit: true, assignmentBatches: true });
+    const unconfirmed = await completeRollouts(older, count, 3);
+    expect(unconfirmed).toMatchObject({ terminalUpdateReturnsCredit: false, assignmentBatches: false });
+
+    // RUNNING and SUCCEEDED per rollout either way; Ready only for the first 3 slots when the server agreed
+    // (measured: 1 Ready against 13 for 12 rollouts, 29 upstream messages against 41).
+    for (const relay of [lean, older]) expect(relay.count("upstream", "attemptUpdate")).toBe(2 * count);
+    expect(lean.count("upstream", "ready")).toBe(1);
+    expect(older.count("upstream", "ready")).toBeGreaterThan(count);
+    const upstream = (relay: SessionRelay) => [...relay.upstream.values()].reduce((a, b) => a + b, 0);
+    expect(upstream(lean)).toBeLessThan(upstream(older) - count + 1);
+    // All queued before the runner came: its first 3 credits took 3 at once.
+    expect(lean.count("downstream", "assignmentBatch")).toBeGreaterThanOrEqual(1);
+    expect(older.count("downstream", "assignmentBatch")).toBe(0);
+    expect(older.count("downstream", "assignment")).toBe(count);
+  });
+
+  it("still sends Ready for the slot of a cancelled job, which reports nothing", async () => {
+    const relay = await relayTo();
+    const runner = newRunner({ address: relay.address });
+    const doomed = await enqueue(server.clients, { doomed: true });
+    const running = runner.run(async (job) => {
+      if (job.rollout.rolloutId !== doomed.rolloutId) return "done";
+      await new Promise((_, reject) => job.signal.addEventListener("abort", () => reject(job.signal.reason)));
+    });
+    await eventually(() => getRollout(doomed.rolloutId), (r) => r.status === RolloutStatus.RUNNING);
+    await server.clients.rollouts.cancelRollout({ rolloutId: doomed.rolloutId });
+    const next = await enqueue(server.clients, { next: true });
+    await eventually(() => getRollout(next.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
+    await runner.stop({ drain: true });
+    await running;
+    expect(relay.count("upstream", "ready")).toBe(2);
   });
 });
 

@@ -13,6 +13,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { AttemptService, AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutService, RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import {
+  type Assignment,
   RunnerService,
   type SessionRequest,
   SessionRequestSchema,
@@ -20,19 +21,49 @@ import {
 } from "../../src/gen/runnerline/v1/runner_pb.js";
 import { WorkerService, WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb.js";
 
+export interface AssignmentView {
+  rolloutId: string;
+  attemptId: string;
+  sequenceId: number;
+  input: unknown;
+}
+
 export type Received =
-  | { kind: "welcome"; sessionId: string; heartbeatIntervalMs: number }
-  | { kind: "assignment"; rolloutId: string; attemptId: string; sequenceId: number; input: unknown }
+  | {
+      kind: "welcome";
+      sessionId: string;
+      heartbeatIntervalMs: number;
+      resumedAttemptIds: string[];
+      terminalUpdateReturnsCredit: boolean;
+      assignmentBatches: boolean;
+    }
+  | ({ kind: "assignment" } & AssignmentView)
+  | { kind: "assignment_batch"; assignments: AssignmentView[] }
   | { kind: "heartbeat_ack"; sequence: number }
   | { kind: "cancel"; attemptId: string }
   | { kind: "rejected"; code: number; message: string }
   | { kind: "drain" };
 
 export type Sent =
-  | { kind: "hello"; workerId: string; runningAttemptIds?: string[] }
+  | {
+      kind: "hello";
+      workerId: string;
+      runningAttemptIds?: string[];
+      capacity?: number;
+      /** Hello.terminal_update_returns_credit and Hello.accepts_assignment_batches; unset: an old-style runner. */
+      terminalUpdateReturnsCredit?: boolean;
+      acceptsAssignmentBatches?: boolean;
+    }
   | { kind: "heartbeat"; attemptIds: string[]; sequence: number }
   | { kind: "ready"; slots: number }
-  | { kind: "update"; attemptId: string; status: "RUNNING" | "SUCCEEDED" | "FAILED"; errorMessage?: string }
+  | {
+      kind: "update";
+      attemptId: string;
+      status: "RUNNING" | "SUCCEEDED" | "FAILED";
+      errorMessage?: string;
+      /** Numbers only, NaN included: what a JSON client cannot send but a binary one can. */
+      metadata?: Record<string, number>;
+    }
   | { kind: "goodbye" };
 
 export interface TestSession {
@@ -127,7 +158,16 @@ function toConnect(message: Sent): SessionRequest {
   switch (message.kind) {
     case "hello":
       return create(SessionRequestSchema, {
-        message: { case: "hello", value: { workerId: message.workerId, capacity: 1, runningAttemptIds: message.runningAttemptIds ?? [] } },
+        message: {
+          case: "hello",
+          value: {
+            workerId: message.workerId,
+            capacity: message.capacity ?? 1,
+            runningAttemptIds: message.runningAttemptIds ?? [],
+            terminalUpdateReturnsCredit: message.terminalUpdateReturnsCredit ?? false,
+            acceptsAssignmentBatches: message.acceptsAssignmentBatches ?? false,
+          },
+        },
       });
     case "heartbeat":
       return create(SessionRequestSchema, {
@@ -139,7 +179,12 @@ function toConnect(message: Sent): SessionRequest {
       return create(SessionRequestSchema, {
         message: {
           case: "attemptUpdate",
-          value: { attemptId: message.attemptId, status: AttemptStatus[message.status], errorMessage: message.errorMessage ?? "" },
+          value: {
+            attemptId: message.attemptId,
+            status: AttemptStatus[message.status],
+            errorMessage: message.errorMessage ?? "",
+            ...(message.metadata && { metadata: message.metadata }),
+          },
         },
       });
     case "goodbye":
@@ -151,15 +196,18 @@ function fromConnect(response: SessionResponse): Received {
   const m = response.message;
   switch (m.case) {
     case "welcome":
-      return { kind: "welcome", sessionId: m.value.sessionId, heartbeatIntervalMs: Number(m.value.heartbeatInterval?.seconds ?? 0n) * 1000 + (m.value.heartbeatInterval?.nanos ?? 0) / 1e6 };
-    case "assignment":
       return {
-        kind: "assignment",
-        rolloutId: m.value.rollout!.rolloutId,
-        attemptId: m.value.attempt!.attemptId,
-        sequenceId: m.value.attempt!.sequenceId,
-        input: m.value.rollout!.input && toJson(ValueSchema, m.value.rollout!.input),
+        kind: "welcome",
+        sessionId: m.value.sessionId,
+        heartbeatIntervalMs: Number(m.value.heartbeatInterval?.seconds ?? 0n) * 1000 + (m.value.heartbeatInterval?.nanos ?? 0) / 1e6,
+        resumedAttemptIds: m.value.resumedAttemptIds,
+        terminalUpdateReturnsCredit: m.value.terminalUpdateReturnsCredit,
+        assignmentBatches: m.value.assignmentBatches,
       };
+    case "assignment":
+      return { kind: "assignment", ...assignmentFromConnect(m.value) };
+    case "assignmentBatch":
+      return { kind: "assignment_batch", assignments: m.value.assignments.map(assignmentFromConnect) };
     case "heartbeatAck":
       return { kind: "heartbeat_ack", sequence: Number(m.value.sequence) };
     case "cancel":
@@ -171,6 +219,15 @@ function fromConnect(response: SessionResponse): Received {
     case undefined:
       throw new Error("empty session response");
   }
+}
+
+function assignmentFromConnect(assignment: Assignment): AssignmentView {
+  return {
+    rolloutId: assignment.rollout!.rolloutId,
+    attemptId: assignment.attempt!.attemptId,
+    sequenceId: assignment.attempt!.sequenceId,
+    input: assignment.rollout!.input && toJson(ValueSchema, assignment.rollout!.input),
+  };
 }
 
 // ---- grpc-js from .proto files ---------------------------------------------
@@ -265,14 +322,29 @@ function fromProtoValue(value: any): unknown {
 function toPlain(message: Sent): object {
   switch (message.kind) {
     case "hello":
-      return { hello: { worker_id: message.workerId, capacity: 1, running_attempt_ids: message.runningAttemptIds ?? [] } };
+      return {
+        hello: {
+          worker_id: message.workerId,
+          capacity: message.capacity ?? 1,
+          running_attempt_ids: message.runningAttemptIds ?? [],
+          terminal_update_returns_credit: message.terminalUpdateReturnsCredit ?? false,
+          accepts_assignment_batches: message.acceptsAssignmentBatches ?? false,
+        },
+      };
     case "heartbeat":
       return { heartbeat: { attempt_ids: message.attemptIds, sequence: message.sequence } };
     case "ready":
       return { ready: { slots: message.slots } };
     case "update":
       return {
-        attempt_update: { attempt_id: message.attemptId, status: `ATTEMPT_STATUS_${message.status}`, error_message: message.errorMessage ?? "" },
+        attempt_update: {
+          attempt_id: message.attemptId,
+          status: `ATTEMPT_STATUS_${message.status}`,
+          error_message: message.errorMessage ?? "",
+          ...(message.metadata && {
+            metadata: { fields: Object.fromEntries(Object.entries(message.metadata).map(([key, value]) => [key, { numberValue: value }])) },
+          }),
+        },
       };
     case "goodbye":
       return { goodbye: {} };
@@ -283,15 +355,18 @@ function fromPlain(response: any): Received {
   const value = response[response.message];
   switch (response.message) {
     case "welcome":
-      return { kind: "welcome", sessionId: value.session_id, heartbeatIntervalMs: value.heartbeat_interval.seconds * 1000 + value.heartbeat_interval.nanos / 1e6 };
-    case "assignment":
       return {
-        kind: "assignment",
-        rolloutId: value.rollout.rollout_id,
-        attemptId: value.attempt.attempt_id,
-        sequenceId: value.attempt.sequence_id,
-        input: value.rollout.input && fromProtoValue(value.rollout.input),
+        kind: "welcome",
+        sessionId: value.session_id,
+        heartbeatIntervalMs: value.heartbeat_interval.seconds * 1000 + value.heartbeat_interval.nanos / 1e6,
+        resumedAttemptIds: value.resumed_attempt_ids,
+        terminalUpdateReturnsCredit: value.terminal_update_returns_credit,
+        assignmentBatches: value.assignment_batches,
       };
+    case "assignment":
+      return { kind: "assignment", ...assignmentFromPlain(value) };
+    case "assignment_batch":
+      return { kind: "assignment_batch", assignments: value.assignments.map(assignmentFromPlain) };
     case "heartbeat_ack":
       return { kind: "heartbeat_ack", sequence: value.sequence };
     case "cancel":
@@ -302,6 +377,15 @@ function fromPlain(response: any): Received {
       return { kind: "drain" };
   }
   throw new Error(`unexpected session response ${JSON.stringify(response)}`);
+}
+
+function assignmentFromPlain(value: any): AssignmentView {
+  return {
+    rolloutId: value.rollout.rollout_id,
+    attemptId: value.attempt.attempt_id,
+    sequenceId: value.attempt.sequence_id,
+    input: value.rollout.input && fromProtoValue(value.rollout.input),
+  };
 }
 
 // ---- shared plumbing ---------------------------------------------------------

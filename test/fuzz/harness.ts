@@ -424,7 +424,14 @@ function hasLongString(value: unknown): boolean {
 function helloValue(init: unknown): Record<string, unknown> {
   const value = (init as { message?: { value?: Record<string, unknown> } } | undefined)?.message?.value ?? {};
   const workerId = typeof value.workerId === "string" ? value.workerId : "w-1";
-  return { workerId, capacity: typeof value.capacity === "number" ? value.capacity : 1, labels: value.labels ?? {} };
+  return {
+    workerId,
+    capacity: typeof value.capacity === "number" ? value.capacity : 1,
+    labels: value.labels ?? {},
+    // The session options as generated, so that sessions with and without them are both fuzzed.
+    terminalUpdateReturnsCredit: value.terminalUpdateReturnsCredit === true,
+    acceptsAssignmentBatches: value.acceptsAssignmentBatches === true,
+  };
 }
 
 function jsonBody(method: DescMethod, init: unknown, damage: string, resolve: (m: string) => string): string {

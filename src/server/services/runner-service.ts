@@ -7,6 +7,7 @@ import {
   SessionRequestSchema,
   type SessionResponse,
   SessionResponseSchema,
+  type Welcome,
 } from "../../gen/runnerline/v1/runner_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import type { SessionLink } from "../dispatch/session-link.js";
@@ -15,12 +16,14 @@ import { CLIENT_ID_PATTERN, MAX_ID_LENGTH, newSessionId } from "../domain/ids.js
 import { toTimestamp } from "../domain/time.js";
 import type { Logger } from "../logging.js";
 import { connectionKey, peerAddressKey } from "../transport/context.js";
+import { AssignmentBatcher } from "./assignment-batcher.js";
 import { attemptReport, requireReportableStatus } from "./attempt-service.js";
 import { codeOf, toConnectError } from "./errors.js";
 import type { HeartbeatGate } from "./heartbeat-gate.js";
 import { type Limits, requireBoundedJson, requireBoundedLabels, requireListLength } from "./limits.js";
 import { Outbox } from "./outbox.js";
 import type { SessionCount } from "./session-count.js";
+import { TerminalCredits } from "./terminal-credits.js";
 import { boundedExtraStats, boundedResult, requireId } from "./validation.js";
 import { requireJsonSafe } from "./well-known-types.js";
 
@@ -39,7 +42,8 @@ export interface RunnerServiceOptions {
 
 /**
  * The runner session: reads the runner's messages in order and hands them to
- * the coordinator; everything the server says comes out of one outbox.
+ * the coordinator; everything the server says goes out through one
+ * AssignmentBatcher into one outbox.
  * Protocol errors end the stream with a status; domain refusals answer
  * Rejected and keep it open (DESIGN §4).
  */
@@ -66,16 +70,24 @@ async function* runSession(
     throw toConnectError(error);
   }
   const outbox = new Outbox<SessionResponse>();
+  const outgoing = new AssignmentBatcher((message) => outbox.push(message), limits.maxResponseBytes);
+  /** Ends the stream after everything said before, assignments held back for a batch included. */
+  const end = (failure?: unknown) => {
+    outgoing.flush();
+    outbox.end(failure);
+  };
   let link: SessionLink | undefined;
+  /** Set when the runner asked that terminal updates return their credits (Hello.terminal_update_returns_credit). */
+  let terminalCredits: TerminalCredits | undefined;
   const peer = context.values.get(peerAddressKey);
 
-  const handle = async (request: SessionRequest) => {
+  const apply = async (request: SessionRequest) => {
     const message = request.message;
     requireJsonSafe(SessionRequestSchema, request);
     if (link === undefined) {
       if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
-      link = openLink(message.value, outbox, limits);
       const hello = message.value;
+      ({ link, terminalCredits } = openLink(hello, outgoing, end, limits));
       await coordinator.openSession(
         link,
         {
@@ -87,7 +99,15 @@ async function* runSession(
         hello.runningAttemptIds,
       );
       options.logger.info(
-        { sessionId: link.sessionId, workerId: link.workerId, peer: peer || undefined, capacity: hello.capacity || 1, resumed: hello.runningAttemptIds.length },
+        {
+          sessionId: link.sessionId,
+          workerId: link.workerId,
+          peer: peer || undefined,
+          capacity: hello.capacity || 1,
+          resumed: hello.runningAttemptIds.length,
+          terminalUpdateReturnsCredit: hello.terminalUpdateReturnsCredit || undefined,
+          assignmentBatches: hello.acceptsAssignmentBatches || undefined,
+        },
         "session opened",
       );
       return;
@@ -107,7 +127,7 @@ async function* runSession(
           { snapshot: beat.snapshot, extraStats },
           beat.attemptIds,
         );
-        outbox.push(
+        outgoing.send(
           create(SessionResponseSchema, {
             message: { case: "heartbeatAck", value: { sequence: beat.sequence, serverTime: toTimestamp(options.now()) } },
           }),
@@ -140,6 +160,19 @@ async function* runSession(
     }
   };
 
+  /** Applies a request; a terminal update that returns its credit returns it after, whatever the answer (runner.proto, Hello). */
+  const handle = (request: SessionRequest): Promise<void> => {
+    const message = request.message;
+    const credited = link;
+    // Decided before anything is checked: a refused update (Rejected) frees the runner's slot too.
+    const returnsCredit =
+      credited !== undefined &&
+      message.case === "attemptUpdate" &&
+      (terminalCredits?.returnsCredit(message.value.attemptId, message.value.status) ?? false);
+    const applied = apply(request);
+    return returnsCredit ? afterwards(applied, () => coordinator.grantCredits(credited, 1)) : applied;
+  };
+
   const readRequests = async () => {
     try {
       for await (const request of requests) {
@@ -147,12 +180,12 @@ async function* runSession(
           await handle(request);
         } catch (error) {
           if (!(error instanceof DomainError) || link === undefined) throw error;
-          outbox.push(rejected(error, request));
+          outgoing.send(rejected(error, request));
         }
       }
-      outbox.end();
+      end();
     } catch (error) {
-      outbox.end(toConnectError(error));
+      end(toConnectError(error));
     }
   };
 
@@ -171,8 +204,25 @@ async function* runSession(
   }
 }
 
+/**
+ * Runs `then` once `handled` settles, applied or refused: a terminal update
+ * returns its credit whatever the server answers, since the runner's slot is
+ * free either way. A refusal (Rejected) is passed on after it; any other
+ * failure ends the session, and with it the need for credits.
+ */
+async function afterwards(handled: Promise<void>, then: () => Promise<void>): Promise<void> {
+  try {
+    await handled;
+  } catch (error) {
+    if (!(error instanceof DomainError)) throw error;
+    await then();
+    throw error;
+  }
+  await then();
+}
+
 /** A malformed Hello is a protocol error: the session cannot start, so the stream ends. */
-function openLink(hello: Hello, outbox: Outbox<SessionResponse>, limits: Limits): SessionLink {
+function requireValidHello(hello: Hello, limits: Limits) {
   if (!CLIENT_ID_PATTERN.test(hello.workerId)) {
     throw protocolError("hello.worker_id must be 1-128 characters of letters, digits, '.', '_', ':' and '-'", Code.InvalidArgument);
   }
@@ -189,14 +239,46 @@ function openLink(hello: Hello, outbox: Outbox<SessionResponse>, limits: Limits)
   } catch (error) {
     throw toConnectError(error);
   }
-  return {
+}
+
+/**
+ * The session as the coordinator sees it, with the options the runner asked
+ * for in Hello applied to what it is sent: Welcome confirms them, batched
+ * assignments go through an AssignmentBatcher, and the attempts the session
+ * holds are noted for TerminalCredits.
+ */
+function openLink(
+  hello: Hello,
+  outgoing: AssignmentBatcher,
+  end: (failure: ConnectError) => void,
+  limits: Limits,
+): { link: SessionLink; terminalCredits: TerminalCredits | undefined } {
+  requireValidHello(hello, limits);
+  const terminalCredits = hello.terminalUpdateReturnsCredit ? new TerminalCredits() : undefined;
+  if (hello.acceptsAssignmentBatches) outgoing.startBatching();
+  const confirmsOptions = hello.terminalUpdateReturnsCredit || hello.acceptsAssignmentBatches;
+  const link: SessionLink = {
     sessionId: newSessionId(),
     workerId: hello.workerId,
     credits: 0,
     leaving: false,
-    send: (message) => outbox.push(message),
-    close: (kind, message) => outbox.end(new ConnectError(message, codeOf(kind))),
+    send: (message) => {
+      terminalCredits?.sent(message);
+      outgoing.send(confirmsOptions && message.message.case === "welcome" ? confirmOptions(message.message.value, hello) : message);
+    },
+    close: (kind, message) => end(new ConnectError(message, codeOf(kind))),
   };
+  return { link, terminalCredits };
+}
+
+/** Welcome with the options of Hello this server honours: all of them. */
+function confirmOptions(welcome: Welcome, hello: Hello): SessionResponse {
+  const confirmed: Welcome = {
+    ...welcome,
+    terminalUpdateReturnsCredit: hello.terminalUpdateReturnsCredit,
+    assignmentBatches: hello.acceptsAssignmentBatches,
+  };
+  return create(SessionResponseSchema, { message: { case: "welcome", value: confirmed } });
 }
 
 function protocolError(message: string, code = Code.FailedPrecondition) {

@@ -18,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runnerline/v1/runner.proto.
  */
 export const file_runnerline_v1_runner: GenFile = /*@__PURE__*/
-  fileDesc("ChpydW5uZXJsaW5lL3YxL3J1bm5lci5wcm90bxINcnVubmVybGluZS52MSL7AQoOU2Vzc2lvblJlcXVlc3QSJQoFaGVsbG8YASABKAsyFC5ydW5uZXJsaW5lLnYxLkhlbGxvSAASLQoJaGVhcnRiZWF0GAIgASgLMhgucnVubmVybGluZS52MS5IZWFydGJlYXRIABIlCgVyZWFkeRgDIAEoCzIULnJ1bm5lcmxpbmUudjEuUmVhZHlIABI2Cg5hdHRlbXB0X3VwZGF0ZRgEIAEoCzIcLnJ1bm5lcmxpbmUudjEuQXR0ZW1wdFVwZGF0ZUgAEikKB2dvb2RieWUYBSABKAsyFi5ydW5uZXJsaW5lLnYxLkdvb2RieWVIAEIJCgdtZXNzYWdlIqsCCg9TZXNzaW9uUmVzcG9uc2USKQoHd2VsY29tZRgBIAEoCzIWLnJ1bm5lcmxpbmUudjEuV2VsY29tZUgAEi8KCmFzc2lnbm1lbnQYAiABKAsyGS5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnRIABInCgZjYW5jZWwYAyABKAsyFS5ydW5uZXJsaW5lLnYxLkNhbmNlbEgAEisKCHJlamVjdGVkGAQgASgLMhcucnVubmVybGluZS52MS5SZWplY3RlZEgAEiUKBWRyYWluGAUgASgLMhQucnVubmVybGluZS52MS5EcmFpbkgAEjQKDWhlYXJ0YmVhdF9hY2sYBiABKAsyGy5ydW5uZXJsaW5lLnYxLkhlYXJ0YmVhdEFja0gAQgkKB21lc3NhZ2UiwgEKBUhlbGxvEhEKCXdvcmtlcl9pZBgBIAEoCRIwCgZsYWJlbHMYAiADKAsyIC5ydW5uZXJsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgFEhYKDmNsaWVudF92ZXJzaW9uGAQgASgJEhsKE3J1bm5pbmdfYXR0ZW1wdF9pZHMYBSADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKRAQoJSGVhcnRiZWF0Ei8KCHNuYXBzaG90GAEgASgLMh0ucnVubmVybGluZS52MS5TeXN0ZW1TbmFwc2hvdBIsCgtleHRyYV9zdGF0cxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEwoLYXR0ZW1wdF9pZHMYAyADKAkSEAoIc2VxdWVuY2UYBCABKAQiFgoFUmVhZHkSDQoFc2xvdHMYASABKAUi7AEKDUF0dGVtcHRVcGRhdGUSEgoKYXR0ZW1wdF9pZBgBIAEoCRIsCgZzdGF0dXMYAiABKA4yHC5ydW5uZXJsaW5lLnYxLkF0dGVtcHRTdGF0dXMSFQoNZXJyb3JfbWVzc2FnZRgDIAEoCRIpCghtZXRhZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJgoGcmVzdWx0GB4gASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEi8KC2ZpbmlzaF90aW1lGBQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIZCgdHb29kYnllEg4KBnJlYXNvbhgBIAEoCSKiAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgtzZXJ2ZXJfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTcmVzdW1lZF9hdHRlbXB0X2lkcxgEIAMoCSJeCgpBc3NpZ25tZW50EicKB3JvbGxvdXQYASABKAsyFi5ydW5uZXJsaW5lLnYxLlJvbGxvdXQSJwoHYXR0ZW1wdBgCIAEoCzIWLnJ1bm5lcmxpbmUudjEuQXR0ZW1wdCIsCgZDYW5jZWwSEgoKYXR0ZW1wdF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiUwoIUmVqZWN0ZWQSDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEhIKCmF0dGVtcHRfaWQYAyABKAkSFAoMcmVxdWVzdF9raW5kGAQgASgJIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSJRCgxIZWFydGJlYXRBY2sSEAoIc2VxdWVuY2UYASABKAQSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMl0KDVJ1bm5lclNlcnZpY2USTAoHU2Vzc2lvbhIdLnJ1bm5lcmxpbmUudjEuU2Vzc2lvblJlcXVlc3QaHi5ydW5uZXJsaW5lLnYxLlNlc3Npb25SZXNwb25zZSgBMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_attempt, file_runnerline_v1_rollout, file_runnerline_v1_telemetry]);
+  fileDesc("ChpydW5uZXJsaW5lL3YxL3J1bm5lci5wcm90bxINcnVubmVybGluZS52MSL7AQoOU2Vzc2lvblJlcXVlc3QSJQoFaGVsbG8YASABKAsyFC5ydW5uZXJsaW5lLnYxLkhlbGxvSAASLQoJaGVhcnRiZWF0GAIgASgLMhgucnVubmVybGluZS52MS5IZWFydGJlYXRIABIlCgVyZWFkeRgDIAEoCzIULnJ1bm5lcmxpbmUudjEuUmVhZHlIABI2Cg5hdHRlbXB0X3VwZGF0ZRgEIAEoCzIcLnJ1bm5lcmxpbmUudjEuQXR0ZW1wdFVwZGF0ZUgAEikKB2dvb2RieWUYBSABKAsyFi5ydW5uZXJsaW5lLnYxLkdvb2RieWVIAEIJCgdtZXNzYWdlIucCCg9TZXNzaW9uUmVzcG9uc2USKQoHd2VsY29tZRgBIAEoCzIWLnJ1bm5lcmxpbmUudjEuV2VsY29tZUgAEi8KCmFzc2lnbm1lbnQYAiABKAsyGS5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnRIABInCgZjYW5jZWwYAyABKAsyFS5ydW5uZXJsaW5lLnYxLkNhbmNlbEgAEisKCHJlamVjdGVkGAQgASgLMhcucnVubmVybGluZS52MS5SZWplY3RlZEgAEiUKBWRyYWluGAUgASgLMhQucnVubmVybGluZS52MS5EcmFpbkgAEjQKDWhlYXJ0YmVhdF9hY2sYBiABKAsyGy5ydW5uZXJsaW5lLnYxLkhlYXJ0YmVhdEFja0gAEjoKEGFzc2lnbm1lbnRfYmF0Y2gYByABKAsyHi5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnRCYXRjaEgAQgkKB21lc3NhZ2UijgIKBUhlbGxvEhEKCXdvcmtlcl9pZBgBIAEoCRIwCgZsYWJlbHMYAiADKAsyIC5ydW5uZXJsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgFEhYKDmNsaWVudF92ZXJzaW9uGAQgASgJEhsKE3J1bm5pbmdfYXR0ZW1wdF9pZHMYBSADKAkSJgoedGVybWluYWxfdXBkYXRlX3JldHVybnNfY3JlZGl0GAYgASgIEiIKGmFjY2VwdHNfYXNzaWdubWVudF9iYXRjaGVzGAcgASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEikQEKCUhlYXJ0YmVhdBIvCghzbmFwc2hvdBgBIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKC2F0dGVtcHRfaWRzGAMgAygJEhAKCHNlcXVlbmNlGAQgASgEIhYKBVJlYWR5Eg0KBXNsb3RzGAEgASgFIuwBCg1BdHRlbXB0VXBkYXRlEhIKCmF0dGVtcHRfaWQYASABKAkSLAoGc3RhdHVzGAIgASgOMhwucnVubmVybGluZS52MS5BdHRlbXB0U3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSKQoIbWV0YWRhdGEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKBnJlc3VsdBgeIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIvCgtmaW5pc2hfdGltZRgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGQoHR29vZGJ5ZRIOCgZyZWFzb24YASABKAki5gEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoLc2VydmVyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE3Jlc3VtZWRfYXR0ZW1wdF9pZHMYBCADKAkSJgoedGVybWluYWxfdXBkYXRlX3JldHVybnNfY3JlZGl0GAUgASgIEhoKEmFzc2lnbm1lbnRfYmF0Y2hlcxgGIAEoCCJeCgpBc3NpZ25tZW50EicKB3JvbGxvdXQYASABKAsyFi5ydW5uZXJsaW5lLnYxLlJvbGxvdXQSJwoHYXR0ZW1wdBgCIAEoCzIWLnJ1bm5lcmxpbmUudjEuQXR0ZW1wdCJBCg9Bc3NpZ25tZW50QmF0Y2gSLgoLYXNzaWdubWVudHMYASADKAsyGS5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnQiLAoGQ2FuY2VsEhIKCmF0dGVtcHRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIlMKCFJlamVjdGVkEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRISCgphdHRlbXB0X2lkGAMgASgJEhQKDHJlcXVlc3Rfa2luZBgEIAEoCSIXCgVEcmFpbhIOCgZyZWFzb24YASABKAkiUQoMSGVhcnRiZWF0QWNrEhAKCHNlcXVlbmNlGAEgASgEEi8KC3NlcnZlcl90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDJdCg1SdW5uZXJTZXJ2aWNlEkwKB1Nlc3Npb24SHS5ydW5uZXJsaW5lLnYxLlNlc3Npb25SZXF1ZXN0Gh4ucnVubmVybGluZS52MS5TZXNzaW9uUmVzcG9uc2UoATABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_attempt, file_runnerline_v1_rollout, file_runnerline_v1_telemetry]);
 
 /**
  * A message from runner to server.
@@ -140,6 +140,15 @@ export type SessionResponse = Message<"runnerline.v1.SessionResponse"> & {
      */
     value: HeartbeatAck;
     case: "heartbeatAck";
+  } | {
+    /**
+     * Several new attempts at once, each using one credit. Sent only on a
+     * session whose Welcome set assignment_batches.
+     *
+     * @generated from field: runnerline.v1.AssignmentBatch assignment_batch = 7;
+     */
+    value: AssignmentBatch;
+    case: "assignmentBatch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -192,6 +201,47 @@ export type Hello = Message<"runnerline.v1.Hello"> & {
    * @generated from field: repeated string running_attempt_ids = 5;
    */
   runningAttemptIds: string[];
+
+  /**
+   * Asks that a terminal update return its attempt's credit, so that the
+   * runner need not send Ready after every attempt. In force only when
+   * Welcome.terminal_update_returns_credit confirms it (a server that predates
+   * this field ignores it, and the runner keeps sending Ready).
+   *
+   * The attempts a session holds are those assigned on it (Assignment or
+   * AssignmentBatch) and those listed in its Welcome.resumed_attempt_ids.
+   * The first AttemptUpdate with status SUCCEEDED or FAILED that the session
+   * sends for an attempt it holds ends the hold and grants one credit, as if
+   * Ready{slots: 1} followed it, whatever the server answers: applied, a
+   * repeat of the recorded outcome, or Rejected (the attempt is no longer
+   * current, e.g. it timed out or was cancelled, or the update was refused
+   * as malformed). The runner's slot is free in each case. A Cancel does not
+   * end the hold: a cancelled attempt the runner reports SUCCEEDED or FAILED
+   * returns its credit with that update (the server records it as late and
+   * answers Rejected).
+   *
+   * Ready is still needed for the initial credits after Welcome, for more
+   * capacity, and for every slot freed without such an update: an attempt
+   * stopped after a Cancel and not reported, one abandoned locally, an
+   * update for an attempt the session does not hold (e.g. one that a
+   * reconnect did not resume), and the second and later terminal updates
+   * for the same attempt, which return nothing. The server remembers at most
+   * 1024 cancelled attempts per session that the runner has not reported; a
+   * terminal update for an attempt cancelled before those returns nothing.
+   * After Goodbye no credit is granted either way.
+   *
+   * @generated from field: bool terminal_update_returns_credit = 6;
+   */
+  terminalUpdateReturnsCredit: boolean;
+
+  /**
+   * Asks to receive assignments that are due together as one
+   * AssignmentBatch. In force only when Welcome.assignment_batches confirms
+   * it; single Assignment messages may come either way.
+   *
+   * @generated from field: bool accepts_assignment_batches = 7;
+   */
+  acceptsAssignmentBatches: boolean;
 };
 
 /**
@@ -244,7 +294,10 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_runnerline_v1_runner, 3);
 
 /**
- * Grants the server credits to send more assignments.
+ * Grants the server credits to send more assignments. With
+ * Hello.terminal_update_returns_credit in force, terminal updates return the
+ * credits of the attempts they end, and Ready covers only the other cases
+ * listed there.
  *
  * @generated from message runnerline.v1.Ready
  */
@@ -379,6 +432,23 @@ export type Welcome = Message<"runnerline.v1.Welcome"> & {
    * @generated from field: repeated string resumed_attempt_ids = 4;
    */
   resumedAttemptIds: string[];
+
+  /**
+   * True when the server applies Hello.terminal_update_returns_credit on this
+   * session. False (the runner did not ask, or the server predates the
+   * option): every freed slot needs Ready.
+   *
+   * @generated from field: bool terminal_update_returns_credit = 5;
+   */
+  terminalUpdateReturnsCredit: boolean;
+
+  /**
+   * True when the server may send AssignmentBatch on this session (the runner
+   * asked with Hello.accepts_assignment_batches).
+   *
+   * @generated from field: bool assignment_batches = 6;
+   */
+  assignmentBatches: boolean;
 };
 
 /**
@@ -417,6 +487,30 @@ export const AssignmentSchema: GenMessage<Assignment> = /*@__PURE__*/
   messageDesc(file_runnerline_v1_runner, 8);
 
 /**
+ * Assignments that became due at the same moment, in the order in which
+ * they would otherwise have come one by one. The batch takes their place in
+ * the stream: whatever the server sends after them (a Cancel for one of
+ * them, Drain) comes after the batch.
+ *
+ * @generated from message runnerline.v1.AssignmentBatch
+ */
+export type AssignmentBatch = Message<"runnerline.v1.AssignmentBatch"> & {
+  /**
+   * The assignments; each uses one credit.
+   *
+   * @generated from field: repeated runnerline.v1.Assignment assignments = 1;
+   */
+  assignments: Assignment[];
+};
+
+/**
+ * Describes the message runnerline.v1.AssignmentBatch.
+ * Use `create(AssignmentBatchSchema)` to create a new message.
+ */
+export const AssignmentBatchSchema: GenMessage<AssignmentBatch> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_runner, 9);
+
+/**
  * Tells the runner to stop executing an attempt.
  *
  * @generated from message runnerline.v1.Cancel
@@ -442,7 +536,7 @@ export type Cancel = Message<"runnerline.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_runnerline_v1_runner, 9);
+  messageDesc(file_runnerline_v1_runner, 10);
 
 /**
  * A request message was refused; the session goes on.
@@ -484,7 +578,7 @@ export type Rejected = Message<"runnerline.v1.Rejected"> & {
  * Use `create(RejectedSchema)` to create a new message.
  */
 export const RejectedSchema: GenMessage<Rejected> = /*@__PURE__*/
-  messageDesc(file_runnerline_v1_runner, 10);
+  messageDesc(file_runnerline_v1_runner, 11);
 
 /**
  * The server is shutting down.
@@ -505,7 +599,7 @@ export type Drain = Message<"runnerline.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_runnerline_v1_runner, 11);
+  messageDesc(file_runnerline_v1_runner, 12);
 
 /**
  * Acknowledges a heartbeat.
@@ -533,7 +627,7 @@ export type HeartbeatAck = Message<"runnerline.v1.HeartbeatAck"> & {
  * Use `create(HeartbeatAckSchema)` to create a new message.
  */
 export const HeartbeatAckSchema: GenMessage<HeartbeatAck> = /*@__PURE__*/
-  messageDesc(file_runnerline_v1_runner, 12);
+  messageDesc(file_runnerline_v1_runner, 13);
 
 /**
  * The channel between a runner process and the server.
@@ -546,6 +640,9 @@ export const RunnerService: GenService<{
    * heartbeats, Ready credits and attempt updates; the server answers Welcome,
    * then pushes assignments and cancellations. Domain errors come back as
    * Rejected and keep the stream open; protocol errors end it with a status.
+   * Two options agreed in Hello and Welcome save messages per attempt: a
+   * terminal update that returns its credit (no Ready after each attempt),
+   * and assignments batched when several are due at once.
    *
    * @generated from rpc runnerline.v1.RunnerService.Session
    */
