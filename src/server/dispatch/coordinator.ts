@@ -304,13 +304,16 @@ export class Coordinator {
    * about one that is no longer current is recorded on it and refused with
    * FAILED_PRECONDITION (after the record is durable). A report made on a
    * session that a newer one replaced changes nothing (ABORTED).
+   * `returnsCredit`: the session gets one credit back with it, also when the
+   * report is refused (a terminal update under Hello.terminal_update_returns_credit).
    */
   async report(
     attemptId: string,
     report: AttemptReport,
-    guard: { workerId?: string; expectedVersion?: bigint; session?: SessionLink } = {},
+    guard: { workerId?: string; expectedVersion?: bigint; session?: SessionLink; returnsCredit?: boolean } = {},
   ): Promise<Attempt> {
     const now = this.clock.now();
+    const credited = guard.returnsCredit === true ? guard.session : undefined;
     let outcome: Attempt | undefined;
     let refusal: DomainError | undefined;
     const step: AttemptStep = (attempt, rollout) => {
@@ -332,10 +335,21 @@ export class Coordinator {
       );
       return (outcome = recordLateReport(attempt, report, now));
     };
-    const changes = await this.store.changeAttempt(attemptId, fenceOf(guard.session), step, this.context(now));
     const fx = new Effects();
+    let changes: Changes;
+    try {
+      changes = await this.store.changeAttempt(attemptId, fenceOf(guard.session), step, this.context(now));
+    } catch (error) {
+      if (credited !== undefined && error instanceof DomainError) {
+        await this.returnCredit(credited, now, fx);
+        await this.pump(now, fx);
+        await this.settle(fx);
+      }
+      throw error;
+    }
     this.absorb(changes, now, fx);
     await this.judgeEnded(changes, now, fx);
+    if (credited !== undefined) await this.returnCredit(credited, now, fx);
     await this.pump(now, fx);
     await this.settle(fx);
     if (refusal !== undefined) throw refusal;
@@ -466,13 +480,22 @@ export class Coordinator {
     if (!this.sessions.isLive(link) || link.leaving) return;
     const now = this.clock.now();
     const fx = new Effects();
+    await this.askForWork(link, slots, now, fx);
+    await this.pump(now, fx);
+    await this.settle(fx);
+  }
+
+  /** A credit returned with a report counts as Ready 1: the runner asks for work. */
+  private async returnCredit(link: SessionLink, now: Millis, fx: Effects) {
+    if (this.sessions.isLive(link) && !link.leaving) await this.askForWork(link, 1, now, fx);
+  }
+
+  private async askForWork(link: SessionLink, slots: number, now: Millis, fx: Effects) {
     this.sessions.grant(link, slots);
     const asked = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
       recordWorkRequest(r ?? newWorkerRecord(link.workerId, now), this.liveness, now),
     );
     this.absorb(asked, now, fx);
-    await this.pump(now, fx);
-    await this.settle(fx);
   }
 
   /** Goodbye: finish what it holds, take nothing new. */

@@ -81,9 +81,9 @@ async function* runSession(
   let terminalCredits: TerminalCredits | undefined;
   const peer = context.values.get(peerAddressKey);
 
-  const apply = async (request: SessionRequest) => {
+  /** `returnsCredit`: a terminal update that gives its slot back (decided by handle, before any check). */
+  const apply = async (request: SessionRequest, returnsCredit = false) => {
     const message = request.message;
-    requireJsonSafe(SessionRequestSchema, request);
     if (link === undefined) {
       if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
       const hello = message.value;
@@ -144,11 +144,19 @@ async function* runSession(
       }
       case "attemptUpdate": {
         const update = message.value;
-        requireId("attempt_update.attempt_id", update.attemptId);
-        requireReportableStatus(update.status);
-        requireBoundedJson("attempt_update.metadata", update.metadata, limits.maxMetadataBytes);
-        boundedResult(update.result);
-        await coordinator.report(update.attemptId, attemptReport(update), { workerId: link.workerId });
+        const session = link;
+        try {
+          requireId("attempt_update.attempt_id", update.attemptId);
+          requireReportableStatus(update.status);
+          requireBoundedJson("attempt_update.metadata", update.metadata, limits.maxMetadataBytes);
+          boundedResult(update.result);
+        } catch (error) {
+          // Refused before it reached the coordinator: the slot is free all the same.
+          if (returnsCredit && error instanceof DomainError) await coordinator.grantCredits(session, 1);
+          throw error;
+        }
+        // The report and the credit it returns are one pass through the coordinator: one dispatch, one commit.
+        await coordinator.report(update.attemptId, attemptReport(update), { workerId: session.workerId, session, returnsCredit });
         return;
       }
       case "goodbye":
@@ -161,7 +169,7 @@ async function* runSession(
   };
 
   /** Applies a request; a terminal update that returns its credit returns it after, whatever the answer (runner.proto, Hello). */
-  const handle = (request: SessionRequest): Promise<void> => {
+  const handle = async (request: SessionRequest): Promise<void> => {
     const message = request.message;
     const credited = link;
     // Decided before anything is checked: a refused update (Rejected) frees the runner's slot too.
@@ -169,8 +177,14 @@ async function* runSession(
       credited !== undefined &&
       message.case === "attemptUpdate" &&
       (terminalCredits?.returnsCredit(message.value.attemptId, message.value.status) ?? false);
-    const applied = apply(request);
-    return returnsCredit ? afterwards(applied, () => coordinator.grantCredits(credited, 1)) : applied;
+    try {
+      requireJsonSafe(SessionRequestSchema, request);
+    } catch (error) {
+      if (returnsCredit && error instanceof DomainError) await coordinator.grantCredits(credited, 1);
+      throw error;
+    }
+    // Past this point apply returns the credit itself, with the report or with its refusal.
+    return apply(request, returnsCredit);
   };
 
   const readRequests = async () => {
@@ -210,17 +224,6 @@ async function* runSession(
  * free either way. A refusal (Rejected) is passed on after it; any other
  * failure ends the session, and with it the need for credits.
  */
-async function afterwards(handled: Promise<void>, then: () => Promise<void>): Promise<void> {
-  try {
-    await handled;
-  } catch (error) {
-    if (!(error instanceof DomainError)) throw error;
-    await then();
-    throw error;
-  }
-  await then();
-}
-
 /** A malformed Hello is a protocol error: the session cannot start, so the stream ends. */
 function requireValidHello(hello: Hello, limits: Limits) {
   if (!CLIENT_ID_PATTERN.test(hello.workerId)) {
