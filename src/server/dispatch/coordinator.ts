@@ -837,24 +837,40 @@ export class Coordinator {
   }
 
   /** Judges the workers of the attempts that `changes` ended (see judgeWorker). */
-  private async judgeEnded(changes: Changes, now: Millis, fx: Effects) {
-    for (const { before, after } of changes.attempts) {
-      if (before === undefined || !isAttemptActive(before.status) || isAttemptActive(after.status)) continue;
-      const record = changes.workers.find((c) => c.after.worker.workerId === after.workerId)?.after;
-      await this.judgeWorker(after, record, now, fx);
+  private judgeEnded(changes: Changes, now: Millis, fx: Effects): Promise<void> | undefined {
+    const ended = changes.attempts.filter(
+      ({ before, after }) =>
+        before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status) && this.mayJudge(after, changes),
+    );
+    // The common case (nothing ended, or a healthy worker's success) needs no store operation and no promise.
+    if (ended.length === 0) return undefined;
+    return (async () => {
+      for (const { after } of ended) {
+        const record = changes.workers.find((c) => c.after.worker.workerId === after.workerId)?.after;
+        await this.judgeWorker(after, record, now, fx);
+      }
+    })();
+  }
+
+  /**
+   * Whether an ended attempt can change its worker's health record. The common
+   * case, kept cheap: a healthy worker's success only matters if it ends a quarantine.
+   */
+  private mayJudge(attempt: Attempt, changes: Changes): boolean {
+    const outcome = workerOutcome(attempt);
+    if (outcome === "neutral") return false;
+    const workerId = attempt.workerId;
+    if (outcome === "success" && !this.failureStreaks.has(workerId) && !this.quarantineEnds.has(workerId)) {
+      const worker = changes.workers.find((c) => c.after.worker.workerId === workerId)?.after.worker;
+      if (worker !== undefined && worker.quarantineCount === 0 && worker.quarantineUntil === undefined) return false;
     }
+    return true;
   }
 
   /** A worker's attempt ended: its health record, and quarantine when it keeps failing. */
   private async judgeWorker(attempt: Attempt, known: WorkerRecord | undefined, now: Millis, fx: Effects) {
     const outcome = workerOutcome(attempt);
-    if (outcome === "neutral") return;
     const workerId = attempt.workerId;
-    if (outcome === "success" && !this.failureStreaks.has(workerId) && !this.quarantineEnds.has(workerId)) {
-      // The common case, kept cheap: a healthy worker's success only matters if it ends a quarantine.
-      const worker = known?.worker;
-      if (worker !== undefined && worker.quarantineCount === 0 && worker.quarantineUntil === undefined) return;
-    }
     const streak = nextFailureStreak(this.failureStreaks.get(workerId) ?? [], outcome, now, this.quarantinePolicy);
     if (streak.length === 0) this.failureStreaks.delete(workerId);
     else this.failureStreaks.set(workerId, streak);
@@ -890,8 +906,13 @@ export class Coordinator {
    * picks are claimed in one store operation, and the assignments go out
    * once that is durable.
    */
-  private async pump(now: Millis, fx: Effects) {
-    if (this.draining || this.queue.size === 0 || !this.sessions.anyWaiting) return;
+  private pump(now: Millis, fx: Effects): Promise<void> | undefined {
+    // Most calls find nothing to do: they answer at once, without a promise to wait for.
+    if (this.draining || this.queue.size === 0 || !this.sessions.anyWaiting) return undefined;
+    return this.pumpPicks(now, fx);
+  }
+
+  private async pumpPicks(now: Millis, fx: Effects) {
     const picks = new Map<LiveSession, QueueEntry[]>();
     this.sessions.serveRoundRobin(
       (session) => {
@@ -906,6 +927,10 @@ export class Coordinator {
       () => this.queue.size > 0,
     );
     if (picks.size === 0) return;
+    if (picks.size === 1) {
+      const [session, entries] = picks.entries().next().value!;
+      return this.claimFor(session, entries, now, fx);
+    }
     await Promise.all(Array.from(picks, ([session, entries]) => this.claimFor(session, entries, now, fx)));
   }
 
