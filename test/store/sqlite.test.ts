@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
@@ -124,6 +124,19 @@ describe("SQLite store: durability", () => {
     await store.commit();
     await store.close();
     expect(SqliteTables.open(path).getWorker("w-1")?.worker.extraStats).toEqual({ cpu: 1 });
+  });
+
+  it("checkpoints what was committed into the database file on a timer (the NORMAL power-loss bound)", async () => {
+    const path = tempDatabasePath();
+    const store = SqliteTables.open(path, { checkpointMs: 50 });
+    const before = statSync(path).size;
+    for (let i = 0; i < 200; i++) store.putRollout(rollout(`ro-${i}`, { input: { kind: { case: "stringValue", value: "x".repeat(500) } } }));
+    await store.commit();
+    // Committed into the WAL only, until the timer's checkpoint copies (and fsyncs) it into the file.
+    expect(statSync(path).size).toBe(before);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(statSync(path).size).toBeGreaterThan(before + 100_000);
+    await store.close();
   });
 
   it("what commit() confirmed survives SIGKILL; held-back telemetry is the only loss", async () => {
