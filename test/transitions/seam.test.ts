@@ -10,7 +10,7 @@ import { toTimestamp } from "../../src/server/domain/time.js";
 import { attachSession, newWorkerRecord } from "../../src/server/domain/worker.js";
 import { MIGRATIONS, openDatabase } from "../../src/server/store/sqlite-schema.js";
 import { SqliteStore } from "../../src/server/store/sqlite-store.js";
-import { decodeRollout, encodeRolloutSpec, encodeRolloutState } from "../../src/server/store/rollout-codec.js";
+import { decodeRollout, encodeRolloutState } from "../../src/server/store/rollout-codec.js";
 import type { Store } from "../../src/server/store/store.js";
 import { type RowReader, WorkingSet } from "../../src/server/transitions/changes.js";
 import { T0 } from "../fixtures.js";
@@ -113,7 +113,7 @@ describe.each(STORES)("store operations on the %s store", (_, makeStore) => {
 });
 
 describe("rollout codec", () => {
-  it("spec and state read back as the rollout; the state overrides what the spec still holds", () => {
+  it("the rollout as enqueued plus its state read back as the rollout; the state overrides what the message still holds", () => {
     const enqueued = create(RolloutSchema, {
       rolloutId: "ro-1",
       input: { kind: { case: "stringValue", value: "x".repeat(1000) } },
@@ -124,7 +124,7 @@ describe("rollout codec", () => {
       priority: 5,
       version: 1n,
     });
-    const spec = encodeRolloutSpec(enqueued);
+    const spec = toBinary(RolloutSchema, enqueued);
     const finished = { ...enqueued, status: RolloutStatus.SUCCEEDED, attemptCount: 2, endTime: toTimestamp(T0 + 5), version: 4n };
     expect(decodeRollout(spec, encodeRolloutState(finished))).toEqual(finished);
     // A row written whole before the split (state NULL), then updated.

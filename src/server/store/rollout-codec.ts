@@ -5,10 +5,11 @@ import { type Rollout, RolloutSchema } from "../../gen/runnerline/v1/rollout_pb.
  * A rollout as two encodings, so that a database writes its immutable part
  * (input, config, metadata: possibly large) once at enqueue and each
  * transition rewrites only the small mutable part:
- * - the spec: everything that never changes after enqueue;
+ * - the spec: everything that never changes after enqueue. A store may
+ *   simply keep the whole rollout as enqueued (one encoding at insert): its
+ *   mutable fields are overridden by the state once there is one;
  * - the state: the fields transitions change, which override the spec's
- *   when both are read (so a row whose spec still holds old mutable values,
- *   or one written whole before this split, reads right).
+ *   when both are read.
  */
 
 /** The fields transitions change; every other field is fixed at enqueue. */
@@ -22,22 +23,6 @@ type StateField =
   | "failureReason"
   | "result"
   | "nextAttemptTime";
-
-export function encodeRolloutSpec(rollout: Rollout): Uint8Array {
-  return toBinary(
-    RolloutSchema,
-    create(RolloutSchema, {
-      rolloutId: rollout.rolloutId,
-      input: rollout.input,
-      mode: rollout.mode,
-      resourcesId: rollout.resourcesId,
-      metadata: rollout.metadata,
-      config: rollout.config,
-      createTime: rollout.createTime,
-      priority: rollout.priority,
-    }),
-  );
-}
 
 export function encodeRolloutState(rollout: Rollout): Uint8Array {
   return toBinary(RolloutSchema, create(RolloutSchema, stateOf(rollout)));

@@ -21,7 +21,7 @@ import {
 import { matchesPredicate } from "../filter/evaluate.js";
 import type { FilterExpression, Predicate } from "../filter/compile.js";
 import { ATTEMPT_COLUMNS, type ColumnCatalog, ROLLOUT_COLUMNS, splitForSql, WORKER_COLUMNS } from "./filter-sql.js";
-import { decodeRollout, encodeRolloutSpec, encodeRolloutState } from "./rollout-codec.js";
+import { decodeRollout, encodeRolloutState } from "./rollout-codec.js";
 import { type OpenOptions, openDatabase } from "./sqlite-schema.js";
 import { EmbeddedStore } from "./embedded-store.js";
 import type { Tables } from "./tables.js";
@@ -138,10 +138,12 @@ export class SqliteTables implements Tables {
     return row === undefined ? undefined : this.rollouts.set(rolloutId, decodeRollout(row.message, row.state));
   }
 
-  /** A new rollout is written whole; a transition rewrites only its status columns and state (rollout-codec.ts). */
+  /**
+   * A new rollout is written whole (its message, with state NULL: one encoding); a transition rewrites only its
+   * status columns and its state, which overrides the message's mutable fields (rollout-codec.ts).
+   */
   putRollout(rollout: Rollout, before?: Rollout) {
     this.rollouts.set(rollout.rolloutId, rollout);
-    const state = encodeRolloutState(rollout);
     if (before === undefined) {
       this.write(this.sql.insertRollout, [
         rollout.rolloutId,
@@ -152,9 +154,9 @@ export class SqliteTables implements Tables {
         ms(rollout.startTime),
         ms(rollout.endTime),
         rollout.version,
-        encodeRolloutSpec(rollout),
+        toBinary(RolloutSchema, rollout),
         rollout.priority,
-        state,
+        null,
       ]);
       return;
     }
@@ -164,7 +166,7 @@ export class SqliteTables implements Tables {
       ms(rollout.startTime),
       ms(rollout.endTime),
       rollout.version,
-      state,
+      encodeRolloutState(rollout),
       rollout.rolloutId,
     ]);
   }
