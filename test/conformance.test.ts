@@ -38,11 +38,11 @@ async function rejection(promise: Promise<unknown>): Promise<DomainError> {
 }
 
 describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
-  const setup = () => coordinatorOn(makeStore());
+  const setup = async () => coordinatorOn(await makeStore());
 
   describe("heartbeats (acceptance 1, 2, 12)", () => {
     it("a heartbeat for an unseen worker creates it UNKNOWN with its stats and time stamp", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       const worker = await coordinator.heartbeat("w-new", { extraStats: { cpu: 0.5 } });
       expect(worker.status).toBe(W.UNKNOWN);
       expect(worker.extraStats).toEqual({ cpu: 0.5 });
@@ -51,7 +51,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a heartbeat without stats keeps the previous stats and never changes status or assignment", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request()]);
       await coordinator.dequeueFor("w-1");
       const busy = (await coordinator.getWorker("w-1"));
@@ -65,7 +65,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a unary heartbeat does not keep an attempt alive; a stream heartbeat listing it does", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request({}, { unresponsiveTimeout: durationFromMs(1_000) })]);
       const assigned = await coordinator.dequeueFor("w-1");
       clock.advance(800);
@@ -87,7 +87,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
 
   describe("queue and dequeue (acceptance 3, 4, 5)", () => {
     it("is FIFO over five rollouts", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const rollouts = await coordinator.enqueue([1, 2, 3, 4, 5].map(() => request()));
       const order: string[] = [];
       for (let i = 0; i < 5; i++) order.push((await coordinator.dequeueFor("w-1"))!.rollout.rolloutId);
@@ -96,7 +96,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("skips rollouts cancelled while queued; an empty queue returns nothing", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const [first, second] = await coordinator.enqueue([request(), request()]);
       await coordinator.cancel(first!.rolloutId);
       expect((await coordinator.dequeueFor("w-1"))?.rollout.rolloutId).toBe(second!.rolloutId);
@@ -104,7 +104,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a dequeue creates attempt N+1 (PREPARING, created now) and moves the rollout to PREPARING", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request()]);
       const { rollout, attempt } = (await coordinator.dequeueFor("w-1"))!;
       expect(rollout).toMatchObject({ status: R.PREPARING, attemptCount: 1, latestAttemptId: attempt.attemptId });
@@ -114,7 +114,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("an empty dequeue leaves the worker IDLE with last_dequeue_time; an assignment makes it BUSY", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.dequeueFor("w-1");
       let worker = (await coordinator.getWorker("w-1"));
       expect(worker.status).toBe(W.IDLE);
@@ -131,7 +131,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
 
   describe("attempt outcomes (acceptance 6, 7, 8, 9)", () => {
     it("SUCCEEDED makes the worker IDLE, clears current_*, stamps last_idle_time and the attempt's end_time", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request()]);
       const { attempt, rollout } = (await coordinator.dequeueFor("w-1"))!;
       clock.advance(20);
@@ -147,7 +147,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       ["timeout", { timeout: durationFromMs(100) }, A.TIMEOUT],
       ["unresponsive", { unresponsiveTimeout: durationFromMs(100) }, A.UNRESPONSIVE],
     ] as const)("a %s verdict makes the worker UNKNOWN and clears current_*, with end_time set", async (_, config, status) => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request({}, config)]);
       const { attempt, rollout } = (await coordinator.dequeueFor("w-1"))!;
       await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" });
@@ -161,7 +161,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("FAILED → retry (attempt 2, back of the queue) → SUCCEEDED", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const [retried, other] = await coordinator.enqueue([
         request({}, { maxAttempts: 2, retryOn: [A.FAILED] }),
         request(),
@@ -179,7 +179,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("FAILED without retry_on, or at max_attempts, fails the rollout", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const [rollout] = await coordinator.enqueue([request({}, { maxAttempts: 3 })]);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       await coordinator.report(attempt.attemptId, { status: A.FAILED, errorMessage: "x" });
@@ -187,7 +187,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a late report on an older attempt is recorded there, refused, and never moves the rollout", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       const [rollout] = await coordinator.enqueue([request({}, { maxAttempts: 2, retryOn: [A.TIMEOUT], timeout: durationFromMs(50) })]);
       const first = (await coordinator.dequeueFor("w-1"))!;
       clock.advance(51);
@@ -204,7 +204,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a repeated final report (resent after a reconnect) is accepted as a no-op", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       await coordinator.enqueue([request()]);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       const done = await coordinator.report(attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" });
@@ -212,7 +212,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a report from a worker that does not hold the attempt is refused", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       await coordinator.enqueue([request()]);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       const error = await rejection(coordinator.report(attempt.attemptId, { status: A.SUCCEEDED, errorMessage: "" }, { workerId: "w-9" }));
@@ -220,7 +220,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("expected_version guards updates (ABORTED on mismatch)", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       await coordinator.enqueue([request()]);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       const error = await rejection(coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" }, { expectedVersion: 99n }));
@@ -232,7 +232,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
 
   describe("watchdog and revival (acceptance 10, 11)", () => {
     it("timeout 100 ms with retry_on [TIMEOUT], max 2: the attempt is TIMEOUT and the rollout REQUEUING", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       const [rollout] = await coordinator.enqueue([request({}, { timeout: durationFromMs(100), maxAttempts: 2, retryOn: [A.TIMEOUT] })]);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       clock.advance(150);
@@ -242,7 +242,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a sign of life on an UNRESPONSIVE attempt whose rollout waits for a retry revives both and unqueues it", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       const [rollout] = await coordinator.enqueue([
         request({}, { unresponsiveTimeout: durationFromMs(100), maxAttempts: 2, retryOn: [A.UNRESPONSIVE] }),
       ]);
@@ -260,7 +260,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a runner still connected is told to stop an attempt the watchdog ended, and again if its heartbeat lists it", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       const link = new RecordingLink("w-1");
       await coordinator.openSession(link, OPENING, []);
       await coordinator.grantCredits(link, 1);
@@ -275,7 +275,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a report on a TIMEOUT attempt only records it", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request({}, { timeout: durationFromMs(10), maxAttempts: 2, retryOn: [A.TIMEOUT] })]);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       clock.advance(11);
@@ -285,7 +285,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("an attached worker whose heartbeats are late becomes UNKNOWN, and IDLE again when they resume", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       const link = new RecordingLink("w-1");
       await coordinator.openSession(link, OPENING, []);
       await coordinator.heartbeat("w-1", {});
@@ -300,7 +300,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
 
   describe("cancel and wait (acceptance 17, 18)", () => {
     it("cancel sets end_time, wakes waiters, unqueues, and tells the holder", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       const link = new RecordingLink("w-1");
       await coordinator.openSession(link, OPENING, []);
       const [queued, held] = await coordinator.enqueue([request(), request()]);
@@ -322,7 +322,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("wait returns only finished rollouts; timeout 0 returns at once; unknown ids are NOT_FOUND", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const [a, b] = await coordinator.enqueue([request(), request()]);
       await coordinator.cancel(a!.rolloutId);
       const now = await coordinator.waitFor([a!.rolloutId, b!.rolloutId], 0, new AbortController().signal);
@@ -335,7 +335,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
 
   describe("enqueue idempotency", () => {
     it("the same rollout_id and content returns the existing rollout; different content is ALREADY_EXISTS", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const [first] = await coordinator.enqueue([request({ rolloutId: "job-1", resourcesId: "r1" })]);
       const [again] = await coordinator.enqueue([request({ rolloutId: "job-1", resourcesId: "r1" })]);
       expect(again).toEqual(first);
@@ -349,7 +349,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
 
   describe("runner sessions", () => {
     it("pushes work to a waiting runner at once and never beyond its credits", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const link = new RecordingLink("w-1");
       await coordinator.openSession(link, OPENING, []);
       expect(link.ofCase("welcome")).toHaveLength(1);
@@ -362,7 +362,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("serves waiting runners round-robin", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const links = [new RecordingLink("w-a"), new RecordingLink("w-b"), new RecordingLink("w-c")];
       for (const link of links) {
         await coordinator.openSession(link, OPENING, []);
@@ -373,7 +373,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a second session for a worker replaces the first, which is closed with ABORTED", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const old = new RecordingLink("w-1", "se-old");
       await coordinator.openSession(old, OPENING, []);
       const fresh = new RecordingLink("w-1", "se-new");
@@ -384,7 +384,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("a reconnect that lists its attempt resumes it; one it does not list is lost; unknown ones are cancelled", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const first = new RecordingLink("w-1", "se-1");
       await coordinator.openSession(first, OPENING, []);
       await coordinator.grantCredits(first, 2);
@@ -402,7 +402,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
     });
 
     it("goodbye: no new work, OFFLINE once the stream ends", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const link = new RecordingLink("w-1");
       await coordinator.openSession(link, OPENING, []);
       coordinator.goodbye(link);
@@ -417,7 +417,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
 
 describe.each(STORES)("recovery after a restart on the %s store", (_, makeStore) => {
   it("attached workers come back UNKNOWN; in-flight attempts wait one grace period to be claimed", async () => {
-    const store = makeStore();
+    const store = await makeStore();
     const before = coordinatorOn(store);
     const link = new RecordingLink("w-1");
     await before.coordinator.openSession(link, OPENING, []);
@@ -442,7 +442,7 @@ describe.each(STORES)("recovery after a restart on the %s store", (_, makeStore)
   });
 
   it("an attempt nobody claims becomes UNRESPONSIVE after the grace period", async () => {
-    const store = makeStore();
+    const store = await makeStore();
     const before = coordinatorOn(store);
     await before.coordinator.enqueue([request()]);
     const { attempt } = (await before.coordinator.dequeueFor("w-1"))!;
@@ -455,10 +455,10 @@ describe.each(STORES)("recovery after a restart on the %s store", (_, makeStore)
 });
 
 describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s store", (_, makeStore) => {
-  const setup = () => coordinatorOn(makeStore());
+  const setup = async () => coordinatorOn(await makeStore());
 
   it("a rollout past its deadline ends FAILED with the reason, its attempt is aborted and its runner told", async () => {
-    const { coordinator, clock } = setup();
+    const { coordinator, clock } = await setup();
     const link = new RecordingLink("w-1");
     await coordinator.openSession(link, OPENING, []);
     await coordinator.grantCredits(link, 1);
@@ -482,7 +482,7 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
   });
 
   it("the deadline covers retries: a requeued rollout expires in the queue", async () => {
-    const { coordinator, clock } = setup();
+    const { coordinator, clock } = await setup();
     const [rollout] = await coordinator.enqueue([request({}, { deadline: durationFromMs(500), maxAttempts: 3, retryOn: [A.FAILED] })]);
     const { attempt } = (await coordinator.dequeueFor("w-1"))!;
     await coordinator.report(attempt.attemptId, { status: A.FAILED, errorMessage: "x" });
@@ -493,7 +493,7 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
   });
 
   it("queue_timeout fails a rollout never dispatched in time, and no longer applies once it was", async () => {
-    const { coordinator, clock } = setup();
+    const { coordinator, clock } = await setup();
     const [waiting, taken] = await coordinator.enqueue([
       request({}, { queueTimeout: durationFromMs(200) }),
       request({}, { queueTimeout: durationFromMs(200) }),
@@ -510,7 +510,7 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
   });
 
   it("a failed rollout records its last attempt's error as the failure reason", async () => {
-    const { coordinator } = setup();
+    const { coordinator } = await setup();
     const [rollout] = await coordinator.enqueue([request()]);
     const { attempt } = (await coordinator.dequeueFor("w-1"))!;
     await coordinator.report(attempt.attemptId, { status: A.FAILED, errorMessage: "segfault" });
@@ -518,7 +518,7 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
   });
 
   it("drain: no more dispatching, every runner told, resolves at once when no session holds an attempt", async () => {
-    const { coordinator } = setup();
+    const { coordinator } = await setup();
     const links = [new RecordingLink("w-1"), new RecordingLink("w-2")];
     for (const link of links) await coordinator.openSession(link, OPENING, []);
     const draining = coordinator.drain("server shutting down", 5_000);
@@ -531,7 +531,7 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
   });
 
   async function fleetDrop(size: number, dropped: number) {
-    const { coordinator, clock } = setup();
+    const { coordinator, clock } = await setup();
     const links = Array.from({ length: size }, (_, i) => new RecordingLink(`w-${i}`));
     for (const link of links) {
       await coordinator.openSession(link, OPENING, []);
@@ -571,14 +571,14 @@ describe.each(STORES)("rollout clocks, drain and the mass-drop brake on the %s s
 });
 
 describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) => {
-  const setup = () => coordinatorOn(makeStore());
+  const setup = async () => coordinatorOn(await makeStore());
   const retryOnce = { maxAttempts: 2, retryOn: [A.FAILED] };
-  const fail = (coordinator: ReturnType<typeof setup>["coordinator"], attemptId: string) =>
+  const fail = (coordinator: Awaited<ReturnType<typeof setup>>["coordinator"], attemptId: string) =>
     coordinator.report(attemptId, { status: A.FAILED, errorMessage: "exit 127" });
 
   describe("labels (§2)", () => {
     it("only a worker carrying every required label gets the rollout; others take what they may, FIFO", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const plain = new RecordingLink("w-plain");
       await coordinator.openSession(plain, OPENING, []);
       const [gpu, any1, any2] = await coordinator.enqueue([
@@ -606,7 +606,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     });
 
     it("a unary dequeue skips rollouts whose labels the worker lacks", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const [labelled, open] = await coordinator.enqueue([request({}, { requiredLabels: { pool: "a" } }), request()]);
       expect((await coordinator.dequeueFor("w-1"))?.rollout.rolloutId).toBe(open!.rolloutId);
       expect(await coordinator.dequeueFor("w-1")).toBeUndefined();
@@ -616,7 +616,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
 
   describe("priority (§2)", () => {
     it("higher priority first, FIFO within a priority, across label sets a worker may serve", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       const rollouts = await coordinator.enqueue([
         request({ priority: 0 }),
         request({ priority: 5 }, { requiredLabels: { pool: "a" } }),
@@ -635,7 +635,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
 
   describe("retry delay (§2)", () => {
     it("waits retry_delay × coefficient^(n−1), at most max_retry_delay, before the next attempt", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       const [rollout] = await coordinator.enqueue([
         request({}, { maxAttempts: 4, retryOn: [A.FAILED], retryDelay: durationFromMs(1_000), maxRetryDelay: durationFromMs(3_000) }),
       ]);
@@ -661,7 +661,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     });
 
     it("without retry_delay a retry may be dispatched at once", async () => {
-      const { coordinator } = setup();
+      const { coordinator } = await setup();
       await coordinator.enqueue([request({}, retryOnce)]);
       await fail(coordinator, (await coordinator.dequeueFor("w-1"))!.attempt.attemptId);
       expect((await coordinator.dequeueFor("w-1"))?.attempt.sequenceId).toBe(2);
@@ -670,7 +670,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
 
   describe("retry elsewhere (§1)", () => {
     async function twoRunners() {
-      const context = setup();
+      const context = await setup();
       const a = new RecordingLink("w-a");
       const b = new RecordingLink("w-b");
       await context.coordinator.openSession(a, OPENING, []);
@@ -709,7 +709,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       await coordinator.closeSession(b);
       expect(a.ofCase("assignment")[1]!.attempt).toMatchObject({ rolloutId: retried.rolloutId, sequenceId: 2 });
 
-      const alone = setup();
+      const alone = await setup();
       await alone.coordinator.enqueue([request({}, retryOnce)]);
       await fail(alone.coordinator, (await alone.coordinator.dequeueFor("w-1"))!.attempt.attemptId);
       expect((await alone.coordinator.dequeueFor("w-1"))?.attempt.sequenceId).toBe(2);
@@ -717,7 +717,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
   });
 
   describe("quarantine (§1)", () => {
-    async function failThrice(context: ReturnType<typeof setup>, workerId = "w-bad") {
+    async function failThrice(context: Awaited<ReturnType<typeof setup>>, workerId = "w-bad") {
       await context.coordinator.enqueue([1, 2, 3, 4].map(() => request()));
       for (let i = 0; i < 3; i++) {
         await fail(context.coordinator, (await context.coordinator.dequeueFor(workerId))!.attempt.attemptId);
@@ -726,7 +726,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     }
 
     it("three failures in a row within the window quarantine a worker for 30 s; held work is unaffected", async () => {
-      const context = setup();
+      const context = await setup();
       const { coordinator, clock } = context;
       await coordinator.enqueue([request()]);
       const held = (await coordinator.dequeueFor("w-bad"))!;
@@ -744,7 +744,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     });
 
     it("a quarantined runner's credits wait; when the period ends, it is served again", async () => {
-      const context = setup();
+      const context = await setup();
       const { coordinator, clock } = context;
       const link = new RecordingLink("w-bad");
       await coordinator.openSession(link, OPENING, []);
@@ -757,7 +757,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     });
 
     it("a failure after the period doubles it; a success after the period clears it", async () => {
-      const context = setup();
+      const context = await setup();
       const { coordinator, clock } = context;
       await failThrice(context);
       clock.advance(30_000);
@@ -774,7 +774,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     });
 
     it("failures spread wider than the window, UNRESPONSIVE and cancels do not quarantine", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([1, 2, 3, 4, 5].map(() => request()));
       for (let i = 0; i < 3; i++) {
         await fail(coordinator, (await coordinator.dequeueFor("w-1"))!.attempt.attemptId);
@@ -791,7 +791,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     });
 
     it("ReleaseWorker lifts a quarantine at once; NOT_FOUND for an unknown worker, FAILED_PRECONDITION for a free one", async () => {
-      const context = setup();
+      const context = await setup();
       const { coordinator } = context;
       await failThrice(context);
       const released = await coordinator.releaseWorker("w-bad");
@@ -804,7 +804,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
 
   describe("timers (§5)", () => {
     it("a timeout fires at its due time, not before", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request({}, { timeout: durationFromMs(1_000) })]);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       await coordinator.report(attempt.attemptId, { status: A.RUNNING, errorMessage: "" });
@@ -817,7 +817,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     });
 
     it("a sign of life moves the unresponsive check later instead of being scanned for", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request({}, { unresponsiveTimeout: durationFromMs(1_000) })]);
       const link = new RecordingLink("w-1");
       await coordinator.openSession(link, OPENING, []);
@@ -836,7 +836,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
 
   describe("truthful history (§6)", () => {
     it("finish_time from the runner becomes end_time, clamped to [start_time, now]", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request(), request(), request()]);
       const results: number[] = [];
       for (const reported of [-500, 400, 99_999]) {
@@ -855,7 +855,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     });
 
     it("a late sign of life on a TIMEOUT attempt is recorded without moving it; version moves only for visible changes", async () => {
-      const { coordinator, clock } = setup();
+      const { coordinator, clock } = await setup();
       await coordinator.enqueue([request({}, { timeout: durationFromMs(100) })]);
       const { attempt } = (await coordinator.dequeueFor("w-1"))!;
       clock.advance(101);
@@ -883,7 +883,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
 
 describe.each(STORES)("issue 8 recovery rules on the %s store", (_, makeStore) => {
   it("the reconnect grace protects only attempts in flight before the restart, not new ones", async () => {
-    const store = makeStore();
+    const store = await makeStore();
     const before = coordinatorOn(store);
     const silence = { unresponsiveTimeout: durationFromMs(1_000) };
     await before.coordinator.enqueue([request({}, silence), request({}, silence)]);
@@ -898,7 +898,7 @@ describe.each(STORES)("issue 8 recovery rules on the %s store", (_, makeStore) =
   });
 
   it("on an empty store there is no grace at all", async () => {
-    const { coordinator, clock } = coordinatorOn(makeStore());
+    const { coordinator, clock } = coordinatorOn(await makeStore());
     await coordinator.recover();
     await coordinator.enqueue([request()]);
     const { attempt } = (await coordinator.dequeueFor("w-1"))!;
@@ -908,7 +908,7 @@ describe.each(STORES)("issue 8 recovery rules on the %s store", (_, makeStore) =
   });
 
   it("a session that died with the previous process ends when its worker was last heard from", async () => {
-    const store = makeStore();
+    const store = await makeStore();
     const before = coordinatorOn(store);
     const link = new RecordingLink("w-1");
     await before.coordinator.openSession(link, OPENING, []);
@@ -922,7 +922,7 @@ describe.each(STORES)("issue 8 recovery rules on the %s store", (_, makeStore) =
   });
 
   it("queue order, priorities, labels, retry delays and exclusions survive a restart", async () => {
-    const store = makeStore();
+    const store = await makeStore();
     const before = coordinatorOn(store);
     const rollouts = await before.coordinator.enqueue([
       request({ priority: 1 }, { requiredLabels: { pool: "b" } }),

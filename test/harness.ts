@@ -10,6 +10,7 @@ import { MemoryStore } from "../src/server/store/memory-store.js";
 import { SqliteStore } from "../src/server/store/sqlite-store.js";
 import type { Store } from "../src/server/store/store.js";
 import { T0 } from "./fixtures.js";
+import { POSTGRES_AVAILABLE, postgresStore } from "./postgres.js";
 
 export class ManualClock implements Clock {
   constructor(private time = T0) {}
@@ -22,11 +23,13 @@ export class ManualClock implements Clock {
 }
 
 /** Stores the conformance suite runs against; each entry makes a fresh, empty store. */
-export const STORES: [string, () => Store][] = [
-  ["memory", () => new MemoryStore()],
-  ["sqlite", () => SqliteStore.open(tempDatabasePath())],
+export const STORES: [string, () => Promise<Store>][] = [
+  ["memory", async () => new MemoryStore()],
+  ["sqlite", async () => SqliteStore.open(tempDatabasePath())],
   // Every read goes to SQL and decodes: the cache must never be what makes a test pass.
-  ["sqlite without read cache", () => SqliteStore.open(tempDatabasePath(), { cacheSize: 0 })],
+  ["sqlite without read cache", async () => SqliteStore.open(tempDatabasePath(), { cacheSize: 0 })],
+  // Left out, with one line saying so, where no PostgreSQL answers (test/postgres.ts).
+  ...(POSTGRES_AVAILABLE ? [["postgres", () => postgresStore()] as [string, () => Promise<Store>]] : []),
 ];
 
 let tempFolder: string | undefined;

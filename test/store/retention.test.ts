@@ -68,7 +68,7 @@ describe("retention", () => {
 
   describe.each(STORES)("on the %s store", (_, makeStore) => {
     it("removes finished rollouts with their attempts and OFFLINE workers after --retain, in batches, and the counters follow", async () => {
-      const store = makeStore();
+      const store = await makeStore();
       const clock = new ManualClock();
       const { coordinator, retention, fleet } = await serverOn(store, clock, 2 * DAY);
       await oneDay(coordinator, 0, 60);
@@ -100,7 +100,7 @@ describe("retention", () => {
     });
 
     it("DeleteWorker removes an OFFLINE or UNKNOWN worker without a session, and refuses others", async () => {
-      const store = makeStore();
+      const store = await makeStore();
       const clock = new ManualClock();
       const { coordinator, retention, fleet } = await serverOn(store, clock, DAY);
       const attached = new RecordingLink("attached");

@@ -52,7 +52,7 @@ describe.each(STORES)("store operations on the %s store", (_, makeStore) => {
   }
 
   it("claims only rollouts still queued, creating their attempts for the worker", async () => {
-    const store = makeStore();
+    const store = await makeStore();
     await store.enqueueRollouts([queued("ro-a"), queued("ro-b")]);
     const epoch = await withSession(store);
     const first = await store.claimRollouts({ ...context, workerId: "w-1", epoch, rolloutIds: ["ro-a"], newAttemptId });
@@ -65,7 +65,7 @@ describe.each(STORES)("store operations on the %s store", (_, makeStore) => {
   });
 
   it("a write fenced by an older session epoch changes nothing and is ABORTED", async () => {
-    const store = makeStore();
+    const store = await makeStore();
     await store.enqueueRollouts([queued("ro-a")]);
     const old = await withSession(store);
     const { claimed } = await store.claimRollouts({ ...context, workerId: "w-1", epoch: old, rolloutIds: ["ro-a"], newAttemptId });
@@ -88,7 +88,7 @@ describe.each(STORES)("store operations on the %s store", (_, makeStore) => {
   });
 
   it("enqueueing a taken id is ALREADY_EXISTS and adds none of the batch", async () => {
-    const store = makeStore();
+    const store = await makeStore();
     await store.enqueueRollouts([queued("ro-a")]);
     await expect(store.enqueueRollouts([queued("ro-new"), queued("ro-a")])).rejects.toMatchObject({ kind: "already_exists" });
     expect(await store.getRollout("ro-new")).toBeUndefined();
@@ -96,7 +96,7 @@ describe.each(STORES)("store operations on the %s store", (_, makeStore) => {
   });
 
   it("a report made on a session that a newer one replaced is refused, and the attempt stays as it was", async () => {
-    const { coordinator } = coordinatorOn(makeStore());
+    const { coordinator } = coordinatorOn(await makeStore());
     await coordinator.enqueue([create(EnqueueRolloutRequestSchema, {})]);
     const old = new RecordingLink("w-1", "se-old");
     await coordinator.openSession(old, OPENING, []);

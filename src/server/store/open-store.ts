@@ -1,17 +1,23 @@
 import { invalidArgument } from "../domain/errors.js";
 import { MemoryStore } from "./memory-store.js";
+import { PostgresStore } from "./postgres-store.js";
 import type { Synchronous } from "./sqlite-schema.js";
 import { SqliteStore } from "./sqlite-store.js";
 import type { Store } from "./store.js";
 
 const SQLITE_PREFIX = "sqlite:";
+const POSTGRES_PREFIXES = ["postgres://", "postgresql://"];
+
+/** Whether `spec` names a PostgreSQL database (several servers may share it; docs/scaleout.md). */
+export const isPostgresSpec = (spec: string) => POSTGRES_PREFIXES.some((prefix) => spec.startsWith(prefix));
 
 /** Whether `spec` names a SQLite store, the one kind whose synchronous setting applies. */
 export const isSqliteSpec = (spec: string) => spec.startsWith(SQLITE_PREFIX);
 
 /**
- * Opens the store named by --store / RUNNERLINE_STORE: "memory", or
- * "sqlite:PATH" (the file and its folder are created when missing).
+ * Opens the store named by --store / RUNNERLINE_STORE: "memory",
+ * "sqlite:PATH" (the file and its folder are created when missing), or a
+ * "postgres://user@host:port/db" URL (the schema is created or migrated).
  */
 export async function openStore(spec: string, options: { onCommit?: (seconds: number) => void; synchronous?: Synchronous } = {}): Promise<Store> {
   if (spec === "memory") return new MemoryStore();
@@ -20,5 +26,6 @@ export async function openStore(spec: string, options: { onCommit?: (seconds: nu
     if (path === "") throw invalidArgument(`store "${spec}" names no file; use "sqlite:PATH"`);
     return SqliteStore.open(path, options);
   }
-  throw invalidArgument(`unknown store "${spec}"; use "memory" or "sqlite:PATH"`);
+  if (isPostgresSpec(spec)) return PostgresStore.open(spec, { onCommit: options.onCommit });
+  throw invalidArgument(`unknown store "${spec}"; use "memory", "sqlite:PATH" or "postgres://user@host:port/db"`);
 }

@@ -1,0 +1,593 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import pg from "pg";
+import { type Attempt, AttemptSchema, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
+import { type Rollout, RolloutSchema, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
+import { type Worker, WorkerSchema, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import { DomainError } from "../domain/errors.js";
+import { rolloutEffects } from "../domain/rollout.js";
+import { msOf } from "../domain/time.js";
+import type { Attachment, WorkerRecord } from "../domain/worker.js";
+import { matchesPredicate } from "../filter/evaluate.js";
+import { type Changes, type RowReader, WorkingSet } from "../transitions/changes.js";
+import {
+  type AttemptStep,
+  type ClaimRequest,
+  type Claimed,
+  changeAttempt,
+  changeRollout,
+  changeWorker,
+  claim,
+  type RolloutStep,
+  type SessionFence,
+  type TransitionContext,
+  type WorkerStep,
+} from "../transitions/steps.js";
+import { migrate } from "./postgres-schema.js";
+import {
+  ATTEMPT_SORT_FIELDS,
+  type AttemptFilter,
+  type ListQuery,
+  matchesAttempt,
+  matchesRollout,
+  matchesWorker,
+  type Page,
+  pageOf,
+  ROLLOUT_SORT_FIELDS,
+  type RolloutFilter,
+  type SortCatalog,
+  WORKER_SORT_FIELDS,
+  type WorkerFilter,
+} from "./query.js";
+import { decodeRollout, encodeRolloutState } from "./rollout-codec.js";
+import { StoreOpenError } from "./sqlite-schema.js";
+import type { Store } from "./store.js";
+
+export interface PostgresStoreOptions {
+  /** Connections in the pool (default 8). */
+  poolSize?: number;
+  /** A schema to use instead of the connection's default (tests give each store its own). */
+  schema?: string;
+  /** Told how long each operation's transaction took, in seconds (runnerline_store_commit_seconds). */
+  onCommit?: (seconds: number) => void;
+}
+
+const FINISHED_ROLLOUT_STATUSES = [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED];
+/** SQLSTATEs after which an operation is simply run again: serialization failure, deadlock. */
+const RETRYABLE = new Set(["40001", "40P01"]);
+/** SQLSTATE classes that mean the database cannot be reached now (connection exceptions, shutdown). */
+const UNREACHABLE_CLASSES = ["08", "57P"];
+
+type Row = Record<string, unknown>;
+
+/**
+ * The store for several Runnerline servers sharing one PostgreSQL database
+ * (docs/scaleout.md). Each operation is one transaction: it locks the rows it
+ * names (rollouts, then attempts, then workers, so two operations never wait
+ * on each other in opposite orders), runs the operation's step from
+ * src/server/transitions on them, writes what changed and commits before it
+ * resolves; `commit()` therefore has nothing left to wait for. A session's
+ * writes are fenced by its epoch, read under the same lock.
+ *
+ * While the database cannot be reached, operations fail with UNAVAILABLE;
+ * the pool reconnects by itself when it is back, and nothing committed is lost.
+ */
+export class PostgresStore implements Store {
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly options: PostgresStoreOptions,
+  ) {}
+
+  /** Connects, creates or migrates the schema, and refuses a newer one or a database that is not Runnerline's. */
+  static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
+    const where = describe(url, options.schema);
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: options.poolSize ?? 8,
+      connectionTimeoutMillis: 5_000,
+      // A transaction left open by a stuck client must not pin the vacuum horizon (docs/scaleout.md).
+      idle_in_transaction_session_timeout: 10_000,
+      ...(options.schema !== undefined && { options: `-c search_path=${options.schema}` }),
+    });
+    // An idle client that loses its connection (the database restarted) is dropped from the pool, not fatal.
+    pool.on("error", () => {});
+    let client: pg.PoolClient | undefined;
+    try {
+      client = await pool.connect();
+      if (options.schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.schema)}`);
+      await migrate(client, where);
+    } catch (error) {
+      client?.release();
+      await pool.end().catch(() => undefined);
+      if (error instanceof StoreOpenError) throw error;
+      throw new StoreOpenError(`cannot open the store ${where}: ${messageOf(error)}`, { cause: error });
+    }
+    client.release();
+    return new PostgresStore(pool, options);
+  }
+
+  // ---- reads ----------------------------------------------------------------
+
+  async getRollout(rolloutId: string): Promise<Rollout | undefined> {
+    const { rows } = await this.query("SELECT message, state FROM rollouts WHERE rollout_id = $1", [rolloutId]);
+    return rows[0] === undefined ? undefined : rolloutOf(rows[0]);
+  }
+
+  async listRollouts(query: ListQuery<RolloutFilter>): Promise<Page<Rollout>> {
+    const where = new Where();
+    where.in("status", query.filter.statuses);
+    where.contains("rollout_id", query.filter.idContains);
+    if (query.filter.onlyIds !== undefined) where.add("rollout_id = ANY($)", [...query.filter.onlyIds]);
+    return this.page("rollouts", "message, state", ROLLOUT_SORT_FIELDS, where, query, rolloutOf, (r) =>
+      matchesRollout(query.filter, r),
+    );
+  }
+
+  async getAttempt(attemptId: string): Promise<Attempt | undefined> {
+    const { rows } = await this.query("SELECT message FROM attempts WHERE attempt_id = $1", [attemptId]);
+    return rows[0] === undefined ? undefined : attemptOf(rows[0]);
+  }
+
+  async listAttempts(query: ListQuery<AttemptFilter>): Promise<Page<Attempt>> {
+    const where = new Where();
+    where.equal("rollout_id", query.filter.rolloutId);
+    where.equal("worker_id", query.filter.workerId);
+    where.in("status", query.filter.statuses);
+    return this.page("attempts", "message", ATTEMPT_SORT_FIELDS, where, query, attemptOf, (a) => matchesAttempt(query.filter, a));
+  }
+
+  async getWorker(workerId: string): Promise<WorkerRecord | undefined> {
+    const { rows } = await this.query(`SELECT ${WORKER_READ} FROM workers WHERE worker_id = $1`, [workerId]);
+    return rows[0] === undefined ? undefined : workerOf(rows[0]);
+  }
+
+  async listWorkers(query: ListQuery<WorkerFilter>): Promise<Page<Worker>> {
+    const where = new Where();
+    where.in("status", query.filter.statuses);
+    where.contains("worker_id", query.filter.idContains);
+    if (Object.keys(query.filter.labels).length > 0) where.add("labels @> $::jsonb", JSON.stringify(query.filter.labels));
+    return this.page("workers", "message", WORKER_SORT_FIELDS, where, query, (row) => fromBinary(WorkerSchema, row.message as Uint8Array), (w) =>
+      matchesWorker(query.filter, w),
+    );
+  }
+
+  async workersWithStatus(statuses: WorkerStatus[]): Promise<WorkerRecord[]> {
+    if (statuses.length === 0) return [];
+    const { rows } = await this.query(`SELECT ${WORKER_READ} FROM workers WHERE status = ANY($1) ORDER BY ord`, [statuses]);
+    return rows.map(workerOf);
+  }
+
+  async activeAttempts(): Promise<Attempt[]> {
+    const { rows } = await this.query("SELECT message FROM attempts WHERE status IN (1, 2) ORDER BY create_time, attempt_id");
+    return rows.map(attemptOf);
+  }
+
+  async queuedRollouts(): Promise<Rollout[]> {
+    const { rows } = await this.query("SELECT message, state FROM rollouts WHERE queue_seq IS NOT NULL ORDER BY queue_seq");
+    return rows.map(rolloutOf);
+  }
+
+  async queueLength(): Promise<number> {
+    const { rows } = await this.query("SELECT count(*)::integer AS n FROM rollouts WHERE queue_seq IS NOT NULL");
+    return rows[0]!.n as number;
+  }
+
+  async finishedRolloutsBefore(cutoff: number, limit: number): Promise<Rollout[]> {
+    const { rows } = await this.query(
+      "SELECT message, state FROM rollouts WHERE create_time < $1 AND end_time < $1 AND status = ANY($2) ORDER BY create_time LIMIT $3",
+      [cutoff, FINISHED_ROLLOUT_STATUSES, limit],
+    );
+    return rows.map(rolloutOf);
+  }
+
+  async offlineWorkersSilentSince(cutoff: number, limit: number): Promise<WorkerRecord[]> {
+    const { rows } = await this.query(
+      `SELECT ${WORKER_READ} FROM workers WHERE status = $1 AND COALESCE(last_heartbeat_time, connect_time, create_time, 0) < $2 ORDER BY ord LIMIT $3`,
+      [WorkerStatus.OFFLINE, cutoff, limit],
+    );
+    return rows.map(workerOf);
+  }
+
+  // ---- atomic operations ----------------------------------------------------
+
+  async enqueueRollouts(rollouts: Rollout[]): Promise<Changes> {
+    return this.transaction(async (tx) => {
+      tx.declareNewRollouts(rollouts.map((rollout) => rollout.rolloutId));
+      const rows = new WorkingSet(tx.rows);
+      for (const rollout of rollouts) rows.setRollout(rollout);
+      try {
+        await tx.persist(rows.changes());
+      } catch (error) {
+        if ((error as { code?: string }).code === "23505") {
+          throw new DomainError("already_exists", `rollout ${(error as { detail?: string }).detail ?? ""} exists`);
+        }
+        throw error;
+      }
+      return rows.changes();
+    });
+  }
+
+  async claimRollouts(request: ClaimRequest): Promise<{ claimed: Claimed[]; changes: Changes }> {
+    return this.transaction(async (tx) => {
+      // Rows another server is claiming right now are skipped, not waited for: they are not queued for us.
+      await tx.lockRollouts(request.rolloutIds, "queued");
+      await tx.lockWorkers([request.workerId]);
+      const rows = new WorkingSet(tx.rows);
+      const claimed = claim(rows, request);
+      const changes = rows.changes();
+      await tx.persist(changes);
+      return { claimed, changes };
+    });
+  }
+
+  async changeAttempt(attemptId: string, fence: SessionFence | undefined, step: AttemptStep, context: TransitionContext): Promise<Changes> {
+    return this.transaction(async (tx) => {
+      const found = await tx.client.query("SELECT rollout_id, worker_id FROM attempts WHERE attempt_id = $1", [attemptId]);
+      const located = found.rows[0] as { rollout_id: string; worker_id: string } | undefined;
+      if (located !== undefined) {
+        await tx.lockRollouts([located.rollout_id]);
+        await tx.lockAttempts([attemptId]);
+        await tx.lockWorkers([located.worker_id, ...(fence === undefined ? [] : [fence.workerId])]);
+      } else {
+        await tx.lockAttempts([attemptId]);
+        if (fence !== undefined) await tx.lockWorkers([fence.workerId]);
+      }
+      const rows = new WorkingSet(tx.rows);
+      changeAttempt(rows, attemptId, fence, step, context);
+      const changes = rows.changes();
+      await tx.persist(changes);
+      return changes;
+    });
+  }
+
+  async changeRollout(rolloutId: string, step: RolloutStep, context: TransitionContext): Promise<Changes> {
+    return this.transaction(async (tx) => {
+      const [rollout] = await tx.lockRollouts([rolloutId]);
+      const latest = rollout?.latestAttemptId ? await tx.lockAttempts([rollout.latestAttemptId]) : [];
+      if (latest[0] !== undefined) await tx.lockWorkers([latest[0].workerId]);
+      const rows = new WorkingSet(tx.rows);
+      changeRollout(rows, rolloutId, step, context);
+      const changes = rows.changes();
+      await tx.persist(changes);
+      return changes;
+    });
+  }
+
+  async changeWorker(workerId: string, fence: SessionFence | undefined, step: WorkerStep): Promise<Changes> {
+    return this.transaction(async (tx) => {
+      await tx.lockWorkers([workerId]);
+      const rows = new WorkingSet(tx.rows);
+      changeWorker(rows, workerId, fence, step);
+      const changes = rows.changes();
+      await tx.persist(changes);
+      return changes;
+    });
+  }
+
+  async moveToBackOfQueue(rolloutId: string): Promise<void> {
+    await this.query("UPDATE rollouts SET queue_seq = nextval('rollout_queue_seq') WHERE rollout_id = $1 AND queue_seq IS NOT NULL", [
+      rolloutId,
+    ]);
+  }
+
+  async deleteRollout(rolloutId: string): Promise<void> {
+    await this.transaction(async (tx) => {
+      await tx.client.query("DELETE FROM attempts WHERE rollout_id = $1", [rolloutId]);
+      await tx.client.query("DELETE FROM rollouts WHERE rollout_id = $1", [rolloutId]);
+    });
+  }
+
+  async deleteWorker(workerId: string): Promise<void> {
+    await this.query("DELETE FROM workers WHERE worker_id = $1", [workerId]);
+  }
+
+  /** Every operation commits before it resolves. */
+  async commit(): Promise<void> {}
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  // ---- internals ----------------------------------------------------------
+
+  private async query(text: string, params: unknown[] = []): Promise<pg.QueryResult<Row>> {
+    try {
+      return await this.pool.query(text, params);
+    } catch (error) {
+      throw unavailableOr(error);
+    }
+  }
+
+  /** Runs `body` in one transaction (READ COMMITTED, rows locked as it reads them), again after a deadlock. */
+  private async transaction<T>(body: (tx: Transaction) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      let client: pg.PoolClient;
+      try {
+        client = await this.pool.connect();
+      } catch (error) {
+        throw unavailableOr(error);
+      }
+      const started = performance.now();
+      try {
+        await client.query("BEGIN");
+        const result = await body(new Transaction(client));
+        await client.query("COMMIT");
+        this.options.onCommit?.((performance.now() - started) / 1000);
+        client.release();
+        return result;
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => undefined);
+        const code = (error as { code?: string }).code;
+        // A broken connection must not go back to the pool.
+        client.release(isUnreachable(error) ? (error as Error) : undefined);
+        if (code !== undefined && RETRYABLE.has(code) && attempt < 5) continue;
+        throw unavailableOr(error);
+      }
+    }
+  }
+
+  /**
+   * One page in SQL when the list has no filter expression, ordered exactly as
+   * pageOf orders it in memory (unset times last ascending, first descending;
+   * the id breaks ties); with an expression, SQL narrows by the other fields
+   * and the expression, order and page are applied in process.
+   */
+  private async page<T extends object>(
+    table: string,
+    columns: string,
+    catalog: SortCatalog<unknown>,
+    where: Where,
+    query: ListQuery<{ expression?: { predicate: Parameters<typeof matchesPredicate>[0] } }>,
+    decode: (row: Row) => T,
+    matches: (item: T) => boolean,
+  ): Promise<Page<T>> {
+    if (query.filter.expression !== undefined) {
+      const { rows } = await this.query(`SELECT ${columns} FROM ${table}${where.sql()} ORDER BY ord`, where.params);
+      return pageOf(rows.map(decode), matches, catalog as SortCatalog<T>, query);
+    }
+    const order = query.orderBy.map(({ field, descending }) => {
+      const sort = catalog[field];
+      // Field names are checked against the catalog, which is what makes them safe to splice in.
+      if (sort === undefined || !Object.hasOwn(catalog, field)) throw new Error(`unknown order_by field "${field}"`);
+      const direction = descending ? "DESC" : "ASC";
+      return sort.time ? `${field} ${direction} NULLS ${descending ? "FIRST" : "LAST"}` : `${field} ${direction}`;
+    });
+    order.push("ord ASC");
+    const total = Number((await this.query(`SELECT count(*) AS n FROM ${table}${where.sql()}`, where.params)).rows[0]!.n);
+    if (query.limit <= 0 || query.offset >= total) return { items: [], total };
+    const limit = Math.min(query.limit, total);
+    const n = where.params.length;
+    const { rows } = await this.query(
+      `SELECT ${columns} FROM ${table}${where.sql()} ORDER BY ${order.join(", ")} LIMIT $${n + 1} OFFSET $${n + 2}`,
+      [...where.params, limit, query.offset],
+    );
+    return { items: rows.map(decode), total };
+  }
+}
+
+/** The rows one operation has locked, and how it writes its changes. */
+class Transaction {
+  private readonly rollouts = new Map<string, Rollout | undefined>();
+  private readonly attempts = new Map<string, Attempt | undefined>();
+  private readonly workers = new Map<string, WorkerRecord | undefined>();
+  /**
+   * What the step may read: only rows the operation locked or declared new
+   * (reading another is a bug, so it throws). Attempts are the exception: a
+   * claim makes new attempt ids, which no one else can hold yet (the insert
+   * refuses a duplicate).
+   */
+  readonly rows: RowReader = {
+    rollout: (id) => known(this.rollouts, id, "rollout"),
+    attempt: (id) => this.attempts.get(id),
+    worker: (id) => known(this.workers, id, "worker"),
+  };
+
+  constructor(readonly client: pg.PoolClient) {}
+
+  /** Rollouts the operation inserts: none exists yet (the insert refuses a duplicate). */
+  declareNewRollouts(ids: readonly string[]) {
+    for (const id of ids) this.rollouts.set(id, undefined);
+  }
+
+  /** Locks rollouts; "queued" takes only queued ones and skips rows another transaction holds. */
+  async lockRollouts(ids: readonly string[], only?: "queued"): Promise<Rollout[]> {
+    const wanted = ids.filter((id) => !this.rollouts.has(id));
+    if (wanted.length === 0) return ids.map((id) => this.rollouts.get(id)).filter((r): r is Rollout => r !== undefined);
+    const lock = only === "queued" ? "AND queue_seq IS NOT NULL ORDER BY rollout_id FOR UPDATE SKIP LOCKED" : "ORDER BY rollout_id FOR UPDATE";
+    const { rows } = await this.client.query(`SELECT rollout_id, message, state FROM rollouts WHERE rollout_id = ANY($1) ${lock}`, [wanted]);
+    for (const id of wanted) this.rollouts.set(id, undefined);
+    for (const row of rows) this.rollouts.set(row.rollout_id as string, rolloutOf(row));
+    return ids.map((id) => this.rollouts.get(id)).filter((r): r is Rollout => r !== undefined);
+  }
+
+  async lockAttempts(ids: readonly string[]): Promise<Attempt[]> {
+    const wanted = ids.filter((id) => !this.attempts.has(id));
+    if (wanted.length > 0) {
+      const { rows } = await this.client.query("SELECT attempt_id, message FROM attempts WHERE attempt_id = ANY($1) ORDER BY attempt_id FOR UPDATE", [
+        wanted,
+      ]);
+      for (const id of wanted) this.attempts.set(id, undefined);
+      for (const row of rows) this.attempts.set(row.attempt_id as string, attemptOf(row));
+    }
+    return ids.map((id) => this.attempts.get(id)).filter((a): a is Attempt => a !== undefined);
+  }
+
+  async lockWorkers(ids: readonly string[]): Promise<void> {
+    const wanted = [...new Set(ids)].filter((id) => !this.workers.has(id));
+    if (wanted.length === 0) return;
+    const { rows } = await this.client.query(`SELECT ${WORKER_READ} FROM workers WHERE worker_id = ANY($1) ORDER BY worker_id FOR UPDATE`, [
+      wanted,
+    ]);
+    for (const id of wanted) this.workers.set(id, undefined);
+    for (const row of rows) this.workers.set(row.worker_id as string, workerOf(row));
+  }
+
+  /** Writes an operation's changes: inserts for new rows, in-place updates otherwise, queue places with the rollouts. */
+  async persist(changes: Changes) {
+    const { client } = this;
+    for (const { before, after } of changes.rollouts) {
+      const effects = rolloutEffects(before, after);
+      if (before === undefined) {
+        await client.query(
+          "INSERT INTO rollouts (rollout_id, status, mode, attempt_count, create_time, start_time, end_time, version, priority, message, state, queue_seq) " +
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, CASE WHEN $11 THEN nextval('rollout_queue_seq') END)",
+          [
+            after.rolloutId,
+            after.status,
+            after.mode,
+            after.attemptCount,
+            ms(after.createTime),
+            ms(after.startTime),
+            ms(after.endTime),
+            after.version,
+            after.priority,
+            toBinary(RolloutSchema, after),
+            effects.enqueue,
+          ],
+        );
+        continue;
+      }
+      const queue = effects.enqueue ? ", queue_seq = nextval('rollout_queue_seq')" : effects.dequeue ? ", queue_seq = NULL" : "";
+      await client.query(
+        `UPDATE rollouts SET status = $1, attempt_count = $2, start_time = $3, end_time = $4, version = $5, state = $6${queue} WHERE rollout_id = $7`,
+        [after.status, after.attemptCount, ms(after.startTime), ms(after.endTime), after.version, encodeRolloutState(after), after.rolloutId],
+      );
+    }
+    for (const { before, after } of changes.attempts) {
+      const values = [
+        after.attemptId,
+        after.rolloutId,
+        after.sequenceId,
+        after.workerId,
+        after.status,
+        ms(after.createTime),
+        ms(after.startTime),
+        ms(after.endTime),
+        ms(after.lastHeartbeatTime),
+        after.version,
+        toBinary(AttemptSchema, after),
+      ];
+      await client.query(
+        before === undefined
+          ? "INSERT INTO attempts (attempt_id, rollout_id, sequence_id, worker_id, status, create_time, start_time, end_time, last_heartbeat_time, version, message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+          : "UPDATE attempts SET rollout_id = $2, sequence_id = $3, worker_id = $4, status = $5, create_time = $6, start_time = $7, end_time = $8, last_heartbeat_time = $9, version = $10, message = $11 WHERE attempt_id = $1",
+        values,
+      );
+    }
+    for (const { after } of changes.workers) {
+      const { worker } = after;
+      await client.query(
+        "INSERT INTO workers (worker_id, status, capacity, last_heartbeat_time, last_dequeue_time, last_busy_time, last_idle_time, connect_time, create_time, labels, attachment, suspect, epoch, version, message) " +
+          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) " +
+          "ON CONFLICT (worker_id) DO UPDATE SET status = $2, capacity = $3, last_heartbeat_time = $4, last_dequeue_time = $5, last_busy_time = $6, " +
+          "last_idle_time = $7, connect_time = $8, create_time = $9, labels = $10, attachment = $11, suspect = $12, epoch = $13, version = $14, message = $15",
+        [
+          worker.workerId,
+          worker.status,
+          worker.capacity,
+          ms(worker.lastHeartbeatTime),
+          ms(worker.lastDequeueTime),
+          ms(worker.lastBusyTime),
+          ms(worker.lastIdleTime),
+          ms(worker.connectTime),
+          ms(worker.createTime),
+          JSON.stringify(worker.labels),
+          after.attachment,
+          after.suspect,
+          after.epoch,
+          worker.version,
+          toBinary(WorkerSchema, worker),
+        ],
+      );
+    }
+  }
+}
+
+function known<T>(rows: Map<string, T | undefined>, id: string, kind: string): T | undefined {
+  if (!rows.has(id)) throw new Error(`postgres store: the operation read ${kind} ${id} without locking it`);
+  return rows.get(id);
+}
+
+/** A WHERE clause built from parts, with `$` placeholders numbered as they are added. */
+class Where {
+  private readonly parts: string[] = [];
+  readonly params: unknown[] = [];
+
+  add(condition: string, value: unknown) {
+    this.params.push(value);
+    this.parts.push(condition.replace("$", `$${this.params.length}`));
+  }
+
+  in(column: string, values: readonly number[]) {
+    if (values.length > 0) this.add(`${column} = ANY($)`, values);
+  }
+
+  equal(column: string, value: string) {
+    if (value !== "") this.add(`${column} = $`, value);
+  }
+
+  /** Case-sensitive substring, as String.prototype.includes. */
+  contains(column: string, value: string) {
+    if (value !== "") this.add(`strpos(${column}, $) > 0`, value);
+  }
+
+  sql() {
+    return this.parts.length === 0 ? "" : ` WHERE ${this.parts.join(" AND ")}`;
+  }
+}
+
+const WORKER_READ = "worker_id, attachment, suspect, epoch, message";
+
+function rolloutOf(row: Row): Rollout {
+  return decodeRollout(row.message as Uint8Array, row.state as Uint8Array | null);
+}
+
+function attemptOf(row: Row): Attempt {
+  return fromBinary(AttemptSchema, row.message as Uint8Array);
+}
+
+function workerOf(row: Row): WorkerRecord {
+  return {
+    worker: fromBinary(WorkerSchema, row.message as Uint8Array),
+    attachment: row.attachment as Attachment,
+    suspect: row.suspect as boolean,
+    epoch: row.epoch as number,
+  };
+}
+
+const ms = (timestamp: Parameters<typeof msOf>[0]) => msOf(timestamp) ?? null;
+
+function isUnreachable(error: unknown): boolean {
+  const code = (error as { code?: string }).code ?? "";
+  if (UNREACHABLE_CLASSES.some((prefix) => code.startsWith(prefix))) return true;
+  if (["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND"].includes(code)) return true;
+  const message = messageOf(error);
+  return /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(message);
+}
+
+/** A database that cannot be reached is UNAVAILABLE to the caller (retry later); anything else stays as it is. */
+function unavailableOr(error: unknown): unknown {
+  if (error instanceof DomainError) return error;
+  if (isUnreachable(error)) return new DomainError("unavailable", `the database cannot be reached: ${messageOf(error)}`);
+  return error;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** The store's address without its password, for messages. */
+function describe(url: string, schema: string | undefined): string {
+  let shown = url;
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== "") parsed.password = "***";
+    shown = parsed.toString();
+  } catch {
+    // Not a URL (a libpq key-value string): shown as given.
+  }
+  return schema === undefined ? shown : `${shown} (schema ${schema})`;
+}
