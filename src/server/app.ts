@@ -19,7 +19,8 @@ import { runnerService } from "./services/runner-service.js";
 import { HeartbeatGate } from "./services/heartbeat-gate.js";
 import { SessionCount } from "./services/session-count.js";
 import { workerService } from "./services/worker-service.js";
-import { isSqliteSpec, openStore } from "./store/open-store.js";
+import { isPostgresSpec, isSqliteSpec, openStore } from "./store/open-store.js";
+import { newReplicaId, Replication } from "./replicas/replication.js";
 import { WorkerHistory } from "./telemetry/worker-history.js";
 import { parseListenAddress } from "./transport/address.js";
 import { startGrpcServer } from "./transport/grpc-server.js";
@@ -64,7 +65,10 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   const limits = { ...config.limits, maxResponseBytes, heartbeatsPerSecond: beatRate };
   let fleet: FleetCounters | undefined;
   const metrics = new ServerMetrics(() => fleet!);
-  const store = await openStore(config.store, { onCommit: metrics.observeCommit, synchronous: config.sqliteSynchronous });
+  // On PostgreSQL this server is one replica of possibly several (docs/scaleout.md).
+  const replicaId = isPostgresSpec(config.store) ? newReplicaId() : undefined;
+  const store = await openStore(config.store, { onCommit: metrics.observeCommit, synchronous: config.sqliteSynchronous, replicaId });
+  const replication = replicaId === undefined ? undefined : await Replication.join(config.store, replicaId, clock, log);
   // Quarantine and label routing are dispatch's to count: asked of the coordinator at summary/scrape time,
   // when it exists.
   const routing: RoutingView = {
@@ -93,8 +97,10 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
     onHeartbeat: (workerId, data, now) => history.record(workerId, data.snapshot, now),
     log,
     observer,
+    bus: replication?.bus,
   });
   await coordinator.recover();
+  replication?.startChores(coordinator);
   const retention = new Retention({ store, clock, retainMs: config.retainMs, observer, logger });
   const heartbeats = new HeartbeatGate(limits.heartbeatsPerSecond, () => clock.now());
   const sessions = new SessionCount(limits);
@@ -104,7 +110,17 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
       WorkerService,
       mapDomainErrors(
         WorkerService,
-        workerService(coordinator, store, { clock, fleet, retention, history, heartbeatGraceMs: config.heartbeatGraceMs, limits, heartbeats }),
+        workerService(coordinator, store, {
+          clock,
+          fleet,
+          // Shared by several servers: the summary comes from the store, where every server's changes are.
+          ...(replication !== undefined && { fleetSummary: () => replication.fleetSummary(store, routing) }),
+          retention,
+          history,
+          heartbeatGraceMs: config.heartbeatGraceMs,
+          limits,
+          heartbeats,
+        }),
       ),
     ),
     registerService(RolloutService, mapDomainErrors(RolloutService, rolloutService(coordinator, store, clock, limits))),
@@ -136,7 +152,13 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
     routes: (req, res) => metrics.route(req, res) || webPage(req, res),
   });
   const watchdog = coordinator.startTimers((error) => logger.error({ err: error }, "timer check failed"));
-  const retaining = startRetention(retention, config.retentionPeriodMs, (error) => logger.error({ err: error }, "retention failed"));
+  const retaining = startRetention(
+    retention,
+    config.retentionPeriodMs,
+    (error) => logger.error({ err: error }, "retention failed"),
+    // Once for the whole fleet: on the leader when servers share the store.
+    () => replication?.isLeader() ?? true,
+  );
   const security = `${config.authFile ? "tokens" : "no auth"}, ${tls ? (tls.clientCa ? "mutual TLS" : "TLS") : "plaintext"}`;
   // What an acknowledgement survives depends on it (docs/storage.md), so the operator sees it at start.
   const sqliteSynchronous = isSqliteSpec(config.store) ? config.sqliteSynchronous : undefined;
@@ -147,6 +169,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
       http: `${hostOf(config.httpAddress)}:${http.port}`,
       store: config.store,
       ...(sqliteSynchronous && { sqliteSynchronous }),
+      ...(replicaId && { replicaId }),
       security,
     },
     `serving gRPC on ${hostOf(config.grpcAddress)}:${grpc.port}, HTTP on ${hostOf(config.httpAddress)}:${http.port}, store ${storeText}, ${security}`,
@@ -174,6 +197,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
       watchdog.stop();
       retaining.stop();
       await Promise.all([grpc.shutdown(2_000), http.close()]);
+      await replication?.close();
       await store.close();
       logger.info("stopped");
     },

@@ -69,6 +69,7 @@ import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
 import { type LiveSession, SessionRegistry } from "./sessions.js";
 import type { TransitionObserver } from "./transition-observer.js";
+import type { ReplicaBus, ReplicaEvent } from "../replicas/bus.js";
 import { Watchdog } from "./watchdog.js";
 
 export interface CoordinatorOptions {
@@ -96,7 +97,15 @@ export interface CoordinatorOptions {
   log?: (line: string) => void;
   /** Told of every rollout, attempt and worker change (fleet counters, metrics, event log). */
   observer?: TransitionObserver;
+  /**
+   * Other servers sharing the store (src/server/replicas): this one tells them
+   * what they must act on and acts on what they say. Absent for an embedded store.
+   */
+  bus?: ReplicaBus;
 }
+
+/** How often a server sharing its store looks at the whole queue again while runners wait (lost events). */
+const RESYNC_MS = 2_000;
 
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 
@@ -155,11 +164,28 @@ export class Coordinator {
     this.watchdog = new Watchdog(this.liveness, options.defaultUnresponsiveMs, this.brake);
     this.quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
     this.retryElsewhereMs = options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS;
+    const bus = options.bus;
+    if (bus !== undefined) {
+      bus.subscribe((event) => this.onReplicaEvent(event));
+      bus.onResync(() => this.resync());
+    }
   }
 
   /** Arms the timers on the real event loop (servers; tests with a manual clock call runWatchdog instead). */
   startTimers(onError: (error: unknown) => void) {
-    return this.watchdog.start(this.clock, () => this.runWatchdog(), onError);
+    const timers = this.watchdog.start(this.clock, () => this.runWatchdog(), onError);
+    if (this.options.bus === undefined) return timers;
+    // Events can be lost (a dropped LISTEN connection, a crash between commit and notify): look again now and then.
+    const resync = setInterval(() => {
+      if (this.sessions.anyWaiting) this.resync();
+    }, RESYNC_MS * (0.75 + Math.random() / 2));
+    resync.unref();
+    return {
+      stop() {
+        clearInterval(resync);
+        timers.stop();
+      },
+    };
   }
 
   private context(now: Millis): TransitionContext {
@@ -231,7 +257,9 @@ export class Coordinator {
   private cancelAbortedAttempts(changes: Changes, reason: string, fx: Effects) {
     for (const { before, after } of changes.attempts) {
       if (before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status)) {
-        this.sendTo(after.workerId, cancelMessage(after.attemptId, reason), fx);
+        if (this.sessions.get(after.workerId) !== undefined) this.sendTo(after.workerId, cancelMessage(after.attemptId, reason), fx);
+        // Its runner may hold a session on another server: that one tells it, once this is committed.
+        else fx.add(() => this.options.bus?.publish({ kind: "stop", ids: [after.attemptId] }));
       }
     }
   }
@@ -424,6 +452,7 @@ export class Coordinator {
     link.epoch = record.epoch;
     const previous = this.sessions.attach({ link, labels: opening.labels, epoch: record.epoch, worker: record.worker });
     previous?.link.close("aborted", `replaced by a newer session (${link.sessionId}) for worker ${link.workerId}`);
+    this.options.bus?.publish({ kind: "session", ids: [link.workerId], epoch: record.epoch });
     this.absorb(attached, now, fx);
     const fence = fenceOf(link);
     const listed = new Set(runningAttemptIds);
@@ -581,6 +610,9 @@ export class Coordinator {
   async recover() {
     const now = this.clock.now();
     await this.load(now);
+    // Sharing the store: other servers' sessions are alive. Those of a server that died (this one's previous
+    // process included) are found by the fleet's leader (adoptOrphanedSessions), not here.
+    if (this.options.bus !== undefined) return;
     const fx = new Effects();
     const active = await this.store.activeAttempts();
     const heldBy = new Map<string, Attempt[]>();
@@ -962,6 +994,117 @@ export class Coordinator {
     }
   }
 
+  // ---- other servers on the same store -------------------------------------
+
+  private onReplicaEvent(event: ReplicaEvent) {
+    const failed = (error: unknown) => this.log(`replica event ${event.kind}: ${error instanceof Error ? error.message : String(error)}`);
+    switch (event.kind) {
+      case "queued":
+        this.learnQueued(event.ids).catch(failed);
+        break;
+      case "finished":
+        for (const id of event.ids) this.wakeFinishWaiters(id);
+        break;
+      case "stop":
+        this.stopHeldAttempts(event.ids).catch(failed);
+        break;
+      case "workers":
+        if (this.workerListeners.size > 0) this.relayWorkerChanges(event.ids).catch(failed);
+        break;
+      case "session":
+        for (const workerId of event.ids) {
+          const local = this.sessions.get(workerId);
+          if (local === undefined || local.epoch >= event.epoch) continue;
+          // The store's row belongs to the newer session now: this stream just ends.
+          this.sessions.detach(local.link);
+          local.link.close("aborted", `replaced by a newer session of worker ${workerId} on another server`);
+        }
+        break;
+    }
+  }
+
+  /** Rollouts another server queued: into this server's index, then to its waiting runners. */
+  private async learnQueued(rolloutIds: readonly string[]) {
+    const now = this.clock.now();
+    const unknown = rolloutIds.filter((id) => !this.queue.has(id) && !this.delayed.has(id));
+    if (unknown.length === 0) return;
+    for (const rollout of await this.store.getRollouts(unknown)) {
+      if (!isRolloutQueued(rollout.status) || this.queue.has(rollout.rolloutId) || this.delayed.has(rollout.rolloutId)) continue;
+      let latest: Attempt | undefined;
+      if (rollout.attemptCount > 0) {
+        const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], ...EVERYTHING };
+        const attempts = await this.store.listAttempts({ filter: { rolloutId: rollout.rolloutId, workerId: "", statuses: [] }, ...bySequence });
+        if (maxAttempts(rollout) > 1) this.ranOn.set(rollout.rolloutId, new Set(attempts.items.map((a) => a.workerId)));
+        latest = attempts.items.find((a) => a.attemptId === rollout.latestAttemptId);
+      }
+      this.queueRollout(rollout, latest, now);
+      this.watchdog.rolloutClock(rollout);
+    }
+    const fx = new Effects();
+    await this.pump(now, fx);
+    await this.settle(fx);
+  }
+
+  /** The whole queue, read again: what lost events would have said. */
+  private resync() {
+    this.store
+      .queuedRollouts()
+      .then((queued) => this.learnQueued(queued.map((rollout) => rollout.rolloutId)))
+      .catch((error: unknown) => this.log(`resync: ${error instanceof Error ? error.message : String(error)}`));
+  }
+
+  /** Attempts another server ended: runners holding a session here are told to stop. */
+  private async stopHeldAttempts(attemptIds: readonly string[]) {
+    for (const attemptId of attemptIds) {
+      const attempt = await this.store.getAttempt(attemptId);
+      const session = attempt && this.sessions.get(attempt.workerId);
+      if (attempt === undefined || session === undefined) continue;
+      session.link.send(cancelMessage(attemptId, attempt.error?.message || "the attempt was ended by the server"));
+    }
+  }
+
+  private async relayWorkerChanges(workerIds: readonly string[]) {
+    for (const workerId of workerIds) {
+      const record = await this.store.getWorker(workerId);
+      if (record !== undefined) for (const listener of this.workerListeners) listener(record.worker);
+    }
+  }
+
+  /**
+   * Sessions held by a server that died (the fleet's leader finds them): as for
+   * a lost stream, the worker is UNKNOWN from when it was last heard from, and
+   * its attempts are judged after their silence timeout unless its runner
+   * reconnects somewhere and claims them.
+   */
+  async adoptOrphanedSessions(orphans: readonly { workerId: string; epoch: number }[]) {
+    if (orphans.length === 0) return;
+    const now = this.clock.now();
+    const fx = new Effects();
+    const adopted = new Set<string>();
+    for (const { workerId, epoch } of orphans) {
+      const detached = await this.store
+        .changeWorker(workerId, { workerId, epoch }, (r) => {
+          const record = r ?? newWorkerRecord(workerId, now);
+          if (record.attachment !== "open") return record;
+          return detachSession(record, false, this.liveness, now, Math.min(now, lastHeardMs(record.worker) ?? now));
+        })
+        .catch((error: unknown) => {
+          // A newer session took the worker meanwhile: it is not orphaned.
+          if (error instanceof DomainError && error.kind === "aborted") return NO_CHANGES;
+          throw error;
+        });
+      if (detached !== NO_CHANGES) adopted.add(workerId);
+      this.absorb(detached, now, fx);
+    }
+    for (const attempt of await this.store.activeAttempts()) {
+      if (!adopted.has(attempt.workerId)) continue;
+      const rollout = await this.store.getRollout(attempt.rolloutId);
+      if (rollout !== undefined) this.watchdog.attemptChecked(attempt, rollout);
+    }
+    this.log(`took over ${adopted.size} session(s) of dead servers: their workers are UNKNOWN until they reconnect`);
+    await this.settle(fx);
+  }
+
   // ---- absorbing changes ----------------------------------------------------
 
   /**
@@ -997,11 +1140,15 @@ export class Coordinator {
       if (effects.enqueue) {
         const latest = changes.attempts.find((c) => c.after.attemptId === after.latestAttemptId)?.after;
         this.queueRollout(after, latest, now);
+        fx.add(() => this.options.bus?.publish({ kind: "queued", ids: [after.rolloutId] }));
       }
       if (effects.dequeue) this.unqueue(after.rolloutId);
       if (effects.finished) {
         this.ranOn.delete(after.rolloutId);
-        fx.add(() => this.wakeFinishWaiters(after.rolloutId));
+        fx.add(() => {
+          this.wakeFinishWaiters(after.rolloutId);
+          this.options.bus?.publish({ kind: "finished", ids: [after.rolloutId] });
+        });
       }
     }
     for (const { before, after } of changes.workers) {
@@ -1011,6 +1158,7 @@ export class Coordinator {
       if (before === undefined || after.worker.quarantineUntil !== before.worker.quarantineUntil) this.trackQuarantine(after);
       if (after.worker.version !== (before?.worker.version ?? 1n)) {
         for (const listener of this.workerListeners) listener(after.worker);
+        this.options.bus?.publish({ kind: "workers", ids: [workerId] });
       }
       this.watchdog.workerLateness(after);
       const session = this.sessions.get(workerId);

@@ -90,10 +90,16 @@ export class Retention {
 }
 
 /** Runs `retention.sweep()` every `periodMs` (never two at once). */
-export function startRetention(retention: Retention, periodMs: number, onError: (error: unknown) => void) {
+export function startRetention(
+  retention: Retention,
+  periodMs: number,
+  onError: (error: unknown) => void,
+  /** Whether this server sweeps now (servers sharing a store leave it to their leader). */
+  mine: () => boolean = () => true,
+) {
   let running = false;
   const timer = setInterval(() => {
-    if (running) return;
+    if (running || !mine()) return;
     running = true;
     retention.sweep().catch(onError).finally(() => (running = false));
   }, periodMs);

@@ -2,6 +2,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  type FleetSummary,
   type Worker,
   WorkerSchema,
   WorkerService,
@@ -35,6 +36,8 @@ export interface WorkerServiceOptions {
   heartbeatGraceMs: number;
   clock: Clock;
   fleet: FleetCounters;
+  /** The fleet summary when it is not this server's own counters' (servers sharing a store read it from there). */
+  fleetSummary?: () => Promise<FleetSummary>;
   retention: Retention;
   limits: Limits;
   heartbeats: HeartbeatGate;
@@ -43,7 +46,7 @@ export interface WorkerServiceOptions {
 export function workerService(
   coordinator: Coordinator,
   store: Store,
-  { history, heartbeatGraceMs, clock, fleet, retention, limits, heartbeats }: WorkerServiceOptions,
+  { history, heartbeatGraceMs, clock, fleet, fleetSummary, retention, limits, heartbeats }: WorkerServiceOptions,
 ): ServiceImpl<typeof WorkerService> {
   const heartbeatGrace = durationFromMs(heartbeatGraceMs);
   return {
@@ -128,7 +131,7 @@ export function workerService(
       }
     },
     async getFleetSummary() {
-      return { summary: fleet.summary() };
+      return { summary: fleetSummary !== undefined ? await fleetSummary() : fleet.summary() };
     },
     async deleteWorker(request) {
       await retention.deleteWorker(requireId("worker_id", request.workerId));

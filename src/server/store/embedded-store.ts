@@ -47,6 +47,10 @@ export class EmbeddedStore implements Store {
     return this.tables.getRollout(rolloutId);
   }
 
+  async getRollouts(rolloutIds: readonly string[]): Promise<Rollout[]> {
+    return rolloutIds.map((id) => this.tables.getRollout(id)).filter((r): r is Rollout => r !== undefined);
+  }
+
   async listRollouts(query: ListQuery<RolloutFilter>): Promise<Page<Rollout>> {
     return this.tables.listRollouts(query);
   }

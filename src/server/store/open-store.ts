@@ -19,13 +19,16 @@ export const isSqliteSpec = (spec: string) => spec.startsWith(SQLITE_PREFIX);
  * "sqlite:PATH" (the file and its folder are created when missing), or a
  * "postgres://user@host:port/db" URL (the schema is created or migrated).
  */
-export async function openStore(spec: string, options: { onCommit?: (seconds: number) => void; synchronous?: Synchronous } = {}): Promise<Store> {
+export async function openStore(
+  spec: string,
+  options: { onCommit?: (seconds: number) => void; synchronous?: Synchronous; replicaId?: string } = {},
+): Promise<Store> {
   if (spec === "memory") return new MemoryStore();
   if (isSqliteSpec(spec)) {
     const path = spec.slice(SQLITE_PREFIX.length);
     if (path === "") throw invalidArgument(`store "${spec}" names no file; use "sqlite:PATH"`);
     return SqliteStore.open(path, options);
   }
-  if (isPostgresSpec(spec)) return PostgresStore.open(spec, { onCommit: options.onCommit });
+  if (isPostgresSpec(spec)) return PostgresStore.open(spec, { onCommit: options.onCommit, replicaId: options.replicaId });
   throw invalidArgument(`unknown store "${spec}"; use "memory", "sqlite:PATH" or "postgres://user@host:port/db"`);
 }

@@ -49,6 +49,8 @@ export interface PostgresStoreOptions {
   schema?: string;
   /** Told how long each operation's transaction took, in seconds (runnerline_store_commit_seconds). */
   onCommit?: (seconds: number) => void;
+  /** This server among the replicas: recorded on the workers whose sessions it opens (src/server/replicas). */
+  replicaId?: string;
 }
 
 const FINISHED_ROLLOUT_STATUSES = [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED];
@@ -110,6 +112,12 @@ export class PostgresStore implements Store {
   async getRollout(rolloutId: string): Promise<Rollout | undefined> {
     const { rows } = await this.query("SELECT message, state FROM rollouts WHERE rollout_id = $1", [rolloutId]);
     return rows[0] === undefined ? undefined : rolloutOf(rows[0]);
+  }
+
+  async getRollouts(rolloutIds: readonly string[]): Promise<Rollout[]> {
+    if (rolloutIds.length === 0) return [];
+    const { rows } = await this.query("SELECT message, state FROM rollouts WHERE rollout_id = ANY($1)", [rolloutIds]);
+    return rows.map(rolloutOf);
   }
 
   async listRollouts(query: ListQuery<RolloutFilter>): Promise<Page<Rollout>> {
@@ -309,7 +317,7 @@ export class PostgresStore implements Store {
       const started = performance.now();
       try {
         await client.query("BEGIN");
-        const result = await body(new Transaction(client));
+        const result = await body(new Transaction(client, this.options.replicaId ?? null));
         await client.query("COMMIT");
         this.options.onCommit?.((performance.now() - started) / 1000);
         client.release();
@@ -381,7 +389,10 @@ class Transaction {
     worker: (id) => known(this.workers, id, "worker"),
   };
 
-  constructor(readonly client: pg.PoolClient) {}
+  constructor(
+    readonly client: pg.PoolClient,
+    private readonly replicaId: string | null,
+  ) {}
 
   /** Rollouts the operation inserts: none exists yet (the insert refuses a duplicate). */
   declareNewRollouts(ids: readonly string[]) {
@@ -473,13 +484,16 @@ class Transaction {
         values,
       );
     }
-    for (const { after } of changes.workers) {
+    for (const { before, after } of changes.workers) {
       const { worker } = after;
+      // A session opened here (its epoch moved): this server holds it now.
+      const opened = before === undefined || before.epoch !== after.epoch;
       await client.query(
-        "INSERT INTO workers (worker_id, status, capacity, last_heartbeat_time, last_dequeue_time, last_busy_time, last_idle_time, connect_time, create_time, labels, attachment, suspect, epoch, version, message) " +
-          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) " +
+        "INSERT INTO workers (worker_id, status, capacity, last_heartbeat_time, last_dequeue_time, last_busy_time, last_idle_time, connect_time, create_time, labels, attachment, suspect, epoch, version, message, replica_id) " +
+          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) " +
           "ON CONFLICT (worker_id) DO UPDATE SET status = $2, capacity = $3, last_heartbeat_time = $4, last_dequeue_time = $5, last_busy_time = $6, " +
-          "last_idle_time = $7, connect_time = $8, create_time = $9, labels = $10, attachment = $11, suspect = $12, epoch = $13, version = $14, message = $15",
+          "last_idle_time = $7, connect_time = $8, create_time = $9, labels = $10, attachment = $11, suspect = $12, epoch = $13, version = $14, message = $15, " +
+          "replica_id = CASE WHEN $17 THEN $16 ELSE workers.replica_id END",
         [
           worker.workerId,
           worker.status,
@@ -496,6 +510,8 @@ class Transaction {
           after.epoch,
           worker.version,
           toBinary(WorkerSchema, worker),
+          this.replicaId,
+          opened,
         ],
       );
     }

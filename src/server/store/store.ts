@@ -39,6 +39,8 @@ import type { AttemptFilter, ListQuery, Page, RolloutFilter, WorkerFilter } from
 export interface Store {
   // ---- reads ----------------------------------------------------------------
   getRollout(rolloutId: string): Promise<Rollout | undefined>;
+  /** The rollouts among `rolloutIds` that exist, in any order. */
+  getRollouts(rolloutIds: readonly string[]): Promise<Rollout[]>;
   listRollouts(query: ListQuery<RolloutFilter>): Promise<Page<Rollout>>;
   getAttempt(attemptId: string): Promise<Attempt | undefined>;
   listAttempts(query: ListQuery<AttemptFilter>): Promise<Page<Attempt>>;

@@ -1,0 +1,121 @@
+import pg from "pg";
+
+/** Any number: the advisory lock whose holder runs the fleet's chores ("RNLW"). */
+const LEADER_LOCK = 0x524e4c57;
+
+export interface ReplicaOptions {
+  url: string;
+  replicaId: string;
+  /** How often this server marks itself alive (default 1 s). */
+  heartbeatMs?: number;
+  /** A server not seen for this long is dead (default 5 s). */
+  deadAfterMs?: number;
+  now: () => number;
+  log: (line: string) => void;
+}
+
+/** A worker whose session was held by a server that died. */
+export interface OrphanedSession {
+  workerId: string;
+  epoch: number;
+}
+
+/**
+ * This server among the replicas on one PostgreSQL database: a row in
+ * `replicas` that it keeps fresh, and a try for the leader's advisory lock
+ * (held on a connection of its own, so it goes with this process). The
+ * leader runs the fleet's chores once for all: it finds sessions held by
+ * dead servers, and runs retention.
+ */
+export class PostgresReplicas {
+  private readonly pool: pg.Pool;
+  private leaderClient: pg.PoolClient | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private leaderTry: NodeJS.Timeout | undefined;
+  private readonly heartbeatMs: number;
+  readonly deadAfterMs: number;
+
+  constructor(private readonly options: ReplicaOptions) {
+    this.pool = new pg.Pool({ connectionString: options.url, max: 3, connectionTimeoutMillis: 5_000 });
+    this.pool.on("error", () => {});
+    this.heartbeatMs = options.heartbeatMs ?? 1_000;
+    this.deadAfterMs = options.deadAfterMs ?? 5_000;
+  }
+
+  get replicaId() {
+    return this.options.replicaId;
+  }
+
+  /** Registers this server; it then keeps its row fresh and tries for leadership. */
+  async start() {
+    const now = this.options.now();
+    await this.pool.query(
+      "INSERT INTO replicas (replica_id, started_time, heartbeat_time) VALUES ($1, $2, $2) ON CONFLICT (replica_id) DO UPDATE SET heartbeat_time = $2",
+      [this.options.replicaId, now],
+    );
+    this.heartbeat = setInterval(() => {
+      this.pool
+        .query("UPDATE replicas SET heartbeat_time = $2 WHERE replica_id = $1", [this.options.replicaId, this.options.now()])
+        .catch(() => undefined);
+    }, this.heartbeatMs);
+    this.heartbeat.unref();
+    const tryLead = () => {
+      this.tryLeadership().catch(() => undefined);
+    };
+    this.leaderTry = setInterval(tryLead, 2 * this.heartbeatMs);
+    this.leaderTry.unref();
+    tryLead();
+  }
+
+  /** Whether this server holds the leader's lock now. */
+  isLeader(): boolean {
+    return this.leaderClient !== undefined;
+  }
+
+  /**
+   * Sessions whose server has not marked itself alive for deadAfterMs (or has
+   * no row at all), and the dead servers' rows, which it removes.
+   */
+  async orphanedSessions(): Promise<OrphanedSession[]> {
+    const cutoff = this.options.now() - this.deadAfterMs;
+    const { rows } = await this.pool.query<{ worker_id: string; epoch: number }>(
+      "SELECT worker_id, epoch FROM workers w WHERE attachment = 'open' AND NOT EXISTS " +
+        "(SELECT 1 FROM replicas r WHERE r.replica_id = w.replica_id AND r.heartbeat_time >= $1)",
+      [cutoff],
+    );
+    const dead = await this.pool.query<{ replica_id: string }>("DELETE FROM replicas WHERE heartbeat_time < $1 RETURNING replica_id", [
+      cutoff,
+    ]);
+    for (const { replica_id } of dead.rows) this.options.log(`replica ${replica_id} not seen for ${this.deadAfterMs} ms: taken as dead`);
+    return rows.map((row) => ({ workerId: row.worker_id, epoch: row.epoch }));
+  }
+
+  async close() {
+    clearInterval(this.heartbeat);
+    clearInterval(this.leaderTry);
+    await this.pool.query("DELETE FROM replicas WHERE replica_id = $1", [this.options.replicaId]).catch(() => undefined);
+    this.leaderClient?.release();
+    this.leaderClient = undefined;
+    await this.pool.end().catch(() => undefined);
+  }
+
+  private async tryLeadership() {
+    if (this.leaderClient !== undefined) return;
+    const client = await this.pool.connect();
+    try {
+      const { rows } = await client.query<{ locked: boolean }>("SELECT pg_try_advisory_lock($1) AS locked", [LEADER_LOCK]);
+      if (rows[0]?.locked) {
+        this.leaderClient = client;
+        // Losing the connection loses the lock: step down and try again later.
+        client.on("error", () => {
+          if (this.leaderClient === client) this.leaderClient = undefined;
+        });
+        this.options.log(`replica ${this.options.replicaId} leads the fleet's chores (dead-replica sweep, retention)`);
+        return;
+      }
+    } catch {
+      // Try again at the next tick.
+    }
+    client.release();
+  }
+}
