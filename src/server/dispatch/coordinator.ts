@@ -980,18 +980,25 @@ export class Coordinator {
       this.absorb(result.changes, now, fx);
       claimed = result.claimed;
     } catch (error) {
-      // A newer session of the worker took over meanwhile: the picks go back to the queue, at its back.
-      if (!(error instanceof DomainError && error.kind === "aborted")) throw error;
+      // Nothing was claimed: the picks go back to the queue (at its back), and the credits to the session unless
+      // a newer session of the worker took over meanwhile (ABORTED). Any other failure (the database went away)
+      // is the caller's to report.
       for (const entry of entries) this.queue.add(entry);
-      link.credits = 0;
-      return;
+      if (error instanceof DomainError && error.kind === "aborted") {
+        link.credits = 0;
+        return;
+      }
+      link.credits += entries.length;
+      throw error;
     }
-    // Candidates no longer queued (cancelled meanwhile) were skipped: their credits return.
+    // Candidates no longer queued (cancelled meanwhile, or claimed by another server sharing the store) were
+    // skipped: their credits return, and the queue may hold others for them.
     link.credits += entries.length - claimed.length;
     for (const assignment of claimed) {
       const message = create(SessionResponseSchema, { message: { case: "assignment", value: assignment } });
       fx.add(() => link.send(message));
     }
+    if (claimed.length < entries.length) await this.pump(now, fx);
   }
 
   // ---- other servers on the same store -------------------------------------

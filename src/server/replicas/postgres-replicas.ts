@@ -31,6 +31,8 @@ export class PostgresReplicas {
   private readonly pool: pg.Pool;
   private leaderClient: pg.PoolClient | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  /** Since when this server's own heartbeats have succeeded without a gap (undefined while they fail). */
+  private healthySince: number | undefined;
   private leaderTry: NodeJS.Timeout | undefined;
   private readonly heartbeatMs: number;
   readonly deadAfterMs: number;
@@ -53,10 +55,18 @@ export class PostgresReplicas {
       "INSERT INTO replicas (replica_id, started_time, heartbeat_time) VALUES ($1, $2, $2) ON CONFLICT (replica_id) DO UPDATE SET heartbeat_time = $2",
       [this.options.replicaId, now],
     );
+    this.healthySince = now;
     this.heartbeat = setInterval(() => {
+      const at = this.options.now();
       this.pool
-        .query("UPDATE replicas SET heartbeat_time = $2 WHERE replica_id = $1", [this.options.replicaId, this.options.now()])
-        .catch(() => undefined);
+        .query(
+          "INSERT INTO replicas (replica_id, started_time, heartbeat_time) VALUES ($1, $2, $2) ON CONFLICT (replica_id) DO UPDATE SET heartbeat_time = $2",
+          [this.options.replicaId, at],
+        )
+        .then(
+          () => (this.healthySince ??= at),
+          () => (this.healthySince = undefined),
+        );
     }, this.heartbeatMs);
     this.heartbeat.unref();
     const tryLead = () => {
@@ -77,11 +87,14 @@ export class PostgresReplicas {
    * no row at all), and the dead servers' rows, which it removes.
    */
   async orphanedSessions(): Promise<OrphanedSession[]> {
-    const cutoff = this.options.now() - this.deadAfterMs;
+    const now = this.options.now();
+    // After the database was out of reach every server's row is stale: wait until the others had time to beat again.
+    if (this.healthySince === undefined || now - this.healthySince < this.deadAfterMs) return [];
+    const cutoff = now - this.deadAfterMs;
     const { rows } = await this.pool.query<{ worker_id: string; epoch: number }>(
-      "SELECT worker_id, epoch FROM workers w WHERE attachment = 'open' AND NOT EXISTS " +
+      "SELECT worker_id, epoch FROM workers w WHERE attachment = 'open' AND w.replica_id IS DISTINCT FROM $2 AND NOT EXISTS " +
         "(SELECT 1 FROM replicas r WHERE r.replica_id = w.replica_id AND r.heartbeat_time >= $1)",
-      [cutoff],
+      [cutoff, this.options.replicaId],
     );
     const dead = await this.pool.query<{ replica_id: string }>("DELETE FROM replicas WHERE heartbeat_time < $1 RETURNING replica_id", [
       cutoff,
