@@ -40,7 +40,9 @@ export const SERVE_FLAGS: readonly ServeFlag[] = [
     flag: "store",
     env: "RUNNERLINE_STORE",
     value: "SPEC",
-    help: "where state lives: memory, or sqlite:PATH (default sqlite:./data/runnerline.db; see docs/storage.md)",
+    help:
+      "where state lives: memory, sqlite:PATH (default sqlite:./data/runnerline.db; see docs/storage.md), or " +
+      "postgres://user@host:port/db, which several servers may share (docs/scaleout.md)",
     apply: (c, v) => (c.store = v),
   },
   {
