@@ -39,7 +39,9 @@ export class PostgresReplicas {
 
   constructor(private readonly options: ReplicaOptions) {
     this.pool = new pg.Pool({ connectionString: options.url, max: 3, connectionTimeoutMillis: 5_000 });
+    // Losing the database is survived: idle and checked-out clients alike just fail their queries.
     this.pool.on("error", () => {});
+    this.pool.on("connect", (client) => client.on("error", () => {}));
     this.heartbeatMs = options.heartbeatMs ?? 1_000;
     this.deadAfterMs = options.deadAfterMs ?? 5_000;
   }

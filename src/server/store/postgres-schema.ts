@@ -89,11 +89,15 @@ export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
 /** Any number: the advisory lock key under which servers migrate, one at a time ("RNLN"). */
 const MIGRATION_LOCK = 0x524e4c4e;
 
-/** Creates or migrates the schema; refuses a database written by a newer Runnerline. */
-export async function migrate(client: pg.PoolClient, where: string): Promise<void> {
+/**
+ * Creates or migrates the schema (first the named PostgreSQL schema, already
+ * quoted, when one is given); refuses a database written by a newer Runnerline.
+ */
+export async function migrate(client: pg.PoolClient, where: string, schema?: string): Promise<void> {
   await client.query("BEGIN");
   try {
     await client.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
+    if (schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
     await client.query("CREATE TABLE IF NOT EXISTS runnerline_schema (version integer NOT NULL)");
     const found = await client.query<{ version: number }>("SELECT version FROM runnerline_schema");
     let version = found.rows[0]?.version;

@@ -90,13 +90,14 @@ export class PostgresStore implements Store {
       idle_in_transaction_session_timeout: 10_000,
       ...(options.schema !== undefined && { options: `-c search_path=${options.schema}` }),
     });
-    // An idle client that loses its connection (the database restarted) is dropped from the pool, not fatal.
+    // A client that loses its connection (the database restarted) is dropped from the pool, not fatal: idle
+    // ones report it to the pool, checked-out ones to themselves, and the query in flight fails (UNAVAILABLE).
     pool.on("error", () => {});
+    pool.on("connect", (client) => client.on("error", () => {}));
     let client: pg.PoolClient | undefined;
     try {
       client = await pool.connect();
-      if (options.schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.schema)}`);
-      await migrate(client, where);
+      await migrate(client, where, options.schema === undefined ? undefined : quoteIdent(options.schema));
     } catch (error) {
       client?.release();
       await pool.end().catch(() => undefined);
@@ -591,6 +592,7 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** An identifier quoted for SQL. */
 function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }

@@ -1,0 +1,143 @@
+import { createServer, type Server, type Socket, connect } from "node:net";
+import { create } from "@bufbuild/protobuf";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { EnqueueRolloutRequestSchema, RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
+import { newAttemptId } from "../../src/server/domain/ids.js";
+import { newRollout } from "../../src/server/domain/rollout.js";
+import { attachSession, newWorkerRecord } from "../../src/server/domain/worker.js";
+import { PG_MIGRATIONS } from "../../src/server/store/postgres-schema.js";
+import { PostgresStore } from "../../src/server/store/postgres-store.js";
+import { StoreOpenError } from "../../src/server/store/sqlite-schema.js";
+import { T0 } from "../fixtures.js";
+import { LIVENESS, OPENING } from "../harness.js";
+import { freshSchema, POSTGRES_AVAILABLE, POSTGRES_URL, postgresStore } from "../postgres.js";
+
+const context = { now: T0, liveness: { heartbeatGraceMs: LIVENESS.heartbeatGraceMs } };
+const queued = (id: string) => newRollout(create(EnqueueRolloutRequestSchema, {}), id, T0);
+
+async function admin<T>(body: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  try {
+    return await body(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A TCP relay to the database that the test can cut and restore, to make it go away under a running store. */
+class Relay {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+
+  async open() {
+    const target = new URL(POSTGRES_URL);
+    this.server = createServer((socket) => {
+      const upstream = connect(Number(target.port || 5432), target.hostname);
+      for (const s of [socket, upstream]) {
+        this.sockets.add(s);
+        s.on("close", () => this.sockets.delete(s));
+        s.on("error", () => s.destroy());
+      }
+      socket.pipe(upstream).pipe(socket);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(this.port, "127.0.0.1", resolve));
+    this.port = (this.server!.address() as { port: number }).port;
+  }
+
+  async cut() {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+  }
+
+  url() {
+    const url = new URL(POSTGRES_URL);
+    url.host = `127.0.0.1:${this.port}`;
+    return url.toString();
+  }
+}
+
+describe.skipIf(!POSTGRES_AVAILABLE)("PostgreSQL store", () => {
+  const stores: PostgresStore[] = [];
+  afterAll(async () => {
+    await Promise.all(stores.map((store) => store.close().catch(() => undefined)));
+  });
+
+  it("refuses, with the reason, a database it cannot reach, one that is not Runnerline's, and a newer schema", async () => {
+    await expect(PostgresStore.open("postgres://postgres@127.0.0.1:1/test")).rejects.toThrow(/cannot open the store postgres:\/\/postgres@127\.0\.0\.1:1\/test/);
+    const foreign = freshSchema("foreign");
+    await admin(async (client) => {
+      await client.query(`CREATE SCHEMA ${foreign}`);
+      await client.query(`CREATE TABLE ${foreign}.orders (id integer)`);
+    });
+    const notOurs = await PostgresStore.open(POSTGRES_URL, { schema: foreign }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(notOurs).toBeInstanceOf(StoreOpenError);
+    expect(String(notOurs)).toMatch(/already has tables \(orders\) but no Runnerline schema/);
+    const newer = freshSchema("newer");
+    stores.push(await PostgresStore.open(POSTGRES_URL, { schema: newer }));
+    await admin((client) => client.query(`UPDATE ${newer}.runnerline_schema SET version = ${PG_MIGRATIONS.length + 1}`));
+    await expect(PostgresStore.open(POSTGRES_URL, { schema: newer })).rejects.toThrow(
+      new RegExp(`schema version ${PG_MIGRATIONS.length + 1}, newer than this runnerline understands \\(${PG_MIGRATIONS.length}\\)`),
+    );
+  });
+
+  it("servers starting together on one empty database create the schema once", async () => {
+    const schema = freshSchema("together");
+    const opened = await Promise.all([1, 2, 3].map(() => PostgresStore.open(POSTGRES_URL, { schema, poolSize: 2 })));
+    stores.push(...opened);
+    await opened[0]!.enqueueRollouts([queued("ro-a")]);
+    expect((await opened[2]!.getRollout("ro-a"))?.status).toBe(RolloutStatus.QUEUING);
+  });
+
+  it("two servers claiming the same rollouts at once dispatch each exactly once", async () => {
+    const schema = freshSchema("race");
+    const one = await PostgresStore.open(POSTGRES_URL, { schema, poolSize: 4 });
+    const two = await PostgresStore.open(POSTGRES_URL, { schema, poolSize: 4 });
+    stores.push(one, two);
+    const ids = Array.from({ length: 40 }, (_, i) => `ro-${i}`);
+    await one.enqueueRollouts(ids.map(queued));
+    const epochOf = async (store: PostgresStore, workerId: string) =>
+      (await store.changeWorker(workerId, undefined, (r) => attachSession(r ?? newWorkerRecord(workerId, T0), OPENING, context.liveness, T0)))
+        .workers[0]!.after.epoch;
+    const claimants = [
+      { store: one, workerId: "w-1", epoch: await epochOf(one, "w-1") },
+      { store: two, workerId: "w-2", epoch: await epochOf(two, "w-2") },
+    ];
+    const results = await Promise.all(
+      claimants.flatMap(({ store, workerId, epoch }) =>
+        [0, 1, 2, 3].map(() => store.claimRollouts({ ...context, workerId, epoch, rolloutIds: ids, newAttemptId })),
+      ),
+    );
+    const claimed = results.flatMap((r) => r.claimed.map((c) => c.rollout.rolloutId));
+    expect(claimed.sort()).toEqual([...ids].sort());
+    expect(await one.queueLength()).toBe(0);
+  });
+
+  it("answers UNAVAILABLE while the database is out of reach, and works again when it is back, losing nothing", async () => {
+    const relay = new Relay();
+    await relay.open();
+    const schema = freshSchema("outage");
+    const store = await PostgresStore.open(relay.url(), { schema, poolSize: 2 });
+    stores.push(store);
+    await store.enqueueRollouts([queued("ro-before")]);
+    await relay.cut();
+    await expect(store.enqueueRollouts([queued("ro-during")])).rejects.toMatchObject({ kind: "unavailable" });
+    await expect(store.getRollout("ro-before")).rejects.toMatchObject({ kind: "unavailable" });
+    await relay.open();
+    await store.enqueueRollouts([queued("ro-after")]);
+    expect((await store.queuedRollouts()).map((r) => r.rolloutId)).toEqual(["ro-before", "ro-after"]);
+  });
+
+  it("a store of its own per test: postgresStore() never shares rows", async () => {
+    const a = await postgresStore();
+    const b = await postgresStore();
+    stores.push(a, b);
+    await a.enqueueRollouts([queued("ro-x")]);
+    expect(await b.getRollout("ro-x")).toBeUndefined();
+  });
+});
