@@ -114,7 +114,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
           clock,
           fleet,
           // Shared by several servers: the summary comes from the store, where every server's changes are.
-          ...(replication !== undefined && { fleetSummary: () => replication.fleetSummary(store, routing) }),
+          ...(replication !== undefined && { fleetSummary: () => replication.fleetSummary(store, coordinator) }),
           retention,
           history,
           heartbeatGraceMs: config.heartbeatGraceMs,

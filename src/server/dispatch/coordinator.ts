@@ -104,7 +104,7 @@ export interface CoordinatorOptions {
   bus?: ReplicaBus;
 }
 
-/** How often a server sharing its store looks at the whole queue again while runners wait (lost events). */
+/** How often a server sharing its store reads the queue's ids again (lost events, rollouts dispatched elsewhere). */
 const RESYNC_MS = 2_000;
 
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
@@ -176,9 +176,7 @@ export class Coordinator {
     const timers = this.watchdog.start(this.clock, () => this.runWatchdog(), onError);
     if (this.options.bus === undefined) return timers;
     // Events can be lost (a dropped LISTEN connection, a crash between commit and notify): look again now and then.
-    const resync = setInterval(() => {
-      if (this.sessions.anyWaiting) this.resync();
-    }, RESYNC_MS * (0.75 + Math.random() / 2));
+    const resync = setInterval(() => this.resync(), RESYNC_MS * (0.75 + Math.random() / 2));
     resync.unref();
     return {
       stop() {
@@ -791,8 +789,13 @@ export class Coordinator {
     else this.quarantineEnds.set(record.worker.workerId, until);
   }
 
-  /** Queued rollouts that no connected worker can take: none carries their required labels. */
-  unroutableRolloutIds(): string[] {
+  /**
+   * Queued rollouts that no connected worker can take: none carries their
+   * required labels. Servers sharing a store judge against every server's
+   * sessions, read from the store.
+   */
+  async unroutableRolloutIds(): Promise<string[]> {
+    if (this.options.bus !== undefined) return this.unroutableInStore();
     const ids: string[] = [];
     const routable = this.sessions.routableLabelSets();
     for (const lane of this.queue.lanes()) if (!routable(lane.labels)) ids.push(...lane.rolloutIds);
@@ -807,6 +810,16 @@ export class Coordinator {
     for (const lane of this.queue.lanes()) if (!routable(lane.labels)) count += lane.size;
     for (const entry of this.delayed.values()) if (!routable(entry.requiredLabels)) count += 1;
     return count;
+  }
+
+  private async unroutableInStore(): Promise<string[]> {
+    const connected = (await this.store.workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN]))
+      .filter((record) => record.attachment === "open")
+      .map((record) => record.worker.labels);
+    const routable = (labels: Labels) => connected.some((carried) => labelsMatch(labels, carried));
+    return (await this.store.queuedRollouts())
+      .filter((rollout) => !routable(rollout.config?.requiredLabels ?? {}))
+      .map((rollout) => rollout.rolloutId);
   }
 
   /** The queued rollout `workerId` should get now, if any (it stays queued). */
@@ -1052,11 +1065,21 @@ export class Coordinator {
     await this.settle(fx);
   }
 
-  /** The whole queue, read again: what lost events would have said. */
+  /**
+   * The whole queue, read again: what lost events would have said. Entries
+   * this server indexed before the read that the store no longer queues were
+   * dispatched (or cancelled) by another server: they leave the index.
+   */
   private resync() {
+    const indexed = [...this.delayed.keys()];
+    for (const lane of this.queue.lanes()) indexed.push(...lane.rolloutIds);
     this.store
-      .queuedRollouts()
-      .then((queued) => this.learnQueued(queued.map((rollout) => rollout.rolloutId)))
+      .queuedRolloutIds()
+      .then((queuedIds) => {
+        const queued = new Set(queuedIds);
+        for (const id of indexed) if (!queued.has(id)) this.unqueue(id);
+        return this.learnQueued(queuedIds);
+      })
       .catch((error: unknown) => this.log(`resync: ${error instanceof Error ? error.message : String(error)}`));
   }
 

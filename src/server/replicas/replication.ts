@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
-import type { FleetSummary } from "../../gen/runnerline/v1/worker_pb.js";
+import { type FleetSummary, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
-import type { Clock } from "../domain/time.js";
+import { type Clock, msOf } from "../domain/time.js";
 import { FleetCounters, type RoutingView } from "../fleet/fleet-counters.js";
 import type { Store } from "../store/store.js";
 import { PostgresBus } from "./postgres-bus.js";
@@ -59,14 +59,23 @@ export class Replication {
   }
 
   /** The fleet summary of every server's fleet, read from the store (each server's own counters see only its changes). */
-  fleetSummary(store: Store, routing: RoutingView): Promise<FleetSummary> {
+  fleetSummary(store: Store, coordinator: Coordinator): Promise<FleetSummary> {
     const now = this.clock.now();
     if (this.summaryCache === undefined || now - this.summaryCache.at > SUMMARY_TTL_MS) {
-      const counters = new FleetCounters(this.clock, routing);
-      this.summaryCache = { at: now, summary: counters.seed(store).then(() => counters.summary()) };
+      this.summaryCache = { at: now, summary: this.readSummary(store, coordinator, now) };
       this.summaryCache.summary.catch(() => (this.summaryCache = undefined));
     }
     return this.summaryCache.summary;
+  }
+
+  private async readSummary(store: Store, coordinator: Coordinator, now: number): Promise<FleetSummary> {
+    const everyone = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
+    const [unroutable, workers] = await Promise.all([coordinator.unroutableRolloutIds(), store.workersWithStatus(everyone)]);
+    const quarantined = workers.filter((record) => (msOf(record.worker.quarantineUntil) ?? -Infinity) > now).length;
+    const routing: RoutingView = { quarantinedWorkers: () => quarantined, unroutableQueued: () => unroutable.length };
+    const counters = new FleetCounters(this.clock, routing);
+    await counters.seed(store);
+    return counters.summary();
   }
 
   async close() {

@@ -58,7 +58,7 @@ export function rolloutService(coordinator: Coordinator, store: Store, clock: Cl
       const filter = {
         statuses: requireEnumValues("statuses", request.statuses, RolloutStatus),
         idContains: request.rolloutIdContains,
-        onlyIds: request.unroutableOnly ? new Set(coordinator.unroutableRolloutIds()) : undefined,
+        onlyIds: request.unroutableOnly ? new Set(await coordinator.unroutableRolloutIds()) : undefined,
         expression: requireFilter(request.filter, RolloutSchema, clock.now()),
       };
       const view = requireView(request.view);

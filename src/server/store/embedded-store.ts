@@ -88,6 +88,10 @@ export class EmbeddedStore implements Store {
     return rollouts;
   }
 
+  async queuedRolloutIds(): Promise<string[]> {
+    return this.tables.queuedRolloutIds();
+  }
+
   async queueLength(): Promise<number> {
     return this.tables.queueLength();
   }

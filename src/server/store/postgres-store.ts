@@ -175,6 +175,11 @@ export class PostgresStore implements Store {
     return rows.map(rolloutOf);
   }
 
+  async queuedRolloutIds(): Promise<string[]> {
+    const { rows } = await this.query("SELECT rollout_id FROM rollouts WHERE queue_seq IS NOT NULL ORDER BY queue_seq");
+    return rows.map((row) => row.rollout_id as string);
+  }
+
   async queueLength(): Promise<number> {
     const { rows } = await this.query("SELECT count(*)::integer AS n FROM rollouts WHERE queue_seq IS NOT NULL");
     return rows[0]!.n as number;

@@ -51,6 +51,8 @@ export interface Store {
   activeAttempts(): Promise<Attempt[]>;
   /** Every queued rollout, front to back (the durable dispatch order). */
   queuedRollouts(): Promise<Rollout[]>;
+  /** The ids of queuedRollouts, without reading the rollouts. */
+  queuedRolloutIds(): Promise<string[]>;
   queueLength(): Promise<number>;
   /**
    * Retention: up to `limit` finished rollouts (SUCCEEDED, FAILED, CANCELLED)
