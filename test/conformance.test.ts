@@ -590,7 +590,7 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       expect(plain.ofCase("assignment").map((a) => a.rollout!.rolloutId)).toEqual([any1!.rolloutId, any2!.rolloutId]);
       expect((await coordinator.getRollout(gpu!.rolloutId)).status).toBe(R.QUEUING);
       expect(coordinator.unroutableCount()).toBe(1);
-      expect(coordinator.unroutableRolloutIds()).toEqual([gpu!.rolloutId]);
+      expect(await coordinator.unroutableRolloutIds()).toEqual([gpu!.rolloutId]);
 
       const almost = new RecordingLink("w-almost");
       await coordinator.openSession(almost, { ...OPENING, labels: { gpu: "h100", zone: "b" } }, []);
