@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { EnqueueRolloutRequestSchema, RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { newAttemptId } from "../../src/server/domain/ids.js";
 import { newRollout } from "../../src/server/domain/rollout.js";
-import { attachSession, newWorkerRecord } from "../../src/server/domain/worker.js";
+import { attachSession, newWorkerRecord, recordHeartbeat } from "../../src/server/domain/worker.js";
 import { PG_MIGRATIONS } from "../../src/server/store/postgres-schema.js";
 import { PostgresStore } from "../../src/server/store/postgres-store.js";
 import { StoreOpenError } from "../../src/server/store/sqlite-schema.js";
@@ -131,6 +131,28 @@ describe.skipIf(!POSTGRES_AVAILABLE)("PostgreSQL store", () => {
     await relay.open();
     await store.enqueueRollouts([queued("ro-after")]);
     expect((await store.queuedRollouts()).map((r) => r.rolloutId)).toEqual(["ro-before", "ro-after"]);
+  });
+
+  it("heartbeats are written behind in batches: no transaction each, readable at once, in the database within the flush interval", async () => {
+    const schema = freshSchema("beats");
+    let transactions = 0;
+    const store = await PostgresStore.open(POSTGRES_URL, { schema, telemetryFlushMs: 100, onCommit: () => transactions++ });
+    stores.push(store);
+    await store.changeWorker("w-1", undefined, (r) => attachSession(r ?? newWorkerRecord("w-1", T0), OPENING, context.liveness, T0));
+    const before = transactions;
+    for (let beat = 1; beat <= 50; beat++) {
+      await store.changeWorker("w-1", { workerId: "w-1", epoch: 1 }, (r) =>
+        recordHeartbeat(r!, { extraStats: { beat } }, context.liveness, T0 + beat),
+      );
+    }
+    expect(transactions - before).toBe(0);
+    expect((await store.getWorker("w-1"))?.worker.extraStats).toEqual({ beat: 50 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(transactions - before).toBe(1);
+    const other = await PostgresStore.open(POSTGRES_URL, { schema });
+    stores.push(other);
+    expect((await other.getWorker("w-1"))?.worker.extraStats).toEqual({ beat: 50 });
+    expect((await other.getWorker("w-1"))?.worker.status).toBe((await store.getWorker("w-1"))?.worker.status);
   });
 
   it("a store of its own per test: postgresStore() never shares rows", async () => {

@@ -1090,6 +1090,9 @@ export class Coordinator {
       const session = attempt && this.sessions.get(attempt.workerId);
       if (attempt === undefined || session === undefined) continue;
       session.link.send(cancelMessage(attemptId, attempt.error?.message || "the attempt was ended by the server"));
+      // The other server also let the worker go of it: this one's view of the worker follows.
+      const record = await this.store.getWorker(attempt.workerId);
+      if (record !== undefined && record.epoch === session.epoch) session.worker = record.worker;
     }
   }
 

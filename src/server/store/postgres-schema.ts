@@ -11,7 +11,8 @@ import { StoreOpenError } from "./sqlite-schema.js";
  * column: `queue_seq` is set while a rollout is queued (its place in the
  * queue, from a sequence) and NULL otherwise, with a partial index that holds
  * only queued rows. Worker rows carry the session epoch and the replica
- * holding the session; `replicas` is each server's own heartbeat. `ord`
+ * holding the session, and their telemetry apart (worker-telemetry.ts), so that
+ * heartbeats are written behind in batches; `replicas` is each server's own heartbeat. `ord`
  * keeps insertion order, the lists' last tie-break (as rowid in SQLite).
  */
 export const PG_MIGRATIONS: readonly string[] = [
@@ -48,6 +49,7 @@ export const PG_MIGRATIONS: readonly string[] = [
     last_heartbeat_time bigint,
     version             bigint NOT NULL,
     message             bytea NOT NULL,
+    telemetry           bytea,
     ord                 bigint GENERATED ALWAYS AS IDENTITY
   ) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
   CREATE INDEX attempts_by_create_time ON attempts (create_time, attempt_id);
@@ -72,6 +74,7 @@ export const PG_MIGRATIONS: readonly string[] = [
     replica_id          text,
     version             bigint NOT NULL,
     message             bytea NOT NULL,
+    telemetry           bytea,
     ord                 bigint GENERATED ALWAYS AS IDENTITY
   ) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
   CREATE INDEX workers_by_status ON workers (status, worker_id);

@@ -8,7 +8,7 @@ import { rolloutEffects } from "../domain/rollout.js";
 import { msOf } from "../domain/time.js";
 import type { Attachment, WorkerRecord } from "../domain/worker.js";
 import { matchesPredicate } from "../filter/evaluate.js";
-import { type Changes, type RowReader, WorkingSet } from "../transitions/changes.js";
+import { type Changes, NO_CHANGES, type RowReader, WorkingSet } from "../transitions/changes.js";
 import {
   type AttemptStep,
   type ClaimRequest,
@@ -40,6 +40,7 @@ import {
 } from "./query.js";
 import { decodeRollout, encodeRolloutState } from "./rollout-codec.js";
 import { StoreOpenError } from "./sqlite-schema.js";
+import { encodeTelemetry, onlyTelemetryChanged, withTelemetry } from "./worker-telemetry.js";
 import type { Store } from "./store.js";
 
 export interface PostgresStoreOptions {
@@ -51,7 +52,12 @@ export interface PostgresStoreOptions {
   onCommit?: (seconds: number) => void;
   /** This server among the replicas: recorded on the workers whose sessions it opens (src/server/replicas). */
   replicaId?: string;
+  /** How long worker telemetry may wait in memory before it is written, in one batch (default 500 ms). */
+  telemetryFlushMs?: number;
 }
+
+/** Worker records kept for the heartbeat path; beyond this many the oldest are forgotten (they are re-read). */
+const RECENT_WORKERS = 50_000;
 
 const FINISHED_ROLLOUT_STATUSES = [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED];
 /** SQLSTATEs after which an operation is simply run again: serialization failure, deadlock. */
@@ -74,10 +80,22 @@ type Row = Record<string, unknown>;
  * the pool reconnects by itself when it is back, and nothing committed is lost.
  */
 export class PostgresStore implements Store {
+  /** The last state of each worker this server wrote or read: the heartbeat path's starting point. */
+  private readonly recent = new Map<string, WorkerRecord>();
+  /** Telemetry not yet written, per worker (the newest record; only its telemetry is written). */
+  private pending = new Map<string, WorkerRecord>();
+  private readonly flushTimer: NodeJS.Timeout;
+  private flushing: Promise<void> = Promise.resolve();
+
   private constructor(
     private readonly pool: pg.Pool,
     private readonly options: PostgresStoreOptions,
-  ) {}
+  ) {
+    this.flushTimer = setInterval(() => {
+      this.flushTelemetry().catch(() => undefined);
+    }, options.telemetryFlushMs ?? 500);
+    this.flushTimer.unref();
+  }
 
   /** Connects, creates or migrates the schema, and refuses a newer one or a database that is not Runnerline's. */
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
@@ -146,21 +164,23 @@ export class PostgresStore implements Store {
 
   async getWorker(workerId: string): Promise<WorkerRecord | undefined> {
     const { rows } = await this.query(`SELECT ${WORKER_READ} FROM workers WHERE worker_id = $1`, [workerId]);
-    return rows[0] === undefined ? undefined : workerOf(rows[0]);
+    return rows[0] === undefined ? undefined : this.remember(this.overlay(workerOf(rows[0])));
   }
 
   async listWorkers(query: ListQuery<WorkerFilter>): Promise<Page<Worker>> {
+    await this.flushTelemetry();
     const where = new Where();
     where.in("status", query.filter.statuses);
     where.contains("worker_id", query.filter.idContains);
     if (Object.keys(query.filter.labels).length > 0) where.add("labels @> $::jsonb", JSON.stringify(query.filter.labels));
-    return this.page("workers", "message", WORKER_SORT_FIELDS, where, query, (row) => fromBinary(WorkerSchema, row.message as Uint8Array), (w) =>
+    return this.page("workers", "message, telemetry", WORKER_SORT_FIELDS, where, query, (row) => workerMessageOf(row), (w) =>
       matchesWorker(query.filter, w),
     );
   }
 
   async workersWithStatus(statuses: WorkerStatus[]): Promise<WorkerRecord[]> {
     if (statuses.length === 0) return [];
+    await this.flushTelemetry();
     const { rows } = await this.query(`SELECT ${WORKER_READ} FROM workers WHERE status = ANY($1) ORDER BY ord`, [statuses]);
     return rows.map(workerOf);
   }
@@ -194,6 +214,7 @@ export class PostgresStore implements Store {
   }
 
   async offlineWorkersSilentSince(cutoff: number, limit: number): Promise<WorkerRecord[]> {
+    await this.flushTelemetry();
     const { rows } = await this.query(
       `SELECT ${WORKER_READ} FROM workers WHERE status = $1 AND COALESCE(last_heartbeat_time, connect_time, create_time, 0) < $2 ORDER BY ord LIMIT $3`,
       [WorkerStatus.OFFLINE, cutoff, limit],
@@ -267,6 +288,19 @@ export class PostgresStore implements Store {
   }
 
   async changeWorker(workerId: string, fence: SessionFence | undefined, step: WorkerStep): Promise<Changes> {
+    // The heartbeat path: a change of telemetry only (heartbeats, work requests) starts from the worker as this
+    // server last saw it and is written behind, in a batch; only the telemetry columns are written then, so a
+    // stale view of the rest changes nothing in the database. Anything else is a transaction on the locked row.
+    const known = this.recent.get(workerId);
+    if (known !== undefined && (fence === undefined || fence.epoch === known.epoch)) {
+      const after = step(known);
+      if (after === known) return NO_CHANGES;
+      if (onlyTelemetryChanged(known, after)) {
+        this.pending.set(workerId, after);
+        this.remember(after);
+        return { rollouts: [], attempts: [], workers: [{ before: known, after }] };
+      }
+    }
     return this.transaction(async (tx) => {
       await tx.lockWorkers([workerId]);
       const rows = new WorkingSet(tx.rows);
@@ -294,11 +328,59 @@ export class PostgresStore implements Store {
     await this.query("DELETE FROM workers WHERE worker_id = $1", [workerId]);
   }
 
-  /** Every operation commits before it resolves. */
+  /** Every operation commits before it resolves (worker telemetry is written behind: docs/scaleout.md). */
   async commit(): Promise<void> {}
 
   async close(): Promise<void> {
+    clearInterval(this.flushTimer);
+    await this.flushTelemetry().catch(() => undefined);
     await this.pool.end();
+  }
+
+  /** Writes the telemetry held back, all of it in one statement, without waiting for the disk. */
+  flushTelemetry(): Promise<void> {
+    this.flushing = this.flushing.then(async () => {
+      if (this.pending.size === 0) return;
+      const batch = this.pending;
+      this.pending = new Map();
+      const records = [...batch.values()];
+      try {
+        await this.transaction(async (tx) => {
+          await tx.client.query("SET LOCAL synchronous_commit = off");
+          await tx.client.query(
+            "UPDATE workers AS w SET telemetry = t.telemetry, last_heartbeat_time = t.heartbeat, last_dequeue_time = t.dequeue " +
+              "FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bigint[]) AS t(worker_id, telemetry, heartbeat, dequeue) " +
+              "WHERE w.worker_id = t.worker_id",
+            [
+              records.map((r) => r.worker.workerId),
+              records.map((r) => encodeTelemetry(r.worker)),
+              records.map((r) => ms(r.worker.lastHeartbeatTime)),
+              records.map((r) => ms(r.worker.lastDequeueTime)),
+            ],
+          );
+        });
+      } catch (error) {
+        // Kept for the next try, unless newer telemetry came meanwhile.
+        for (const record of records) if (!this.pending.has(record.worker.workerId)) this.pending.set(record.worker.workerId, record);
+        throw error;
+      }
+    });
+    return this.flushing;
+  }
+
+  /** A worker read from the database, with the telemetry this server holds back laid over it. */
+  private overlay(record: WorkerRecord): WorkerRecord {
+    const pending = this.pending.get(record.worker.workerId);
+    if (pending === undefined) return record;
+    return { ...record, worker: withTelemetry(record.worker, encodeTelemetry(pending.worker)) };
+  }
+
+  private remember(record: WorkerRecord): WorkerRecord {
+    const id = record.worker.workerId;
+    this.recent.delete(id);
+    this.recent.set(id, record);
+    if (this.recent.size > RECENT_WORKERS) this.recent.delete(this.recent.keys().next().value!);
+    return record;
   }
 
   // ---- internals ----------------------------------------------------------
@@ -323,8 +405,14 @@ export class PostgresStore implements Store {
       const started = performance.now();
       try {
         await client.query("BEGIN");
-        const result = await body(new Transaction(client, this.options.replicaId ?? null));
+        const tx = new Transaction(client, this.options.replicaId ?? null, (record) => this.overlay(record));
+        const result = await body(tx);
         await client.query("COMMIT");
+        for (const record of tx.written()) {
+          this.remember(record);
+          // Its telemetry went with it (the locked read carried the pending telemetry).
+          if (this.pending.get(record.worker.workerId) === tx.pendingSeen(record.worker.workerId)) this.pending.delete(record.worker.workerId);
+        }
         this.options.onCommit?.((performance.now() - started) / 1000);
         client.release();
         return result;
@@ -395,10 +483,25 @@ class Transaction {
     worker: (id) => known(this.workers, id, "worker"),
   };
 
+  private readonly writtenWorkers: WorkerRecord[] = [];
+  private readonly seenPending = new Map<string, WorkerRecord | undefined>();
+
   constructor(
     readonly client: pg.PoolClient,
     private readonly replicaId: string | null,
+    /** Lays the store's held-back telemetry over a worker read here, so the step starts from the newest. */
+    private readonly overlay: (record: WorkerRecord) => WorkerRecord,
   ) {}
+
+  /** The workers this transaction wrote (their last state). */
+  written(): readonly WorkerRecord[] {
+    return this.writtenWorkers;
+  }
+
+  /** The held-back telemetry record that was laid over this worker when it was locked, if any. */
+  pendingSeen(workerId: string): WorkerRecord | undefined {
+    return this.seenPending.get(workerId);
+  }
 
   /** Rollouts the operation inserts: none exists yet (the insert refuses a duplicate). */
   declareNewRollouts(ids: readonly string[]) {
@@ -435,7 +538,12 @@ class Transaction {
       wanted,
     ]);
     for (const id of wanted) this.workers.set(id, undefined);
-    for (const row of rows) this.workers.set(row.worker_id as string, workerOf(row));
+    for (const row of rows) {
+      const stored = workerOf(row);
+      const laid = this.overlay(stored);
+      if (laid !== stored) this.seenPending.set(stored.worker.workerId, laid);
+      this.workers.set(row.worker_id as string, laid);
+    }
   }
 
   /** Writes an operation's changes: inserts for new rows, in-place updates otherwise, queue places with the rollouts. */
@@ -495,11 +603,11 @@ class Transaction {
       // A session opened here (its epoch moved): this server holds it now.
       const opened = before === undefined || before.epoch !== after.epoch;
       await client.query(
-        "INSERT INTO workers (worker_id, status, capacity, last_heartbeat_time, last_dequeue_time, last_busy_time, last_idle_time, connect_time, create_time, labels, attachment, suspect, epoch, version, message, replica_id) " +
-          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) " +
+        "INSERT INTO workers (worker_id, status, capacity, last_heartbeat_time, last_dequeue_time, last_busy_time, last_idle_time, connect_time, create_time, labels, attachment, suspect, epoch, version, message, replica_id, telemetry) " +
+          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL) " +
           "ON CONFLICT (worker_id) DO UPDATE SET status = $2, capacity = $3, last_heartbeat_time = $4, last_dequeue_time = $5, last_busy_time = $6, " +
           "last_idle_time = $7, connect_time = $8, create_time = $9, labels = $10, attachment = $11, suspect = $12, epoch = $13, version = $14, message = $15, " +
-          "replica_id = CASE WHEN $17 THEN $16 ELSE workers.replica_id END",
+          "replica_id = CASE WHEN $17 THEN $16 ELSE workers.replica_id END, telemetry = NULL",
         [
           worker.workerId,
           worker.status,
@@ -520,6 +628,7 @@ class Transaction {
           opened,
         ],
       );
+      this.writtenWorkers.push(after);
     }
   }
 }
@@ -557,7 +666,7 @@ class Where {
   }
 }
 
-const WORKER_READ = "worker_id, attachment, suspect, epoch, message";
+const WORKER_READ = "worker_id, attachment, suspect, epoch, message, telemetry";
 
 function rolloutOf(row: Row): Rollout {
   return decodeRollout(row.message as Uint8Array, row.state as Uint8Array | null);
@@ -567,9 +676,13 @@ function attemptOf(row: Row): Attempt {
   return fromBinary(AttemptSchema, row.message as Uint8Array);
 }
 
+function workerMessageOf(row: Row): Worker {
+  return withTelemetry(fromBinary(WorkerSchema, row.message as Uint8Array), row.telemetry as Uint8Array | null);
+}
+
 function workerOf(row: Row): WorkerRecord {
   return {
-    worker: fromBinary(WorkerSchema, row.message as Uint8Array),
+    worker: workerMessageOf(row),
     attachment: row.attachment as Attachment,
     suspect: row.suspect as boolean,
     epoch: row.epoch as number,
