@@ -7,7 +7,7 @@
  * links that report SUCCEEDED and ask for the next rollout as soon as an
  * assignment arrives, one event-loop turn later.
  *
- *   npx tsx bench/dispatch-stores.ts [--rollouts 5000] [--runners 16] [--batch 50] [--stores memory,sqlite,sqlite-full]
+ *   npx tsx bench/dispatch-stores.ts [--rollouts 5000] [--runners 16] [--batch 50] [--stores memory,sqlite,sqlite-full,postgres]
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,6 +21,7 @@ import { Coordinator } from "../src/server/dispatch/coordinator.js";
 import type { SessionLink } from "../src/server/dispatch/session-link.js";
 import { systemClock } from "../src/server/domain/time.js";
 import { MemoryStore } from "../src/server/store/memory-store.js";
+import { PostgresStore } from "../src/server/store/postgres-store.js";
 import { SqliteStore } from "../src/server/store/sqlite-store.js";
 import type { Store } from "../src/server/store/store.js";
 
@@ -99,6 +100,12 @@ try {
   if (stores.has("sqlite")) results.push(await run("sqlite (synchronous=NORMAL, default)", SqliteStore.open(join(folder, "normal.db"))));
   if (stores.has("sqlite-full")) {
     results.push(await run("sqlite (synchronous=FULL)", SqliteStore.open(join(folder, "full.db"), { synchronous: "full" })));
+  }
+  if (stores.has("postgres")) {
+    // A schema of its own on RUNNERLINE_BENCH_POSTGRES (default: the local server's `test` database).
+    const url = process.env.RUNNERLINE_BENCH_POSTGRES ?? "postgres://postgres@127.0.0.1:5432/test";
+    const schema = `rl_bench_${process.pid}_${Date.now().toString(36)}`;
+    results.push(await run(`postgres (schema ${schema})`, await PostgresStore.open(url, { schema })));
   }
   console.log(`${ROLLOUTS} rollouts, ${RUNNERS} runner sessions, enqueue batches of ${BATCH}, in-process coordinator`);
   console.log(`${"store".padEnd(36)} ${"seconds".padStart(8)} ${"rollouts/s".padStart(11)}`);
