@@ -45,9 +45,13 @@ export function freshSchema(prefix = "t"): string {
   return `rl_${prefix}_${process.pid}_${Date.now().toString(36)}_${++schemas}`;
 }
 
-/** A store on a schema of its own. */
+/**
+ * A store on a schema of its own. Tests rarely close their stores, so idle
+ * connections go at once: hundreds of stores must not exhaust the server's
+ * connection slots.
+ */
 export function postgresStore(schema = freshSchema()): Promise<PostgresStore> {
-  return PostgresStore.open(POSTGRES_URL, { schema, poolSize: 4 });
+  return PostgresStore.open(POSTGRES_URL, { schema, poolSize: 3, idleMs: 50, telemetryFlushMs: 100 });
 }
 
 /** The URL of a database of its own, for server processes (which take no schema option): created empty. */

@@ -46,6 +46,8 @@ import type { Store } from "./store.js";
 export interface PostgresStoreOptions {
   /** Connections in the pool (default 8). */
   poolSize?: number;
+  /** How long an idle pooled connection is kept open (default 10 s). */
+  idleMs?: number;
   /** A schema to use instead of the connection's default (tests give each store its own). */
   schema?: string;
   /** Told how long each operation's transaction took, in seconds (runnerline_store_commit_seconds). */
@@ -103,6 +105,7 @@ export class PostgresStore implements Store {
     const pool = new pg.Pool({
       connectionString: url,
       max: options.poolSize ?? 8,
+      idleTimeoutMillis: options.idleMs ?? 10_000,
       connectionTimeoutMillis: 5_000,
       // A transaction left open by a stuck client must not pin the vacuum horizon (docs/scaleout.md).
       idle_in_transaction_session_timeout: 10_000,
@@ -256,10 +259,8 @@ export class PostgresStore implements Store {
 
   async changeAttempt(attemptId: string, fence: SessionFence | undefined, step: AttemptStep, context: TransitionContext): Promise<Changes> {
     return this.transaction(async (tx) => {
-      const found = await tx.client.query("SELECT rollout_id, worker_id FROM attempts WHERE attempt_id = $1", [attemptId]);
-      const located = found.rows[0] as { rollout_id: string; worker_id: string } | undefined;
+      const located = await tx.lockRolloutOfAttempt(attemptId);
       if (located !== undefined) {
-        await tx.lockRollouts([located.rollout_id]);
         await tx.lockAttempts([attemptId]);
         await tx.lockWorkers([located.worker_id, ...(fence === undefined ? [] : [fence.workerId])]);
       } else {
@@ -508,6 +509,18 @@ class Transaction {
     for (const id of ids) this.rollouts.set(id, undefined);
   }
 
+  /** Locks the rollout of an attempt, found in the same statement; says who holds the attempt. */
+  async lockRolloutOfAttempt(attemptId: string): Promise<{ worker_id: string } | undefined> {
+    const { rows } = await this.client.query(
+      "SELECT a.worker_id, r.rollout_id, r.message, r.state FROM attempts a JOIN rollouts r USING (rollout_id) WHERE a.attempt_id = $1 FOR UPDATE OF r",
+      [attemptId],
+    );
+    const row = rows[0];
+    if (row === undefined) return undefined;
+    this.rollouts.set(row.rollout_id as string, rolloutOf(row));
+    return { worker_id: row.worker_id as string };
+  }
+
   /** Locks rollouts; "queued" takes only queued ones and skips rows another transaction holds. */
   async lockRollouts(ids: readonly string[], only?: "queued"): Promise<Rollout[]> {
     const wanted = ids.filter((id) => !this.rollouts.has(id));
@@ -546,13 +559,17 @@ class Transaction {
     }
   }
 
-  /** Writes an operation's changes: inserts for new rows, in-place updates otherwise, queue places with the rollouts. */
+  /**
+   * Writes an operation's changes: inserts for new rows, in-place updates
+   * otherwise, queue places with the rollouts; as few statements as possible
+   * (one round trip per batch of rows: see Writes).
+   */
   async persist(changes: Changes) {
-    const { client } = this;
+    const writes = new Writes();
     for (const { before, after } of changes.rollouts) {
       const effects = rolloutEffects(before, after);
       if (before === undefined) {
-        await client.query(
+        writes.add(
           "INSERT INTO rollouts (rollout_id, status, mode, attempt_count, create_time, start_time, end_time, version, priority, message, state, queue_seq) " +
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, CASE WHEN $11 THEN nextval('rollout_queue_seq') END)",
           [
@@ -572,7 +589,7 @@ class Transaction {
         continue;
       }
       const queue = effects.enqueue ? ", queue_seq = nextval('rollout_queue_seq')" : effects.dequeue ? ", queue_seq = NULL" : "";
-      await client.query(
+      writes.add(
         `UPDATE rollouts SET status = $1, attempt_count = $2, start_time = $3, end_time = $4, version = $5, state = $6${queue} WHERE rollout_id = $7`,
         [after.status, after.attemptCount, ms(after.startTime), ms(after.endTime), after.version, encodeRolloutState(after), after.rolloutId],
       );
@@ -591,7 +608,7 @@ class Transaction {
         after.version,
         toBinary(AttemptSchema, after),
       ];
-      await client.query(
+      writes.add(
         before === undefined
           ? "INSERT INTO attempts (attempt_id, rollout_id, sequence_id, worker_id, status, create_time, start_time, end_time, last_heartbeat_time, version, message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
           : "UPDATE attempts SET rollout_id = $2, sequence_id = $3, worker_id = $4, status = $5, create_time = $6, start_time = $7, end_time = $8, last_heartbeat_time = $9, version = $10, message = $11 WHERE attempt_id = $1",
@@ -602,7 +619,7 @@ class Transaction {
       const { worker } = after;
       // A session opened here (its epoch moved): this server holds it now.
       const opened = before === undefined || before.epoch !== after.epoch;
-      await client.query(
+      writes.add(
         "INSERT INTO workers (worker_id, status, capacity, last_heartbeat_time, last_dequeue_time, last_busy_time, last_idle_time, connect_time, create_time, labels, attachment, suspect, epoch, version, message, replica_id, telemetry) " +
           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL) " +
           "ON CONFLICT (worker_id) DO UPDATE SET status = $2, capacity = $3, last_heartbeat_time = $4, last_dequeue_time = $5, last_busy_time = $6, " +
@@ -629,6 +646,32 @@ class Transaction {
         ],
       );
       this.writtenWorkers.push(after);
+    }
+    await writes.run(this.client);
+  }
+}
+
+/**
+ * Row writes sent together: each is one data-modifying WITH clause of a
+ * single statement (PostgreSQL runs every one of them, on distinct rows), so
+ * an operation's writes cost one round trip instead of one per row.
+ */
+class Writes {
+  private readonly batches: { clauses: string[]; params: unknown[] }[] = [];
+
+  add(sql: string, params: unknown[]) {
+    let batch = this.batches.at(-1);
+    // Well below PostgreSQL's 65,535 parameters per statement.
+    if (batch === undefined || batch.params.length + params.length > 30_000) this.batches.push((batch = { clauses: [], params: [] }));
+    const offset = batch.params.length;
+    batch.clauses.push(sql.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + offset}`));
+    batch.params.push(...params);
+  }
+
+  async run(client: pg.PoolClient) {
+    for (const { clauses, params } of this.batches) {
+      const sql = clauses.length === 1 ? clauses[0]! : `WITH ${clauses.map((c, i) => `w${i} AS (${c})`).join(", ")} SELECT 1`;
+      await client.query(sql, params);
     }
   }
 }
