@@ -38,6 +38,28 @@ if (problem !== undefined) {
 /** Whether the PostgreSQL cases run. */
 export const POSTGRES_AVAILABLE = problem === undefined;
 
+/** Schemas and databases earlier test runs left (named by freshSchema), once they are an hour old: dropped. */
+async function dropLeftovers() {
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  try {
+    const old = (name: string) => {
+      const stamp = /^rl_[a-z]+_\d+_([0-9a-z]+)_\d+$/.exec(name)?.[1];
+      return stamp !== undefined && Date.now() - Number.parseInt(stamp, 36) > 3_600_000;
+    };
+    const schemas = await client.query<{ name: string }>("SELECT nspname AS name FROM pg_namespace WHERE nspname LIKE 'rl\\_%'");
+    for (const { name } of schemas.rows) if (old(name)) await client.query(`DROP SCHEMA IF EXISTS ${name} CASCADE`);
+    const databases = await client.query<{ name: string }>("SELECT datname AS name FROM pg_database WHERE datname LIKE 'rl\\_%'");
+    for (const { name } of databases.rows) if (old(name)) await client.query(`DROP DATABASE IF EXISTS ${name}`).catch(() => undefined);
+  } finally {
+    await client.end();
+  }
+}
+if (POSTGRES_AVAILABLE && !(globalThis as { postgresSwept?: boolean }).postgresSwept) {
+  (globalThis as { postgresSwept?: boolean }).postgresSwept = true;
+  await dropLeftovers().catch(() => undefined);
+}
+
 let schemas = 0;
 
 /** A schema name no other test process uses. */
