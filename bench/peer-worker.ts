@@ -91,18 +91,21 @@ function onRunnerResponse(session: RunnerSession, response: SessionResponse, fai
   }
 }
 
-/** Opens `sessions` runner sessions of `capacity` slots each; they take work only after start(). */
+/**
+ * Opens `sessions` runner sessions of `capacity` slots each; they take work only after start(). With several
+ * addresses (a fleet's replicas), session i of process p talks to addresses[(p + i) mod R], one connection each.
+ */
 async function runnerlineConsumers(args: {
-  address: string;
+  addresses: string[];
   sessions: number;
   capacity: number;
   failFirst: boolean;
   prefix: string;
   messages: SessionMessages;
 }) {
-  clients = [newChannel(args.address)];
+  clients = args.addresses.map((address) => newChannel(address));
   for (let i = 0; i < args.sessions; i++) {
-    const call = openSession(clients[0]!);
+    const call = openSession(clients[(processIndex + i) % clients.length]!);
     const session: RunnerSession = { call, capacity: args.capacity, welcomed: false, creditFromUpdates: false, failed: false, onAck: undefined };
     call.on("data", (response: SessionResponse) => onRunnerResponse(session, response, args.failFirst));
     call.on("error", () => (session.failed = true));
