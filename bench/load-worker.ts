@@ -63,6 +63,8 @@ const ackedByAddress = new Map<string, number>();
 let sent = 0;
 let skipped = 0;
 let assigned = 0;
+/** Assignments received per server address since arm(). */
+const assignedByAddress = new Map<string, number>();
 let mode: "idle" | "saturate" = "idle";
 let beatTimer: NodeJS.Timeout | undefined;
 let progressTimer: NodeJS.Timeout | undefined;
@@ -125,6 +127,7 @@ function onResponse(session: Session, response: SessionResponse): void {
           pushReceivedAt.push(session.address);
         }
         assigned++;
+        assignedByAddress.set(session.address, (assignedByAddress.get(session.address) ?? 0) + 1);
         session.call.write(encodeRequest({ case: "attemptUpdate", value: { attemptId, status: AttemptStatus.SUCCEEDED } }));
         if (!session.creditFromUpdates) session.call.write(readyOne);
       }
@@ -252,6 +255,7 @@ function read() {
 /** Runner sessions take their first credit; progress events follow every 20 ms while the count moves. */
 function arm() {
   assigned = 0;
+  assignedByAddress.clear();
   let reported = -1;
   progressTimer = setInterval(() => {
     if (assigned !== reported) {
@@ -282,7 +286,7 @@ async function flush() {
         }),
     ),
   );
-  return { assigned, ms: wallMs() - started, finishedAt: wallMs() };
+  return { assigned, assignedByAddress: Object.fromEntries(assignedByAddress), ms: wallMs() - started, finishedAt: wallMs() };
 }
 
 /** With labelSets > 0, rollout i requires rack r(i mod labelSets): runners carry rack r(host mod 20). */

@@ -169,6 +169,8 @@ interface Row {
   replicaCpuS?: number[];
   /** ingest-fleet: heartbeats each replica acknowledged per CPU-second of its own. */
   replicaPerCpuS?: number[];
+  /** Dispatch and peer in a fleet: the rollouts (jobs) that runners of each replica completed. */
+  replicaRollouts?: number[];
 }
 
 const rows: Row[] = [];
@@ -469,6 +471,8 @@ interface DispatchResult {
   enqueueS: number;
   figures: ServerFigures;
   cpu: SetFigures;
+  /** Fleets: rollouts assigned to the runners of each replica, in order. */
+  replicaRollouts?: number[];
 }
 
 async function dispatch(
@@ -500,7 +504,9 @@ async function dispatch(
     const done = await waitUntil(() => sum() >= total, limitMs, 5);
     const { ms: enqueueMs } = await enqueued;
     if (!done) throw new Error(`only ${sum()} of ${total} rollouts dispatched in ${limitMs / 1000} s`);
-    const flushed = await Promise.all(workers.map((w) => w.call<{ finishedAt: number }>("flush")));
+    const flushed = await Promise.all(
+      workers.map((w) => w.call<{ finishedAt: number; assignedByAddress: Record<string, number> }>("flush")),
+    );
     const finished = Math.max(...flushed.map((f) => f.finishedAt));
     const after = await server.sample();
     const seconds = (finished - started) / 1000;
@@ -513,6 +519,9 @@ async function dispatch(
       enqueueS: enqueueMs / 1000,
       figures: cpu.figures,
       cpu,
+      ...(server.addresses.length > 1 && {
+        replicaRollouts: server.addresses.map((address) => flushed.reduce((sum, f) => sum + (f.assignedByAddress[address] ?? 0), 0)),
+      }),
     };
   });
 }
@@ -593,6 +602,7 @@ function dispatchRow(variant: string, server: ServerKind, store: string | undefi
     },
     serverFigures: r.figures,
     ...(cpu.replicaCpuS !== undefined && { replicaCpuS: cpu.replicaCpuS }),
+    ...(r.replicaRollouts !== undefined && { replicaRollouts: r.replicaRollouts }),
   };
 }
 
@@ -829,6 +839,8 @@ const srvCpuS = (r: Row) =>
   `${fmt(r.metrics.serverCpuS, 2)}${r.replicaCpuS === undefined ? "" : ` (${r.replicaCpuS.map((v) => fmt(v, 2)).join(" + ")})`}`;
 const cpuHeader = ["srv CPU-s (per replica)", "db CPU-s"];
 const cpuCols = (r: Row) => [srvCpuS(r), fmt(r.metrics.dbCpuS, 2)];
+/** A fleet's rollouts (jobs) completed by the runners of each replica. */
+const perReplica = (r: Row) => (r.replicaRollouts === undefined ? "–" : r.replicaRollouts.map((n) => fmt(n)).join(" / "));
 
 function printTables(): void {
   const by = (scenario: string) => rows.filter((r) => r.scenario === scenario);
@@ -874,7 +886,7 @@ function printTables(): void {
   );
   printTable(
     "Dispatch (enqueue in batches of 500 on the first server, K runners spread over the servers complete each at once)",
-    ["scenario", "server", "rollouts/s", "per srv CPU-s", "per srv+db CPU-s", "total s", ...cpuHeader, ...serverHeader, "rate vs echo", "per CPU-s vs echo", "rate vs classic", "per CPU-s vs classic", "targets"],
+    ["scenario", "server", "rollouts/s", "per srv CPU-s", "per srv+db CPU-s", "total s", "done per replica", ...cpuHeader, ...serverHeader, "rate vs echo", "per CPU-s vs echo", "rate vs classic", "per CPU-s vs classic", "targets"],
     by("dispatch").map((r) => [
       r.variant,
       label(r),
@@ -882,6 +894,7 @@ function printTables(): void {
       fmt(r.metrics.perServerCpuS),
       fmt(r.metrics.perServerAndDbCpuS),
       fmt(r.metrics.seconds, 2),
+      perReplica(r),
       ...cpuCols(r),
       ...serverCols(r),
       ratio(r.ratios?.rate),
@@ -912,7 +925,7 @@ function printTables(): void {
   );
   printTable(
     "Peer: BullMQ on Redis (AOF everysec) vs Runnerline, 4 load processes × 50 consumers, batches of 1,000; a PostgreSQL dispatcher is its servers and the database",
-    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "dispatcher CPU-s (per replica)", "db CPU-s", "rate vs BullMQ", "per CPU-s vs BullMQ", "rate vs classic", "per CPU-s vs classic", "targets"],
+    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "done per replica", "dispatcher CPU-s (per replica)", "db CPU-s", "rate vs BullMQ", "per CPU-s vs BullMQ", "rate vs classic", "per CPU-s vs classic", "targets"],
     by("peer").map((r) => [
       r.variant,
       r.server === "bullmq" ? "bullmq" : label(r),
@@ -920,6 +933,7 @@ function printTables(): void {
       fmt(r.metrics.perDispatcherCpuS),
       fmt(r.metrics.seconds, 2),
       fmt(r.metrics.enqueueSeconds, 2),
+      perReplica(r),
       ...cpuCols(r),
       ratio(r.ratios?.rate),
       ratio(r.ratios?.perCpuS),
@@ -984,6 +998,7 @@ async function peerScenario(): Promise<void> {
       },
       ...(report.targets !== undefined && { targets: report.targets }),
       ...(r.replicaCpuS.length > 1 && { replicaCpuS: r.replicaCpuS }),
+      ...(r.replicaJobs !== undefined && { replicaRollouts: r.replicaJobs }),
     });
   });
 }

@@ -53,6 +53,8 @@ export interface PeerResult {
   replicaCpuS: number[];
   /** CPU seconds of the machine's postgres processes over the span (PostgreSQL stores). */
   dbCpuS?: number;
+  /** Runnerline fleets: the jobs finished by runners of each replica, in order. */
+  replicaJobs?: number[];
 }
 
 export interface PeerReport {
@@ -180,7 +182,7 @@ async function measureBullmq(binary: string, mode: PeerMode, total: number, cons
       cpu: async () => ({ servers: [redis.cpuSeconds()] }),
       enqueue: () => producer.call("enqueueBullmq", { port: redis.port, queue, total, batch: BATCH, retry: mode === "retry" }, 300_000),
       // BullMQ emits `completed` after the job is moved to completed in Redis: nothing left to confirm.
-      flush: async () => 0,
+      flush: async () => ({ finishedAt: 0 }),
     });
   } finally {
     await Promise.all(consumers.map((c) => c.call("closeAll").catch(() => undefined)));
@@ -234,8 +236,15 @@ async function measureRunnerline(
       enqueue: () =>
         producer.call("enqueueRunnerline", { address: server.address, total, batch: BATCH, prefix: `peer-${mode}`, retry: mode === "retry" }, 300_000),
       flush: async () => {
-        const flushed = await Promise.all(consumers.map((c) => c.call<{ finishedAt: number }>("flush")));
-        return Math.max(...flushed.map((f) => f.finishedAt));
+        const flushed = await Promise.all(
+          consumers.map((c) => c.call<{ finishedAt: number; doneByAddress: Record<string, number> }>("flush")),
+        );
+        return {
+          finishedAt: Math.max(...flushed.map((f) => f.finishedAt)),
+          ...(server.addresses.length > 1 && {
+            replicaJobs: server.addresses.map((address) => flushed.reduce((sum, f) => sum + (f.doneByAddress[address] ?? 0), 0)),
+          }),
+        };
       },
     });
   } finally {
@@ -251,8 +260,8 @@ interface Measurement {
   /** CPU seconds so far of each dispatcher process, and of the database's processes where there is one. */
   cpu: () => Promise<CpuReading>;
   enqueue: () => Promise<{ startedAt: number; finishedAt: number }>;
-  /** Resolves with the wall time at which every completion is known to be applied. */
-  flush: () => Promise<number>;
+  /** Resolves with the wall time at which every completion is known to be applied (and, for a fleet, who did them). */
+  flush: () => Promise<{ finishedAt: number; replicaJobs?: number[] }>;
 }
 
 interface CpuReading {
@@ -289,7 +298,8 @@ async function measure(m: Measurement): Promise<PeerResult> {
   }
   const finished = await waitUntil(() => sum() >= m.total, limitMs, 5);
   if (!finished) throw new Error(`only ${sum()} of ${m.total} jobs completed in ${limitMs / 1000} s`);
-  const finishedAt = Math.max(lastAt(), await m.flush());
+  const flushed = await m.flush();
+  const finishedAt = Math.max(lastAt(), flushed.finishedAt);
   const cpuAfter = await m.cpu();
   for (const consumer of m.consumers) consumer.onEvent = () => {};
   const seconds = (finishedAt - startedAt) / 1000;
@@ -304,6 +314,7 @@ async function measure(m: Measurement): Promise<PeerResult> {
     serverCpuS,
     replicaCpuS,
     ...(dbCpuS !== undefined && { dbCpuS }),
+    ...(flushed.replicaJobs !== undefined && { replicaJobs: flushed.replicaJobs }),
   };
 }
 
