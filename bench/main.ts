@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--only ingest,saturation,dispatch,push,detection,peer]`
+ * `npm run bench [-- --quick] [--only ingest,ingest-fleet,saturation,dispatch,push,detection,peer]`
  *
  * Measures one Runnerline server process (a child process) under load from
  * separate load-generator processes speaking the real gRPC protocol, next to
