@@ -38,6 +38,8 @@ type Role = "beat" | "runner";
 
 interface Session {
   workerId: string;
+  /** The server this session talks to (a fleet's replicas each have one). */
+  address: string;
   role: Role;
   call: SessionCall;
   encoder: HeartbeatEncoder;
@@ -56,15 +58,21 @@ const channels = new Map<string, grpc.Client[]>();
 let sessions: Session[] = [];
 const latencies = new Reservoir(60_000);
 let acked = 0;
+/** Heartbeats acknowledged per server address, since the last reset. */
+const ackedByAddress = new Map<string, number>();
 let sent = 0;
 let skipped = 0;
 let assigned = 0;
+/** Assignments received per server address since arm(). */
+const assignedByAddress = new Map<string, number>();
 let mode: "idle" | "saturate" = "idle";
 let beatTimer: NodeJS.Timeout | undefined;
 let progressTimer: NodeJS.Timeout | undefined;
 /** Rollout id → enqueue start time, for push latency. */
 const pushStarts = new Map<string, number>();
 const pushLatencies: number[] = [];
+/** The address of the server whose session received each push, parallel to pushLatencies. */
+const pushReceivedAt: string[] = [];
 let preparedBatches: Buffer[] = [];
 
 const readyOne = encodeRequest({ case: "ready", value: { slots: 1 } });
@@ -98,6 +106,7 @@ function onResponse(session: Session, response: SessionResponse): void {
       if (sentAt !== undefined) {
         latencies.add(wallMs() - sentAt);
         acked++;
+        ackedByAddress.set(session.address, (ackedByAddress.get(session.address) ?? 0) + 1);
       }
       const onAck = session.onAck;
       session.onAck = undefined;
@@ -115,8 +124,10 @@ function onResponse(session: Session, response: SessionResponse): void {
         if (startedAt !== undefined) {
           pushStarts.delete(rolloutId);
           pushLatencies.push(receivedAt - startedAt);
+          pushReceivedAt.push(session.address);
         }
         assigned++;
+        assignedByAddress.set(session.address, (assignedByAddress.get(session.address) ?? 0) + 1);
         session.call.write(encodeRequest({ case: "attemptUpdate", value: { attemptId, status: AttemptStatus.SUCCEEDED } }));
         if (!session.creditFromUpdates) session.call.write(readyOne);
       }
@@ -148,6 +159,7 @@ async function connect(args: {
       const call = openSession(clients[i % clients.length]!);
       const session: Session = {
         workerId,
+        address: args.address,
         role: args.role,
         call,
         encoder: new HeartbeatEncoder(syntheticSnapshot(hostIndex)),
@@ -223,6 +235,7 @@ function beatStop() {
 function reset() {
   latencies.reset();
   acked = sent = skipped = 0;
+  ackedByAddress.clear();
   return { cpu: process.cpuUsage() };
 }
 
@@ -230,6 +243,7 @@ function read() {
   const cpu = process.cpuUsage();
   return {
     acked,
+    ackedByAddress: Object.fromEntries(ackedByAddress),
     sent,
     skipped,
     samples: latencies.samples,
@@ -241,6 +255,7 @@ function read() {
 /** Runner sessions take their first credit; progress events follow every 20 ms while the count moves. */
 function arm() {
   assigned = 0;
+  assignedByAddress.clear();
   let reported = -1;
   progressTimer = setInterval(() => {
     if (assigned !== reported) {
@@ -271,7 +286,7 @@ async function flush() {
         }),
     ),
   );
-  return { assigned, ms: wallMs() - started, finishedAt: wallMs() };
+  return { assigned, assignedByAddress: Object.fromEntries(assignedByAddress), ms: wallMs() - started, finishedAt: wallMs() };
 }
 
 /** With labelSets > 0, rollout i requires rack r(i mod labelSets): runners carry rack r(host mod 20). */
@@ -330,6 +345,7 @@ async function runEnqueue(args: { address: string; concurrency: number }) {
  */
 async function push(args: { address: string; rate: number; count: number; prefix: string }) {
   pushLatencies.length = 0;
+  pushReceivedAt.length = 0;
   pushStarts.clear();
   const [client] = channelsFor(args.address, 1);
   const started = performance.now();
@@ -349,7 +365,7 @@ async function push(args: { address: string; rate: number; count: number; prefix
   }
   await Promise.all(inflight);
   await waitUntil(() => pushStarts.size === 0, 5_000);
-  return { samples: pushLatencies.slice(), lost: pushStarts.size, failures };
+  return { samples: pushLatencies.slice(), receivedAt: pushReceivedAt.slice(), lost: pushStarts.size, failures };
 }
 
 async function closeAll() {

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--only ingest,saturation,dispatch,push,detection,peer]`
+ * `npm run bench [-- --quick] [--only ingest,ingest-fleet,saturation,dispatch,push,detection,peer]`
  *
  * Measures one Runnerline server process (a child process) under load from
  * separate load-generator processes speaking the real gRPC protocol, next to
@@ -8,7 +8,9 @@
  * comes with the server's CPU, RSS and event-loop delay; every scenario prints
  * a table row and a JSON line, with its ratio to the baseline and the targets
  * of issue 5 marked met or missed. The peer scenario (bench/peer.ts) compares
- * dispatch with BullMQ on a private Redis in the same run. See docs/benchmarks.md.
+ * dispatch with BullMQ on a private Redis in the same run. PostgreSQL stores
+ * run as one server or as a fleet of 3 replicas on a fresh database, with the
+ * database's CPU beside the servers'. See docs/benchmarks.md.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -20,18 +22,22 @@ import { create } from "@bufbuild/protobuf";
 import { type Attempt, AttemptStatus, GetAttemptRequestSchema } from "../src/gen/runnerline/v1/attempt_pb.js";
 import { EnqueueRolloutRequestSchema } from "../src/gen/runnerline/v1/rollout_pb.js";
 import { GetWorkerRequestSchema, type Worker, WorkerStatus } from "../src/gen/runnerline/v1/worker_pb.js";
+import { DEFAULT_POSTGRES_URL, Skipped } from "./lib/postgres.js";
 import {
   type BenchStore,
   benchStores,
+  isPostgresStore,
   LoadWorker,
+  replicasOf,
   repoRoot,
   type ServerKind,
-  type ServerOptions,
-  type ServerProcess,
-  startServerProcess,
+  type ServerSet,
+  type ServerSetOptions,
+  type SetSample,
+  startServerSet,
 } from "./lib/processes.js";
 import type { ProbeSample } from "./lib/server-probe.js";
-import { sleep, summarize, waitUntil } from "./lib/stats.js";
+import { type LatencySummary, sleep, summarize, waitUntil } from "./lib/stats.js";
 import { type PeerMode, type PeerReport, runPeerScenario } from "./peer.js";
 import {
   AttemptService,
@@ -63,6 +69,11 @@ const { values: flags } = parseArgs({
     "peer-jobs": { type: "string" },
     "peer-stores": { type: "string" },
     "peer-modes": { type: "string" },
+    "push-stores": { type: "string" },
+    /** Sessions of the ingest-fleet scenario, spread over 3 replicas. */
+    "fleet-sessions": { type: "string" },
+    /** Where PostgreSQL stores create their databases (a fresh one per measured server set). */
+    postgres: { type: "string" },
     /** What the load generators' runners speak: lean (default), classic, or both (each Runnerline row in each). */
     "session-messages": { type: "string", default: "lean" },
     /** Runs the Runnerline server with bearer tokens on (docs/security.md), for the auth-on vs auth-off comparison. */
@@ -71,13 +82,16 @@ const { values: flags } = parseArgs({
   },
 });
 if (flags.help) {
-  console.log(`usage: npm run bench -- [--quick] [--only ingest,saturation,dispatch,push,detection,peer]
+  console.log(`usage: npm run bench -- [--quick] [--only ingest,ingest-fleet,saturation,dispatch,push,detection,peer]
                        [--load-procs 3] [--json results.jsonl] [--cpu-prof DIR]
-                       [--ingest-sessions 1000,10000] [--dispatch-runners 64] [--dispatch-stores memory,sqlite,sqlite-full]
+                       [--ingest-sessions 1000,10000] [--fleet-sessions 3000]
+                       [--dispatch-runners 64] [--dispatch-stores memory,sqlite,sqlite-full,postgres,postgres-3]
                        [--dispatch-label-sets 20 (0: skip the labelled dispatch row)]
-                       [--servers echo,runnerline]
-                       [--peer-jobs 20000] [--peer-stores memory,sqlite,sqlite-full] [--peer-modes e2e,drain,retry] [--auth]
-                       [--session-messages lean|classic|lean,classic]`);
+                       [--push-stores memory,postgres,postgres-3] [--servers echo,runnerline]
+                       [--peer-jobs 20000] [--peer-stores memory,sqlite,sqlite-full,postgres,postgres-3] [--peer-modes e2e,drain,retry]
+                       [--postgres ${DEFAULT_POSTGRES_URL}] [--auth]
+                       [--session-messages lean|classic|lean,classic]
+stores: memory, sqlite, sqlite-full, postgres (1 server), postgres-3 (3 replicas on one database)`);
   process.exit(0);
 }
 
@@ -98,6 +112,8 @@ const plan = {
   ingestSessions: numbers(flags["ingest-sessions"]) ?? (quick ? [1000] : [1000, 5000, 10000]),
   ingestWarmS: quick ? 1 : 2,
   ingestMeasureS: quick ? 3 : 6,
+  /** ingest-fleet: sessions spread over 3 PostgreSQL replicas, against one SQLite server holding a third of them. */
+  fleetSessions: Number(flags["fleet-sessions"] ?? 3000),
   saturationSessions: quick ? 500 : 1000,
   saturationMeasureS: quick ? 2 : 5,
   dispatchRollouts: quick ? 4000 : 20000,
@@ -110,6 +126,7 @@ const plan = {
   pushRate: quick ? 100 : 200,
   pushCount: quick ? 200 : 1000,
   pushRunners: 16,
+  pushStores: benchStores(flags["push-stores"] ?? "memory,postgres,postgres-3"),
   detectionIntervalS: 0.5,
   detectionGraces: quick ? [2] : [2, 3],
   peerJobs: Number(flags["peer-jobs"] ?? (quick ? 4000 : 20000)),
@@ -117,15 +134,20 @@ const plan = {
   peerModes: (flags["peer-modes"] ?? "e2e,drain,retry").split(",") as PeerMode[],
   /** Dispatch and peer rows are measured in each; push and the labelled dispatch row in the first. */
   sessionMessages: sessionMessagesList(flags["session-messages"]),
+  postgresUrl: flags.postgres ?? DEFAULT_POSTGRES_URL,
 };
 /** Rows say how their runners spoke unless every row spoke the default. */
 const messagesLabel = (messages: SessionMessages) =>
   plan.sessionMessages.length > 1 || messages !== "lean" ? `, ${messages} messages` : "";
-const only = new Set((flags.only ?? "ingest,saturation,dispatch,push,detection,peer").split(","));
+const SCENARIOS = ["ingest", "ingest-fleet", "saturation", "dispatch", "push", "detection", "peer"];
+const only = new Set((flags.only ?? SCENARIOS.join(",")).split(","));
+const unknownScenarios = [...only].filter((name) => !SCENARIOS.includes(name));
+if (unknownScenarios.length > 0) throw new Error(`--only: unknown ${unknownScenarios.join(", ")}; known: ${SCENARIOS.join(", ")}`);
 const loadProcs = Math.max(1, Number(flags["load-procs"]));
 
 // ---- results ----------------------------------------------------------------
 
+/** Of the measured server, or for a fleet of its replicas together: CPU and RSS summed, loop delay the worst. */
 interface ServerFigures {
   cpuPct: number;
   rssMB: number;
@@ -143,21 +165,51 @@ interface Row {
   ratios?: Record<string, number>;
   targets?: { name: string; met: boolean }[];
   note?: string;
+  /** A fleet's rows: each replica's CPU seconds over the measured window (their sum is metrics.serverCpuS). */
+  replicaCpuS?: number[];
+  /** ingest-fleet: heartbeats each replica acknowledged per CPU-second of its own. */
+  replicaPerCpuS?: number[];
+  /** Dispatch and peer in a fleet: the rollouts (jobs) that runners of each replica completed. */
+  replicaRollouts?: number[];
 }
 
 const rows: Row[] = [];
 
-function serverFigures(before: ProbeSample, after: ProbeSample, seconds: number): ServerFigures {
+const cpuSeconds = (before: ProbeSample, after: ProbeSample) =>
+  (after.cpuUserUs + after.cpuSystemUs - before.cpuUserUs - before.cpuSystemUs) / 1e6;
+
+interface SetFigures {
+  figures: ServerFigures;
+  /** CPU seconds of the server processes over the window, summed, and per process. */
+  serverCpuS: number;
+  replicaCpuS: number[];
+  /** CPU seconds of the machine's postgres processes over the window (PostgreSQL stores). */
+  dbCpuS: number | undefined;
+}
+
+function setFigures(before: SetSample, after: SetSample, seconds: number): SetFigures {
+  const replicaCpuS = after.servers.map((sample, i) => cpuSeconds(before.servers[i]!, sample));
+  const serverCpuS = replicaCpuS.reduce((a, b) => a + b, 0);
   return {
-    cpuPct: (100 * cpuSeconds(before, after)) / seconds,
-    rssMB: after.rssBytes / 2 ** 20,
-    loopDelayP99Ms: after.loopDelayP99Ms,
-    loopDelayMaxMs: after.loopDelayMaxMs,
+    figures: {
+      cpuPct: (100 * serverCpuS) / seconds,
+      rssMB: after.servers.reduce((sum, sample) => sum + sample.rssBytes, 0) / 2 ** 20,
+      loopDelayP99Ms: Math.max(...after.servers.map((sample) => sample.loopDelayP99Ms)),
+      loopDelayMaxMs: Math.max(...after.servers.map((sample) => sample.loopDelayMaxMs)),
+    },
+    serverCpuS,
+    replicaCpuS,
+    dbCpuS: after.dbCpuS !== undefined && before.dbCpuS !== undefined ? after.dbCpuS - before.dbCpuS : undefined,
   };
 }
 
-const cpuSeconds = (before: ProbeSample, after: ProbeSample) =>
-  (after.cpuUserUs + after.cpuSystemUs - before.cpuUserUs - before.cpuSystemUs) / 1e6;
+/** The CPU figures a row carries: server CPU-s, the database's, and per replica where there are several. */
+function cpuMetrics(f: SetFigures): { metrics: Record<string, number>; replicaCpuS?: number[] } {
+  return {
+    metrics: { serverCpuS: f.serverCpuS, ...(f.dbCpuS !== undefined && { dbCpuS: f.dbCpuS }) },
+    ...(f.replicaCpuS.length > 1 && { replicaCpuS: f.replicaCpuS }),
+  };
+}
 
 function record(row: Row): void {
   rows.push(row);
@@ -166,8 +218,10 @@ function record(row: Row): void {
   if (flags.json) appendFileSync(flags.json, `${line}\n`);
 }
 
+/** A row without figures: "skipped: …" where something it needs is missing (Skipped), else "not measured: …". */
 function notMeasured(scenario: string, variant: string, server: Row["server"], store: string | undefined, error: unknown): void {
-  const note = `not measured: ${error instanceof Error ? error.message : String(error)}`.slice(0, 300);
+  const text = error instanceof Error ? error.message : String(error);
+  const note = (error instanceof Skipped || text.startsWith("skipped: ") ? text : `not measured: ${text}`).slice(0, 300);
   record({
     scenario,
     variant,
@@ -186,22 +240,35 @@ const workers = Array.from({ length: loadProcs }, (_, i) => new LoadWorker(i));
 /** Splits `total` as evenly as possible over the load workers. */
 const shares = (total: number) => workers.map((_, i) => Math.floor(total / loadProcs) + (i < total % loadProcs ? 1 : 0));
 
-async function connectAll(address: string, total: number, role: "beat" | "runner", prefix: string, messages = plan.sessionMessages[0]!) {
+/**
+ * Opens `total` sessions, split evenly over the load workers; each worker splits its share evenly over `addresses`
+ * (a fleet's replicas; the remainders rotate, so that the replicas' totals differ by at most one per worker).
+ * Worker ids are `${prefix}-${n}` with n unique across the whole call.
+ */
+async function connectAll(addresses: string[], total: number, role: "beat" | "runner", prefix: string, messages = plan.sessionMessages[0]!) {
   const parts = shares(total);
   let first = 0;
   const results = await Promise.all(
-    workers.map((worker, i) => {
+    workers.map(async (worker, i) => {
       const count = parts[i]!;
-      const start = first;
+      let start = first;
       first += count;
-      if (count === 0) return { opened: 0, failed: 0, ms: 0 };
-      // A few HTTP/2 connections per process, ~1500 streams each at most.
-      const channels = Math.max(1, Math.min(4, Math.ceil(count / 1500), count));
-      return worker.call<{ opened: number; failed: number; ms: number }>(
-        "connect",
-        { address, count, prefix, channels, role, first: start, messages },
-        180_000,
-      );
+      let opened = 0;
+      for (let r = 0; r < addresses.length; r++) {
+        const rotated = (((r - i) % addresses.length) + addresses.length) % addresses.length;
+        const n = Math.floor(count / addresses.length) + (rotated < count % addresses.length ? 1 : 0);
+        if (n === 0) continue;
+        // A few HTTP/2 connections per process and server, ~1500 streams each at most.
+        const channels = Math.max(1, Math.min(4, Math.ceil(n / 1500), n));
+        const result = await worker.call<{ opened: number; failed: number; ms: number }>(
+          "connect",
+          { address: addresses[r], count: n, prefix, channels, role, first: start, messages },
+          180_000,
+        );
+        start += n;
+        opened += result.opened;
+      }
+      return { opened };
     }),
   );
   const opened = results.reduce((sum, r) => sum + r.opened, 0);
@@ -211,8 +278,13 @@ async function connectAll(address: string, total: number, role: "beat" | "runner
 
 const closeAll = () => Promise.all(workers.map((w) => w.call("closeAll")));
 
-async function withServer<T>(options: ServerOptions, body: (server: ServerProcess) => Promise<T>): Promise<T> {
-  const server = await startServerProcess({ ...options, ...(options.kind === "runnerline" && flags["cpu-prof"] && { cpuProfDir: flags["cpu-prof"] }) });
+/** Starts the server (or a fleet's replicas, on a fresh database), runs `body`, closes every session and stops it. */
+async function withServer<T>(options: ServerSetOptions, body: (server: ServerSet) => Promise<T>): Promise<T> {
+  const server = await startServerSet({
+    postgresUrl: plan.postgresUrl,
+    ...options,
+    ...(options.kind === "runnerline" && flags["cpu-prof"] && { cpuProfDir: flags["cpu-prof"] }),
+  });
   try {
     return await body(server);
   } catch (error) {
@@ -236,14 +308,19 @@ interface IngestResult {
   /** While beating at the measured rate, garbage included. */
   rssPerSessionKB: number;
   figures: ServerFigures;
+  cpu: SetFigures;
+  /** Heartbeats acknowledged by each server process per CPU-second of that process, in order. */
+  replicaPerCpuS: number[];
   sent: number;
   skipped: number;
 }
 
-async function ingest(kind: ServerKind, sessions: number, saturate: boolean): Promise<IngestResult> {
-  return withServer({ kind, store: "memory", heartbeatIntervalS: 1 }, async (server) => {
+const rssOf = (sample: SetSample) => sample.servers.reduce((sum, s) => sum + s.rssBytes, 0);
+
+async function ingest(kind: ServerKind, sessions: number, saturate: boolean, store: BenchStore = "memory"): Promise<IngestResult> {
+  return withServer({ kind, store, heartbeatIntervalS: 1 }, async (server) => {
     const empty = await server.sample({ gc: true });
-    await connectAll(server.address, sessions, "beat", `ingest-${kind}`);
+    await connectAll(server.addresses, sessions, "beat", `ingest-${kind}`);
     await sleep(500);
     const connected = await server.sample({ gc: true });
     await Promise.all(workers.map((w) => w.call(saturate ? "saturateStart" : "beatStart", { rateHz: 1 })));
@@ -255,19 +332,25 @@ async function ingest(kind: ServerKind, sessions: number, saturate: boolean): Pr
     const after = await server.sample();
     const seconds = (wallMs() - started) / 1000;
     const reads = await Promise.all(
-      workers.map((w) => w.call<{ acked: number; sent: number; skipped: number; samples: number[] }>("read")),
+      workers.map((w) =>
+        w.call<{ acked: number; ackedByAddress: Record<string, number>; sent: number; skipped: number; samples: number[] }>("read"),
+      ),
     );
     await Promise.all(workers.map((w) => w.call("beatStop")));
     const acked = reads.reduce((sum, r) => sum + r.acked, 0);
     const latency = summarize(reads.flatMap((r) => r.samples));
+    const cpu = setFigures(before, after, seconds);
+    const ackedBy = (address: string) => reads.reduce((sum, r) => sum + (r.ackedByAddress[address] ?? 0), 0);
     return {
       rate: acked / seconds,
-      perCpuS: acked / cpuSeconds(before, after),
+      perCpuS: acked / cpu.serverCpuS,
       p50: latency.p50,
       p99: latency.p99,
-      rssPerSessionKB: (after.rssBytes - empty.rssBytes) / sessions / 1024,
-      idleRssPerSessionKB: (connected.rssBytes - empty.rssBytes) / sessions / 1024,
-      figures: serverFigures(before, after, seconds),
+      rssPerSessionKB: (rssOf(after) - rssOf(empty)) / sessions / 1024,
+      idleRssPerSessionKB: (rssOf(connected) - rssOf(empty)) / sessions / 1024,
+      figures: cpu.figures,
+      cpu,
+      replicaPerCpuS: server.addresses.map((address, i) => ackedBy(address) / cpu.replicaCpuS[i]!),
       sent: reads.reduce((sum, r) => sum + r.sent, 0),
       skipped: reads.reduce((sum, r) => sum + r.skipped, 0),
     };
@@ -329,6 +412,56 @@ function ingestRow(scenario: string, variant: string, server: ServerKind, r: Ing
   };
 }
 
+/**
+ * ingest-fleet: N sessions beat at 1 Hz, spread over 3 replicas sharing one PostgreSQL database, against one SQLite
+ * server holding N/3 of them (the same load per server process), in the same run. Heartbeats are acknowledged per
+ * CPU-second of the replica that took them; the database's CPU over the window says whether it is on the path.
+ */
+async function fleetIngestScenario(sessions: number): Promise<void> {
+  const replicas = 3;
+  const perServer = Math.ceil(sessions / replicas);
+  const single = `N=${perServer} @1Hz, one server`;
+  let sqlite: IngestResult | undefined;
+  if (servers.has("runnerline")) try {
+    sqlite = await ingest("runnerline", perServer, false, "sqlite");
+    record(fleetIngestRow(single, "sqlite", sqlite));
+  } catch (error) {
+    notMeasured("ingest-fleet", single, "runnerline", "sqlite", error);
+  }
+  const fleet = `N=${sessions} @1Hz over ${replicas} replicas (~${perServer} each)`;
+  if (servers.has("runnerline")) try {
+    const real = await ingest("runnerline", sessions, false, "postgres-3");
+    const row = fleetIngestRow(fleet, "postgres-3", real);
+    if (sqlite !== undefined) {
+      row.ratios = { perCpuS: real.perCpuS / sqlite.perCpuS, p99: real.p99 / sqlite.p99 };
+      row.targets = [{ name: "per replica CPU-s within 10% of one SQLite server's", met: real.perCpuS >= 0.9 * sqlite.perCpuS }];
+    }
+    record(row);
+  } catch (error) {
+    notMeasured("ingest-fleet", fleet, "runnerline", "postgres-3", error);
+  }
+}
+
+function fleetIngestRow(variant: string, store: BenchStore, r: IngestResult): Row {
+  const cpu = cpuMetrics(r.cpu);
+  return {
+    scenario: "ingest-fleet",
+    variant,
+    server: "runnerline",
+    store,
+    metrics: {
+      heartbeatsPerS: r.rate,
+      perServerCpuS: r.perCpuS,
+      ackP50Ms: r.p50,
+      ackP99Ms: r.p99,
+      skipped: r.skipped,
+      ...cpu.metrics,
+    },
+    serverFigures: r.figures,
+    ...(cpu.replicaCpuS !== undefined && { replicaCpuS: cpu.replicaCpuS, replicaPerCpuS: r.replicaPerCpuS }),
+  };
+}
+
 // ---- dispatch -----------------------------------------------------------------
 
 interface DispatchResult {
@@ -337,6 +470,9 @@ interface DispatchResult {
   seconds: number;
   enqueueS: number;
   figures: ServerFigures;
+  cpu: SetFigures;
+  /** Fleets: rollouts assigned to the runners of each replica, in order. */
+  replicaRollouts?: number[];
 }
 
 async function dispatch(
@@ -348,7 +484,8 @@ async function dispatch(
   messages = plan.sessionMessages[0]!,
 ): Promise<DispatchResult> {
   return withServer({ kind, store }, async (server) => {
-    await connectAll(server.address, runners, "runner", `dispatch-${kind}`, messages);
+    // Runners spread over a fleet's replicas; the producer enqueues on the first one.
+    await connectAll(server.addresses, runners, "runner", `dispatch-${kind}`, messages);
     const producer = workers[workers.length - 1]!;
     await producer.call("prepareEnqueue", { total, batch: plan.dispatchBatch, prefix: `ro-${kind}`, labelSets });
     const progress = new Map<number, number>();
@@ -367,17 +504,24 @@ async function dispatch(
     const done = await waitUntil(() => sum() >= total, limitMs, 5);
     const { ms: enqueueMs } = await enqueued;
     if (!done) throw new Error(`only ${sum()} of ${total} rollouts dispatched in ${limitMs / 1000} s`);
-    const flushed = await Promise.all(workers.map((w) => w.call<{ finishedAt: number }>("flush")));
+    const flushed = await Promise.all(
+      workers.map((w) => w.call<{ finishedAt: number; assignedByAddress: Record<string, number> }>("flush")),
+    );
     const finished = Math.max(...flushed.map((f) => f.finishedAt));
     const after = await server.sample();
     const seconds = (finished - started) / 1000;
     for (const worker of workers) worker.onEvent = () => {};
+    const cpu = setFigures(before, after, seconds);
     return {
       rate: total / seconds,
-      perCpuS: total / cpuSeconds(before, after),
+      perCpuS: total / cpu.serverCpuS,
       seconds,
       enqueueS: enqueueMs / 1000,
-      figures: serverFigures(before, after, seconds),
+      figures: cpu.figures,
+      cpu,
+      ...(server.addresses.length > 1 && {
+        replicaRollouts: server.addresses.map((address) => flushed.reduce((sum, f) => sum + (f.assignedByAddress[address] ?? 0), 0)),
+      }),
     };
   });
 }
@@ -408,7 +552,7 @@ async function dispatchScenario(runners: number, stores: BenchStore[]): Promise<
         ...(echo !== undefined && { rate: real.rate / echo.rate, perCpuS: real.perCpuS / echo.perCpuS }),
         ...versusClassic(messages, real, measured.get("classic")),
       };
-      if (runners === 64) {
+      if (runners === 64 && !isPostgresStore(store)) {
         // Issue 5's floors: memory 10k/s, SQLite (either setting) 5k/s.
         const floor = store === "memory" ? 10_000 : 5_000;
         row.targets = [{ name: `≥${floor / 1000}k rollouts/s`, met: real.rate >= floor }];
@@ -441,66 +585,136 @@ function versusClassic(
 }
 
 function dispatchRow(variant: string, server: ServerKind, store: string | undefined, r: DispatchResult): Row {
+  const cpu = cpuMetrics(r.cpu);
   return {
     scenario: "dispatch",
     variant,
     server,
     ...(store !== undefined && { store }),
-    metrics: { rolloutsPerS: r.rate, perServerCpuS: r.perCpuS, seconds: r.seconds, enqueueSeconds: r.enqueueS },
+    metrics: {
+      rolloutsPerS: r.rate,
+      perServerCpuS: r.perCpuS,
+      seconds: r.seconds,
+      enqueueSeconds: r.enqueueS,
+      ...cpu.metrics,
+      // Rollouts per CPU-second of the servers and the database together (PostgreSQL stores).
+      ...(r.cpu.dbCpuS !== undefined && { perServerAndDbCpuS: (r.rate * r.seconds) / (r.cpu.serverCpuS + r.cpu.dbCpuS) }),
+    },
     serverFigures: r.figures,
+    ...(cpu.replicaCpuS !== undefined && { replicaCpuS: cpu.replicaCpuS }),
+    ...(r.replicaRollouts !== undefined && { replicaRollouts: r.replicaRollouts }),
   };
 }
 
 // ---- push latency -------------------------------------------------------------
 
-async function pushLatency(kind: ServerKind) {
-  return withServer({ kind, store: "memory" }, async (server) => {
+/**
+ * Where the push scenario's runners wait: on the one server; or, in a fleet, on the replicas other than the first
+ * (every push must cross from the replica that took the enqueue to another), or spread over all of them.
+ */
+type Placement = "one" | "others" | "spread";
+
+interface PushResult {
+  placement: Placement;
+  latency: LatencySummary;
+  /** The pushes received by runners on another server than the one that took the enqueue (fleets). */
+  crossed: LatencySummary;
+  lost: number;
+  figures: ServerFigures;
+  cpu: SetFigures;
+}
+
+/** One placement on a fresh server set (a push that no runner took must not be waiting for the next placement's). */
+async function pushLatency(kind: ServerKind, store: BenchStore, placement: Placement): Promise<PushResult> {
+  return withServer({ kind, store }, async (server) => {
     const worker = workers[0]!;
-    await worker.call("connect", {
-      address: server.address,
-      count: plan.pushRunners,
-      prefix: `push-${kind}`,
-      channels: 1,
-      role: "runner",
-      messages: plan.sessionMessages[0],
-    });
+    const addresses = placement === "others" ? server.addresses.slice(1) : server.addresses;
+    const prefix = `push-${kind}-${placement}`;
+    // All runners in the process that enqueues, so that both ends read one clock; round-robin over the servers.
+    let first = 0;
+    for (const [r, address] of addresses.entries()) {
+      const count = Math.floor(plan.pushRunners / addresses.length) + (r < plan.pushRunners % addresses.length ? 1 : 0);
+      await worker.call("connect", { address, count, prefix, channels: 1, role: "runner", first, messages: plan.sessionMessages[0] });
+      first += count;
+    }
     await worker.call("arm");
     await sleep(300);
     const before = await server.sample();
     const started = wallMs();
-    const result = await worker.call<{ samples: number[]; lost: number; failures: number }>(
+    // Enqueues go to the first server.
+    const result = await worker.call<{ samples: number[]; receivedAt: string[]; lost: number; failures: number }>(
       "push",
-      { address: server.address, rate: plan.pushRate, count: plan.pushCount, prefix: `push-${kind}` },
+      { address: server.address, rate: plan.pushRate, count: plan.pushCount, prefix },
       120_000,
     );
     const after = await server.sample();
-    if (result.failures > 0 || result.lost > 0) throw new Error(`${result.failures} enqueues failed, ${result.lost} never assigned`);
-    return { latency: summarize(result.samples), figures: serverFigures(before, after, (wallMs() - started) / 1000) };
+    if (result.failures > 0) throw new Error(`${result.failures} enqueues failed`);
+    const cpu = setFigures(before, after, (wallMs() - started) / 1000);
+    return {
+      placement,
+      latency: summarize(result.samples),
+      crossed: summarize(result.samples.filter((_, i) => result.receivedAt[i] !== server.address)),
+      lost: result.lost,
+      figures: cpu.figures,
+      cpu,
+    };
   });
 }
 
 async function pushScenario(): Promise<void> {
-  const variant = `${plan.pushRate}/s × ${plan.pushCount}, ${plan.pushRunners} waiting`;
+  const base = `${plan.pushRate}/s × ${plan.pushCount}, ${plan.pushRunners} waiting`;
+  const placementLabel: Record<Placement, string> = {
+    one: "",
+    others: ", on replicas 2–3 (each push crosses)",
+    spread: ", spread over all (enqueue on replica 1)",
+  };
   let echoP99: number | undefined;
-  for (const kind of (["echo", "runnerline"] as const).filter((k) => servers.has(k))) {
-    try {
-      const { latency, figures } = await pushLatency(kind);
-      const row: Row = {
-        scenario: "push",
-        variant,
-        server: kind,
-        ...(kind === "runnerline" && { store: "memory" }),
-        metrics: { p50Ms: latency.p50, p99Ms: latency.p99, maxMs: latency.max, samples: latency.count },
-        serverFigures: figures,
-      };
-      if (kind === "echo") echoP99 = latency.p99;
-      else {
-        if (echoP99 !== undefined) row.ratios = { p99: latency.p99 / echoP99 };
-        row.targets = [{ name: "p99 < 5 ms", met: latency.p99 < 5 }];
+  /** The single PostgreSQL server's p99 in this run, which the fleet's is held against. */
+  let singlePostgresP99: number | undefined;
+  const cases: [ServerKind, BenchStore | undefined][] = [
+    ...(servers.has("echo") ? [["echo", undefined] as [ServerKind, undefined]] : []),
+    ...(servers.has("runnerline") ? plan.pushStores.map((store) => ["runnerline", store] as [ServerKind, BenchStore]) : []),
+  ];
+  for (const [kind, store] of cases) {
+    const placements: Placement[] = replicasOf(store) > 1 ? ["others", "spread"] : ["one"];
+    for (const placement of placements) {
+      const variant = `${base}${placementLabel[placement]}`;
+      try {
+        const r = await pushLatency(kind, store ?? "memory", placement);
+        const cpu = cpuMetrics(r.cpu);
+        const row: Row = {
+          scenario: "push",
+          variant,
+          server: kind,
+          ...(store !== undefined && { store }),
+          metrics: {
+            p50Ms: r.latency.p50,
+            p99Ms: r.latency.p99,
+            maxMs: r.latency.max,
+            samples: r.latency.count,
+            lost: r.lost,
+            ...(r.placement === "spread" && { crossed: r.crossed.count, crossedP99Ms: r.crossed.p99 }),
+            ...cpu.metrics,
+          },
+          serverFigures: r.figures,
+          ...(cpu.replicaCpuS !== undefined && { replicaCpuS: cpu.replicaCpuS }),
+        };
+        if (kind === "echo") echoP99 = r.latency.p99;
+        else {
+          row.ratios = {
+            ...(echoP99 !== undefined && { p99: r.latency.p99 / echoP99 }),
+            ...(r.placement !== "one" && singlePostgresP99 !== undefined && { p99VsSingle: r.latency.p99 / singlePostgresP99 }),
+          };
+          if (store === "postgres") singlePostgresP99 = r.latency.p99;
+          if (store === "memory") row.targets = [{ name: "p99 < 5 ms", met: r.latency.p99 < 5 && r.lost === 0 }];
+          if (r.placement === "others" && singlePostgresP99 !== undefined) {
+            row.targets = [{ name: "p99 across replicas ≤ 3× one server's, none lost", met: r.lost === 0 && r.latency.p99 <= 3 * singlePostgresP99 }];
+          }
+        }
+        record(row);
+      } catch (error) {
+        notMeasured("push", variant, kind, store, error);
       }
-      record(row);
-    } catch (error) {
-      notMeasured("push", variant, kind, kind === "runnerline" ? "memory" : undefined, error);
     }
   }
 }
@@ -570,7 +784,7 @@ async function detectionScenario(graceIntervals: number): Promise<void> {
       }
       client.close();
       const limitMs = 3 * intervalS * 1000;
-      const sample = await server.sample();
+      const sample = (await server.sample()).servers[0]!;
       cases.forEach((c, i) => {
         const from = silentAt[i]!.lastBeatAt;
         const unknownMs = seen[i]!.unknownAt - from;
@@ -619,7 +833,14 @@ const serverCols = (r: Row) => [fmt(r.serverFigures.cpuPct), fmt(r.serverFigures
 const serverHeader = ["srv CPU %", "srv RSS MB", "loop p99 ms", "loop max ms"];
 const targetsOf = (r: Row) =>
   r.note ?? (r.targets ?? []).map((t) => `${t.met ? "met" : "**MISSED**"}: ${t.name}`).join("; ");
-const ratio = (value: number | undefined) => (value === undefined ? "–" : `${fmt(value, 2)}×`);
+const ratio = (value: number | undefined) => (value === undefined || Number.isNaN(value) ? "–" : `${fmt(value, 2)}×`);
+/** Server CPU seconds over the window; for a fleet the sum, then each replica's. */
+const srvCpuS = (r: Row) =>
+  `${fmt(r.metrics.serverCpuS, 2)}${r.replicaCpuS === undefined ? "" : ` (${r.replicaCpuS.map((v) => fmt(v, 2)).join(" + ")})`}`;
+const cpuHeader = ["srv CPU-s (per replica)", "db CPU-s"];
+const cpuCols = (r: Row) => [srvCpuS(r), fmt(r.metrics.dbCpuS, 2)];
+/** A fleet's rollouts (jobs) completed by the runners of each replica. */
+const perReplica = (r: Row) => (r.replicaRollouts === undefined ? "–" : r.replicaRollouts.map((n) => fmt(n)).join(" / "));
 
 function printTables(): void {
   const by = (scenario: string) => rows.filter((r) => r.scenario === scenario);
@@ -646,14 +867,35 @@ function printTables(): void {
     );
   }
   printTable(
-    "Dispatch (enqueue in batches of 500, K runners complete each at once)",
-    ["scenario", "server", "rollouts/s", "per srv CPU-s", "total s", ...serverHeader, "rate vs echo", "per CPU-s vs echo", "rate vs classic", "per CPU-s vs classic", "targets"],
+    "Heartbeat ingest in a fleet (1 Hz per session; 3 PostgreSQL replicas against one SQLite server with the same sessions per server)",
+    ["scenario", "server", "heartbeats/s", "per srv CPU-s", "per CPU-s of each replica", "ack p50 ms", "ack p99 ms", ...cpuHeader, ...serverHeader, "per CPU-s vs SQLite", "p99 vs SQLite", "targets"],
+    by("ingest-fleet").map((r) => [
+      r.variant,
+      label(r),
+      fmt(r.metrics.heartbeatsPerS),
+      fmt(r.metrics.perServerCpuS),
+      r.replicaPerCpuS === undefined ? "–" : r.replicaPerCpuS.map((v) => fmt(v)).join(", "),
+      fmt(r.metrics.ackP50Ms, 2),
+      fmt(r.metrics.ackP99Ms, 2),
+      ...cpuCols(r),
+      ...serverCols(r),
+      ratio(r.ratios?.perCpuS),
+      ratio(r.ratios?.p99),
+      targetsOf(r),
+    ]),
+  );
+  printTable(
+    "Dispatch (enqueue in batches of 500 on the first server, K runners spread over the servers complete each at once)",
+    ["scenario", "server", "rollouts/s", "per srv CPU-s", "per srv+db CPU-s", "total s", "done per replica", ...cpuHeader, ...serverHeader, "rate vs echo", "per CPU-s vs echo", "rate vs classic", "per CPU-s vs classic", "targets"],
     by("dispatch").map((r) => [
       r.variant,
       label(r),
       fmt(r.metrics.rolloutsPerS),
       fmt(r.metrics.perServerCpuS),
+      fmt(r.metrics.perServerAndDbCpuS),
       fmt(r.metrics.seconds, 2),
+      perReplica(r),
+      ...cpuCols(r),
       ...serverCols(r),
       ratio(r.ratios?.rate),
       ratio(r.ratios?.perCpuS),
@@ -664,7 +906,7 @@ function printTables(): void {
   );
   printTable(
     "Push latency (enqueue → assignment received, one rollout at a time)",
-    ["scenario", "server", "p50 ms", "p99 ms", "max ms", "samples", ...serverHeader, "p99 vs echo", "targets"],
+    ["scenario", "server", "p50 ms", "p99 ms", "max ms", "samples", "lost", "crossed: n, p99 ms", ...cpuHeader, ...serverHeader, "p99 vs echo", "p99 vs one PostgreSQL server", "targets"],
     by("push").map((r) => [
       r.variant,
       label(r),
@@ -672,14 +914,18 @@ function printTables(): void {
       fmt(r.metrics.p99Ms, 2),
       fmt(r.metrics.maxMs, 2),
       fmt(r.metrics.samples),
+      fmt(r.metrics.lost),
+      r.metrics.crossed === undefined ? "–" : `${fmt(r.metrics.crossed)}, ${fmt(r.metrics.crossedP99Ms, 2)}`,
+      ...cpuCols(r),
       ...serverCols(r),
       ratio(r.ratios?.p99),
+      ratio(r.ratios?.p99VsSingle),
       targetsOf(r),
     ]),
   );
   printTable(
-    "Peer: BullMQ on Redis (AOF everysec) vs Runnerline, 4 load processes × 50 consumers, batches of 1,000",
-    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "rate vs BullMQ", "rate vs classic", "per CPU-s vs classic", "targets"],
+    "Peer: BullMQ on Redis (AOF everysec) vs Runnerline, 4 load processes × 50 consumers, batches of 1,000; a PostgreSQL dispatcher is its servers and the database",
+    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "done per replica", "dispatcher CPU-s (per replica)", "db CPU-s", "rate vs BullMQ", "per CPU-s vs BullMQ", "rate vs classic", "per CPU-s vs classic", "targets"],
     by("peer").map((r) => [
       r.variant,
       r.server === "bullmq" ? "bullmq" : label(r),
@@ -687,7 +933,10 @@ function printTables(): void {
       fmt(r.metrics.perDispatcherCpuS),
       fmt(r.metrics.seconds, 2),
       fmt(r.metrics.enqueueSeconds, 2),
+      perReplica(r),
+      ...cpuCols(r),
       ratio(r.ratios?.rate),
+      ratio(r.ratios?.perCpuS),
       ratio(r.ratios?.rateVsClassic),
       ratio(r.ratios?.perCpuSVsClassic),
       targetsOf(r),
@@ -717,6 +966,7 @@ async function peerScenario(): Promise<void> {
     modes: plan.peerModes,
     sessionMessages: plan.sessionMessages,
     cpuProfDir: flags["cpu-prof"],
+    postgresUrl: plan.postgresUrl,
   };
   await runPeerScenario(peerPlan, (report: PeerReport) => {
     const variant = `M=${plan.peerJobs} ${report.mode}, ${report.variant}${report.messages === undefined ? "" : messagesLabel(report.messages)}`;
@@ -731,11 +981,24 @@ async function peerScenario(): Promise<void> {
       variant,
       server,
       ...(report.store !== undefined && { store: report.store }),
-      metrics: { jobsPerS: r.rate, perDispatcherCpuS: r.perCpuS, seconds: r.seconds, enqueueSeconds: r.enqueueS },
+      metrics: {
+        jobsPerS: r.rate,
+        perDispatcherCpuS: r.perCpuS,
+        seconds: r.seconds,
+        enqueueSeconds: r.enqueueS,
+        serverCpuS: r.serverCpuS,
+        ...(r.dbCpuS !== undefined && { dbCpuS: r.dbCpuS }),
+      },
       // The dispatcher's CPU is reported as jobs per CPU-second; the probe's other figures are not taken here.
       serverFigures: { cpuPct: NaN, rssMB: NaN, loopDelayP99Ms: NaN, loopDelayMaxMs: NaN },
-      ratios: { ...(report.ratio !== undefined && { rate: report.ratio }), ...report.versusClassic },
+      ratios: {
+        ...(report.ratio !== undefined && { rate: report.ratio }),
+        ...(report.perCpuRatio !== undefined && { perCpuS: report.perCpuRatio }),
+        ...report.versusClassic,
+      },
       ...(report.targets !== undefined && { targets: report.targets }),
+      ...(r.replicaCpuS.length > 1 && { replicaCpuS: r.replicaCpuS }),
+      ...(r.replicaJobs !== undefined && { replicaRollouts: r.replicaJobs }),
     });
   });
 }
@@ -750,6 +1013,7 @@ async function main(): Promise<void> {
     `runnerline bench${quick ? " (quick)" : ""}: ${loadProcs} load processes; heartbeat snapshot ${snapshotBytes} bytes (8 GPUs); node ${process.version}`,
   );
   if (only.has("ingest")) for (const n of plan.ingestSessions) await ingestScenario(n, false);
+  if (only.has("ingest-fleet")) await fleetIngestScenario(plan.fleetSessions);
   if (only.has("saturation")) await ingestScenario(plan.saturationSessions, true);
   if (only.has("dispatch")) for (const k of plan.dispatchRunners) await dispatchScenario(k, plan.dispatchStores);
   if (only.has("push")) await pushScenario();

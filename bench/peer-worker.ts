@@ -39,6 +39,8 @@ const processIndex = Number(process.argv[2] ?? 0);
 
 interface RunnerSession {
   call: SessionCall;
+  /** The server it talks to. */
+  address: string;
   capacity: number;
   welcomed: boolean;
   /** Welcome confirmed that a terminal update returns its credit: no Ready after each job. */
@@ -51,6 +53,8 @@ let sessions: RunnerSession[] = [];
 let clients: grpc.Client[] = [];
 let bullWorker: BullWorker | undefined;
 let done = 0;
+/** Runnerline jobs finished per server address since start(). */
+const doneByAddress = new Map<string, number>();
 let progressTimer: NodeJS.Timeout | undefined;
 const readyOne = encodeRequest({ case: "ready", value: { slots: 1 } });
 const heartbeat = new HeartbeatEncoder(syntheticSnapshot(processIndex));
@@ -86,24 +90,39 @@ function onRunnerResponse(session: RunnerSession, response: SessionResponse, fai
           : { attemptId: attempt.attemptId, status: AttemptStatus.SUCCEEDED },
       }),
     );
-    if (!fails) done++;
+    if (!fails) {
+      done++;
+      doneByAddress.set(session.address, (doneByAddress.get(session.address) ?? 0) + 1);
+    }
     if (!session.creditFromUpdates) session.call.write(readyOne);
   }
 }
 
-/** Opens `sessions` runner sessions of `capacity` slots each; they take work only after start(). */
+/**
+ * Opens `sessions` runner sessions of `capacity` slots each; they take work only after start(). With several
+ * addresses (a fleet's replicas), session i of process p talks to addresses[(p + i) mod R], one connection each.
+ */
 async function runnerlineConsumers(args: {
-  address: string;
+  addresses: string[];
   sessions: number;
   capacity: number;
   failFirst: boolean;
   prefix: string;
   messages: SessionMessages;
 }) {
-  clients = [newChannel(args.address)];
+  clients = args.addresses.map((address) => newChannel(address));
   for (let i = 0; i < args.sessions; i++) {
-    const call = openSession(clients[0]!);
-    const session: RunnerSession = { call, capacity: args.capacity, welcomed: false, creditFromUpdates: false, failed: false, onAck: undefined };
+    const at = (processIndex + i) % clients.length;
+    const call = openSession(clients[at]!);
+    const session: RunnerSession = {
+      call,
+      address: args.addresses[at]!,
+      capacity: args.capacity,
+      welcomed: false,
+      creditFromUpdates: false,
+      failed: false,
+      onAck: undefined,
+    };
     call.on("data", (response: SessionResponse) => onRunnerResponse(session, response, args.failFirst));
     call.on("error", () => (session.failed = true));
     call.on("end", () => (session.failed = true));
@@ -142,6 +161,7 @@ function bullmqConsumers(args: { port: number; queue: string; concurrency: numbe
 
 function start() {
   done = 0;
+  doneByAddress.clear();
   startProgress();
   for (const session of sessions) {
     session.call.write(encodeRequest({ case: "ready", value: { slots: session.capacity } }));
@@ -165,7 +185,7 @@ async function flush() {
         }),
     ),
   );
-  return { done, finishedAt: wallMs() };
+  return { done, doneByAddress: Object.fromEntries(doneByAddress), finishedAt: wallMs() };
 }
 
 function payload(index: number) {

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { createBenchDatabase, DEFAULT_POSTGRES_URL, postgresCpuSeconds, requirePostgres } from "./postgres.js";
 import type { ProbeSample } from "./server-probe.js";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -18,20 +19,37 @@ export type ServerKind = "runnerline" | "echo";
 /**
  * The stores the bench compares, by the names its rows carry, and the `serve` flags of each; a SQLite store gets a
  * fresh file in a folder of its own. "sqlite" is the server's default (synchronous=NORMAL), "sqlite-full" the
- * stronger setting (docs/storage.md says what each guarantees).
+ * stronger setting (docs/storage.md says what each guarantees). "postgres" is one server on a fresh PostgreSQL
+ * database, "postgres-3" three server processes (replicas) sharing one fresh database (startServerSet).
  */
-const STORE_FLAGS = {
-  memory: () => ["--store", "memory"],
-  sqlite: (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`],
-  "sqlite-full": (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`, "--sqlite-synchronous", "full"],
-} satisfies Record<string, (folder: string) => string[]>;
+const STORES = {
+  memory: { replicas: 1, flags: () => ["--store", "memory"] },
+  sqlite: { replicas: 1, flags: (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`] },
+  "sqlite-full": {
+    replicas: 1,
+    flags: (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`, "--sqlite-synchronous", "full"],
+  },
+  postgres: { replicas: 1, flags: (_folder: string, database?: string) => ["--store", needDatabase(database)] },
+  "postgres-3": { replicas: 3, flags: (_folder: string, database?: string) => ["--store", needDatabase(database)] },
+} satisfies Record<string, { replicas: number; flags: (folder: string, database?: string) => string[] }>;
 
-export type BenchStore = keyof typeof STORE_FLAGS;
-export const BENCH_STORES = Object.keys(STORE_FLAGS) as BenchStore[];
+function needDatabase(database: string | undefined): string {
+  if (database === undefined) throw new Error("a PostgreSQL store needs a database (startServerSet creates one)");
+  return database;
+}
+
+export type BenchStore = keyof typeof STORES;
+export const BENCH_STORES = Object.keys(STORES) as BenchStore[];
+
+/** Whether the store lives in PostgreSQL (a fresh database per server set, and the database's CPU reported). */
+export const isPostgresStore = (store: BenchStore | undefined) => store === "postgres" || store === "postgres-3";
+
+/** How many server processes a set of this store runs. */
+export const replicasOf = (store: BenchStore | undefined) => STORES[store ?? "memory"].replicas;
 
 /** A comma-separated list of store names from the command line; throws on an unknown one before anything runs. */
 export function benchStores(list: string): BenchStore[] {
-  const names = list.split(",");
+  const names = list.split(",").filter((name) => name !== "");
   const unknown = names.filter((name) => !(BENCH_STORES as string[]).includes(name));
   if (unknown.length > 0) throw new Error(`unknown store ${unknown.join(", ")}; the bench knows ${BENCH_STORES.join(", ")}`);
   return names as BenchStore[];
@@ -47,6 +65,8 @@ export interface ServerOptions {
   cpuProfDir?: string;
   /** More `serve` flags (Runnerline only). */
   serveArgs?: string[];
+  /** A PostgreSQL store's database URL (startServerSet creates the database). */
+  database?: string;
 }
 
 export interface ServerProcess {
@@ -71,7 +91,7 @@ export async function startServerProcess(options: ServerOptions): Promise<Server
     args = ["--grpc-addr", "127.0.0.1:0"];
   } else {
     script = "src/cli/main.ts";
-    args = ["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", ...STORE_FLAGS[options.store ?? "memory"](folder)];
+    args = ["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", ...STORES[options.store ?? "memory"].flags(folder, options.database)];
     if (options.heartbeatIntervalS !== undefined) args.push("--heartbeat-interval", String(options.heartbeatIntervalS));
     if (options.heartbeatGraceS !== undefined) args.push("--heartbeat-grace", String(options.heartbeatGraceS));
     // Closed-loop load beats far faster than any runner; measure the full path, not the coalescing gate.
@@ -126,6 +146,87 @@ export async function startServerProcess(options: ServerOptions): Promise<Server
       }),
     stop: () => stopChild(child, 10_000),
     stderrTail: () => stderr,
+  };
+}
+
+/** Probe samples of every server of a set, taken together, and the database's CPU at the same moment. */
+export interface SetSample {
+  /** One per server process, in the order of ServerSet.servers. */
+  servers: ProbeSample[];
+  /** CPU seconds of the machine's `postgres` processes so far (postgresCpuSeconds); PostgreSQL stores only. */
+  dbCpuS?: number;
+}
+
+/** The server processes that make up one measured Runnerline (one, or the replicas sharing a database). */
+export interface ServerSet {
+  store: BenchStore;
+  servers: ServerProcess[];
+  /** The servers' gRPC addresses, in order; runners spread over them. */
+  addresses: string[];
+  /** The first server's address: where the bench enqueues. */
+  address: string;
+  sample(options?: { gc?: boolean }): Promise<SetSample>;
+  /** Stops every server, then drops the set's database. */
+  stop(): Promise<void>;
+  stderrTail(): string;
+}
+
+export interface ServerSetOptions extends ServerOptions {
+  /** Where PostgreSQL is (PostgreSQL stores): each set gets a fresh database created through this URL. */
+  postgresUrl?: string;
+}
+
+/**
+ * Starts the servers of `options.store`: one process, or for a PostgreSQL store a fresh database and its replicas
+ * (the first one starts alone, so that it creates the schema; the others then start together). Throws Skipped
+ * where the store needs PostgreSQL and none answers.
+ */
+export async function startServerSet(options: ServerSetOptions): Promise<ServerSet> {
+  const store = options.store ?? "memory";
+  const servers: ServerProcess[] = [];
+  let drop: (() => Promise<void>) | undefined;
+  const stop = async () => {
+    await Promise.all(servers.map((server) => server.stop()));
+    await drop?.().catch((error: unknown) => console.error(`bench: could not drop its database: ${String(error)}`));
+  };
+  try {
+    let database: string | undefined;
+    if (isPostgresStore(store)) {
+      const base = options.postgresUrl ?? DEFAULT_POSTGRES_URL;
+      await requirePostgres(base);
+      const created = await createBenchDatabase(base);
+      database = created.url;
+      drop = created.drop;
+    }
+    const replicas = replicasOf(store);
+    servers.push(await startServerProcess({ ...options, store, ...(database !== undefined && { database }) }));
+    const rest = await Promise.allSettled(
+      Array.from({ length: replicas - 1 }, () => startServerProcess({ ...options, store, ...(database !== undefined && { database }) })),
+    );
+    for (const started of rest) if (started.status === "fulfilled") servers.push(started.value);
+    const failed = rest.find((started) => started.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  const postgres = isPostgresStore(store);
+  return {
+    store,
+    servers,
+    addresses: servers.map((server) => server.address),
+    address: servers[0]!.address,
+    sample: async (sampleOptions) => {
+      const samples = await Promise.all(servers.map((server) => server.sample(sampleOptions)));
+      const dbCpuS = postgres ? postgresCpuSeconds() : undefined;
+      return { servers: samples, ...(dbCpuS !== undefined && { dbCpuS }) };
+    },
+    stop,
+    stderrTail: () =>
+      servers
+        .map((server, i) => (servers.length > 1 ? `[replica ${i + 1}] ` : "") + server.stderrTail().trim())
+        .filter((tail) => tail !== "" && !/^\[replica \d+\] $/.test(tail))
+        .join("\n"),
   };
 }
 
