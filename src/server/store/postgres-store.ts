@@ -320,8 +320,8 @@ export class PostgresStore implements Store {
 
   async deleteRollout(rolloutId: string): Promise<void> {
     await this.transaction(async (tx) => {
-      await tx.client.query("DELETE FROM attempts WHERE rollout_id = $1", [rolloutId]);
-      await tx.client.query("DELETE FROM rollouts WHERE rollout_id = $1", [rolloutId]);
+      await run(tx.client, "DELETE FROM attempts WHERE rollout_id = $1", [rolloutId]);
+      await run(tx.client, "DELETE FROM rollouts WHERE rollout_id = $1", [rolloutId]);
     });
   }
 
@@ -388,7 +388,7 @@ export class PostgresStore implements Store {
 
   private async query(text: string, params: unknown[] = []): Promise<pg.QueryResult<Row>> {
     try {
-      return await this.pool.query(text, params);
+      return await run(this.pool, text, params);
     } catch (error) {
       throw unavailableOr(error);
     }
@@ -511,7 +511,8 @@ class Transaction {
 
   /** Locks the rollout of an attempt, found in the same statement; says who holds the attempt. */
   async lockRolloutOfAttempt(attemptId: string): Promise<{ worker_id: string } | undefined> {
-    const { rows } = await this.client.query(
+    const { rows } = await run(
+      this.client,
       "SELECT a.worker_id, r.rollout_id, r.message, r.state FROM attempts a JOIN rollouts r USING (rollout_id) WHERE a.attempt_id = $1 FOR UPDATE OF r",
       [attemptId],
     );
@@ -526,7 +527,7 @@ class Transaction {
     const wanted = ids.filter((id) => !this.rollouts.has(id));
     if (wanted.length === 0) return ids.map((id) => this.rollouts.get(id)).filter((r): r is Rollout => r !== undefined);
     const lock = only === "queued" ? "AND queue_seq IS NOT NULL ORDER BY rollout_id FOR UPDATE SKIP LOCKED" : "ORDER BY rollout_id FOR UPDATE";
-    const { rows } = await this.client.query(`SELECT rollout_id, message, state FROM rollouts WHERE rollout_id = ANY($1) ${lock}`, [wanted]);
+    const { rows } = await run(this.client, `SELECT rollout_id, message, state FROM rollouts WHERE rollout_id = ANY($1) ${lock}`, [wanted]);
     for (const id of wanted) this.rollouts.set(id, undefined);
     for (const row of rows) this.rollouts.set(row.rollout_id as string, rolloutOf(row));
     return ids.map((id) => this.rollouts.get(id)).filter((r): r is Rollout => r !== undefined);
@@ -535,7 +536,7 @@ class Transaction {
   async lockAttempts(ids: readonly string[]): Promise<Attempt[]> {
     const wanted = ids.filter((id) => !this.attempts.has(id));
     if (wanted.length > 0) {
-      const { rows } = await this.client.query("SELECT attempt_id, message FROM attempts WHERE attempt_id = ANY($1) ORDER BY attempt_id FOR UPDATE", [
+      const { rows } = await run(this.client, "SELECT attempt_id, message FROM attempts WHERE attempt_id = ANY($1) ORDER BY attempt_id FOR UPDATE", [
         wanted,
       ]);
       for (const id of wanted) this.attempts.set(id, undefined);
@@ -547,7 +548,7 @@ class Transaction {
   async lockWorkers(ids: readonly string[]): Promise<void> {
     const wanted = [...new Set(ids)].filter((id) => !this.workers.has(id));
     if (wanted.length === 0) return;
-    const { rows } = await this.client.query(`SELECT ${WORKER_READ} FROM workers WHERE worker_id = ANY($1) ORDER BY worker_id FOR UPDATE`, [
+    const { rows } = await run(this.client, `SELECT ${WORKER_READ} FROM workers WHERE worker_id = ANY($1) ORDER BY worker_id FOR UPDATE`, [
       wanted,
     ]);
     for (const id of wanted) this.workers.set(id, undefined);
@@ -671,9 +672,24 @@ class Writes {
   async run(client: pg.PoolClient) {
     for (const { clauses, params } of this.batches) {
       const sql = clauses.length === 1 ? clauses[0]! : `WITH ${clauses.map((c, i) => `w${i} AS (${c})`).join(", ")} SELECT 1`;
-      await client.query(sql, params);
+      await run(client, sql, params);
     }
   }
+}
+
+/** Statement texts prepared by name: parsed and planned once per connection instead of on every call. */
+const preparedNames = new Map<string, string>();
+/** Texts beyond this many (the combined writes of unusual shapes) are sent unnamed, so no connection hoards plans. */
+const MAX_PREPARED = 400;
+
+/** Runs a statement, prepared by name when its text is one of the usual few. */
+function run(client: pg.ClientBase | pg.Pool, text: string, values: unknown[] = []): Promise<pg.QueryResult<Row>> {
+  let name = preparedNames.get(text);
+  if (name === undefined && preparedNames.size < MAX_PREPARED && text.length < 8_000) {
+    name = `rl${preparedNames.size}`;
+    preparedNames.set(text, name);
+  }
+  return name === undefined ? client.query(text, values) : client.query({ name, text, values });
 }
 
 function known<T>(rows: Map<string, T | undefined>, id: string, kind: string): T | undefined {
