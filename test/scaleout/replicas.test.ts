@@ -22,7 +22,7 @@ import { type Worker, WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb
 import { silentLogger } from "../client/helpers.js";
 import { eventually } from "../polling.js";
 import { freshDatabase, POSTGRES_AVAILABLE, POSTGRES_URL } from "../postgres.js";
-import { dropDatabase, GRACE_MS, openSession, type RawSession, type Replica, startReplicas, stopReplicas } from "./fleet.js";
+import { dropDatabase, GRACE_MS, openSession, type RawSession, type Replica, startReplica, startReplicas, stopReplicas } from "./fleet.js";
 
 // Real processes on a 2-core machine: generous limits, the assertions carry the precision.
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
@@ -389,6 +389,32 @@ describe.skipIf(!POSTGRES_AVAILABLE)("three replicas on one PostgreSQL database"
       5_000,
     );
     expect(quarantined.quarantineCount).toBe(1);
+  });
+
+  it("drain of one replica (SIGTERM) leaves the sessions and dispatch of the others undisturbed", async () => {
+    const D = await startReplica("D", database);
+    try {
+      const onD = await waiting(D, "drain-d", { suite: "drain-d" });
+      const onA = await waiting(A, "drain-a", { suite: "drain-a" });
+      const held = await enqueue(D, "drain-d");
+      const attemptId = (await onD.next("assignment", 5_000)).attempt!.attemptId;
+
+      D.process.child.kill("SIGTERM");
+      await onD.next("drain", 5_000);
+      // What it held is reported during the drain, which then ends at once.
+      onD.report(attemptId, AttemptStatus.SUCCEEDED);
+      expect(await D.process.exited).toBe(0);
+      expect(await rollout(B, held)).toMatchObject({ status: RolloutStatus.SUCCEEDED, attemptCount: 1 });
+
+      // A's session heard nothing of it, and goes on taking work.
+      await onA.roundTrip();
+      expect(onA.ended).toBeUndefined();
+      expect((await worker(C, "drain-a")).connected).toBe(true);
+      const next = await enqueue(A, "drain-a");
+      expect((await onA.next("assignment", 5_000)).rollout!.rolloutId).toBe(next);
+    } finally {
+      await stopReplicas([D]);
+    }
   });
 });
 
