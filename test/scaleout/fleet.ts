@@ -75,6 +75,10 @@ export function isAlive(replica: Replica): boolean {
 
 export async function stopReplicas(replicas: Replica[]): Promise<void> {
   const distinct = [...new Map(replicas.map((r) => [r.process, r])).values()];
+  // RUNNERLINE_SCALEOUT_LOGS=1: each replica's log, for looking into a failure.
+  if (process.env.RUNNERLINE_SCALEOUT_LOGS === "1") {
+    for (const replica of distinct) process.stderr.write(`---- replica ${replica.name}\n${replica.process.output()}\n`);
+  }
   await Promise.all(
     distinct.filter(isAlive).map(async (replica) => {
       replica.process.child.kill("SIGKILL");

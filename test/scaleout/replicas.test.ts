@@ -25,7 +25,7 @@ import { freshDatabase, POSTGRES_AVAILABLE, POSTGRES_URL } from "../postgres.js"
 import { dropDatabase, GRACE_MS, openSession, type RawSession, type Replica, startReplica, startReplicas, stopReplicas } from "./fleet.js";
 
 // Real processes on a 2-core machine: generous limits, the assertions carry the precision.
-vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
+vi.setConfig({ testTimeout: 90_000, hookTimeout: 60_000 });
 
 /**
  * RUNNERLINE_SCALEOUT_ONE_REPLICA=1 runs every case on one replica standing in

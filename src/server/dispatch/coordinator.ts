@@ -1001,12 +1001,12 @@ export class Coordinator {
         link.credits = 0;
         return;
       }
-      link.credits += entries.length;
+      this.sessions.refund(link, entries.length);
       throw error;
     }
     // Candidates no longer queued (cancelled meanwhile, or claimed by another server sharing the store) were
     // skipped: their credits return, and the queue may hold others for them.
-    link.credits += entries.length - claimed.length;
+    this.sessions.refund(link, entries.length - claimed.length);
     for (const assignment of claimed) {
       const message = create(SessionResponseSchema, { message: { case: "assignment", value: assignment } });
       fx.add(() => link.send(message));

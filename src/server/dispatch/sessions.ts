@@ -66,6 +66,16 @@ export class SessionRegistry {
     if (!wasWaiting) this.waiting.push(link);
   }
 
+  /**
+   * Credits a claim could not use (its picks were taken elsewhere, or the
+   * claim failed) go back to the session, which waits again if it stopped.
+   */
+  refund(link: SessionLink, slots: number) {
+    if (slots <= 0 || !this.isLive(link) || link.leaving) return;
+    link.credits += slots;
+    if (!this.waiting.includes(link)) this.waiting.push(link);
+  }
+
   /** Whether some session could be served now. */
   get anyWaiting(): boolean {
     return this.waiting.length > 0;
