@@ -141,6 +141,8 @@ export class Coordinator {
   private readonly ranOn = new Map<string, Set<string>>();
   /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
   private readonly failureStreaks = new Map<string, Millis[]>();
+  /** Sessions other servers sharing the store hold (worker → labels), for retry-elsewhere: seen through the bus. */
+  private readonly remoteSessions = new Map<string, Labels>();
   /** When each worker that carries a quarantine has it lifted (ms), for routing and quarantinedCount. */
   private readonly quarantineEnds = new Map<string, Millis>();
   private readonly quarantinePolicy: QuarantinePolicy;
@@ -448,6 +450,8 @@ export class Coordinator {
     );
     const record = attached.workers[0]!.after;
     link.epoch = record.epoch;
+    // A quarantine set elsewhere (another server, or before a restart) holds here too.
+    this.trackQuarantine(record);
     const previous = this.sessions.attach({ link, labels: opening.labels, epoch: record.epoch, worker: record.worker });
     previous?.link.close("aborted", `replaced by a newer session (${link.sessionId}) for worker ${link.workerId}`);
     this.options.bus?.publish({ kind: "session", ids: [link.workerId], epoch: record.epoch });
@@ -841,6 +845,10 @@ export class Coordinator {
       if (this.isQuarantined(other, now)) continue;
       return true;
     }
+    for (const [other, labels] of this.remoteSessions) {
+      if (other === workerId || entry.ranOn.has(other) || this.sessions.get(other) !== undefined) continue;
+      if (labelsMatch(entry.requiredLabels, labels) && !this.isQuarantined(other, now)) return true;
+    }
     return false;
   }
 
@@ -1029,17 +1037,27 @@ export class Coordinator {
         this.stopHeldAttempts(event.ids).catch(failed);
         break;
       case "workers":
-        if (this.workerListeners.size > 0) this.relayWorkerChanges(event.ids).catch(failed);
+        this.followRemoteWorkerChanges(event.ids).catch(failed);
         break;
       case "session":
         for (const workerId of event.ids) {
           const local = this.sessions.get(workerId);
-          if (local === undefined || local.epoch >= event.epoch) continue;
-          // The store's row belongs to the newer session now: this stream just ends.
-          this.sessions.detach(local.link);
-          local.link.close("aborted", `replaced by a newer session of worker ${workerId} on another server`);
+          if (local !== undefined && local.epoch < event.epoch) {
+            // The store's row belongs to the newer session now: this stream just ends.
+            this.sessions.detach(local.link);
+            local.link.close("aborted", `replaced by a newer session of worker ${workerId} on another server`);
+          }
         }
+        this.learnRemoteSessions(event.ids).catch(failed);
         break;
+    }
+  }
+
+  /** Sessions another server opened: their labels, for retry-elsewhere here. */
+  private async learnRemoteSessions(workerIds: readonly string[]) {
+    for (const workerId of workerIds) {
+      const record = await this.store.getWorker(workerId);
+      if (record?.attachment === "open" && this.sessions.get(workerId) === undefined) this.remoteSessions.set(workerId, record.worker.labels);
     }
   }
 
@@ -1047,8 +1065,7 @@ export class Coordinator {
   private async learnQueued(rolloutIds: readonly string[]) {
     const now = this.clock.now();
     const unknown = rolloutIds.filter((id) => !this.queue.has(id) && !this.delayed.has(id));
-    if (unknown.length === 0) return;
-    for (const rollout of await this.store.getRollouts(unknown)) {
+    for (const rollout of unknown.length === 0 ? [] : await this.store.getRollouts(unknown)) {
       if (!isRolloutQueued(rollout.status) || this.queue.has(rollout.rolloutId) || this.delayed.has(rollout.rolloutId)) continue;
       let latest: Attempt | undefined;
       if (rollout.attemptCount > 0) {
@@ -1060,6 +1077,7 @@ export class Coordinator {
       this.queueRollout(rollout, latest, now);
       this.watchdog.rolloutClock(rollout);
     }
+    // Also when nothing was new: a resync may have found that a session kept retries away is gone.
     const fx = new Effects();
     await this.pump(now, fx);
     await this.settle(fx);
@@ -1074,7 +1092,15 @@ export class Coordinator {
     const indexed = [...this.delayed.keys()];
     for (const lane of this.queue.lanes()) indexed.push(...lane.rolloutIds);
     this.store
-      .queuedRolloutIds()
+      .workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN])
+      .then((workers) => {
+        // Every server's sessions, as the store has them: retries that kept away for a session gone may go back.
+        this.remoteSessions.clear();
+        for (const { worker, attachment } of workers) {
+          if (attachment === "open" && this.sessions.get(worker.workerId) === undefined) this.remoteSessions.set(worker.workerId, worker.labels);
+        }
+        return this.store.queuedRolloutIds();
+      })
       .then((queuedIds) => {
         const queued = new Set(queuedIds);
         for (const id of indexed) if (!queued.has(id)) this.unqueue(id);
@@ -1096,10 +1122,30 @@ export class Coordinator {
     }
   }
 
-  private async relayWorkerChanges(workerIds: readonly string[]) {
-    for (const workerId of workerIds) {
+  /**
+   * Workers another server changed: watchers here are told, and a worker whose
+   * session this server holds is seen as it is now (a quarantine lifted or set
+   * elsewhere), which may let it take work.
+   */
+  private async followRemoteWorkerChanges(workerIds: readonly string[]) {
+    const mine = workerIds.filter((id) => this.sessions.get(id) !== undefined);
+    const wanted = this.workerListeners.size > 0 ? workerIds : mine;
+    if (wanted.length === 0) return;
+    for (const workerId of wanted) {
       const record = await this.store.getWorker(workerId);
-      if (record !== undefined) for (const listener of this.workerListeners) listener(record.worker);
+      if (record === undefined) continue;
+      for (const listener of this.workerListeners) listener(record.worker);
+      const session = this.sessions.get(workerId);
+      if (session !== undefined && session.epoch === record.epoch) {
+        session.worker = record.worker;
+        this.trackQuarantine(record);
+      }
+    }
+    if (mine.length > 0) {
+      const now = this.clock.now();
+      const fx = new Effects();
+      await this.pump(now, fx);
+      await this.settle(fx);
     }
   }
 
