@@ -39,6 +39,7 @@ import {
   type WorkerFilter,
 } from "./query.js";
 import { decodeRollout, encodeRolloutState } from "./rollout-codec.js";
+import { WORKER_ROW_COLUMNS, workerRow } from "./worker-row.js";
 import { StoreOpenError } from "./sqlite-schema.js";
 import { encodeTelemetry, onlyTelemetryChanged, withTelemetry } from "./worker-telemetry.js";
 import type { Store } from "./store.js";
@@ -617,34 +618,16 @@ class Transaction {
       );
     }
     for (const { before, after } of changes.workers) {
-      const { worker } = after;
       // A session opened here (its epoch moved): this server holds it now.
       const opened = before === undefined || before.epoch !== after.epoch;
+      const columns = WORKER_ROW_COLUMNS.length;
+      const set = WORKER_ROW_COLUMNS.slice(1).map((column, i) => `${column} = $${i + 2}`);
       writes.add(
-        "INSERT INTO workers (worker_id, status, capacity, last_heartbeat_time, last_dequeue_time, last_busy_time, last_idle_time, connect_time, create_time, labels, attachment, suspect, epoch, version, message, replica_id, telemetry) " +
-          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL) " +
-          "ON CONFLICT (worker_id) DO UPDATE SET status = $2, capacity = $3, last_heartbeat_time = $4, last_dequeue_time = $5, last_busy_time = $6, " +
-          "last_idle_time = $7, connect_time = $8, create_time = $9, labels = $10, attachment = $11, suspect = $12, epoch = $13, version = $14, message = $15, " +
-          "replica_id = CASE WHEN $17 THEN $16 ELSE workers.replica_id END, telemetry = NULL",
-        [
-          worker.workerId,
-          worker.status,
-          worker.capacity,
-          ms(worker.lastHeartbeatTime),
-          ms(worker.lastDequeueTime),
-          ms(worker.lastBusyTime),
-          ms(worker.lastIdleTime),
-          ms(worker.connectTime),
-          ms(worker.createTime),
-          JSON.stringify(worker.labels),
-          after.attachment,
-          after.suspect,
-          after.epoch,
-          worker.version,
-          toBinary(WorkerSchema, worker),
-          this.replicaId,
-          opened,
-        ],
+        `INSERT INTO workers (${WORKER_ROW_COLUMNS.join(", ")}, replica_id, telemetry) ` +
+          `VALUES (${WORKER_ROW_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")}, $${columns + 1}, NULL) ` +
+          `ON CONFLICT (worker_id) DO UPDATE SET ${set.join(", ")}, ` +
+          `replica_id = CASE WHEN $${columns + 2} THEN $${columns + 1} ELSE workers.replica_id END, telemetry = NULL`,
+        [...workerRow(after), this.replicaId, opened],
       );
       this.writtenWorkers.push(after);
     }

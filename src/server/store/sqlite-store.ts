@@ -22,6 +22,7 @@ import { matchesPredicate } from "../filter/evaluate.js";
 import type { FilterExpression, Predicate } from "../filter/compile.js";
 import { ATTEMPT_COLUMNS, type ColumnCatalog, ROLLOUT_COLUMNS, splitForSql, WORKER_COLUMNS } from "./filter-sql.js";
 import { decodeRollout, encodeRolloutState } from "./rollout-codec.js";
+import { WORKER_ROW_COLUMNS, workerRow } from "./worker-row.js";
 import { type OpenOptions, openDatabase } from "./sqlite-schema.js";
 import { EmbeddedStore } from "./embedded-store.js";
 import type { Tables } from "./tables.js";
@@ -431,24 +432,8 @@ export class SqliteTables implements Tables {
   }
 
   private writeWorker(record: WorkerRecord) {
-    const { worker } = record;
-    this.write(this.sql.putWorker, [
-      worker.workerId,
-      worker.status,
-      worker.capacity,
-      ms(worker.lastHeartbeatTime),
-      ms(worker.lastDequeueTime),
-      ms(worker.lastBusyTime),
-      ms(worker.lastIdleTime),
-      ms(worker.connectTime),
-      ms(worker.createTime),
-      JSON.stringify(worker.labels),
-      record.attachment,
-      record.suspect ? 1 : 0,
-      worker.version,
-      toBinary(WorkerSchema, worker),
-      record.epoch,
-    ]);
+    // SQLite has no booleans: suspect is 0 or 1.
+    this.write(this.sql.putWorker, workerRow(record).map((value) => (typeof value === "boolean" ? (value ? 1 : 0) : value)));
   }
 
   /**
@@ -657,23 +642,7 @@ function prepareStatements(db: Database) {
     ),
 
     getWorker: db.prepare<[string]>("SELECT worker_id, attachment, suspect, epoch, message FROM workers WHERE worker_id = ?"),
-    putWorker: upsert("workers", "worker_id", [
-      "worker_id",
-      "status",
-      "capacity",
-      "last_heartbeat_time",
-      "last_dequeue_time",
-      "last_busy_time",
-      "last_idle_time",
-      "connect_time",
-      "create_time",
-      "labels",
-      "attachment",
-      "suspect",
-      "version",
-      "message",
-      "epoch",
-    ]),
+    putWorker: upsert("workers", "worker_id", [...WORKER_ROW_COLUMNS]),
 
     finishedBefore: db.prepare<SqlValue[]>(
       `SELECT message, state FROM rollouts WHERE create_time < ? AND end_time < ? AND status IN (${FINISHED_ROLLOUT_STATUSES.map(() => "?").join(", ")}) ` +
