@@ -727,19 +727,20 @@ export class Coordinator {
 
   private async checkRolloutClock(rolloutId: string, now: Millis, fx: Effects) {
     let reason: string | undefined;
+    let seen: Rollout | undefined;
     const changes = await this.store
       .changeRollout(rolloutId, (rollout) => {
+        seen = rollout;
         reason = rolloutExpiry(rollout, now);
-        if (reason === undefined) {
-          this.watchdog.rolloutClock(rollout);
-          return undefined;
-        }
+        if (reason === undefined) return undefined;
         return { after: expireRollout(rollout, reason, now), attemptErrorKind: AttemptErrorKind.DEADLINE_EXCEEDED, reason };
       }, this.context(now))
       .catch((error: unknown) => {
         if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
         throw error;
       });
+    // Not due yet (a retry moved its clock, say): check again when it is.
+    if (reason === undefined && seen !== undefined) this.watchdog.rolloutClock(seen);
     this.absorb(changes, now, fx);
     if (reason !== undefined) this.cancelAbortedAttempts(changes, reason, fx);
     await this.judgeEnded(changes, now, fx);

@@ -22,10 +22,6 @@ export class SessionRegistry {
   /** Sessions with credits, in the order they are served. */
   private waiting: SessionLink[] = [];
 
-  get size() {
-    return this.byWorker.size;
-  }
-
   values(): IterableIterator<LiveSession> {
     return this.byWorker.values();
   }

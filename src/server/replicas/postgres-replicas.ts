@@ -46,10 +46,6 @@ export class PostgresReplicas {
     this.deadAfterMs = options.deadAfterMs ?? 5_000;
   }
 
-  get replicaId() {
-    return this.options.replicaId;
-  }
-
   /** Registers this server; it then keeps its row fresh and tries for leadership. */
   async start() {
     const now = this.options.now();

@@ -85,14 +85,3 @@ function changed<T>(changes: Change<T>[]): Change<T>[] {
   for (const change of changes) if (change.before === change.after) return changes.filter((c) => c.before !== c.after);
   return changes;
 }
-
-/** Both lists, in order (for operations that run several steps). */
-export function mergeChanges(a: Changes, b: Changes): Changes {
-  if (a === NO_CHANGES) return b;
-  if (b === NO_CHANGES) return a;
-  return {
-    rollouts: [...a.rollouts, ...b.rollouts],
-    attempts: [...a.attempts, ...b.attempts],
-    workers: [...a.workers, ...b.workers],
-  };
-}
