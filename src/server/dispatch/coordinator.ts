@@ -34,7 +34,6 @@ import {
 } from "../domain/quarantine.js";
 import {
   cancelRollout,
-  dispatchableAt,
   expireRollout,
   isRolloutQueued,
   isRolloutTerminal,
@@ -63,7 +62,8 @@ import {
 import type { Store } from "../store/store.js";
 import { type Changes, NO_CHANGES } from "../transitions/changes.js";
 import type { AttemptStep, SessionFence, TransitionContext } from "../transitions/steps.js";
-import { DispatchQueue, type QueueEntry } from "./dispatch-queue.js";
+import type { QueueEntry } from "./dispatch-queue.js";
+import { Routing } from "./routing.js";
 import { Effects } from "./effects.js";
 import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
@@ -109,8 +109,6 @@ const RESYNC_MS = 2_000;
 
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 
-/** The workers that ran a rollout never dispatched. */
-const NOBODY: ReadonlySet<string> = new Set();
 
 const EVERYTHING = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
 
@@ -133,20 +131,11 @@ export class Coordinator {
   private readonly brake: MassDropBrake;
   private readonly finishWaiters = new Map<string, Set<(rolloutId: string) => void>>();
   private readonly workerListeners = new Set<(worker: Worker) => void>();
-  /** Queued rollouts that may be dispatched now; the store keeps the same order durably. */
-  private readonly queue = new DispatchQueue();
-  /** Queued rollouts waiting out their retry_delay, released by a "release" timer. */
-  private readonly delayed = new Map<string, QueueEntry>();
-  /** Per unfinished rollout that may be retried, the workers that ran its attempts. */
-  private readonly ranOn = new Map<string, Set<string>>();
+  /** Which queued rollout may go to which worker (the queue index); the store keeps the truth. */
+  private readonly routing: Routing;
   /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
   private readonly failureStreaks = new Map<string, Millis[]>();
-  /** Sessions other servers sharing the store hold (worker → labels), for retry-elsewhere: seen through the bus. */
-  private readonly remoteSessions = new Map<string, Labels>();
-  /** When each worker that carries a quarantine has it lifted (ms), for routing and quarantinedCount. */
-  private readonly quarantineEnds = new Map<string, Millis>();
   private readonly quarantinePolicy: QuarantinePolicy;
-  private readonly retryElsewhereMs: number;
   /** Set when the server shuts down: no more dispatching. */
   private draining = false;
   private drainMessage: SessionResponse | undefined;
@@ -165,7 +154,7 @@ export class Coordinator {
     });
     this.watchdog = new Watchdog(this.liveness, options.defaultUnresponsiveMs, this.brake);
     this.quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
-    this.retryElsewhereMs = options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS;
+    this.routing = new Routing(this.sessions, this.watchdog, options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS);
     const bus = options.bus;
     if (bus !== undefined) {
       bus.subscribe((event) => this.onReplicaEvent(event));
@@ -273,10 +262,10 @@ export class Coordinator {
     );
     this.absorb(asked, now, fx);
     const labels = this.sessions.get(workerId)?.labels ?? asked.workers[0]?.after.worker.labels ?? {};
-    const entry = this.draining ? undefined : this.pickFor(workerId, labels, now);
+    const entry = this.draining ? undefined : this.routing.pickFor(workerId, labels, now);
     let assigned: { rollout: Rollout; attempt: Attempt } | undefined;
     if (entry !== undefined) {
-      this.queue.remove(entry.rolloutId);
+      this.routing.take(entry);
       const { claimed, changes } = await this.store.claimRollouts({
         ...this.context(now),
         workerId,
@@ -650,13 +639,13 @@ export class Coordinator {
         const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], ...EVERYTHING };
         const filter = { rolloutId: rollout.rolloutId, workerId: "", statuses: [] };
         const attempts = await this.store.listAttempts({ filter, ...bySequence });
-        this.ranOn.set(rollout.rolloutId, new Set(attempts.items.map((attempt) => attempt.workerId)));
+        this.routing.setRanOn(rollout.rolloutId, attempts.items.map((attempt) => attempt.workerId));
       }
     }
     for (const rollout of await this.store.queuedRollouts()) {
       if (!isRolloutQueued(rollout.status)) continue;
       const latest = rollout.latestAttemptId ? await this.store.getAttempt(rollout.latestAttemptId) : undefined;
-      this.queueRollout(rollout, latest, now);
+      this.routing.add(rollout, latest, now);
     }
     for (const attempt of await this.store.activeAttempts()) {
       const rollout = await this.store.getRollout(attempt.rolloutId);
@@ -773,25 +762,13 @@ export class Coordinator {
     return released.workers[0]?.after.worker ?? record.worker;
   }
 
-  /** Workers quarantined now (for the fleet summary and /metrics): only those ever quarantined are looked at. */
+  /** Workers quarantined now (for the fleet summary and /metrics). */
   quarantinedCount(): number {
-    const now = this.clock.now();
-    let count = 0;
-    for (const [workerId, until] of this.quarantineEnds) {
-      if (until > now) count++;
-      else this.quarantineEnds.delete(workerId);
-    }
-    return count;
-  }
-
-  private isQuarantined(workerId: string, now: Millis) {
-    return (this.quarantineEnds.get(workerId) ?? -Infinity) > now;
+    return this.routing.quarantinedCount(this.clock.now());
   }
 
   private trackQuarantine(record: WorkerRecord) {
-    const until = msOf(record.worker.quarantineUntil);
-    if (until === undefined) this.quarantineEnds.delete(record.worker.workerId);
-    else this.quarantineEnds.set(record.worker.workerId, until);
+    this.routing.track(record);
   }
 
   /**
@@ -800,21 +777,12 @@ export class Coordinator {
    * sessions, read from the store.
    */
   async unroutableRolloutIds(): Promise<string[]> {
-    if (this.options.bus !== undefined) return this.unroutableInStore();
-    const ids: string[] = [];
-    const routable = this.sessions.routableLabelSets();
-    for (const lane of this.queue.lanes()) if (!routable(lane.labels)) ids.push(...lane.rolloutIds);
-    for (const entry of this.delayed.values()) if (!routable(entry.requiredLabels)) ids.push(entry.rolloutId);
-    return ids;
+    return this.options.bus === undefined ? this.routing.unroutableIds() : this.unroutableInStore();
   }
 
   /** How many queued rollouts no connected worker can take (see unroutableRolloutIds). */
   unroutableCount(): number {
-    let count = 0;
-    const routable = this.sessions.routableLabelSets();
-    for (const lane of this.queue.lanes()) if (!routable(lane.labels)) count += lane.size;
-    for (const entry of this.delayed.values()) if (!routable(entry.requiredLabels)) count += 1;
-    return count;
+    return this.routing.unroutableCount();
   }
 
   private async unroutableInStore(): Promise<string[]> {
@@ -827,67 +795,9 @@ export class Coordinator {
       .map((rollout) => rollout.rolloutId);
   }
 
-  /** The queued rollout `workerId` should get now, if any (it stays queued). */
-  private pickFor(workerId: string, labels: Labels, now: Millis): QueueEntry | undefined {
-    if (this.queue.size === 0 || this.isQuarantined(workerId, now)) return undefined;
-    return this.queue.pick({
-      workerId,
-      labels,
-      mayRetake: (entry) => now >= entry.avoidUntil || !this.anotherCouldTake(entry, workerId, now),
-    });
-  }
-
-  /** Whether a connected worker other than `workerId`, new to the rollout and not quarantined, could take it. */
-  private anotherCouldTake(entry: QueueEntry, workerId: string, now: Millis): boolean {
-    for (const session of this.sessions.values()) {
-      const other = session.link.workerId;
-      if (other === workerId || session.link.leaving || entry.ranOn.has(other)) continue;
-      if (!labelsMatch(entry.requiredLabels, session.labels)) continue;
-      if (this.isQuarantined(other, now)) continue;
-      return true;
-    }
-    for (const [other, labels] of this.remoteSessions) {
-      if (other === workerId || entry.ranOn.has(other) || this.sessions.get(other) !== undefined) continue;
-      if (labelsMatch(entry.requiredLabels, labels) && !this.isQuarantined(other, now)) return true;
-    }
-    return false;
-  }
-
-  /** A rollout entered the queue: ready at once, or after its retry_delay. */
-  private queueRollout(rollout: Rollout, latest: Attempt | undefined, now: Millis) {
-    const ranOn = rollout.attemptCount > 0 ? (this.ranOn.get(rollout.rolloutId) ?? NOBODY) : NOBODY;
-    const lastEnd = latest === undefined ? undefined : (msOf(latest.endTime) ?? now);
-    const readyAt = dispatchableAt(rollout);
-    const entry: QueueEntry = {
-      rolloutId: rollout.rolloutId,
-      priority: rollout.priority,
-      requiredLabels: rollout.config?.requiredLabels ?? {},
-      ranOn,
-      avoidUntil: Math.max(readyAt ?? -Infinity, lastEnd ?? now) + this.retryElsewhereMs,
-    };
-    if (readyAt !== undefined && readyAt > now) {
-      this.delayed.set(rollout.rolloutId, entry);
-      this.watchdog.schedule("release", rollout.rolloutId, readyAt);
-    } else {
-      this.queue.add(entry);
-    }
-    if (ranOn.size > 0) this.watchdog.schedule("pump", rollout.rolloutId, entry.avoidUntil);
-  }
-
   private async releaseDelayed(rolloutId: string) {
-    const entry = this.delayed.get(rolloutId);
-    if (entry === undefined) return;
-    this.delayed.delete(rolloutId);
-    this.queue.add(entry);
     // It joins the back of the queue now, in the store's order too.
-    await this.store.moveToBackOfQueue(rolloutId);
-  }
-
-  private unqueue(rolloutId: string) {
-    this.queue.remove(rolloutId);
-    this.delayed.delete(rolloutId);
-    this.watchdog.cancel("release", rolloutId);
-    this.watchdog.cancel("pump", rolloutId);
+    if (this.routing.release(rolloutId)) await this.store.moveToBackOfQueue(rolloutId);
   }
 
   /** Judges the workers of the attempts that `changes` ended (see judgeWorker). */
@@ -914,7 +824,7 @@ export class Coordinator {
     const outcome = workerOutcome(attempt);
     if (outcome === "neutral") return false;
     const workerId = attempt.workerId;
-    if (outcome === "success" && !this.failureStreaks.has(workerId) && !this.quarantineEnds.has(workerId)) {
+    if (outcome === "success" && !this.failureStreaks.has(workerId) && !this.routing.knowsQuarantine(workerId)) {
       const worker = changes.workers.find((c) => c.after.worker.workerId === workerId)?.after.worker;
       if (worker !== undefined && worker.quarantineCount === 0 && worker.quarantineUntil === undefined) return false;
     }
@@ -962,7 +872,7 @@ export class Coordinator {
    */
   private pump(now: Millis, fx: Effects): Promise<void> | undefined {
     // Most calls find nothing to do: they answer at once, without a promise to wait for.
-    if (this.draining || this.queue.size === 0 || !this.sessions.anyWaiting) return undefined;
+    if (this.draining || this.routing.size === 0 || !this.sessions.anyWaiting) return undefined;
     return this.pumpPicks(now, fx);
   }
 
@@ -970,15 +880,15 @@ export class Coordinator {
     const picks = new Map<LiveSession, QueueEntry[]>();
     this.sessions.serveRoundRobin(
       (session) => {
-        const entry = this.pickFor(session.link.workerId, session.labels, now);
+        const entry = this.routing.pickFor(session.link.workerId, session.labels, now);
         if (entry === undefined) return false;
-        this.queue.remove(entry.rolloutId);
+        this.routing.take(entry);
         const list = picks.get(session);
         if (list === undefined) picks.set(session, [entry]);
         else list.push(entry);
         return true;
       },
-      () => this.queue.size > 0,
+      () => this.routing.size > 0,
     );
     if (picks.size === 0) return;
     if (picks.size === 1) {
@@ -1005,7 +915,7 @@ export class Coordinator {
       // Nothing was claimed: the picks go back to the queue (at its back), and the credits to the session unless
       // a newer session of the worker took over meanwhile (ABORTED). Any other failure (the database went away)
       // is the caller's to report.
-      for (const entry of entries) this.queue.add(entry);
+      this.routing.putBack(entries);
       if (error instanceof DomainError && error.kind === "aborted") {
         link.credits = 0;
         return;
@@ -1058,24 +968,24 @@ export class Coordinator {
   private async learnRemoteSessions(workerIds: readonly string[]) {
     for (const workerId of workerIds) {
       const record = await this.store.getWorker(workerId);
-      if (record?.attachment === "open" && this.sessions.get(workerId) === undefined) this.remoteSessions.set(workerId, record.worker.labels);
+      if (record?.attachment === "open" && this.sessions.get(workerId) === undefined) this.routing.addRemoteSession(workerId, record.worker.labels);
     }
   }
 
   /** Rollouts another server queued: into this server's index, then to its waiting runners. */
   private async learnQueued(rolloutIds: readonly string[]) {
     const now = this.clock.now();
-    const unknown = rolloutIds.filter((id) => !this.queue.has(id) && !this.delayed.has(id));
+    const unknown = rolloutIds.filter((id) => !this.routing.has(id));
     for (const rollout of unknown.length === 0 ? [] : await this.store.getRollouts(unknown)) {
-      if (!isRolloutQueued(rollout.status) || this.queue.has(rollout.rolloutId) || this.delayed.has(rollout.rolloutId)) continue;
+      if (!isRolloutQueued(rollout.status) || this.routing.has(rollout.rolloutId)) continue;
       let latest: Attempt | undefined;
       if (rollout.attemptCount > 0) {
         const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], ...EVERYTHING };
         const attempts = await this.store.listAttempts({ filter: { rolloutId: rollout.rolloutId, workerId: "", statuses: [] }, ...bySequence });
-        if (maxAttempts(rollout) > 1) this.ranOn.set(rollout.rolloutId, new Set(attempts.items.map((a) => a.workerId)));
+        if (maxAttempts(rollout) > 1) this.routing.setRanOn(rollout.rolloutId, attempts.items.map((a) => a.workerId));
         latest = attempts.items.find((a) => a.attemptId === rollout.latestAttemptId);
       }
-      this.queueRollout(rollout, latest, now);
+      this.routing.add(rollout, latest, now);
       this.watchdog.rolloutClock(rollout);
     }
     // Also when nothing was new: a resync may have found that a session kept retries away is gone.
@@ -1090,21 +1000,21 @@ export class Coordinator {
    * dispatched (or cancelled) by another server: they leave the index.
    */
   private resync() {
-    const indexed = [...this.delayed.keys()];
-    for (const lane of this.queue.lanes()) indexed.push(...lane.rolloutIds);
+    const indexed = this.routing.indexedIds();
     this.store
       .workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN])
       .then((workers) => {
         // Every server's sessions, as the store has them: retries that kept away for a session gone may go back.
-        this.remoteSessions.clear();
+        const remote = new Map<string, Labels>();
         for (const { worker, attachment } of workers) {
-          if (attachment === "open" && this.sessions.get(worker.workerId) === undefined) this.remoteSessions.set(worker.workerId, worker.labels);
+          if (attachment === "open" && this.sessions.get(worker.workerId) === undefined) remote.set(worker.workerId, worker.labels);
         }
+        this.routing.setRemoteSessions(remote);
         return this.store.queuedRolloutIds();
       })
       .then((queuedIds) => {
         const queued = new Set(queuedIds);
-        for (const id of indexed) if (!queued.has(id)) this.unqueue(id);
+        for (const id of indexed) if (!queued.has(id)) this.routing.remove(id);
         return this.learnQueued(queuedIds);
       })
       .catch((error: unknown) => this.log(`resync: ${error instanceof Error ? error.message : String(error)}`));
@@ -1205,11 +1115,7 @@ export class Coordinator {
         if (rollout !== undefined) {
           this.watchdog.attemptChecked(after, rollout);
           // Only a rollout that may be retried needs to remember where it ran.
-          if (before === undefined && maxAttempts(rollout) > after.sequenceId) {
-            let ranOn = this.ranOn.get(rollout.rolloutId);
-            if (ranOn === undefined) this.ranOn.set(rollout.rolloutId, (ranOn = new Set()));
-            ranOn.add(after.workerId);
-          }
+          if (before === undefined && maxAttempts(rollout) > after.sequenceId) this.routing.ran(rollout.rolloutId, after.workerId);
         }
       }
     }
@@ -1219,12 +1125,12 @@ export class Coordinator {
       const effects = rolloutEffects(before, after);
       if (effects.enqueue) {
         const latest = changes.attempts.find((c) => c.after.attemptId === after.latestAttemptId)?.after;
-        this.queueRollout(after, latest, now);
+        this.routing.add(after, latest, now);
         fx.add(() => this.options.bus?.publish({ kind: "queued", ids: [after.rolloutId] }));
       }
-      if (effects.dequeue) this.unqueue(after.rolloutId);
+      if (effects.dequeue) this.routing.remove(after.rolloutId);
       if (effects.finished) {
-        this.ranOn.delete(after.rolloutId);
+        this.routing.finished(after.rolloutId);
         fx.add(() => {
           this.wakeFinishWaiters(after.rolloutId);
           this.options.bus?.publish({ kind: "finished", ids: [after.rolloutId] });
