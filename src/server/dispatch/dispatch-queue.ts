@@ -9,6 +9,12 @@ export interface QueueEntry {
   readonly ranOn: ReadonlySet<string>;
   /** After this time the workers in ranOn may take it again even when others could. */
   readonly avoidUntil: number;
+  /**
+   * When it (re)entered the queue, where servers share the store: entries
+   * learned from other servers arrive out of order, and this puts each in its
+   * place. Unset, an entry goes to the back of its lane (one server's order).
+   */
+  readonly enqueuedAt?: number;
 }
 
 /** An entry in its lane; removal only marks it, and the lane skips it (lazy deletion, O(1) removal). */
@@ -29,8 +35,21 @@ class Lane {
 
   constructor(readonly labels: Labels) {}
 
+  /** At the back, or — for an entry older than the back — in its place (binary search, then a splice). */
   push(slot: Slot) {
-    this.slots.push(slot);
+    const slots = this.slots;
+    if (slots.length === this.head || slots[slots.length - 1]!.seq <= slot.seq) {
+      slots.push(slot);
+    } else {
+      let low = this.head;
+      let high = slots.length;
+      while (low < high) {
+        const middle = (low + high) >> 1;
+        if (slots[middle]!.seq <= slot.seq) low = middle + 1;
+        else high = middle;
+      }
+      slots.splice(low, 0, slot);
+    }
     this.size += 1;
   }
 
@@ -85,6 +104,8 @@ export class DispatchQueue {
   private readonly priorities: { priority: number; lanes: Map<string, Lane> }[] = [];
   private readonly slotOf = new Map<string, { lane: Lane; slot: Slot }>();
   private nextSeq = 0;
+  /** Places within one millisecond for entries that carry enqueuedAt: 4,096 of them fit a double's precision. */
+  private withinMs = 0;
 
   get size() {
     return this.slotOf.size;
@@ -101,7 +122,8 @@ export class DispatchQueue {
     const key = labelSetKey(entry.requiredLabels);
     let lane = lanes.get(key);
     if (lane === undefined) lanes.set(key, (lane = new Lane(entry.requiredLabels)));
-    const slot: Slot = { entry, seq: this.nextSeq++, removed: false };
+    const seq = entry.enqueuedAt === undefined ? this.nextSeq++ : entry.enqueuedAt + (this.withinMs++ & 4095) / 4096;
+    const slot: Slot = { entry, seq, removed: false };
     lane.push(slot);
     this.slotOf.set(entry.rolloutId, { lane, slot });
   }

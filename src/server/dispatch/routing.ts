@@ -33,6 +33,11 @@ export class Routing {
     private readonly sessions: SessionRegistry,
     private readonly watchdog: Watchdog,
     private readonly retryElsewhereMs: number,
+    /**
+     * Servers sharing the store learn each other's enqueues out of order: each
+     * entry then takes its place by when it entered the queue (clocks in sync).
+     */
+    private readonly orderByTime: boolean,
   ) {}
 
   /** Rollouts that may be dispatched now. */
@@ -57,14 +62,18 @@ export class Routing {
     const ranOn = rollout.attemptCount > 0 ? (this.ranOn.get(rollout.rolloutId) ?? NOBODY) : NOBODY;
     const lastEnd = latest === undefined ? undefined : (msOf(latest.endTime) ?? now);
     const readyAt = dispatchableAt(rollout);
+    const delayed = readyAt !== undefined && readyAt > now;
+    // A retry joins the back when its attempt ended (or, delayed, when it is released); a new rollout when created.
+    const enteredAt = delayed ? readyAt : rollout.attemptCount > 0 ? (lastEnd ?? now) : (msOf(rollout.createTime) ?? now);
     const entry: QueueEntry = {
       rolloutId: rollout.rolloutId,
       priority: rollout.priority,
       requiredLabels: rollout.config?.requiredLabels ?? {},
       ranOn,
       avoidUntil: Math.max(readyAt ?? -Infinity, lastEnd ?? now) + this.retryElsewhereMs,
+      ...(this.orderByTime && { enqueuedAt: enteredAt }),
     };
-    if (readyAt !== undefined && readyAt > now) {
+    if (delayed) {
       this.delayed.set(rollout.rolloutId, entry);
       this.watchdog.schedule("release", rollout.rolloutId, readyAt);
     } else {
