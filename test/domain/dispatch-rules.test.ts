@@ -256,4 +256,34 @@ describe("DispatchQueue", () => {
     expect([...queue.lanes()]).toHaveLength(0);
     expect(queue.size).toBe(0);
   });
+  it("with enqueue times (servers sharing a store), a late arrival takes its place; same-millisecond ones keep arrival order", () => {
+    const queue = new DispatchQueue();
+    queue.add(entry("low-0", { enqueuedAt: 1_000 }));
+    queue.add(entry("low-2", { enqueuedAt: 1_020 }));
+    // Learned from another server after low-2, though enqueued before it.
+    queue.add(entry("low-1", { enqueuedAt: 1_010 }));
+    queue.add(entry("low-3", { enqueuedAt: 1_020 }));
+    queue.add(entry("high", { enqueuedAt: 1_030, priority: 5 }));
+    const taken: string[] = [];
+    for (let next = queue.pick(taker({}, "w-1", true)); next !== undefined; next = queue.pick(taker({}, "w-1", true))) {
+      taken.push(next.rolloutId);
+      queue.remove(next.rolloutId);
+    }
+    expect(taken).toEqual(["high", "low-0", "low-1", "low-2", "low-3"]);
+  });
+
+  it("with enqueue times, order holds across lanes of one priority, with entries removed from the middle", () => {
+    const queue = new DispatchQueue();
+    queue.add(entry("gpu-late", { enqueuedAt: 30, requiredLabels: { gpu: "1" } }));
+    queue.add(entry("any-early", { enqueuedAt: 10 }));
+    queue.add(entry("gpu-early", { enqueuedAt: 5, requiredLabels: { gpu: "1" } }));
+    queue.add(entry("any-gone", { enqueuedAt: 20 }));
+    queue.remove("any-gone");
+    const taken: string[] = [];
+    for (let next = queue.pick(taker({ gpu: "1" }, "w-1", true)); next !== undefined; next = queue.pick(taker({ gpu: "1" }, "w-1", true))) {
+      taken.push(next.rolloutId);
+      queue.remove(next.rolloutId);
+    }
+    expect(taken).toEqual(["gpu-early", "any-early", "gpu-late"]);
+  });
 });
