@@ -786,9 +786,7 @@ export class Coordinator {
   }
 
   private async unroutableInStore(): Promise<string[]> {
-    const connected = (await this.store.workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN]))
-      .filter((record) => record.attachment === "open")
-      .map((record) => record.worker.labels);
+    const connected = [...(await this.store.attachedWorkerLabels()).values()];
     const routable = (labels: Labels) => connected.some((carried) => labelsMatch(labels, carried));
     return (await this.store.queuedRollouts())
       .filter((rollout) => !routable(rollout.config?.requiredLabels ?? {}))
@@ -1002,14 +1000,11 @@ export class Coordinator {
   private resync() {
     const indexed = this.routing.indexedIds();
     this.store
-      .workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN])
-      .then((workers) => {
+      .attachedWorkerLabels()
+      .then((attached) => {
         // Every server's sessions, as the store has them: retries that kept away for a session gone may go back.
-        const remote = new Map<string, Labels>();
-        for (const { worker, attachment } of workers) {
-          if (attachment === "open" && this.sessions.get(worker.workerId) === undefined) remote.set(worker.workerId, worker.labels);
-        }
-        this.routing.setRemoteSessions(remote);
+        for (const workerId of attached.keys()) if (this.sessions.get(workerId) !== undefined) attached.delete(workerId);
+        this.routing.setRemoteSessions(attached);
         return this.store.queuedRolloutIds();
       })
       .then((queuedIds) => {

@@ -1,7 +1,8 @@
 import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
-import type { Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import { type Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { DomainError } from "../domain/errors.js";
+import type { Labels } from "../domain/labels.js";
 import { rolloutEffects } from "../domain/rollout.js";
 import type { WorkerRecord } from "../domain/worker.js";
 import { type Changes, type RowReader, WorkingSet } from "../transitions/changes.js";
@@ -21,6 +22,9 @@ import {
 import type { AttemptFilter, ListQuery, Page, RolloutFilter, WorkerFilter } from "./query.js";
 import type { Store } from "./store.js";
 import type { Tables } from "./tables.js";
+
+/** The statuses a worker holding a session can have. */
+const SESSION_STATUSES = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN];
 
 /**
  * A Store inside this process (memory or SQLite tables): there is one writer,
@@ -73,6 +77,14 @@ export class EmbeddedStore implements Store {
 
   async workersWithStatus(statuses: WorkerStatus[]): Promise<WorkerRecord[]> {
     return this.tables.workersWithStatus(statuses);
+  }
+
+  async attachedWorkerLabels(): Promise<Map<string, Labels>> {
+    const attached = new Map<string, Labels>();
+    for (const { worker, attachment } of this.tables.workersWithStatus(SESSION_STATUSES)) {
+      if (attachment === "open") attached.set(worker.workerId, worker.labels);
+    }
+    return attached;
   }
 
   async activeAttempts(): Promise<Attempt[]> {

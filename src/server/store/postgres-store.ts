@@ -4,6 +4,7 @@ import { type Attempt, AttemptSchema } from "../../gen/runnerline/v1/attempt_pb.
 import { type Rollout, RolloutSchema, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
 import { type Worker, WorkerSchema, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { DomainError } from "../domain/errors.js";
+import type { Labels } from "../domain/labels.js";
 import { rolloutEffects } from "../domain/rollout.js";
 import { msOf } from "../domain/time.js";
 import type { Attachment, WorkerRecord } from "../domain/worker.js";
@@ -187,6 +188,12 @@ export class PostgresStore implements Store {
     await this.flushTelemetry();
     const { rows } = await this.query(`SELECT ${WORKER_READ} FROM workers WHERE status = ANY($1) ORDER BY ord`, [statuses]);
     return rows.map(workerOf);
+  }
+
+  /** Read from the columns alone: no message is decoded (the replicas' resync asks every 2 s). */
+  async attachedWorkerLabels(): Promise<Map<string, Labels>> {
+    const { rows } = await this.query("SELECT worker_id, labels FROM workers WHERE attachment = 'open'");
+    return new Map(rows.map((row) => [row.worker_id as string, row.labels as Labels]));
   }
 
   async activeAttempts(): Promise<Attempt[]> {

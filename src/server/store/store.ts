@@ -2,6 +2,7 @@ import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
 import type { Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import type { Millis } from "../domain/time.js";
+import type { Labels } from "../domain/labels.js";
 import type { WorkerRecord } from "../domain/worker.js";
 import type { Changes } from "../transitions/changes.js";
 import type {
@@ -47,6 +48,8 @@ export interface Store {
   getWorker(workerId: string): Promise<WorkerRecord | undefined>;
   listWorkers(query: ListQuery<WorkerFilter>): Promise<Page<Worker>>;
   workersWithStatus(statuses: WorkerStatus[]): Promise<WorkerRecord[]>;
+  /** The labels of every worker that holds a session now, on whichever server (worker id → labels). */
+  attachedWorkerLabels(): Promise<Map<string, Labels>>;
   /** Attempts that are PREPARING or RUNNING, for the watchdog. */
   activeAttempts(): Promise<Attempt[]>;
   /** Every queued rollout, front to back (the durable dispatch order). */
