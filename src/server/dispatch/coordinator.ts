@@ -411,7 +411,7 @@ export class Coordinator {
       this.absorb(signs, now, fx);
       if (stale) this.sendTo(workerId, cancelMessage(attemptId, "the attempt is no longer current on the server"), fx);
     }
-    await this.pump(now, fx);
+    // No dispatch here: a sign of life can only take a rollout out of the queue (a revival), never put one in.
     await this.settle(fx);
     return worker;
   }
