@@ -1,4 +1,3 @@
-import net from "node:net";
 import { fromJson } from "@bufbuild/protobuf";
 import type { JsonValue } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
@@ -47,59 +46,7 @@ export { eventually } from "../polling.js";
 
 export const silentLogger: RunnerLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
-/**
- * A TCP relay between a runner and the server, so a test can sever the
- * connection the way a network fault does (both sides see a reset) and
- * refuse new connections until it is restored.
- */
-export class TcpRelay {
-  private readonly sockets = new Set<net.Socket>();
-  private refusing = false;
-  private server: net.Server | undefined;
-  address = "";
-
-  constructor(private readonly target: { host: string; port: number }) {}
-
-  async start(): Promise<void> {
-    const server = net.createServer((client) => {
-      if (this.refusing) {
-        client.resetAndDestroy();
-        return;
-      }
-      const upstream = net.connect(this.target);
-      for (const [from, to] of [
-        [client, upstream],
-        [upstream, client],
-      ] as const) {
-        this.sockets.add(from);
-        from.pipe(to);
-        from.on("error", () => to.destroy());
-        from.on("close", () => {
-          this.sockets.delete(from);
-          to.destroy();
-        });
-      }
-    });
-    this.server = server;
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    this.address = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
-  }
-
-  /** Resets every open connection and refuses new ones. */
-  cut(): void {
-    this.refusing = true;
-    for (const socket of this.sockets) socket.resetAndDestroy();
-  }
-
-  restore(): void {
-    this.refusing = false;
-  }
-
-  async close(): Promise<void> {
-    this.cut();
-    await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
-  }
-}
+export { TcpRelay } from "../tcp-relay.js";
 
 type ServerSession = grpc.ServerDuplexStream<SessionRequest, SessionResponse>;
 type ClientSession = grpc.ClientDuplexStream<SessionRequest, SessionResponse>;

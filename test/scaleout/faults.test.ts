@@ -28,7 +28,8 @@ import { isRolloutTerminal } from "../../src/server/domain/rollout.js";
 import { silentLogger } from "../client/helpers.js";
 import { eventually } from "../polling.js";
 import { freshDatabase, POSTGRES_AVAILABLE, POSTGRES_URL } from "../postgres.js";
-import { dropDatabase, Forwarder, HEARTBEAT_S, isAlive, type Replica, startReplicas, stopReplicas } from "./fleet.js";
+import { TcpRelay } from "../tcp-relay.js";
+import { dropDatabase, HEARTBEAT_S, isAlive, type Replica, startReplicas, stopReplicas } from "./fleet.js";
 import { type PrivatePostgres, startPrivatePostgres } from "./private-postgres.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
@@ -52,7 +53,7 @@ const between = (low: number, high: number) => low + Math.random() * (high - low
 interface FleetRunner {
   runner: Runner;
   group: string;
-  forwarder?: Forwarder;
+  forwarder?: TcpRelay;
   /** Every Welcome, with when it came. */
   welcomes: { at: number; welcome: Welcome }[];
 }
@@ -253,7 +254,7 @@ describe.skipIf(!POSTGRES_AVAILABLE)("a replica killed with SIGKILL under load",
       ["c-1", C, "c"],
     ];
     for (const [workerId, replica, group] of plan) {
-      const forwarder = await new Forwarder(replica.port).start();
+      const forwarder = await new TcpRelay({ host: "127.0.0.1", port: replica.port }).start();
       const entry = startRunner(workerId, forwarder.address, group, handled);
       entry.forwarder = forwarder;
       fleet.push(entry);
@@ -289,7 +290,7 @@ describe.skipIf(!POSTGRES_AVAILABLE)("a replica killed with SIGKILL under load",
     killedAt = Date.now();
     // A load balancer sends A's moving runners to B; the held ones find nothing to connect to, for now.
     for (const { forwarder } of group("a-moving")) forwarder!.pointAt(B.port);
-    for (const { forwarder } of group("a-held")) forwarder!.hold();
+    for (const { forwarder } of group("a-held")) forwarder!.cut();
     // Load goes on through the survivors.
     afterKill = enqueueAll(ids.slice(BEFORE), live, { batch: 25, pauseMs: [0, 100], giveUpMs: 15_000 });
     const inFlight = enqueuing.acknowledged.size - (await count(B.clients, "kill-", TERMINAL));

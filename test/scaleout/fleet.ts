@@ -4,7 +4,6 @@
  * from one replica to another, and a raw runner session that speaks the
  * protocol message by message.
  */
-import net from "node:net";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -98,73 +97,6 @@ export async function dropDatabase(url: string, adminUrl: string): Promise<void>
     // Left for whoever cleans the test server.
   } finally {
     await admin.end().catch(() => undefined);
-  }
-}
-
-/**
- * A TCP forwarder in front of a replica: runners connect to it, and the test
- * re-points it at another replica, as a load balancer would after a replica
- * died. `hold()` refuses connections (and resets open ones) until `pointAt`.
- */
-export class Forwarder {
-  private readonly sockets = new Set<net.Socket>();
-  private readonly server = net.createServer((client) => this.accept(client));
-  private target: number | undefined;
-  /** Connections accepted, by the replica port they were forwarded to. */
-  readonly forwarded = new Map<number, number>();
-  address = "";
-
-  constructor(targetPort: number) {
-    this.target = targetPort;
-  }
-
-  async start(): Promise<this> {
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
-    this.address = `127.0.0.1:${(this.server.address() as net.AddressInfo).port}`;
-    return this;
-  }
-
-  /** New connections go to `port`; open ones are reset (their runner reconnects). */
-  pointAt(port: number): void {
-    this.target = port;
-    this.resetAll();
-  }
-
-  /** Refuses new connections and resets open ones, until pointAt. */
-  hold(): void {
-    this.target = undefined;
-    this.resetAll();
-  }
-
-  async close(): Promise<void> {
-    this.hold();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-
-  private resetAll(): void {
-    for (const socket of this.sockets) socket.resetAndDestroy();
-  }
-
-  private accept(client: net.Socket): void {
-    const port = this.target;
-    if (port === undefined) {
-      client.resetAndDestroy();
-      return;
-    }
-    this.forwarded.set(port, (this.forwarded.get(port) ?? 0) + 1);
-    const upstream = net.connect({ host: "127.0.0.1", port });
-    for (const [from, to] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      this.sockets.add(from);
-      from.pipe(to);
-      from.on("error", () => to.destroy());
-      from.on("close", () => {
-        this.sockets.delete(from);
-        to.destroy();
-      });
-    }
   }
 }
 

@@ -1,4 +1,3 @@
-import { createServer, type Server, type Socket, connect } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
@@ -11,6 +10,7 @@ import { PostgresStore } from "../../src/server/store/postgres-store.js";
 import { StoreOpenError } from "../../src/server/store/sqlite-schema.js";
 import { T0 } from "../fixtures.js";
 import { LIVENESS, OPENING } from "../harness.js";
+import { TcpRelay } from "../tcp-relay.js";
 import { freshSchema, POSTGRES_AVAILABLE, POSTGRES_URL, postgresStore } from "../postgres.js";
 
 const context = { now: T0, liveness: { heartbeatGraceMs: LIVENESS.heartbeatGraceMs } };
@@ -23,39 +23,6 @@ async function admin<T>(body: (client: pg.Client) => Promise<T>): Promise<T> {
     return await body(client);
   } finally {
     await client.end();
-  }
-}
-
-/** A TCP relay to the database that the test can cut and restore, to make it go away under a running store. */
-class Relay {
-  private server: Server | undefined;
-  private readonly sockets = new Set<Socket>();
-  port = 0;
-
-  async open() {
-    const target = new URL(POSTGRES_URL);
-    this.server = createServer((socket) => {
-      const upstream = connect(Number(target.port || 5432), target.hostname);
-      for (const s of [socket, upstream]) {
-        this.sockets.add(s);
-        s.on("close", () => this.sockets.delete(s));
-        s.on("error", () => s.destroy());
-      }
-      socket.pipe(upstream).pipe(socket);
-    });
-    await new Promise<void>((resolve) => this.server!.listen(this.port, "127.0.0.1", resolve));
-    this.port = (this.server!.address() as { port: number }).port;
-  }
-
-  async cut() {
-    for (const socket of this.sockets) socket.destroy();
-    await new Promise<void>((resolve) => this.server!.close(() => resolve()));
-  }
-
-  url() {
-    const url = new URL(POSTGRES_URL);
-    url.host = `127.0.0.1:${this.port}`;
-    return url.toString();
   }
 }
 
@@ -119,18 +86,21 @@ describe.skipIf(!POSTGRES_AVAILABLE)("PostgreSQL store", () => {
   });
 
   it("answers UNAVAILABLE while the database is out of reach, and works again when it is back, losing nothing", async () => {
-    const relay = new Relay();
-    await relay.open();
+    const database = new URL(POSTGRES_URL);
+    const relay = await new TcpRelay({ host: database.hostname, port: Number(database.port || 5432) }).start();
+    const throughRelay = new URL(POSTGRES_URL);
+    throughRelay.host = relay.address;
     const schema = freshSchema("outage");
-    const store = await PostgresStore.open(relay.url(), { schema, poolSize: 2 });
+    const store = await PostgresStore.open(throughRelay.toString(), { schema, poolSize: 2 });
     stores.push(store);
     await store.enqueueRollouts([queued("ro-before")]);
-    await relay.cut();
+    relay.cut();
     await expect(store.enqueueRollouts([queued("ro-during")])).rejects.toMatchObject({ kind: "unavailable" });
     await expect(store.getRollout("ro-before")).rejects.toMatchObject({ kind: "unavailable" });
-    await relay.open();
+    relay.restore();
     await store.enqueueRollouts([queued("ro-after")]);
     expect((await store.queuedRollouts()).map((r) => r.rolloutId)).toEqual(["ro-before", "ro-after"]);
+    await relay.close();
   });
 
   it("heartbeats are written behind in batches: no transaction each, readable at once, in the database within the flush interval", async () => {
