@@ -132,6 +132,8 @@ describe("Web page with tokens", { timeout: 30_000 }, () => {
     await page.keyboard.press("Escape");
     await page.click('button:has-text("Sign out")');
     await signIn(DEMOTED.token);
+    // The tab keeps a token only once the server has accepted it: navigating earlier reloads into the prompt.
+    await page.locator(".signed-in").waitFor();
     await page.goto(`${fleet.baseUrl}/rollouts/ro-waiting`);
     await eventually(() => cancelButton().isEnabled(), (enabled) => enabled);
     // The token file changes under the page: the same token is an operator's from now on.

@@ -37,6 +37,9 @@ export async function launchBrowser(viewport = { width: 1280, height: 800 }, opt
     viewport,
     bypassCSP: options.bypassCSP ?? false,
   });
+  // Shorter than the tests' own timeouts, so that an element that never comes fails naming its locator
+  // instead of as an anonymous test timeout.
+  context.setDefaultTimeout(15_000);
   return {
     context,
     async close() {
