@@ -925,10 +925,10 @@ function printTables(): void {
   );
   printTable(
     "Peer: BullMQ on Redis (AOF everysec) vs Runnerline, 4 load processes × 50 consumers, batches of 1,000; a PostgreSQL dispatcher is its servers and the database",
-    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "done per replica", "dispatcher CPU-s (per replica)", "db CPU-s", "rate vs BullMQ", "per CPU-s vs BullMQ", "rate vs classic", "per CPU-s vs classic", "targets"],
+    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "done per replica", "dispatcher CPU-s (per replica)", "db CPU-s", "rate vs BullMQ", "per CPU-s vs BullMQ", "rate vs echo", "rate vs classic", "per CPU-s vs classic", "targets"],
     by("peer").map((r) => [
       r.variant,
-      r.server === "bullmq" ? "bullmq" : label(r),
+      r.server === "bullmq" || r.server === "echo" ? r.server : label(r),
       fmt(r.metrics.jobsPerS),
       fmt(r.metrics.perDispatcherCpuS),
       fmt(r.metrics.seconds, 2),
@@ -937,6 +937,7 @@ function printTables(): void {
       ...cpuCols(r),
       ratio(r.ratios?.rate),
       ratio(r.ratios?.perCpuS),
+      ratio(r.ratios?.rateVsEcho),
       ratio(r.ratios?.rateVsClassic),
       ratio(r.ratios?.perCpuSVsClassic),
       targetsOf(r),
@@ -994,6 +995,7 @@ async function peerScenario(): Promise<void> {
       ratios: {
         ...(report.ratio !== undefined && { rate: report.ratio }),
         ...(report.perCpuRatio !== undefined && { perCpuS: report.perCpuRatio }),
+        ...(report.echoRatio !== undefined && { rateVsEcho: report.echoRatio }),
         ...report.versusClassic,
       },
       ...(report.targets !== undefined && { targets: report.targets }),

@@ -10,6 +10,10 @@
  * "drain" (everything enqueued first, then consumers start: the drain rate),
  * and "retry" (e2e where every job's first attempt fails and is retried once).
  *
+ * The echo baseline (bench/echo-server.ts: the same grpc-js transport and
+ * codec, a bare FIFO and no domain logic) runs each shape too: the ceiling
+ * that the transport alone allows a Runnerline server in this shape.
+ *
  * A PostgreSQL store runs as one server or as 3 replicas on one fresh
  * database: each consumer process spreads its sessions over the replicas, the
  * producer enqueues on the first one, and the dispatcher's CPU is the
@@ -59,7 +63,7 @@ export interface PeerResult {
 
 export interface PeerReport {
   mode: PeerMode;
-  system: "bullmq" | "runnerline";
+  system: "bullmq" | "runnerline" | "echo";
   /** Runnerline's store and shape; BullMQ's "redis aof everysec". */
   variant: string;
   store?: string;
@@ -69,6 +73,8 @@ export interface PeerReport {
   ratio?: number;
   /** Jobs per dispatcher CPU-second ÷ BullMQ's. */
   perCpuRatio?: number;
+  /** Runnerline: rate ÷ the echo baseline's in the same shape and mode. */
+  echoRatio?: number;
   /** A lean row measured after its classic twin: the ratios to it. */
   versusClassic?: { rateVsClassic: number; perCpuSVsClassic: number };
   targets?: { name: string; met: boolean }[];
@@ -105,6 +111,26 @@ export async function runPeerScenario(plan: PeerPlan, report: (row: PeerReport) 
           report({ mode, system: "bullmq", variant, error: message(error) });
         }
       }
+      const echo = new Map<Shape, PeerResult>();
+      // The transport's ceiling, spoken the way the Runnerline rows speak (lean when they are measured lean).
+      const echoMessages = plan.sessionMessages.includes("lean") ? "lean" : "classic";
+      for (const shape of SHAPES) {
+        const variant = `echo (grpc-js, no logic), ${shape.name}`;
+        try {
+          const result = await measureRunnerline("echo", "memory", shape, mode, plan.total, consumers, producer, echoMessages, plan);
+          echo.set(shape, result);
+          report({
+            mode,
+            system: "echo",
+            variant,
+            messages: echoMessages,
+            result,
+            ...(bullmq !== undefined && { ratio: result.rate / bullmq.rate, perCpuRatio: result.perCpuS / bullmq.perCpuS }),
+          });
+        } catch (error) {
+          report({ mode, system: "echo", variant, messages: echoMessages, error: message(error) });
+        }
+      }
       for (const store of plan.stores) {
         for (const shape of SHAPES) {
           const variant = `${store}, ${shape.name}`;
@@ -112,7 +138,7 @@ export async function runPeerScenario(plan: PeerPlan, report: (row: PeerReport) 
           const measured = new Map<SessionMessages, PeerResult>();
           for (const messages of plan.sessionMessages) {
             try {
-              measured.set(messages, await measureRunnerline(store, shape, mode, plan.total, consumers, producer, messages, plan));
+              measured.set(messages, await measureRunnerline("runnerline", store, shape, mode, plan.total, consumers, producer, messages, plan));
             } catch (error) {
               report({ mode, system: "runnerline", variant, store, messages, error: message(error) });
             }
@@ -121,6 +147,7 @@ export async function runPeerScenario(plan: PeerPlan, report: (row: PeerReport) 
           for (const [messages, result] of measured) {
             const ratio = bullmq === undefined ? undefined : result.rate / bullmq.rate;
             const perCpuRatio = bullmq === undefined ? undefined : result.perCpuS / bullmq.perCpuS;
+            const ceiling = echo.get(shape);
             const targets = peerTargets(store, mode, ratio, perCpuRatio);
             const versusClassic =
               messages === "lean" && classic !== undefined
@@ -135,6 +162,7 @@ export async function runPeerScenario(plan: PeerPlan, report: (row: PeerReport) 
               result,
               ...(ratio !== undefined && { ratio }),
               ...(perCpuRatio !== undefined && { perCpuRatio }),
+              ...(ceiling !== undefined && { echoRatio: result.rate / ceiling.rate }),
               ...(targets && { targets }),
               ...(versusClassic && { versusClassic }),
             });
@@ -191,6 +219,7 @@ async function measureBullmq(binary: string, mode: PeerMode, total: number, cons
 }
 
 async function measureRunnerline(
+  kind: "runnerline" | "echo",
   store: BenchStore,
   shape: Shape,
   mode: PeerMode,
@@ -201,11 +230,11 @@ async function measureRunnerline(
   plan: PeerPlan,
 ): Promise<PeerResult> {
   const server: ServerSet = await startServerSet({
-    kind: "runnerline",
+    kind,
     store,
     // In the retry mode every first attempt fails by design, on every consumer: Runnerline would quarantine them
     // all (BullMQ has no such rule), so the comparison measures retries with quarantine out of reach.
-    ...(mode === "retry" && { serveArgs: ["--quarantine-failures", "1000000"] }),
+    ...(mode === "retry" && kind === "runnerline" && { serveArgs: ["--quarantine-failures", "1000000"] }),
     ...(plan.cpuProfDir !== undefined && { cpuProfDir: plan.cpuProfDir }),
     ...(plan.postgresUrl !== undefined && { postgresUrl: plan.postgresUrl }),
   });
