@@ -20,9 +20,8 @@ import {
 import { Channel } from "../e2e/drivers.js";
 import { type CliProcess, startCli } from "../liveness/processes.js";
 
-/** Heartbeat interval the replicas announce; the grace is the default 3 × interval. */
+/** Heartbeat interval the replicas announce; the grace is the default 3 × interval unless a test sets another. */
 export const HEARTBEAT_S = 0.25;
-export const GRACE_MS = 3 * HEARTBEAT_S * 1000;
 
 export interface Replica {
   name: string;
