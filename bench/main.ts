@@ -416,6 +416,8 @@ function ingestRow(scenario: string, variant: string, server: ServerKind, r: Ing
  * ingest-fleet: N sessions beat at 1 Hz, spread over 3 replicas sharing one PostgreSQL database, against one SQLite
  * server holding N/3 of them (the same load per server process), in the same run. Heartbeats are acknowledged per
  * CPU-second of the replica that took them; the database's CPU over the window says whether it is on the path.
+ * A control row runs three independent SQLite servers with N/3 sessions each at once: what three server processes
+ * and their load cost each other on the same cores, with no database and no replication.
  */
 async function fleetIngestScenario(sessions: number): Promise<void> {
   const replicas = 3;
@@ -428,12 +430,26 @@ async function fleetIngestScenario(sessions: number): Promise<void> {
   } catch (error) {
     notMeasured("ingest-fleet", single, "runnerline", "sqlite", error);
   }
+  const separate = `N=${sessions} @1Hz over ${replicas} independent SQLite servers (~${perServer} each), the control`;
+  let control: IngestResult | undefined;
+  if (servers.has("runnerline")) try {
+    control = await ingest("runnerline", sessions, false, "sqlite-x3");
+    const row = fleetIngestRow(separate, "sqlite-x3", control);
+    if (sqlite !== undefined) row.ratios = { perCpuS: control.perCpuS / sqlite.perCpuS, p99: control.p99 / sqlite.p99 };
+    record(row);
+  } catch (error) {
+    notMeasured("ingest-fleet", separate, "runnerline", "sqlite-x3", error);
+  }
   const fleet = `N=${sessions} @1Hz over ${replicas} replicas (~${perServer} each)`;
   if (servers.has("runnerline")) try {
     const real = await ingest("runnerline", sessions, false, "postgres-3");
     const row = fleetIngestRow(fleet, "postgres-3", real);
     if (sqlite !== undefined) {
-      row.ratios = { perCpuS: real.perCpuS / sqlite.perCpuS, p99: real.p99 / sqlite.p99 };
+      row.ratios = {
+        perCpuS: real.perCpuS / sqlite.perCpuS,
+        p99: real.p99 / sqlite.p99,
+        ...(control !== undefined && { perCpuSVsControl: real.perCpuS / control.perCpuS }),
+      };
       row.targets = [{ name: "per replica CPU-s within 10% of one SQLite server's", met: real.perCpuS >= 0.9 * sqlite.perCpuS }];
     }
     record(row);
@@ -867,8 +883,8 @@ function printTables(): void {
     );
   }
   printTable(
-    "Heartbeat ingest in a fleet (1 Hz per session; 3 PostgreSQL replicas against one SQLite server with the same sessions per server)",
-    ["scenario", "server", "heartbeats/s", "per srv CPU-s", "per CPU-s of each replica", "ack p50 ms", "ack p99 ms", ...cpuHeader, ...serverHeader, "per CPU-s vs SQLite", "p99 vs SQLite", "targets"],
+    "Heartbeat ingest in a fleet (1 Hz per session; 3 PostgreSQL replicas against one SQLite server with the same sessions per server, and against 3 independent SQLite servers at once)",
+    ["scenario", "server", "heartbeats/s", "per srv CPU-s", "per CPU-s of each replica", "ack p50 ms", "ack p99 ms", ...cpuHeader, ...serverHeader, "per CPU-s vs SQLite", "p99 vs SQLite", "per CPU-s vs 3 SQLite", "targets"],
     by("ingest-fleet").map((r) => [
       r.variant,
       label(r),
@@ -881,6 +897,7 @@ function printTables(): void {
       ...serverCols(r),
       ratio(r.ratios?.perCpuS),
       ratio(r.ratios?.p99),
+      ratio(r.ratios?.perCpuSVsControl),
       targetsOf(r),
     ]),
   );

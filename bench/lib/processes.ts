@@ -21,17 +21,22 @@ export type ServerKind = "runnerline" | "echo";
  * fresh file in a folder of its own. "sqlite" is the server's default (synchronous=NORMAL), "sqlite-full" the
  * stronger setting (docs/storage.md says what each guarantees). "postgres" is one server on a fresh PostgreSQL
  * database, "postgres-3" three server processes (replicas) sharing one fresh database (startServerSet).
+ * "sqlite-x3" is three independent SQLite servers sharing nothing: not a fleet (work enqueued on one never reaches
+ * the others), only the ingest-fleet scenario's control for what three server processes on the same cores cost
+ * each other, so the scenarios that dispatch refuse it.
  */
 const STORES = {
-  memory: { replicas: 1, flags: () => ["--store", "memory"] },
-  sqlite: { replicas: 1, flags: (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`] },
+  memory: { replicas: 1, shared: true, flags: () => ["--store", "memory"] },
+  sqlite: { replicas: 1, shared: true, flags: (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`] },
   "sqlite-full": {
     replicas: 1,
+    shared: true,
     flags: (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`, "--sqlite-synchronous", "full"],
   },
-  postgres: { replicas: 1, flags: (_folder: string, database?: string) => ["--store", needDatabase(database)] },
-  "postgres-3": { replicas: 3, flags: (_folder: string, database?: string) => ["--store", needDatabase(database)] },
-} satisfies Record<string, { replicas: number; flags: (folder: string, database?: string) => string[] }>;
+  postgres: { replicas: 1, shared: true, flags: (_folder: string, database?: string) => ["--store", needDatabase(database)] },
+  "postgres-3": { replicas: 3, shared: true, flags: (_folder: string, database?: string) => ["--store", needDatabase(database)] },
+  "sqlite-x3": { replicas: 3, shared: false, flags: (folder: string) => ["--store", `sqlite:${join(folder, "bench.db")}`] },
+} satisfies Record<string, { replicas: number; shared: boolean; flags: (folder: string, database?: string) => string[] }>;
 
 function needDatabase(database: string | undefined): string {
   if (database === undefined) throw new Error("a PostgreSQL store needs a database (startServerSet creates one)");
@@ -39,7 +44,8 @@ function needDatabase(database: string | undefined): string {
 }
 
 export type BenchStore = keyof typeof STORES;
-export const BENCH_STORES = Object.keys(STORES) as BenchStore[];
+/** The stores a dispatching scenario may name: every server of a set shares the store. */
+export const BENCH_STORES = (Object.keys(STORES) as BenchStore[]).filter((store) => STORES[store].shared);
 
 /** Whether the store lives in PostgreSQL (a fresh database per server set, and the database's CPU reported). */
 export const isPostgresStore = (store: BenchStore | undefined) => store === "postgres" || store === "postgres-3";

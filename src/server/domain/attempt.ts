@@ -10,6 +10,7 @@ import {
 import { type Rollout, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
 import { isRolloutTerminal } from "./rollout.js";
 import { type Millis, msOf, msOfDuration, toTimestamp } from "./time.js";
+import { fullShape } from "./full-shape.js";
 
 const ACTIVE = new Set([AttemptStatus.PREPARING, AttemptStatus.RUNNING]);
 
@@ -42,15 +43,18 @@ export interface AttemptReport {
 }
 
 export function newAttempt(rollout: Rollout, attemptId: string, workerId: string, now: Millis): Attempt {
-  return create(AttemptSchema, {
-    attemptId,
-    rolloutId: rollout.rolloutId,
-    sequenceId: rollout.attemptCount + 1,
-    workerId,
-    status: AttemptStatus.PREPARING,
-    createTime: toTimestamp(now),
-    version: 1n,
-  });
+  return fullShape(
+    AttemptSchema,
+    create(AttemptSchema, {
+      attemptId,
+      rolloutId: rollout.rolloutId,
+      sequenceId: rollout.attemptCount + 1,
+      workerId,
+      status: AttemptStatus.PREPARING,
+      createTime: toTimestamp(now),
+      version: 1n,
+    }),
+  );
 }
 
 /**

@@ -10,6 +10,7 @@ import {
 } from "../../gen/runnerline/v1/rollout_pb.js";
 import { failedPrecondition } from "./errors.js";
 import { type Millis, msOf, msOfDuration, toTimestamp } from "./time.js";
+import { fullShape } from "./full-shape.js";
 
 const TERMINAL = new Set([RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED]);
 const QUEUED = new Set([RolloutStatus.QUEUING, RolloutStatus.REQUEUING]);
@@ -40,18 +41,21 @@ export function rolloutEffects(before: Rollout | undefined, after: Rollout): Rol
 }
 
 export function newRollout(request: EnqueueRolloutRequest, rolloutId: string, now: Millis): Rollout {
-  return create(RolloutSchema, {
-    rolloutId,
-    input: request.input,
-    mode: request.mode,
-    resourcesId: request.resourcesId,
-    metadata: request.metadata ?? {},
-    config: request.config ?? create(RolloutConfigSchema),
-    status: RolloutStatus.QUEUING,
-    createTime: toTimestamp(now),
-    priority: request.priority,
-    version: 1n,
-  });
+  return fullShape(
+    RolloutSchema,
+    create(RolloutSchema, {
+      rolloutId,
+      input: request.input,
+      mode: request.mode,
+      resourcesId: request.resourcesId,
+      metadata: request.metadata ?? {},
+      config: request.config ?? create(RolloutConfigSchema),
+      status: RolloutStatus.QUEUING,
+      createTime: toTimestamp(now),
+      priority: request.priority,
+      version: 1n,
+    }),
+  );
 }
 
 export function maxAttempts(rollout: Rollout): number {

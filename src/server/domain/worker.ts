@@ -3,6 +3,7 @@ import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { SystemSnapshot } from "../../gen/runnerline/v1/telemetry_pb.js";
 import { type Worker, WorkerSchema, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { type Millis, msOf, toTimestamp } from "./time.js";
+import { fullShape } from "./full-shape.js";
 
 /**
  * How the worker is attached to the server:
@@ -37,13 +38,16 @@ export interface Liveness {
 }
 
 export function newWorkerRecord(workerId: string, now: Millis): WorkerRecord {
-  const worker = create(WorkerSchema, {
-    workerId,
-    status: WorkerStatus.UNKNOWN,
-    capacity: 1,
-    createTime: toTimestamp(now),
-    version: 1n,
-  });
+  const worker = fullShape(
+    WorkerSchema,
+    create(WorkerSchema, {
+      workerId,
+      status: WorkerStatus.UNKNOWN,
+      capacity: 1,
+      createTime: toTimestamp(now),
+      version: 1n,
+    }),
+  );
   return { worker, attachment: "none", suspect: false, epoch: 0 };
 }
 

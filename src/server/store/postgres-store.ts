@@ -1,4 +1,4 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
 import { type Attempt, AttemptSchema } from "../../gen/runnerline/v1/attempt_pb.js";
 import { type Rollout, RolloutSchema, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
@@ -44,6 +44,7 @@ import { WORKER_ROW_COLUMNS, workerRow } from "./worker-row.js";
 import { StoreOpenError } from "./sqlite-schema.js";
 import { encodeTelemetry, onlyTelemetryChanged, withTelemetry } from "./worker-telemetry.js";
 import type { Store } from "./store.js";
+import { decodeRecord } from "./decode-record.js";
 
 export interface PostgresStoreOptions {
   /** Connections in the pool (default 8). */
@@ -729,11 +730,11 @@ function rolloutOf(row: Row): Rollout {
 }
 
 function attemptOf(row: Row): Attempt {
-  return fromBinary(AttemptSchema, row.message as Uint8Array);
+  return decodeRecord(AttemptSchema, row.message as Uint8Array);
 }
 
 function workerMessageOf(row: Row): Worker {
-  return withTelemetry(fromBinary(WorkerSchema, row.message as Uint8Array), row.telemetry as Uint8Array | null);
+  return withTelemetry(decodeRecord(WorkerSchema, row.message as Uint8Array), row.telemetry as Uint8Array | null);
 }
 
 function workerOf(row: Row): WorkerRecord {

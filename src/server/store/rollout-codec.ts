@@ -1,5 +1,6 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Rollout, RolloutSchema } from "../../gen/runnerline/v1/rollout_pb.js";
+import { fullShape } from "../domain/full-shape.js";
 
 /**
  * A rollout as two encodings, so that a database writes its immutable part
@@ -28,11 +29,11 @@ export function encodeRolloutState(rollout: Rollout): Uint8Array {
   return toBinary(RolloutSchema, create(RolloutSchema, stateOf(rollout)));
 }
 
-/** The rollout from its spec and, when set, its state. */
+/** The rollout from its spec and, when set, its state; with every field present (domain/full-shape.ts). */
 export function decodeRollout(spec: Uint8Array, state: Uint8Array | null | undefined): Rollout {
   const rollout = fromBinary(RolloutSchema, spec);
-  if (state === null || state === undefined) return rollout;
-  return Object.assign(rollout, stateOf(fromBinary(RolloutSchema, state)));
+  if (state !== null && state !== undefined) Object.assign(rollout, stateOf(fromBinary(RolloutSchema, state)));
+  return fullShape(RolloutSchema, rollout);
 }
 
 function stateOf(rollout: Rollout): Pick<Rollout, StateField> {

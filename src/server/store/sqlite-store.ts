@@ -1,4 +1,4 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { toBinary } from "@bufbuild/protobuf";
 import type { Database, Statement } from "better-sqlite3";
 import { type Attempt, AttemptSchema, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import { type Rollout, RolloutSchema, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
@@ -26,6 +26,7 @@ import { WORKER_ROW_COLUMNS, workerRow } from "./worker-row.js";
 import { type OpenOptions, openDatabase } from "./sqlite-schema.js";
 import { EmbeddedStore } from "./embedded-store.js";
 import type { Tables } from "./tables.js";
+import { decodeRecord } from "./decode-record.js";
 
 export interface SqliteStoreOptions extends OpenOptions {
   /**
@@ -191,7 +192,7 @@ export class SqliteTables implements Tables {
     const cached = this.pendingAttempts.get(attemptId) ?? this.attempts.get(attemptId);
     if (cached !== undefined) return cached;
     const bytes = this.sql.getAttempt.get(attemptId) as Uint8Array | undefined;
-    return bytes === undefined ? undefined : this.attempts.set(attemptId, fromBinary(AttemptSchema, bytes));
+    return bytes === undefined ? undefined : this.attempts.set(attemptId, decodeRecord(AttemptSchema, bytes));
   }
 
   /** Inserted once, then updated in place; a change that leaves `version` alone is a sign of life, written behind. */
@@ -216,13 +217,13 @@ export class SqliteTables implements Tables {
     inList(where, params, "status", query.filter.statuses);
     const rest = expression(where, params, query.filter.expression, ATTEMPT_COLUMNS);
     return this.page("attempts", ATTEMPT_SORT_FIELDS, where, params, query, rest, (row) =>
-      fromBinary(AttemptSchema, row.message),
+      decodeRecord(AttemptSchema, row.message),
     );
   }
 
   activeAttempts(): Attempt[] {
     const rows = this.sql.activeAttempts.all(...ACTIVE_ATTEMPT_STATUSES) as { attempt_id: string; message: Uint8Array }[];
-    return rows.map((row) => this.pendingAttempts.get(row.attempt_id) ?? fromBinary(AttemptSchema, row.message));
+    return rows.map((row) => this.pendingAttempts.get(row.attempt_id) ?? decodeRecord(AttemptSchema, row.message));
   }
 
   // ---- workers -----------------------------------------------------------
@@ -259,7 +260,7 @@ export class SqliteTables implements Tables {
     }
     const rest = expression(where, params, query.filter.expression, WORKER_COLUMNS);
     return this.page("workers", WORKER_SORT_FIELDS, where, params, query, rest, (row) =>
-      fromBinary(WorkerSchema, row.message),
+      decodeRecord(WorkerSchema, row.message),
     );
   }
 
@@ -547,7 +548,7 @@ function workerFactsChanged(before: WorkerRecord, after: WorkerRecord): boolean 
 
 function workerRecordOf(row: WorkerRow): WorkerRecord {
   return {
-    worker: fromBinary(WorkerSchema, row.message),
+    worker: decodeRecord(WorkerSchema, row.message),
     attachment: row.attachment as Attachment,
     suspect: row.suspect !== 0,
     epoch: row.epoch,
