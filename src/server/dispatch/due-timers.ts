@@ -111,7 +111,8 @@ export class DueTimers<Kind extends string = string> {
  * setTimeout armed for exactly that moment (re-armed when an earlier one is
  * scheduled), instead of scanning on an interval: a timer fires within a few
  * milliseconds of its due time whatever the heartbeat interval, and an idle
- * fleet costs nothing. Tests with a manual clock do not start it; they call
+ * fleet costs nothing. It fires after the sockets have been read in that
+ * turn of the event loop (see run). Tests with a manual clock do not start it; they call
  * the coordinator's runWatchdog after advancing the clock.
  */
 export function startTimerDriver<Kind extends string>(timers: DueTimers<Kind>, clock: Clock, fire: () => Promise<void>, onError: (error: unknown) => void) {
@@ -131,7 +132,12 @@ export function startTimerDriver<Kind extends string>(timers: DueTimers<Kind>, c
     armedFor = Infinity;
     timer = undefined;
     running = true;
-    fire()
+    // Node runs due timers before it reads sockets. After the process stood still (a long GC pause, a frozen VM,
+    // SIGSTOP), every check is overdue while the heartbeats and reports that arrived meanwhile still wait unread:
+    // judged at once, healthy runners would turn UNKNOWN and their attempts UNRESPONSIVE. setImmediate runs after
+    // this turn's poll phase, so what has arrived is applied first (test/liveness/paused-server.test.ts).
+    new Promise<void>((resolve) => setImmediate(resolve))
+      .then(fire)
       .catch(onError)
       .finally(() => {
         running = false;
