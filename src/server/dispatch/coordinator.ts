@@ -737,6 +737,10 @@ export class Coordinator {
   }
 
   private async checkWorker(workerId: string, now: Millis, fx: Effects) {
+    // The server that holds a worker's session judges its lateness: it reads the heartbeats, where this one sees the
+    // telemetry only as the holder last wrote it behind, and would turn a healthy worker UNKNOWN, or at least start a
+    // transaction to find out, for every worker of the fleet. A holder that dies is the leader's (Replication).
+    if (this.sessions.get(workerId) === undefined && this.routing.hasRemoteSession(workerId)) return;
     if ((await this.store.getWorker(workerId)) === undefined) return;
     const settled = await this.store.changeWorker(workerId, undefined, (r) =>
       r === undefined ? newWorkerRecord(workerId, now) : settle(r, this.liveness, now),

@@ -176,6 +176,11 @@ export class Routing {
     this.remoteSessions.set(workerId, labels);
   }
 
+  /** Whether another server holds a session of this worker (as last learned from the store or its events). */
+  hasRemoteSession(workerId: string): boolean {
+    return this.remoteSessions.has(workerId);
+  }
+
   // ---- routability -------------------------------------------------------------
 
   /** Indexed rollouts that no session of this server can take: none carries their required labels. */
