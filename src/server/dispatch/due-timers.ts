@@ -111,9 +111,9 @@ export class DueTimers<Kind extends string = string> {
  * setTimeout armed for exactly that moment (re-armed when an earlier one is
  * scheduled), instead of scanning on an interval: a timer fires within a few
  * milliseconds of its due time whatever the heartbeat interval, and an idle
- * fleet costs nothing. It fires after the sockets have been read in that
- * turn of the event loop (see run). Tests with a manual clock do not start it; they call
- * the coordinator's runWatchdog after advancing the clock.
+ * fleet costs nothing. It fires once that turn of the event loop has read
+ * the sockets (see run). Tests with a manual clock do not start it; they
+ * call the coordinator's runWatchdog after advancing the clock.
  */
 export function startTimerDriver<Kind extends string>(timers: DueTimers<Kind>, clock: Clock, fire: () => Promise<void>, onError: (error: unknown) => void) {
   let timer: NodeJS.Timeout | undefined;

@@ -36,6 +36,7 @@ function templateOf(schema: DescMessage): Template {
     const names = schema.members.map((member) => member.localName);
     const template: Record<string, unknown> = { $typeName: schema.typeName };
     for (const name of names) template[name] = undefined;
+    // Built property by property, the template itself may be in dictionary mode; its spread copy is not.
     shape = { template: { ...template }, names };
     templates.set(schema, shape);
   }
