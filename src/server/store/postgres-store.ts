@@ -39,6 +39,7 @@ import {
   WORKER_SORT_FIELDS,
   type WorkerFilter,
 } from "./query.js";
+import { sqlOrderBy } from "./sql-order.js";
 import { decodeRollout, encodeRolloutState } from "./rollout-codec.js";
 import { WORKER_ROW_COLUMNS, workerRow } from "./worker-row.js";
 import { StoreOpenError } from "./sqlite-schema.js";
@@ -463,20 +464,13 @@ export class PostgresStore implements Store {
       const { rows } = await this.query(`SELECT ${columns} FROM ${table}${where.sql()} ORDER BY ord`, where.params);
       return pageOf(rows.map(decode), matches, catalog as SortCatalog<T>, query);
     }
-    const order = query.orderBy.map(({ field, descending }) => {
-      const sort = catalog[field];
-      // Field names are checked against the catalog, which is what makes them safe to splice in.
-      if (sort === undefined || !Object.hasOwn(catalog, field)) throw new Error(`unknown order_by field "${field}"`);
-      const direction = descending ? "DESC" : "ASC";
-      return sort.time ? `${field} ${direction} NULLS ${descending ? "FIRST" : "LAST"}` : `${field} ${direction}`;
-    });
-    order.push("ord ASC");
+    const order = sqlOrderBy(catalog, query.orderBy, "ord");
     const total = Number((await this.query(`SELECT count(*) AS n FROM ${table}${where.sql()}`, where.params)).rows[0]!.n);
     if (query.limit <= 0 || query.offset >= total) return { items: [], total };
     const limit = Math.min(query.limit, total);
     const n = where.params.length;
     const { rows } = await this.query(
-      `SELECT ${columns} FROM ${table}${where.sql()} ORDER BY ${order.join(", ")} LIMIT $${n + 1} OFFSET $${n + 2}`,
+      `SELECT ${columns} FROM ${table}${where.sql()} ORDER BY ${order} LIMIT $${n + 1} OFFSET $${n + 2}`,
       [...where.params, limit, query.offset],
     );
     return { items: rows.map(decode), total };

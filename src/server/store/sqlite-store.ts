@@ -18,6 +18,7 @@ import {
   WORKER_SORT_FIELDS,
   type WorkerFilter,
 } from "./query.js";
+import { sqlOrderBy } from "./sql-order.js";
 import { matchesPredicate } from "../filter/evaluate.js";
 import type { FilterExpression, Predicate } from "../filter/compile.js";
 import { ATTEMPT_COLUMNS, type ColumnCatalog, ROLLOUT_COLUMNS, splitForSql, WORKER_COLUMNS } from "./filter-sql.js";
@@ -460,19 +461,12 @@ export class SqliteTables implements Tables {
       const rows = this.statement(`SELECT ${columnsOf(table)} FROM ${table}${filter} ORDER BY rowid`).all(...params) as Decoded[];
       return pageOf(rows.map(decode), (item) => matchesPredicate(rest, item), catalog as SortCatalog<T>, query);
     }
-    const order = query.orderBy.map(({ field, descending }) => {
-      const sort = catalog[field];
-      // Field names are checked against the catalog, which is what makes them safe to splice in.
-      if (sort === undefined || !Object.hasOwn(catalog, field)) throw new Error(`unknown order_by field "${field}"`);
-      const direction = descending ? "DESC" : "ASC";
-      return sort.time ? `${field} ${direction} NULLS ${descending ? "FIRST" : "LAST"}` : `${field} ${direction}`;
-    });
-    order.push("rowid ASC");
+    const order = sqlOrderBy(catalog, query.orderBy, "rowid");
     const filter = where.length === 0 ? "" : ` WHERE ${where.join(" AND ")}`;
     const total = this.statement(`SELECT count(*) FROM ${table}${filter}`).pluck().get(...params) as number;
     if (query.limit <= 0 || query.offset >= total) return { items: [], total };
     const rows = this.statement(
-      `SELECT ${columnsOf(table)} FROM ${table}${filter} ORDER BY ${order.join(", ")} LIMIT ? OFFSET ?`,
+      `SELECT ${columnsOf(table)} FROM ${table}${filter} ORDER BY ${order} LIMIT ? OFFSET ?`,
     ).all(...params, query.limit, query.offset) as Decoded[];
     return { items: rows.map(decode), total };
   }
