@@ -13,6 +13,7 @@ import {
   listWorkersRequest,
   matchesRunnersView,
   rolloutsViewFromUrl,
+  unroutableAmongRequest,
   rolloutsViewToUrl,
   runnersViewFromUrl,
   runnersViewToUrl,
@@ -114,16 +115,34 @@ describe("rollouts view ↔ URL", () => {
       orderBy: "create_time desc",
       statuses: [],
       rolloutIdContains: "",
+      unroutableOnly: false,
     });
   });
 
   it("round-trips a filtered view", () => {
     const query = "q=eval&status=succeeded%2Cfailed&sort=rollout_id&size=500";
     const view = rolloutsViewFromUrl(query);
-    expect(view).toEqual({ search: "eval", statuses: [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED], sort: { field: "rollout_id", descending: false }, pageSize: 500 });
+    expect(view).toEqual({ search: "eval", statuses: [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED], unroutable: false, sort: { field: "rollout_id", descending: false }, pageSize: 500 });
     expect(listRolloutsRequest(rolloutsViewFromUrl("sort=-priority"), "").orderBy).toBe("priority desc");
     expect(rolloutsViewToUrl(view)).toBe(query);
     expect(listRolloutsRequest(view, "").statuses).toEqual([RolloutStatus.SUCCEEDED, RolloutStatus.FAILED]);
+  });
+
+  it("keeps the unroutable filter in the URL and asks the server for it", () => {
+    const view = rolloutsViewFromUrl("unroutable=1");
+    expect(view.unroutable).toBe(true);
+    expect(rolloutsViewToUrl(view)).toBe("unroutable=1");
+    expect(listRolloutsRequest(view, "").unroutableOnly).toBe(true);
+  });
+
+  it("asks which listed rollouts are unroutable only for queued ones that require labels", () => {
+    const row = (rolloutId: string, status: RolloutStatus, requiredLabels: Record<string, string> = {}) => ({ rolloutId, status, config: { requiredLabels } });
+    expect(unroutableAmongRequest([row("a", RolloutStatus.QUEUING), row("b", RolloutStatus.RUNNING, { pool: "tpu" })])).toBeUndefined();
+    expect(unroutableAmongRequest([row("a", RolloutStatus.QUEUING, { pool: "tpu" }), row("b", RolloutStatus.REQUEUING, { x: "1" }), row("c", RolloutStatus.SUCCEEDED, { x: "1" })])).toEqual({
+      pageSize: 2,
+      unroutableOnly: true,
+      filter: 'rollout_id = "a" OR rollout_id = "b"',
+    });
   });
 });
 

@@ -37,6 +37,8 @@ export interface RolloutsView {
   search: string;
   /** Statuses shown; empty means all. */
   statuses: RolloutStatus[];
+  /** Only queued rollouts that no connected runner carries the required labels for. */
+  unroutable: boolean;
   sort: Sort;
   pageSize: PageSize;
 }
@@ -80,6 +82,7 @@ export const DEFAULT_RUNNERS_VIEW: RunnersView = {
 export const DEFAULT_ROLLOUTS_VIEW: RolloutsView = {
   search: "",
   statuses: [],
+  unroutable: false,
   sort: { field: "create_time", descending: true },
   pageSize: 50,
 };
@@ -161,6 +164,7 @@ export function rolloutsViewFromUrl(query: string): RolloutsView {
   return {
     search: params.get("q") ?? "",
     statuses: statusesFromParam(params.get("status"), RolloutStatus, ROLLOUT_STATUSES, DEFAULT_ROLLOUTS_VIEW.statuses),
+    unroutable: params.get("unroutable") === "1",
     sort: sortFromParam(params.get("sort"), ROLLOUT_SORT_FIELDS, DEFAULT_ROLLOUTS_VIEW.sort),
     pageSize: pageSizeFromParam(params.get("size")),
   };
@@ -170,6 +174,7 @@ export function rolloutsViewToUrl(view: RolloutsView): string {
   const params = new URLSearchParams();
   if (view.search !== "") params.set("q", view.search);
   if (!sameSet(view.statuses, DEFAULT_ROLLOUTS_VIEW.statuses)) params.set("status", statusesToParam(view.statuses, RolloutStatus, ROLLOUT_STATUSES));
+  if (view.unroutable) params.set("unroutable", "1");
   if (!sameSort(view.sort, DEFAULT_ROLLOUTS_VIEW.sort)) params.set("sort", sortToParam(view.sort));
   if (view.pageSize !== DEFAULT_ROLLOUTS_VIEW.pageSize) params.set("size", String(view.pageSize));
   return params.toString();
@@ -182,7 +187,24 @@ export function listRolloutsRequest(view: RolloutsView, pageToken: string): Mess
     orderBy: orderBy(view.sort),
     statuses: statusFilter(view.statuses, ROLLOUT_STATUSES),
     rolloutIdContains: view.search,
+    unroutableOnly: view.unroutable,
   };
+}
+
+/**
+ * Which of the listed rollouts are unroutable now: one ListRollouts call naming
+ * the queued rows that require labels (the only ones that can be); undefined
+ * when no row can be, so no call is made.
+ */
+export function unroutableAmongRequest(
+  rollouts: readonly { rolloutId: string; status: RolloutStatus; config?: { requiredLabels: Record<string, string> } }[],
+): MessageInitShape<typeof ListRolloutsRequestSchema> | undefined {
+  const queued = new Set([RolloutStatus.QUEUING, RolloutStatus.REQUEUING]);
+  const ids = rollouts
+    .filter((r) => queued.has(r.status) && Object.keys(r.config?.requiredLabels ?? {}).length > 0)
+    .map((r) => r.rolloutId);
+  if (ids.length === 0) return undefined;
+  return { pageSize: ids.length, unroutableOnly: true, filter: ids.map((id) => `rollout_id = ${JSON.stringify(id)}`).join(" OR ") };
 }
 
 // ---- shared ----------------------------------------------------------------

@@ -14,6 +14,7 @@ import {
 } from "../table-query.js";
 import { memo } from "preact/compat";
 import { isQuarantined, timestampMs } from "../quarantine.js";
+import { SERVER_GONE } from "../api.js";
 import { Bar, Badge, CopyButton, Link, Notice, RelativeTime, useNow } from "./common.js";
 import { RunnerDetail } from "./RunnerDetail.js";
 
@@ -55,12 +56,7 @@ export function RunnersPage({ query, workerId }: { query: string; workerId?: str
   return (
     <main class="page">
       <RunnersToolbar view={view} onChange={show} />
-      {state?.stream === "down" && (
-        <Notice kind="warn">
-          Live updates lost ({state.streamError}); reconnecting… The table may be out of date until then.
-        </Notice>
-      )}
-      {state?.error && <Notice kind="error">Could not load runners: {state.error}. Is the server running? Retrying every 5 s.</Notice>}
+      <RunnersNotices state={state} />
       {state === undefined || !state.loaded ? (
         <p class="muted loading">Loading runners…</p>
       ) : state.rows.length === 0 && !state.error ? (
@@ -98,6 +94,24 @@ export function RunnersPage({ query, workerId }: { query: string; workerId?: str
       )}
       {workerId !== undefined && <RunnerDetail workerId={workerId} onClose={() => navigate(`/runners${query ? `?${query}` : ""}`)} />}
     </main>
+  );
+}
+
+/** One notice per problem: with the server gone, the page load and the live stream fail alike, and say it once. */
+function RunnersNotices({ state }: { state: RunnersState | undefined }) {
+  if (state === undefined) return null;
+  if (state.error === SERVER_GONE && state.stream === "down") {
+    return <Notice kind="error">The server does not answer; retrying. The table shows what it last knew.</Notice>;
+  }
+  return (
+    <>
+      {state.stream === "down" && (
+        <Notice kind="warn">
+          Live updates lost ({state.streamError}); reconnecting… The table may be out of date until then.
+        </Notice>
+      )}
+      {state.error && <Notice kind="error">Could not load runners: {state.error}. Retrying every {Math.round(state.pollMs / 1000)} s.</Notice>}
+    </>
   );
 }
 
@@ -239,6 +253,8 @@ function RunnerRowContent({ worker, staleAfterMs, query, selected }: RowProps) {
   const snapshot = worker.snapshot;
   const memory = percentOf(snapshot?.memory?.usedBytes, snapshot?.memory?.totalBytes);
   const live = worker.connected && worker.status !== WorkerStatus.OFFLINE;
+  // A runner that is not connected sends no telemetry: its last figures are shown greyed, and say so.
+  const stale = live ? "" : ` (last reported ${formatAbsolute(timestampMs(snapshot?.collectTime ?? worker.lastHeartbeatTime))}; not connected)`;
   return (
     <tr data-worker-id={worker.workerId} data-status={WorkerStatus[worker.status]} class={selected ? "selected" : undefined}>
       <td class="id">
@@ -252,14 +268,23 @@ function RunnerRowContent({ worker, staleAfterMs, query, selected }: RowProps) {
           <span class="muted">—</span>
         ) : (
           worker.currentRolloutIds.map((id) => (
-            <Link key={id} href={rolloutPath(id)} class="block">
+            <Link key={id} href={rolloutPath(id)} class="block clip" title={id}>
               {id}
             </Link>
           ))
         )}
       </td>
-      <td class="mono wide-only attempt-ids" title={worker.currentAttemptIds.join(", ")}>
-        {worker.currentAttemptIds.length === 0 ? <span class="muted">—</span> : worker.currentAttemptIds.join(", ")}
+      <td class="mono wide-only attempt-ids">
+        {worker.currentAttemptIds.length === 0 ? (
+          <span class="muted">—</span>
+        ) : (
+          // One line per attempt, like the rollouts beside them: a runner holding two shows two.
+          worker.currentAttemptIds.map((id) => (
+            <span key={id} class="block clip" title={id}>
+              {id}
+            </span>
+          ))
+        )}
       </td>
       <td>
         <RelativeTime time={worker.lastHeartbeatTime} staleAfterMs={live ? staleAfterMs : undefined} />
@@ -283,18 +308,18 @@ function RunnerRowContent({ worker, staleAfterMs, query, selected }: RowProps) {
       <td class="slots" title="slots in use / capacity">
         {worker.currentAttemptIds.length}/{worker.capacity}
       </td>
-      <td class="wide-only host">
-        <Bar percent={snapshot?.cpu?.usagePercent} label={formatPercent(snapshot?.cpu?.usagePercent)} title={`CPU ${formatPercent(snapshot?.cpu?.usagePercent)}`} />
-        <Bar percent={memory} label={formatPercent(memory)} title={`Memory ${formatBytes(snapshot?.memory?.usedBytes)} of ${formatBytes(snapshot?.memory?.totalBytes)}`} />
+      <td class={`wide-only host${live ? "" : " stale"}`} data-live={String(live)}>
+        <Bar percent={snapshot?.cpu?.usagePercent} label={formatPercent(snapshot?.cpu?.usagePercent)} title={`CPU ${formatPercent(snapshot?.cpu?.usagePercent)}${stale}`} />
+        <Bar percent={memory} label={formatPercent(memory)} title={`Memory ${formatBytes(snapshot?.memory?.usedBytes)} of ${formatBytes(snapshot?.memory?.totalBytes)}${stale}`} />
       </td>
-      <td class="wide-only gpus">
+      <td class={`wide-only gpus${live ? "" : " stale"}`}>
         {snapshot === undefined || snapshot.gpus.length === 0 ? (
           <span class="muted">—</span>
         ) : (
           snapshot.gpus.map((gpu) => {
             const mem = percentOf(gpu.memoryUsedBytes, gpu.memoryTotalBytes);
             return (
-              <span class="gpu" key={gpu.index} title={`GPU ${gpu.index} ${gpu.name}: ${formatPercent(gpu.utilizationPercent)} busy, ${formatBytes(gpu.memoryUsedBytes)} of ${formatBytes(gpu.memoryTotalBytes)}`}>
+              <span class="gpu" key={gpu.index} title={`GPU ${gpu.index} ${gpu.name}: ${formatPercent(gpu.utilizationPercent)} busy, ${formatBytes(gpu.memoryUsedBytes)} of ${formatBytes(gpu.memoryTotalBytes)}${stale}`}>
                 <span class="gpu-bar util" style={{ height: `${Math.max(2, gpu.utilizationPercent)}%` }} />
                 <span class="gpu-bar mem" style={{ height: `${Math.max(2, mem ?? 0)}%` }} />
               </span>
