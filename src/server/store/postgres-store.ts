@@ -66,7 +66,9 @@ type Row = Record<string, unknown>;
 
 /**
  * The store for several Runnerline servers sharing one PostgreSQL database
- * (docs/scaleout.md). Each operation is one transaction: it locks the rows it
+ * (docs/scaleout.md). The transitions of one event-loop turn share one
+ * transaction (a turn: postgres-turn.ts); every other operation is a
+ * transaction of its own. Either locks the rows it
  * names (rollouts, then attempts, then workers, so two operations never wait
  * on each other in opposite orders), runs the operation's step from
  * src/server/transitions on them, writes what changed and commits before it
