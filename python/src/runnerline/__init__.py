@@ -1,0 +1,20 @@
+"""Runnerline's Python SDK: `Runner` takes rollouts from a Runnerline server and runs a handler for each;
+`Client` enqueues rollouts and waits for their results. Both speak gRPC with stubs generated from the
+server's proto files (runnerline.v1)."""
+
+from runnerline.client import Client
+from runnerline.errors import AttemptCancelled, ClientError, RunnerlineError, RunnerRefusedError, SessionReplacedError
+from runnerline.job import Job
+from runnerline.runner import Runner
+
+__version__ = "0.1.0"
+__all__ = [
+    "AttemptCancelled",
+    "Client",
+    "ClientError",
+    "Job",
+    "Runner",
+    "RunnerRefusedError",
+    "RunnerlineError",
+    "SessionReplacedError",
+]
