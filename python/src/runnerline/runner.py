@@ -215,7 +215,12 @@ class Runner:
         if loop is None:
             self._state = "stopped"
             return
-        asyncio.run_coroutine_threadsafe(self.stop_async(drain=drain), loop)
+        if self._state == "stopped" or loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.stop_async(drain=drain), loop)
+        except RuntimeError:
+            pass  # the loop closed meanwhile: the runner has stopped
 
     async def stop_async(self, drain: bool = False) -> None:
         """stop() on the runner's own loop; returns once stopped."""
@@ -339,15 +344,8 @@ class Runner:
 
     async def _run_session(self) -> Tuple[bool, bool, Optional[grpc.aio.AioRpcError]]:
         outgoing: asyncio.Queue = asyncio.Queue()
-
-        async def requests():
-            while True:
-                item = await outgoing.get()
-                if item is None:
-                    return
-                yield item
-
-        call = self._stub.Session(requests(), metadata=_security.auth_metadata(self._token))
+        call = self._stub.Session(metadata=_security.auth_metadata(self._token))
+        writer = asyncio.ensure_future(_write_requests(call, outgoing))
         session = _Session(call=call, outgoing=outgoing)
         self._session = session
         self._goodbye_sent = False
@@ -383,6 +381,7 @@ class Runner:
             if not call.cancelled():
                 raise  # the task itself was cancelled
         finally:
+            writer.cancel()
             session.ended.set()
             self._on_session_ended(session, failure)
         return session.welcomed, session.draining, failure
@@ -716,6 +715,19 @@ class Runner:
                 listener(event, value)
             except Exception as error:
                 self._log.warning("runner %s: listener for %s failed: %s", self.worker_id, event, error)
+
+
+async def _write_requests(call: Any, outgoing: "asyncio.Queue[Optional[runner_pb2.SessionRequest]]") -> None:
+    """The session's one writer: requests in order, then a half-close (None) ends the request side."""
+    try:
+        while True:
+            request = await outgoing.get()
+            if request is None:
+                await call.done_writing()
+                return
+            await call.write(request)
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+        pass  # the call ended; its reader reports how
 
 
 def _update(attempt_id: str, status: int, error_message: str = "", metadata=None) -> runner_pb2.AttemptUpdate:
