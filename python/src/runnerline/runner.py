@@ -10,30 +10,36 @@ import re
 import signal
 import socket
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import grpc
-from google.protobuf import json_format
 
 from runnerline import _security
-from runnerline._values import result_bound_violation, timestamp_now, to_struct, to_value
-from runnerline.errors import AttemptCancelled, RunnerRefusedError, SessionReplacedError
+from runnerline._heartbeats import Heartbeats
+from runnerline._session import (
+    FINAL_STATUSES,
+    PERMANENT_HELLO_CODES,
+    Held,
+    Sent,
+    Session,
+    attempt_update,
+    code_name,
+    is_replaced,
+    write_requests,
+)
+from runnerline._values import result_bound_violation, to_struct, to_value
+from runnerline.errors import RunnerRefusedError, SessionReplacedError
 from runnerline.job import Job, call_handler
-from runnerline.snapshot import SnapshotCollector
 from runnerline.v1 import attempt_pb2, runner_pb2, runner_pb2_grpc, telemetry_pb2
 
-__all__ = ["Runner", "WORKER_ID_RULE"]
+__all__ = ["Runner", "WORKER_ID_RULE", "STOPPED_REASON"]
 
 WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 WORKER_ID_RULE = "1-128 characters of letters, digits, '.', '_', ':' and '-'"
-#: Hello refusals that a reconnect would only repeat.
-PERMANENT_HELLO_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+#: The error_message of the attempts an abort (stop without drain) reports FAILED.
 STOPPED_REASON = "the runner was stopped"
 _CLOSE_GRACE_S = 5.0
 _ABORT_GRACE_S = 2.0
-_DEFAULT_HEARTBEAT_S = 5.0
-_FINAL = (attempt_pb2.ATTEMPT_STATUS_SUCCEEDED, attempt_pb2.ATTEMPT_STATUS_FAILED)
 _log = logging.getLogger("runnerline")
 
 
@@ -41,40 +47,6 @@ def default_worker_id() -> str:
     """This host's name, with any character a worker id may not hold replaced by '-'."""
     name = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname())[:128]
     return name or "runner"
-
-
-def is_replaced(code: grpc.StatusCode, details: str) -> bool:
-    """The server ends a session with ABORTED "replaced by a newer session ..." when the same worker id
-    opened another one."""
-    return code == grpc.StatusCode.ABORTED and "replaced by a newer session" in details
-
-
-@dataclass
-class _Session:
-    call: Any
-    outgoing: "asyncio.Queue[Optional[runner_pb2.SessionRequest]]"
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    welcomed: bool = False
-    id: str = ""
-    draining: bool = False  # the server sent Drain
-    closing: bool = False  # we half-closed the request side
-    terminal_update_returns_credit: bool = False
-    # Attempts whose SUCCEEDED/FAILED update returns their credit on this session (docs/protocol.md, credits).
-    credit_returning: Set[str] = field(default_factory=set)
-
-
-@dataclass
-class _Held:
-    job: Job
-    task: Optional["asyncio.Task[None]"] = None
-    cancelled: bool = False  # the server cancelled it: it reports nothing
-    finished: bool = False
-
-
-@dataclass
-class _Sent:
-    update: runner_pb2.AttemptUpdate
-    confirmed_by_sequence: int  # acknowledged once a HeartbeatAck with at least this sequence arrives
 
 
 class Runner:
@@ -125,21 +97,17 @@ class Runner:
         self._welcome_timeout = welcome_timeout
         self._collect_snapshot = collect_snapshot
         self._extra_stats = extra_stats
+        self._beats: Optional[Heartbeats] = None
         self._channel_options = _security.channel_options(channel_options, self._initial_delay, self._max_delay)
         self._log = logger or _log
 
         self._state = "new"  # new | running | draining | stopped
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._handler: Optional[Callable[[Job], Any]] = None
-        self._session: Optional[_Session] = None
-        self._held: Dict[str, _Held] = {}
+        self._session: Optional[Session] = None
+        self._held: Dict[str, Held] = {}
         self._unsent: List[runner_pb2.AttemptUpdate] = []
-        self._unconfirmed: List[_Sent] = []
-        self._next_sequence = 1
-        self._heartbeat_s = _DEFAULT_HEARTBEAT_S
-        self._beat_soon: Optional[asyncio.Event] = None
-        self._snapshot_reading: Optional["asyncio.Future[telemetry_pb2.SystemSnapshot]"] = None
-        self._fresh_snapshot: Optional[telemetry_pb2.SystemSnapshot] = None
+        self._unconfirmed: List[Sent] = []
         self._last_ack: Optional[int] = None
         self._waiters: List[Tuple[Callable[[], bool], asyncio.Future]] = []
         self._error: Optional[Exception] = None
@@ -180,7 +148,7 @@ class Runner:
             raise RuntimeError("a Runner runs once; create another")
         self._loop = asyncio.get_running_loop()
         self._handler = handler
-        self._beat_soon = asyncio.Event()
+        self._beats = Heartbeats(self._collect_snapshot, self._extra_stats, self._log, self.worker_id)
         self._state = "running"
         installed = self._install_signals() if handle_signals else []
         address = self.address
@@ -189,7 +157,7 @@ class Runner:
         else:
             channel = grpc.aio.secure_channel(address, self._credentials, options=self._channel_options)
         self._stub = runner_pb2_grpc.RunnerServiceStub(channel)
-        beats = asyncio.ensure_future(self._heartbeat_loop())
+        beats = asyncio.ensure_future(self._beats.run(lambda: self._state == "stopped", self._beat_target, lambda: list(self._held)))
         try:
             await self._maintain_session()
         finally:
@@ -253,7 +221,7 @@ class Runner:
         deadline = loop.time() + _ABORT_GRACE_S
         for held in list(self._held.values()):
             self._cancel_job(held, STOPPED_REASON)
-            self._finish(held, _update(held.job.attempt_id, attempt_pb2.ATTEMPT_STATUS_FAILED, STOPPED_REASON))
+            self._finish(held, attempt_update(held.job.attempt_id, attempt_pb2.ATTEMPT_STATUS_FAILED, STOPPED_REASON))
         self._say_goodbye(STOPPED_REASON)
         self._request_beat()
         session = self._session
@@ -345,8 +313,8 @@ class Runner:
     async def _run_session(self) -> Tuple[bool, bool, Optional[grpc.aio.AioRpcError]]:
         outgoing: asyncio.Queue = asyncio.Queue()
         call = self._stub.Session(metadata=_security.auth_metadata(self._token))
-        writer = asyncio.ensure_future(_write_requests(call, outgoing))
-        session = _Session(call=call, outgoing=outgoing)
+        writer = asyncio.ensure_future(write_requests(call, outgoing))
+        session = Session(call=call, outgoing=outgoing)
         self._session = session
         self._goodbye_sent = False
         hello = runner_pb2.Hello(
@@ -393,7 +361,7 @@ class Runner:
         ids.update(dict.fromkeys(sent.update.attempt_id for sent in self._unconfirmed))
         return list(ids)
 
-    def _on_session_ended(self, session: _Session, failure: Optional[grpc.aio.AioRpcError]) -> None:
+    def _on_session_ended(self, session: Session, failure: Optional[grpc.aio.AioRpcError]) -> None:
         if self._session is session:
             self._session = None
         # Without an ack we cannot know whether the server saw these: send them again.
@@ -408,7 +376,7 @@ class Runner:
         self._emit("disconnected", failure)
         self._notify()
 
-    def _on_response(self, session: _Session, response: runner_pb2.SessionResponse) -> None:
+    def _on_response(self, session: Session, response: runner_pb2.SessionResponse) -> None:
         if self._session is not session:
             return
         kind = response.WhichOneof("message")
@@ -434,12 +402,12 @@ class Runner:
             self._emit("heartbeat_ack", response.heartbeat_ack)
             self._notify()
 
-    def _on_welcome(self, session: _Session, welcome: runner_pb2.Welcome) -> None:
+    def _on_welcome(self, session: Session, welcome: runner_pb2.Welcome) -> None:
         session.welcomed = True
         session.id = welcome.session_id
         interval = welcome.heartbeat_interval.seconds + welcome.heartbeat_interval.nanos / 1e9
         if interval > 0:
-            self._heartbeat_s = interval
+            self._beats.interval_s = interval
         resumed = list(welcome.resumed_attempt_ids)
         self._log.info("runner %s: session %s started%s", self.worker_id, session.id, f" (resumed {', '.join(resumed)})" if resumed else "")
         session.terminal_update_returns_credit = welcome.terminal_update_returns_credit
@@ -459,7 +427,7 @@ class Runner:
         self._emit("connected", welcome)
         self._notify()
 
-    def _on_assignment(self, session: _Session, assignment: runner_pb2.Assignment) -> None:
+    def _on_assignment(self, session: Session, assignment: runner_pb2.Assignment) -> None:
         attempt_id = assignment.attempt.attempt_id
         if attempt_id in self._held:
             self._log.warning("runner %s: attempt %s assigned twice; keeping the first", self.worker_id, attempt_id)
@@ -467,7 +435,7 @@ class Runner:
         if session.terminal_update_returns_credit:
             session.credit_returning.add(attempt_id)
         job = Job(assignment.rollout, assignment.attempt, lambda metadata: self._threadsafe(self._report_running, attempt_id, metadata))
-        held = _Held(job=job)
+        held = Held(job=job)
         self._held[attempt_id] = held
         self._emit("assignment", job)
         held.task = asyncio.ensure_future(self._execute(held))
@@ -492,13 +460,13 @@ class Runner:
                 self.worker_id,
                 rejected.request_kind or "a message",
                 f" for attempt {rejected.attempt_id}" if rejected.attempt_id else "",
-                _code_name(rejected.code),
+                code_name(rejected.code),
                 rejected.message,
             )
         self._emit("rejected", rejected)
         self._notify()
 
-    def _close_if_drained(self, session: _Session) -> None:
+    def _close_if_drained(self, session: Session) -> None:
         if self._held or session.closing:
             return
         self._half_close(session)
@@ -512,14 +480,14 @@ class Runner:
 
         asyncio.ensure_future(cancel_later())
 
-    def _half_close(self, session: _Session) -> None:
+    def _half_close(self, session: Session) -> None:
         if not session.closing:
             session.closing = True
             session.outgoing.put_nowait(None)
 
     # -- jobs -------------------------------------------------------------------------------------------
 
-    async def _execute(self, held: _Held) -> None:
+    async def _execute(self, held: Held) -> None:
         job = held.job
         if not job.cancelled.is_set():
             self._report_running(job.attempt_id, None)
@@ -530,13 +498,13 @@ class Runner:
             return
         except Exception as error:
             self._log.debug("attempt %s failed: %s", job.attempt_id, error)
-            self._finish(held, _update(job.attempt_id, attempt_pb2.ATTEMPT_STATUS_FAILED, _describe(error)))
+            self._finish(held, attempt_update(job.attempt_id, attempt_pb2.ATTEMPT_STATUS_FAILED, _describe(error)))
             return
         self._finish(held, self._success_update(job.attempt_id, result))
 
     def _success_update(self, attempt_id: str, result: Any) -> runner_pb2.AttemptUpdate:
         """SUCCEEDED with the result, or FAILED with the reason the server would refuse it for."""
-        update = _update(attempt_id, attempt_pb2.ATTEMPT_STATUS_SUCCEEDED)
+        update = attempt_update(attempt_id, attempt_pb2.ATTEMPT_STATUS_SUCCEEDED)
         if result is Job.NO_RESULT:
             return update
         try:
@@ -546,11 +514,11 @@ class Runner:
             violation = f"the handler's result is not JSON: {_describe(error)}"
         if violation is not None:
             self._log.warning("runner %s: attempt %s: %s; reporting FAILED", self.worker_id, attempt_id, violation)
-            return _update(attempt_id, attempt_pb2.ATTEMPT_STATUS_FAILED, violation)
+            return attempt_update(attempt_id, attempt_pb2.ATTEMPT_STATUS_FAILED, violation)
         update.result.CopyFrom(value)
         return update
 
-    def _cancel_job(self, held: _Held, reason: str) -> None:
+    def _cancel_job(self, held: Held, reason: str) -> None:
         job = held.job
         if job.cancel_reason is None:
             job.cancel_reason = reason
@@ -558,7 +526,7 @@ class Runner:
         if held.task is not None and not held.task.done() and not held.finished:
             held.task.cancel()  # an async handler sees CancelledError; a sync one's slot waits for its thread
 
-    def _finish(self, held: _Held, update: Optional[runner_pb2.AttemptUpdate]) -> None:
+    def _finish(self, held: Held, update: Optional[runner_pb2.AttemptUpdate]) -> None:
         if held.finished:
             return
         held.finished = True
@@ -577,7 +545,7 @@ class Runner:
         held = self._held.get(attempt_id)
         if held is None or held.finished or held.cancelled:
             return
-        self._send_update(_update(attempt_id, attempt_pb2.ATTEMPT_STATUS_RUNNING, metadata=to_struct(metadata)))
+        self._send_update(attempt_update(attempt_id, attempt_pb2.ATTEMPT_STATUS_RUNNING, metadata=to_struct(metadata)))
 
     def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
@@ -594,7 +562,7 @@ class Runner:
 
     # -- writes, credits, heartbeats --------------------------------------------------------------------
 
-    def _grant(self, session: _Session, slots: int) -> None:
+    def _grant(self, session: Session, slots: int) -> None:
         if slots <= 0 or self._state != "running" or session.draining or session.closing:
             return
         self._write(session, runner_pb2.SessionRequest(ready=runner_pb2.Ready(slots=slots)))
@@ -606,86 +574,27 @@ class Runner:
             self._unsent.append(update)
             return False
         self._write(session, runner_pb2.SessionRequest(attempt_update=update))
-        if update.status not in _FINAL:
+        if update.status not in FINAL_STATUSES:
             return False
-        self._unconfirmed.append(_Sent(update, self._next_sequence))
+        self._unconfirmed.append(Sent(update, self._beats.next_sequence))
         if update.attempt_id in session.credit_returning:
             session.credit_returning.discard(update.attempt_id)
             return True
         return False
 
-    def _write(self, session: _Session, request: runner_pb2.SessionRequest) -> None:
+    def _write(self, session: Session, request: runner_pb2.SessionRequest) -> None:
         if not session.closing:
             session.outgoing.put_nowait(request)
 
     def _request_beat(self) -> None:
-        if self._beat_soon is not None:
-            self._beat_soon.set()
+        if self._beats is not None:
+            self._beats.request()
 
-    async def _heartbeat_loop(self) -> None:
-        """The one heartbeat loop of the runner, across sessions: a beat at the interval the server asked
-        for (jittered by 10%), or at once when asked; a slow snapshot delays only its own beat."""
-        assert self._beat_soon is not None
-        while self._state != "stopped":
-            try:
-                await asyncio.wait_for(self._beat_soon.wait(), self._heartbeat_s * (0.9 + 0.2 * random.random()))
-            except asyncio.TimeoutError:
-                pass
-            self._beat_soon.clear()
-            session = self._session
-            if session is None or not session.welcomed or session.closing:
-                continue
-            snapshot = await self._take_snapshot(min(self._heartbeat_s / 2, 3.0))
-            session = self._session
-            if self._state == "stopped" or session is None or not session.welcomed or session.closing:
-                continue
-            beat = runner_pb2.Heartbeat(attempt_ids=list(self._held), sequence=self._next_sequence)
-            self._next_sequence += 1
-            if snapshot is not None:
-                beat.snapshot.CopyFrom(snapshot)
-            extra = self._read_extra_stats()
-            if extra is not None:
-                beat.extra_stats.CopyFrom(extra)
-            self._write(session, runner_pb2.SessionRequest(heartbeat=beat))
-
-    async def _take_snapshot(self, wait_s: float) -> Optional[telemetry_pb2.SystemSnapshot]:
-        """Waits up to wait_s for a snapshot; one still being collected from an earlier beat is awaited,
-        never duplicated, and goes out with the next beat if it finishes late."""
-        if self._snapshot_reading is None:
-            if self._collect_snapshot is None:
-                collector = SnapshotCollector()
-                self._collect_snapshot = collector.collect
-            reading = asyncio.get_running_loop().run_in_executor(None, self._collect_snapshot)
-            self._snapshot_reading = reading
-
-            def done(future: "asyncio.Future[telemetry_pb2.SystemSnapshot]") -> None:
-                self._snapshot_reading = None
-                if future.cancelled():
-                    return
-                if future.exception() is not None:
-                    self._log.warning("runner %s: snapshot collection failed: %s", self.worker_id, future.exception())
-                else:
-                    self._fresh_snapshot = future.result()
-
-            reading.add_done_callback(done)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._snapshot_reading), wait_s)
-        except asyncio.TimeoutError:
-            pass
-        except Exception:
-            pass  # logged by done()
-        await asyncio.sleep(0)  # let done() run
-        snapshot, self._fresh_snapshot = self._fresh_snapshot, None
-        return snapshot
-
-    def _read_extra_stats(self):
-        if self._extra_stats is None:
+    def _beat_target(self) -> Optional[Callable[[runner_pb2.Heartbeat], None]]:
+        session = self._session
+        if self._state == "stopped" or session is None or not session.welcomed or session.closing:
             return None
-        try:
-            return to_struct(self._extra_stats())
-        except Exception as error:
-            self._log.warning("runner %s: extra_stats failed: %s", self.worker_id, error)
-            return None
+        return lambda beat: self._write(session, runner_pb2.SessionRequest(heartbeat=beat))
 
     # -- waiting ----------------------------------------------------------------------------------------
 
@@ -715,36 +624,6 @@ class Runner:
                 listener(event, value)
             except Exception as error:
                 self._log.warning("runner %s: listener for %s failed: %s", self.worker_id, event, error)
-
-
-async def _write_requests(call: Any, outgoing: "asyncio.Queue[Optional[runner_pb2.SessionRequest]]") -> None:
-    """The session's one writer: requests in order, then a half-close (None) ends the request side."""
-    try:
-        while True:
-            request = await outgoing.get()
-            if request is None:
-                await call.done_writing()
-                return
-            await call.write(request)
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
-        pass  # the call ended; its reader reports how
-
-
-def _update(attempt_id: str, status: int, error_message: str = "", metadata=None) -> runner_pb2.AttemptUpdate:
-    update = runner_pb2.AttemptUpdate(attempt_id=attempt_id, status=status, error_message=error_message)
-    if metadata is not None:
-        update.metadata.CopyFrom(metadata)
-    if status in _FINAL:
-        # An outcome carries when it happened: it may reach the server late, resent after a reconnect.
-        update.finish_time.CopyFrom(timestamp_now())
-    return update
-
-
-def _code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return str(code)
 
 
 def _describe(error: BaseException) -> str:
