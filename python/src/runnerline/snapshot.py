@@ -212,11 +212,14 @@ def read_gpus() -> List[telemetry_pb2.GpuStats]:
         import pynvml  # type: ignore[import-not-found]
     except ImportError:
         return _read_gpus_nvidia_smi()
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no NVML library or driver: nvidia-smi says whether that is a failure
+        return _read_gpus_nvidia_smi()
     return _read_gpus_nvml(pynvml)
 
 
 def _read_gpus_nvml(nvml) -> List[telemetry_pb2.GpuStats]:
-    nvml.nvmlInit()
     try:
         gpus = []
         for index in range(nvml.nvmlDeviceGetCount()):
