@@ -193,4 +193,21 @@ def raw_session(address: str, worker_id: str, running_attempt_ids=()):
     return first.welcome, close
 
 
-PYTHON = sys.executable
+def tally(runner):
+    """Counts the session messages a Runner writes (upstream) and reads (downstream), by kind."""
+    from collections import Counter
+
+    upstream: Counter = Counter()
+    downstream: Counter = Counter()
+    write, on_response = runner._write, runner._on_response
+
+    def counted_write(session, request):
+        upstream.update([request.WhichOneof("message")])
+        write(session, request)
+
+    def counted_response(session, response):
+        downstream.update([response.WhichOneof("message")])
+        on_response(session, response)
+
+    runner._write, runner._on_response = counted_write, counted_response
+    return upstream, downstream

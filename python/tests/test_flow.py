@@ -7,10 +7,11 @@ import threading
 import time
 
 import pytest
+from google.protobuf import json_format
 
-from conftest import eventually, unique
+from conftest import eventually, tally, unique
 from runnerline import Client, ClientError, Job, Runner
-from runnerline.v1 import attempt_pb2, telemetry_pb2, worker_pb2
+from runnerline.v1 import attempt_pb2, attempt_pb2_grpc, worker_pb2
 
 
 def test_runner_and_training_loop(server, stubs, background):
@@ -41,6 +42,9 @@ def test_runner_and_training_loop(server, stubs, background):
         assert one["latest_attempt_id"]
         assert [r["rollout_id"] for r in client.list(rollout_id_contains=rollouts[0]["rollout_id"])] == [rollouts[0]["rollout_id"]]
     assert all(name.startswith("runnerline-job-") for name in seen_threads)
+    attempts = attempt_pb2_grpc.AttemptServiceStub(stubs.channel)
+    attempt = attempts.GetAttempt(attempt_pb2.GetAttemptRequest(attempt_id=one["latest_attempt_id"]), timeout=10).attempt
+    assert json_format.MessageToDict(attempt.metadata) == {"model": "adder-v1"}  # report_running's metadata, not the result
 
     worker = eventually(lambda: stubs.worker(worker_id), lambda w: w.snapshot.hostname != "", "no snapshot reached the worker")
     assert worker.connected
@@ -89,6 +93,7 @@ def test_async_handler_failure_null_and_oversized_results(server, background):
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_cancel_reaches_the_handler_and_frees_the_slot(server, background, kind):
     runner = Runner(server.address, worker_id=unique(f"py-cancel-{kind}"))
+    upstream, _ = tally(runner)
     started = threading.Event()
     outcome = {}
 
@@ -123,6 +128,9 @@ def test_cancel_reaches_the_handler_and_frees_the_slot(server, background, kind)
         follow = client.enqueue({"doomed": False})
         (done,) = list(client.wait([follow], timeout=20))
         assert done["status"] == "SUCCEEDED" and done["result"] == "next"
+        # Ready{1} after Welcome, and Ready{1} for the cancelled job's slot, which reports nothing;
+        # the follow-up's result returned its own credit.
+        assert upstream["ready"] == 2
         with pytest.raises(ClientError) as error:
             client.cancel(follow)
         assert error.value.code.name == "FAILED_PRECONDITION"

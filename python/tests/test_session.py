@@ -12,7 +12,7 @@ from collections import Counter
 import grpc
 import pytest
 
-from conftest import Stubs, eventually, raw_session, unique
+from conftest import eventually, raw_session, tally, unique
 from runnerline import Client, Job, Runner, RunnerRefusedError, SessionReplacedError
 from runnerline.v1 import attempt_pb2, attempt_pb2_grpc, worker_pb2
 
@@ -170,12 +170,8 @@ def test_credits_come_back_with_results_and_assignments_come_in_batches(server, 
     with Client(server.address) as client:
         rollouts = client.enqueue_many([{"i": i} for i in range(12)])
         runner = Runner(server.address, worker_id=unique("py-lean"), capacity=3)
-        upstream: Counter = Counter()
-        downstream: Counter = Counter()
+        upstream, downstream = tally(runner)
         welcome = {}
-        write, on_response = runner._write, runner._on_response
-        runner._write = lambda session, request: (upstream.update([request.WhichOneof("message")]), write(session, request))[1]
-        runner._on_response = lambda session, response: (downstream.update([response.WhichOneof("message")]), on_response(session, response))[1]
         runner.add_listener(lambda event, value: welcome.setdefault("w", value) if event == "connected" else None)
         run = background(runner, lambda job: job.input)
         results = list(client.wait(rollouts, timeout=30))
