@@ -14,7 +14,7 @@ import pytest
 
 from conftest import eventually, raw_session, tally, unique
 from runnerline import Client, Job, Runner, RunnerRefusedError, SessionReplacedError
-from runnerline.v1 import attempt_pb2, attempt_pb2_grpc, worker_pb2
+from runnerline.v1 import attempt_pb2, attempt_pb2_grpc
 
 
 def fast(address: str, **options) -> Runner:

@@ -3,13 +3,12 @@
 server's proto files (runnerline.v1)."""
 
 from runnerline.client import Client
-from runnerline.errors import AttemptCancelled, ClientError, RunnerlineError, RunnerRefusedError, SessionReplacedError
+from runnerline.errors import ClientError, RunnerlineError, RunnerRefusedError, SessionReplacedError
 from runnerline.job import Job
 from runnerline.runner import Runner
 
 __version__ = "0.1.0"
 __all__ = [
-    "AttemptCancelled",
     "Client",
     "ClientError",
     "Job",

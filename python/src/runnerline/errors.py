@@ -33,15 +33,6 @@ class SessionReplacedError(RunnerlineError):
         self.details = details
 
 
-class AttemptCancelled(RunnerlineError):
-    """Why a job stopped: the server cancelled its attempt, or the runner was stopped. Job.cancel_reason."""
-
-    def __init__(self, attempt_id: str, reason: str):
-        super().__init__(reason or "attempt cancelled")
-        self.attempt_id = attempt_id
-        self.reason = reason
-
-
 class ClientError(RunnerlineError):
     """A Client call failed with a gRPC status: `code` (grpc.StatusCode) and the server's `details`."""
 
