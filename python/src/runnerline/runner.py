@@ -144,6 +144,8 @@ class Runner:
         """Runs `handler` for every assignment until the runner stops, then returns once every handler
         has returned (or was abandoned by an abort). With handle_signals (main thread only), the first
         SIGINT/SIGTERM drains and the second aborts."""
+        if self._state == "stopped":
+            return  # stopped before it ran
         if self._state != "new":
             raise RuntimeError("a Runner runs once; create another")
         self._loop = asyncio.get_running_loop()
