@@ -36,11 +36,14 @@ class Heartbeats:
         self._log = log
         self._worker_id = worker_id
         self._soon = asyncio.Event()
+        self._urgent = False
         self._reading: Optional["asyncio.Future[telemetry_pb2.SystemSnapshot]"] = None
         self._fresh: Optional[telemetry_pb2.SystemSnapshot] = None
 
-    def request(self) -> None:
-        """A beat right away (after Welcome; when stopping, so that its ack confirms the last results)."""
+    def request(self, urgent: bool = False) -> None:
+        """A beat right away: after Welcome, or, urgent, when stopping, so that its ack confirms the last
+        results at once (an urgent beat does not wait for a snapshot still being collected)."""
+        self._urgent = self._urgent or urgent
         self._soon.set()
 
     async def run(self, stopped: Callable[[], bool], target: BeatTarget, held: Callable[[], List[str]]) -> None:
@@ -51,9 +54,10 @@ class Heartbeats:
             except asyncio.TimeoutError:
                 pass
             self._soon.clear()
+            urgent, self._urgent = self._urgent, False
             if target() is None:
                 continue
-            snapshot = await self._take_snapshot(min(self.interval_s / 2, MAX_SNAPSHOT_WAIT_S))
+            snapshot = await self._take_snapshot(0.0 if urgent else min(self.interval_s / 2, MAX_SNAPSHOT_WAIT_S))
             send = target()
             if stopped() or send is None:
                 continue

@@ -136,8 +136,8 @@ class Runner:
         self._listeners.append(listener)
 
     def run(self, handler: Callable[[Job], Any], *, handle_signals: bool = True) -> None:
-        """Runs until stopped (a signal, stop(), Drain followed by the end of the session is NOT a stop:
-        the runner reconnects). Blocks; see run_async."""
+        """Blocks until the runner stops: a signal (when handle_signals), stop(), or a refusal for good.
+        A server's Drain is not a stop: the runner reconnects to the restarted server. See run_async."""
         asyncio.run(self.run_async(handler, handle_signals=handle_signals))
 
     async def run_async(self, handler: Callable[[Job], Any], *, handle_signals: bool = False) -> None:
@@ -205,7 +205,7 @@ class Runner:
                 self._log.info("runner %s: draining (no new work; held attempts finish)", self.worker_id)
                 self._say_goodbye("runner stopping")
             await self._wait_until(lambda: not self._held or self._state == "stopped")
-            self._request_beat()  # its ack confirms the last results without waiting a whole interval
+            self._request_beat(urgent=True)  # its ack confirms the last results without waiting a whole interval
             await self._wait_until(lambda: (not self._unsent and not self._unconfirmed) or self._state == "stopped")
             if self._state != "stopped":
                 await self._close(graceful=True)
@@ -225,7 +225,7 @@ class Runner:
             self._cancel_job(held, STOPPED_REASON)
             self._finish(held, attempt_update(held.job.attempt_id, attempt_pb2.ATTEMPT_STATUS_FAILED, STOPPED_REASON))
         self._say_goodbye(STOPPED_REASON)
-        self._request_beat()
+        self._request_beat(urgent=True)
         session = self._session
         if session is not None and session.welcomed:
             await self._wait_until(lambda: not self._unconfirmed and not self._unsent, timeout=deadline - loop.time())
@@ -588,9 +588,9 @@ class Runner:
         if not session.closing:
             session.outgoing.put_nowait(request)
 
-    def _request_beat(self) -> None:
+    def _request_beat(self, urgent: bool = False) -> None:
         if self._beats is not None:
-            self._beats.request()
+            self._beats.request(urgent)
 
     def _beat_target(self) -> Optional[Callable[[runner_pb2.Heartbeat], None]]:
         session = self._session
