@@ -14,7 +14,7 @@ import pytest
 
 from conftest import eventually, raw_session, tally, unique
 from runnerline import Client, Job, Runner, RunnerRefusedError, SessionReplacedError
-from runnerline.v1 import attempt_pb2, attempt_pb2_grpc
+from runnerline.v1 import attempt_pb2, attempt_pb2_grpc, telemetry_pb2
 
 
 def fast(address: str, **options) -> Runner:
@@ -195,3 +195,50 @@ def test_heartbeats_list_held_attempts_so_long_ones_stay_alive(server, stubs, ba
     attempts = attempt_pb2_grpc.AttemptServiceStub(stubs.channel)
     attempt = attempts.GetAttempt(attempt_pb2.GetAttemptRequest(attempt_id=done["latest_attempt_id"]), timeout=10).attempt
     assert attempt.status == attempt_pb2.ATTEMPT_STATUS_SUCCEEDED
+
+
+def refusing_server(code: grpc.StatusCode, details: str):
+    """A RunnerService that ends every session with one status after the first message, as an overloaded or
+    authenticating server would."""
+    from concurrent import futures
+
+    from runnerline.v1 import runner_pb2_grpc
+
+    class Refusing(runner_pb2_grpc.RunnerServiceServicer):
+        def Session(self, request_iterator, context):
+            next(request_iterator)
+            context.abort(code, details)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    runner_pb2_grpc.add_RunnerServiceServicer_to_server(Refusing(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return f"127.0.0.1:{port}", server
+
+
+def test_keeps_retrying_with_back_off_on_a_status_a_retry_may_cure(background):
+    address, refusing = refusing_server(grpc.StatusCode.UNAVAILABLE, "overloaded")
+    try:
+        runner = Runner(address, worker_id=unique("py-retry"), reconnect_initial_delay=0.02, reconnect_max_delay=0.1)
+        seen = events(runner)
+        background(runner, lambda job: None)
+        time.sleep(1.0)
+        assert runner.status["state"] == "running"
+        # Bounded by the back-off (at least 50 ms apart once it reached 0.1 s), not a busy loop.
+        assert 3 <= seen["disconnected"] <= 40, seen
+    finally:
+        refusing.stop(None)
+
+
+def test_no_heartbeats_after_stop(server, background):
+    collections = []
+    runner = Runner(server.address, worker_id=unique("py-quiet"), collect_snapshot=lambda: collections.append(1) or telemetry_pb2.SystemSnapshot(hostname="test-host"))
+    acks = events(runner)
+    run = background(runner, lambda job: None)
+    eventually(lambda: acks["heartbeat_ack"], lambda n: n >= 2, "no heartbeats acknowledged")
+    runner.stop()
+    run.join()
+    assert runner.status["state"] == "stopped" and not runner.status["connected"]
+    after = len(collections)
+    time.sleep(0.6)  # three heartbeat intervals of the test server
+    assert len(collections) == after
