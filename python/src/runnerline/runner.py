@@ -1,5 +1,9 @@
 """The runner: one long-lived RunnerService.Session stream, kept across disconnects, that takes attempts
-and runs a handler for each. The session protocol it speaks is written down in docs/protocol.md."""
+and runs a handler for each. The session protocol it speaks is written down in docs/protocol.md.
+
+One concern, the runner's side of the session, in one class (as src/client/runner.ts): its parts share the held
+attempts, the unconfirmed results and the current session. The heartbeat loop (_heartbeats.py), the session's
+records (_session.py), the host snapshot (snapshot.py) and running a handler (job.py) live apart."""
 
 from __future__ import annotations
 
