@@ -51,6 +51,8 @@ def test_worker_ids_and_capacity_are_checked_before_dialling():
     for bad in [0, -1, 1.5, True]:
         with pytest.raises(ValueError, match="capacity must be a positive integer"):
             Runner(worker_id="w", capacity=bad)
+    with pytest.raises(ValueError, match="labels must map strings to strings"):
+        Runner(worker_id="w", labels={"gpus": 8})
     assert Runner().worker_id == default_worker_id()
 
 

@@ -6,9 +6,10 @@ from runnerline.client import Client
 from runnerline.errors import ClientError, RunnerlineError, RunnerRefusedError, SessionReplacedError
 from runnerline.job import Job
 from runnerline.runner import Runner
+from runnerline._version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
+    "__version__",
     "Client",
     "ClientError",
     "Job",

@@ -32,6 +32,7 @@ from runnerline._session import (
     write_requests,
 )
 from runnerline._values import result_bound_violation, to_struct, to_value
+from runnerline._version import __version__
 from runnerline.errors import RunnerRefusedError, SessionReplacedError
 from runnerline.job import Job, call_handler
 from runnerline.v1 import attempt_pb2, runner_pb2, runner_pb2_grpc, telemetry_pb2
@@ -70,7 +71,7 @@ class Runner:
         worker_id: Optional[str] = None,
         labels: Optional[Dict[str, str]] = None,
         capacity: int = 1,
-        client_version: str = "runnerline-python/0.1.0",
+        client_version: Optional[str] = None,
         token: Optional[str] = None,
         tls: bool = False,
         tls_ca: _security.PemSource = None,
@@ -89,11 +90,13 @@ class Runner:
             raise ValueError(f"worker_id must be {WORKER_ID_RULE}, got {worker_id!r}")
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        if not all(isinstance(key, str) and isinstance(value, str) for key, value in (labels or {}).items()):
+            raise ValueError(f"labels must map strings to strings, got {labels!r}")
         self.address = address
         self.worker_id = worker_id
         self.labels = dict(labels or {})
         self.capacity = capacity
-        self.client_version = client_version
+        self.client_version = client_version if client_version is not None else f"runnerline-python/{__version__}"
         self._token = token
         self._credentials = _security.channel_credentials(tls, tls_ca, tls_cert, tls_key)
         self._initial_delay = reconnect_initial_delay
