@@ -88,7 +88,7 @@ export async function runnerCommand(argv: string[]): Promise<number> {
     }
     logger.warn(`runner ${config.workerId}: ${signal} again: aborting attempts in hand`);
     exitCode = signal === "SIGINT" ? 130 : 143;
-    stopping = runner.stop({ reason: `runner received ${signal} twice` });
+    stopping = runner.stop({ reason: `runner received a second signal, ${signal}` });
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
