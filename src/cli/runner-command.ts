@@ -163,6 +163,9 @@ async function runAttempt(job: RunnerJob, config: RunnerCommandConfig, logger: R
   } catch (error) {
     if (job.signal.reason instanceof AttemptCancelledError) {
       logger.info(`attempt ${attemptId} cancelled after ${seconds(Date.now() - started)}: ${job.signal.reason.reason}`);
+    } else if (job.signal.aborted) {
+      // The runner stopped without draining: it has reported the attempt FAILED itself, and says whether that got through.
+      logger.info(`attempt ${attemptId} aborted after ${seconds(Date.now() - started)} (${describe(job.signal.reason)}): ${firstLine(describe(error))}`);
     } else {
       logger.info(`attempt ${attemptId} failed after ${seconds(Date.now() - started)}: ${firstLine(describe(error))}`);
     }
