@@ -42,7 +42,8 @@ export type Received =
   | { kind: "heartbeat_ack"; sequence: number }
   | { kind: "cancel"; attemptId: string }
   | { kind: "rejected"; code: number; message: string }
-  | { kind: "drain" };
+  | { kind: "drain" }
+  | { kind: "session_replaced"; workerId: string; newSessionId: string; newPeer: string };
 
 export type Sent =
   | {
@@ -216,6 +217,8 @@ function fromConnect(response: SessionResponse): Received {
       return { kind: "rejected", code: m.value.code, message: m.value.message };
     case "drain":
       return { kind: "drain" };
+    case "sessionReplaced":
+      return { kind: "session_replaced", workerId: m.value.workerId, newSessionId: m.value.newSessionId, newPeer: m.value.newPeer };
     case undefined:
       throw new Error("empty session response");
   }
@@ -375,6 +378,8 @@ function fromPlain(response: any): Received {
       return { kind: "rejected", code: value.code, message: value.message };
     case "drain":
       return { kind: "drain" };
+    case "session_replaced":
+      return { kind: "session_replaced", workerId: value.worker_id, newSessionId: value.new_session_id, newPeer: value.new_peer };
   }
   throw new Error(`unexpected session response ${JSON.stringify(response)}`);
 }

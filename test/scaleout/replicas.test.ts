@@ -246,6 +246,8 @@ describe.skipIf(!POSTGRES_AVAILABLE)("three replicas on one PostgreSQL database"
 
     const ended = await Promise.race([older.closed, sleep(5_000).then(() => undefined)]);
     expect(ended?.code, `the older session on A ended with ${ended?.message ?? "nothing within 5 s"}`).toBe(Code.Aborted);
+    // Told why first (SessionReplaced); the newer session's id and peer are another replica's to know.
+    expect(await older.next("sessionReplaced")).toMatchObject({ workerId: "twin", newSessionId: "", newPeer: "" });
     // The newer one goes on, and the worker stays connected through it.
     await newer.roundTrip();
     expect((await worker(C, "twin")).connected).toBe(true);

@@ -11,7 +11,7 @@ import { TOKEN_STORAGE_KEY } from "../../web/src/auth.js";
 import { timestampMs } from "../../web/src/quarantine.js";
 import { eventually } from "../polling.js";
 import { DEFAULT_ENTRIES, TOKENS, type TokenEntry, writeAuthFile } from "../security/tokens.js";
-import { type Browser, launchBrowser } from "./browser.js";
+import { type Browser, CHROMIUM_AVAILABLE, launchBrowser } from "./browser.js";
 import { type Fleet, startFleet } from "./fleet.js";
 
 /** An admin token that the last test turns into an operator's while it is signed in. */
@@ -42,6 +42,7 @@ async function recordCall(request: Request): Promise<void> {
 }
 
 beforeAll(async () => {
+  if (!CHROMIUM_AVAILABLE) return;
   authFile = writeAuthFile([...DEFAULT_ENTRIES, DEMOTED]);
   fleet = await startFleet({ authFile, token: TOKENS.admin });
   fleet.addRunner({ workerId: "gpu-a", labels: { zone: "a" } });
@@ -65,7 +66,7 @@ afterAll(async () => {
   await fleet?.close();
 });
 
-describe("Web page with tokens", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Web page with tokens", { timeout: 30_000 }, () => {
   it("asks for a token when the server answers UNAUTHENTICATED", async () => {
     await page.goto(`${fleet.baseUrl}/runners`);
     await prompt().waitFor();
@@ -149,7 +150,7 @@ describe("Web page with tokens", { timeout: 30_000 }, () => {
   });
 });
 
-describe("Web page without an auth file", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Web page without an auth file", { timeout: 30_000 }, () => {
   it("asks for nothing and probes nothing", async () => {
     const open = await startFleet();
     try {

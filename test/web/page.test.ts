@@ -7,7 +7,7 @@
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../polling.js";
-import { type Browser, launchBrowser } from "./browser.js";
+import { type Browser, CHROMIUM_AVAILABLE, launchBrowser } from "./browser.js";
 import { type Fleet, startFleet } from "./fleet.js";
 import { timestampMs } from "../../web/src/quarantine.js";
 
@@ -25,6 +25,7 @@ const badgeColours = new Map<string, string>();
 const sameList = (want: string[]) => (got: (string | null)[]) => JSON.stringify(got) === JSON.stringify(want);
 
 beforeAll(async () => {
+  if (!CHROMIUM_AVAILABLE) return;
   fleet = await startFleet();
   fleet.addRunner({ workerId: "gpu-a", labels: { gpu: "h100", zone: "a" }, capacity: 2, gpus: 2 });
   fleet.addRunner({ workerId: "cpu-b", labels: { pool: "cpu", zone: "b" } });
@@ -42,7 +43,7 @@ afterAll(async () => {
   await fleet?.close();
 });
 
-describe("Runners page", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Runners page", { timeout: 30_000 }, () => {
   it("lists the runners with status badges, labels and telemetry", async () => {
     await page.goto(`${fleet.baseUrl}/`);
     await eventually(rows, sameList(["cpu-b", "cpu-c", "gpu-a"]));
@@ -143,7 +144,7 @@ describe("Runners page", { timeout: 30_000 }, () => {
   });
 });
 
-describe("Rollouts page", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Rollouts page", { timeout: 30_000 }, () => {
   it("lists rollouts and shows a rollout's attempts as a timeline", async () => {
     await fleet.enqueue("ro-flaky", { fail: "exit status 3" }, { maxAttempts: 2, retryOnFailed: true });
     await eventually(
@@ -185,7 +186,7 @@ describe("Rollouts page", { timeout: 30_000 }, () => {
   });
 });
 
-describe("Quarantine and the fleet summary", { timeout: 60_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Quarantine and the fleet summary", { timeout: 60_000 }, () => {
   const quarantined = async () => {
     const { worker } = await fleet.clients.workers.getWorker({ workerId: "cpu-b" });
     return (timestampMs(worker?.quarantineUntil) ?? 0) > Date.now();
@@ -247,7 +248,7 @@ describe("Quarantine and the fleet summary", { timeout: 60_000 }, () => {
   });
 });
 
-describe("Connection loss", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Connection loss", { timeout: 30_000 }, () => {
   it("says so while the stream is down and recovers by itself", async () => {
     await page.goto(`${fleet.baseUrl}/runners`);
     await eventually(rows, (r) => r.length === 4);

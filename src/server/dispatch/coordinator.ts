@@ -443,7 +443,7 @@ export class Coordinator {
     // A quarantine set elsewhere (another server, or before a restart) holds here too.
     this.trackQuarantine(record);
     const previous = this.sessions.attach({ link, labels: opening.labels, epoch: record.epoch, worker: record.worker });
-    previous?.link.close("aborted", `replaced by a newer session (${link.sessionId}) for worker ${link.workerId}`);
+    previous?.link.replaced({ sessionId: link.sessionId, peer: link.peer ?? opening.peer });
     this.options.bus?.publish({ kind: "session", ids: [link.workerId], epoch: record.epoch });
     this.absorb(attached, now, fx);
     const fence = fenceOf(link);
@@ -961,7 +961,7 @@ export class Coordinator {
           if (local !== undefined && local.epoch < event.epoch) {
             // The store's row belongs to the newer session now: this stream just ends.
             this.sessions.detach(local.link);
-            local.link.close("aborted", `replaced by a newer session of worker ${workerId} on another server`);
+            local.link.replaced({ sessionId: "", peer: "" });
           }
         }
         this.learnRemoteSessions(event.ids).catch(failed);
