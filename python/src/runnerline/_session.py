@@ -36,6 +36,8 @@ class Session:
     terminal_update_returns_credit: bool = False
     # Attempts whose SUCCEEDED/FAILED update returns their credit on this session (docs/protocol.md, credits).
     credit_returning: Set[str] = field(default_factory=set)
+    # The server's SessionReplaced, when a newer session of the same worker id took over (another process).
+    replaced_by: Optional[Any] = None
 
 
 @dataclass

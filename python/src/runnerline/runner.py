@@ -299,11 +299,17 @@ class Runner:
     async def _maintain_session(self) -> None:
         failures = 0
         while self._state != "stopped":
+            session_replaced_by = None
             welcomed, drained, failure = await self._run_session()
+            if self._session is not None:
+                session_replaced_by = self._session.replaced_by
             if self._state == "stopped":
                 break
-            if failure is not None and is_replaced(failure.code(), failure.details() or ""):
-                self._stop_for_good(SessionReplacedError(self.worker_id, failure.details() or ""))
+            if session_replaced_by is not None or (failure is not None and is_replaced(failure.code(), failure.details() or "")):
+                details = failure.details() if failure is not None and failure.details() else ""
+                if session_replaced_by is not None and not details:
+                    details = f"a newer session {session_replaced_by.new_session_id} from {session_replaced_by.new_peer or 'another server'}"
+                self._stop_for_good(SessionReplacedError(self.worker_id, details))
                 break
             if not welcomed and failure is not None and failure.code() in PERMANENT_HELLO_CODES:
                 self._stop_for_good(RunnerRefusedError(failure.code(), failure.details() or ""))
@@ -405,6 +411,15 @@ class Runner:
             session.draining = True
             self._emit("drain", response.drain)
             self._close_if_drained(session)
+        elif kind == "session_replaced":
+            # Said just before the server ends this stream with ABORTED: another process opened a newer session
+            # for this worker id. Not reconnecting is decided when the stream ends (_maintain_session).
+            replaced = response.session_replaced
+            self._log.warning(
+                "runner %s: session replaced by a newer session %s from %s: another runner uses this worker id",
+                self.worker_id, replaced.new_session_id or "(on another server)", replaced.new_peer or "another server",
+            )
+            session.replaced_by = replaced
         elif kind == "heartbeat_ack":
             self._last_ack = response.heartbeat_ack.sequence
             self._unconfirmed = [s for s in self._unconfirmed if s.confirmed_by_sequence > response.heartbeat_ack.sequence]

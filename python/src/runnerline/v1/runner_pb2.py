@@ -19,7 +19,7 @@ from runnerline.v1 import rollout_pb2 as runnerline_dot_v1_dot_rollout__pb2
 from runnerline.v1 import telemetry_pb2 as runnerline_dot_v1_dot_telemetry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arunnerline/v1/runner.proto\x12\rrunnerline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1brunnerline/v1/attempt.proto\x1a\x1brunnerline/v1/rollout.proto\x1a\x1drunnerline/v1/telemetry.proto\"\xfb\x01\n\x0eSessionRequest\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.runnerline.v1.HelloH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.runnerline.v1.HeartbeatH\x00\x12%\n\x05ready\x18\x03 \x01(\x0b\x32\x14.runnerline.v1.ReadyH\x00\x12\x36\n\x0e\x61ttempt_update\x18\x04 \x01(\x0b\x32\x1c.runnerline.v1.AttemptUpdateH\x00\x12)\n\x07goodbye\x18\x05 \x01(\x0b\x32\x16.runnerline.v1.GoodbyeH\x00\x42\t\n\x07message\"\xe7\x02\n\x0fSessionResponse\x12)\n\x07welcome\x18\x01 \x01(\x0b\x32\x16.runnerline.v1.WelcomeH\x00\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x19.runnerline.v1.AssignmentH\x00\x12\'\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x15.runnerline.v1.CancelH\x00\x12+\n\x08rejected\x18\x04 \x01(\x0b\x32\x17.runnerline.v1.RejectedH\x00\x12%\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x14.runnerline.v1.DrainH\x00\x12\x34\n\rheartbeat_ack\x18\x06 \x01(\x0b\x32\x1b.runnerline.v1.HeartbeatAckH\x00\x12:\n\x10\x61ssignment_batch\x18\x07 \x01(\x0b\x32\x1e.runnerline.v1.AssignmentBatchH\x00\x42\t\n\x07message\"\x8e\x02\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x03(\x0b\x32 .runnerline.v1.Hello.LabelsEntry\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x16\n\x0e\x63lient_version\x18\x04 \x01(\t\x12\x1b\n\x13running_attempt_ids\x18\x05 \x03(\t\x12&\n\x1eterminal_update_returns_credit\x18\x06 \x01(\x08\x12\"\n\x1a\x61\x63\x63\x65pts_assignment_batches\x18\x07 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x91\x01\n\tHeartbeat\x12/\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1d.runnerline.v1.SystemSnapshot\x12,\n\x0b\x65xtra_stats\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x61ttempt_ids\x18\x03 \x03(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\"\x16\n\x05Ready\x12\r\n\x05slots\x18\x01 \x01(\x05\"\xec\x01\n\rAttemptUpdate\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.runnerline.v1.AttemptStatus\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06result\x18\x1e \x01(\x0b\x32\x16.google.protobuf.Value\x12/\n\x0b\x66inish_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xe6\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bserver_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13resumed_attempt_ids\x18\x04 \x03(\t\x12&\n\x1eterminal_update_returns_credit\x18\x05 \x01(\x08\x12\x1a\n\x12\x61ssignment_batches\x18\x06 \x01(\x08\"^\n\nAssignment\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.runnerline.v1.Rollout\x12\'\n\x07\x61ttempt\x18\x02 \x01(\x0b\x32\x16.runnerline.v1.Attempt\"A\n\x0f\x41ssignmentBatch\x12.\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x19.runnerline.v1.Assignment\",\n\x06\x43\x61ncel\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"S\n\x08Rejected\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nattempt_id\x18\x03 \x01(\t\x12\x14\n\x0crequest_kind\x18\x04 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"Q\n\x0cHeartbeatAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2]\n\rRunnerService\x12L\n\x07Session\x12\x1d.runnerline.v1.SessionRequest\x1a\x1e.runnerline.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arunnerline/v1/runner.proto\x12\rrunnerline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1brunnerline/v1/attempt.proto\x1a\x1brunnerline/v1/rollout.proto\x1a\x1drunnerline/v1/telemetry.proto\"\xfb\x01\n\x0eSessionRequest\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.runnerline.v1.HelloH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.runnerline.v1.HeartbeatH\x00\x12%\n\x05ready\x18\x03 \x01(\x0b\x32\x14.runnerline.v1.ReadyH\x00\x12\x36\n\x0e\x61ttempt_update\x18\x04 \x01(\x0b\x32\x1c.runnerline.v1.AttemptUpdateH\x00\x12)\n\x07goodbye\x18\x05 \x01(\x0b\x32\x16.runnerline.v1.GoodbyeH\x00\x42\t\n\x07message\"\xa3\x03\n\x0fSessionResponse\x12)\n\x07welcome\x18\x01 \x01(\x0b\x32\x16.runnerline.v1.WelcomeH\x00\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x19.runnerline.v1.AssignmentH\x00\x12\'\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x15.runnerline.v1.CancelH\x00\x12+\n\x08rejected\x18\x04 \x01(\x0b\x32\x17.runnerline.v1.RejectedH\x00\x12%\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x14.runnerline.v1.DrainH\x00\x12\x34\n\rheartbeat_ack\x18\x06 \x01(\x0b\x32\x1b.runnerline.v1.HeartbeatAckH\x00\x12:\n\x10\x61ssignment_batch\x18\x07 \x01(\x0b\x32\x1e.runnerline.v1.AssignmentBatchH\x00\x12:\n\x10session_replaced\x18\x08 \x01(\x0b\x32\x1e.runnerline.v1.SessionReplacedH\x00\x42\t\n\x07message\"\x8e\x02\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x03(\x0b\x32 .runnerline.v1.Hello.LabelsEntry\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x16\n\x0e\x63lient_version\x18\x04 \x01(\t\x12\x1b\n\x13running_attempt_ids\x18\x05 \x03(\t\x12&\n\x1eterminal_update_returns_credit\x18\x06 \x01(\x08\x12\"\n\x1a\x61\x63\x63\x65pts_assignment_batches\x18\x07 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x91\x01\n\tHeartbeat\x12/\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1d.runnerline.v1.SystemSnapshot\x12,\n\x0b\x65xtra_stats\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x61ttempt_ids\x18\x03 \x03(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\"\x16\n\x05Ready\x12\r\n\x05slots\x18\x01 \x01(\x05\"\xec\x01\n\rAttemptUpdate\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.runnerline.v1.AttemptStatus\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06result\x18\x1e \x01(\x0b\x32\x16.google.protobuf.Value\x12/\n\x0b\x66inish_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xe6\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bserver_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13resumed_attempt_ids\x18\x04 \x03(\t\x12&\n\x1eterminal_update_returns_credit\x18\x05 \x01(\x08\x12\x1a\n\x12\x61ssignment_batches\x18\x06 \x01(\x08\"^\n\nAssignment\x12\'\n\x07rollout\x18\x01 \x01(\x0b\x32\x16.runnerline.v1.Rollout\x12\'\n\x07\x61ttempt\x18\x02 \x01(\x0b\x32\x16.runnerline.v1.Attempt\"A\n\x0f\x41ssignmentBatch\x12.\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x19.runnerline.v1.Assignment\",\n\x06\x43\x61ncel\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"S\n\x08Rejected\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nattempt_id\x18\x03 \x01(\t\x12\x14\n\x0crequest_kind\x18\x04 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"N\n\x0fSessionReplaced\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x16\n\x0enew_session_id\x18\x02 \x01(\t\x12\x10\n\x08new_peer\x18\x03 \x01(\t\"Q\n\x0cHeartbeatAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2]\n\rRunnerService\x12L\n\x07Session\x12\x1d.runnerline.v1.SessionRequest\x1a\x1e.runnerline.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runnerline.v1.runner_pb2', globals())
@@ -31,33 +31,35 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _SESSIONREQUEST._serialized_start=230
   _SESSIONREQUEST._serialized_end=481
   _SESSIONRESPONSE._serialized_start=484
-  _SESSIONRESPONSE._serialized_end=843
-  _HELLO._serialized_start=846
-  _HELLO._serialized_end=1116
-  _HELLO_LABELSENTRY._serialized_start=1071
-  _HELLO_LABELSENTRY._serialized_end=1116
-  _HEARTBEAT._serialized_start=1119
-  _HEARTBEAT._serialized_end=1264
-  _READY._serialized_start=1266
-  _READY._serialized_end=1288
-  _ATTEMPTUPDATE._serialized_start=1291
-  _ATTEMPTUPDATE._serialized_end=1527
-  _GOODBYE._serialized_start=1529
-  _GOODBYE._serialized_end=1554
-  _WELCOME._serialized_start=1557
-  _WELCOME._serialized_end=1787
-  _ASSIGNMENT._serialized_start=1789
-  _ASSIGNMENT._serialized_end=1883
-  _ASSIGNMENTBATCH._serialized_start=1885
-  _ASSIGNMENTBATCH._serialized_end=1950
-  _CANCEL._serialized_start=1952
-  _CANCEL._serialized_end=1996
-  _REJECTED._serialized_start=1998
-  _REJECTED._serialized_end=2081
-  _DRAIN._serialized_start=2083
-  _DRAIN._serialized_end=2106
-  _HEARTBEATACK._serialized_start=2108
-  _HEARTBEATACK._serialized_end=2189
-  _RUNNERSERVICE._serialized_start=2191
-  _RUNNERSERVICE._serialized_end=2284
+  _SESSIONRESPONSE._serialized_end=903
+  _HELLO._serialized_start=906
+  _HELLO._serialized_end=1176
+  _HELLO_LABELSENTRY._serialized_start=1131
+  _HELLO_LABELSENTRY._serialized_end=1176
+  _HEARTBEAT._serialized_start=1179
+  _HEARTBEAT._serialized_end=1324
+  _READY._serialized_start=1326
+  _READY._serialized_end=1348
+  _ATTEMPTUPDATE._serialized_start=1351
+  _ATTEMPTUPDATE._serialized_end=1587
+  _GOODBYE._serialized_start=1589
+  _GOODBYE._serialized_end=1614
+  _WELCOME._serialized_start=1617
+  _WELCOME._serialized_end=1847
+  _ASSIGNMENT._serialized_start=1849
+  _ASSIGNMENT._serialized_end=1943
+  _ASSIGNMENTBATCH._serialized_start=1945
+  _ASSIGNMENTBATCH._serialized_end=2010
+  _CANCEL._serialized_start=2012
+  _CANCEL._serialized_end=2056
+  _REJECTED._serialized_start=2058
+  _REJECTED._serialized_end=2141
+  _DRAIN._serialized_start=2143
+  _DRAIN._serialized_end=2166
+  _SESSIONREPLACED._serialized_start=2168
+  _SESSIONREPLACED._serialized_end=2246
+  _HEARTBEATACK._serialized_start=2248
+  _HEARTBEATACK._serialized_end=2329
+  _RUNNERSERVICE._serialized_start=2331
+  _RUNNERSERVICE._serialized_end=2424
 # @@protoc_insertion_point(module_scope)
