@@ -42,7 +42,8 @@ export type Received =
   | { kind: "heartbeat_ack"; sequence: number }
   | { kind: "cancel"; attemptId: string }
   | { kind: "rejected"; code: number; message: string }
-  | { kind: "drain" };
+  /** `exit`: an operator drained the worker (DrainWorker); a server shutdown leaves it false. */
+  | { kind: "drain"; reason: string; exit: boolean };
 
 export type Sent =
   | {
@@ -215,7 +216,7 @@ function fromConnect(response: SessionResponse): Received {
     case "rejected":
       return { kind: "rejected", code: m.value.code, message: m.value.message };
     case "drain":
-      return { kind: "drain" };
+      return { kind: "drain", reason: m.value.reason, exit: m.value.exit };
     case undefined:
       throw new Error("empty session response");
   }
@@ -374,7 +375,7 @@ function fromPlain(response: any): Received {
     case "rejected":
       return { kind: "rejected", code: value.code, message: value.message };
     case "drain":
-      return { kind: "drain" };
+      return { kind: "drain", reason: value.reason, exit: value.exit === true };
   }
   throw new Error(`unexpected session response ${JSON.stringify(response)}`);
 }
