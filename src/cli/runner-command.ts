@@ -18,7 +18,7 @@ RUNNERLINE_WORKER_ID are set. Exit status 0 reports SUCCEEDED, with stdout as
 the result (see --result); anything else reports FAILED with the end of stderr.
 The command and everything it starts end with its attempt, and with the runner
 (even a killed one). SIGTERM or SIGINT drains (finishes the attempts in hand,
-then exits 0); a second signal aborts them. Exit code 2: bad arguments, or the
+then exits 0), and so does an operator's DrainWorker; a second signal aborts them. Exit code 2: bad arguments, or the
 server refused this runner (bad worker id, credentials or permissions).
 
   --worker-id     this runner's identity: ${CLIENT_ID_RULE}
