@@ -299,6 +299,8 @@ describe("Cordon and drain", { timeout: 60_000 }, () => {
     expect(left).toMatchObject({ cordoned: true, draining: false });
     await drawer.locator('.notice-warn:has-text("Cordoned: no reason given")').waitFor();
     await drawer.locator("button.uncordon").waitFor();
+    // Gone: nobody is left to drain, so the page no longer offers it.
+    expect(await drawer.locator("button.drain").count()).toBe(0);
     await page.keyboard.press("Escape");
   });
 });

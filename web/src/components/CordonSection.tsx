@@ -1,6 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import { useState } from "preact/hooks";
-import type { Worker } from "../../../src/gen/runnerline/v1/worker_pb.js";
+import { type Worker, WorkerStatus } from "../../../src/gen/runnerline/v1/worker_pb.js";
 import { errorCode, errorText, serverMessage, workerClient } from "../api.js";
 import { actionDenied } from "../auth.js";
 import { cordonSummary } from "../cordon.js";
@@ -9,6 +9,11 @@ import { ActionButton, Notice } from "./common.js";
 type Step = "cordon" | "uncordon" | "drain";
 
 const FAILED: Record<Step, string> = { cordon: "cordon failed", uncordon: "uncordon failed", drain: "drain failed" };
+
+/** A runner to tell: it has held a session and has not left (the server refuses a drain otherwise). */
+function mayDrain(worker: Worker): boolean {
+  return !worker.draining && worker.connectTime !== undefined && worker.status !== WorkerStatus.OFFLINE;
+}
 
 /**
  * An operator's maintenance of one runner (WorkerService.CordonWorker,
@@ -62,7 +67,7 @@ export function CordonSection({ worker, onChanged }: { worker: Worker; onChanged
             Cordon
           </ActionButton>
         )}
-        {!worker.draining &&
+        {mayDrain(worker) &&
           (confirmingDrain ? (
             <>
               <button type="button" class="danger" onClick={() => void act("drain")}>
