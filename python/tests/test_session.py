@@ -242,3 +242,30 @@ def test_no_heartbeats_after_stop(server, background):
     after = len(collections)
     time.sleep(0.6)  # three heartbeat intervals of the test server
     assert len(collections) == after
+
+
+def test_an_operator_drain_finishes_the_job_in_hand_then_run_returns(server, background):
+    from runnerline.v1 import worker_pb2, worker_pb2_grpc
+
+    worker_id = unique("py-drained")
+    runner = fast(server.address, worker_id=worker_id)
+    release = threading.Event()
+    started = threading.Event()
+
+    def handler(job: Job):
+        started.set()
+        release.wait(30)
+        return {"done": True}
+
+    run = background(runner, handler)
+    with Client(server.address) as client:
+        rollout = client.enqueue({"maintenance": True})
+        assert started.wait(20)
+        with grpc.insecure_channel(server.address) as channel:
+            worker_pb2_grpc.WorkerServiceStub(channel).DrainWorker(worker_pb2.DrainWorkerRequest(worker_id=worker_id, reason="host maintenance"))
+        time.sleep(0.3)
+        assert run.thread.is_alive()  # the job in hand is not abandoned
+        release.set()
+        run.join()
+        assert run.error is None
+        assert client.get(rollout["rollout_id"])["status"] == "SUCCEEDED"

@@ -18,8 +18,8 @@ RUNNERLINE_WORKER_ID are set. Exit status 0 reports SUCCEEDED, with stdout as
 the result (see --result); anything else reports FAILED with the end of stderr.
 The command and everything it starts end with its attempt, and with the runner
 (even a killed one). SIGTERM or SIGINT drains (finishes the attempts in hand,
-then exits 0); a second signal aborts them, reports them FAILED and exits 130
-(SIGINT) or 143 (SIGTERM). Exit code 2: bad arguments, the server refused this
+then exits 0), and so does an operator's DrainWorker; a second signal aborts them, reports them FAILED and exits
+130 (SIGINT) or 143 (SIGTERM). Exit code 2: bad arguments, the server refused this
 runner (bad worker id, credentials or permissions), or another runner started
 with the same worker id and took it over.
 

@@ -729,7 +729,9 @@ export class Runner extends EventEmitter<RunnerEvents> {
     this.logger.info(`runner ${this.workerId}: server asked to drain${drain.reason ? ` (${drain.reason})` : ""}`);
     session.draining = true;
     this.emit("drain", drain);
-    this.closeIfDrained(session);
+    // An operator drained this worker (WorkerService.DrainWorker): finish, report, say Goodbye, and run() returns.
+    if (drain.exit) void this.stop({ drain: true, reason: drain.reason || "drained by an operator" });
+    else this.closeIfDrained(session);
   }
 
   private closeIfDrained(session: Session): void {

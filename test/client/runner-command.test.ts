@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -134,6 +134,19 @@ describe("runnerline runner", () => {
     expect(await runner.exited).toBe(0);
     expect((await getRollout(rollout.rolloutId)).status).toBe(RolloutStatus.SUCCEEDED);
     expect(runner.output.stderr).toMatch(/SIGTERM: draining/);
+  }, 30_000);
+
+  it("exits 0 when an operator drains its worker, after finishing the attempt in hand", async () => {
+    const runner = startRunner(`while [ ! -e "$WORK_DIR/go" ]; do sleep 0.05; done; exit 0`);
+    const rollout = await enqueue(server.clients, {});
+    await untilStatus(rollout, RolloutStatus.RUNNING);
+    await server.clients.workers.drainWorker({ workerId: runner.workerId, reason: "host maintenance" });
+    await eventually(async () => runner.output.stderr, (stderr) => stderr.includes("server asked to drain (drained by an operator: host maintenance)"));
+    await writeFile(path.join(workDir, "go"), "");
+    expect(await runner.exited).toBe(0);
+    expect((await getRollout(rollout.rolloutId)).status).toBe(RolloutStatus.SUCCEEDED);
+    const { worker } = await server.clients.workers.getWorker({ workerId: runner.workerId });
+    expect(worker).toMatchObject({ cordoned: true, draining: false });
   }, 30_000);
 
   it.each([

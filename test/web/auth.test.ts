@@ -100,6 +100,10 @@ describe.runIf(CHROMIUM_AVAILABLE)("Web page with tokens", { timeout: 30_000 }, 
     await page.click('tr[data-worker-id="gpu-a"] td.id a');
     await eventually(() => releaseButton().isDisabled(), (disabled) => disabled);
     expect(await releaseButton().getAttribute("title")).toMatch(/^Your token may not do this: token "dashboard" has role operator.*ReleaseWorker/);
+    // Cordon is an operator's to do: enabled, without a tooltip.
+    const cordonButton = page.locator('aside[aria-label="Runner gpu-a"] button.cordon');
+    expect(await cordonButton.isEnabled()).toBe(true);
+    expect(await cordonButton.getAttribute("title")).toBeNull();
 
     await page.goto(`${fleet.baseUrl}/rollouts/ro-waiting`);
     await eventually(() => cancelButton().isDisabled(), (disabled) => disabled);
@@ -161,7 +165,7 @@ describe.runIf(CHROMIUM_AVAILABLE)("Web page without an auth file", { timeout: 3
       await fresh.locator('.notice-info:has-text("No runners yet")').waitFor();
       expect(await fresh.locator('form[aria-label="Sign in with a token"]').count()).toBe(0);
       expect(await fresh.locator(".signed-in").count()).toBe(0);
-      expect(calls.some((c) => /CancelRollout|ReleaseWorker/.test(c.method) || c.authorization !== undefined)).toBe(false);
+      expect(calls.some((c) => /CancelRollout|ReleaseWorker|CordonWorker/.test(c.method) || c.authorization !== undefined)).toBe(false);
       await fresh.close();
     } finally {
       await open.close();

@@ -8,7 +8,7 @@
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../polling.js";
-import { type Browser, launchBrowser } from "./browser.js";
+import { type Browser, CHROMIUM_AVAILABLE, launchBrowser } from "./browser.js";
 import { type Fleet, startFleet } from "./fleet.js";
 
 let fleet: Fleet;
@@ -29,6 +29,7 @@ const cut = (selector: string) =>
   );
 
 beforeAll(async () => {
+  if (!CHROMIUM_AVAILABLE) return;
   fleet = await startFleet();
   fleet.addRunner({ workerId: "pair-a", labels: { pool: "gpu" }, capacity: 2, gpus: 1 });
   fleet.addRunner({ workerId: "gone-b", gpus: 1 });
@@ -47,7 +48,7 @@ afterAll(async () => {
   await fleet?.close();
 });
 
-describe("Runners page legibility", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Runners page legibility", { timeout: 30_000 }, () => {
   it("shows every rollout and attempt a runner holds, each on its line, cut ids with an ellipsis and the whole id on hover", async () => {
     await page.goto(`${fleet.baseUrl}/runners`);
     const row = 'tr[data-worker-id="pair-a"]';
@@ -92,7 +93,7 @@ describe("Runners page legibility", { timeout: 30_000 }, () => {
   });
 });
 
-describe("Header and Rollouts page", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Header and Rollouts page", { timeout: 30_000 }, () => {
   it("counts cancelled rollouts in the header", async () => {
     await fleet.enqueue("ro-to-cancel", { hold: "never" }, { requiredLabels: { pool: "nowhere" } });
     await fleet.clients.rollouts.cancelRollout({ rolloutId: "ro-to-cancel" });
@@ -125,7 +126,7 @@ describe("Header and Rollouts page", { timeout: 30_000 }, () => {
   });
 });
 
-describe("Server gone", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Server gone", { timeout: 30_000 }, () => {
   it("says once that the server does not answer, not the same error twice", async () => {
     await page.goto(`${fleet.baseUrl}/runners`);
     await page.locator('tr[data-worker-id="pair-a"]').waitFor();

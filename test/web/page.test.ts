@@ -248,6 +248,64 @@ describe.runIf(CHROMIUM_AVAILABLE)("Quarantine and the fleet summary", { timeout
   });
 });
 
+describe.runIf(CHROMIUM_AVAILABLE)("Cordon and drain", { timeout: 60_000 }, () => {
+  const workerOf = (workerId: string) => fleet.clients.workers.getWorker({ workerId }).then((r) => r.worker!);
+
+  it("cordons a runner from its detail: badge, filter and no new work; Uncordon lets work through again", async () => {
+    await page.goto(`${fleet.baseUrl}/runners/cpu-c`);
+    const drawer = page.locator('aside[aria-label="Runner cpu-c"]');
+    await drawer.locator('input[aria-label="Reason for cordon or drain"]').fill("disk swap");
+    await drawer.locator("button.cordon").click();
+    await eventually(() => workerOf("cpu-c"), (w) => w.cordoned && w.cordonReason === "disk swap");
+    await drawer.locator('.notice-warn:has-text("Cordoned: disk swap")').waitFor();
+    await drawer.locator('.badge[data-status="CORDONED"]').waitFor();
+    expect(await drawer.locator("button.cordon").count()).toBe(0);
+    await page.keyboard.press("Escape");
+
+    // The table learned it live (WatchWorkers); the badge has its own colour and says why.
+    const badge = page.locator('tr[data-worker-id="cpu-c"] .badge[data-status="CORDONED"]');
+    await badge.waitFor();
+    expect(await badge.getAttribute("title")).toMatch(/^disk swap · since \d{4}-/);
+    expect(await badge.evaluate((el) => getComputedStyle(el).backgroundColor)).not.toBe(await badgeColour("cpu-b"));
+    expect(await page.locator('tr[data-worker-id="cpu-b"] .badge[data-status="CORDONED"]').count()).toBe(0);
+    await page.click("button.chip-cordoned");
+    await eventually(rows, sameList(["cpu-c"]));
+    expect(page.url()).toContain("cordoned=1");
+
+    // Only cpu-c carries pool=cpu and zone=a: the rollout waits while it is cordoned.
+    await fleet.enqueue("ro-cordoned", { hold: "h-cordon" }, { requiredLabels: { pool: "cpu", zone: "a" } });
+    expect((await fleet.clients.rollouts.getRollout({ rolloutId: "ro-cordoned" })).rollout?.status).toBe(1);
+
+    await page.click('tr[data-worker-id="cpu-c"] td.id a');
+    await drawer.locator("button.uncordon").click();
+    await eventually(() => workerOf("cpu-c"), (w) => !w.cordoned);
+    await eventually(() => fleet.clients.rollouts.getRollout({ rolloutId: "ro-cordoned" }), (r) => r.rollout?.latestAttemptId !== "");
+    fleet.release("h-cordon");
+    await drawer.locator('section[aria-label="Maintenance"] .notice-warn').waitFor({ state: "detached" });
+    await page.keyboard.press("Escape");
+    // Uncordoned, it leaves the filtered table.
+    await eventually(rows, sameList([]));
+    await page.click("button.chip-cordoned");
+    await eventually(rows, (r) => r.includes("cpu-c"));
+  });
+
+  it("drains a runner from its detail, confirmed in two steps: it leaves, and stays cordoned", async () => {
+    fleet.addRunner({ workerId: "drain-f", labels: { pool: "drain" } });
+    await eventually(() => workerOf("drain-f").catch(() => undefined), (w) => w?.connected === true);
+    await page.goto(`${fleet.baseUrl}/runners/drain-f`);
+    const drawer = page.locator('aside[aria-label="Runner drain-f"]');
+    await drawer.locator("button.drain").click();
+    await drawer.locator('button:has-text("Confirm drain")').click();
+    const left = await eventually(() => workerOf("drain-f"), (w) => w.status === 4);
+    expect(left).toMatchObject({ cordoned: true, draining: false });
+    await drawer.locator('.notice-warn:has-text("Cordoned: no reason given")').waitFor();
+    await drawer.locator("button.uncordon").waitFor();
+    // Gone: nobody is left to drain, so the page no longer offers it.
+    expect(await drawer.locator("button.drain").count()).toBe(0);
+    await page.keyboard.press("Escape");
+  });
+});
+
 describe.runIf(CHROMIUM_AVAILABLE)("Connection loss", { timeout: 30_000 }, () => {
   it("says so while the stream is down and recovers by itself", async () => {
     await page.goto(`${fleet.baseUrl}/runners`);

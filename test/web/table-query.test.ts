@@ -22,6 +22,7 @@ import {
   ROLLOUT_SORT_FIELDS as WEB_ROLLOUT_SORT_FIELDS,
   WORKER_SORT_FIELDS as WEB_WORKER_SORT_FIELDS,
 } from "../../web/src/table-query.js";
+import { cordonLabel, cordonSummary } from "../../web/src/cordon.js";
 import { isQuarantined } from "../../web/src/quarantine.js";
 
 const NOW = Date.parse("2026-12-03T04:00:00Z");
@@ -39,6 +40,7 @@ describe("runners view ↔ URL", () => {
       statuses: [WorkerStatus.BUSY, WorkerStatus.IDLE],
       labels: { zone: "a", gpu: "h100" },
       quarantined: false,
+      cordoned: false,
       sort: { field: "last_heartbeat_time", descending: true },
       pageSize: 200 as const,
     };
@@ -91,6 +93,28 @@ describe("runners view ↔ URL", () => {
     expect(listWorkersRequest(DEFAULT_RUNNERS_VIEW, "").filter).toBe("");
     // The watch stays unfiltered: a released runner must still be reported so its row can go.
     expect(watchWorkersRequest(view)).toEqual({ workerIdContains: "", changesOnly: true });
+  });
+
+  it("the cordoned filter is in the URL, becomes the ListWorkers filter cordoned = true, and combines with quarantined", () => {
+    const view = runnersViewFromUrl("cordoned=1");
+    expect(view).toEqual({ ...DEFAULT_RUNNERS_VIEW, cordoned: true });
+    expect(runnersViewToUrl(view)).toBe("cordoned=1");
+    expect(listWorkersRequest(view, "").filter).toBe("cordoned = true");
+    const both = runnersViewFromUrl("quarantined=1&cordoned=1");
+    expect(listWorkersRequest(both, "").filter).toBe("quarantine_until > now AND cordoned = true");
+    const worker = { workerId: "w", status: WorkerStatus.IDLE, labels: {} };
+    expect(matchesRunnersView(view, worker, NOW)).toBe(false);
+    expect(matchesRunnersView(view, { ...worker, cordoned: true }, NOW)).toBe(true);
+    expect(matchesRunnersView(DEFAULT_RUNNERS_VIEW, { ...worker, cordoned: true }, NOW)).toBe(true);
+  });
+
+  it("a cordoned runner's badge says CORDONED, a draining one's DRAINING, with why, who and when", () => {
+    const base = { cordoned: true, draining: false, cordonReason: "disk swap", cordonedBy: "ops", cordonTime: timestampFromMs(NOW) };
+    expect(cordonLabel(base)).toBe("CORDONED");
+    expect(cordonLabel({ ...base, draining: true })).toBe("DRAINING");
+    expect(cordonLabel({ ...base, cordoned: false })).toBeUndefined();
+    expect(cordonSummary(base)).toBe(`disk swap · by ops · since ${new Date(NOW).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")}`);
+    expect(cordonSummary({ ...base, cordonReason: "", cordonedBy: "" })).toMatch(/^no reason given · since /);
   });
 
   it("matches quarantined runners by quarantine_until against the page's clock", () => {

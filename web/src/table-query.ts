@@ -9,6 +9,7 @@ import {
   type ListWorkersRequestSchema,
   type WatchWorkersRequestSchema,
 } from "../../src/gen/runnerline/v1/worker_pb.js";
+import { CORDONED_FILTER } from "./cordon.js";
 import { isQuarantined, QUARANTINED_FILTER } from "./quarantine.js";
 
 export const PAGE_SIZES = [50, 100, 200, 500] as const;
@@ -29,6 +30,8 @@ export interface RunnersView {
   labels: Record<string, string>;
   /** Only runners quarantined now (within the selected statuses). */
   quarantined: boolean;
+  /** Only runners an operator cordoned (draining ones included). */
+  cordoned: boolean;
   sort: Sort;
   pageSize: PageSize;
 }
@@ -75,6 +78,7 @@ export const DEFAULT_RUNNERS_VIEW: RunnersView = {
   statuses: [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN],
   labels: {},
   quarantined: false,
+  cordoned: false,
   sort: { field: "worker_id", descending: false },
   pageSize: 50,
 };
@@ -101,6 +105,7 @@ export function runnersViewFromUrl(query: string): RunnersView {
     statuses: statusesFromParam(params.get("status"), WorkerStatus, WORKER_STATUSES, DEFAULT_RUNNERS_VIEW.statuses),
     labels,
     quarantined: params.get("quarantined") === "1",
+    cordoned: params.get("cordoned") === "1",
     sort: sortFromParam(params.get("sort"), WORKER_SORT_FIELDS, DEFAULT_RUNNERS_VIEW.sort),
     pageSize: pageSizeFromParam(params.get("size")),
   };
@@ -115,6 +120,7 @@ export function runnersViewToUrl(view: RunnersView): string {
     params.append("label", `${key}:${value}`);
   }
   if (view.quarantined) params.set("quarantined", "1");
+  if (view.cordoned) params.set("cordoned", "1");
   if (!sameSort(view.sort, DEFAULT_RUNNERS_VIEW.sort)) params.set("sort", sortToParam(view.sort));
   if (view.pageSize !== DEFAULT_RUNNERS_VIEW.pageSize) params.set("size", String(view.pageSize));
   return params.toString();
@@ -128,7 +134,7 @@ export function listWorkersRequest(view: RunnersView, pageToken: string): Messag
     statuses: statusFilter(view.statuses, WORKER_STATUSES),
     workerIdContains: view.search,
     labels: view.labels,
-    filter: view.quarantined ? QUARANTINED_FILTER : "",
+    filter: [view.quarantined && QUARANTINED_FILTER, view.cordoned && CORDONED_FILTER].filter((f) => f).join(" AND "),
   };
 }
 
@@ -146,12 +152,13 @@ export function watchWorkersRequest(view: RunnersView): MessageInitShape<typeof 
 /** Whether a worker belongs in the view's table (the same rules ListWorkers applies). */
 export function matchesRunnersView(
   view: RunnersView,
-  worker: { workerId: string; status: WorkerStatus; labels: Record<string, string>; quarantineUntil?: Timestamp },
+  worker: { workerId: string; status: WorkerStatus; labels: Record<string, string>; quarantineUntil?: Timestamp; cordoned?: boolean },
   nowMs: number,
 ): boolean {
   return (
     worker.workerId.includes(view.search) &&
     (!view.quarantined || isQuarantined(worker, nowMs)) &&
+    (!view.cordoned || worker.cordoned === true) &&
     view.statuses.includes(worker.status) &&
     Object.entries(view.labels).every(([key, value]) => worker.labels[key] === value)
   );

@@ -410,6 +410,9 @@ class Runner:
             self._log.info("runner %s: server asked to drain (%s)", self.worker_id, response.drain.reason)
             session.draining = True
             self._emit("drain", response.drain)
+            if response.drain.exit:
+                # An operator drained this worker (DrainWorker): finish and report what is in hand, then run() returns.
+                asyncio.ensure_future(self.stop_async(drain=True))
             self._close_if_drained(session)
         elif kind == "session_replaced":
             # Said just before the server ends this stream with ABORTED: another process opened a newer session

@@ -21,6 +21,7 @@ import {
   recordSignOfLife,
   watchdogVerdict,
 } from "../domain/attempt.js";
+import { type CordonRequest, cordonWorker, drainWorker, uncordonWorker } from "../domain/cordon.js";
 import { DomainError, failedPrecondition, notFound } from "../domain/errors.js";
 import { newAttemptId, newRolloutId } from "../domain/ids.js";
 import { type Labels, labelsMatch } from "../domain/labels.js";
@@ -61,7 +62,7 @@ import {
 } from "../domain/worker.js";
 import type { Store } from "../store/store.js";
 import { type Changes, NO_CHANGES } from "../transitions/changes.js";
-import type { AttemptStep, SessionFence, TransitionContext } from "../transitions/steps.js";
+import { type AttemptStep, type SessionFence, type TransitionContext, WorkerCordonedError } from "../transitions/steps.js";
 import type { QueueEntry } from "./dispatch-queue.js";
 import { Routing } from "./routing.js";
 import { Effects } from "./effects.js";
@@ -266,16 +267,22 @@ export class Coordinator {
     let assigned: { rollout: Rollout; attempt: Attempt } | undefined;
     if (entry !== undefined) {
       this.routing.take(entry);
-      const { claimed, changes } = await this.store.claimRollouts({
-        now,
-        liveness: this.liveness,
-        workerId,
-        epoch: undefined,
-        rolloutIds: [entry.rolloutId],
-        newAttemptId,
-      });
-      this.absorb(changes, now, fx);
-      assigned = claimed[0];
+      try {
+        const { claimed, changes } = await this.store.claimRollouts({
+          now,
+          liveness: this.liveness,
+          workerId,
+          epoch: undefined,
+          rolloutIds: [entry.rolloutId],
+          newAttemptId,
+        });
+        this.absorb(changes, now, fx);
+        assigned = claimed[0];
+      } catch (error) {
+        this.routing.putBack([entry]);
+        if (!(error instanceof WorkerCordonedError)) throw error;
+        await this.learnCordon(workerId);
+      }
     }
     await this.settle(fx);
     return assigned;
@@ -493,6 +500,8 @@ export class Coordinator {
       for (const cancel of cancels) link.send(cancel);
       // A runner that reconnects during a drain hears it at once: it may report what it holds, and take nothing new.
       if (this.drainMessage !== undefined) link.send(this.drainMessage);
+      // An operator drained it while it was away: it finishes what it resumed, then leaves.
+      if (record.worker.draining) link.send(operatorDrainMessage(record.worker));
     });
   }
 
@@ -767,6 +776,43 @@ export class Coordinator {
     return released.workers[0]?.after.worker ?? record.worker;
   }
 
+  // ---- an operator's cordon (domain/cordon.ts) --------------------------------
+
+  /** CordonWorker: no new work until UncordonWorker; the attempts it holds go on. */
+  cordonWorker(workerId: string, request: CordonRequest): Promise<Worker> {
+    return this.changeCordon(workerId, (record, now) => cordonWorker(record, request, now), `cordoned${byWhom(request)}`);
+  }
+
+  /** UncordonWorker: it may take work again (at once, if it is waiting). */
+  uncordonWorker(workerId: string): Promise<Worker> {
+    return this.changeCordon(workerId, (record) => uncordonWorker(record), "uncordoned");
+  }
+
+  /** DrainWorker: cordoned, and its runner is told to finish what it holds and exit (see absorb and openSession). */
+  drainWorker(workerId: string, request: CordonRequest): Promise<Worker> {
+    return this.changeCordon(workerId, (record, now) => drainWorker(record, request, now), `drained${byWhom(request)}`);
+  }
+
+  private async changeCordon(workerId: string, step: (record: WorkerRecord, now: Millis) => WorkerRecord, what: string): Promise<Worker> {
+    const now = this.clock.now();
+    const record = await this.store.getWorker(workerId);
+    if (record === undefined) throw notFound(`worker ${workerId} not found`);
+    const fx = new Effects();
+    const changes = await this.store.changeWorker(workerId, undefined, (r) => step(r ?? record, now));
+    this.absorb(changes, now, fx);
+    const after = changes.workers[0]?.after;
+    if (after !== undefined) this.log(`worker ${workerId} ${what}`);
+    await this.pump(now, fx);
+    await this.settle(fx);
+    return after?.worker ?? record.worker;
+  }
+
+  /** A claim found the worker cordoned on another server before this one heard: routing follows the store. */
+  private async learnCordon(workerId: string) {
+    const record = await this.store.getWorker(workerId);
+    if (record !== undefined) this.trackQuarantine(record);
+  }
+
   /** Workers quarantined now (for the fleet summary and /metrics). */
   quarantinedCount(): number {
     return this.routing.quarantinedCount(this.clock.now());
@@ -921,6 +967,11 @@ export class Coordinator {
       // a newer session of the worker took over meanwhile (ABORTED). Any other failure (the database went away)
       // is the caller's to report.
       this.routing.putBack(entries);
+      if (error instanceof WorkerCordonedError) {
+        this.sessions.refund(link, entries.length);
+        await this.learnCordon(link.workerId);
+        return;
+      }
       if (error instanceof DomainError && error.kind === "aborted") {
         link.credits = 0;
         return;
@@ -1050,6 +1101,8 @@ export class Coordinator {
       for (const listener of this.workerListeners) listener(record.worker);
       const session = this.sessions.get(workerId);
       if (session !== undefined && session.epoch === record.epoch) {
+        // Drained through another server: this one holds the session, so it tells the runner.
+        if (record.worker.draining && !session.worker.draining) session.link.send(operatorDrainMessage(record.worker));
         session.worker = record.worker;
         this.trackQuarantine(record);
       }
@@ -1143,14 +1196,26 @@ export class Coordinator {
       observer?.workerChanged?.(before, after);
       const workerId = after.worker.workerId;
       // Transitions that leave the quarantine alone keep its Timestamp object, so this check costs one comparison.
-      if (before === undefined || after.worker.quarantineUntil !== before.worker.quarantineUntil) this.trackQuarantine(after);
+      if (
+        before === undefined ||
+        after.worker.quarantineUntil !== before.worker.quarantineUntil ||
+        after.worker.cordoned !== before.worker.cordoned
+      ) {
+        this.trackQuarantine(after);
+      }
       if (after.worker.version !== (before?.worker.version ?? 1n)) {
         for (const listener of this.workerListeners) listener(after.worker);
         this.options.bus?.publish({ kind: "workers", ids: [workerId] });
       }
       this.watchdog.workerLateness(after);
       const session = this.sessions.get(workerId);
-      if (session !== undefined && session.epoch === after.epoch) session.worker = after.worker;
+      if (session !== undefined && session.epoch === after.epoch) {
+        session.worker = after.worker;
+        if (after.worker.draining && before !== undefined && !before.worker.draining) {
+          const drain = operatorDrainMessage(after.worker);
+          fx.add(() => session.link.send(drain));
+        }
+      }
     }
   }
 
@@ -1182,6 +1247,16 @@ export class Coordinator {
 /** The fence of writes made for a session (undefined for calls made outside one). */
 function fenceOf(link: SessionLink | undefined): SessionFence | undefined {
   return link?.epoch === undefined ? undefined : { workerId: link.workerId, epoch: link.epoch };
+}
+
+/** The Drain that tells a drained worker's runner to finish what it holds and exit. */
+function operatorDrainMessage(worker: Worker): SessionResponse {
+  const reason = worker.cordonReason === "" ? "drained by an operator" : `drained by an operator: ${worker.cordonReason}`;
+  return create(SessionResponseSchema, { message: { case: "drain", value: { reason, exit: true } } });
+}
+
+function byWhom({ by, reason }: CordonRequest): string {
+  return `${by === "" ? "" : ` by ${by}`}${reason === "" ? "" : `: ${reason}`}`;
 }
 
 function cancelMessage(attemptId: string, reason: string): SessionResponse {

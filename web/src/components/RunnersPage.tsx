@@ -13,6 +13,7 @@ import {
   WORKER_STATUSES,
 } from "../table-query.js";
 import { memo } from "preact/compat";
+import { cordonLabel, cordonSummary } from "../cordon.js";
 import { isQuarantined, timestampMs } from "../quarantine.js";
 import { SERVER_GONE } from "../api.js";
 import { Bar, Badge, CopyButton, Link, Notice, RelativeTime, useNow } from "./common.js";
@@ -160,6 +161,15 @@ function RunnersToolbar({ view, onChange }: { view: RunnersView; onChange: (view
         >
           QUARANTINED
         </button>
+        <button
+          type="button"
+          class="chip chip-cordoned"
+          aria-pressed={view.cordoned}
+          title="Only runners an operator cordoned or is draining (kept from new work for maintenance)"
+          onClick={() => onChange({ ...view, cordoned: !view.cordoned })}
+        >
+          CORDONED
+        </button>
       </div>
       <form
         class="label-filter"
@@ -215,10 +225,12 @@ function SortHeader({ column, view, onChange }: { column: (typeof COLUMNS)[numbe
 export function workerBadge(worker: Worker) {
   const name = WorkerStatus[worker.status] ?? String(worker.status);
   const title = worker.connected ? "connected" : "not connected";
+  const cordon = cordonLabel(worker);
   return (
     <>
       <Badge kind={name} label={name} title={title} />
       {worker.quarantineUntil !== undefined && <QuarantineBadge worker={worker} />}
+      {cordon !== undefined && <Badge kind={cordon.toLowerCase()} label={cordon} title={cordonSummary(worker)} />}
     </>
   );
 }

@@ -55,6 +55,21 @@ class WorkerServiceStub(object):
                 request_serializer=runnerline_dot_v1_dot_worker__pb2.DeleteWorkerRequest.SerializeToString,
                 response_deserializer=runnerline_dot_v1_dot_worker__pb2.DeleteWorkerResponse.FromString,
                 )
+        self.CordonWorker = channel.unary_unary(
+                '/runnerline.v1.WorkerService/CordonWorker',
+                request_serializer=runnerline_dot_v1_dot_worker__pb2.CordonWorkerRequest.SerializeToString,
+                response_deserializer=runnerline_dot_v1_dot_worker__pb2.CordonWorkerResponse.FromString,
+                )
+        self.UncordonWorker = channel.unary_unary(
+                '/runnerline.v1.WorkerService/UncordonWorker',
+                request_serializer=runnerline_dot_v1_dot_worker__pb2.UncordonWorkerRequest.SerializeToString,
+                response_deserializer=runnerline_dot_v1_dot_worker__pb2.UncordonWorkerResponse.FromString,
+                )
+        self.DrainWorker = channel.unary_unary(
+                '/runnerline.v1.WorkerService/DrainWorker',
+                request_serializer=runnerline_dot_v1_dot_worker__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=runnerline_dot_v1_dot_worker__pb2.DrainWorkerResponse.FromString,
+                )
 
 
 class WorkerServiceServicer(object):
@@ -126,6 +141,37 @@ class WorkerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CordonWorker(self, request, context):
+        """Keeps a worker from new work until UncordonWorker (maintenance); the
+        attempts it holds go on. The cordon is stored: it holds across restarts,
+        reconnects and every server sharing the store. Idempotent: cordoning a
+        cordoned worker returns it unchanged. NOT_FOUND for an unknown worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UncordonWorker(self, request, context):
+        """Lifts a cordon (and a drain): the worker may take work again.
+        Idempotent: a worker that is not cordoned is returned unchanged.
+        NOT_FOUND for an unknown worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainWorker(self, request, context):
+        """Cordons a worker and asks its runner to drain: finish the attempts it
+        holds, report them, then exit (Drain with exit set; a runner that is
+        disconnected hears it when it reconnects). The cordon stays after the
+        runner leaves. Idempotent while it drains. NOT_FOUND for an unknown
+        worker, FAILED_PRECONDITION for one without a runner session to drain
+        (OFFLINE, or only ever seen through unary calls).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +214,21 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.DeleteWorker,
                     request_deserializer=runnerline_dot_v1_dot_worker__pb2.DeleteWorkerRequest.FromString,
                     response_serializer=runnerline_dot_v1_dot_worker__pb2.DeleteWorkerResponse.SerializeToString,
+            ),
+            'CordonWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.CordonWorker,
+                    request_deserializer=runnerline_dot_v1_dot_worker__pb2.CordonWorkerRequest.FromString,
+                    response_serializer=runnerline_dot_v1_dot_worker__pb2.CordonWorkerResponse.SerializeToString,
+            ),
+            'UncordonWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.UncordonWorker,
+                    request_deserializer=runnerline_dot_v1_dot_worker__pb2.UncordonWorkerRequest.FromString,
+                    response_serializer=runnerline_dot_v1_dot_worker__pb2.UncordonWorkerResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=runnerline_dot_v1_dot_worker__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=runnerline_dot_v1_dot_worker__pb2.DrainWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,5 +374,56 @@ class WorkerService(object):
         return grpc.experimental.unary_unary(request, target, '/runnerline.v1.WorkerService/DeleteWorker',
             runnerline_dot_v1_dot_worker__pb2.DeleteWorkerRequest.SerializeToString,
             runnerline_dot_v1_dot_worker__pb2.DeleteWorkerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CordonWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/runnerline.v1.WorkerService/CordonWorker',
+            runnerline_dot_v1_dot_worker__pb2.CordonWorkerRequest.SerializeToString,
+            runnerline_dot_v1_dot_worker__pb2.CordonWorkerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UncordonWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/runnerline.v1.WorkerService/UncordonWorker',
+            runnerline_dot_v1_dot_worker__pb2.UncordonWorkerRequest.SerializeToString,
+            runnerline_dot_v1_dot_worker__pb2.UncordonWorkerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/runnerline.v1.WorkerService/DrainWorker',
+            runnerline_dot_v1_dot_worker__pb2.DrainWorkerRequest.SerializeToString,
+            runnerline_dot_v1_dot_worker__pb2.DrainWorkerResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
