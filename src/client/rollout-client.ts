@@ -2,7 +2,7 @@
 // over the typed clients of clients.ts. Waiting is one WaitRollouts call per pending rollout (at most
 // `maxConcurrentWaits` at a time), so each result comes back as soon as its rollout finishes.
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { type RunnerlineClients, createRunnerlineClients } from "./clients.js";
 import { type DurationInput, durationMs, toDuration } from "./duration.js";
 import { enqueueRequest, type RolloutOutcome, type RolloutSpec, rolloutOutcome } from "./rollout-json.js";
@@ -13,10 +13,12 @@ export interface RolloutClientOptions {
   address?: string;
   /** Bearer token and TLS files (docs/security.md); a CA or client certificate means TLS. */
   security?: ClientSecurity;
+  /** Run around every call, e.g. to add headers or trace. */
+  interceptors?: Interceptor[];
   /** Most WaitRollouts calls in flight at once while waiting (default 1000); further rollouts wait their turn. */
   maxConcurrentWaits?: number;
   /**
-   * How long an UNAVAILABLE server (restarting, unreachable) is retried, with back-off, before the error is thrown
+   * How long a server out of reach (UNAVAILABLE: restarting, unreachable; ABORTED: the connection reset) is retried, with back-off, before the error is thrown
    * (default "30s"). Retrying is safe: enqueues carry a rollout id, so a repeat returns the same rollout.
    */
   retryUnavailableFor?: DurationInput;
@@ -48,6 +50,8 @@ export class RolloutWaitTimeoutError extends Error {
 }
 
 const DEFAULT_ADDRESS = "127.0.0.1:50051";
+/** Codes of a server out of reach, as opposed to one that answered. */
+const RETRIED: ReadonlySet<Code> = new Set([Code.Unavailable, Code.Aborted]);
 
 /**
  * A training loop's view of the server:
@@ -69,7 +73,7 @@ export class RolloutClient {
     const address = options.address ?? DEFAULT_ADDRESS;
     const tls = security.tlsCa !== undefined || security.tlsCert !== undefined;
     const baseUrl = address.includes("://") ? address : `${tls ? "https" : "http"}://${address}`;
-    this.#clients = createRunnerlineClients({ baseUrl, transport: "grpc", security });
+    this.#clients = createRunnerlineClients({ baseUrl, transport: "grpc", security, interceptors: options.interceptors ?? [] });
     const concurrency = options.maxConcurrentWaits ?? 1000;
     if (!Number.isInteger(concurrency) || concurrency < 1) {
       throw new RangeError(`maxConcurrentWaits must be a whole number ≥ 1, got ${concurrency}`);
@@ -116,14 +120,23 @@ export class RolloutClient {
     const stop = new AbortController();
     const signal = options.signal === undefined ? stop.signal : AbortSignal.any([stop.signal, options.signal]);
     const queue = [...new Set(rolloutIds)];
-    const inFlight = new Map<string, Promise<{ id: string; outcome: RolloutOutcome | undefined }>>();
+    // Settled, never rejected: a call failing while the loop is suspended at a yield is not an unhandled rejection.
+    type Settled = { id: string; outcome?: RolloutOutcome; error?: unknown };
+    const inFlight = new Map<string, Promise<Settled>>();
     const start = (id: string) =>
-      inFlight.set(id, this.#waitOne(id, deadline, signal).then((outcome) => ({ id, outcome })));
+      inFlight.set(
+        id,
+        this.#waitOne(id, deadline, signal).then(
+          (outcome): Settled => ({ id, outcome }),
+          (error: unknown): Settled => ({ id, error }),
+        ),
+      );
     try {
       while (queue.length > 0 || inFlight.size > 0) {
         while (queue.length > 0 && inFlight.size < this.#maxConcurrentWaits) start(queue.shift()!);
-        const { id, outcome } = await Promise.race(inFlight.values());
+        const { id, outcome, error } = await Promise.race(inFlight.values());
         inFlight.delete(id);
+        if (error !== undefined) throw error;
         if (outcome === undefined) {
           // Timed out: the others time out at the same deadline; report all that are still unfinished.
           const pending = rolloutIds.filter((r) => r === id || inFlight.has(r) || queue.includes(r));
@@ -180,7 +193,10 @@ export class RolloutClient {
     }
   }
 
-  /** `call`, retried with jittered back-off while the server is UNAVAILABLE, for at most retryUnavailableFor. */
+  /**
+   * `call`, retried with jittered back-off while the server cannot be reached (UNAVAILABLE, or ABORTED: a connection
+   * reset under a call in flight), for at most retryUnavailableFor. Every call made through it is idempotent.
+   */
   async #retrying<T>(call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const giveUpAt = Date.now() + this.#retryUnavailableMs;
     for (let delay = 100; ; delay = Math.min(delay * 2, 5_000)) {
@@ -188,7 +204,7 @@ export class RolloutClient {
         return await call();
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
-        if (!(error instanceof ConnectError) || error.code !== Code.Unavailable || Date.now() + delay > giveUpAt) throw error;
+        if (!(error instanceof ConnectError) || !RETRIED.has(error.code) || Date.now() + delay > giveUpAt) throw error;
         await new Promise((resolve) => setTimeout(resolve, delay / 2 + (Math.random() * delay) / 2));
       }
     }
