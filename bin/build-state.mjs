@@ -3,7 +3,7 @@
 // the build started, and any file under src/ (or a tsconfig) changed since then makes dist/ stale. Plain stat calls,
 // no imports beyond node:fs, so that the check costs the CLI's cold start about a millisecond.
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const PACKAGE_ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -26,7 +26,7 @@ export function staleReason(root = PACKAGE_ROOT) {
     if (existsSync(path) && statSync(path).mtimeMs > built) return `${config} changed since dist/ was built`;
   }
   const newer = newerFile(src, built);
-  return newer === undefined ? undefined : `${newer.slice(root.length)} changed since dist/ was built`;
+  return newer === undefined ? undefined : `${relative(root, newer)} changed since dist/ was built`;
 }
 
 function newerFile(dir, than) {
