@@ -1,15 +1,18 @@
-// `npm run bench:cold-start [-- --runs 30] [--bin path/to/runnerline.mjs] [--compare other/bin/runnerline.mjs]`: the CLI's cold start, each run a new
+// `npm run bench:cold-start [-- --runs 30] [--bin PATH] [--compare PATH]`: the CLI's cold start, each run a new
 // node process, as a shell script calling `runnerline` sees it. Prints the median, p90 and min wall time of
 // `runnerline --version`, `runnerline --help` and, for scale, `node -e 0` (node's own start on this machine), one
-// JSON line each; --compare adds `--version` of another checkout's command (e.g. an older one), interleaved. Plain node, no TypeScript loader: it measures what users run (docs/benchmarks.md, "CLI cold
-// start"). Runs interleave the commands so that load on the machine hits them alike.
+// JSON line each; --compare adds `--version` of another checkout's bin/runnerline.mjs (an older one, say). Plain
+// node, no TypeScript loader: it measures what users run (docs/benchmarks.md, "CLI cold start"). Each round runs
+// every command once, so that load on the machine hits them alike.
 import { spawnSync } from "node:child_process";
 import { parseArgs } from "node:util";
 
 const { values } = parseArgs({
   options: {
     runs: { type: "string", default: "30" },
-    bin: { type: "string", default: new URL("../bin/runnerline.mjs", import.meta.url).pathname } },
+    bin: { type: "string", default: new URL("../bin/runnerline.mjs", import.meta.url).pathname },
+    compare: { type: "string" },
+  },
 });
 const runs = Number(values.runs);
 const commands = [
