@@ -5,7 +5,8 @@
 import { execFileSync } from "node:child_process";
 import { cpSync, mkdirSync, readdirSync, writeFileSync, utimesSync } from "node:fs";
 import { createRequire } from "node:module";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { PACKAGE_ROOT as root, STAMP, staleReason } from "../bin/build-state.mjs";
 
 export function build({ ifStale = false, quiet = false } = {}) {
@@ -13,7 +14,14 @@ export function build({ ifStale = false, quiet = false } = {}) {
   if (ifStale && reason === undefined) return;
   if (!quiet) process.stderr.write(`building dist/ (${reason ?? "requested"})\n`);
   const started = new Date();
-  const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
+  let tsc;
+  try {
+    tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
+  } catch {
+    throw new Error(
+      "building dist/ needs TypeScript, a devDependency: install with them (npm ci), or install the packed package instead",
+    );
+  }
   execFileSync(process.execPath, [tsc, "-p", join(root, "tsconfig.build.json")], { cwd: root, stdio: "inherit" });
   const assets = [
     ["src/cli/process-reaper.mjs", "dist/cli/process-reaper.mjs"],
@@ -28,6 +36,12 @@ export function build({ ifStale = false, quiet = false } = {}) {
   utimesSync(STAMP, started, started);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  build({ ifStale: process.argv.includes("--if-stale") });
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  try {
+    build({ ifStale: process.argv.includes("--if-stale") });
+  } catch (error) {
+    // tsc has printed its errors already; say what failed and exit non-zero.
+    process.stderr.write(`build: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
 }
