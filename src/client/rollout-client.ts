@@ -120,6 +120,7 @@ export class RolloutClient {
     const stop = new AbortController();
     const signal = options.signal === undefined ? stop.signal : AbortSignal.any([stop.signal, options.signal]);
     const queue = [...new Set(rolloutIds)];
+    const timedOut = new Set<string>();
     // Settled, never rejected: a call failing while the loop is suspended at a yield is not an unhandled rejection.
     type Settled = { id: string; outcome?: RolloutOutcome; error?: unknown };
     const inFlight = new Map<string, Promise<Settled>>();
@@ -138,12 +139,14 @@ export class RolloutClient {
         inFlight.delete(id);
         if (error !== undefined) throw error;
         if (outcome === undefined) {
-          // Timed out: the others time out at the same deadline; report all that are still unfinished.
-          const pending = rolloutIds.filter((r) => r === id || inFlight.has(r) || queue.includes(r));
-          throw new RolloutWaitTimeoutError([...new Set(pending)], timeoutMs!);
+          // Timed out. The others reach the same deadline, and those still queued are asked with no time left, so
+          // every rollout that did finish is still yielded before the error names exactly those that did not.
+          timedOut.add(id);
+          continue;
         }
         yield outcome;
       }
+      if (timedOut.size > 0) throw new RolloutWaitTimeoutError([...new Set(rolloutIds)].filter((r) => timedOut.has(r)), timeoutMs!);
     } finally {
       stop.abort(); // a break, a throw or a timeout cancels the calls still waiting
       await Promise.allSettled(inFlight.values());

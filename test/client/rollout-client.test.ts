@@ -105,6 +105,23 @@ describe("RolloutClient", () => {
     expect(await client.waitAll([slow!], { timeout: 0 })).toEqual([expect.objectContaining({ status: "CANCELLED" })]);
   }, 40_000);
 
+  it("on a timeout still yields the rollouts that finished while others held every wait slot", async () => {
+    startRunner(async (job) => {
+      if (job.input === "slow") await new Promise((resolve) => setTimeout(resolve, 60_000));
+      return job.input;
+    });
+    const oneAtATime = new RolloutClient({ address: server.grpcAddress, maxConcurrentWaits: 1 });
+    const [slow, fast] = await oneAtATime.enqueueMany([{ input: "slow" }, { input: "fast" }]);
+    await oneAtATime.waitAll([fast!], { timeout: "20s" });
+    // The slow one takes the only slot until the timeout; the finished one is asked for after it.
+    const seen: string[] = [];
+    const error = await (async () => {
+      for await (const outcome of oneAtATime.wait([slow!, fast!], { timeout: "1s" })) seen.push(outcome.rolloutId);
+    })().catch((e: unknown) => e);
+    expect(seen).toEqual([fast]);
+    expect((error as RolloutWaitTimeoutError).pendingRolloutIds).toEqual([slow]);
+  }, 40_000);
+
   it("refuses bad input precisely: before sending (durations, names) or with the server's code", async () => {
     await expect(client.enqueue({ config: { timeout: "soon" } })).rejects.toThrow(InvalidDurationError);
     await expect(client.enqueueMany([{}, { config: { deadline: -1 } }])).rejects.toThrow(/^rollouts\[1\]\.config\.deadline: -1 is not a duration/);
