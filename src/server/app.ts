@@ -93,6 +93,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
       windowMs: config.quarantineWindowMs,
       backoffMs: config.quarantineBackoffMs,
       maxBackoffMs: config.quarantineMaxBackoffMs,
+      maxPercent: config.quarantineMaxPercent,
     },
     onHeartbeat: (workerId, data, now) => history.record(workerId, data.snapshot, now),
     log,

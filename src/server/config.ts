@@ -52,6 +52,8 @@ export interface ServerConfig {
   quarantineBackoffMs: number;
   /** ...up to this. */
   quarantineMaxBackoffMs: number;
+  /** At most this percent of the connected fleet is quarantined at once (at least one worker; 0: never). */
+  quarantineMaxPercent: number;
   /** Telemetry samples kept in memory per worker for GetWorkerHistory. */
   historySamples: number;
   /** Ceiling on the memory of all workers' history together. */
@@ -98,6 +100,7 @@ export function defaultConfig(overrides: ServerOptions = {}): ServerConfig {
     quarantineWindowMs: DEFAULT_QUARANTINE_POLICY.windowMs,
     quarantineBackoffMs: DEFAULT_QUARANTINE_POLICY.backoffMs,
     quarantineMaxBackoffMs: DEFAULT_QUARANTINE_POLICY.maxBackoffMs,
+    quarantineMaxPercent: DEFAULT_QUARANTINE_POLICY.maxPercent,
     historySamples: DEFAULT_HISTORY_SAMPLES,
     historyMaxBytes: DEFAULT_HISTORY_MAX_BYTES,
     retainMs: 7 * 24 * 3_600_000,

@@ -29,6 +29,7 @@ import {
   nextFailureStreak,
   type QuarantinePolicy,
   quarantineDecision,
+  quarantineRoom,
   successClearsQuarantine,
   workerOutcome,
 } from "../domain/quarantine.js";
@@ -65,6 +66,7 @@ import type { AttemptStep, SessionFence, TransitionContext } from "../transition
 import type { QueueEntry } from "./dispatch-queue.js";
 import { Routing } from "./routing.js";
 import { Effects } from "./effects.js";
+import { FleetOutcomes } from "./fleet-outcomes.js";
 import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
 import { type LiveSession, SessionRegistry } from "./sessions.js";
@@ -136,6 +138,8 @@ export class Coordinator {
   /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
   private readonly failureStreaks = new Map<string, Millis[]>();
   private readonly quarantinePolicy: QuarantinePolicy;
+  /** The fleet's attempt outcomes over the quarantine window: a failing worker is judged against the rest. */
+  private readonly outcomes: FleetOutcomes;
   /** Set when the server shuts down: no more dispatching. */
   private draining = false;
   private drainMessage: SessionResponse | undefined;
@@ -154,7 +158,14 @@ export class Coordinator {
     });
     this.watchdog = new Watchdog(this.liveness, options.defaultUnresponsiveMs, this.brake);
     this.quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
-    this.routing = new Routing(this.sessions, this.watchdog, options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS, options.bus !== undefined);
+    this.outcomes = new FleetOutcomes(this.quarantinePolicy.windowMs);
+    this.routing = new Routing(
+      this.sessions,
+      this.watchdog,
+      options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS,
+      options.heartbeatIntervalMs,
+      options.bus !== undefined,
+    );
     const bus = options.bus;
     if (bus !== undefined) {
       bus.subscribe((event) => this.onReplicaEvent(event));
@@ -805,10 +816,14 @@ export class Coordinator {
 
   /** Judges the workers of the attempts that `changes` ended (see judgeWorker). */
   private judgeEnded(changes: Changes, now: Millis, fx: Effects): Promise<void> | undefined {
-    const ended = changes.attempts.filter(
-      ({ before, after }) =>
-        before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status) && this.mayJudge(after, changes),
-    );
+    const ended = changes.attempts.filter(({ before, after }) => {
+      if (before === undefined || !isAttemptActive(before.status) || isAttemptActive(after.status)) return false;
+      // Every outcome counts for the fleet, against which a failing worker is judged.
+      const rollout = changes.rollouts.find((c) => c.after.rolloutId === after.rolloutId)?.after;
+      const retried = rollout !== undefined && isRolloutQueued(rollout.status);
+      this.outcomes.record(after.workerId, after.rolloutId, workerOutcome(after), retried, now);
+      return this.mayJudge(after, changes);
+    });
     // The common case (nothing ended, or a healthy worker's success) needs no store operation and no promise.
     if (ended.length === 0) return undefined;
     return (async () => {
@@ -850,8 +865,20 @@ export class Coordinator {
     }
     if (outcome !== "failure") return;
     const last = `attempt ${attempt.attemptId} ${AttemptStatus[attempt.status]}${attempt.error?.message ? `: ${attempt.error.message}` : ""}`;
-    const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last);
+    const others = this.routing.connectedCount() - (this.sessions.get(workerId) !== undefined || this.routing.hasRemoteSession(workerId) ? 1 : 0);
+    const fleet = this.outcomes.compare(workerId, others, now);
+    const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last, fleet);
     if (decision === undefined) return;
+    const connected = this.routing.connectedCount();
+    if (!quarantineRoom(connected, this.routing.quarantinedConnected(now), this.quarantinePolicy.maxPercent)) {
+      // So many failing runners say more about the work than about them: the fleet keeps its capacity.
+      this.options.observer?.quarantineHeldBack?.();
+      this.log(
+        `worker ${workerId} not quarantined: ${this.routing.quarantinedConnected(now)} of ${connected} connected workers ` +
+          `are already (at most ${this.quarantinePolicy.maxPercent} %); it would have been: ${decision.reason}`,
+      );
+      return;
+    }
     const quarantined = await this.store.changeWorker(workerId, undefined, (r) =>
       quarantineWorker(r ?? record, decision.until, decision.reason, decision.count),
     );
@@ -1133,6 +1160,7 @@ export class Coordinator {
       if (effects.dequeue) this.routing.remove(after.rolloutId);
       if (effects.finished) {
         this.routing.finished(after.rolloutId);
+        this.outcomes.finished(after.rolloutId);
         fx.add(() => {
           this.wakeFinishWaiters(after.rolloutId);
           this.options.bus?.publish({ kind: "finished", ids: [after.rolloutId] });

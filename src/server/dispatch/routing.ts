@@ -33,6 +33,8 @@ export class Routing {
     private readonly sessions: SessionRegistry,
     private readonly watchdog: Watchdog,
     private readonly retryElsewhereMs: number,
+    /** A connected worker that asked for work this recently will have a free slot soon (retry-elsewhere). */
+    private readonly freeSoonMs: number,
     /**
      * Servers sharing the store learn each other's enqueues out of order: each
      * entry then takes its place by when it entered the queue (clocks in sync).
@@ -111,7 +113,7 @@ export class Routing {
 
   /** The queued rollout `workerId` should get now, if any (it stays queued until taken). */
   pickFor(workerId: string, labels: Labels, now: Millis): QueueEntry | undefined {
-    if (this.queue.size === 0 || this.isQuarantined(workerId, now)) return undefined;
+    if (this.queue.size === 0 || !this.mayTakeWork(workerId, now)) return undefined;
     return this.queue.pick({
       workerId,
       labels,
@@ -138,6 +140,16 @@ export class Routing {
     this.ranOn.delete(rolloutId);
   }
 
+  // ---- who may take work -------------------------------------------------------
+
+  /**
+   * Whether a connected worker may be given new work now: the one place that
+   * says so (a quarantine keeps it away; an operator's cordon will too).
+   */
+  mayTakeWork(workerId: string, now: Millis): boolean {
+    return !this.isQuarantined(workerId, now);
+  }
+
   // ---- quarantine --------------------------------------------------------------
 
   track(record: WorkerRecord) {
@@ -162,6 +174,22 @@ export class Routing {
       if (until > now) count++;
       else this.quarantineEnds.delete(workerId);
     }
+    return count;
+  }
+
+  /** Connected workers (here or on other servers) quarantined now. */
+  quarantinedConnected(now: Millis): number {
+    let count = 0;
+    for (const [workerId, until] of this.quarantineEnds) {
+      if (until > now && (this.sessions.get(workerId) !== undefined || this.remoteSessions.has(workerId))) count++;
+    }
+    return count;
+  }
+
+  /** Workers holding a session now, on this server or another sharing the store. */
+  connectedCount(): number {
+    let count = this.sessions.size;
+    for (const workerId of this.remoteSessions.keys()) if (this.sessions.get(workerId) === undefined) count++;
     return count;
   }
 
@@ -201,18 +229,26 @@ export class Routing {
     return count;
   }
 
-  /** Whether a worker other than `workerId`, new to the rollout and not quarantined, could take it: here or elsewhere. */
+  /**
+   * Whether a worker other than `workerId`, new to the rollout, could take it
+   * now: connected, carrying its labels, allowed work (mayTakeWork), and with
+   * a free slot soon — it waits for work now, or asked for some within
+   * freeSoonMs (a runner busy with long attempts is no reason to hold a
+   * retry back). Sessions on other servers count when they carry the labels:
+   * their slots are not known here.
+   */
   private anotherCouldTake(entry: QueueEntry, workerId: string, now: Millis): boolean {
     for (const session of this.sessions.values()) {
       const other = session.link.workerId;
       if (other === workerId || session.link.leaving || entry.ranOn.has(other)) continue;
       if (!labelsMatch(entry.requiredLabels, session.labels)) continue;
-      if (this.isQuarantined(other, now)) continue;
+      if (!this.mayTakeWork(other, now)) continue;
+      if (session.link.credits <= 0 && !(now - (msOf(session.worker.lastDequeueTime) ?? -Infinity) <= this.freeSoonMs)) continue;
       return true;
     }
     for (const [other, labels] of this.remoteSessions) {
       if (other === workerId || entry.ranOn.has(other) || this.sessions.get(other) !== undefined) continue;
-      if (labelsMatch(entry.requiredLabels, labels) && !this.isQuarantined(other, now)) return true;
+      if (labelsMatch(entry.requiredLabels, labels) && this.mayTakeWork(other, now)) return true;
     }
     return false;
   }

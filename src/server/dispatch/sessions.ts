@@ -22,6 +22,11 @@ export class SessionRegistry {
   /** Sessions with credits, in the order they are served. */
   private waiting: SessionLink[] = [];
 
+  /** Sessions held now. */
+  get size(): number {
+    return this.byWorker.size;
+  }
+
   values(): IterableIterator<LiveSession> {
     return this.byWorker.values();
   }
