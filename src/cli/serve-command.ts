@@ -213,6 +213,13 @@ export const SERVE_FLAGS: readonly ServeFlag[] = [
     apply: (c, v) => (c.retainMs = duration("--retain", v)),
   },
   {
+    flag: "forget-after",
+    env: "RUNNERLINE_FORGET_AFTER",
+    value: "DURATION",
+    help: "an UNKNOWN runner with no attempts, silent this long, turns OFFLINE (then --retain applies), e.g. 1h, 30m (default 1h)",
+    apply: (c, v) => (c.forgetAfterMs = duration("--forget-after", v)),
+  },
+  {
     flag: "log-level",
     env: "RUNNERLINE_LOG_LEVEL",
     value: "LEVEL",

@@ -60,7 +60,9 @@ export interface ServerConfig {
   historyMaxBytes: number;
   /** Finished rollouts (and their attempts) and OFFLINE workers are removed this long after they ended / went silent. */
   retainMs: number;
-  /** How often retention looks for what to remove. */
+  /** An UNKNOWN worker with no attempts, silent this long, turns OFFLINE (then retention removes it). */
+  forgetAfterMs: number;
+  /** How often retention looks for what to remove (and for workers to forget). */
   retentionPeriodMs: number;
   logLevel: LogLevel;
   clock?: Clock;
@@ -104,6 +106,7 @@ export function defaultConfig(overrides: ServerOptions = {}): ServerConfig {
     historySamples: DEFAULT_HISTORY_SAMPLES,
     historyMaxBytes: DEFAULT_HISTORY_MAX_BYTES,
     retainMs: 7 * 24 * 3_600_000,
+    forgetAfterMs: 3_600_000,
     retentionPeriodMs: 60_000,
     logLevel: "info",
     ...overrides,

@@ -22,6 +22,7 @@ import {
   watchdogVerdict,
 } from "../domain/attempt.js";
 import { DomainError, failedPrecondition, notFound } from "../domain/errors.js";
+import { forgetDue, forgetWorker } from "../domain/forget.js";
 import { newAttemptId, newRolloutId } from "../domain/ids.js";
 import { type Labels, labelsMatch } from "../domain/labels.js";
 import {
@@ -757,6 +758,32 @@ export class Coordinator {
       r === undefined ? newWorkerRecord(workerId, now) : settle(r, this.liveness, now),
     );
     this.absorb(settled, now, fx);
+  }
+
+  /**
+   * Forgets UNKNOWN workers with no attempts, silent for `forgetAfterMs`
+   * (domain/forget.ts): they turn OFFLINE with a reason, and retention takes
+   * them from there. Returns how many.
+   */
+  async forgetSilentWorkers(forgetAfterMs: Millis): Promise<number> {
+    const now = this.clock.now();
+    const fx = new Effects();
+    let forgotten = 0;
+    for (const record of await this.store.workersWithStatus([WorkerStatus.UNKNOWN])) {
+      const due = forgetDue(record, forgetAfterMs);
+      if (due === undefined || now < due || this.sessions.get(record.worker.workerId) !== undefined) continue;
+      // Judged again inside the operation, on the row as it is then.
+      const changes = await this.store.changeWorker(record.worker.workerId, undefined, (r) =>
+        forgetWorker(r ?? record, forgetAfterMs, this.liveness, now),
+      );
+      this.absorb(changes, now, fx);
+      const after = changes.workers[0]?.after.worker;
+      if (after?.status !== WorkerStatus.OFFLINE) continue;
+      forgotten++;
+      this.log(`worker ${after.workerId} ${after.statusReason}`);
+    }
+    await this.settle(fx);
+    return forgotten;
   }
 
   // ---- quarantine and routing ---------------------------------------------
