@@ -98,6 +98,8 @@ describe("runnerline help and usage", () => {
       cli(["serve", "--retain", "forever"]),
       cli([]),
       cli(["serve", "--sqlite-synchronous", "bogus"]),
+      cli(["serve", "--quarantine-max-percent", "150"]),
+      cli(["serve", "--forget-after", "never"]),
     ]);
     for (const result of results) {
       expect(result.code).toBe(1);
@@ -107,6 +109,8 @@ describe("runnerline help and usage", () => {
     expect(results[2]!.stderr).toContain('unknown worker status "sleepy"');
     expect(results[4]!.stderr).toContain("--retain must be a positive duration");
     expect(results[6]!.stderr).toBe("runnerline serve: --sqlite-synchronous must be one of normal, full\n");
+    expect(results[7]!.stderr).toContain("--quarantine-max-percent must be a percentage from 0 to 100");
+    expect(results[8]!.stderr).toContain("--forget-after must be a positive duration");
   }, 60_000);
 
   it("answers server errors with exit 2 and the gRPC code and message on stderr", async () => {

@@ -5,7 +5,8 @@ import { afterEach, expect, it } from "vitest";
 import { createRunnerlineClients } from "../../src/client/clients.js";
 import { WorkerStatus } from "../../src/gen/runnerline/v1/worker_pb.js";
 import { type RunningServer, startServer } from "../../src/server/app.js";
-import type { ServerOptions } from "../../src/server/config.js";
+import { parseServeArgs } from "../../src/cli/serve-command.js";
+import { defaultConfig, type ServerOptions } from "../../src/server/config.js";
 import { eventually } from "../polling.js";
 import { connectDriver } from "./drivers.js";
 
@@ -86,3 +87,12 @@ it("is judged from stored timestamps: a runner lost before a restart is forgotte
   expect(worker!.statusReason).toMatch(/^forgotten: /);
   expect(worker!.connected).toBe(false);
 }, 30_000);
+
+it("--forget-after and RUNNERLINE_FORGET_AFTER take durations; the flag wins; the default is an hour", () => {
+  expect(parseServeArgs([], {}).forgetAfterMs).toBeUndefined();
+  expect(defaultConfig().forgetAfterMs).toBe(3_600_000);
+  expect(parseServeArgs([], { RUNNERLINE_FORGET_AFTER: "30m" }).forgetAfterMs).toBe(1_800_000);
+  expect(parseServeArgs(["--forget-after", "2h"], { RUNNERLINE_FORGET_AFTER: "30m" }).forgetAfterMs).toBe(7_200_000);
+  expect(parseServeArgs([], { RUNNERLINE_QUARANTINE_MAX_PERCENT: "25" }).quarantineMaxPercent).toBe(25);
+  expect(defaultConfig().quarantineMaxPercent).toBe(10);
+});
