@@ -524,7 +524,7 @@ export class Coordinator {
   }
 
   private async askForWork(link: SessionLink, slots: number, now: Millis, fx: Effects) {
-    this.sessions.grant(link, slots);
+    this.sessions.grant(link, slots, now);
     const asked = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
       recordWorkRequest(r ?? newWorkerRecord(link.workerId, now), this.liveness, now),
     );

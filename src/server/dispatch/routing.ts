@@ -243,7 +243,12 @@ export class Routing {
       if (other === workerId || session.link.leaving || entry.ranOn.has(other)) continue;
       if (!labelsMatch(entry.requiredLabels, session.labels)) continue;
       if (!this.mayTakeWork(other, now)) continue;
-      if (session.link.credits <= 0 && !(now - (msOf(session.worker.lastDequeueTime) ?? -Infinity) <= this.freeSoonMs)) continue;
+      if (session.link.credits <= 0) {
+        const soonUntil = (session.askedAt ?? -Infinity) + this.freeSoonMs;
+        if (now > soonUntil) continue;
+        // When it stops counting as free soon, the retry may go back: look again then.
+        this.watchdog.pumpNoLaterThan(`soon:${other}`, soonUntil + 1);
+      }
       return true;
     }
     for (const [other, labels] of this.remoteSessions) {
