@@ -277,6 +277,8 @@ describe("routing, retry and quarantine through the CLI", () => {
     watch.stdout!.setEncoding("utf8").on("data", (chunk: string) => (watched += chunk));
     try {
       runners.push(await startScriptedRunner(server, "flaky", { labels: { pool: "flaky" }, heartbeatEveryMs: 1_000 }));
+      // A runner is judged against the rest of the fleet, never alone: a healthy one is connected beside it.
+      runners.push(await startScriptedRunner(server, "steady", { labels: { pool: "steady" }, heartbeatEveryMs: 1_000 }));
       // The server's default policy: three failures in a row within a minute quarantine the worker.
       const ids = ["flaky-1", "flaky-2", "flaky-3"];
       for (const id of ids) {
