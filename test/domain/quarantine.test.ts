@@ -111,4 +111,12 @@ describe("FleetOutcomes", () => {
     outcomes.record("good", "ro-6", "success", false, T0 + 50);
     expect(outcomes.compare("bad", 1, T0 + 60).own).toEqual(tally(1, 4, 1));
   });
+
+  it("reports a held-back quarantine of a worker once per window, not once per failure", () => {
+    const outcomes = new FleetOutcomes(windowMs);
+    expect(outcomes.reportHeldBack("w-1", T0)).toBe(true);
+    expect(outcomes.reportHeldBack("w-1", T0 + 1_000)).toBe(false);
+    expect(outcomes.reportHeldBack("w-2", T0 + 1_000)).toBe(true);
+    expect(outcomes.reportHeldBack("w-1", T0 + windowMs)).toBe(true);
+  });
 });

@@ -899,6 +899,7 @@ export class Coordinator {
     const connected = this.routing.connectedCount();
     if (!quarantineRoom(connected, this.routing.quarantinedConnected(now), this.quarantinePolicy.maxPercent)) {
       // So many failing runners say more about the work than about them: the fleet keeps its capacity.
+      if (!this.outcomes.reportHeldBack(workerId, now)) return;
       this.options.observer?.quarantineHeldBack?.();
       this.log(
         `worker ${workerId} not quarantined: ${this.routing.quarantinedConnected(now)} of ${connected} connected workers ` +

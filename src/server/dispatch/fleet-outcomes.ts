@@ -37,6 +37,8 @@ export class FleetOutcomes {
   /** Per unfinished rollout with a failed attempt, the workers that failed it (and when). */
   private readonly failedOn = new Map<string, Map<string, Millis>>();
   private lastPrune = 0;
+  /** When each worker's held-back quarantine was last reported (once per window, not once per failure). */
+  private readonly heldBackAt = new Map<string, Millis>();
   /** Each worker's failure share over the window (those with outcomes), ascending, and when it was taken. */
   private shares: { at: Millis; sorted: number[] } | undefined;
 
@@ -74,6 +76,17 @@ export class FleetOutcomes {
       }
     }
     this.pruneNow(now);
+  }
+
+  /**
+   * A quarantine of the worker was held back: whether to report it (log and
+   * count) — the first time, and then once per window while it lasts.
+   */
+  reportHeldBack(workerId: string, now: Millis): boolean {
+    const last = this.heldBackAt.get(workerId);
+    if (last !== undefined && now - last < this.windowMs && now >= last) return false;
+    this.heldBackAt.set(workerId, now);
+    return true;
   }
 
   /** The rollout finished: a later success cannot be "elsewhere" for it any more. */
@@ -158,6 +171,7 @@ export class FleetOutcomes {
       const last = slices[slices.length - 1];
       if (last === undefined || last.start + this.sliceMs <= since) this.byWorker.delete(workerId);
     }
+    for (const [workerId, at] of this.heldBackAt) if (at < since) this.heldBackAt.delete(workerId);
     for (const [rolloutId, failed] of this.failedOn) {
       for (const [workerId, at] of failed) if (at < since) failed.delete(workerId);
       if (failed.size === 0) this.failedOn.delete(rolloutId);
