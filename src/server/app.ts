@@ -93,6 +93,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
       windowMs: config.quarantineWindowMs,
       backoffMs: config.quarantineBackoffMs,
       maxBackoffMs: config.quarantineMaxBackoffMs,
+      maxPercent: config.quarantineMaxPercent,
     },
     onHeartbeat: (workerId, data, now) => history.record(workerId, data.snapshot, now),
     log,
@@ -101,7 +102,14 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   });
   await coordinator.recover();
   replication?.startChores(coordinator);
-  const retention = new Retention({ store, clock, retainMs: config.retainMs, observer, logger });
+  const retention = new Retention({
+    store,
+    clock,
+    retainMs: config.retainMs,
+    observer,
+    logger,
+    forgetSilentWorkers: () => coordinator.forgetSilentWorkers(config.forgetAfterMs),
+  });
   const heartbeats = new HeartbeatGate(limits.heartbeatsPerSecond, () => clock.now());
   const sessions = new SessionCount(limits);
   const services: ServiceRegistration[] = [

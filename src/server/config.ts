@@ -52,13 +52,17 @@ export interface ServerConfig {
   quarantineBackoffMs: number;
   /** ...up to this. */
   quarantineMaxBackoffMs: number;
+  /** At most this percent of the connected fleet is quarantined at once (at least one worker; 0: never). */
+  quarantineMaxPercent: number;
   /** Telemetry samples kept in memory per worker for GetWorkerHistory. */
   historySamples: number;
   /** Ceiling on the memory of all workers' history together. */
   historyMaxBytes: number;
   /** Finished rollouts (and their attempts) and OFFLINE workers are removed this long after they ended / went silent. */
   retainMs: number;
-  /** How often retention looks for what to remove. */
+  /** An UNKNOWN worker with no attempts, silent this long, turns OFFLINE (then retention removes it). */
+  forgetAfterMs: number;
+  /** How often retention looks for what to remove (and for workers to forget). */
   retentionPeriodMs: number;
   logLevel: LogLevel;
   clock?: Clock;
@@ -98,9 +102,11 @@ export function defaultConfig(overrides: ServerOptions = {}): ServerConfig {
     quarantineWindowMs: DEFAULT_QUARANTINE_POLICY.windowMs,
     quarantineBackoffMs: DEFAULT_QUARANTINE_POLICY.backoffMs,
     quarantineMaxBackoffMs: DEFAULT_QUARANTINE_POLICY.maxBackoffMs,
+    quarantineMaxPercent: DEFAULT_QUARANTINE_POLICY.maxPercent,
     historySamples: DEFAULT_HISTORY_SAMPLES,
     historyMaxBytes: DEFAULT_HISTORY_MAX_BYTES,
     retainMs: 7 * 24 * 3_600_000,
+    forgetAfterMs: 3_600_000,
     retentionPeriodMs: 60_000,
     logLevel: "info",
     ...overrides,

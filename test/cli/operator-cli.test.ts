@@ -98,6 +98,8 @@ describe("runnerline help and usage", () => {
       cli(["serve", "--retain", "forever"]),
       cli([]),
       cli(["serve", "--sqlite-synchronous", "bogus"]),
+      cli(["serve", "--quarantine-max-percent", "150"]),
+      cli(["serve", "--forget-after", "never"]),
     ]);
     for (const result of results) {
       expect(result.code).toBe(1);
@@ -107,6 +109,8 @@ describe("runnerline help and usage", () => {
     expect(results[2]!.stderr).toContain('unknown worker status "sleepy"');
     expect(results[4]!.stderr).toContain("--retain must be a positive duration");
     expect(results[6]!.stderr).toBe("runnerline serve: --sqlite-synchronous must be one of normal, full\n");
+    expect(results[7]!.stderr).toContain("--quarantine-max-percent must be a percentage from 0 to 100");
+    expect(results[8]!.stderr).toContain("--forget-after must be a positive duration");
   }, 60_000);
 
   it("answers server errors with exit 2 and the gRPC code and message on stderr", async () => {
@@ -273,6 +277,8 @@ describe("routing, retry and quarantine through the CLI", () => {
     watch.stdout!.setEncoding("utf8").on("data", (chunk: string) => (watched += chunk));
     try {
       runners.push(await startScriptedRunner(server, "flaky", { labels: { pool: "flaky" }, heartbeatEveryMs: 1_000 }));
+      // A runner is judged against the rest of the fleet, never alone: a healthy one is connected beside it.
+      runners.push(await startScriptedRunner(server, "steady", { labels: { pool: "steady" }, heartbeatEveryMs: 1_000 }));
       // The server's default policy: three failures in a row within a minute quarantine the worker.
       const ids = ["flaky-1", "flaky-2", "flaky-3"];
       for (const id of ids) {

@@ -23,6 +23,7 @@ import {
 } from "../domain/attempt.js";
 import { type CordonRequest, cordonWorker, drainWorker, uncordonWorker } from "../domain/cordon.js";
 import { DomainError, failedPrecondition, notFound } from "../domain/errors.js";
+import { forgetDue, forgetWorker } from "../domain/forget.js";
 import { newAttemptId, newRolloutId } from "../domain/ids.js";
 import { type Labels, labelsMatch } from "../domain/labels.js";
 import {
@@ -30,6 +31,7 @@ import {
   nextFailureStreak,
   type QuarantinePolicy,
   quarantineDecision,
+  quarantineRoom,
   successClearsQuarantine,
   workerOutcome,
 } from "../domain/quarantine.js";
@@ -66,6 +68,7 @@ import { type AttemptStep, type SessionFence, type TransitionContext, WorkerCord
 import type { QueueEntry } from "./dispatch-queue.js";
 import { Routing } from "./routing.js";
 import { Effects } from "./effects.js";
+import { FleetOutcomes } from "./fleet-outcomes.js";
 import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
 import { type LiveSession, SessionRegistry } from "./sessions.js";
@@ -137,6 +140,8 @@ export class Coordinator {
   /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
   private readonly failureStreaks = new Map<string, Millis[]>();
   private readonly quarantinePolicy: QuarantinePolicy;
+  /** The fleet's attempt outcomes over the quarantine window: a failing worker is judged against the rest. */
+  private readonly outcomes: FleetOutcomes;
   /** Set when the server shuts down: no more dispatching. */
   private draining = false;
   private drainMessage: SessionResponse | undefined;
@@ -155,7 +160,14 @@ export class Coordinator {
     });
     this.watchdog = new Watchdog(this.liveness, options.defaultUnresponsiveMs, this.brake);
     this.quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
-    this.routing = new Routing(this.sessions, this.watchdog, options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS, options.bus !== undefined);
+    this.outcomes = new FleetOutcomes(this.quarantinePolicy.windowMs);
+    this.routing = new Routing(
+      this.sessions,
+      this.watchdog,
+      options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS,
+      options.heartbeatIntervalMs,
+      options.bus !== undefined,
+    );
     const bus = options.bus;
     if (bus !== undefined) {
       bus.subscribe((event) => this.onReplicaEvent(event));
@@ -521,7 +533,7 @@ export class Coordinator {
   }
 
   private async askForWork(link: SessionLink, slots: number, now: Millis, fx: Effects) {
-    this.sessions.grant(link, slots);
+    this.sessions.grant(link, slots, now);
     const asked = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
       recordWorkRequest(r ?? newWorkerRecord(link.workerId, now), this.liveness, now),
     );
@@ -757,6 +769,32 @@ export class Coordinator {
     this.absorb(settled, now, fx);
   }
 
+  /**
+   * Forgets UNKNOWN workers with no attempts, silent for `forgetAfterMs`
+   * (domain/forget.ts): they turn OFFLINE with a reason, and retention takes
+   * them from there. Returns how many.
+   */
+  async forgetSilentWorkers(forgetAfterMs: Millis): Promise<number> {
+    const now = this.clock.now();
+    const fx = new Effects();
+    let forgotten = 0;
+    for (const record of await this.store.workersWithStatus([WorkerStatus.UNKNOWN])) {
+      const due = forgetDue(record, forgetAfterMs);
+      if (due === undefined || now < due || this.sessions.get(record.worker.workerId) !== undefined) continue;
+      // Judged again inside the operation, on the row as it is then.
+      const changes = await this.store.changeWorker(record.worker.workerId, undefined, (r) =>
+        forgetWorker(r ?? record, forgetAfterMs, this.liveness, now),
+      );
+      this.absorb(changes, now, fx);
+      const after = changes.workers[0]?.after.worker;
+      if (after?.status !== WorkerStatus.OFFLINE) continue;
+      forgotten++;
+      this.log(`worker ${after.workerId} ${after.statusReason}`);
+    }
+    await this.settle(fx);
+    return forgotten;
+  }
+
   // ---- quarantine and routing ---------------------------------------------
 
   /** Lifts a worker's quarantine (and probation) at once; it may take work again. */
@@ -851,10 +889,14 @@ export class Coordinator {
 
   /** Judges the workers of the attempts that `changes` ended (see judgeWorker). */
   private judgeEnded(changes: Changes, now: Millis, fx: Effects): Promise<void> | undefined {
-    const ended = changes.attempts.filter(
-      ({ before, after }) =>
-        before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status) && this.mayJudge(after, changes),
-    );
+    const ended = changes.attempts.filter(({ before, after }) => {
+      if (before === undefined || !isAttemptActive(before.status) || isAttemptActive(after.status)) return false;
+      // Every outcome counts for the fleet, against which a failing worker is judged.
+      const rollout = changes.rollouts.find((c) => c.after.rolloutId === after.rolloutId)?.after;
+      const retried = rollout !== undefined && isRolloutQueued(rollout.status);
+      this.outcomes.record(after.workerId, after.rolloutId, workerOutcome(after), retried, now);
+      return this.mayJudge(after, changes);
+    });
     // The common case (nothing ended, or a healthy worker's success) needs no store operation and no promise.
     if (ended.length === 0) return undefined;
     return (async () => {
@@ -896,8 +938,21 @@ export class Coordinator {
     }
     if (outcome !== "failure") return;
     const last = `attempt ${attempt.attemptId} ${AttemptStatus[attempt.status]}${attempt.error?.message ? `: ${attempt.error.message}` : ""}`;
-    const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last);
+    const others = this.routing.connectedCount() - (this.sessions.get(workerId) !== undefined || this.routing.hasRemoteSession(workerId) ? 1 : 0);
+    const fleet = this.outcomes.compare(workerId, others, now);
+    const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last, fleet);
     if (decision === undefined) return;
+    const connected = this.routing.connectedCount();
+    if (!quarantineRoom(connected, this.routing.quarantinedConnected(now), this.quarantinePolicy.maxPercent)) {
+      // So many failing runners say more about the work than about them: the fleet keeps its capacity.
+      if (!this.outcomes.reportHeldBack(workerId, now)) return;
+      this.options.observer?.quarantineHeldBack?.();
+      this.log(
+        `worker ${workerId} not quarantined: ${this.routing.quarantinedConnected(now)} of ${connected} connected workers ` +
+          `are already (at most ${this.quarantinePolicy.maxPercent} %); it would have been: ${decision.reason}`,
+      );
+      return;
+    }
     const quarantined = await this.store.changeWorker(workerId, undefined, (r) =>
       quarantineWorker(r ?? record, decision.until, decision.reason, decision.count),
     );
@@ -1186,6 +1241,7 @@ export class Coordinator {
       if (effects.dequeue) this.routing.remove(after.rolloutId);
       if (effects.finished) {
         this.routing.finished(after.rolloutId);
+        this.outcomes.finished(after.rolloutId);
         fx.add(() => {
           this.wakeFinishWaiters(after.rolloutId);
           this.options.bus?.publish({ kind: "finished", ids: [after.rolloutId] });
