@@ -8,7 +8,7 @@ import { serveProgram } from "./serve-command.js";
  * `runnerline`: the server (`serve`), the runner (`runner`), and the
  * operator commands that talk to a running server over gRPC. Exit codes:
  * 0 ok, 1 usage, 2 server error (code and message on stderr), 3 `rollouts
- * wait` timed out.
+ * wait` timed out, 4 a rollout it waited for ended FAILED or CANCELLED.
  */
 const version = (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
 
