@@ -3,7 +3,7 @@ import { RolloutService } from "../gen/runnerline/v1/rollout_pb.js";
 import { RunnerService } from "../gen/runnerline/v1/runner_pb.js";
 import { WorkerService } from "../gen/runnerline/v1/worker_pb.js";
 import { isLoopbackHost, setupAuth } from "./auth/setup.js";
-import { type ServerConfig, type ServerOptions, defaultConfig } from "./config.js";
+import { DEFAULT_STORE, type ServerConfig, type ServerOptions, defaultConfig } from "./config.js";
 import { Coordinator } from "./dispatch/coordinator.js";
 import { allObservers } from "./dispatch/transition-observer.js";
 import { systemClock } from "./domain/time.js";
@@ -67,7 +67,13 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   const metrics = new ServerMetrics(() => fleet!);
   // On PostgreSQL this server is one replica of possibly several (docs/scaleout.md).
   const replicaId = isPostgresSpec(config.store) ? newReplicaId() : undefined;
-  const store = await openStore(config.store, { onCommit: metrics.observeCommit, synchronous: config.sqliteSynchronous, replicaId });
+  const store = await openStore(config.store, {
+    onCommit: metrics.observeCommit,
+    synchronous: config.sqliteSynchronous,
+    replicaId,
+    // ./data is ours to create; the folder of a path someone chose is not (a typo would go unnoticed).
+    createFolder: config.store === DEFAULT_STORE,
+  });
   const replication = replicaId === undefined ? undefined : await Replication.join(config.store, replicaId, clock, log);
   // Quarantine and label routing are dispatch's to count: asked of the coordinator at summary/scrape time,
   // when it exists.

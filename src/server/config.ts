@@ -71,6 +71,9 @@ export interface ServerConfig {
   log?: (line: string) => void;
 }
 
+/** The store of a server given none; the one store whose folder the server creates when missing. */
+export const DEFAULT_STORE = "sqlite:./data/runnerline.db";
+
 /** What callers may set: any config field, and any single limit. */
 export type ServerOptions = Partial<Omit<ServerConfig, "limits">> & { limits?: Partial<Limits> };
 
@@ -81,7 +84,7 @@ export function defaultConfig(overrides: ServerOptions = {}): ServerConfig {
     grpcAddress: "127.0.0.1:50051",
     httpAddress: "127.0.0.1:8080",
     // Durable by default: a fresh `npm start` keeps its state in ./data (docs/storage.md).
-    store: "sqlite:./data/runnerline.db",
+    store: DEFAULT_STORE,
     sqliteSynchronous: DEFAULT_SYNCHRONOUS,
     heartbeatIntervalMs,
     heartbeatGraceMs,
