@@ -22,9 +22,9 @@ import { workerService } from "./services/worker-service.js";
 import { isPostgresSpec, isSqliteSpec, openStore } from "./store/open-store.js";
 import { newReplicaId, Replication } from "./replicas/replication.js";
 import { WorkerHistory } from "./telemetry/worker-history.js";
-import { parseListenAddress } from "./transport/address.js";
-import { startGrpcServer } from "./transport/grpc-server.js";
-import { startHttpServer } from "./transport/http-server.js";
+import { ListenError, parseListenAddress } from "./transport/address.js";
+import { type GrpcServer, startGrpcServer } from "./transport/grpc-server.js";
+import { type HttpServer, startHttpServer } from "./transport/http-server.js";
 import { registerService, type ServiceRegistration } from "./transport/registration.js";
 import { readTlsFiles } from "./transport/tls.js";
 import { webPageRoutes } from "./transport/web-page.js";
@@ -138,25 +138,35 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
     attemptWorker: async (attemptId) => (await store.getAttempt(attemptId))?.workerId,
     log,
   });
-  const grpc = await startGrpcServer({
-    address: config.grpcAddress,
-    services,
-    maxMessageBytes: config.maxMessageBytes,
-    keepaliveTimeMs: config.keepaliveTimeMs,
-    keepaliveTimeoutMs: config.keepaliveTimeoutMs,
-    // Metrics outermost, so refusals by auth are counted with their codes.
-    interceptors: [metrics.interceptor, ...auth.interceptors],
-    tls,
-  });
-  const webPage = webPageRoutes();
-  const http = await startHttpServer({
-    address: config.httpAddress,
-    services,
-    maxMessageBytes: httpMaxMessageBytes,
-    interceptors: [metrics.interceptor, ...auth.interceptors],
-    tls,
-    routes: (req, res) => metrics.route(req, res) || webPage(req, res),
-  });
+  let grpc: GrpcServer | undefined;
+  let http: HttpServer;
+  try {
+    grpc = await startGrpcServer({
+      address: config.grpcAddress,
+      services,
+      maxMessageBytes: config.maxMessageBytes,
+      keepaliveTimeMs: config.keepaliveTimeMs,
+      keepaliveTimeoutMs: config.keepaliveTimeoutMs,
+      // Metrics outermost, so refusals by auth are counted with their codes.
+      interceptors: [metrics.interceptor, ...auth.interceptors],
+      tls,
+    });
+    const webPage = webPageRoutes();
+    http = await startHttpServer({
+      address: config.httpAddress,
+      services,
+      maxMessageBytes: httpMaxMessageBytes,
+      interceptors: [metrics.interceptor, ...auth.interceptors],
+      tls,
+      routes: (req, res) => metrics.route(req, res) || webPage(req, res),
+    });
+} catch (error) {
+    // Nothing may stay open behind a server that did not start (in-process callers go on running).
+    grpc?.server.forceShutdown();
+    await replication?.close();
+    await store.close();
+    throw listenFailure(error, config);
+  }
   const watchdog = coordinator.startTimers((error) => logger.error({ err: error }, "timer check failed"));
   const retaining = startRetention(
     retention,
@@ -227,6 +237,17 @@ function refuseOpenExposure(config: ServerConfig, logger: Logger) {
     );
   }
   logger.warn(`WARNING: listening on ${exposed.join(" and ")} without authentication (--insecure-no-auth): anyone who reaches the port can act as any worker, enqueue and cancel`);
+}
+
+/**
+ * A port that cannot be bound, said once and with what to change: the gRPC
+ * and HTTP ports each have their flag and variable.
+ */
+function listenFailure(error: unknown, config: ServerConfig): unknown {
+  if (!(error instanceof ListenError)) return error;
+  const [what, flag, variable] =
+    error.address === config.grpcAddress ? ["gRPC", "--grpc-addr", "RUNNERLINE_GRPC_ADDR"] : ["HTTP", "--http-addr", "RUNNERLINE_HTTP_ADDR"];
+  return new Error(`cannot listen for ${what} on ${error.address}: ${error.reason}; choose another address with ${flag} HOST:PORT (or ${variable})`);
 }
 
 const hostOf = (address: string) => address.slice(0, address.lastIndexOf(":"));

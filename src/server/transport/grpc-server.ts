@@ -2,6 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Interceptor } from "@connectrpc/connect";
 import { HealthImplementation, type ServingStatusMap } from "grpc-health-check";
 import { quote } from "../../common/quote.js";
+import { listenError } from "./address.js";
 import { addService } from "./grpc-adapter.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
 import { addReflection } from "./reflection.js";
@@ -125,11 +126,13 @@ function credentialsOf(tls: TlsFiles | undefined): grpc.ServerCredentials {
   );
 }
 
+/** Binds `address`; a failure rejects with a ListenError (and grpc-js's own log line about it is left out). */
 function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) => {
+  quietBindFailureLog();
+  return new Promise<number>((resolve, reject) => {
     server.bindAsync(address, credentials, (error, port) => {
       if (error) {
-        reject(error);
+        reject(listenError(address, error));
       } else {
         resolve(port);
       }
@@ -137,6 +140,27 @@ function bind(server: grpc.Server, address: string, credentials: grpc.ServerCred
   });
 }
 
+let bindLogQuieted = false;
+
+/**
+ * grpc-js logs "E No address added out of total N resolved" to stderr before
+ * it rejects a bind; the rejection says the same, so the server reports it
+ * once, in its own words (app.ts names the flag to change). grpc-js's logger
+ * is global and cannot be read back, so this installs, once, one that writes
+ * exactly what its default one writes, that line aside.
+ */
+function quietBindFailureLog(): void {
+  if (bindLogQuieted) return;
+  bindLogQuieted = true;
+  grpc.setLogger({
+    error: (message: unknown, ...rest: unknown[]) => {
+      if (typeof message === "string" && message.startsWith("No address added out of total")) return;
+      console.error(`E ${String(message)}`, ...rest);
+    },
+    info: (message: unknown, ...rest: unknown[]) => console.error(`I ${String(message)}`, ...rest),
+    debug: (message: unknown, ...rest: unknown[]) => console.error(`D ${String(message)}`, ...rest),
+  });
+}
 function drain(server: grpc.Server, graceMs: number): Promise<void> {
   return new Promise((resolve) => {
     // Long-lived streams (runner sessions, health watches) would hold

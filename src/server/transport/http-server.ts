@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, cors, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { normalizePeerAddress, parseListenAddress } from "./address.js";
+import { listenError, normalizePeerAddress, parseListenAddress } from "./address.js";
 import { connectionKey, peerAddressKey } from "./context.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
 import { answerUndecodableUnary, undecodableStreamRequests } from "./connect-undecodable.js";
@@ -105,9 +105,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     : http.createServer(listener);
   const { host, port } = parseListenAddress(options.address);
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    const failed = (error: Error) => reject(listenError(options.address, error));
+    server.once("error", failed);
     server.listen(port, host, () => {
-      server.off("error", reject);
+      server.off("error", failed);
       resolve();
     });
   });
