@@ -7,6 +7,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { listenError, normalizePeerAddress, parseListenAddress } from "./address.js";
 import { connectionKey, peerAddressKey } from "./context.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
+import { answerPreciseHttpStatus } from "./connect-http-answers.js";
 import { answerUndecodableUnary, undecodableStreamRequests } from "./connect-undecodable.js";
 import type { ServiceRegistration } from "./registration.js";
 import { strictJsonDecoder } from "./strict-json.js";
@@ -62,6 +63,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         }
       }
       answerUndecodableUnary(router.handlers);
+      answerPreciseHttpStatus(router.handlers, maxMessageBytes);
     },
     connect: true,
     grpcWeb: true,
