@@ -129,7 +129,10 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
         }),
       ),
     ),
-    registerService(RolloutService, mapDomainErrors(RolloutService, rolloutService(coordinator, store, clock, limits))),
+    registerService(
+      RolloutService,
+      mapDomainErrors(RolloutService, rolloutService(coordinator, store, clock, limits, { timeoutMs: config.defaultTimeoutMs })),
+    ),
     registerService(AttemptService, mapDomainErrors(AttemptService, attemptService(coordinator, store, clock, limits))),
   ];
   const auth = await setupAuth({

@@ -19,6 +19,11 @@ export interface ServerConfig {
   heartbeatIntervalMs: number;
   /** Heartbeats later than this make a worker UNKNOWN (default 3 × interval). */
   heartbeatGraceMs: number;
+  /**
+   * The attempt timeout of rollouts enqueued without one (config.timeout unset), written into their config; 0: none.
+   * Without it a runner that keeps listing a stuck attempt in its heartbeats holds it forever.
+   */
+  defaultTimeoutMs: number;
   /** Silence after which an attempt without its own unresponsive_timeout becomes UNRESPONSIVE (default: the grace). */
   defaultUnresponsiveMs: number;
   /** Largest message on the gRPC port, each direction. */
@@ -71,6 +76,9 @@ export interface ServerConfig {
   log?: (line: string) => void;
 }
 
+/** Attempt timeout of rollouts that set none (docs/design-decisions.md, "Attempt timeout by default"). */
+export const DEFAULT_TIMEOUT_MS = 3_600_000;
+
 /** The store of a server given none; the one store whose folder the server creates when missing. */
 export const DEFAULT_STORE = "sqlite:./data/runnerline.db";
 
@@ -89,6 +97,7 @@ export function defaultConfig(overrides: ServerOptions = {}): ServerConfig {
     heartbeatIntervalMs,
     heartbeatGraceMs,
     defaultUnresponsiveMs: heartbeatGraceMs,
+    defaultTimeoutMs: DEFAULT_TIMEOUT_MS,
     maxMessageBytes: 16 * 1024 * 1024,
     insecureNoAuth: false,
     keepaliveTimeMs: 30_000,
