@@ -14,6 +14,7 @@ import { Retention, startRetention } from "./fleet/retention.js";
 import { createLogger, lineLog, type Logger, loggerForLines } from "./logging.js";
 import { attemptService } from "./services/attempt-service.js";
 import { mapDomainErrors } from "./services/errors.js";
+import { ShutdownStreams } from "./services/shutdown-streams.js";
 import { rolloutService } from "./services/rollout-service.js";
 import { runnerService } from "./services/runner-service.js";
 import { HeartbeatGate } from "./services/heartbeat-gate.js";
@@ -110,11 +111,13 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   const retention = new Retention({ store, clock, retainMs: config.retainMs, observer, logger });
   const heartbeats = new HeartbeatGate(limits.heartbeatsPerSecond, () => clock.now());
   const sessions = new SessionCount(limits);
+  // Watches and long polls end as the drain starts (services/shutdown-streams.ts).
+  const streams = new ShutdownStreams();
   const services: ServiceRegistration[] = [
     registerService(RunnerService, runnerService(coordinator, { logger, log, now: () => clock.now(), limits, heartbeats, sessions })),
     registerService(
       WorkerService,
-      mapDomainErrors(
+      streams.wrap(WorkerService, mapDomainErrors(
         WorkerService,
         workerService(coordinator, store, {
           clock,
@@ -127,11 +130,15 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
           limits,
           heartbeats,
         }),
-      ),
+      )),
     ),
     registerService(
       RolloutService,
-      mapDomainErrors(RolloutService, rolloutService(coordinator, store, clock, limits, { timeoutMs: config.defaultTimeoutMs })),
+      streams.wrap(
+        RolloutService,
+        mapDomainErrors(RolloutService, rolloutService(coordinator, store, clock, limits, { timeoutMs: config.defaultTimeoutMs })),
+        ["waitRollouts"],
+      ),
     ),
     registerService(AttemptService, mapDomainErrors(AttemptService, attemptService(coordinator, store, clock, limits))),
   ];
@@ -202,6 +209,8 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
     logger,
     async close() {
       logger.info({ drainTimeoutMs: config.drainTimeoutMs }, "draining runners");
+      streams.end();
+      grpc.endWatches();
       const started = clock.now();
       const { held } = await coordinator.drain("server shutting down", config.drainTimeoutMs);
       if (held.length > 0) {

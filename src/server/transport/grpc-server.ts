@@ -37,6 +37,11 @@ export type GrpcServer = {
    * to `graceMs`, then cancel what is left.
    */
   shutdown(graceMs: number): Promise<void>;
+  /**
+   * Report NOT_SERVING to health watchers, then end their streams (OK): a
+   * stopping server must not wait for them. Called as the drain starts.
+   */
+  endWatches(): void;
 };
 
 /**
@@ -56,7 +61,11 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   }
   const healthNames = ["", ...options.services.map(({ service }) => service.typeName)];
   const health = new HealthImplementation(statusMap(healthNames, "SERVING"));
-  health.addToServer({ addService: (service, impl) => server.addService(service, boundedServiceNames(impl)) });
+  const watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
+  health.addToServer({ addService: (service, impl) => server.addService(service, trackWatches(boundedServiceNames(impl), watches)) });
+  const notServing = () => {
+    for (const name of healthNames) health.setStatus(name, "NOT_SERVING");
+  };
   addReflection(
     server,
     options.services.map(({ service }) => service),
@@ -75,10 +84,15 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     shutdown: async (graceMs) => {
       // First, so that balancers and watching clients move away while
       // in-flight calls are still being answered.
-      for (const name of healthNames) {
-        health.setStatus(name, "NOT_SERVING");
-      }
+      notServing();
       await drain(server, graceMs);
+    },
+    endWatches: () => {
+      notServing();
+      // After the NOT_SERVING message is through grpc-js's (promise-based) send path: a status sent while it
+      // still processes a message is held back and, in 1.14, never sent (the client then sees CANCELLED).
+      for (const call of watches) setImmediate(() => call.end());
+      watches.clear();
     },
   };
 }
@@ -109,6 +123,24 @@ function boundedServiceNames(impl: grpc.UntypedServiceImplementation): grpc.Unty
       const refused = refusal(call.request.service);
       if (refused) call.emit("error", refused);
       else watch(call);
+    },
+  };
+}
+
+/** Health's Watch calls, kept while open so that shutdown can end them. */
+function trackWatches(
+  impl: grpc.UntypedServiceImplementation,
+  watches: Set<grpc.ServerWritableStream<unknown, unknown>>,
+): grpc.UntypedServiceImplementation {
+  const watch = impl["watch"] as grpc.handleServerStreamingCall<unknown, unknown>;
+  return {
+    ...impl,
+    watch: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+      watches.add(call);
+      const forget = () => watches.delete(call);
+      call.once("cancelled", forget);
+      call.once("finish", forget);
+      watch(call);
     },
   };
 }

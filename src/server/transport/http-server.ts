@@ -156,11 +156,18 @@ function unimplemented(method: DescMethod): () => never {
   };
 }
 
+/** Interval at which a closing server closes the keep-alive connections that went idle since. */
+const IDLE_SWEEP_MS = 50;
+
 function close(server: http.Server, shutdown: AbortController, graceMs: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    // server.close() closes the connections idle at that moment only; one whose stream ends later stays
+    // open for keep-alive and would hold the close until the grace ends.
+    const sweep = setInterval(() => server.closeIdleConnections(), IDLE_SWEEP_MS);
     server.close(() => {
       clearTimeout(timer);
+      clearInterval(sweep);
       resolve();
     });
     shutdown.abort();
