@@ -170,7 +170,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
       tls,
       routes: (req, res) => metrics.route(req, res) || webPage(req, res),
     });
-} catch (error) {
+  } catch (error) {
     // Nothing may stay open behind a server that did not start (in-process callers go on running).
     grpc?.server.forceShutdown();
     await replication?.close();
