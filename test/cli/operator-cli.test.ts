@@ -305,7 +305,10 @@ describe("routing, retry and quarantine through the CLI", () => {
         const enqueued = await cli(["rollouts", "enqueue", "--input", '{"outcome":"fail"}', "--id", id, "--label", "pool=flaky", "--max-attempts", "1"]);
         expect(enqueued.code).toBe(0);
       }
-      expect((await cli(["rollouts", "wait", ...ids, "--timeout", "60s"])).stdout).toBe("3/3 finished: 3 FAILED\n");
+      const waited = await cli(["rollouts", "wait", ...ids, "--timeout", "60s"]);
+      expect(waited.code).toBe(4);
+      expect(waited.stdout.endsWith("3/3 finished: 3 FAILED\n")).toBe(true);
+      expect(waited.stderr).toMatch(/^runnerline: 3 rollouts did not succeed: flaky-1 FAILED \(attempt 1 ended FAILED: boom\), flaky-2 FAILED/);
       const quarantined = await eventually(
         async () => jsonLines((await cli(["workers", "get", "flaky", "--json"])).stdout)[0]!,
         (worker) => worker.quarantineUntil !== undefined,
