@@ -7,7 +7,7 @@ import type { GlobalOptions } from "./operator/connection.js";
  * `runnerline`: the server (`serve`), the runner (`runner`), and the
  * operator commands that talk to a running server over gRPC. Exit codes:
  * 0 ok, 1 usage, 2 server error (code and message on stderr), 3 `rollouts
- * wait` timed out.
+ * wait` timed out, 4 a rollout it waited for ended FAILED or CANCELLED.
  *
  * This module imports nothing at load time but node:fs: `--version` answers
  * from package.json alone, and every other path loads only what it needs

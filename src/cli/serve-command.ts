@@ -206,6 +206,15 @@ export const SERVE_FLAGS: readonly ServeFlag[] = [
   ...limitFlag("max-sessions-per-connection", "N", "maxSessionsPerConnection", "runner sessions on one connection"),
   ...limitFlag("heartbeat-rate-limit", "PER_SECOND", "heartbeatsPerSecond", "heartbeats per second per worker before a flood is refused (0: no limit)"),
   {
+    flag: "default-timeout",
+    env: "RUNNERLINE_DEFAULT_TIMEOUT",
+    value: "DURATION",
+    help:
+      "attempt timeout of rollouts enqueued without one (their config.timeout), e.g. 30m, 2h; 0: none " +
+      "(default 1h; docs/design-decisions.md)",
+    apply: (c, v) => (c.defaultTimeoutMs = v.trim() === "0" ? 0 : duration("--default-timeout", v)),
+  },
+  {
     flag: "retain",
     env: "RUNNERLINE_RETAIN",
     value: "DURATION",
