@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { createBenchDatabase, DEFAULT_POSTGRES_URL, postgresCpuSeconds, requirePostgres } from "./postgres.js";
+import { createBenchDatabase, DEFAULT_POSTGRES_URL, databaseBackendsCpu, postgresCpuSeconds, requirePostgres } from "./postgres.js";
 import type { ProbeSample } from "./server-probe.js";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -161,6 +161,8 @@ export interface SetSample {
   servers: ProbeSample[];
   /** CPU seconds of the machine's `postgres` processes so far (postgresCpuSeconds); PostgreSQL stores only. */
   dbCpuS?: number;
+  /** CPU seconds of each backend of the set's database so far (databaseBackendsCpu); PostgreSQL stores only. */
+  dbBackends?: Map<number, number>;
 }
 
 /** The server processes that make up one measured Runnerline (one, or the replicas sharing a database). */
@@ -191,17 +193,19 @@ export async function startServerSet(options: ServerSetOptions): Promise<ServerS
   const store = options.store ?? "memory";
   const servers: ServerProcess[] = [];
   let drop: (() => Promise<void>) | undefined;
+  let database: string | undefined;
+  let databaseName: string | undefined;
   const stop = async () => {
     await Promise.all(servers.map((server) => server.stop()));
     await drop?.().catch((error: unknown) => console.error(`bench: could not drop its database: ${String(error)}`));
   };
   try {
-    let database: string | undefined;
     if (isPostgresStore(store)) {
       const base = options.postgresUrl ?? DEFAULT_POSTGRES_URL;
       await requirePostgres(base);
       const created = await createBenchDatabase(base);
       database = created.url;
+      databaseName = created.name;
       drop = created.drop;
     }
     const replicas = replicasOf(store);
@@ -225,7 +229,11 @@ export async function startServerSet(options: ServerSetOptions): Promise<ServerS
     sample: async (sampleOptions) => {
       const samples = await Promise.all(servers.map((server) => server.sample(sampleOptions)));
       const dbCpuS = postgres ? postgresCpuSeconds() : undefined;
-      return { servers: samples, ...(dbCpuS !== undefined && { dbCpuS }) };
+      return {
+        servers: samples,
+        ...(dbCpuS !== undefined && { dbCpuS }),
+        ...(databaseName !== undefined && { dbBackends: databaseBackendsCpu(databaseName) }),
+      };
     },
     stop,
     stderrTail: () =>
