@@ -16,6 +16,22 @@ import { freshSchema, POSTGRES_AVAILABLE, POSTGRES_URL, postgresStore } from "..
 const context = { now: T0, liveness: { heartbeatGraceMs: LIVENESS.heartbeatGraceMs } };
 const queued = (id: string) => newRollout(create(EnqueueRolloutRequestSchema, {}), id, T0);
 
+/** The statements this process sends while `body` runs (every one goes through pg.Client#query: the pools' clients are pg.Clients). */
+async function statementsSent<T>(body: () => Promise<T>): Promise<{ statements: string[]; result: T }> {
+  const statements: string[] = [];
+  const realQuery = pg.Client.prototype.query;
+  const counting = vi.spyOn(pg.Client.prototype, "query").mockImplementation(function (this: pg.Client, ...args: unknown[]) {
+    const first = args[0];
+    statements.push(typeof first === "string" ? first : (first as { text: string }).text);
+    return (realQuery as (...a: unknown[]) => unknown).apply(this, args) as never;
+  });
+  try {
+    return { statements, result: await body() };
+  } finally {
+    counting.mockRestore();
+  }
+}
+
 async function admin<T>(body: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: POSTGRES_URL });
   await client.connect();
@@ -130,24 +146,22 @@ describe.skipIf(!POSTGRES_AVAILABLE)("PostgreSQL store", () => {
     stores.push(store);
     await store.enqueueRollouts([queued("ro-warm")]); // the pool's connection is open before counting
     const ids = Array.from({ length: 1000 }, (_, i) => `ro-${String(1000 - i).padStart(4, "0")}`); // not in id order
-    const sent: string[] = [];
-    const realQuery = pg.Client.prototype.query;
-    // Every statement this process sends goes through pg.Client#query (the pool's clients are pg.Clients).
-    const counting = vi.spyOn(pg.Client.prototype, "query").mockImplementation(function (this: pg.Client, ...args: unknown[]) {
-      const first = args[0];
-      sent.push(typeof first === "string" ? first : (first as { text: string }).text);
-      return (realQuery as (...a: unknown[]) => unknown).apply(this, args) as never;
-    });
-    let changes;
-    try {
-      changes = await store.enqueueRollouts(ids.map(queued));
-    } finally {
-      counting.mockRestore();
-    }
+    const { statements: sent, result: changes } = await statementsSent(() => store.enqueueRollouts(ids.map(queued)));
     expect(sent.map((text) => text.split(" ")[0])).toEqual(["INSERT"]);
     expect(changes.rollouts.map((c) => c.after.rolloutId)).toEqual(ids);
     expect(await store.queuedRolloutIds()).toEqual(["ro-warm", ...ids]);
     expect((await store.getRollout("ro-0500"))?.status).toBe(RolloutStatus.QUEUING);
+  });
+
+  it("reads of rollouts asked for in one turn (an enqueue's idempotency checks) are one statement, each answered alone", async () => {
+    const store = await postgresStore();
+    stores.push(store);
+    await store.enqueueRollouts(["ro-a", "ro-b"].map(queued));
+    const ids = ["ro-a", ...Array.from({ length: 998 }, (_, i) => `ro-missing-${i}`), "ro-b", "ro-a"];
+    const sent = await statementsSent(() => Promise.all(ids.map((id) => store.getRollout(id))));
+    expect(sent.statements).toHaveLength(1);
+    expect(sent.result.map((r) => r?.rolloutId)).toEqual(["ro-a", ...Array.from({ length: 998 }, () => undefined), "ro-b", "ro-a"]);
+    await expect(store.getRollout("ro-b")).resolves.toMatchObject({ rolloutId: "ro-b" });
   });
 
   it("a batch with an id already taken is refused whole with ALREADY_EXISTS, and the queue is as it was", async () => {

@@ -19,6 +19,7 @@ import {
   type TransitionContext,
   type WorkerStep,
 } from "../transitions/steps.js";
+import { BatchedReads } from "./postgres/batched-reads.js";
 import { alreadyExistsOr, ENQUEUE_ROLLOUTS_SQL, enqueuedChanges, enqueueRolloutsParams } from "./postgres/enqueue-rollouts.js";
 import { isUnreachable, messageOf, RETRYABLE, unavailableOr } from "./postgres/errors.js";
 import { attemptOf, type Row, rolloutOf, run, WORKER_READ, workerMessageOf, workerOf } from "./postgres/rows.js";
@@ -87,6 +88,10 @@ export class PostgresStore implements Store {
   private pending = new Map<string, WorkerRecord>();
   private readonly flushTimer: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
+  private readonly rolloutReads = new BatchedReads<Rollout>(
+    (ids) => this.getRollouts(ids),
+    (rollout) => rollout.rolloutId,
+  );
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -130,9 +135,9 @@ export class PostgresStore implements Store {
 
   // ---- reads ----------------------------------------------------------------
 
-  async getRollout(rolloutId: string): Promise<Rollout | undefined> {
-    const { rows } = await this.query("SELECT message, state FROM rollouts WHERE rollout_id = $1", [rolloutId]);
-    return rows[0] === undefined ? undefined : rolloutOf(rows[0]);
+  /** Reads made in the same turn (an enqueue's idempotency checks) share one statement (postgres/batched-reads.ts). */
+  getRollout(rolloutId: string): Promise<Rollout | undefined> {
+    return this.rolloutReads.load(rolloutId);
   }
 
   async getRollouts(rolloutIds: readonly string[]): Promise<Rollout[]> {
