@@ -16,7 +16,7 @@ export type GraphileConfig = "plain" | "batched";
 
 /** The batching options of graphile-worker's performance documentation. */
 const BATCHED = { localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 };
-/** Its default pool; a pool per process of concurrency + 2 would be 208 connections for the 4 processes. */
+/** Its default pool size; a pool per process of concurrency + 2 would be 208 connections for the 4 processes. */
 const POOL_SIZE = 10;
 const TASK = "rollout";
 
@@ -31,16 +31,20 @@ export async function installGraphile(url: string): Promise<void> {
 /** A configured runner that starts on start(); `onDone` is told of every job whose completion is written. */
 export class GraphileConsumer {
   private runner: Runner | undefined;
+  private pool: pg.Pool | undefined;
 
   constructor(
     private readonly options: { url: string; concurrency: number; config: GraphileConfig; onDone: () => void },
   ) {}
 
   async start(): Promise<void> {
+    // The pool is ours, so that its connections are closed before the bench drops the database, and an error on an
+    // idle one (the drop ends them) does not end the process.
+    this.pool = new pg.Pool({ connectionString: this.options.url, max: POOL_SIZE });
+    this.pool.on("error", () => {});
     this.runner = await run({
-      connectionString: this.options.url,
+      pgPool: this.pool,
       concurrency: this.options.concurrency,
-      maxPoolSize: POOL_SIZE,
       noHandleSignals: true,
       logger: quiet,
       taskList: { [TASK]: async () => {} },
@@ -55,6 +59,8 @@ export class GraphileConsumer {
   async stop(): Promise<void> {
     await this.runner?.stop();
     this.runner = undefined;
+    await this.pool?.end();
+    this.pool = undefined;
   }
 }
 
