@@ -304,8 +304,9 @@ async function measureGraphile(plan: PeerPlan, config: GraphileConfig, mode: Pee
       consumers,
       cpu: async () => {
         const db = postgresCpuSeconds();
-        return { servers: [], ...(db !== undefined && { db }), dbBackends: databaseBackendsCpu(database.name) };
+        return { servers: [], ...(db !== undefined && { db }) };
       },
+      dbBackends: () => databaseBackendsCpu(database.name),
       enqueue: () => producer.call("enqueueGraphile", { url: database.url, total: plan.total, batch: BATCH }, 300_000),
       // A completed job leaves the table in the statement that completes it: empty means every completion is written.
       flush: async () => ({ finishedAt: await graphileDrained(database.url) }),
@@ -358,9 +359,9 @@ async function measureRunnerline(
         return {
           servers: sample.servers.map((s) => (s.cpuUserUs + s.cpuSystemUs) / 1e6),
           ...(sample.dbCpuS !== undefined && { db: sample.dbCpuS }),
-          ...(sample.dbBackends !== undefined && { dbBackends: sample.dbBackends }),
         };
       },
+      ...(server.databaseName !== undefined && { dbBackends: () => databaseBackendsCpu(server.databaseName!) }),
       enqueue: () =>
         producer.call("enqueueRunnerline", { address: server.address, total, batch: BATCH, prefix: `peer-${mode}`, retry: mode === "retry" }, 300_000),
       flush: async () => {
@@ -390,13 +391,13 @@ interface Measurement {
   enqueue: () => Promise<{ startedAt: number; finishedAt: number }>;
   /** Resolves with the wall time at which every completion is known to be applied (and, for a fleet, who did them). */
   flush: () => Promise<{ finishedAt: number; replicaJobs?: number[] }>;
+  /** PostgreSQL: the measured database's backends (databaseBackendsCpu), also read every 500 ms in the window. */
+  dbBackends?: () => Map<number, number>;
 }
 
 interface CpuReading {
   servers: number[];
   db?: number;
-  /** CPU seconds so far of each backend of the measured database (databaseBackendsCpu). */
-  dbBackends?: Map<number, number>;
 }
 
 async function measure(m: Measurement): Promise<PeerResult> {
@@ -411,18 +412,33 @@ async function measure(m: Measurement): Promise<PeerResult> {
   // At least 2 minutes: on a machine shared with other work a PostgreSQL row of 4,000 jobs can take more than one.
   const limitMs = Math.min(300_000, Math.max(120_000, m.total * 10));
   let cpuBefore: CpuReading;
+  // Each backend's last reading: one that exits within the window (a pool's idle connection) keeps what it used
+  // until the last reading before it went.
+  let backendsBefore = new Map<number, number>();
+  const backendsLast = new Map<number, number>();
+  const readBackends = () => {
+    for (const [pid, seconds] of m.dbBackends?.() ?? []) backendsLast.set(pid, seconds);
+  };
+  let backendsTimer: NodeJS.Timeout | undefined;
+  const startBackends = () => {
+    if (m.dbBackends === undefined) return;
+    backendsBefore = m.dbBackends();
+    backendsTimer = setInterval(readBackends, 500);
+  };
   let startedAt: number;
   let enqueue: { startedAt: number; finishedAt: number };
   if (m.mode === "drain") {
     enqueue = await m.enqueue();
     await sleep(200);
     cpuBefore = await m.cpu();
+    startBackends();
     startedAt = performance.timeOrigin + performance.now();
     await Promise.all(m.consumers.map((c) => c.call("start")));
   } else {
     await Promise.all(m.consumers.map((c) => c.call("start")));
     await sleep(300); // every consumer is waiting for work
     cpuBefore = await m.cpu();
+    startBackends();
     const enqueued = m.enqueue();
     enqueue = await enqueued;
     startedAt = enqueue.startedAt;
@@ -432,13 +448,14 @@ async function measure(m: Measurement): Promise<PeerResult> {
   const flushed = await m.flush();
   const finishedAt = Math.max(lastAt(), flushed.finishedAt);
   const cpuAfter = await m.cpu();
+  clearInterval(backendsTimer);
+  readBackends();
   for (const consumer of m.consumers) consumer.onEvent = () => {};
   const seconds = (finishedAt - startedAt) / 1000;
   const replicaCpuS = cpuAfter.servers.map((after, i) => after - cpuBefore.servers[i]!);
   const serverCpuS = replicaCpuS.reduce((a, b) => a + b, 0);
   const dbCpuS = cpuAfter.db !== undefined && cpuBefore.db !== undefined ? cpuAfter.db - cpuBefore.db : undefined;
-  const dbOwnCpuS =
-    cpuAfter.dbBackends !== undefined && cpuBefore.dbBackends !== undefined ? backendsCpuSince(cpuBefore.dbBackends, cpuAfter.dbBackends) : undefined;
+  const dbOwnCpuS = m.dbBackends === undefined ? undefined : backendsCpuSince(backendsBefore, backendsLast);
   return {
     jobs: m.total,
     rate: m.total / seconds,

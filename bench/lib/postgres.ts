@@ -150,7 +150,7 @@ export function postgresCpuSeconds(): number | undefined {
  * CPU seconds used so far by each backend (by pid) connected to the database `name`: the processes whose title
  * is "postgres: USER NAME …" (after the cluster name, where one is set). On a machine whose PostgreSQL others use too, the difference of two readings is the
  * measured database's own work, where postgresCpuSeconds counts everyone's; it leaves out the shared background
- * processes (WAL writer, checkpointer) and a backend that exits between the readings.
+ * processes (WAL writer, checkpointer) and what a backend used after the last reading before it exited.
  */
 export function databaseBackendsCpu(name: string): Map<number, number> {
   const found = new Map<number, number>();

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { createBenchDatabase, DEFAULT_POSTGRES_URL, databaseBackendsCpu, postgresCpuSeconds, requirePostgres } from "./postgres.js";
+import { createBenchDatabase, DEFAULT_POSTGRES_URL, postgresCpuSeconds, requirePostgres } from "./postgres.js";
 import type { ProbeSample } from "./server-probe.js";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -161,8 +161,6 @@ export interface SetSample {
   servers: ProbeSample[];
   /** CPU seconds of the machine's `postgres` processes so far (postgresCpuSeconds); PostgreSQL stores only. */
   dbCpuS?: number;
-  /** CPU seconds of each backend of the set's database so far (databaseBackendsCpu); PostgreSQL stores only. */
-  dbBackends?: Map<number, number>;
 }
 
 /** The server processes that make up one measured Runnerline (one, or the replicas sharing a database). */
@@ -174,6 +172,8 @@ export interface ServerSet {
   /** The first server's address: where the bench enqueues. */
   address: string;
   sample(options?: { gc?: boolean }): Promise<SetSample>;
+  /** PostgreSQL stores: the name of the set's database (databaseBackendsCpu reads its backends). */
+  databaseName?: string;
   /** Stops every server, then drops the set's database. */
   stop(): Promise<void>;
   stderrTail(): string;
@@ -226,14 +226,11 @@ export async function startServerSet(options: ServerSetOptions): Promise<ServerS
     servers,
     addresses: servers.map((server) => server.address),
     address: servers[0]!.address,
+    ...(databaseName !== undefined && { databaseName }),
     sample: async (sampleOptions) => {
       const samples = await Promise.all(servers.map((server) => server.sample(sampleOptions)));
       const dbCpuS = postgres ? postgresCpuSeconds() : undefined;
-      return {
-        servers: samples,
-        ...(dbCpuS !== undefined && { dbCpuS }),
-        ...(databaseName !== undefined && { dbBackends: databaseBackendsCpu(databaseName) }),
-      };
+      return { servers: samples, ...(dbCpuS !== undefined && { dbCpuS }) };
     },
     stop,
     stderrTail: () =>
