@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
 }
 
 interface Profile {
@@ -28,6 +29,18 @@ if (positionals.length !== 1) {
 }
 const profile = JSON.parse(readFileSync(positionals[0]!, "utf8")) as Profile;
 const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+const parents = new Map<number, number>();
+for (const node of profile.nodes) for (const child of node.children ?? []) parents.set(child, node.id);
+
+/** For native and node-internal frames (socket writes): the nearest caller that lives in a package or in src. */
+function ownerOf(id: number): string {
+  for (let at: number | undefined = id; at !== undefined; at = parents.get(at)) {
+    const file = nodes.get(at)!.callFrame.url.replace(/^file:\/\//, "");
+    if (file !== "" && !file.startsWith("node:")) return placeOf("", file);
+  }
+  return "(no caller in JavaScript)";
+}
+const owners = new Map<string, Map<string, number>>();
 
 /** Microseconds of self time per key. */
 const byFunction = new Map<string, number>();
@@ -40,6 +53,11 @@ profile.samples.forEach((id, i) => {
   const name = `${frame.functionName || "(anonymous)"} ${file === "" ? "" : `${shortPath(file)}:${frame.lineNumber + 1}`}`.trim();
   byFunction.set(name, (byFunction.get(name) ?? 0) + us);
   byPlace.set(placeOf(frame.functionName, file), (byPlace.get(placeOf(frame.functionName, file)) ?? 0) + us);
+  if (file === "" || file.startsWith("node:")) {
+    const callers = owners.get(name) ?? new Map<string, number>();
+    owners.set(name, callers);
+    callers.set(ownerOf(id), (callers.get(ownerOf(id)) ?? 0) + us);
+  }
   total += us;
 });
 
@@ -64,4 +82,8 @@ const top = Number(values.top);
 console.log(`${positionals[0]}: ${(total / 1e6).toFixed(2)} s sampled\n\nself time by place:`);
 for (const [place, us] of [...byPlace].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`${pct(us)}  ${place}`);
 console.log(`\nself time by function (top ${top}):`);
-for (const [name, us] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${pct(us)}  ${name}`);
+for (const [name, us] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+  const callers = [...(owners.get(name) ?? [])].filter(([, t]) => t >= us * 0.05).sort((a, b) => b[1] - a[1]);
+  const from = callers.length === 0 || name.startsWith("(") ? "" : `  ← ${callers.map(([c, t]) => `${c} ${pct(t).trim()}`).join(", ")}`;
+  console.log(`${pct(us)}  ${name}${from}`);
+}
