@@ -158,7 +158,7 @@ interface ServerFigures {
 interface Row {
   scenario: string;
   variant: string;
-  server: ServerKind | "bullmq";
+  server: ServerKind | "bullmq" | "graphile-worker";
   store?: string;
   metrics: Record<string, number>;
   serverFigures: ServerFigures;
@@ -955,20 +955,24 @@ function printTables(): void {
     ]),
   );
   printTable(
-    "Peer: BullMQ on Redis (AOF everysec) vs Runnerline, 4 load processes × 50 consumers, batches of 1,000; a PostgreSQL dispatcher is its servers and the database",
-    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "done per replica", "dispatcher CPU-s (per replica)", "db CPU-s", "rate vs BullMQ", "per CPU-s vs BullMQ", "rate vs echo", "rate vs classic", "per CPU-s vs classic", "targets"],
+    "Peer: BullMQ on Redis (AOF everysec) and graphile-worker on the same PostgreSQL vs Runnerline, 4 load processes × 50 consumers, batches of 1,000; a PostgreSQL dispatcher is its servers and the database; db µs/job counts the measured database's backends only",
+    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "done per replica", "dispatcher CPU-s (per replica)", "db CPU-s", "db µs/job", "rate vs BullMQ", "per CPU-s vs BullMQ", "rate vs echo", "vs graphile batched: rate, enqueue s, db µs/job", "rate vs classic", "per CPU-s vs classic", "targets"],
     by("peer").map((r) => [
       r.variant,
-      r.server === "bullmq" || r.server === "echo" ? r.server : label(r),
+      r.server === "bullmq" || r.server === "echo" || r.server === "graphile-worker" ? r.server : label(r),
       fmt(r.metrics.jobsPerS),
       fmt(r.metrics.perDispatcherCpuS),
       fmt(r.metrics.seconds, 2),
       fmt(r.metrics.enqueueSeconds, 2),
       perReplica(r),
       ...cpuCols(r),
+      fmt(r.metrics.dbOwnCpuUsPerJob),
       ratio(r.ratios?.rate),
       ratio(r.ratios?.perCpuS),
       ratio(r.ratios?.rateVsEcho),
+      r.ratios?.rateVsGraphile === undefined
+        ? "–"
+        : [ratio(r.ratios.rateVsGraphile), ratio(r.ratios.enqueueVsGraphile), ratio(r.ratios.dbCpuPerJobVsGraphile)].join(", "),
       ratio(r.ratios?.rateVsClassic),
       ratio(r.ratios?.perCpuSVsClassic),
       targetsOf(r),
@@ -1020,6 +1024,7 @@ async function peerScenario(): Promise<void> {
         enqueueSeconds: r.enqueueS,
         serverCpuS: r.serverCpuS,
         ...(r.dbCpuS !== undefined && { dbCpuS: r.dbCpuS }),
+        ...(r.dbOwnCpuS !== undefined && { dbOwnCpuUsPerJob: (r.dbOwnCpuS / r.jobs) * 1e6 }),
       },
       // The dispatcher's CPU is reported as jobs per CPU-second; the probe's other figures are not taken here.
       serverFigures: { cpuPct: NaN, rssMB: NaN, loopDelayP99Ms: NaN, loopDelayMaxMs: NaN },
@@ -1027,6 +1032,11 @@ async function peerScenario(): Promise<void> {
         ...(report.ratio !== undefined && { rate: report.ratio }),
         ...(report.perCpuRatio !== undefined && { perCpuS: report.perCpuRatio }),
         ...(report.echoRatio !== undefined && { rateVsEcho: report.echoRatio }),
+        ...(report.versusGraphile !== undefined && {
+          rateVsGraphile: report.versusGraphile.rate,
+          enqueueVsGraphile: report.versusGraphile.enqueueS,
+          ...(report.versusGraphile.dbOwnCpuPerJob !== undefined && { dbCpuPerJobVsGraphile: report.versusGraphile.dbOwnCpuPerJob }),
+        }),
         ...report.versusClassic,
       },
       ...(report.targets !== undefined && { targets: report.targets }),

@@ -18,6 +18,7 @@ import { Queue, Worker as BullWorker } from "bullmq";
 import { AttemptStatus } from "../src/gen/runnerline/v1/attempt_pb.js";
 import { EnqueueRolloutRequestSchema, EnqueueRolloutsRequestSchema } from "../src/gen/runnerline/v1/rollout_pb.js";
 import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
+import { enqueueGraphile as addGraphileJobs, type GraphileConfig, GraphileConsumer } from "./lib/graphile.js";
 import { serveCommands } from "./lib/ipc-commands.js";
 import { waitUntil } from "./lib/stats.js";
 import {
@@ -52,6 +53,7 @@ interface RunnerSession {
 let sessions: RunnerSession[] = [];
 let clients: grpc.Client[] = [];
 let bullWorker: BullWorker | undefined;
+let graphile: GraphileConsumer | undefined;
 let done = 0;
 /** Runnerline jobs finished per server address since start(). */
 const doneByAddress = new Map<string, number>();
@@ -159,7 +161,13 @@ function bullmqConsumers(args: { port: number; queue: string; concurrency: numbe
   return {};
 }
 
-function start() {
+/** A graphile-worker runner with `concurrency` on the database at `url`, not running until start(). */
+function graphileConsumers(args: { url: string; concurrency: number; config: GraphileConfig }) {
+  graphile = new GraphileConsumer({ ...args, onDone: () => void done++ });
+  return {};
+}
+
+async function start() {
   done = 0;
   doneByAddress.clear();
   startProgress();
@@ -167,6 +175,7 @@ function start() {
     session.call.write(encodeRequest({ case: "ready", value: { slots: session.capacity } }));
   }
   if (bullWorker !== undefined) void bullWorker.run();
+  await graphile?.start();
   return {};
 }
 
@@ -245,6 +254,11 @@ async function enqueueBullmq(args: { port: number; queue: string; total: number;
   return { startedAt, finishedAt };
 }
 
+/** Adds the same jobs with graphile-worker's addJobs, in the same batches. */
+function enqueueGraphile(args: { url: string; total: number; batch: number }) {
+  return addGraphileJobs({ ...args, payload });
+}
+
 async function closeAll() {
   if (progressTimer !== undefined) clearInterval(progressTimer);
   progressTimer = undefined;
@@ -256,15 +270,19 @@ async function closeAll() {
   clients = [];
   if (bullWorker !== undefined) await bullWorker.close(true);
   bullWorker = undefined;
+  await graphile?.stop();
+  graphile = undefined;
   return {};
 }
 
 serveCommands({
   runnerlineConsumers,
   bullmqConsumers,
+  graphileConsumers,
   start,
   flush,
   enqueueRunnerline,
   enqueueBullmq,
+  enqueueGraphile,
   closeAll,
 });

@@ -18,10 +18,24 @@
  * database: each consumer process spreads its sessions over the replicas, the
  * producer enqueues on the first one, and the dispatcher's CPU is the
  * replicas' and the database's together (as redis-server's is BullMQ's).
+ * When a PostgreSQL store is measured, graphile-worker (bench/lib/graphile.ts)
+ * runs the same shape on the same PostgreSQL first, plain and batched, as its
+ * peer: 4 runners of concurrency 50, jobs added with addJobs in the same
+ * batches; its dispatcher CPU is the database's. Database CPU is read from
+ * /proc twice: every postgres process of the machine, and the backends of the
+ * measured database alone (others' tests on a shared PostgreSQL stay out).
  */
 import { findRedisServer, type RedisProcess, startRedis } from "./lib/redis.js";
-import { type BenchStore, LoadWorker, type ServerSet, startServerSet } from "./lib/processes.js";
-import { sleep, waitUntil } from "./lib/stats.js";
+import { type GraphileConfig, graphileDrained, installGraphile } from "./lib/graphile.js";
+import {
+  createBenchDatabase,
+  DEFAULT_POSTGRES_URL,
+  databaseBackendsCpu,
+  postgresCpuSeconds,
+  requirePostgres,
+} from "./lib/postgres.js";
+import { type BenchStore, isPostgresStore, LoadWorker, type ServerSet, startServerSet } from "./lib/processes.js";
+import { measure } from "./peer-measure.js";
 import type { SessionMessages } from "./lib/wire.js";
 
 export type PeerMode = "e2e" | "drain" | "retry";
@@ -42,6 +56,8 @@ const SHAPES: Shape[] = [
 ];
 
 export interface PeerResult {
+  /** Jobs measured. */
+  jobs: number;
   /** Jobs per second over the measured span. */
   rate: number;
   seconds: number;
@@ -57,13 +73,15 @@ export interface PeerResult {
   replicaCpuS: number[];
   /** CPU seconds of the machine's postgres processes over the span (PostgreSQL stores). */
   dbCpuS?: number;
+  /** CPU seconds of the measured database's own backends over the span (PostgreSQL stores). */
+  dbOwnCpuS?: number;
   /** Runnerline fleets: the jobs finished by runners of each replica, in order. */
   replicaJobs?: number[];
 }
 
 export interface PeerReport {
   mode: PeerMode;
-  system: "bullmq" | "runnerline" | "echo";
+  system: "bullmq" | "runnerline" | "echo" | "graphile-worker";
   /** Runnerline's store and shape; BullMQ's "redis aof everysec". */
   variant: string;
   store?: string;
@@ -75,6 +93,8 @@ export interface PeerReport {
   perCpuRatio?: number;
   /** Runnerline: rate ÷ the echo baseline's in the same shape and mode. */
   echoRatio?: number;
+  /** Runnerline on PostgreSQL: against graphile-worker batched in the same mode (rate, enqueue time, own database CPU per job). */
+  versusGraphile?: { rate: number; enqueueS: number; dbOwnCpuPerJob?: number };
   /** A lean row measured after its classic twin: the ratios to it. */
   versusClassic?: { rateVsClassic: number; perCpuSVsClassic: number };
   targets?: { name: string; met: boolean }[];
@@ -131,6 +151,7 @@ export async function runPeerScenario(plan: PeerPlan, report: (row: PeerReport) 
           report({ mode, system: "echo", variant, messages: echoMessages, error: message(error) });
         }
       }
+      const graphile = plan.stores.some(isPostgresStore) ? await graphileRows(plan, mode, consumers, producer, bullmq, report) : undefined;
       for (const store of plan.stores) {
         for (const shape of SHAPES) {
           const variant = `${store}, ${shape.name}`;
@@ -149,6 +170,7 @@ export async function runPeerScenario(plan: PeerPlan, report: (row: PeerReport) 
             const perCpuRatio = bullmq === undefined ? undefined : result.perCpuS / bullmq.perCpuS;
             const ceiling = echo.get(shape);
             const targets = peerTargets(store, mode, ratio, perCpuRatio);
+            const versusGraphile = isPostgresStore(store) && graphile !== undefined ? versusOf(result, graphile) : undefined;
             const versusClassic =
               messages === "lean" && classic !== undefined
                 ? { rateVsClassic: result.rate / classic.rate, perCpuSVsClassic: result.perCpuS / classic.perCpuS }
@@ -165,6 +187,7 @@ export async function runPeerScenario(plan: PeerPlan, report: (row: PeerReport) 
               ...(ceiling !== undefined && { echoRatio: result.rate / ceiling.rate }),
               ...(targets && { targets }),
               ...(versusClassic && { versusClassic }),
+              ...(versusGraphile && { versusGraphile }),
             });
           }
         }
@@ -218,6 +241,81 @@ async function measureBullmq(binary: string, mode: PeerMode, total: number, cons
   }
 }
 
+/**
+ * graphile-worker plain, then batched, on fresh databases of the bench's PostgreSQL; resolves with the batched
+ * result (what Runnerline on PostgreSQL is held against). Not in the retry mode: graphile-worker waits
+ * exp(attempts) seconds before a retry (2.7 s for the first), which no option shortens, so the mode would time its
+ * back-off.
+ */
+async function graphileRows(
+  plan: PeerPlan,
+  mode: PeerMode,
+  consumers: LoadWorker[],
+  producer: LoadWorker,
+  bullmq: PeerResult | undefined,
+  report: (row: PeerReport) => void,
+): Promise<PeerResult | undefined> {
+  let batched: PeerResult | undefined;
+  for (const config of ["plain", "batched"] as GraphileConfig[]) {
+    const variant = `graphile-worker 0.17 ${config}, 4×${CONCURRENCY_PER_PROCESS}`;
+    if (mode === "retry") {
+      report({ mode, system: "graphile-worker", variant, error: "skipped: its retries wait exp(attempts) s (2.7 s), not set by any option" });
+      continue;
+    }
+    try {
+      const result = await measureGraphile(plan, config, mode, consumers, producer);
+      if (config === "batched") batched = result;
+      report({
+        mode,
+        system: "graphile-worker",
+        variant,
+        result,
+        ...(bullmq !== undefined && { ratio: result.rate / bullmq.rate, perCpuRatio: result.perCpuS / bullmq.perCpuS }),
+      });
+    } catch (error) {
+      report({ mode, system: "graphile-worker", variant, error: message(error) });
+    }
+  }
+  return batched;
+}
+
+function versusOf(result: PeerResult, graphile: PeerResult): PeerReport["versusGraphile"] {
+  const perJob = (r: PeerResult) => (r.dbOwnCpuS === undefined ? undefined : r.dbOwnCpuS / Math.max(1, r.jobs));
+  const ours = perJob(result);
+  const theirs = perJob(graphile);
+  return {
+    rate: result.rate / graphile.rate,
+    enqueueS: result.enqueueS / graphile.enqueueS,
+    ...(ours !== undefined && theirs !== undefined && theirs > 0 && { dbOwnCpuPerJob: ours / theirs }),
+  };
+}
+
+async function measureGraphile(plan: PeerPlan, config: GraphileConfig, mode: PeerMode, consumers: LoadWorker[], producer: LoadWorker): Promise<PeerResult> {
+  const base = plan.postgresUrl ?? DEFAULT_POSTGRES_URL;
+  await requirePostgres(base);
+  const database = await createBenchDatabase(base);
+  try {
+    await installGraphile(database.url);
+    await Promise.all(consumers.map((c) => c.call("graphileConsumers", { url: database.url, concurrency: CONCURRENCY_PER_PROCESS, config })));
+    return await measure({
+      mode,
+      total: plan.total,
+      consumers,
+      cpu: async () => {
+        const db = postgresCpuSeconds();
+        return { servers: [], ...(db !== undefined && { db }) };
+      },
+      dbBackends: () => databaseBackendsCpu(database.name),
+      enqueue: () => producer.call("enqueueGraphile", { url: database.url, total: plan.total, batch: BATCH }, 300_000),
+      // A completed job leaves the table in the statement that completes it: empty means every completion is written.
+      flush: async () => ({ finishedAt: await graphileDrained(database.url) }),
+    });
+  } finally {
+    await Promise.all(consumers.map((c) => c.call("closeAll").catch(() => undefined)));
+    await database.drop().catch(() => undefined);
+  }
+}
+
 async function measureRunnerline(
   kind: "runnerline" | "echo",
   store: BenchStore,
@@ -261,6 +359,7 @@ async function measureRunnerline(
           ...(sample.dbCpuS !== undefined && { db: sample.dbCpuS }),
         };
       },
+      ...(server.databaseName !== undefined && { dbBackends: () => databaseBackendsCpu(server.databaseName!) }),
       enqueue: () =>
         producer.call("enqueueRunnerline", { address: server.address, total, batch: BATCH, prefix: `peer-${mode}`, retry: mode === "retry" }, 300_000),
       flush: async () => {
@@ -279,71 +378,6 @@ async function measureRunnerline(
     await Promise.all(consumers.map((c) => c.call("closeAll").catch(() => undefined)));
     await server.stop();
   }
-}
-
-interface Measurement {
-  mode: PeerMode;
-  total: number;
-  consumers: LoadWorker[];
-  /** CPU seconds so far of each dispatcher process, and of the database's processes where there is one. */
-  cpu: () => Promise<CpuReading>;
-  enqueue: () => Promise<{ startedAt: number; finishedAt: number }>;
-  /** Resolves with the wall time at which every completion is known to be applied (and, for a fleet, who did them). */
-  flush: () => Promise<{ finishedAt: number; replicaJobs?: number[] }>;
-}
-
-interface CpuReading {
-  servers: number[];
-  db?: number;
-}
-
-async function measure(m: Measurement): Promise<PeerResult> {
-  const progress = new Map<number, { done: number; at: number }>();
-  for (const consumer of m.consumers) {
-    consumer.onEvent = (event) => {
-      if (event.event === "progress") progress.set(event.worker as number, { done: event.done as number, at: event.at as number });
-    };
-  }
-  const sum = () => [...progress.values()].reduce((a, p) => a + p.done, 0);
-  const lastAt = () => Math.max(...[...progress.values()].map((p) => p.at));
-  const limitMs = Math.min(300_000, Math.max(60_000, m.total * 10));
-  let cpuBefore: CpuReading;
-  let startedAt: number;
-  let enqueue: { startedAt: number; finishedAt: number };
-  if (m.mode === "drain") {
-    enqueue = await m.enqueue();
-    await sleep(200);
-    cpuBefore = await m.cpu();
-    startedAt = performance.timeOrigin + performance.now();
-    await Promise.all(m.consumers.map((c) => c.call("start")));
-  } else {
-    await Promise.all(m.consumers.map((c) => c.call("start")));
-    await sleep(300); // every consumer is waiting for work
-    cpuBefore = await m.cpu();
-    const enqueued = m.enqueue();
-    enqueue = await enqueued;
-    startedAt = enqueue.startedAt;
-  }
-  const finished = await waitUntil(() => sum() >= m.total, limitMs, 5);
-  if (!finished) throw new Error(`only ${sum()} of ${m.total} jobs completed in ${limitMs / 1000} s`);
-  const flushed = await m.flush();
-  const finishedAt = Math.max(lastAt(), flushed.finishedAt);
-  const cpuAfter = await m.cpu();
-  for (const consumer of m.consumers) consumer.onEvent = () => {};
-  const seconds = (finishedAt - startedAt) / 1000;
-  const replicaCpuS = cpuAfter.servers.map((after, i) => after - cpuBefore.servers[i]!);
-  const serverCpuS = replicaCpuS.reduce((a, b) => a + b, 0);
-  const dbCpuS = cpuAfter.db !== undefined && cpuBefore.db !== undefined ? cpuAfter.db - cpuBefore.db : undefined;
-  return {
-    rate: m.total / seconds,
-    seconds,
-    perCpuS: m.total / Math.max(1e-6, serverCpuS + (dbCpuS ?? 0)),
-    enqueueS: (enqueue.finishedAt - enqueue.startedAt) / 1000,
-    serverCpuS,
-    replicaCpuS,
-    ...(dbCpuS !== undefined && { dbCpuS }),
-    ...(flushed.replicaJobs !== undefined && { replicaJobs: flushed.replicaJobs }),
-  };
 }
 
 const message = (error: unknown) => (error instanceof Error ? error.message : String(error)).slice(0, 300);

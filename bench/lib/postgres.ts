@@ -145,3 +145,42 @@ export function postgresCpuSeconds(): number | undefined {
   }
   return found === 0 ? undefined : ticks / TICKS_PER_SECOND;
 }
+
+/**
+ * CPU seconds used so far by each backend (by pid) connected to the database `name`: the processes whose title
+ * is "postgres: USER NAME …" (after the cluster name, where one is set). On a machine whose PostgreSQL others use too, the difference of two readings is the
+ * measured database's own work, where postgresCpuSeconds counts everyone's; it leaves out the shared background
+ * processes (WAL writer, checkpointer) and what a backend used after the last reading before it exited.
+ */
+export function databaseBackendsCpu(name: string): Map<number, number> {
+  const found = new Map<number, number>();
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return found;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const close = stat.lastIndexOf(")");
+      if (stat.slice(stat.indexOf("(") + 1, close) !== "postgres") continue;
+      // "postgres: [CLUSTER: ]USER DATABASE HOST(PORT) STATE" (Debian sets cluster_name, e.g. "15/main").
+      const title = /^postgres: (?:\S+: )?\S+ (\S+) /.exec(readFileSync(`/proc/${entry}/cmdline`, "utf8").replace(/\0/g, " "));
+      if (title?.[1] !== name) continue;
+      const fields = stat.slice(close + 2).split(" ");
+      found.set(Number(entry), (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND);
+    } catch {
+      continue; // gone since the listing
+    }
+  }
+  return found;
+}
+
+/** CPU seconds the backends spent between two databaseBackendsCpu readings (one that started since counts whole). */
+export function backendsCpuSince(before: Map<number, number>, after: Map<number, number>): number {
+  let seconds = 0;
+  for (const [pid, cpu] of after) seconds += cpu - (before.get(pid) ?? 0);
+  return seconds;
+}

@@ -172,6 +172,8 @@ export interface ServerSet {
   /** The first server's address: where the bench enqueues. */
   address: string;
   sample(options?: { gc?: boolean }): Promise<SetSample>;
+  /** PostgreSQL stores: the name of the set's database (databaseBackendsCpu reads its backends). */
+  databaseName?: string;
   /** Stops every server, then drops the set's database. */
   stop(): Promise<void>;
   stderrTail(): string;
@@ -191,17 +193,19 @@ export async function startServerSet(options: ServerSetOptions): Promise<ServerS
   const store = options.store ?? "memory";
   const servers: ServerProcess[] = [];
   let drop: (() => Promise<void>) | undefined;
+  let database: string | undefined;
+  let databaseName: string | undefined;
   const stop = async () => {
     await Promise.all(servers.map((server) => server.stop()));
     await drop?.().catch((error: unknown) => console.error(`bench: could not drop its database: ${String(error)}`));
   };
   try {
-    let database: string | undefined;
     if (isPostgresStore(store)) {
       const base = options.postgresUrl ?? DEFAULT_POSTGRES_URL;
       await requirePostgres(base);
       const created = await createBenchDatabase(base);
       database = created.url;
+      databaseName = created.name;
       drop = created.drop;
     }
     const replicas = replicasOf(store);
@@ -222,6 +226,7 @@ export async function startServerSet(options: ServerSetOptions): Promise<ServerS
     servers,
     addresses: servers.map((server) => server.address),
     address: servers[0]!.address,
+    ...(databaseName !== undefined && { databaseName }),
     sample: async (sampleOptions) => {
       const samples = await Promise.all(servers.map((server) => server.sample(sampleOptions)));
       const dbCpuS = postgres ? postgresCpuSeconds() : undefined;

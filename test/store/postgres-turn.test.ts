@@ -1,5 +1,5 @@
 /**
- * Turns on PostgreSQL (src/server/store/postgres-turn.ts): the transitions
+ * Turns on PostgreSQL (src/server/store/postgres/turn.ts): the transitions
  * asked for in one event-loop turn share one transaction, each caller gets
  * its own operation's changes, later operations see earlier ones, and one
  * operation's refusal is its own.

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import pg from "pg";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { EnqueueRolloutRequestSchema, RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { newAttemptId } from "../../src/server/domain/ids.js";
 import { newRollout } from "../../src/server/domain/rollout.js";
@@ -15,6 +15,22 @@ import { freshSchema, POSTGRES_AVAILABLE, POSTGRES_URL, postgresStore } from "..
 
 const context = { now: T0, liveness: { heartbeatGraceMs: LIVENESS.heartbeatGraceMs } };
 const queued = (id: string) => newRollout(create(EnqueueRolloutRequestSchema, {}), id, T0);
+
+/** The statements this process sends while `body` runs (every one goes through pg.Client#query: the pools' clients are pg.Clients). */
+async function statementsSent<T>(body: () => Promise<T>): Promise<{ statements: string[]; result: T }> {
+  const statements: string[] = [];
+  const realQuery = pg.Client.prototype.query;
+  const counting = vi.spyOn(pg.Client.prototype, "query").mockImplementation(function (this: pg.Client, ...args: unknown[]) {
+    const first = args[0];
+    statements.push(typeof first === "string" ? first : (first as { text: string }).text);
+    return (realQuery as (...a: unknown[]) => unknown).apply(this, args) as never;
+  });
+  try {
+    return { statements, result: await body() };
+  } finally {
+    counting.mockRestore();
+  }
+}
 
 async function admin<T>(body: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: POSTGRES_URL });
@@ -123,6 +139,43 @@ describe.skipIf(!POSTGRES_AVAILABLE)("PostgreSQL store", () => {
     stores.push(other);
     expect((await other.getWorker("w-1"))?.worker.extraStats).toEqual({ beat: 50 });
     expect((await other.getWorker("w-1"))?.worker.status).toBe((await store.getWorker("w-1"))?.worker.status);
+  });
+
+  it("enqueues a batch of 1,000 as one statement: no BEGIN/COMMIT, one round trip, every row in the batch's queue order", async () => {
+    const store = await postgresStore();
+    stores.push(store);
+    await store.enqueueRollouts([queued("ro-warm")]); // the pool's connection is open before counting
+    const ids = Array.from({ length: 1000 }, (_, i) => `ro-${String(1000 - i).padStart(4, "0")}`); // not in id order
+    const { statements: sent, result: changes } = await statementsSent(() => store.enqueueRollouts(ids.map(queued)));
+    expect(sent.map((text) => text.split(" ")[0])).toEqual(["INSERT"]);
+    expect(changes.rollouts.map((c) => c.after.rolloutId)).toEqual(ids);
+    expect(await store.queuedRolloutIds()).toEqual(["ro-warm", ...ids]);
+    expect((await store.getRollout("ro-0500"))?.status).toBe(RolloutStatus.QUEUING);
+  });
+
+  it("reads of rollouts asked for in one turn (an enqueue's idempotency checks) are one statement, each answered alone", async () => {
+    const store = await postgresStore();
+    stores.push(store);
+    await store.enqueueRollouts(["ro-a", "ro-b"].map(queued));
+    const ids = ["ro-a", ...Array.from({ length: 998 }, (_, i) => `ro-missing-${i}`), "ro-b", "ro-a"];
+    const sent = await statementsSent(() => Promise.all(ids.map((id) => store.getRollout(id))));
+    expect(sent.statements).toHaveLength(1);
+    expect(sent.result.map((r) => r?.rolloutId)).toEqual(["ro-a", ...Array.from({ length: 998 }, () => undefined), "ro-b", "ro-a"]);
+    await expect(store.getRollout("ro-b")).resolves.toMatchObject({ rolloutId: "ro-b" });
+  });
+
+  it("a batch with an id already taken is refused whole with ALREADY_EXISTS, and the queue is as it was", async () => {
+    const store = await postgresStore();
+    stores.push(store);
+    await store.enqueueRollouts([queued("ro-taken")]);
+    const refused = await store.enqueueRollouts([queued("ro-new-1"), queued("ro-taken"), queued("ro-new-2")]).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toMatchObject({ kind: "already_exists" });
+    expect(String((refused as Error).message)).toMatch(/ro-taken/);
+    expect(await store.queuedRolloutIds()).toEqual(["ro-taken"]);
+    expect(await store.getRollouts(["ro-new-1", "ro-new-2"])).toEqual([]);
   });
 
   it("a store of its own per test: postgresStore() never shares rows", async () => {

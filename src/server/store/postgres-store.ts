@@ -1,18 +1,22 @@
-import { toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
-import { type Attempt, AttemptSchema } from "../../gen/runnerline/v1/attempt_pb.js";
-import { type Rollout, RolloutSchema, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
-import { type Worker, WorkerSchema, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
+import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
+import { type Rollout, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
+import { type Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { DomainError } from "../domain/errors.js";
 import type { Labels } from "../domain/labels.js";
-import { isRolloutQueued, rolloutEffects } from "../domain/rollout.js";
-import { msOf } from "../domain/time.js";
-import type { Attachment, WorkerRecord } from "../domain/worker.js";
+import type { WorkerRecord } from "../domain/worker.js";
 import { matchesPredicate } from "../filter/evaluate.js";
-import { type Changes, NO_CHANGES, type RowReader, WorkingSet } from "../transitions/changes.js";
+import { type Changes, NO_CHANGES, WorkingSet } from "../transitions/changes.js";
 import type { AttemptStep, ClaimRequest, Claimed, RolloutStep, SessionFence, TransitionContext, WorkerStep } from "../transitions/steps.js";
+import { BatchedReads } from "./postgres/batched-reads.js";
+import { alreadyExistsOr, ENQUEUE_ROLLOUTS_SQL, enqueuedChanges, enqueueRolloutsParams } from "./postgres/enqueue-rollouts.js";
+import { isUnreachable, messageOf, RETRYABLE, unavailableOr } from "./postgres/errors.js";
+import { attemptOf, type Row, rolloutOf, run, WORKER_READ, workerMessageOf, workerOf } from "./postgres/rows.js";
+import { Transaction } from "./postgres/transaction.js";
+import { Where } from "./postgres/where.js";
+import { WRITE_TELEMETRY_SQL, writeTelemetryParams } from "./postgres/write-telemetry.js";
 import { migrate } from "./postgres-schema.js";
-import { runTurn, settle, type TurnOperation, TurnQueue, type TurnTransaction } from "./postgres-turn.js";
+import { runTurn, settle, type TurnOperation, TurnQueue } from "./postgres/turn.js";
 import {
   ATTEMPT_SORT_FIELDS,
   type AttemptFilter,
@@ -29,12 +33,9 @@ import {
   type WorkerFilter,
 } from "./query.js";
 import { sqlOrderBy } from "./sql-order.js";
-import { decodeRollout, encodeRolloutState } from "./rollout-codec.js";
-import { WORKER_ROW_COLUMNS, workerRow } from "./worker-row.js";
 import { StoreOpenError } from "./sqlite-schema.js";
 import { encodeTelemetry, onlyTelemetryChanged, withTelemetry } from "./worker-telemetry.js";
 import type { Store } from "./store.js";
-import { decodeRecord } from "./decode-record.js";
 
 export interface PostgresStoreOptions {
   /** Connections in the pool (default 8). */
@@ -57,17 +58,11 @@ const FLUSH_ROWS = 500;
 const RECENT_WORKERS = 50_000;
 
 const FINISHED_ROLLOUT_STATUSES = [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED];
-/** SQLSTATEs after which an operation is simply run again: serialization failure, deadlock. */
-const RETRYABLE = new Set(["40001", "40P01"]);
-/** SQLSTATE classes that mean the database cannot be reached now (connection exceptions, shutdown). */
-const UNREACHABLE_CLASSES = ["08", "57P"];
-
-type Row = Record<string, unknown>;
 
 /**
  * The store for several Runnerline servers sharing one PostgreSQL database
  * (docs/scaleout.md). The transitions of one event-loop turn share one
- * transaction (a turn: postgres-turn.ts); every other operation is a
+ * transaction (a turn: postgres/turn.ts); every other operation is a
  * transaction of its own. Either locks the rows it
  * names (rollouts, then attempts, then workers, so two operations never wait
  * on each other in opposite orders), runs the operation's step from
@@ -86,6 +81,10 @@ export class PostgresStore implements Store {
   private readonly turns = new TurnQueue((ops) => this.runTurn(ops));
   private readonly flushTimer: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
+  private readonly rolloutReads = new BatchedReads<Rollout>(
+    (ids) => this.getRollouts(ids),
+    (rollout) => rollout.rolloutId,
+  );
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -129,9 +128,9 @@ export class PostgresStore implements Store {
 
   // ---- reads ----------------------------------------------------------------
 
-  async getRollout(rolloutId: string): Promise<Rollout | undefined> {
-    const { rows } = await this.query("SELECT message, state FROM rollouts WHERE rollout_id = $1", [rolloutId]);
-    return rows[0] === undefined ? undefined : rolloutOf(rows[0]);
+  /** Reads made in the same turn (an enqueue's idempotency checks) share one statement (postgres/batched-reads.ts). */
+  getRollout(rolloutId: string): Promise<Rollout | undefined> {
+    return this.rolloutReads.load(rolloutId);
   }
 
   async getRollouts(rolloutIds: readonly string[]): Promise<Rollout[]> {
@@ -231,24 +230,16 @@ export class PostgresStore implements Store {
 
   // ---- atomic operations ----------------------------------------------------
 
+  /** One statement for the whole batch (postgres/enqueue-rollouts.ts): atomic without a transaction around it. */
   async enqueueRollouts(rollouts: Rollout[]): Promise<Changes> {
-    return this.transaction(async (tx) => {
-      tx.declareNewRollouts(rollouts.map((rollout) => rollout.rolloutId));
-      const rows = new WorkingSet(tx.rows);
-      for (const rollout of rollouts) rows.setRollout(rollout);
-      try {
-        await tx.persist(rows.changes());
-      } catch (error) {
-        if ((error as { code?: string }).code === "23505") {
-          throw new DomainError("already_exists", `rollout ${(error as { detail?: string }).detail ?? ""} exists`);
-        }
-        throw error;
-      }
-      return rows.changes();
+    if (rollouts.length === 0) return NO_CHANGES;
+    await this.statement(ENQUEUE_ROLLOUTS_SQL, enqueueRolloutsParams(rollouts)).catch((error: unknown) => {
+      throw alreadyExistsOr(error);
     });
+    return enqueuedChanges(rollouts);
   }
 
-  // The transitions go through turns (postgres-turn.ts): those asked for in one event-loop turn share one
+  // The transitions go through turns (postgres/turn.ts): those asked for in one event-loop turn share one
   // transaction of a fixed number of round trips.
 
   claimRollouts(request: ClaimRequest): Promise<{ claimed: Claimed[]; changes: Changes }> {
@@ -333,21 +324,8 @@ export class PostgresStore implements Store {
       try {
         await this.transaction(async (tx) => {
           await tx.client.query("SET LOCAL synchronous_commit = off");
-          // Telemetry travels as base64 text: pg writes a bytea[] parameter as escaped hex, several times the CPU.
           for (let start = 0; start < records.length; start += FLUSH_ROWS) {
-            const chunk = records.slice(start, start + FLUSH_ROWS);
-            await run(
-              tx.client,
-              "UPDATE workers AS w SET telemetry = decode(t.telemetry, 'base64'), last_heartbeat_time = t.heartbeat, last_dequeue_time = t.dequeue " +
-                "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS t(worker_id, telemetry, heartbeat, dequeue) " +
-                "WHERE w.worker_id = t.worker_id",
-              [
-                chunk.map((r) => r.worker.workerId),
-                chunk.map((r) => Buffer.from(encodeTelemetry(r.worker)).toString("base64")),
-                chunk.map((r) => ms(r.worker.lastHeartbeatTime)),
-                chunk.map((r) => ms(r.worker.lastDequeueTime)),
-              ],
-            );
+            await run(tx.client, WRITE_TELEMETRY_SQL, writeTelemetryParams(records.slice(start, start + FLUSH_ROWS)));
           }
         });
       } catch (error) {
@@ -381,6 +359,22 @@ export class PostgresStore implements Store {
       return await run(this.pool, text, params);
     } catch (error) {
       throw unavailableOr(error);
+    }
+  }
+
+  /** Runs one statement on its own (atomic without BEGIN/COMMIT), again after a deadlock; timed as a commit. */
+  private async statement(text: string, params: unknown[]): Promise<pg.QueryResult<Row>> {
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now();
+      try {
+        const result = await run(this.pool, text, params);
+        this.options.onCommit?.((performance.now() - started) / 1000);
+        return result;
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        if (code !== undefined && RETRYABLE.has(code) && attempt < 5) continue;
+        throw unavailableOr(error);
+      }
     }
   }
 
@@ -448,296 +442,6 @@ export class PostgresStore implements Store {
     );
     return { items: rows.map(decode), total };
   }
-}
-
-/** The rows one operation has locked, and how it writes its changes. */
-class Transaction implements TurnTransaction {
-  private readonly rollouts = new Map<string, Rollout | undefined>();
-  private readonly attempts = new Map<string, Attempt | undefined>();
-  private readonly workers = new Map<string, WorkerRecord | undefined>();
-  /**
-   * What the step may read: only rows the operation locked or declared new
-   * (reading another is a bug, so it throws). Attempts are the exception: a
-   * claim makes new attempt ids, which no one else can hold yet (the insert
-   * refuses a duplicate).
-   */
-  readonly rows: RowReader = {
-    rollout: (id) => known(this.rollouts, id, "rollout"),
-    attempt: (id) => this.attempts.get(id),
-    worker: (id) => known(this.workers, id, "worker"),
-  };
-
-  private readonly writtenWorkers: WorkerRecord[] = [];
-  private readonly seenPending = new Map<string, WorkerRecord | undefined>();
-
-  constructor(
-    readonly client: pg.PoolClient,
-    private readonly replicaId: string | null,
-    /** Lays the store's held-back telemetry over a worker read here, so the step starts from the newest. */
-    private readonly overlay: (record: WorkerRecord) => WorkerRecord,
-  ) {}
-
-  /** The workers this transaction wrote (their last state). */
-  written(): readonly WorkerRecord[] {
-    return this.writtenWorkers;
-  }
-
-  /** The held-back telemetry record that was laid over this worker when it was locked, if any. */
-  pendingSeen(workerId: string): WorkerRecord | undefined {
-    return this.seenPending.get(workerId);
-  }
-
-  /** Rollouts the operation inserts: none exists yet (the insert refuses a duplicate). */
-  declareNewRollouts(ids: readonly string[]) {
-    for (const id of ids) this.rollouts.set(id, undefined);
-  }
-
-  /**
-   * Locks these rollouts and those of these attempts in one statement, by id
-   * (an attempt's rollout never changes, so finding it needs no lock).
-   */
-  async lockRolloutsAndThoseOfAttempts(rolloutIds: readonly string[], attemptIds: readonly string[]): Promise<Rollout[]> {
-    const { rows } = await run(
-      this.client,
-      "SELECT rollout_id, message, state FROM rollouts WHERE rollout_id = ANY($1) OR rollout_id IN " +
-        "(SELECT rollout_id FROM attempts WHERE attempt_id = ANY($2)) ORDER BY rollout_id FOR UPDATE",
-      [rolloutIds.filter((id) => !this.rollouts.has(id)), attemptIds],
-    );
-    for (const row of rows) if (!this.rollouts.has(row.rollout_id as string)) this.rollouts.set(row.rollout_id as string, rolloutOf(row));
-    for (const id of rolloutIds) if (!this.rollouts.has(id)) this.rollouts.set(id, undefined);
-    return rows.map((row) => this.rollouts.get(row.rollout_id as string)).filter((r): r is Rollout => r !== undefined);
-  }
-
-  /** Locks rollouts; "queued" takes only queued ones and skips rows another transaction holds. */
-  async lockRollouts(ids: readonly string[], only?: "queued"): Promise<Rollout[]> {
-    const wanted = ids.filter((id) => !this.rollouts.has(id));
-    if (wanted.length === 0) return ids.map((id) => this.rollouts.get(id)).filter((r): r is Rollout => r !== undefined);
-    const lock = only === "queued" ? "AND queue_seq IS NOT NULL ORDER BY rollout_id FOR UPDATE SKIP LOCKED" : "ORDER BY rollout_id FOR UPDATE";
-    const { rows } = await run(this.client, `SELECT rollout_id, message, state FROM rollouts WHERE rollout_id = ANY($1) ${lock}`, [wanted]);
-    for (const id of wanted) this.rollouts.set(id, undefined);
-    for (const row of rows) this.rollouts.set(row.rollout_id as string, rolloutOf(row));
-    return ids.map((id) => this.rollouts.get(id)).filter((r): r is Rollout => r !== undefined);
-  }
-
-  async lockAttempts(ids: readonly string[]): Promise<Attempt[]> {
-    const wanted = ids.filter((id) => !this.attempts.has(id));
-    if (wanted.length > 0) {
-      const { rows } = await run(this.client, "SELECT attempt_id, message FROM attempts WHERE attempt_id = ANY($1) ORDER BY attempt_id FOR UPDATE", [
-        wanted,
-      ]);
-      for (const id of wanted) this.attempts.set(id, undefined);
-      for (const row of rows) this.attempts.set(row.attempt_id as string, attemptOf(row));
-    }
-    return ids.map((id) => this.attempts.get(id)).filter((a): a is Attempt => a !== undefined);
-  }
-
-  async lockWorkers(ids: readonly string[]): Promise<void> {
-    const wanted = [...new Set(ids)].filter((id) => !this.workers.has(id));
-    if (wanted.length === 0) return;
-    const { rows } = await run(this.client, `SELECT ${WORKER_READ} FROM workers WHERE worker_id = ANY($1) ORDER BY worker_id FOR UPDATE`, [
-      wanted,
-    ]);
-    for (const id of wanted) this.workers.set(id, undefined);
-    for (const row of rows) {
-      const stored = workerOf(row);
-      const laid = this.overlay(stored);
-      if (laid !== stored) this.seenPending.set(stored.worker.workerId, laid);
-      this.workers.set(row.worker_id as string, laid);
-    }
-  }
-
-  /**
-   * Writes an operation's changes: inserts for new rows, in-place updates
-   * otherwise, queue places with the rollouts; as few statements as possible
-   * (one round trip per batch of rows: see Writes).
-   */
-  async persist(changes: Changes, requeued: ReadonlySet<string> = new Set()) {
-    const writes = new Writes();
-    for (const { before, after } of changes.rollouts) {
-      const effects = rolloutEffects(before, after);
-      // Back in the queue during the turn (failed and requeued, say), even if it was queued when the turn began:
-      // it goes to the back, as it would have in a transaction of its own.
-      if (!effects.enqueue && requeued.has(after.rolloutId) && isRolloutQueued(after.status)) effects.enqueue = true;
-      if (before === undefined) {
-        writes.add(
-          "INSERT INTO rollouts (rollout_id, status, mode, attempt_count, create_time, start_time, end_time, version, priority, message, state, queue_seq) " +
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, CASE WHEN $11 THEN nextval('rollout_queue_seq') END)",
-          [
-            after.rolloutId,
-            after.status,
-            after.mode,
-            after.attemptCount,
-            ms(after.createTime),
-            ms(after.startTime),
-            ms(after.endTime),
-            after.version,
-            after.priority,
-            toBinary(RolloutSchema, after),
-            effects.enqueue,
-          ],
-        );
-        continue;
-      }
-      const queue = effects.enqueue ? ", queue_seq = nextval('rollout_queue_seq')" : effects.dequeue ? ", queue_seq = NULL" : "";
-      writes.add(
-        `UPDATE rollouts SET status = $1, attempt_count = $2, start_time = $3, end_time = $4, version = $5, state = $6${queue} WHERE rollout_id = $7`,
-        [after.status, after.attemptCount, ms(after.startTime), ms(after.endTime), after.version, encodeRolloutState(after), after.rolloutId],
-      );
-    }
-    for (const { before, after } of changes.attempts) {
-      const values = [
-        after.attemptId,
-        after.rolloutId,
-        after.sequenceId,
-        after.workerId,
-        after.status,
-        ms(after.createTime),
-        ms(after.startTime),
-        ms(after.endTime),
-        ms(after.lastHeartbeatTime),
-        after.version,
-        toBinary(AttemptSchema, after),
-      ];
-      writes.add(
-        before === undefined
-          ? "INSERT INTO attempts (attempt_id, rollout_id, sequence_id, worker_id, status, create_time, start_time, end_time, last_heartbeat_time, version, message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-          : "UPDATE attempts SET rollout_id = $2, sequence_id = $3, worker_id = $4, status = $5, create_time = $6, start_time = $7, end_time = $8, last_heartbeat_time = $9, version = $10, message = $11 WHERE attempt_id = $1",
-        values,
-      );
-    }
-    for (const { before, after } of changes.workers) {
-      // A session opened here (its epoch moved): this server holds it now.
-      const opened = before === undefined || before.epoch !== after.epoch;
-      const columns = WORKER_ROW_COLUMNS.length;
-      const set = WORKER_ROW_COLUMNS.slice(1).map((column, i) => `${column} = $${i + 2}`);
-      writes.add(
-        `INSERT INTO workers (${WORKER_ROW_COLUMNS.join(", ")}, replica_id, telemetry) ` +
-          `VALUES (${WORKER_ROW_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")}, $${columns + 1}, NULL) ` +
-          `ON CONFLICT (worker_id) DO UPDATE SET ${set.join(", ")}, ` +
-          `replica_id = CASE WHEN $${columns + 2} THEN $${columns + 1} ELSE workers.replica_id END, telemetry = NULL`,
-        [...workerRow(after), this.replicaId, opened],
-      );
-      this.writtenWorkers.push(after);
-    }
-    await writes.run(this.client);
-  }
-}
-
-/**
- * Row writes sent together: each is one data-modifying WITH clause of a
- * single statement (PostgreSQL runs every one of them, on distinct rows), so
- * an operation's writes cost one round trip instead of one per row.
- */
-class Writes {
-  private readonly batches: { clauses: string[]; params: unknown[] }[] = [];
-
-  add(sql: string, params: unknown[]) {
-    let batch = this.batches.at(-1);
-    // Well below PostgreSQL's 65,535 parameters per statement.
-    if (batch === undefined || batch.params.length + params.length > 30_000) this.batches.push((batch = { clauses: [], params: [] }));
-    const offset = batch.params.length;
-    batch.clauses.push(sql.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + offset}`));
-    batch.params.push(...params);
-  }
-
-  async run(client: pg.PoolClient) {
-    for (const { clauses, params } of this.batches) {
-      const sql = clauses.length === 1 ? clauses[0]! : `WITH ${clauses.map((c, i) => `w${i} AS (${c})`).join(", ")} SELECT 1`;
-      await run(client, sql, params);
-    }
-  }
-}
-
-/** Statement texts prepared by name: parsed and planned once per connection instead of on every call. */
-const preparedNames = new Map<string, string>();
-/** Texts beyond this many (the combined writes of unusual shapes) are sent unnamed, so no connection hoards plans. */
-const MAX_PREPARED = 400;
-
-/** Runs a statement, prepared by name when its text is one of the usual few. */
-function run(client: pg.ClientBase | pg.Pool, text: string, values: unknown[] = []): Promise<pg.QueryResult<Row>> {
-  let name = preparedNames.get(text);
-  if (name === undefined && preparedNames.size < MAX_PREPARED && text.length < 8_000) {
-    name = `rl${preparedNames.size}`;
-    preparedNames.set(text, name);
-  }
-  return name === undefined ? client.query(text, values) : client.query({ name, text, values });
-}
-
-function known<T>(rows: Map<string, T | undefined>, id: string, kind: string): T | undefined {
-  if (!rows.has(id)) throw new Error(`postgres store: the operation read ${kind} ${id} without locking it`);
-  return rows.get(id);
-}
-
-/** A WHERE clause built from parts, with `$` placeholders numbered as they are added. */
-class Where {
-  private readonly parts: string[] = [];
-  readonly params: unknown[] = [];
-
-  add(condition: string, value: unknown) {
-    this.params.push(value);
-    this.parts.push(condition.replace("$", `$${this.params.length}`));
-  }
-
-  in(column: string, values: readonly number[]) {
-    if (values.length > 0) this.add(`${column} = ANY($)`, values);
-  }
-
-  equal(column: string, value: string) {
-    if (value !== "") this.add(`${column} = $`, value);
-  }
-
-  /** Case-sensitive substring, as String.prototype.includes. */
-  contains(column: string, value: string) {
-    if (value !== "") this.add(`strpos(${column}, $) > 0`, value);
-  }
-
-  sql() {
-    return this.parts.length === 0 ? "" : ` WHERE ${this.parts.join(" AND ")}`;
-  }
-}
-
-const WORKER_READ = "worker_id, attachment, suspect, epoch, message, telemetry";
-
-function rolloutOf(row: Row): Rollout {
-  return decodeRollout(row.message as Uint8Array, row.state as Uint8Array | null);
-}
-
-function attemptOf(row: Row): Attempt {
-  return decodeRecord(AttemptSchema, row.message as Uint8Array);
-}
-
-function workerMessageOf(row: Row): Worker {
-  return withTelemetry(decodeRecord(WorkerSchema, row.message as Uint8Array), row.telemetry as Uint8Array | null);
-}
-
-function workerOf(row: Row): WorkerRecord {
-  return {
-    worker: workerMessageOf(row),
-    attachment: row.attachment as Attachment,
-    suspect: row.suspect as boolean,
-    epoch: row.epoch as number,
-  };
-}
-
-const ms = (timestamp: Parameters<typeof msOf>[0]) => msOf(timestamp) ?? null;
-
-function isUnreachable(error: unknown): boolean {
-  const code = (error as { code?: string }).code ?? "";
-  if (UNREACHABLE_CLASSES.some((prefix) => code.startsWith(prefix))) return true;
-  if (["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND"].includes(code)) return true;
-  const message = messageOf(error);
-  return /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(message);
-}
-
-/** A database that cannot be reached is UNAVAILABLE to the caller (retry later); anything else stays as it is. */
-function unavailableOr(error: unknown): unknown {
-  if (error instanceof DomainError) return error;
-  if (isUnreachable(error)) return new DomainError("unavailable", `the database cannot be reached: ${messageOf(error)}`);
-  return error;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** An identifier quoted for SQL. */

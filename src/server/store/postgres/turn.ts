@@ -1,7 +1,7 @@
-import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
-import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
-import { rolloutEffects } from "../domain/rollout.js";
-import { type Changes, type RowReader, WorkingSet } from "../transitions/changes.js";
+import type { Attempt } from "../../../gen/runnerline/v1/attempt_pb.js";
+import type { Rollout } from "../../../gen/runnerline/v1/rollout_pb.js";
+import { rolloutEffects } from "../../domain/rollout.js";
+import { type Changes, type RowReader, WorkingSet } from "../../transitions/changes.js";
 import {
   type AttemptStep,
   type ClaimRequest,
@@ -14,7 +14,7 @@ import {
   type SessionFence,
   type TransitionContext,
   type WorkerStep,
-} from "../transitions/steps.js";
+} from "../../transitions/steps.js";
 
 /**
  * One turn on PostgreSQL: the transitions asked for in one event-loop turn
