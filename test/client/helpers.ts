@@ -1,10 +1,12 @@
-import { fromJson } from "@bufbuild/protobuf";
+import { create, fromJson } from "@bufbuild/protobuf";
 import type { JsonValue } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { createRunnerlineClients } from "../../src/client/clients.js";
 import type { RunnerlineClients } from "../../src/client/clients.js";
-import type { RunnerLogger } from "../../src/client/runner.js";
+import { Runner, type RunnerLogger, type RunnerOptions } from "../../src/client/runner.js";
+import { SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
+import { afterEach, beforeEach } from "vitest";
 import type { Rollout } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { RunnerService, type SessionRequest, type SessionResponse } from "../../src/gen/runnerline/v1/runner_pb.js";
 import { grpcServiceDefinition } from "../../src/common/grpc-definition.js";
@@ -115,4 +117,39 @@ export class SessionRelay {
       else call.emit("error", { code: status.code, details: status.details });
     });
   }
+}
+
+/**
+ * A fresh server for each test, and runners made with `newRunner` (the test defaults, then `defaults`, then the
+ * call's options) stopped after it. `server` is the current test's.
+ */
+export function serverAndRunners(defaults: Partial<RunnerOptions> = {}) {
+  let current: TestServer | undefined;
+  const runners: Runner[] = [];
+  beforeEach(async () => {
+    current = await startTestServer();
+  });
+  afterEach(async () => {
+    await Promise.all(runners.splice(0).map((runner) => runner.stop()));
+    await current?.close();
+  });
+  return {
+    get server(): TestServer {
+      if (current === undefined) throw new Error("serverAndRunners: no server outside a test");
+      return current;
+    },
+    newRunner(options: Partial<RunnerOptions> = {}): Runner {
+      const runner = new Runner({
+        address: this.server.grpcAddress,
+        workerId: `worker-${Math.random().toString(36).slice(2, 8)}`,
+        logger: silentLogger,
+        // A fixed snapshot keeps heartbeats instant; the real collector has its own tests.
+        collectSnapshot: async () => create(SystemSnapshotSchema, { hostname: "test-host" }),
+        ...defaults,
+        ...options,
+      });
+      runners.push(runner);
+      return runner;
+    },
+  };
 }

@@ -6,39 +6,14 @@
  * report reached the server.
  */
 import { once } from "node:events";
-import { create } from "@bufbuild/protobuf";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Runner } from "../../src/client/runner.js";
-import type { RunnerJob, RunnerLogger, RunnerOptions } from "../../src/client/runner.js";
+import { describe, expect, it } from "vitest";
+import type { RunnerJob, RunnerLogger } from "../../src/client/runner.js";
 import { AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
-import { SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
-import { TcpRelay, eventually, silentLogger, startTestServer } from "./helpers.js";
-import type { TestServer } from "./helpers.js";
+import { TcpRelay, eventually, serverAndRunners } from "./helpers.js";
 
-let server: TestServer;
-const runners: Runner[] = [];
-
-beforeEach(async () => {
-  server = await startTestServer();
-});
-
-afterEach(async () => {
-  await Promise.all(runners.splice(0).map((runner) => runner.stop()));
-  await server.close();
-});
-
-function newRunner(options: Partial<RunnerOptions> = {}): Runner {
-  const runner = new Runner({
-    address: server.grpcAddress,
-    workerId: `worker-${Math.random().toString(36).slice(2, 8)}`,
-    logger: silentLogger,
-    collectSnapshot: async () => create(SystemSnapshotSchema, { hostname: "test-host" }),
-    ...options,
-  });
-  runners.push(runner);
-  return runner;
-}
+const fx = serverAndRunners();
+const newRunner = fx.newRunner.bind(fx);
 
 function recordingLogger(lines: string[]): RunnerLogger {
   return { debug() {}, info: (l) => lines.push(l), warn: (l) => lines.push(l), error: (l) => lines.push(l) };
@@ -54,12 +29,12 @@ function untilAborted(started: RunnerJob[]) {
 }
 
 async function enqueueRetried(): Promise<string> {
-  const { rollout } = await server.clients.rollouts.enqueueRollout({ config: { maxAttempts: 2, retryOn: [AttemptStatus.FAILED] } });
+  const { rollout } = await fx.server.clients.rollouts.enqueueRollout({ config: { maxAttempts: 2, retryOn: [AttemptStatus.FAILED] } });
   return rollout!.rolloutId;
 }
 
-const getRollout = (id: string) => server.clients.rollouts.getRollout({ rolloutId: id }).then((r) => r.rollout!);
-const getAttempt = (id: string) => server.clients.attempts.getAttempt({ attemptId: id }).then((r) => r.attempt!);
+const getRollout = (id: string) => fx.server.clients.rollouts.getRollout({ rolloutId: id }).then((r) => r.rollout!);
+const getAttempt = (id: string) => fx.server.clients.attempts.getAttempt({ attemptId: id }).then((r) => r.attempt!);
 
 describe("stop() without drain", () => {
   it("reports the attempts in hand FAILED before closing, so the server retries their rollouts at once", async () => {
@@ -84,7 +59,7 @@ describe("stop() without drain", () => {
     expect(started.every((job) => job.signal.aborted)).toBe(true);
     const report = lines.find((l) => l.includes("stopped without draining"));
     expect(report).toContain(`reported ${started.map((job) => job.attempt.attemptId).join(", ")} as FAILED: the server confirmed the report`);
-    const worker = (await server.clients.workers.getWorker({ workerId: runner.workerId })).worker!;
+    const worker = (await fx.server.clients.workers.getWorker({ workerId: runner.workerId })).worker!;
     expect(worker.currentAttemptIds).toEqual([]);
 
     // The retries go to the next runner that asks.
@@ -114,7 +89,7 @@ describe("stop() without drain", () => {
   });
 
   it("says so when the report cannot reach the server", async () => {
-    const relay = await new TcpRelay({ host: "127.0.0.1", port: Number(server.grpcAddress.split(":")[1]) }).start();
+    const relay = await new TcpRelay({ host: "127.0.0.1", port: Number(fx.server.grpcAddress.split(":")[1]) }).start();
     try {
       const lines: string[] = [];
       const runner = newRunner({ address: relay.address, logger: recordingLogger(lines), reconnect: { initialDelayMs: 50, maxDelayMs: 100 } });

@@ -8,44 +8,21 @@
 import { once } from "node:events";
 import net from "node:net";
 import { hostname } from "node:os";
-import { create } from "@bufbuild/protobuf";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Runner, SessionReplacedError, workerIdFromHostname } from "../../src/client/runner.js";
-import type { RunnerJob, RunnerLogger, RunnerOptions } from "../../src/client/runner.js";
+import { describe, expect, it } from "vitest";
+import { SessionReplacedError, workerIdFromHostname } from "../../src/client/runner.js";
+import type { RunnerJob, RunnerLogger } from "../../src/client/runner.js";
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import type { Welcome } from "../../src/gen/runnerline/v1/runner_pb.js";
-import { SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
-import { TcpRelay, enqueue, eventually, silentLogger, startTestServer } from "./helpers.js";
-import type { TestServer } from "./helpers.js";
+import { TcpRelay, enqueue, eventually, serverAndRunners } from "./helpers.js";
 
-let server: TestServer;
-const runners: Runner[] = [];
-
-beforeEach(async () => {
-  server = await startTestServer();
+const fx = serverAndRunners({
+  // Quick reconnects: a runner that fought for its id would open many sessions within the test.
+  reconnect: { initialDelayMs: 20, maxDelayMs: 50 },
 });
-
-afterEach(async () => {
-  await Promise.all(runners.splice(0).map((runner) => runner.stop()));
-  await server.close();
-});
-
-function newRunner(options: Partial<RunnerOptions> = {}): Runner {
-  const runner = new Runner({
-    address: server.grpcAddress,
-    workerId: `worker-${Math.random().toString(36).slice(2, 8)}`,
-    logger: silentLogger,
-    collectSnapshot: async () => create(SystemSnapshotSchema, { hostname: "test-host" }),
-    // Quick reconnects: a runner that fought for its id would open many sessions within the test.
-    reconnect: { initialDelayMs: 20, maxDelayMs: 50 },
-    ...options,
-  });
-  runners.push(runner);
-  return runner;
-}
+const newRunner = fx.newRunner.bind(fx);
 
 async function replacedCount(): Promise<number> {
-  const text = await (await fetch(`${server.httpBaseUrl}/metrics`)).text();
+  const text = await (await fetch(`${fx.server.httpBaseUrl}/metrics`)).text();
   const line = text.split("\n").find((l) => l.startsWith("runnerline_sessions_replaced_total "));
   if (line === undefined) throw new Error("runnerline_sessions_replaced_total is not in /metrics");
   return Number(line.split(" ")[1]);
@@ -74,7 +51,7 @@ describe("two runners with one worker id", () => {
       throw job.signal.reason;
     });
     await once(first, "connected");
-    const held = await enqueue(server.clients, { held: true });
+    const held = await enqueue(fx.server.clients, { held: true });
     await eventually(async () => firstJob, (job) => job !== undefined);
 
     const second = newRunner({ workerId: "gpu-host-7" });
@@ -96,20 +73,20 @@ describe("two runners with one worker id", () => {
     expect(sessions).toBe(2);
     expect(await replacedCount()).toBe(1);
     // The second runner serves the worker: the held rollout's retry and new work go to it.
-    const next = await enqueue(server.clients, { next: true });
-    await eventually(() => server.clients.rollouts.getRollout({ rolloutId: next.rolloutId }), (r) => r.rollout?.status === RolloutStatus.SUCCEEDED);
-    expect((await server.clients.workers.getWorker({ workerId: "gpu-host-7" })).worker?.connected).toBe(true);
+    const next = await enqueue(fx.server.clients, { next: true });
+    await eventually(() => fx.server.clients.rollouts.getRollout({ rolloutId: next.rolloutId }), (r) => r.rollout?.status === RolloutStatus.SUCCEEDED);
+    expect((await fx.server.clients.workers.getWorker({ workerId: "gpu-host-7" })).worker?.connected).toBe(true);
     void held;
     await second.stop({ drain: true });
     await secondRun;
   });
 
   it("a runner that reconnects after a half-open connection replaces its own session and resumes its attempt", async () => {
-    const relay = await new TcpRelay({ host: "127.0.0.1", port: Number(server.grpcAddress.split(":")[1]) }).start();
+    const relay = await new TcpRelay({ host: "127.0.0.1", port: Number(fx.server.grpcAddress.split(":")[1]) }).start();
     try {
       const runner = newRunner({ address: relay.address });
       const nextJob = runner.assignments().next();
-      const rollout = await enqueue(server.clients, {});
+      const rollout = await enqueue(fx.server.clients, {});
       const job = (await nextJob).value as RunnerJob;
       await once(runner, "heartbeatAck");
 
@@ -123,7 +100,7 @@ describe("two runners with one worker id", () => {
       expect(runner.status.state).toBe("running");
 
       job.succeed({ resumed: true });
-      await eventually(() => server.clients.rollouts.getRollout({ rolloutId: rollout.rolloutId }), (r) => r.rollout?.status === RolloutStatus.SUCCEEDED);
+      await eventually(() => fx.server.clients.rollouts.getRollout({ rolloutId: rollout.rolloutId }), (r) => r.rollout?.status === RolloutStatus.SUCCEEDED);
     } finally {
       await relay.close();
     }
@@ -137,7 +114,7 @@ describe("the worker id", () => {
     expect(workerIdFromHostname()).toBe(hostname().replace(/[^A-Za-z0-9._:-]/g, "-").slice(0, 128));
     runner.start();
     await once(runner, "connected");
-    expect((await server.clients.workers.getWorker({ workerId: workerIdFromHostname() })).worker?.connected).toBe(true);
+    expect((await fx.server.clients.workers.getWorker({ workerId: workerIdFromHostname() })).worker?.connected).toBe(true);
   });
 
   it("is derived from any host name as a valid worker id", () => {

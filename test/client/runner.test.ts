@@ -2,44 +2,20 @@ import { once } from "node:events";
 import { create, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { AttemptCancelledError, Runner, RunnerRefusedError } from "../../src/client/runner.js";
 import { RESULT_MAX_BYTES } from "../../src/common/attempt-result.js";
-import type { RunnerJob, RunnerOptions } from "../../src/client/runner.js";
+import type { RunnerJob } from "../../src/client/runner.js";
 import { grpcServiceDefinition } from "../../src/common/grpc-definition.js";
 import { AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { RunnerService } from "../../src/gen/runnerline/v1/runner_pb.js";
 import type { SessionRequest, SessionResponse, Welcome } from "../../src/gen/runnerline/v1/runner_pb.js";
 import { SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
-import { SessionRelay, TcpRelay, enqueue, eventually, silentLogger, startTestServer } from "./helpers.js";
-import type { TestServer } from "./helpers.js";
+import { SessionRelay, TcpRelay, enqueue, eventually, serverAndRunners } from "./helpers.js";
 
-let server: TestServer;
-const runners: Runner[] = [];
-
-beforeEach(async () => {
-  server = await startTestServer();
-});
-
-afterEach(async () => {
-  await Promise.all(runners.splice(0).map((runner) => runner.stop()));
-  await server.close();
-});
-
-function newRunner(options: Partial<RunnerOptions> = {}): Runner {
-  const runner = new Runner({
-    address: server.grpcAddress,
-    workerId: `worker-${Math.random().toString(36).slice(2, 8)}`,
-    clientVersion: "test/1",
-    logger: silentLogger,
-    // A fixed snapshot keeps heartbeats instant; the real collector has its own tests.
-    collectSnapshot: async () => create(SystemSnapshotSchema, { hostname: "test-host" }),
-    ...options,
-  });
-  runners.push(runner);
-  return runner;
-}
+const fx = serverAndRunners({ clientVersion: "test/1" });
+const newRunner = fx.newRunner.bind(fx);
 
 async function nextJob(iterator: AsyncIterator<RunnerJob>): Promise<RunnerJob> {
   const next = await iterator.next();
@@ -47,9 +23,9 @@ async function nextJob(iterator: AsyncIterator<RunnerJob>): Promise<RunnerJob> {
   return next.value;
 }
 
-const getRollout = (id: string) => server.clients.rollouts.getRollout({ rolloutId: id }).then((r) => r.rollout!);
-const getAttempt = (id: string) => server.clients.attempts.getAttempt({ attemptId: id }).then((r) => r.attempt!);
-const getWorker = (id: string) => server.clients.workers.getWorker({ workerId: id }).then((r) => r.worker!);
+const getRollout = (id: string) => fx.server.clients.rollouts.getRollout({ rolloutId: id }).then((r) => r.rollout!);
+const getAttempt = (id: string) => fx.server.clients.attempts.getAttempt({ attemptId: id }).then((r) => r.attempt!);
+const getWorker = (id: string) => fx.server.clients.workers.getWorker({ workerId: id }).then((r) => r.worker!);
 
 describe("Runner session", () => {
   it("is welcomed and gets heartbeats acknowledged, with telemetry reaching the worker", async () => {
@@ -95,7 +71,7 @@ describe("Runner session", () => {
   it("receives an enqueued rollout as plain JSON and reports its success with a result and metadata", async () => {
     const runner = newRunner();
     const jobs = runner.assignments();
-    const rollout = await enqueue(server.clients, { task: "add", args: [1, 2] });
+    const rollout = await enqueue(fx.server.clients, { task: "add", args: [1, 2] });
 
     const job = await nextJob(jobs);
     expect(job.rollout.rolloutId).toBe(rollout.rolloutId);
@@ -125,14 +101,14 @@ describe("Runner session", () => {
       if (!input.ok) throw new Error("the agent crashed");
       return { checked: true };
     });
-    const bad = await enqueue(server.clients, { ok: false });
-    const good = await enqueue(server.clients, { ok: true });
-    const third = await enqueue(server.clients, { ok: true });
+    const bad = await enqueue(fx.server.clients, { ok: false });
+    const good = await enqueue(fx.server.clients, { ok: true });
+    const third = await enqueue(fx.server.clients, { ok: true });
 
     const failed = await eventually(() => getRollout(bad.rolloutId), (r) => r.status === RolloutStatus.FAILED);
     expect((await getAttempt(failed.latestAttemptId)).error?.message).toContain("the agent crashed");
     // WaitRollouts hands back each rollout with its result: no call per rollout.
-    const { rollouts } = await server.clients.rollouts.waitRollouts({
+    const { rollouts } = await fx.server.clients.rollouts.waitRollouts({
       rolloutIds: [good.rolloutId, third.rolloutId],
       timeout: { seconds: 20n },
     });
@@ -154,9 +130,9 @@ describe("Runner session", () => {
       return "x".repeat(RESULT_MAX_BYTES);
     });
     const [nullResult, noResult, tooLarge] = await Promise.all(
-      ["null", "none", "large"].map((kind) => enqueue(server.clients, { kind })),
+      ["null", "none", "large"].map((kind) => enqueue(fx.server.clients, { kind })),
     );
-    const { rollouts } = await server.clients.rollouts.waitRollouts({
+    const { rollouts } = await fx.server.clients.rollouts.waitRollouts({
       rolloutIds: [nullResult!.rolloutId, noResult!.rolloutId, tooLarge!.rolloutId],
       timeout: { seconds: 20n },
     });
@@ -198,11 +174,11 @@ describe("Runner session", () => {
   it("aborts a job's signal when its rollout is cancelled", async () => {
     const runner = newRunner();
     const jobs = runner.assignments();
-    const rollout = await enqueue(server.clients, {});
+    const rollout = await enqueue(fx.server.clients, {});
     const job = await nextJob(jobs);
     const aborted = once(job.signal, "abort");
 
-    await server.clients.rollouts.cancelRollout({ rolloutId: rollout.rolloutId });
+    await fx.server.clients.rollouts.cancelRollout({ rolloutId: rollout.rolloutId });
     await aborted;
     expect(job.signal.reason).toBeInstanceOf(AttemptCancelledError);
     expect((job.signal.reason as AttemptCancelledError).attemptId).toBe(job.attempt.attemptId);
@@ -210,7 +186,7 @@ describe("Runner session", () => {
     job.fail("stopped on request");
     expect(runner.status.heldAttemptIds).toEqual([]);
     // The freed slot is granted again: the next rollout arrives.
-    const next = await enqueue(server.clients, {});
+    const next = await enqueue(fx.server.clients, {});
     expect((await nextJob(jobs)).rollout.rolloutId).toBe(next.rolloutId);
   });
 
@@ -222,7 +198,7 @@ describe("Runner session", () => {
       await released;
       return { drained: true };
     });
-    const rollout = await enqueue(server.clients, {});
+    const rollout = await enqueue(fx.server.clients, {});
     await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.RUNNING);
 
     let stopped = false;
@@ -243,12 +219,12 @@ describe("Runner session", () => {
 
 describe("Runner reconnects", () => {
   it("delivers a result produced while disconnected after it reconnects", async () => {
-    const relay = new TcpRelay({ host: "127.0.0.1", port: Number(server.grpcAddress.split(":")[1]) });
+    const relay = new TcpRelay({ host: "127.0.0.1", port: Number(fx.server.grpcAddress.split(":")[1]) });
     await relay.start();
     try {
       const runner = newRunner({ address: relay.address, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
       const jobs = runner.assignments();
-      const rollout = await enqueue(server.clients, { n: 1 });
+      const rollout = await enqueue(fx.server.clients, { n: 1 });
       const job = await nextJob(jobs);
       await once(runner, "heartbeatAck");
 
@@ -268,10 +244,10 @@ describe("Runner reconnects", () => {
       expect(toJson(ValueSchema, (await getAttempt(job.attempt.attemptId)).result!)).toEqual({ offline: true });
 
       // Credits were granted again on the new session: the resent result returned its credit, so no Ready for it.
-      const next = await enqueue(server.clients, { n: 2 });
+      const next = await enqueue(fx.server.clients, { n: 2 });
       expect((await nextJob(jobs)).rollout.rolloutId).toBe(next.rolloutId);
       // One slot, held: the server got one credit for it, not two.
-      const extra = await enqueue(server.clients, { n: 3 });
+      const extra = await enqueue(fx.server.clients, { n: 3 });
       await new Promise((resolve) => setTimeout(resolve, 200));
       expect((await getRollout(extra.rolloutId)).attemptCount).toBe(0);
     } finally {
@@ -280,7 +256,7 @@ describe("Runner reconnects", () => {
   });
 
   it("keeps retrying with back-off while the server is down", async () => {
-    const relay = new TcpRelay({ host: "127.0.0.1", port: Number(server.grpcAddress.split(":")[1]) });
+    const relay = new TcpRelay({ host: "127.0.0.1", port: Number(fx.server.grpcAddress.split(":")[1]) });
     await relay.start();
     relay.cut();
     try {
@@ -305,7 +281,7 @@ describe("Runner session options (fewer messages per rollout)", () => {
   afterEach(() => relays.splice(0).forEach((relay) => relay.close()));
 
   async function relayTo(options: { olderServer?: boolean } = {}): Promise<SessionRelay> {
-    const relay = new SessionRelay(server.grpcAddress, options);
+    const relay = new SessionRelay(fx.server.grpcAddress, options);
     await relay.start();
     relays.push(relay);
     return relay;
@@ -314,7 +290,7 @@ describe("Runner session options (fewer messages per rollout)", () => {
   /** Runs `count` rollouts through a runner behind `relay`; the counts are read after a drain, when all is relayed. */
   async function completeRollouts(relay: SessionRelay, count: number, capacity = 1): Promise<Welcome> {
     const rollouts = [];
-    for (let i = 0; i < count; i++) rollouts.push(await enqueue(server.clients, { i }));
+    for (let i = 0; i < count; i++) rollouts.push(await enqueue(fx.server.clients, { i }));
     const runner = newRunner({ address: relay.address, capacity });
     const connected = once(runner, "connected") as Promise<[Welcome]>;
     const running = runner.run(async (job) => job.input);
@@ -351,14 +327,14 @@ describe("Runner session options (fewer messages per rollout)", () => {
   it("still sends Ready for the slot of a cancelled job, which reports nothing", async () => {
     const relay = await relayTo();
     const runner = newRunner({ address: relay.address });
-    const doomed = await enqueue(server.clients, { doomed: true });
+    const doomed = await enqueue(fx.server.clients, { doomed: true });
     const running = runner.run(async (job) => {
       if (job.rollout.rolloutId !== doomed.rolloutId) return "done";
       await new Promise((_, reject) => job.signal.addEventListener("abort", () => reject(job.signal.reason)));
     });
     await eventually(() => getRollout(doomed.rolloutId), (r) => r.status === RolloutStatus.RUNNING);
-    await server.clients.rollouts.cancelRollout({ rolloutId: doomed.rolloutId });
-    const next = await enqueue(server.clients, { next: true });
+    await fx.server.clients.rollouts.cancelRollout({ rolloutId: doomed.rolloutId });
+    const next = await enqueue(fx.server.clients, { next: true });
     await eventually(() => getRollout(next.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
     await runner.stop({ drain: true });
     await running;
