@@ -64,7 +64,9 @@ import { type Changes, NO_CHANGES } from "../transitions/changes.js";
 import type { AttemptStep, SessionFence, TransitionContext } from "../transitions/steps.js";
 import type { QueueEntry } from "./dispatch-queue.js";
 import { Routing } from "./routing.js";
-import { Effects } from "./effects.js";
+import { Effects } from "./turn/effects.js";
+import { Turn } from "./turn/turn.js";
+import { cancelMessage, fenceOf } from "./sessions/messages.js";
 import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
 import { type LiveSession, SessionRegistry } from "./sessions.js";
@@ -129,18 +131,16 @@ export class Coordinator {
   private readonly sessions = new SessionRegistry();
   private readonly watchdog: Watchdog;
   private readonly brake: MassDropBrake;
-  private readonly finishWaiters = new Map<string, Set<(rolloutId: string) => void>>();
-  private readonly workerListeners = new Set<(worker: Worker) => void>();
   /** Which queued rollout may go to which worker (the queue index); the store keeps the truth. */
   private readonly routing: Routing;
+  /** Runs transitions on the store and hands out what they changed. */
+  private readonly turn: Turn;
   /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
   private readonly failureStreaks = new Map<string, Millis[]>();
   private readonly quarantinePolicy: QuarantinePolicy;
   /** Set when the server shuts down: no more dispatching. */
   private draining = false;
   private drainMessage: SessionResponse | undefined;
-  /** Woken after each transition while draining, to check whether the drain is over. */
-  private readonly drainWatchers = new Set<() => void>();
 
   constructor(private readonly options: CoordinatorOptions) {
     this.store = options.store;
@@ -155,6 +155,16 @@ export class Coordinator {
     this.watchdog = new Watchdog(this.liveness, options.defaultUnresponsiveMs, this.brake);
     this.quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
     this.routing = new Routing(this.sessions, this.watchdog, options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS, options.bus !== undefined);
+    this.turn = new Turn({
+      store: this.store,
+      clock: this.clock,
+      liveness: this.liveness,
+      sessions: this.sessions,
+      watchdog: this.watchdog,
+      routing: this.routing,
+      observer: options.observer,
+      bus: options.bus,
+    });
     const bus = options.bus;
     if (bus !== undefined) {
       bus.subscribe((event) => this.onReplicaEvent(event));
@@ -175,10 +185,6 @@ export class Coordinator {
         timers.stop();
       },
     };
-  }
-
-  private context(now: Millis): TransitionContext {
-    return { now, liveness: this.liveness };
   }
 
   // ---- rollouts ----------------------------------------------------------
@@ -214,16 +220,14 @@ export class Coordinator {
       throw error;
     }
     const fx = new Effects();
-    this.absorb(changes, now, fx);
+    this.turn.absorb(changes, now, fx);
     await this.pump(now, fx);
-    await this.settle(fx);
+    await this.turn.settle(fx);
     return rollouts.map((r) => r.rollout);
   }
 
-  async getRollout(rolloutId: string): Promise<Rollout> {
-    const rollout = await this.store.getRollout(rolloutId);
-    if (rollout === undefined) throw notFound(`rollout ${rolloutId} not found`);
-    return rollout;
+  getRollout(rolloutId: string): Promise<Rollout> {
+    return this.turn.getRollout(rolloutId);
   }
 
   async cancel(rolloutId: string): Promise<Rollout> {
@@ -233,12 +237,12 @@ export class Coordinator {
       after: cancelRollout(rollout, now),
       attemptErrorKind: AttemptErrorKind.CANCELLED,
       reason,
-    }), this.context(now));
+    }), this.turn.context(now));
     const fx = new Effects();
-    this.absorb(changes, now, fx);
+    this.turn.absorb(changes, now, fx);
     this.cancelAbortedAttempts(changes, reason, fx);
     await this.judgeEnded(changes, now, fx);
-    await this.settle(fx);
+    await this.turn.settle(fx);
     return changes.rollouts.find((c) => c.after.rolloutId === rolloutId)?.after ?? (await this.getRollout(rolloutId));
   }
 
@@ -246,7 +250,7 @@ export class Coordinator {
   private cancelAbortedAttempts(changes: Changes, reason: string, fx: Effects) {
     for (const { before, after } of changes.attempts) {
       if (before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status)) {
-        if (this.sessions.get(after.workerId) !== undefined) this.sendTo(after.workerId, cancelMessage(after.attemptId, reason), fx);
+        if (this.sessions.get(after.workerId) !== undefined) this.turn.sendTo(after.workerId, cancelMessage(after.attemptId, reason), fx);
         // Its runner may hold a session on another server: that one tells it, once this is committed.
         else fx.add(() => this.options.bus?.publish({ kind: "stop", ids: [after.attemptId] }));
       }
@@ -260,7 +264,7 @@ export class Coordinator {
     const asked = await this.store.changeWorker(workerId, undefined, (r) =>
       recordWorkRequest(r ?? newWorkerRecord(workerId, now), this.liveness, now),
     );
-    this.absorb(asked, now, fx);
+    this.turn.absorb(asked, now, fx);
     const labels = this.sessions.get(workerId)?.labels ?? asked.workers[0]?.after.worker.labels ?? {};
     const entry = this.draining ? undefined : this.routing.pickFor(workerId, labels, now);
     let assigned: { rollout: Rollout; attempt: Attempt } | undefined;
@@ -274,47 +278,22 @@ export class Coordinator {
         rolloutIds: [entry.rolloutId],
         newAttemptId,
       });
-      this.absorb(changes, now, fx);
+      this.turn.absorb(changes, now, fx);
       assigned = claimed[0];
     }
-    await this.settle(fx);
+    await this.turn.settle(fx);
     return assigned;
   }
 
   /** Resolves with the finished ones among `rolloutIds` once all have finished, the timeout passes or `signal` aborts. */
-  async waitFor(rolloutIds: string[], timeoutMs: number | undefined, signal: AbortSignal): Promise<Rollout[]> {
-    const current = await Promise.all(rolloutIds.map((id) => this.getRollout(id)));
-    const pending = new Set(current.filter((r) => !isRolloutTerminal(r.status)).map((r) => r.rolloutId));
-    if (pending.size === 0 || timeoutMs === 0 || signal.aborted) return current.filter((r) => isRolloutTerminal(r.status));
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        for (const id of rolloutIds) this.finishWaiters.get(id)?.delete(onFinished);
-        resolve();
-      };
-      const onFinished = (rolloutId: string) => {
-        pending.delete(rolloutId);
-        if (pending.size === 0) done();
-      };
-      const timer = timeoutMs === undefined ? undefined : setTimeout(done, timeoutMs);
-      signal.addEventListener("abort", done);
-      for (const id of pending) {
-        let waiters = this.finishWaiters.get(id);
-        if (waiters === undefined) this.finishWaiters.set(id, (waiters = new Set()));
-        waiters.add(onFinished);
-      }
-    });
-    const final = await Promise.all(rolloutIds.map((id) => this.store.getRollout(id)));
-    return final.filter((r): r is Rollout => r !== undefined && isRolloutTerminal(r.status));
+  waitFor(rolloutIds: string[], timeoutMs: number | undefined, signal: AbortSignal): Promise<Rollout[]> {
+    return this.turn.waitFor(rolloutIds, timeoutMs, signal);
   }
 
   // ---- attempts ----------------------------------------------------------
 
-  async getAttempt(attemptId: string): Promise<Attempt> {
-    const attempt = await this.store.getAttempt(attemptId);
-    if (attempt === undefined) throw notFound(`attempt ${attemptId} not found`);
-    return attempt;
+  getAttempt(attemptId: string): Promise<Attempt> {
+    return this.turn.getAttempt(attemptId);
   }
 
   /**
@@ -356,30 +335,28 @@ export class Coordinator {
     const fx = new Effects();
     let changes: Changes;
     try {
-      changes = await this.store.changeAttempt(attemptId, fenceOf(guard.session), step, this.context(now));
+      changes = await this.store.changeAttempt(attemptId, fenceOf(guard.session), step, this.turn.context(now));
     } catch (error) {
       if (credited !== undefined && error instanceof DomainError) {
         await this.returnCredit(credited, now, fx);
         await this.pump(now, fx);
-        await this.settle(fx);
+        await this.turn.settle(fx);
       }
       throw error;
     }
-    this.absorb(changes, now, fx);
+    this.turn.absorb(changes, now, fx);
     await this.judgeEnded(changes, now, fx);
     if (credited !== undefined) await this.returnCredit(credited, now, fx);
     await this.pump(now, fx);
-    await this.settle(fx);
+    await this.turn.settle(fx);
     if (refusal !== undefined) throw refusal;
     return outcome!;
   }
 
   // ---- workers -----------------------------------------------------------
 
-  async getWorker(workerId: string): Promise<Worker> {
-    const record = await this.store.getWorker(workerId);
-    if (record === undefined) throw notFound(`worker ${workerId} not found`);
-    return record.worker;
+  getWorker(workerId: string): Promise<Worker> {
+    return this.turn.getWorker(workerId);
   }
 
   /**
@@ -393,7 +370,7 @@ export class Coordinator {
     const changes = await this.store.changeWorker(workerId, undefined, (r) =>
       recordHeartbeat(r ?? newWorkerRecord(workerId, now), data, this.liveness, now),
     );
-    this.absorb(changes, now, fx);
+    this.turn.absorb(changes, now, fx);
     const worker = changes.workers[0]?.after.worker ?? (await this.getWorker(workerId));
     this.options.onHeartbeat?.(workerId, data, now);
     for (const attemptId of attemptIds) {
@@ -404,23 +381,22 @@ export class Coordinator {
           if (rollout !== undefined && isAttemptCurrent(attempt, rollout)) return recordSignOfLife(attempt, now);
           stale = true;
           return recordLateSignOfLife(attempt, now);
-        }, this.context(now))
+        }, this.turn.context(now))
         .catch((error: unknown) => {
           if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
           throw error;
         });
-      this.absorb(signs, now, fx);
-      if (stale) this.sendTo(workerId, cancelMessage(attemptId, "the attempt is no longer current on the server"), fx);
+      this.turn.absorb(signs, now, fx);
+      if (stale) this.turn.sendTo(workerId, cancelMessage(attemptId, "the attempt is no longer current on the server"), fx);
     }
     // No dispatch here: a sign of life can only take a rollout out of the queue (a revival), never put one in.
-    await this.settle(fx);
+    await this.turn.settle(fx);
     return worker;
   }
 
   /** Notifies `listener` of every status or assignment change of any worker; returns the unsubscribe. */
   watchWorkers(listener: (worker: Worker) => void): () => void {
-    this.workerListeners.add(listener);
-    return () => this.workerListeners.delete(listener);
+    return this.turn.watchWorkers(listener);
   }
 
   // ---- runner sessions ---------------------------------------------------
@@ -445,7 +421,7 @@ export class Coordinator {
     const previous = this.sessions.attach({ link, labels: opening.labels, epoch: record.epoch, worker: record.worker });
     previous?.link.close("aborted", `replaced by a newer session (${link.sessionId}) for worker ${link.workerId}`);
     this.options.bus?.publish({ kind: "session", ids: [link.workerId], epoch: record.epoch });
-    this.absorb(attached, now, fx);
+    this.turn.absorb(attached, now, fx);
     const fence = fenceOf(link);
     const listed = new Set(runningAttemptIds);
     for (const attemptId of record.worker.currentAttemptIds) {
@@ -454,9 +430,9 @@ export class Coordinator {
         isAttemptActive(attempt.status)
           ? expireAttempt(attempt, AttemptStatus.UNRESPONSIVE, "the runner reconnected without it", now)
           : attempt,
-        this.context(now),
+        this.turn.context(now),
       );
-      this.absorb(lost, now, fx);
+      this.turn.absorb(lost, now, fx);
       await this.judgeEnded(lost, now, fx);
     }
     const resumed: string[] = [];
@@ -467,12 +443,12 @@ export class Coordinator {
         .changeAttempt(attemptId, fence, (attempt, rollout) => {
           current = attempt.workerId === link.workerId && rollout !== undefined && isAttemptCurrent(attempt, rollout);
           return current ? recordSignOfLife(attempt, now) : attempt;
-        }, this.context(now))
+        }, this.turn.context(now))
         .catch((error: unknown) => {
           if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
           throw error;
         });
-      this.absorb(signs, now, fx);
+      this.turn.absorb(signs, now, fx);
       if (current) resumed.push(attemptId);
       else cancels.push(cancelMessage(attemptId, "the server no longer counts this attempt as yours"));
     }
@@ -488,7 +464,7 @@ export class Coordinator {
       },
     });
     await this.pump(now, fx);
-    await this.settle(fx, () => {
+    await this.turn.settle(fx, () => {
       link.send(welcome);
       for (const cancel of cancels) link.send(cancel);
       // A runner that reconnects during a drain hears it at once: it may report what it holds, and take nothing new.
@@ -503,7 +479,7 @@ export class Coordinator {
     const fx = new Effects();
     await this.askForWork(link, slots, now, fx);
     await this.pump(now, fx);
-    await this.settle(fx);
+    await this.turn.settle(fx);
   }
 
   /** A credit returned with a report counts as Ready 1: the runner asks for work. */
@@ -516,7 +492,7 @@ export class Coordinator {
     const asked = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
       recordWorkRequest(r ?? newWorkerRecord(link.workerId, now), this.liveness, now),
     );
-    this.absorb(asked, now, fx);
+    this.turn.absorb(asked, now, fx);
   }
 
   /** Goodbye: finish what it holds, take nothing new. */
@@ -540,10 +516,10 @@ export class Coordinator {
     const detached = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
       detachSession(r ?? newWorkerRecord(link.workerId, now), link.leaving, this.liveness, now),
     );
-    this.absorb(detached, now, fx);
+    this.turn.absorb(detached, now, fx);
     // Retries that kept away from the other waiting runners for this one's sake may now go back.
     await this.pump(now, fx);
-    await this.settle(fx);
+    await this.turn.settle(fx);
   }
 
   /** Each open session with the attempts its worker holds: what a drain waits for, and what an abort abandons. */
@@ -573,14 +549,14 @@ export class Coordinator {
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);
-          this.drainWatchers.delete(check);
+          this.turn.settleWatchers.delete(check);
           resolve();
         };
         const check = () => {
           if (holding().length === 0) done();
         };
         const timer = setTimeout(done, timeoutMs);
-        this.drainWatchers.add(check);
+        this.turn.settleWatchers.add(check);
       });
     }
     await this.store.commit();
@@ -621,13 +597,13 @@ export class Coordinator {
         const holding = holdExactly(r ?? record, heldBy.get(record.worker.workerId) ?? [], this.liveness, now);
         return holding.attachment === "open" ? detachSession(holding, false, this.liveness, now, endedAt) : holding;
       });
-      this.absorb(recovered, now, fx);
+      this.turn.absorb(recovered, now, fx);
     }
     this.watchdog.inherit(
       active.map((attempt) => attempt.attemptId),
       now + this.options.heartbeatGraceMs,
     );
-    await this.settle(fx);
+    await this.turn.settle(fx);
   }
 
   private async load(now: Millis) {
@@ -689,7 +665,7 @@ export class Coordinator {
       }
     }
     await this.pump(now, fx);
-    await this.settle(fx);
+    await this.turn.settle(fx);
   }
 
   private async checkAttempt(attemptId: string, now: Millis, fx: Effects) {
@@ -708,8 +684,8 @@ export class Coordinator {
       if (!isAttemptActive(current.status) || currentRollout === undefined) return current;
       const again = watchdogVerdict(current, currentRollout, this.options.defaultUnresponsiveMs, now);
       return again === undefined ? current : expireAttempt(current, again.status, again.message, now);
-    }, this.context(now));
-    this.absorb(changes, now, fx);
+    }, this.turn.context(now));
+    this.turn.absorb(changes, now, fx);
     // A runner that is still there should stop spending its machine on it.
     this.cancelAbortedAttempts(changes, verdict.message, fx);
     await this.judgeEnded(changes, now, fx);
@@ -724,14 +700,14 @@ export class Coordinator {
         reason = rolloutExpiry(rollout, now);
         if (reason === undefined) return undefined;
         return { after: expireRollout(rollout, reason, now), attemptErrorKind: AttemptErrorKind.DEADLINE_EXCEEDED, reason };
-      }, this.context(now))
+      }, this.turn.context(now))
       .catch((error: unknown) => {
         if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
         throw error;
       });
     // Not due yet (a retry moved its clock, say): check again when it is.
     if (reason === undefined && seen !== undefined) this.watchdog.rolloutClock(seen);
-    this.absorb(changes, now, fx);
+    this.turn.absorb(changes, now, fx);
     if (reason !== undefined) this.cancelAbortedAttempts(changes, reason, fx);
     await this.judgeEnded(changes, now, fx);
   }
@@ -745,7 +721,7 @@ export class Coordinator {
     const settled = await this.store.changeWorker(workerId, undefined, (r) =>
       r === undefined ? newWorkerRecord(workerId, now) : settle(r, this.liveness, now),
     );
-    this.absorb(settled, now, fx);
+    this.turn.absorb(settled, now, fx);
   }
 
   // ---- quarantine and routing ---------------------------------------------
@@ -759,11 +735,11 @@ export class Coordinator {
     if (!quarantined && record.worker.quarantineCount === 0) throw failedPrecondition(`worker ${workerId} is not quarantined`);
     const fx = new Effects();
     const released = await this.store.changeWorker(workerId, undefined, (r) => clearQuarantine(r ?? record));
-    this.absorb(released, now, fx);
+    this.turn.absorb(released, now, fx);
     this.failureStreaks.delete(workerId);
     this.log(`worker ${workerId} released from quarantine by an operator`);
     await this.pump(now, fx);
-    await this.settle(fx);
+    await this.turn.settle(fx);
     return released.workers[0]?.after.worker ?? record.worker;
   }
 
@@ -844,7 +820,7 @@ export class Coordinator {
     const record = known ?? (await this.store.getWorker(workerId));
     if (record === undefined) return;
     if (successClearsQuarantine(record.worker, outcome, now)) {
-      this.absorb(await this.store.changeWorker(workerId, undefined, (r) => clearQuarantine(r ?? record)), now, fx);
+      this.turn.absorb(await this.store.changeWorker(workerId, undefined, (r) => clearQuarantine(r ?? record)), now, fx);
       this.log(`worker ${workerId}: quarantine cleared by a success (attempt ${attempt.attemptId})`);
       return;
     }
@@ -855,7 +831,7 @@ export class Coordinator {
     const quarantined = await this.store.changeWorker(workerId, undefined, (r) =>
       quarantineWorker(r ?? record, decision.until, decision.reason, decision.count),
     );
-    this.absorb(quarantined, now, fx);
+    this.turn.absorb(quarantined, now, fx);
     this.failureStreaks.delete(workerId);
     this.watchdog.schedule("quarantine", workerId, decision.until);
     this.log(
@@ -914,7 +890,7 @@ export class Coordinator {
         rolloutIds: entries.map((entry) => entry.rolloutId),
         newAttemptId,
       });
-      this.absorb(result.changes, now, fx);
+      this.turn.absorb(result.changes, now, fx);
       claimed = result.claimed;
     } catch (error) {
       // Nothing was claimed: the picks go back to the queue (at its back), and the credits to the session unless
@@ -947,7 +923,7 @@ export class Coordinator {
         this.learnQueued(event.ids).catch(failed);
         break;
       case "finished":
-        for (const id of event.ids) this.wakeFinishWaiters(id);
+        for (const id of event.ids) this.turn.wakeFinishWaiters(id);
         break;
       case "stop":
         this.stopHeldAttempts(event.ids).catch(failed);
@@ -996,7 +972,7 @@ export class Coordinator {
     // Also when nothing was new: a resync may have found that a session kept retries away is gone.
     const fx = new Effects();
     await this.pump(now, fx);
-    await this.settle(fx);
+    await this.turn.settle(fx);
   }
 
   /**
@@ -1042,12 +1018,12 @@ export class Coordinator {
    */
   private async followRemoteWorkerChanges(workerIds: readonly string[]) {
     const mine = workerIds.filter((id) => this.sessions.get(id) !== undefined);
-    const wanted = this.workerListeners.size > 0 ? workerIds : mine;
+    const wanted = this.turn.watchingWorkers ? workerIds : mine;
     if (wanted.length === 0) return;
     for (const workerId of wanted) {
       const record = await this.store.getWorker(workerId);
       if (record === undefined) continue;
-      for (const listener of this.workerListeners) listener(record.worker);
+      this.turn.tellWorkerWatchers(record.worker);
       const session = this.sessions.get(workerId);
       if (session !== undefined && session.epoch === record.epoch) {
         session.worker = record.worker;
@@ -1058,7 +1034,7 @@ export class Coordinator {
       const now = this.clock.now();
       const fx = new Effects();
       await this.pump(now, fx);
-      await this.settle(fx);
+      await this.turn.settle(fx);
     }
   }
 
@@ -1086,7 +1062,7 @@ export class Coordinator {
           throw error;
         });
       if (detached !== NO_CHANGES) adopted.add(workerId);
-      this.absorb(detached, now, fx);
+      this.turn.absorb(detached, now, fx);
     }
     for (const attempt of await this.store.activeAttempts()) {
       if (!adopted.has(attempt.workerId)) continue;
@@ -1094,98 +1070,12 @@ export class Coordinator {
       if (rollout !== undefined) this.watchdog.attemptChecked(attempt, rollout);
     }
     this.log(`took over ${adopted.size} session(s) of dead servers: their workers are UNKNOWN until they reconnect`);
-    await this.settle(fx);
-  }
-
-  // ---- absorbing changes ----------------------------------------------------
-
-  /**
-   * Follows what a store operation wrote: observers, timers, the queue index,
-   * sessions' view of their workers, waiters and watchers (the last two only
-   * once it is durable, through `fx`).
-   */
-  private absorb(changes: Changes, now: Millis, fx: Effects) {
-    if (changes === NO_CHANGES) return;
-    const observer = this.options.observer;
-    for (const { before, after } of changes.attempts) {
-      observer?.attemptChanged?.(before, after);
-      const wasActive = before !== undefined && isAttemptActive(before.status);
-      const isActive = isAttemptActive(after.status);
-      if (wasActive && !isActive) this.watchdog.attemptEnded(after.attemptId);
-      if (isActive && !wasActive) {
-        const rollout = changes.rollouts.find((c) => c.after.rolloutId === after.rolloutId)?.after;
-        if (rollout !== undefined) {
-          this.watchdog.attemptChecked(after, rollout);
-          // Only a rollout that may be retried needs to remember where it ran.
-          if (before === undefined && maxAttempts(rollout) > after.sequenceId) this.routing.ran(rollout.rolloutId, after.workerId);
-        }
-      }
-    }
-    for (const { before, after } of changes.rollouts) {
-      observer?.rolloutChanged?.(before, after);
-      this.watchdog.rolloutClock(after);
-      const effects = rolloutEffects(before, after);
-      if (effects.enqueue) {
-        const latest = changes.attempts.find((c) => c.after.attemptId === after.latestAttemptId)?.after;
-        this.routing.add(after, latest, now);
-        fx.add(() => this.options.bus?.publish({ kind: "queued", ids: [after.rolloutId] }));
-      }
-      if (effects.dequeue) this.routing.remove(after.rolloutId);
-      if (effects.finished) {
-        this.routing.finished(after.rolloutId);
-        fx.add(() => {
-          this.wakeFinishWaiters(after.rolloutId);
-          this.options.bus?.publish({ kind: "finished", ids: [after.rolloutId] });
-        });
-      }
-    }
-    for (const { before, after } of changes.workers) {
-      observer?.workerChanged?.(before, after);
-      const workerId = after.worker.workerId;
-      // Transitions that leave the quarantine alone keep its Timestamp object, so this check costs one comparison.
-      if (before === undefined || after.worker.quarantineUntil !== before.worker.quarantineUntil) this.trackQuarantine(after);
-      if (after.worker.version !== (before?.worker.version ?? 1n)) {
-        for (const listener of this.workerListeners) listener(after.worker);
-        this.options.bus?.publish({ kind: "workers", ids: [workerId] });
-      }
-      this.watchdog.workerLateness(after);
-      const session = this.sessions.get(workerId);
-      if (session !== undefined && session.epoch === after.epoch) session.worker = after.worker;
-    }
+    await this.turn.settle(fx);
   }
 
   private log(line: string) {
     this.options.log?.(line);
   }
-
-  private sendTo(workerId: string, message: SessionResponse, fx: Effects) {
-    const session = this.sessions.get(workerId);
-    if (session !== undefined) fx.add(() => session.link.send(message));
-  }
-
-  private wakeFinishWaiters(rolloutId: string) {
-    const waiters = this.finishWaiters.get(rolloutId);
-    if (waiters === undefined) return;
-    this.finishWaiters.delete(rolloutId);
-    for (const wake of waiters) wake(rolloutId);
-  }
-
-  /** Waits until the transitions are durable, then acts on them. */
-  private async settle(fx: Effects, then?: () => void) {
-    await this.store.commit();
-    then?.();
-    fx.run();
-    for (const check of this.drainWatchers) check();
-  }
-}
-
-/** The fence of writes made for a session (undefined for calls made outside one). */
-function fenceOf(link: SessionLink | undefined): SessionFence | undefined {
-  return link?.epoch === undefined ? undefined : { workerId: link.workerId, epoch: link.epoch };
-}
-
-function cancelMessage(attemptId: string, reason: string): SessionResponse {
-  return create(SessionResponseSchema, { message: { case: "cancel", value: { attemptId, reason } } });
 }
 
 /** Whether a repeated enqueue with the same idempotency key asks for the same rollout. */
