@@ -62,10 +62,12 @@ import {
 import type { Store } from "../store/store.js";
 import { type Changes, NO_CHANGES } from "../transitions/changes.js";
 import type { AttemptStep, SessionFence, TransitionContext } from "../transitions/steps.js";
-import type { QueueEntry } from "./dispatch-queue.js";
-import { Routing } from "./routing.js";
+import type { QueueEntry } from "./reactions/dispatch-queue.js";
+import { Routing } from "./reactions/routing.js";
 import { Effects } from "./turn/effects.js";
 import { Turn } from "./turn/turn.js";
+import { Judge } from "./reactions/judge.js";
+import { Pump } from "./reactions/pump.js";
 import { cancelMessage, fenceOf } from "./sessions/messages.js";
 import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
@@ -111,7 +113,6 @@ const RESYNC_MS = 2_000;
 
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 
-
 const EVERYTHING = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
 
 /**
@@ -135,9 +136,10 @@ export class Coordinator {
   private readonly routing: Routing;
   /** Runs transitions on the store and hands out what they changed. */
   private readonly turn: Turn;
-  /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
-  private readonly failureStreaks = new Map<string, Millis[]>();
-  private readonly quarantinePolicy: QuarantinePolicy;
+  /** Hands queued rollouts to waiting sessions. */
+  private readonly pump: Pump;
+  /** Judges ended attempts' workers (quarantine). */
+  private readonly judge: Judge;
   /** Set when the server shuts down: no more dispatching. */
   private draining = false;
   private drainMessage: SessionResponse | undefined;
@@ -153,7 +155,6 @@ export class Coordinator {
       establishedAfterMs: options.heartbeatIntervalMs,
     });
     this.watchdog = new Watchdog(this.liveness, options.defaultUnresponsiveMs, this.brake);
-    this.quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
     this.routing = new Routing(this.sessions, this.watchdog, options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS, options.bus !== undefined);
     this.turn = new Turn({
       store: this.store,
@@ -164,6 +165,23 @@ export class Coordinator {
       routing: this.routing,
       observer: options.observer,
       bus: options.bus,
+    });
+    this.pump = new Pump({
+      turn: this.turn,
+      sessions: this.sessions,
+      routing: this.routing,
+      draining: () => this.draining,
+      shared: options.bus !== undefined,
+    });
+    this.judge = new Judge({
+      turn: this.turn,
+      pump: this.pump,
+      sessions: this.sessions,
+      routing: this.routing,
+      watchdog: this.watchdog,
+      quarantinePolicy: { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine },
+      bus: options.bus,
+      log: (line) => this.log(line),
     });
     const bus = options.bus;
     if (bus !== undefined) {
@@ -221,7 +239,7 @@ export class Coordinator {
     }
     const fx = new Effects();
     this.turn.absorb(changes, now, fx);
-    await this.pump(now, fx);
+    await this.pump.pump(now, fx);
     await this.turn.settle(fx);
     return rollouts.map((r) => r.rollout);
   }
@@ -240,21 +258,10 @@ export class Coordinator {
     }), this.turn.context(now));
     const fx = new Effects();
     this.turn.absorb(changes, now, fx);
-    this.cancelAbortedAttempts(changes, reason, fx);
-    await this.judgeEnded(changes, now, fx);
+    this.judge.cancelAbortedAttempts(changes, reason, fx);
+    await this.judge.judgeEnded(changes, now, fx);
     await this.turn.settle(fx);
     return changes.rollouts.find((c) => c.after.rolloutId === rolloutId)?.after ?? (await this.getRollout(rolloutId));
-  }
-
-  /** Runners holding attempts that their rollout's end aborted are told to stop. */
-  private cancelAbortedAttempts(changes: Changes, reason: string, fx: Effects) {
-    for (const { before, after } of changes.attempts) {
-      if (before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status)) {
-        if (this.sessions.get(after.workerId) !== undefined) this.turn.sendTo(after.workerId, cancelMessage(after.attemptId, reason), fx);
-        // Its runner may hold a session on another server: that one tells it, once this is committed.
-        else fx.add(() => this.options.bus?.publish({ kind: "stop", ids: [after.attemptId] }));
-      }
-    }
   }
 
   /** Unary pull: takes the head of the queue for `workerId` (undefined when empty). */
@@ -339,15 +346,15 @@ export class Coordinator {
     } catch (error) {
       if (credited !== undefined && error instanceof DomainError) {
         await this.returnCredit(credited, now, fx);
-        await this.pump(now, fx);
+        await this.pump.pump(now, fx);
         await this.turn.settle(fx);
       }
       throw error;
     }
     this.turn.absorb(changes, now, fx);
-    await this.judgeEnded(changes, now, fx);
+    await this.judge.judgeEnded(changes, now, fx);
     if (credited !== undefined) await this.returnCredit(credited, now, fx);
-    await this.pump(now, fx);
+    await this.pump.pump(now, fx);
     await this.turn.settle(fx);
     if (refusal !== undefined) throw refusal;
     return outcome!;
@@ -417,7 +424,7 @@ export class Coordinator {
     const record = attached.workers[0]!.after;
     link.epoch = record.epoch;
     // A quarantine set elsewhere (another server, or before a restart) holds here too.
-    this.trackQuarantine(record);
+    this.routing.track(record);
     const previous = this.sessions.attach({ link, labels: opening.labels, epoch: record.epoch, worker: record.worker });
     previous?.link.close("aborted", `replaced by a newer session (${link.sessionId}) for worker ${link.workerId}`);
     this.options.bus?.publish({ kind: "session", ids: [link.workerId], epoch: record.epoch });
@@ -433,7 +440,7 @@ export class Coordinator {
         this.turn.context(now),
       );
       this.turn.absorb(lost, now, fx);
-      await this.judgeEnded(lost, now, fx);
+      await this.judge.judgeEnded(lost, now, fx);
     }
     const resumed: string[] = [];
     const cancels: SessionResponse[] = [];
@@ -463,7 +470,7 @@ export class Coordinator {
         },
       },
     });
-    await this.pump(now, fx);
+    await this.pump.pump(now, fx);
     await this.turn.settle(fx, () => {
       link.send(welcome);
       for (const cancel of cancels) link.send(cancel);
@@ -478,7 +485,7 @@ export class Coordinator {
     const now = this.clock.now();
     const fx = new Effects();
     await this.askForWork(link, slots, now, fx);
-    await this.pump(now, fx);
+    await this.pump.pump(now, fx);
     await this.turn.settle(fx);
   }
 
@@ -518,7 +525,7 @@ export class Coordinator {
     );
     this.turn.absorb(detached, now, fx);
     // Retries that kept away from the other waiting runners for this one's sake may now go back.
-    await this.pump(now, fx);
+    await this.pump.pump(now, fx);
     await this.turn.settle(fx);
   }
 
@@ -591,7 +598,7 @@ export class Coordinator {
     }
     const allStatuses = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
     for (const record of await this.store.workersWithStatus(allStatuses)) {
-      this.trackQuarantine(record);
+      this.routing.track(record);
       const endedAt = Math.min(now, lastHeardMs(record.worker) ?? now);
       const recovered = await this.store.changeWorker(record.worker.workerId, undefined, (r) => {
         const holding = holdExactly(r ?? record, heldBy.get(record.worker.workerId) ?? [], this.liveness, now);
@@ -664,7 +671,7 @@ export class Coordinator {
           break;
       }
     }
-    await this.pump(now, fx);
+    await this.pump.pump(now, fx);
     await this.turn.settle(fx);
   }
 
@@ -687,8 +694,8 @@ export class Coordinator {
     }, this.turn.context(now));
     this.turn.absorb(changes, now, fx);
     // A runner that is still there should stop spending its machine on it.
-    this.cancelAbortedAttempts(changes, verdict.message, fx);
-    await this.judgeEnded(changes, now, fx);
+    this.judge.cancelAbortedAttempts(changes, verdict.message, fx);
+    await this.judge.judgeEnded(changes, now, fx);
   }
 
   private async checkRolloutClock(rolloutId: string, now: Millis, fx: Effects) {
@@ -708,8 +715,8 @@ export class Coordinator {
     // Not due yet (a retry moved its clock, say): check again when it is.
     if (reason === undefined && seen !== undefined) this.watchdog.rolloutClock(seen);
     this.turn.absorb(changes, now, fx);
-    if (reason !== undefined) this.cancelAbortedAttempts(changes, reason, fx);
-    await this.judgeEnded(changes, now, fx);
+    if (reason !== undefined) this.judge.cancelAbortedAttempts(changes, reason, fx);
+    await this.judge.judgeEnded(changes, now, fx);
   }
 
   private async checkWorker(workerId: string, now: Millis, fx: Effects) {
@@ -727,29 +734,13 @@ export class Coordinator {
   // ---- quarantine and routing ---------------------------------------------
 
   /** Lifts a worker's quarantine (and probation) at once; it may take work again. */
-  async releaseWorker(workerId: string): Promise<Worker> {
-    const now = this.clock.now();
-    const record = await this.store.getWorker(workerId);
-    if (record === undefined) throw notFound(`worker ${workerId} not found`);
-    const quarantined = (msOf(record.worker.quarantineUntil) ?? -Infinity) > now;
-    if (!quarantined && record.worker.quarantineCount === 0) throw failedPrecondition(`worker ${workerId} is not quarantined`);
-    const fx = new Effects();
-    const released = await this.store.changeWorker(workerId, undefined, (r) => clearQuarantine(r ?? record));
-    this.turn.absorb(released, now, fx);
-    this.failureStreaks.delete(workerId);
-    this.log(`worker ${workerId} released from quarantine by an operator`);
-    await this.pump(now, fx);
-    await this.turn.settle(fx);
-    return released.workers[0]?.after.worker ?? record.worker;
+  releaseWorker(workerId: string): Promise<Worker> {
+    return this.judge.releaseWorker(workerId);
   }
 
   /** Workers quarantined now (for the fleet summary and /metrics). */
   quarantinedCount(): number {
-    return this.routing.quarantinedCount(this.clock.now());
-  }
-
-  private trackQuarantine(record: WorkerRecord) {
-    this.routing.track(record);
+    return this.pump.quarantinedCount();
   }
 
   /**
@@ -757,161 +748,18 @@ export class Coordinator {
    * required labels. Servers sharing a store judge against every server's
    * sessions, read from the store.
    */
-  async unroutableRolloutIds(): Promise<string[]> {
-    return this.options.bus === undefined ? this.routing.unroutableIds() : this.unroutableInStore();
+  unroutableRolloutIds(): Promise<string[]> {
+    return this.pump.unroutableRolloutIds();
   }
 
   /** How many queued rollouts no connected worker can take (see unroutableRolloutIds). */
   unroutableCount(): number {
-    return this.routing.unroutableCount();
-  }
-
-  private async unroutableInStore(): Promise<string[]> {
-    const connected = [...(await this.store.attachedWorkerLabels()).values()];
-    const routable = (labels: Labels) => connected.some((carried) => labelsMatch(labels, carried));
-    return (await this.store.queuedRollouts())
-      .filter((rollout) => !routable(rollout.config?.requiredLabels ?? {}))
-      .map((rollout) => rollout.rolloutId);
+    return this.pump.unroutableCount();
   }
 
   private async releaseDelayed(rolloutId: string) {
     // It joins the back of the queue now, in the store's order too.
     if (this.routing.release(rolloutId)) await this.store.moveToBackOfQueue(rolloutId);
-  }
-
-  /** Judges the workers of the attempts that `changes` ended (see judgeWorker). */
-  private judgeEnded(changes: Changes, now: Millis, fx: Effects): Promise<void> | undefined {
-    const ended = changes.attempts.filter(
-      ({ before, after }) =>
-        before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status) && this.mayJudge(after, changes),
-    );
-    // The common case (nothing ended, or a healthy worker's success) needs no store operation and no promise.
-    if (ended.length === 0) return undefined;
-    return (async () => {
-      for (const { after } of ended) {
-        const record = changes.workers.find((c) => c.after.worker.workerId === after.workerId)?.after;
-        await this.judgeWorker(after, record, now, fx);
-      }
-    })();
-  }
-
-  /**
-   * Whether an ended attempt can change its worker's health record. The common
-   * case, kept cheap: a healthy worker's success only matters if it ends a quarantine.
-   */
-  private mayJudge(attempt: Attempt, changes: Changes): boolean {
-    const outcome = workerOutcome(attempt);
-    if (outcome === "neutral") return false;
-    const workerId = attempt.workerId;
-    if (outcome === "success" && !this.failureStreaks.has(workerId) && !this.routing.knowsQuarantine(workerId)) {
-      const worker = changes.workers.find((c) => c.after.worker.workerId === workerId)?.after.worker;
-      if (worker !== undefined && worker.quarantineCount === 0 && worker.quarantineUntil === undefined) return false;
-    }
-    return true;
-  }
-
-  /** A worker's attempt ended: its health record, and quarantine when it keeps failing. */
-  private async judgeWorker(attempt: Attempt, known: WorkerRecord | undefined, now: Millis, fx: Effects) {
-    const outcome = workerOutcome(attempt);
-    const workerId = attempt.workerId;
-    const streak = nextFailureStreak(this.failureStreaks.get(workerId) ?? [], outcome, now, this.quarantinePolicy);
-    if (streak.length === 0) this.failureStreaks.delete(workerId);
-    else this.failureStreaks.set(workerId, streak);
-    const record = known ?? (await this.store.getWorker(workerId));
-    if (record === undefined) return;
-    if (successClearsQuarantine(record.worker, outcome, now)) {
-      this.turn.absorb(await this.store.changeWorker(workerId, undefined, (r) => clearQuarantine(r ?? record)), now, fx);
-      this.log(`worker ${workerId}: quarantine cleared by a success (attempt ${attempt.attemptId})`);
-      return;
-    }
-    if (outcome !== "failure") return;
-    const last = `attempt ${attempt.attemptId} ${AttemptStatus[attempt.status]}${attempt.error?.message ? `: ${attempt.error.message}` : ""}`;
-    const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last);
-    if (decision === undefined) return;
-    const quarantined = await this.store.changeWorker(workerId, undefined, (r) =>
-      quarantineWorker(r ?? record, decision.until, decision.reason, decision.count),
-    );
-    this.turn.absorb(quarantined, now, fx);
-    this.failureStreaks.delete(workerId);
-    this.watchdog.schedule("quarantine", workerId, decision.until);
-    this.log(
-      `worker ${workerId} quarantined for ${Math.round((decision.until - now) / 1000)} s ` +
-        `(until ${new Date(decision.until).toISOString()}): ${decision.reason}`,
-    );
-  }
-
-  // ---- dispatch ------------------------------------------------------------
-
-  /**
-   * Hands queued rollouts to waiting sessions, one credit each, round-robin
-   * (SessionRegistry.serveRoundRobin). Each pick leaves the queue index at
-   * once, so a concurrent pump never picks it again; then each session's
-   * picks are claimed in one store operation, and the assignments go out
-   * once that is durable.
-   */
-  private pump(now: Millis, fx: Effects): Promise<void> | undefined {
-    // Most calls find nothing to do: they answer at once, without a promise to wait for.
-    if (this.draining || this.routing.size === 0 || !this.sessions.anyWaiting) return undefined;
-    return this.pumpPicks(now, fx);
-  }
-
-  private async pumpPicks(now: Millis, fx: Effects) {
-    const picks = new Map<LiveSession, QueueEntry[]>();
-    this.sessions.serveRoundRobin(
-      (session) => {
-        const entry = this.routing.pickFor(session.link.workerId, session.labels, now);
-        if (entry === undefined) return false;
-        this.routing.take(entry);
-        const list = picks.get(session);
-        if (list === undefined) picks.set(session, [entry]);
-        else list.push(entry);
-        return true;
-      },
-      () => this.routing.size > 0,
-    );
-    if (picks.size === 0) return;
-    if (picks.size === 1) {
-      const [session, entries] = picks.entries().next().value!;
-      return this.claimFor(session, entries, now, fx);
-    }
-    await Promise.all(Array.from(picks, ([session, entries]) => this.claimFor(session, entries, now, fx)));
-  }
-
-  private async claimFor(session: LiveSession, entries: QueueEntry[], now: Millis, fx: Effects) {
-    const link = session.link;
-    let claimed: { rollout: Rollout; attempt: Attempt }[];
-    try {
-      const result = await this.store.claimRollouts({
-        // Written out, not spread from context(): a spread that adds properties takes V8's slow path.
-        now,
-        liveness: this.liveness,
-        workerId: link.workerId,
-        epoch: session.epoch,
-        rolloutIds: entries.map((entry) => entry.rolloutId),
-        newAttemptId,
-      });
-      this.turn.absorb(result.changes, now, fx);
-      claimed = result.claimed;
-    } catch (error) {
-      // Nothing was claimed: the picks go back to the queue (at its back), and the credits to the session unless
-      // a newer session of the worker took over meanwhile (ABORTED). Any other failure (the database went away)
-      // is the caller's to report.
-      this.routing.putBack(entries);
-      if (error instanceof DomainError && error.kind === "aborted") {
-        link.credits = 0;
-        return;
-      }
-      this.sessions.refund(link, entries.length);
-      throw error;
-    }
-    // Candidates no longer queued (cancelled meanwhile, or claimed by another server sharing the store) were
-    // skipped: their credits return, and the queue may hold others for them.
-    this.sessions.refund(link, entries.length - claimed.length);
-    for (const assignment of claimed) {
-      const message = create(SessionResponseSchema, { message: { case: "assignment", value: assignment } });
-      fx.add(() => link.send(message));
-    }
-    if (claimed.length < entries.length) await this.pump(now, fx);
   }
 
   // ---- other servers on the same store -------------------------------------
@@ -971,7 +819,7 @@ export class Coordinator {
     }
     // Also when nothing was new: a resync may have found that a session kept retries away is gone.
     const fx = new Effects();
-    await this.pump(now, fx);
+    await this.pump.pump(now, fx);
     await this.turn.settle(fx);
   }
 
@@ -1027,13 +875,13 @@ export class Coordinator {
       const session = this.sessions.get(workerId);
       if (session !== undefined && session.epoch === record.epoch) {
         session.worker = record.worker;
-        this.trackQuarantine(record);
+        this.routing.track(record);
       }
     }
     if (mine.length > 0) {
       const now = this.clock.now();
       const fx = new Effects();
-      await this.pump(now, fx);
+      await this.pump.pump(now, fx);
       await this.turn.settle(fx);
     }
   }

@@ -11,7 +11,7 @@ import type { ReplicaBus } from "../../replicas/bus.js";
 import type { Store } from "../../store/store.js";
 import { type Changes, NO_CHANGES } from "../../transitions/changes.js";
 import type { TransitionContext } from "../../transitions/steps.js";
-import type { Routing } from "../routing.js";
+import type { Routing } from "../reactions/routing.js";
 import type { SessionRegistry } from "../sessions.js";
 import type { TransitionObserver } from "../transition-observer.js";
 import type { Watchdog } from "../watchdog.js";
