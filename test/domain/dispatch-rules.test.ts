@@ -17,7 +17,7 @@ import { followAttempt, retryDelayMs, rolloutExpiry, rolloutExpiryDue } from "..
 import { msOf, toTimestamp } from "../../src/server/domain/time.js";
 import { latenessDue, newWorkerRecord } from "../../src/server/domain/worker.js";
 import { DispatchQueue, type QueueEntry } from "../../src/server/dispatch/reactions/dispatch-queue.js";
-import { DueTimers } from "../../src/server/dispatch/due-timers.js";
+import { DueTimers } from "../../src/server/dispatch/timers/due-timers.js";
 import { attemptFixture, rolloutFixture, T0 } from "../fixtures.js";
 
 const A = AttemptStatus;

@@ -68,13 +68,14 @@ import { Effects } from "./turn/effects.js";
 import { Turn } from "./turn/turn.js";
 import { Judge } from "./reactions/judge.js";
 import { Pump } from "./reactions/pump.js";
+import { TimerChecks } from "./timers/timer-checks.js";
 import { cancelMessage, fenceOf } from "./sessions/messages.js";
-import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
+import { MassDropBrake, sessionSpan } from "./timers/mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
 import { type LiveSession, SessionRegistry } from "./sessions.js";
 import type { TransitionObserver } from "./transition-observer.js";
 import type { ReplicaBus, ReplicaEvent } from "../replicas/bus.js";
-import { Watchdog } from "./watchdog.js";
+import { Watchdog } from "./timers/watchdog.js";
 
 export interface CoordinatorOptions {
   store: Store;
@@ -108,9 +109,6 @@ export interface CoordinatorOptions {
   bus?: ReplicaBus;
 }
 
-/** How often a server sharing its store reads the queue's ids again (lost events, rollouts dispatched elsewhere). */
-const RESYNC_MS = 2_000;
-
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 
 const EVERYTHING = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
@@ -140,6 +138,8 @@ export class Coordinator {
   private readonly pump: Pump;
   /** Judges ended attempts' workers (quarantine). */
   private readonly judge: Judge;
+  /** What time alone changes. */
+  private readonly timers: TimerChecks;
   /** Set when the server shuts down: no more dispatching. */
   private draining = false;
   private drainMessage: SessionResponse | undefined;
@@ -183,6 +183,16 @@ export class Coordinator {
       bus: options.bus,
       log: (line) => this.log(line),
     });
+    this.timers = new TimerChecks({
+      turn: this.turn,
+      judge: this.judge,
+      pump: this.pump,
+      sessions: this.sessions,
+      routing: this.routing,
+      watchdog: this.watchdog,
+      defaultUnresponsiveMs: options.defaultUnresponsiveMs,
+      resync: options.bus === undefined ? undefined : () => this.resync(),
+    });
     const bus = options.bus;
     if (bus !== undefined) {
       bus.subscribe((event) => this.onReplicaEvent(event));
@@ -190,20 +200,6 @@ export class Coordinator {
     }
   }
 
-  /** Arms the timers on the real event loop (servers; tests with a manual clock call runWatchdog instead). */
-  startTimers(onError: (error: unknown) => void) {
-    const timers = this.watchdog.start(this.clock, () => this.runWatchdog(), onError);
-    if (this.options.bus === undefined) return timers;
-    // Events can be lost (a dropped LISTEN connection, a crash between commit and notify): look again now and then.
-    const resync = setInterval(() => this.resync(), RESYNC_MS * (0.75 + Math.random() / 2));
-    resync.unref();
-    return {
-      stop() {
-        clearInterval(resync);
-        timers.stop();
-      },
-    };
-  }
 
   // ---- rollouts ----------------------------------------------------------
 
@@ -642,94 +638,19 @@ export class Coordinator {
 
   // ---- timers -----------------------------------------------------------
 
-  /**
-   * Runs every check that is due (see Watchdog): attempts that ran too long
-   * or went silent, rollouts past their deadline or queue_timeout, workers
-   * whose heartbeats became late, retries whose delay passed. A check that
-   * finds nothing due yet (a sign of life came since) reschedules itself.
-   * Servers run it from startTimers; tests call it after advancing a manual clock.
-   */
-  async runWatchdog() {
-    const now = this.clock.now();
-    const fx = new Effects();
-    for (const { kind, id } of this.watchdog.takeDue(now)) {
-      switch (kind) {
-        case "attempt":
-          await this.checkAttempt(id, now, fx);
-          break;
-        case "rollout":
-          await this.checkRolloutClock(id, now, fx);
-          break;
-        case "worker":
-          await this.checkWorker(id, now, fx);
-          break;
-        case "release":
-          await this.releaseDelayed(id);
-          break;
-        case "pump":
-        case "quarantine":
-          break;
-      }
-    }
-    await this.pump.pump(now, fx);
-    await this.turn.settle(fx);
+  /** Arms the timers on the real event loop (servers; tests with a manual clock call runWatchdog instead). */
+  startTimers(onError: (error: unknown) => void) {
+    return this.timers.start(onError);
   }
 
-  private async checkAttempt(attemptId: string, now: Millis, fx: Effects) {
-    const attempt = await this.store.getAttempt(attemptId);
-    const rollout = attempt && (await this.store.getRollout(attempt.rolloutId));
-    if (attempt === undefined || rollout === undefined || !isAttemptActive(attempt.status)) return;
-    const verdict = watchdogVerdict(attempt, rollout, this.options.defaultUnresponsiveMs, now);
-    if (verdict === undefined) return this.watchdog.attemptChecked(attempt, rollout);
-    if (verdict.status === AttemptStatus.UNRESPONSIVE) {
-      const attachment = (await this.store.getWorker(attempt.workerId))?.attachment;
-      const heldUntil = this.watchdog.silenceHeldUntil(attempt, attachment, now);
-      if (heldUntil !== undefined) return this.watchdog.schedule("attempt", attemptId, heldUntil + 1);
-    }
-    // The verdict is taken again inside the operation, on the rows as they are then.
-    const changes = await this.store.changeAttempt(attemptId, undefined, (current, currentRollout) => {
-      if (!isAttemptActive(current.status) || currentRollout === undefined) return current;
-      const again = watchdogVerdict(current, currentRollout, this.options.defaultUnresponsiveMs, now);
-      return again === undefined ? current : expireAttempt(current, again.status, again.message, now);
-    }, this.turn.context(now));
-    this.turn.absorb(changes, now, fx);
-    // A runner that is still there should stop spending its machine on it.
-    this.judge.cancelAbortedAttempts(changes, verdict.message, fx);
-    await this.judge.judgeEnded(changes, now, fx);
+  /** Runs every check that is due (see TimerChecks.runWatchdog); tests call it after advancing a manual clock. */
+  runWatchdog(): Promise<void> {
+    return this.timers.runWatchdog();
   }
 
-  private async checkRolloutClock(rolloutId: string, now: Millis, fx: Effects) {
-    let reason: string | undefined;
-    let seen: Rollout | undefined;
-    const changes = await this.store
-      .changeRollout(rolloutId, (rollout) => {
-        seen = rollout;
-        reason = rolloutExpiry(rollout, now);
-        if (reason === undefined) return undefined;
-        return { after: expireRollout(rollout, reason, now), attemptErrorKind: AttemptErrorKind.DEADLINE_EXCEEDED, reason };
-      }, this.turn.context(now))
-      .catch((error: unknown) => {
-        if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
-        throw error;
-      });
-    // Not due yet (a retry moved its clock, say): check again when it is.
-    if (reason === undefined && seen !== undefined) this.watchdog.rolloutClock(seen);
-    this.turn.absorb(changes, now, fx);
-    if (reason !== undefined) this.judge.cancelAbortedAttempts(changes, reason, fx);
-    await this.judge.judgeEnded(changes, now, fx);
-  }
 
-  private async checkWorker(workerId: string, now: Millis, fx: Effects) {
-    // The server that holds a worker's session judges its lateness: it reads the heartbeats, where this one sees the
-    // telemetry only as the holder last wrote it behind, and would turn a healthy worker UNKNOWN, or at least start a
-    // transaction to find out, for every worker of the fleet. A holder that dies is the leader's (Replication).
-    if (this.sessions.get(workerId) === undefined && this.routing.hasRemoteSession(workerId)) return;
-    if ((await this.store.getWorker(workerId)) === undefined) return;
-    const settled = await this.store.changeWorker(workerId, undefined, (r) =>
-      r === undefined ? newWorkerRecord(workerId, now) : settle(r, this.liveness, now),
-    );
-    this.turn.absorb(settled, now, fx);
-  }
+
+
 
   // ---- quarantine and routing ---------------------------------------------
 
@@ -757,10 +678,6 @@ export class Coordinator {
     return this.pump.unroutableCount();
   }
 
-  private async releaseDelayed(rolloutId: string) {
-    // It joins the back of the queue now, in the store's order too.
-    if (this.routing.release(rolloutId)) await this.store.moveToBackOfQueue(rolloutId);
-  }
 
   // ---- other servers on the same store -------------------------------------
 

@@ -18,7 +18,7 @@ import { cancelMessage } from "../sessions/messages.js";
 import type { SessionRegistry } from "../sessions.js";
 import { Effects } from "../turn/effects.js";
 import type { Turn } from "../turn/turn.js";
-import type { Watchdog } from "../watchdog.js";
+import type { Watchdog } from "../timers/watchdog.js";
 import type { Pump } from "./pump.js";
 import type { Routing } from "./routing.js";
 

@@ -6,7 +6,7 @@ import { type Millis, msOf } from "../../domain/time.js";
 import type { WorkerRecord } from "../../domain/worker.js";
 import { DispatchQueue, type QueueEntry } from "./dispatch-queue.js";
 import type { SessionRegistry } from "../sessions.js";
-import type { Watchdog } from "../watchdog.js";
+import type { Watchdog } from "../timers/watchdog.js";
 
 /** The workers that ran a rollout never dispatched. */
 const NOBODY: ReadonlySet<string> = new Set();

@@ -14,7 +14,7 @@ import type { TransitionContext } from "../../transitions/steps.js";
 import type { Routing } from "../reactions/routing.js";
 import type { SessionRegistry } from "../sessions.js";
 import type { TransitionObserver } from "../transition-observer.js";
-import type { Watchdog } from "../watchdog.js";
+import type { Watchdog } from "../timers/watchdog.js";
 import type { Effects } from "./effects.js";
 
 export interface TurnOptions {
