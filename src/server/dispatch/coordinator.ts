@@ -69,6 +69,8 @@ import { Turn } from "./turn/turn.js";
 import { Judge } from "./reactions/judge.js";
 import { Pump } from "./reactions/pump.js";
 import { TimerChecks } from "./timers/timer-checks.js";
+import { Recovery } from "./recovery/recovery.js";
+import { ReplicaEvents } from "./recovery/replica-events.js";
 import { cancelMessage, fenceOf } from "./sessions/messages.js";
 import { MassDropBrake, sessionSpan } from "./timers/mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
@@ -111,8 +113,6 @@ export interface CoordinatorOptions {
 
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 
-const EVERYTHING = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
-
 /**
  * Turns requests into store operations and their outcomes into actions. Each
  * transition is one atomic store operation (src/server/store/store.ts) whose
@@ -140,6 +140,10 @@ export class Coordinator {
   private readonly judge: Judge;
   /** What time alone changes. */
   private readonly timers: TimerChecks;
+  /** What other servers on the same store tell this one (absent for an embedded store). */
+  private readonly replicas: ReplicaEvents | undefined;
+  /** Rebuilds memory from the store at start. */
+  private readonly recovery: Recovery;
   /** Set when the server shuts down: no more dispatching. */
   private draining = false;
   private drainMessage: SessionResponse | undefined;
@@ -183,6 +187,18 @@ export class Coordinator {
       bus: options.bus,
       log: (line) => this.log(line),
     });
+    this.replicas =
+      options.bus === undefined
+        ? undefined
+        : new ReplicaEvents({
+            turn: this.turn,
+            pump: this.pump,
+            sessions: this.sessions,
+            routing: this.routing,
+            watchdog: this.watchdog,
+            bus: options.bus,
+            log: (line) => this.log(line),
+          });
     this.timers = new TimerChecks({
       turn: this.turn,
       judge: this.judge,
@@ -191,13 +207,16 @@ export class Coordinator {
       routing: this.routing,
       watchdog: this.watchdog,
       defaultUnresponsiveMs: options.defaultUnresponsiveMs,
-      resync: options.bus === undefined ? undefined : () => this.resync(),
+      resync: this.replicas === undefined ? undefined : () => this.replicas!.resync(),
     });
-    const bus = options.bus;
-    if (bus !== undefined) {
-      bus.subscribe((event) => this.onReplicaEvent(event));
-      bus.onResync(() => this.resync());
-    }
+    this.recovery = new Recovery({
+      turn: this.turn,
+      routing: this.routing,
+      watchdog: this.watchdog,
+      heartbeatGraceMs: options.heartbeatGraceMs,
+      shared: options.bus !== undefined,
+      log: (line) => this.log(line),
+    });
   }
 
 
@@ -566,74 +585,13 @@ export class Coordinator {
     return { held: holding() };
   }
 
-  /**
-   * Called once at start: rebuilds what the coordinator keeps in memory from
-   * the store (the dispatch queue in its stored order, and a timer for
-   * everything time alone can change). On a store that outlived a previous
-   * process, the sessions recorded there died with it (when their workers
-   * were last heard from), so their workers are UNKNOWN until they
-   * reconnect, and the attempts in flight then — only those — get one grace
-   * period for their runners to reconnect and claim them
-   * (Hello.running_attempt_ids) before silence counts against them. Each
-   * worker is set to hold exactly its active attempts: a store may write
-   * that list behind, and the attempts are the record that counts.
-   */
-  async recover() {
-    const now = this.clock.now();
-    await this.load(now);
-    // Sharing the store: other servers' sessions are alive. Those of a server that died (this one's previous
-    // process included) are found by the fleet's leader (adoptOrphanedSessions), not here.
-    if (this.options.bus !== undefined) return;
-    const fx = new Effects();
-    const active = await this.store.activeAttempts();
-    const heldBy = new Map<string, Attempt[]>();
-    for (const attempt of active) {
-      const held = heldBy.get(attempt.workerId);
-      if (held === undefined) heldBy.set(attempt.workerId, [attempt]);
-      else held.push(attempt);
-    }
-    const allStatuses = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
-    for (const record of await this.store.workersWithStatus(allStatuses)) {
-      this.routing.track(record);
-      const endedAt = Math.min(now, lastHeardMs(record.worker) ?? now);
-      const recovered = await this.store.changeWorker(record.worker.workerId, undefined, (r) => {
-        const holding = holdExactly(r ?? record, heldBy.get(record.worker.workerId) ?? [], this.liveness, now);
-        return holding.attachment === "open" ? detachSession(holding, false, this.liveness, now, endedAt) : holding;
-      });
-      this.turn.absorb(recovered, now, fx);
-    }
-    this.watchdog.inherit(
-      active.map((attempt) => attempt.attemptId),
-      now + this.options.heartbeatGraceMs,
-    );
-    await this.turn.settle(fx);
-  }
 
-  private async load(now: Millis) {
-    const unfinished = [RolloutStatus.QUEUING, RolloutStatus.REQUEUING, RolloutStatus.PREPARING, RolloutStatus.RUNNING];
-    const byId = { orderBy: [{ field: "rollout_id", descending: false }], ...EVERYTHING };
-    const open = await this.store.listRollouts({ filter: { statuses: unfinished, idContains: "" }, ...byId });
-    for (const rollout of open.items) {
-      this.watchdog.rolloutClock(rollout);
-      if (rollout.attemptCount > 0 && maxAttempts(rollout) > 1) {
-        const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], ...EVERYTHING };
-        const filter = { rolloutId: rollout.rolloutId, workerId: "", statuses: [] };
-        const attempts = await this.store.listAttempts({ filter, ...bySequence });
-        this.routing.setRanOn(rollout.rolloutId, attempts.items.map((attempt) => attempt.workerId));
-      }
-    }
-    for (const rollout of await this.store.queuedRollouts()) {
-      if (!isRolloutQueued(rollout.status)) continue;
-      const latest = rollout.latestAttemptId ? await this.store.getAttempt(rollout.latestAttemptId) : undefined;
-      this.routing.add(rollout, latest, now);
-    }
-    for (const attempt of await this.store.activeAttempts()) {
-      const rollout = await this.store.getRollout(attempt.rolloutId);
-      if (rollout !== undefined) this.watchdog.attemptChecked(attempt, rollout);
-    }
-    for (const record of await this.store.workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY])) {
-      this.watchdog.workerLateness(record);
-    }
+
+  // ---- start -------------------------------------------------------------
+
+  /** Called once at start: rebuilds what dispatch keeps in memory from the store (see Recovery.recover). */
+  recover(): Promise<void> {
+    return this.recovery.recover();
   }
 
   // ---- timers -----------------------------------------------------------
@@ -681,162 +639,17 @@ export class Coordinator {
 
   // ---- other servers on the same store -------------------------------------
 
-  private onReplicaEvent(event: ReplicaEvent) {
-    const failed = (error: unknown) => this.log(`replica event ${event.kind}: ${error instanceof Error ? error.message : String(error)}`);
-    switch (event.kind) {
-      case "queued":
-        this.learnQueued(event.ids).catch(failed);
-        break;
-      case "finished":
-        for (const id of event.ids) this.turn.wakeFinishWaiters(id);
-        break;
-      case "stop":
-        this.stopHeldAttempts(event.ids).catch(failed);
-        break;
-      case "workers":
-        this.followRemoteWorkerChanges(event.ids).catch(failed);
-        break;
-      case "session":
-        for (const workerId of event.ids) {
-          const local = this.sessions.get(workerId);
-          if (local !== undefined && local.epoch < event.epoch) {
-            // The store's row belongs to the newer session now: this stream just ends.
-            this.sessions.detach(local.link);
-            local.link.close("aborted", `replaced by a newer session of worker ${workerId} on another server`);
-          }
-        }
-        this.learnRemoteSessions(event.ids).catch(failed);
-        break;
-    }
+  /** Sessions held by a server that died (the fleet's leader finds them): see Recovery.adoptOrphanedSessions. */
+  adoptOrphanedSessions(orphans: readonly { workerId: string; epoch: number }[]): Promise<void> {
+    return this.recovery.adoptOrphanedSessions(orphans);
   }
 
-  /** Sessions another server opened: their labels, for retry-elsewhere here. */
-  private async learnRemoteSessions(workerIds: readonly string[]) {
-    for (const workerId of workerIds) {
-      const record = await this.store.getWorker(workerId);
-      if (record?.attachment === "open" && this.sessions.get(workerId) === undefined) this.routing.addRemoteSession(workerId, record.worker.labels);
-    }
-  }
 
-  /** Rollouts another server queued: into this server's index, then to its waiting runners. */
-  private async learnQueued(rolloutIds: readonly string[]) {
-    const now = this.clock.now();
-    const unknown = rolloutIds.filter((id) => !this.routing.has(id));
-    for (const rollout of unknown.length === 0 ? [] : await this.store.getRollouts(unknown)) {
-      if (!isRolloutQueued(rollout.status) || this.routing.has(rollout.rolloutId)) continue;
-      let latest: Attempt | undefined;
-      if (rollout.attemptCount > 0) {
-        const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], ...EVERYTHING };
-        const attempts = await this.store.listAttempts({ filter: { rolloutId: rollout.rolloutId, workerId: "", statuses: [] }, ...bySequence });
-        if (maxAttempts(rollout) > 1) this.routing.setRanOn(rollout.rolloutId, attempts.items.map((a) => a.workerId));
-        latest = attempts.items.find((a) => a.attemptId === rollout.latestAttemptId);
-      }
-      this.routing.add(rollout, latest, now);
-      this.watchdog.rolloutClock(rollout);
-    }
-    // Also when nothing was new: a resync may have found that a session kept retries away is gone.
-    const fx = new Effects();
-    await this.pump.pump(now, fx);
-    await this.turn.settle(fx);
-  }
 
-  /**
-   * The whole queue, read again: what lost events would have said. Entries
-   * this server indexed before the read that the store no longer queues were
-   * dispatched (or cancelled) by another server: they leave the index.
-   */
-  private resync() {
-    const indexed = this.routing.indexedIds();
-    this.store
-      .attachedWorkerLabels()
-      .then((attached) => {
-        // Every server's sessions, as the store has them: retries that kept away for a session gone may go back.
-        for (const workerId of attached.keys()) if (this.sessions.get(workerId) !== undefined) attached.delete(workerId);
-        this.routing.setRemoteSessions(attached);
-        return this.store.queuedRolloutIds();
-      })
-      .then((queuedIds) => {
-        const queued = new Set(queuedIds);
-        for (const id of indexed) if (!queued.has(id)) this.routing.remove(id);
-        return this.learnQueued(queuedIds);
-      })
-      .catch((error: unknown) => this.log(`resync: ${error instanceof Error ? error.message : String(error)}`));
-  }
 
-  /** Attempts another server ended: runners holding a session here are told to stop. */
-  private async stopHeldAttempts(attemptIds: readonly string[]) {
-    for (const attemptId of attemptIds) {
-      const attempt = await this.store.getAttempt(attemptId);
-      const session = attempt && this.sessions.get(attempt.workerId);
-      if (attempt === undefined || session === undefined) continue;
-      session.link.send(cancelMessage(attemptId, attempt.error?.message || "the attempt was ended by the server"));
-      // The other server also let the worker go of it: this one's view of the worker follows.
-      const record = await this.store.getWorker(attempt.workerId);
-      if (record !== undefined && record.epoch === session.epoch) session.worker = record.worker;
-    }
-  }
 
-  /**
-   * Workers another server changed: watchers here are told, and a worker whose
-   * session this server holds is seen as it is now (a quarantine lifted or set
-   * elsewhere), which may let it take work.
-   */
-  private async followRemoteWorkerChanges(workerIds: readonly string[]) {
-    const mine = workerIds.filter((id) => this.sessions.get(id) !== undefined);
-    const wanted = this.turn.watchingWorkers ? workerIds : mine;
-    if (wanted.length === 0) return;
-    for (const workerId of wanted) {
-      const record = await this.store.getWorker(workerId);
-      if (record === undefined) continue;
-      this.turn.tellWorkerWatchers(record.worker);
-      const session = this.sessions.get(workerId);
-      if (session !== undefined && session.epoch === record.epoch) {
-        session.worker = record.worker;
-        this.routing.track(record);
-      }
-    }
-    if (mine.length > 0) {
-      const now = this.clock.now();
-      const fx = new Effects();
-      await this.pump.pump(now, fx);
-      await this.turn.settle(fx);
-    }
-  }
 
-  /**
-   * Sessions held by a server that died (the fleet's leader finds them): as for
-   * a lost stream, the worker is UNKNOWN from when it was last heard from, and
-   * its attempts are judged after their silence timeout unless its runner
-   * reconnects somewhere and claims them.
-   */
-  async adoptOrphanedSessions(orphans: readonly { workerId: string; epoch: number }[]) {
-    if (orphans.length === 0) return;
-    const now = this.clock.now();
-    const fx = new Effects();
-    const adopted = new Set<string>();
-    for (const { workerId, epoch } of orphans) {
-      const detached = await this.store
-        .changeWorker(workerId, { workerId, epoch }, (r) => {
-          const record = r ?? newWorkerRecord(workerId, now);
-          if (record.attachment !== "open") return record;
-          return detachSession(record, false, this.liveness, now, Math.min(now, lastHeardMs(record.worker) ?? now));
-        })
-        .catch((error: unknown) => {
-          // A newer session took the worker meanwhile: it is not orphaned.
-          if (error instanceof DomainError && error.kind === "aborted") return NO_CHANGES;
-          throw error;
-        });
-      if (detached !== NO_CHANGES) adopted.add(workerId);
-      this.turn.absorb(detached, now, fx);
-    }
-    for (const attempt of await this.store.activeAttempts()) {
-      if (!adopted.has(attempt.workerId)) continue;
-      const rollout = await this.store.getRollout(attempt.rolloutId);
-      if (rollout !== undefined) this.watchdog.attemptChecked(attempt, rollout);
-    }
-    this.log(`took over ${adopted.size} session(s) of dead servers: their workers are UNKNOWN until they reconnect`);
-    await this.turn.settle(fx);
-  }
+
 
   private log(line: string) {
     this.options.log?.(line);
