@@ -68,13 +68,15 @@ import { Effects } from "./turn/effects.js";
 import { Turn } from "./turn/turn.js";
 import { Judge } from "./reactions/judge.js";
 import { Pump } from "./reactions/pump.js";
+import { Drain, type OpenSession } from "./sessions/drain.js";
+import { RunnerSessions } from "./sessions/runner-sessions.js";
 import { TimerChecks } from "./timers/timer-checks.js";
 import { Recovery } from "./recovery/recovery.js";
 import { ReplicaEvents } from "./recovery/replica-events.js";
 import { cancelMessage, fenceOf } from "./sessions/messages.js";
 import { MassDropBrake, sessionSpan } from "./timers/mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
-import { type LiveSession, SessionRegistry } from "./sessions.js";
+import { type LiveSession, SessionRegistry } from "./sessions/registry.js";
 import type { TransitionObserver } from "./transition-observer.js";
 import type { ReplicaBus, ReplicaEvent } from "../replicas/bus.js";
 import { Watchdog } from "./timers/watchdog.js";
@@ -144,9 +146,10 @@ export class Coordinator {
   private readonly replicas: ReplicaEvents | undefined;
   /** Rebuilds memory from the store at start. */
   private readonly recovery: Recovery;
-  /** Set when the server shuts down: no more dispatching. */
-  private draining = false;
-  private drainMessage: SessionResponse | undefined;
+  /** Shutdown: no more dispatching, every runner told. */
+  private readonly shutdown: Drain;
+  /** Runner sessions and their credits. */
+  private readonly runnerSessions: RunnerSessions;
 
   constructor(private readonly options: CoordinatorOptions) {
     this.store = options.store;
@@ -170,11 +173,12 @@ export class Coordinator {
       observer: options.observer,
       bus: options.bus,
     });
+    this.shutdown = new Drain(this.sessions, this.turn);
     this.pump = new Pump({
       turn: this.turn,
       sessions: this.sessions,
       routing: this.routing,
-      draining: () => this.draining,
+      draining: () => this.shutdown.draining,
       shared: options.bus !== undefined,
     });
     this.judge = new Judge({
@@ -184,6 +188,18 @@ export class Coordinator {
       routing: this.routing,
       watchdog: this.watchdog,
       quarantinePolicy: { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine },
+      bus: options.bus,
+      log: (line) => this.log(line),
+    });
+    this.runnerSessions = new RunnerSessions({
+      turn: this.turn,
+      judge: this.judge,
+      pump: this.pump,
+      sessions: this.sessions,
+      routing: this.routing,
+      brake: this.brake,
+      drain: this.shutdown,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
       bus: options.bus,
       log: (line) => this.log(line),
     });
@@ -288,7 +304,7 @@ export class Coordinator {
     );
     this.turn.absorb(asked, now, fx);
     const labels = this.sessions.get(workerId)?.labels ?? asked.workers[0]?.after.worker.labels ?? {};
-    const entry = this.draining ? undefined : this.routing.pickFor(workerId, labels, now);
+    const entry = this.shutdown.draining ? undefined : this.routing.pickFor(workerId, labels, now);
     let assigned: { rollout: Rollout; attempt: Attempt } | undefined;
     if (entry !== undefined) {
       this.routing.take(entry);
@@ -360,7 +376,7 @@ export class Coordinator {
       changes = await this.store.changeAttempt(attemptId, fenceOf(guard.session), step, this.turn.context(now));
     } catch (error) {
       if (credited !== undefined && error instanceof DomainError) {
-        await this.returnCredit(credited, now, fx);
+        await this.runnerSessions.returnCredit(credited, now, fx);
         await this.pump.pump(now, fx);
         await this.turn.settle(fx);
       }
@@ -368,7 +384,7 @@ export class Coordinator {
     }
     this.turn.absorb(changes, now, fx);
     await this.judge.judgeEnded(changes, now, fx);
-    if (credited !== undefined) await this.returnCredit(credited, now, fx);
+    if (credited !== undefined) await this.runnerSessions.returnCredit(credited, now, fx);
     await this.pump.pump(now, fx);
     await this.turn.settle(fx);
     if (refusal !== undefined) throw refusal;
@@ -423,167 +439,45 @@ export class Coordinator {
 
   // ---- runner sessions ---------------------------------------------------
 
-  /**
-   * Hello: attaches the session (replacing an older one of the same worker,
-   * whose epoch it moves on), welcomes it, and sorts the attempts it says it
-   * still runs into resumed ones and ones it must cancel. Attempts the server
-   * thinks it holds but it does not list were lost with its previous
-   * process: UNRESPONSIVE.
-   */
-  async openSession(link: SessionLink, opening: SessionOpening, runningAttemptIds: readonly string[]) {
-    const now = this.clock.now();
-    const fx = new Effects();
-    const attached = await this.store.changeWorker(link.workerId, undefined, (r) =>
-      attachSession(r ?? newWorkerRecord(link.workerId, now), opening, this.liveness, now),
-    );
-    const record = attached.workers[0]!.after;
-    link.epoch = record.epoch;
-    // A quarantine set elsewhere (another server, or before a restart) holds here too.
-    this.routing.track(record);
-    const previous = this.sessions.attach({ link, labels: opening.labels, epoch: record.epoch, worker: record.worker });
-    previous?.link.close("aborted", `replaced by a newer session (${link.sessionId}) for worker ${link.workerId}`);
-    this.options.bus?.publish({ kind: "session", ids: [link.workerId], epoch: record.epoch });
-    this.turn.absorb(attached, now, fx);
-    const fence = fenceOf(link);
-    const listed = new Set(runningAttemptIds);
-    for (const attemptId of record.worker.currentAttemptIds) {
-      if (listed.has(attemptId)) continue;
-      const lost = await this.store.changeAttempt(attemptId, fence, (attempt) =>
-        isAttemptActive(attempt.status)
-          ? expireAttempt(attempt, AttemptStatus.UNRESPONSIVE, "the runner reconnected without it", now)
-          : attempt,
-        this.turn.context(now),
-      );
-      this.turn.absorb(lost, now, fx);
-      await this.judge.judgeEnded(lost, now, fx);
-    }
-    const resumed: string[] = [];
-    const cancels: SessionResponse[] = [];
-    for (const attemptId of listed) {
-      let current = false;
-      const signs = await this.store
-        .changeAttempt(attemptId, fence, (attempt, rollout) => {
-          current = attempt.workerId === link.workerId && rollout !== undefined && isAttemptCurrent(attempt, rollout);
-          return current ? recordSignOfLife(attempt, now) : attempt;
-        }, this.turn.context(now))
-        .catch((error: unknown) => {
-          if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
-          throw error;
-        });
-      this.turn.absorb(signs, now, fx);
-      if (current) resumed.push(attemptId);
-      else cancels.push(cancelMessage(attemptId, "the server no longer counts this attempt as yours"));
-    }
-    const welcome = create(SessionResponseSchema, {
-      message: {
-        case: "welcome",
-        value: {
-          sessionId: link.sessionId,
-          heartbeatInterval: durationFromMs(this.options.heartbeatIntervalMs),
-          serverTime: toTimestamp(now),
-          resumedAttemptIds: resumed,
-        },
-      },
-    });
-    await this.pump.pump(now, fx);
-    await this.turn.settle(fx, () => {
-      link.send(welcome);
-      for (const cancel of cancels) link.send(cancel);
-      // A runner that reconnects during a drain hears it at once: it may report what it holds, and take nothing new.
-      if (this.drainMessage !== undefined) link.send(this.drainMessage);
-    });
+  /** Hello: attaches the session and sorts the attempts its runner still runs (see RunnerSessions.openSession). */
+  openSession(link: SessionLink, opening: SessionOpening, runningAttemptIds: readonly string[]): Promise<void> {
+    return this.runnerSessions.openSession(link, opening, runningAttemptIds);
   }
 
   /** Ready: the runner can take `slots` more assignments now. */
-  async grantCredits(link: SessionLink, slots: number) {
-    if (!this.sessions.isLive(link) || link.leaving) return;
-    const now = this.clock.now();
-    const fx = new Effects();
-    await this.askForWork(link, slots, now, fx);
-    await this.pump.pump(now, fx);
-    await this.turn.settle(fx);
-  }
-
-  /** A credit returned with a report counts as Ready 1: the runner asks for work. */
-  private async returnCredit(link: SessionLink, now: Millis, fx: Effects) {
-    if (this.sessions.isLive(link) && !link.leaving) await this.askForWork(link, 1, now, fx);
-  }
-
-  private async askForWork(link: SessionLink, slots: number, now: Millis, fx: Effects) {
-    this.sessions.grant(link, slots);
-    const asked = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
-      recordWorkRequest(r ?? newWorkerRecord(link.workerId, now), this.liveness, now),
-    );
-    this.turn.absorb(asked, now, fx);
+  grantCredits(link: SessionLink, slots: number): Promise<void> {
+    return this.runnerSessions.grantCredits(link, slots);
   }
 
   /** Goodbye: finish what it holds, take nothing new. */
   goodbye(link: SessionLink) {
-    link.leaving = true;
-    link.credits = 0;
+    this.runnerSessions.goodbye(link);
   }
 
   /** The stream ended; a newer session of the same worker may already have taken over. */
-  async closeSession(link: SessionLink) {
-    const session = this.sessions.liveOf(link);
-    if (session === undefined) return;
-    this.sessions.detach(link);
-    const now = this.clock.now();
-    if (!link.leaving && !this.draining) {
-      const spans = () => Array.from(this.sessions.values(), (s) => sessionSpan(s.worker));
-      const engaged = this.brake.recordDrop(now, sessionSpan(session.worker), spans);
-      if (engaged !== undefined) this.log(engaged);
-    }
-    const fx = new Effects();
-    const detached = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
-      detachSession(r ?? newWorkerRecord(link.workerId, now), link.leaving, this.liveness, now),
-    );
-    this.turn.absorb(detached, now, fx);
-    // Retries that kept away from the other waiting runners for this one's sake may now go back.
-    await this.pump.pump(now, fx);
-    await this.turn.settle(fx);
+  closeSession(link: SessionLink): Promise<void> {
+    return this.runnerSessions.closeSession(link);
   }
 
   /** Each open session with the attempts its worker holds: what a drain waits for, and what an abort abandons. */
-  openSessions(): { sessionId: string; workerId: string; attemptIds: string[] }[] {
-    return Array.from(this.sessions.values(), (session) => ({
-      sessionId: session.link.sessionId,
-      workerId: session.link.workerId,
-      attemptIds: session.worker.currentAttemptIds,
-    }));
+  openSessions(): OpenSession[] {
+    return this.shutdown.openSessions();
   }
+
+
+
+
+
+
+
 
   // ---- shutdown ----------------------------------------------------------
 
-  /**
-   * Stops dispatching and tells every runner the server is going away; they
-   * finish what they hold and report. Resolves as soon as no open session
-   * holds an attempt (idle runners may stay connected, or reconnect and be
-   * told again: they hold nothing to wait for), or when `timeoutMs` has
-   * passed; `held` lists what is still held then.
-   */
-  async drain(reason: string, timeoutMs: number): Promise<{ held: ReturnType<Coordinator["openSessions"]> }> {
-    this.draining = true;
-    this.drainMessage = create(SessionResponseSchema, { message: { case: "drain", value: { reason } } });
-    for (const session of this.sessions.values()) session.link.send(this.drainMessage);
-    const holding = () => this.openSessions().filter((session) => session.attemptIds.length > 0);
-    if (holding().length > 0) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.turn.settleWatchers.delete(check);
-          resolve();
-        };
-        const check = () => {
-          if (holding().length === 0) done();
-        };
-        const timer = setTimeout(done, timeoutMs);
-        this.turn.settleWatchers.add(check);
-      });
-    }
-    await this.store.commit();
-    return { held: holding() };
+  /** Stops dispatching, tells every runner, and waits for what they hold (see Drain.drain). */
+  drain(reason: string, timeoutMs: number): Promise<{ held: OpenSession[] }> {
+    return this.shutdown.drain(reason, timeoutMs);
   }
+
 
 
 

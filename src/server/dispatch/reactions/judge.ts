@@ -15,7 +15,7 @@ import { clearQuarantine, quarantineWorker, type WorkerRecord } from "../../doma
 import type { ReplicaBus } from "../../replicas/bus.js";
 import type { Changes } from "../../transitions/changes.js";
 import { cancelMessage } from "../sessions/messages.js";
-import type { SessionRegistry } from "../sessions.js";
+import type { SessionRegistry } from "../sessions/registry.js";
 import { Effects } from "../turn/effects.js";
 import type { Turn } from "../turn/turn.js";
 import type { Watchdog } from "../timers/watchdog.js";

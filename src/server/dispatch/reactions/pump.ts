@@ -6,7 +6,7 @@ import { DomainError } from "../../domain/errors.js";
 import { newAttemptId } from "../../domain/ids.js";
 import { type Labels, labelsMatch } from "../../domain/labels.js";
 import type { Millis } from "../../domain/time.js";
-import type { LiveSession, SessionRegistry } from "../sessions.js";
+import type { LiveSession, SessionRegistry } from "../sessions/registry.js";
 import type { Effects } from "../turn/effects.js";
 import type { Turn } from "../turn/turn.js";
 import type { QueueEntry } from "./dispatch-queue.js";

@@ -5,7 +5,7 @@ import { dispatchableAt } from "../../domain/rollout.js";
 import { type Millis, msOf } from "../../domain/time.js";
 import type { WorkerRecord } from "../../domain/worker.js";
 import { DispatchQueue, type QueueEntry } from "./dispatch-queue.js";
-import type { SessionRegistry } from "../sessions.js";
+import type { SessionRegistry } from "../sessions/registry.js";
 import type { Watchdog } from "../timers/watchdog.js";
 
 /** The workers that ran a rollout never dispatched. */

@@ -6,7 +6,7 @@ import type { Store } from "../../store/store.js";
 import type { Pump } from "../reactions/pump.js";
 import type { Routing } from "../reactions/routing.js";
 import { cancelMessage } from "../sessions/messages.js";
-import type { SessionRegistry } from "../sessions.js";
+import type { SessionRegistry } from "../sessions/registry.js";
 import type { Watchdog } from "../timers/watchdog.js";
 import { Effects } from "../turn/effects.js";
 import type { Turn } from "../turn/turn.js";

@@ -10,7 +10,7 @@ import { NO_CHANGES } from "../../transitions/changes.js";
 import type { Judge } from "../reactions/judge.js";
 import type { Pump } from "../reactions/pump.js";
 import type { Routing } from "../reactions/routing.js";
-import type { SessionRegistry } from "../sessions.js";
+import type { SessionRegistry } from "../sessions/registry.js";
 import { Effects } from "../turn/effects.js";
 import type { Turn } from "../turn/turn.js";
 import type { Watchdog } from "./watchdog.js";

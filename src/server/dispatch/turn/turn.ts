@@ -12,7 +12,7 @@ import type { Store } from "../../store/store.js";
 import { type Changes, NO_CHANGES } from "../../transitions/changes.js";
 import type { TransitionContext } from "../../transitions/steps.js";
 import type { Routing } from "../reactions/routing.js";
-import type { SessionRegistry } from "../sessions.js";
+import type { SessionRegistry } from "../sessions/registry.js";
 import type { TransitionObserver } from "../transition-observer.js";
 import type { Watchdog } from "../timers/watchdog.js";
 import type { Effects } from "./effects.js";
