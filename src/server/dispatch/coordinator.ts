@@ -1,85 +1,27 @@
-import { create, equals } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { type Attempt, AttemptErrorKind, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
-import {
-  type EnqueueRolloutRequest,
-  EnqueueRolloutRequestSchema,
-  type Rollout,
-  RolloutStatus,
-} from "../../gen/runnerline/v1/rollout_pb.js";
-import { type SessionResponse, SessionResponseSchema } from "../../gen/runnerline/v1/runner_pb.js";
-import { type Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
-import {
-  type AttemptReport,
-  applyReport,
-  expireAttempt,
-  isAttemptActive,
-  isAttemptCurrent,
-  isRepeatedOutcome,
-  recordLateReport,
-  recordLateSignOfLife,
-  recordSignOfLife,
-  watchdogVerdict,
-} from "../domain/attempt.js";
-import { DomainError, failedPrecondition, notFound } from "../domain/errors.js";
-import { newAttemptId, newRolloutId } from "../domain/ids.js";
-import { type Labels, labelsMatch } from "../domain/labels.js";
-import {
-  DEFAULT_QUARANTINE_POLICY,
-  nextFailureStreak,
-  type QuarantinePolicy,
-  quarantineDecision,
-  successClearsQuarantine,
-  workerOutcome,
-} from "../domain/quarantine.js";
-import {
-  cancelRollout,
-  expireRollout,
-  isRolloutQueued,
-  isRolloutTerminal,
-  maxAttempts,
-  newRollout,
-  rolloutEffects,
-  rolloutExpiry,
-} from "../domain/rollout.js";
-import { type Clock, type Millis, msOf, toTimestamp } from "../domain/time.js";
-import {
-  attachSession,
-  clearQuarantine,
-  detachSession,
-  type HeartbeatData,
-  holdExactly,
-  lastHeardMs,
-  type Liveness,
-  newWorkerRecord,
-  quarantineWorker,
-  recordHeartbeat,
-  recordWorkRequest,
-  type SessionOpening,
-  settle,
-  type WorkerRecord,
-} from "../domain/worker.js";
+import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
+import type { EnqueueRolloutRequest, Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
+import type { Worker } from "../../gen/runnerline/v1/worker_pb.js";
+import type { AttemptReport } from "../domain/attempt.js";
+import { DEFAULT_QUARANTINE_POLICY, type QuarantinePolicy } from "../domain/quarantine.js";
+import type { Clock, Millis } from "../domain/time.js";
+import type { HeartbeatData, Liveness, SessionOpening } from "../domain/worker.js";
+import type { ReplicaBus } from "../replicas/bus.js";
 import type { Store } from "../store/store.js";
-import { type Changes, NO_CHANGES } from "../transitions/changes.js";
-import type { AttemptStep, SessionFence, TransitionContext } from "../transitions/steps.js";
-import type { QueueEntry } from "./reactions/dispatch-queue.js";
-import { Routing } from "./reactions/routing.js";
-import { Effects } from "./turn/effects.js";
-import { Turn } from "./turn/turn.js";
 import { Judge } from "./reactions/judge.js";
 import { Pump } from "./reactions/pump.js";
-import { Drain, type OpenSession } from "./sessions/drain.js";
-import { RunnerSessions } from "./sessions/runner-sessions.js";
-import { TimerChecks } from "./timers/timer-checks.js";
+import { Routing } from "./reactions/routing.js";
 import { Recovery } from "./recovery/recovery.js";
 import { ReplicaEvents } from "./recovery/replica-events.js";
-import { cancelMessage, fenceOf } from "./sessions/messages.js";
-import { MassDropBrake, sessionSpan } from "./timers/mass-drop-brake.js";
 import type { SessionLink } from "./session-link.js";
-import { type LiveSession, SessionRegistry } from "./sessions/registry.js";
-import type { TransitionObserver } from "./transition-observer.js";
-import type { ReplicaBus, ReplicaEvent } from "../replicas/bus.js";
+import { Drain, type OpenSession } from "./sessions/drain.js";
+import { SessionRegistry } from "./sessions/registry.js";
+import { RunnerSessions } from "./sessions/runner-sessions.js";
+import { MassDropBrake } from "./timers/mass-drop-brake.js";
+import { TimerChecks } from "./timers/timer-checks.js";
 import { Watchdog } from "./timers/watchdog.js";
+import type { TransitionObserver } from "./transition-observer.js";
+import { Requests } from "./turn/requests.js";
+import { Turn } from "./turn/turn.js";
 
 export interface CoordinatorOptions {
   store: Store;
@@ -116,19 +58,16 @@ export interface CoordinatorOptions {
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 
 /**
- * Turns requests into store operations and their outcomes into actions. Each
- * transition is one atomic store operation (src/server/store/store.ts) whose
- * rules are pure domain functions; the coordinator absorbs the Changes it
- * returns — the dispatch queue index, timers, waiters, observers — and once
- * they are durable acts on them: assignments pushed to waiting runners,
- * cancellations, woken waiters. Services call it; it never knows about
- * transports. Sessions and credits live in SessionRegistry, time-driven
- * checks in Watchdog.
+ * The one entry point of dispatch for the services (src/server/services) and
+ * the server (app.ts): it builds the parts and hands each call to the part
+ * that owns it, nothing more. Data flows one way — a request enters a part
+ * (turn/requests.ts, sessions/, timers/, recovery/), which runs it as a turn
+ * (turn/turn.ts: store operations, their Changes absorbed, reactions from
+ * reactions/, then settled once durable), and the effects go back out
+ * through the sessions' links, waiters and the replica bus. It never knows
+ * about transports. See "Dispatch in parts" in docs/design-decisions.md.
  */
 export class Coordinator {
-  private readonly store: Store;
-  private readonly clock: Clock;
-  private readonly liveness: Liveness;
   private readonly sessions = new SessionRegistry();
   private readonly watchdog: Watchdog;
   private readonly brake: MassDropBrake;
@@ -150,23 +89,23 @@ export class Coordinator {
   private readonly shutdown: Drain;
   /** Runner sessions and their credits. */
   private readonly runnerSessions: RunnerSessions;
+  /** Requests that change rollouts, attempts and workers. */
+  private readonly requests: Requests;
 
   constructor(private readonly options: CoordinatorOptions) {
-    this.store = options.store;
-    this.clock = options.clock;
-    this.liveness = { heartbeatGraceMs: options.heartbeatGraceMs };
+    const liveness: Liveness = { heartbeatGraceMs: options.heartbeatGraceMs };
     this.brake = new MassDropBrake({
       windowMs: options.heartbeatGraceMs,
       minFleet: options.brakeMinFleet ?? 10,
       holdMs: options.brakeHoldMs ?? 4 * options.heartbeatGraceMs,
       establishedAfterMs: options.heartbeatIntervalMs,
     });
-    this.watchdog = new Watchdog(this.liveness, options.defaultUnresponsiveMs, this.brake);
+    this.watchdog = new Watchdog(liveness, options.defaultUnresponsiveMs, this.brake);
     this.routing = new Routing(this.sessions, this.watchdog, options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS, options.bus !== undefined);
     this.turn = new Turn({
-      store: this.store,
-      clock: this.clock,
-      liveness: this.liveness,
+      store: options.store,
+      clock: options.clock,
+      liveness,
       sessions: this.sessions,
       watchdog: this.watchdog,
       routing: this.routing,
@@ -203,6 +142,16 @@ export class Coordinator {
       bus: options.bus,
       log: (line) => this.log(line),
     });
+    this.requests = new Requests({
+      turn: this.turn,
+      judge: this.judge,
+      pump: this.pump,
+      sessions: this.sessions,
+      runnerSessions: this.runnerSessions,
+      routing: this.routing,
+      drain: this.shutdown,
+      onHeartbeat: options.onHeartbeat,
+    });
     this.replicas =
       options.bus === undefined
         ? undefined
@@ -235,92 +184,26 @@ export class Coordinator {
     });
   }
 
-
   // ---- rollouts ----------------------------------------------------------
 
   /** Enqueues all or none; a repeated idempotency key returns the existing rollout. */
-  async enqueue(requests: EnqueueRolloutRequest[], retried = false): Promise<Rollout[]> {
-    const now = this.clock.now();
-    const existing = await Promise.all(
-      requests.map((request) => (request.rolloutId === "" ? undefined : this.store.getRollout(request.rolloutId))),
-    );
-    const claimed = new Set<string>();
-    const rollouts = requests.map((request, i) => {
-      const found = existing[i];
-      if (found !== undefined) {
-        if (!sameEnqueueRequest(found, request)) {
-          throw new DomainError("already_exists", `rollout ${request.rolloutId} exists with different content`);
-        }
-        return { rollout: found, fresh: false };
-      }
-      if (request.rolloutId !== "" && claimed.has(request.rolloutId)) {
-        throw new DomainError("already_exists", `rollout ${request.rolloutId} appears twice in the request`);
-      }
-      claimed.add(request.rolloutId);
-      return { rollout: newRollout(request, request.rolloutId || newRolloutId(), now), fresh: true };
-    });
-    const fresh = rollouts.filter((r) => r.fresh).map((r) => r.rollout);
-    let changes = NO_CHANGES;
-    try {
-      if (fresh.length > 0) changes = await this.store.enqueueRollouts(fresh);
-    } catch (error) {
-      // Another enqueue took one of the ids since they were read: read again, once (it may be the same rollout).
-      if (error instanceof DomainError && error.kind === "already_exists" && !retried) return this.enqueue(requests, true);
-      throw error;
-    }
-    const fx = new Effects();
-    this.turn.absorb(changes, now, fx);
-    await this.pump.pump(now, fx);
-    await this.turn.settle(fx);
-    return rollouts.map((r) => r.rollout);
+  enqueue(requests: EnqueueRolloutRequest[]): Promise<Rollout[]> {
+    return this.requests.enqueue(requests);
   }
 
-  getRollout(rolloutId: string): Promise<Rollout> {
-    return this.turn.getRollout(rolloutId);
-  }
-
-  async cancel(rolloutId: string): Promise<Rollout> {
-    const now = this.clock.now();
-    const reason = "rollout cancelled";
-    const changes = await this.store.changeRollout(rolloutId, (rollout) => ({
-      after: cancelRollout(rollout, now),
-      attemptErrorKind: AttemptErrorKind.CANCELLED,
-      reason,
-    }), this.turn.context(now));
-    const fx = new Effects();
-    this.turn.absorb(changes, now, fx);
-    this.judge.cancelAbortedAttempts(changes, reason, fx);
-    await this.judge.judgeEnded(changes, now, fx);
-    await this.turn.settle(fx);
-    return changes.rollouts.find((c) => c.after.rolloutId === rolloutId)?.after ?? (await this.getRollout(rolloutId));
+  /** Cancels a rollout; runners holding its attempt are told to stop. */
+  cancel(rolloutId: string): Promise<Rollout> {
+    return this.requests.cancel(rolloutId);
   }
 
   /** Unary pull: takes the head of the queue for `workerId` (undefined when empty). */
-  async dequeueFor(workerId: string): Promise<{ rollout: Rollout; attempt: Attempt } | undefined> {
-    const now = this.clock.now();
-    const fx = new Effects();
-    const asked = await this.store.changeWorker(workerId, undefined, (r) =>
-      recordWorkRequest(r ?? newWorkerRecord(workerId, now), this.liveness, now),
-    );
-    this.turn.absorb(asked, now, fx);
-    const labels = this.sessions.get(workerId)?.labels ?? asked.workers[0]?.after.worker.labels ?? {};
-    const entry = this.shutdown.draining ? undefined : this.routing.pickFor(workerId, labels, now);
-    let assigned: { rollout: Rollout; attempt: Attempt } | undefined;
-    if (entry !== undefined) {
-      this.routing.take(entry);
-      const { claimed, changes } = await this.store.claimRollouts({
-        now,
-        liveness: this.liveness,
-        workerId,
-        epoch: undefined,
-        rolloutIds: [entry.rolloutId],
-        newAttemptId,
-      });
-      this.turn.absorb(changes, now, fx);
-      assigned = claimed[0];
-    }
-    await this.turn.settle(fx);
-    return assigned;
+  dequeueFor(workerId: string): Promise<{ rollout: Rollout; attempt: Attempt } | undefined> {
+    return this.requests.dequeueFor(workerId);
+  }
+
+  /** The rollout (NOT_FOUND when unknown). */
+  getRollout(rolloutId: string): Promise<Rollout> {
+    return this.turn.getRollout(rolloutId);
   }
 
   /** Resolves with the finished ones among `rolloutIds` once all have finished, the timeout passes or `signal` aborts. */
@@ -330,106 +213,30 @@ export class Coordinator {
 
   // ---- attempts ----------------------------------------------------------
 
-  getAttempt(attemptId: string): Promise<Attempt> {
-    return this.turn.getAttempt(attemptId);
-  }
-
-  /**
-   * A runner's report. Only a current attempt moves its rollout; a report
-   * about one that is no longer current is recorded on it and refused with
-   * FAILED_PRECONDITION (after the record is durable). A report made on a
-   * session that a newer one replaced changes nothing (ABORTED).
-   * `returnsCredit`: the session gets one credit back with it, also when the
-   * report is refused (a terminal update under Hello.terminal_update_returns_credit).
-   */
-  async report(
+  /** A runner's report (see Requests.report for what is refused and how). */
+  report(
     attemptId: string,
     report: AttemptReport,
     guard: { workerId?: string; expectedVersion?: bigint; session?: SessionLink; returnsCredit?: boolean } = {},
   ): Promise<Attempt> {
-    const now = this.clock.now();
-    const credited = guard.returnsCredit === true ? guard.session : undefined;
-    let outcome: Attempt | undefined;
-    let refusal: DomainError | undefined;
-    const step: AttemptStep = (attempt, rollout) => {
-      if (guard.workerId !== undefined && attempt.workerId !== guard.workerId) {
-        throw failedPrecondition(`attempt ${attemptId} belongs to worker ${attempt.workerId}, not ${guard.workerId}`);
-      }
-      if (guard.expectedVersion !== undefined && guard.expectedVersion !== attempt.version) {
-        throw new DomainError(
-          "aborted",
-          `attempt ${attemptId} is at version ${attempt.version}, not the expected ${guard.expectedVersion}`,
-        );
-      }
-      if (rollout !== undefined && isAttemptCurrent(attempt, rollout)) return (outcome = applyReport(attempt, report, now));
-      if (isRepeatedOutcome(attempt, report)) return (outcome = attempt);
-      refusal = failedPrecondition(
-        `attempt ${attemptId} is no longer current (attempt ${AttemptStatus[attempt.status]}, rollout ${
-          rollout === undefined ? "missing" : RolloutStatus[rollout.status]
-        }); the report was recorded as late_status`,
-      );
-      return (outcome = recordLateReport(attempt, report, now));
-    };
-    const fx = new Effects();
-    let changes: Changes;
-    try {
-      changes = await this.store.changeAttempt(attemptId, fenceOf(guard.session), step, this.turn.context(now));
-    } catch (error) {
-      if (credited !== undefined && error instanceof DomainError) {
-        await this.runnerSessions.returnCredit(credited, now, fx);
-        await this.pump.pump(now, fx);
-        await this.turn.settle(fx);
-      }
-      throw error;
-    }
-    this.turn.absorb(changes, now, fx);
-    await this.judge.judgeEnded(changes, now, fx);
-    if (credited !== undefined) await this.runnerSessions.returnCredit(credited, now, fx);
-    await this.pump.pump(now, fx);
-    await this.turn.settle(fx);
-    if (refusal !== undefined) throw refusal;
-    return outcome!;
+    return this.requests.report(attemptId, report, guard);
+  }
+
+  /** The attempt (NOT_FOUND when unknown). */
+  getAttempt(attemptId: string): Promise<Attempt> {
+    return this.turn.getAttempt(attemptId);
   }
 
   // ---- workers -----------------------------------------------------------
 
-  getWorker(workerId: string): Promise<Worker> {
-    return this.turn.getWorker(workerId);
+  /** Telemetry, plus a sign of life for each listed attempt the worker still holds (see Requests.heartbeat). */
+  heartbeat(workerId: string, data: HeartbeatData, attemptIds: readonly string[] = []): Promise<Worker> {
+    return this.requests.heartbeat(workerId, data, attemptIds);
   }
 
-  /**
-   * Telemetry, plus a sign of life for each listed attempt the worker still
-   * holds. A listed attempt that is no longer current gets a Cancel back, so
-   * the runner stops spending its machine on it.
-   */
-  async heartbeat(workerId: string, data: HeartbeatData, attemptIds: readonly string[] = []): Promise<Worker> {
-    const now = this.clock.now();
-    const fx = new Effects();
-    const changes = await this.store.changeWorker(workerId, undefined, (r) =>
-      recordHeartbeat(r ?? newWorkerRecord(workerId, now), data, this.liveness, now),
-    );
-    this.turn.absorb(changes, now, fx);
-    const worker = changes.workers[0]?.after.worker ?? (await this.getWorker(workerId));
-    this.options.onHeartbeat?.(workerId, data, now);
-    for (const attemptId of attemptIds) {
-      let stale = false;
-      const signs = await this.store
-        .changeAttempt(attemptId, undefined, (attempt, rollout) => {
-          if (attempt.workerId !== workerId) return attempt;
-          if (rollout !== undefined && isAttemptCurrent(attempt, rollout)) return recordSignOfLife(attempt, now);
-          stale = true;
-          return recordLateSignOfLife(attempt, now);
-        }, this.turn.context(now))
-        .catch((error: unknown) => {
-          if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
-          throw error;
-        });
-      this.turn.absorb(signs, now, fx);
-      if (stale) this.turn.sendTo(workerId, cancelMessage(attemptId, "the attempt is no longer current on the server"), fx);
-    }
-    // No dispatch here: a sign of life can only take a rollout out of the queue (a revival), never put one in.
-    await this.turn.settle(fx);
-    return worker;
+  /** The worker (NOT_FOUND when unknown). */
+  getWorker(workerId: string): Promise<Worker> {
+    return this.turn.getWorker(workerId);
   }
 
   /** Notifies `listener` of every status or assignment change of any worker; returns the unsubscribe. */
@@ -464,22 +271,12 @@ export class Coordinator {
     return this.shutdown.openSessions();
   }
 
-
-
-
-
-
-
-
   // ---- shutdown ----------------------------------------------------------
 
   /** Stops dispatching, tells every runner, and waits for what they hold (see Drain.drain). */
   drain(reason: string, timeoutMs: number): Promise<{ held: OpenSession[] }> {
     return this.shutdown.drain(reason, timeoutMs);
   }
-
-
-
 
   // ---- start -------------------------------------------------------------
 
@@ -499,10 +296,6 @@ export class Coordinator {
   runWatchdog(): Promise<void> {
     return this.timers.runWatchdog();
   }
-
-
-
-
 
   // ---- quarantine and routing ---------------------------------------------
 
@@ -530,7 +323,6 @@ export class Coordinator {
     return this.pump.unroutableCount();
   }
 
-
   // ---- other servers on the same store -------------------------------------
 
   /** Sessions held by a server that died (the fleet's leader finds them): see Recovery.adoptOrphanedSessions. */
@@ -538,33 +330,7 @@ export class Coordinator {
     return this.recovery.adoptOrphanedSessions(orphans);
   }
 
-
-
-
-
-
-
-
   private log(line: string) {
     this.options.log?.(line);
   }
-}
-
-/** Whether a repeated enqueue with the same idempotency key asks for the same rollout. */
-function sameEnqueueRequest(existing: Rollout, request: EnqueueRolloutRequest): boolean {
-  const asRequest = create(EnqueueRolloutRequestSchema, {
-    input: existing.input,
-    mode: existing.mode,
-    resourcesId: existing.resourcesId,
-    metadata: existing.metadata,
-    config: existing.config,
-    rolloutId: existing.rolloutId,
-    priority: existing.priority,
-  });
-  const normalized = create(EnqueueRolloutRequestSchema, {
-    ...request,
-    metadata: request.metadata ?? {},
-    config: request.config ?? existing.config,
-  });
-  return equals(EnqueueRolloutRequestSchema, asRequest, normalized);
 }
