@@ -51,6 +51,7 @@ class BenchLink implements SessionLink {
     if (message.message.case === "assignment") this.onAssignment(this, message.message.value.attempt!.attemptId);
   }
   close() {}
+  replaced() {}
 }
 
 async function run(name: string, store: Store): Promise<{ name: string; seconds: number; perSecond: number }> {

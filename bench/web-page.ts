@@ -45,7 +45,7 @@ const coordinator = server.coordinator;
 const base = `http://127.0.0.1:${httpPort}`;
 
 function link(workerId: string, n: number): SessionLink {
-  return { sessionId: `bench-${workerId}-${n}`, workerId, credits: 0, leaving: false, send() {}, close() {} };
+  return { sessionId: `bench-${workerId}-${n}`, workerId, credits: 0, leaving: false, send() {}, close() {}, replaced() {} };
 }
 const opening = (i: number) => ({ labels: { pool: i % 2 ? "gpu" : "cpu", zone: `z${i % 4}` }, capacity: 2, clientVersion: "bench", peer: "127.0.0.1" });
 const snapshot = (i: number) =>

@@ -379,6 +379,7 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       const fresh = new RecordingLink("w-1", "se-new");
       await coordinator.openSession(fresh, OPENING, []);
       expect(old.closedWith?.kind).toBe("aborted");
+      expect(old.replacedBy).toEqual({ sessionId: "se-new", peer: OPENING.peer });
       await coordinator.closeSession(old);
       expect((await coordinator.getWorker("w-1"))).toMatchObject({ connected: true });
     });

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { SessionResponse } from "../src/gen/runnerline/v1/runner_pb.js";
 import { Coordinator } from "../src/server/dispatch/coordinator.js";
-import type { SessionLink } from "../src/server/dispatch/session-link.js";
+import { type Replacement, replacementMessage, type SessionLink } from "../src/server/dispatch/session-link.js";
 import type { DomainErrorKind } from "../src/server/domain/errors.js";
 import type { Clock } from "../src/server/domain/time.js";
 import { MemoryStore } from "../src/server/store/memory-store.js";
@@ -57,6 +57,7 @@ export class RecordingLink implements SessionLink {
   leaving = false;
   readonly sent: SessionResponse[] = [];
   closedWith: { kind: DomainErrorKind; message: string } | undefined;
+  replacedBy: Replacement | undefined;
   constructor(
     readonly workerId: string,
     readonly sessionId = `se-${workerId}`,
@@ -66,6 +67,10 @@ export class RecordingLink implements SessionLink {
   }
   close(kind: DomainErrorKind, message: string) {
     this.closedWith = { kind, message };
+  }
+  replaced(by: Replacement) {
+    this.replacedBy = by;
+    this.close("aborted", replacementMessage(this.workerId, by));
   }
   ofCase<C extends NonNullable<SessionResponse["message"]["case"]>>(kind: C) {
     type Value = Extract<SessionResponse["message"], { case: C; value: unknown }>["value"];

@@ -8,6 +8,10 @@ import net from "node:net";
  */
 export class TcpRelay {
   private readonly sockets = new Set<net.Socket>();
+  /** Client side → server side of each open connection. */
+  private readonly pairs = new Map<net.Socket, net.Socket>();
+  /** Server sides left open, silent, by cutClientsOnly. */
+  private readonly orphans = new Set<net.Socket>();
   private refusing = false;
   private readonly server = net.createServer((client) => this.accept(client));
   address = "";
@@ -26,6 +30,19 @@ export class TcpRelay {
   cut(): void {
     this.refusing = true;
     for (const socket of this.sockets) socket.resetAndDestroy();
+  }
+
+  /**
+   * Resets the clients' side of every open connection but leaves the server's
+   * side open and silent: a half-open connection, as after a network fault
+   * the server has not noticed yet. New connections are accepted as before.
+   */
+  cutClientsOnly(): void {
+    for (const [client, upstream] of this.pairs) {
+      this.orphans.add(upstream);
+      upstream.unpipe(client);
+      client.resetAndDestroy();
+    }
   }
 
   restore(): void {
@@ -50,6 +67,7 @@ export class TcpRelay {
       return;
     }
     const upstream = net.connect(this.target);
+    this.pairs.set(client, upstream);
     for (const [from, to] of [
       [client, upstream],
       [upstream, client],
@@ -59,7 +77,8 @@ export class TcpRelay {
       from.on("error", () => to.destroy());
       from.on("close", () => {
         this.sockets.delete(from);
-        to.destroy();
+        this.pairs.delete(from);
+        if (!this.orphans.has(to)) to.destroy();
       });
     }
   }

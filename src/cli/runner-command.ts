@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
 import type { JsonValue } from "@bufbuild/protobuf";
-import { AttemptCancelledError, Runner, RunnerRefusedError } from "../client/runner.js";
+import { AttemptCancelledError, Runner, RunnerRefusedError, SessionReplacedError, workerIdFromHostname } from "../client/runner.js";
 import type { RunnerJob, RunnerLogger } from "../client/runner.js";
 import { RESULT_MAX_BYTES } from "../common/attempt-result.js";
 import { CLIENT_ID_PATTERN, CLIENT_ID_RULE } from "../common/client-id.js";
@@ -9,7 +9,7 @@ import { runAttemptProcess } from "./attempt-process.js";
 import { RESULT_MODES, type ResultMode, resultFromStdout, stdoutBuffer, TailBuffer } from "./command-result.js";
 import { CLIENT_SECURITY_OPTIONS, CLIENT_SECURITY_USAGE, type ClientSecurity, clientSecurityFromFlags, grpcCredentials } from "../client/security.js";
 
-const usage = `usage: runnerline runner --worker-id ID --exec "CMD" [--server HOST:PORT] [--capacity N] [--label k=v ...]
+const usage = `usage: runnerline runner --exec "CMD" [--worker-id ID] [--server HOST:PORT] [--capacity N] [--label k=v ...]
                         [--result json|text|none] [--cancel-grace SECONDS]
 
 Runs CMD with /bin/sh -c for every assigned rollout: the rollout's input arrives
@@ -18,10 +18,14 @@ RUNNERLINE_WORKER_ID are set. Exit status 0 reports SUCCEEDED, with stdout as
 the result (see --result); anything else reports FAILED with the end of stderr.
 The command and everything it starts end with its attempt, and with the runner
 (even a killed one). SIGTERM or SIGINT drains (finishes the attempts in hand,
-then exits 0); a second signal aborts them. Exit code 2: bad arguments, or the
-server refused this runner (bad worker id, credentials or permissions).
+then exits 0), and so does an operator's DrainWorker; a second signal aborts them, reports them FAILED and exits
+130 (SIGINT) or 143 (SIGTERM). Exit code 2: bad arguments, the server refused this
+runner (bad worker id, credentials or permissions), or another runner started
+with the same worker id and took it over.
 
-  --worker-id     this runner's identity: ${CLIENT_ID_RULE}
+  --worker-id     this runner's identity, unique in the fleet: ${CLIENT_ID_RULE}
+                  (default: the host name, here ${workerIdFromHostname()}; a second runner
+                  with the same id replaces this one, which then exits 2)
   --server        gRPC address of the server (default 127.0.0.1:50051)
   --capacity      attempts run at once (default 1)
   --label         k=v label, repeatable
@@ -84,7 +88,7 @@ export async function runnerCommand(argv: string[]): Promise<number> {
     }
     logger.warn(`runner ${config.workerId}: ${signal} again: aborting attempts in hand`);
     exitCode = signal === "SIGINT" ? 130 : 143;
-    stopping = runner.stop({ reason: `runner received ${signal} twice` });
+    stopping = runner.stop({ reason: `runner received a second signal, ${signal}` });
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
@@ -93,8 +97,8 @@ export async function runnerCommand(argv: string[]): Promise<number> {
     await runner.run((job) => runAttempt(job, config, logger));
     await stopping;
   } catch (error) {
-    // Retrying would only be refused again: say why and stop.
-    if (!(error instanceof RunnerRefusedError)) throw error;
+    // Retrying would only be refused again, or take the worker id back from the runner that now holds it: say why and stop.
+    if (!(error instanceof RunnerRefusedError || error instanceof SessionReplacedError)) throw error;
     process.stderr.write(`runnerline runner: ${error.message}\n`);
     return 2;
   } finally {
@@ -123,9 +127,8 @@ function parseRunnerArgs(argv: string[]): RunnerCommandConfig | "help" {
   });
   if (values.help) return "help";
   const security = clientSecurityFromFlags(values, process.env);
-  const workerId = values["worker-id"];
+  const workerId = values["worker-id"] ?? workerIdFromHostname();
   const command = values.exec;
-  if (!workerId) throw new Error("--worker-id is required");
   if (!CLIENT_ID_PATTERN.test(workerId)) throw new Error(`--worker-id must be ${CLIENT_ID_RULE}, got ${JSON.stringify(workerId)}`);
   if (!command) throw new Error("--exec is required");
 
@@ -160,6 +163,9 @@ async function runAttempt(job: RunnerJob, config: RunnerCommandConfig, logger: R
   } catch (error) {
     if (job.signal.reason instanceof AttemptCancelledError) {
       logger.info(`attempt ${attemptId} cancelled after ${seconds(Date.now() - started)}: ${job.signal.reason.reason}`);
+    } else if (job.signal.aborted) {
+      // The runner stopped without draining: it has reported the attempt FAILED itself, and says whether that got through.
+      logger.info(`attempt ${attemptId} aborted after ${seconds(Date.now() - started)} (${describe(job.signal.reason)}): ${firstLine(describe(error))}`);
     } else {
       logger.info(`attempt ${attemptId} failed after ${seconds(Date.now() - started)}: ${firstLine(describe(error))}`);
     }

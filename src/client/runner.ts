@@ -20,13 +20,19 @@ import type {
   Drain,
   HeartbeatAck,
   Rejected,
+  SessionReplaced,
   SessionRequest,
   SessionResponse,
   Welcome,
 } from "../gen/runnerline/v1/runner_pb.js";
 import type { SystemSnapshot } from "../gen/runnerline/v1/telemetry_pb.js";
+import { AttemptCancelledError, RunnerRefusedError, SessionReplacedError, statusDetails } from "./runner-errors.js";
 import { authMetadata } from "./security.js";
 import { collectSystemSnapshot } from "./system-snapshot.js";
+import { workerIdFromHostname } from "./worker-id.js";
+
+export { AttemptCancelledError, RunnerRefusedError, SessionReplacedError } from "./runner-errors.js";
+export { workerIdFromHostname } from "./worker-id.js";
 
 export interface RunnerLogger {
   debug(message: string): void;
@@ -38,7 +44,12 @@ export interface RunnerLogger {
 export interface RunnerOptions {
   /** Server's gRPC address, e.g. "127.0.0.1:50051". */
   address: string;
-  workerId: string;
+  /**
+   * This runner's identity, unique in the fleet. Default: the host name
+   * (workerIdFromHostname). A second runner with the same id replaces this
+   * one's session, and run() then rejects with SessionReplacedError.
+   */
+  workerId?: string;
   labels?: Record<string, string>;
   /** How many attempts run at once. Default 1. */
   capacity?: number;
@@ -56,6 +67,12 @@ export interface RunnerOptions {
   channelOptions?: grpc.ChannelOptions;
   /** A session that gets no Welcome within this time is abandoned and retried. Default 10 s. */
   welcomeTimeoutMs?: number;
+  /**
+   * stop() without drain reports the attempts in hand as FAILED and says
+   * Goodbye; it waits this long for the server to confirm (the stream ending
+   * cleanly) before it closes the stream anyway. Default 2 s.
+   */
+  abortReportTimeoutMs?: number;
   logger?: RunnerLogger;
 }
 
@@ -105,38 +122,12 @@ export interface RunnerEvents {
   drain: [drain: Drain];
 }
 
-/**
- * The server refused the runner's Hello for a reason retrying cannot fix
- * (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED): run() and
- * assignments() reject with it and the runner stops.
- */
-export class RunnerRefusedError extends Error {
-  constructor(
-    readonly code: grpc.status,
-    readonly details: string,
-  ) {
-    super(`the server refused this runner (${grpc.status[code]}): ${details}`);
-    this.name = "RunnerRefusedError";
-  }
-}
-
 /** Hello refusals that a reconnect would only repeat. */
 const PERMANENT_HELLO_CODES: ReadonlySet<grpc.status> = new Set([
   grpc.status.INVALID_ARGUMENT,
   grpc.status.UNAUTHENTICATED,
   grpc.status.PERMISSION_DENIED,
 ]);
-
-/** The abort reason of a job the server cancelled. */
-export class AttemptCancelledError extends Error {
-  constructor(
-    readonly attemptId: string,
-    readonly reason: string,
-  ) {
-    super(reason || "attempt cancelled");
-    this.name = "AttemptCancelledError";
-  }
-}
 
 type SessionCall = grpc.ClientDuplexStream<SessionRequest, SessionResponse>;
 interface RunnerServiceClient extends grpc.Client {
@@ -168,6 +159,8 @@ interface Session {
   creditReturning: Set<string>;
   /** Welcome confirmed terminal_update_returns_credit. */
   terminalUpdateReturnsCredit: boolean;
+  /** The server said a newer session of this worker id replaced this one (SessionReplaced). */
+  replacedBy: SessionReplaced | undefined;
 }
 
 interface HeldJob {
@@ -230,18 +223,19 @@ export class Runner extends EventEmitter<RunnerEvents> {
   private lastAck: RunnerStatus["lastAck"];
 
   private readonly waiters = new Set<() => void>();
-  /** Set when the server refused Hello for good; run() and assignments() reject with it. */
-  private refusal: RunnerRefusedError | undefined;
+  /** Set when the runner stopped for good on the server's word; run() and assignments() reject with it. */
+  private refusal: RunnerRefusedError | SessionReplacedError | undefined;
 
   constructor(options: RunnerOptions) {
     super();
     const capacity = options.capacity ?? 1;
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
-    if (!CLIENT_ID_PATTERN.test(options.workerId ?? "")) {
-      throw new RangeError(`workerId must be ${CLIENT_ID_RULE}, got ${JSON.stringify(options.workerId)}`);
+    const workerId = options.workerId ?? workerIdFromHostname();
+    if (!CLIENT_ID_PATTERN.test(workerId)) {
+      throw new RangeError(`workerId must be ${CLIENT_ID_RULE}, got ${JSON.stringify(workerId)}`);
     }
     this.options = options;
-    this.workerId = options.workerId;
+    this.workerId = workerId;
     this.capacity = capacity;
     this.logger = options.logger ?? consoleLogger;
     this.collectSnapshot = options.collectSnapshot ?? (() => collectSystemSnapshot());
@@ -327,8 +321,11 @@ export class Runner extends EventEmitter<RunnerEvents> {
   /**
    * Stops the runner. With drain: says Goodbye, takes no new work, waits for
    * held jobs to finish and for the server to acknowledge their results, then
-   * closes the stream. Without: aborts held jobs and closes at once. Calling
-   * stop() without drain during a drain escalates it.
+   * closes the stream. Without: says Goodbye, reports every held job FAILED
+   * ("the runner was stopped (reason)") so that the server retries its
+   * rollout at once, aborts the jobs' signals, and closes the stream once the
+   * server has processed that (at most abortReportTimeoutMs). Calling stop()
+   * without drain during a drain escalates it.
    */
   async stop(options: { drain?: boolean; reason?: string } = {}): Promise<void> {
     const reason = options.reason ?? "runner stopping";
@@ -351,24 +348,89 @@ export class Runner extends EventEmitter<RunnerEvents> {
       );
     }
     if (this.state !== "stopped") {
+      const graceful = options.drain ?? false;
+      const failed = graceful ? [] : this.failHeldJobs(reason);
       this.state = "stopped";
       for (const held of this.held.values()) held.abort.abort(new Error(reason));
       clearTimeout(this.heartbeatTimer);
       this.wakeBackoff?.();
-      await this.closeSession(options.drain ?? false);
+      if (graceful) await this.closeSession();
+      else await this.closeAfterReports(reason, failed);
       this.notify();
     }
     await this.sessionLoop;
     this.client?.close();
   }
 
-  private async closeSession(graceful: boolean): Promise<void> {
+  /**
+   * Stopping without a drain: every job in hand ends FAILED now (Goodbye
+   * first, so that the credits those reports return bring no new work). The
+   * handlers' own outcomes, when they come, are ignored. Returns their ids.
+   */
+  private failHeldJobs(reason: string): string[] {
     const session = this.session;
-    if (!session) return;
-    if (!graceful) {
-      session.call.cancel();
+    // A draining runner said Goodbye already (on this session, or in its Welcome handling).
+    if (session?.welcomed && this.state === "running") this.write(session, { case: "goodbye", value: { reason } });
+    const failed: string[] = [];
+    for (const [attemptId, held] of this.held) {
+      // A cancelled job's attempt has ended on the server already.
+      if (held.cancelled) continue;
+      held.finished = true;
+      this.held.delete(attemptId);
+      held.abort.abort(new Error(reason));
+      this.sendUpdate(update(attemptId, AttemptStatus.FAILED, `the runner was stopped (${reason})`, undefined));
+      failed.push(attemptId);
+    }
+    // Jobs never handed to a handler have nothing left to run.
+    this.undelivered.length = 0;
+    return failed;
+  }
+
+  /**
+   * Half-closes the session and waits (at most abortReportTimeoutMs) for the
+   * server to end it cleanly, which it does once it has processed every
+   * message before: the reports reached it. Says so in one line.
+   */
+  private async closeAfterReports(reason: string, failed: string[]): Promise<void> {
+    const session = this.session;
+    const timeoutMs = this.options.abortReportTimeoutMs ?? 2_000;
+    let outcome: string;
+    if (session?.welcomed && !session.closing) {
+      let status: grpc.StatusObject | undefined;
+      const ended = new Promise<void>((resolve) =>
+        session.call.once("status", (received: grpc.StatusObject) => {
+          status = received;
+          resolve();
+        }),
+      );
+      this.halfClose(session);
+      await settlesWithin(ended, timeoutMs);
+      if (status === undefined) session.call.cancel();
+      outcome =
+        status?.code === grpc.status.OK
+          ? "the server confirmed the report"
+          : status === undefined
+            ? `the report was NOT confirmed within ${timeoutMs} ms`
+            : `the report was NOT confirmed (${grpc.status[status.code]}: ${statusDetails(status.details)})`;
+    } else {
+      session?.call.cancel();
+      outcome = "the report did NOT reach the server (no session open)";
+    }
+    if (failed.length === 0) {
+      this.logger.info(`runner ${this.workerId}: stopped without draining (${reason})`);
       return;
     }
+    const confirmed = outcome.startsWith("the server confirmed");
+    this.logger[confirmed ? "info" : "warn"](
+      `runner ${this.workerId}: stopped without draining (${reason}); reported ${failed.join(", ")} as FAILED: ${outcome}` +
+        (confirmed ? "" : "; the server ends them when they go UNRESPONSIVE"),
+    );
+  }
+
+  /** After a drain: half-closes, and cancels the stream if the server does not end it within closeGraceMs. */
+  private async closeSession(): Promise<void> {
+    const session = this.session;
+    if (!session) return;
     this.halfClose(session);
     const ended = new Promise<void>((resolve) => session.call.once("status", () => resolve()));
     if (!(await settlesWithin(ended, closeGraceMs))) session.call.cancel();
@@ -377,10 +439,15 @@ export class Runner extends EventEmitter<RunnerEvents> {
   private async maintainSession(): Promise<void> {
     let failures = 0;
     while (this.state !== "stopped") {
-      const { welcomed, drained, failure } = await this.runSession();
+      const { welcomed, drained, failure, replacedBy } = await this.runSession();
       if (this.hasStopped()) break;
       if (!welcomed && failure !== undefined && PERMANENT_HELLO_CODES.has(failure.code)) {
         this.refuse(new RunnerRefusedError(failure.code, failure.details));
+        break;
+      }
+      // Only our current session hears it (onResponse ignores older ones): another process holds our worker id now.
+      if (replacedBy !== undefined) {
+        this.refuse(new SessionReplacedError(this.workerId, replacedBy.newSessionId, replacedBy.newPeer));
         break;
       }
       // A server that asked us to drain is going away: back off as from a failure, not hammer it with reconnects.
@@ -398,8 +465,8 @@ export class Runner extends EventEmitter<RunnerEvents> {
     }
   }
 
-  /** Hello was refused for good: stop without reconnecting; run() rejects with the refusal. */
-  private refuse(refusal: RunnerRefusedError): void {
+  /** Hello was refused for good, or the worker id is taken: stop without reconnecting; run() rejects with the refusal. */
+  private refuse(refusal: RunnerRefusedError | SessionReplacedError): void {
     this.logger.error(`runner ${this.workerId}: ${refusal.message}; not retrying`);
     this.refusal = refusal;
     this.state = "stopped";
@@ -421,7 +488,12 @@ export class Runner extends EventEmitter<RunnerEvents> {
   }
 
   /** One session from Hello to the end of the stream; resolves whether it was welcomed, and how it failed. */
-  private runSession(): Promise<{ welcomed: boolean; drained: boolean; failure: grpc.ServiceError | undefined }> {
+  private runSession(): Promise<{
+    welcomed: boolean;
+    drained: boolean;
+    failure: grpc.ServiceError | undefined;
+    replacedBy: SessionReplaced | undefined;
+  }> {
     return new Promise((resolve) => {
       const client = this.client!;
       const call = client.session(authMetadata(this.options.token) ?? new grpc.Metadata());
@@ -433,6 +505,7 @@ export class Runner extends EventEmitter<RunnerEvents> {
         closing: false,
         creditReturning: new Set(),
         terminalUpdateReturnsCredit: false,
+        replacedBy: undefined,
       };
       this.session = session;
       let failure: grpc.ServiceError | undefined;
@@ -452,7 +525,7 @@ export class Runner extends EventEmitter<RunnerEvents> {
       call.on("status", () => {
         clearTimeout(welcomeTimer);
         this.onSessionEnded(session, failure);
-        resolve({ welcomed: session.welcomed, drained: session.draining, failure });
+        resolve({ welcomed: session.welcomed, drained: session.draining, failure, replacedBy: session.replacedBy });
       });
 
       this.write(session, {
@@ -489,11 +562,12 @@ export class Runner extends EventEmitter<RunnerEvents> {
     this.unsentUpdates = [...this.unconfirmedUpdates.map((sent) => sent.update), ...this.unsentUpdates];
     this.unconfirmedUpdates = [];
     if (session.welcomed) {
-      const why = failure ? `${grpc.status[failure.code]}: ${failure.details}` : "closed";
+      const why = failure ? `${grpc.status[failure.code]}: ${statusDetails(failure.details)}` : "closed";
       const level = failure && this.state !== "stopped" ? "warn" : "info";
       this.logger[level](`runner ${this.workerId}: session ${session.id} ended (${why})`);
     } else if (this.state !== "stopped") {
-      this.logger.warn(`runner ${this.workerId}: could not open a session: ${failure?.details ?? "stream ended before Welcome"}`);
+      const why = failure ? statusDetails(failure.details) : "stream ended before Welcome";
+      this.logger.warn(`runner ${this.workerId}: could not open a session: ${why}`);
     }
     this.emit("disconnected", failure);
     this.notify();
@@ -518,6 +592,10 @@ export class Runner extends EventEmitter<RunnerEvents> {
         return this.onDrain(session, message.value);
       case "heartbeatAck":
         return this.onHeartbeatAck(message.value);
+      case "sessionReplaced":
+        // The stream ends with ABORTED next; maintainSession stops the runner then.
+        session.replacedBy = message.value;
+        return;
       case undefined:
         return;
     }
@@ -651,7 +729,9 @@ export class Runner extends EventEmitter<RunnerEvents> {
     this.logger.info(`runner ${this.workerId}: server asked to drain${drain.reason ? ` (${drain.reason})` : ""}`);
     session.draining = true;
     this.emit("drain", drain);
-    this.closeIfDrained(session);
+    // An operator drained this worker (WorkerService.DrainWorker): finish, report, say Goodbye, and run() returns.
+    if (drain.exit) void this.stop({ drain: true, reason: drain.reason || "drained by an operator" });
+    else this.closeIfDrained(session);
   }
 
   private closeIfDrained(session: Session): void {

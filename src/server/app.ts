@@ -105,7 +105,15 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   const heartbeats = new HeartbeatGate(limits.heartbeatsPerSecond, () => clock.now());
   const sessions = new SessionCount(limits);
   const services: ServiceRegistration[] = [
-    registerService(RunnerService, runnerService(coordinator, { logger, log, now: () => clock.now(), limits, heartbeats, sessions })),
+    registerService(RunnerService, runnerService(coordinator, {
+      logger,
+      log,
+      now: () => clock.now(),
+      limits,
+      heartbeats,
+      sessions,
+      onSessionReplaced: metrics.countSessionReplaced,
+    })),
     registerService(
       WorkerService,
       mapDomainErrors(

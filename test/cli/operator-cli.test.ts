@@ -322,6 +322,39 @@ describe("routing, retry and quarantine through the CLI", () => {
   }, 180_000);
 });
 
+describe("workers cordon, uncordon and drain", () => {
+  it("keep a worker from new work, show it in list and get, and refuse precisely", async () => {
+    runners.push(await startScriptedRunner(server, "maint", { labels: { pool: "maint" }, heartbeatEveryMs: 1_000 }));
+    await eventually(async () => jsonLines((await cli(["workers", "get", "maint", "--json"])).stdout)[0]!, (w) => w.lastDequeueTime !== undefined);
+    const cordoned = await cli(["workers", "cordon", "maint", "--reason", "disk swap"]);
+    expect(cordoned).toMatchObject({ code: 0, stdout: "cordoned maint (IDLE)\n", stderr: "" });
+    expect((await cli(["workers", "list", "--filter", "cordoned = true"])).stdout).toMatch(/^maint\s+IDLE CORDONED\s+yes/m);
+    expect((await cli(["workers", "get", "maint"])).stdout).toMatch(/^cordon\s+since \S+ \(.*\): disk swap$/m);
+    expect((await cli(["rollouts", "enqueue", "--input", '{"outcome":"succeed"}', "--id", "maint-1", "--label", "pool=maint"])).code).toBe(0);
+    expect(jsonLines((await cli(["rollouts", "get", "maint-1", "--json"])).stdout)[0]!.status).toBe("ROLLOUT_STATUS_QUEUING");
+
+    const json = jsonLines((await cli(["workers", "uncordon", "maint", "--json"])).stdout)[0]!;
+    expect(json).toMatchObject({ workerId: "maint" });
+    expect(json.cordoned).toBeUndefined();
+    expect((await cli(["rollouts", "wait", "maint-1", "--timeout", "30s"])).stdout).toBe("1/1 finished: 1 SUCCEEDED\n");
+
+    const drained = await cli(["workers", "drain", "maint", "--reason", "kernel"]);
+    expect(drained).toMatchObject({ code: 0, stdout: "draining maint (IDLE)\n", stderr: "" });
+    expect((await cli(["workers", "list", "--filter", 'worker_id = "maint"'])).stdout).toMatch(/^maint\s+IDLE DRAINING\s+yes/m);
+
+    const [missing, usage, long] = await Promise.all([
+      cli(["workers", "drain", "nobody"]),
+      cli(["workers", "cordon"]),
+      cli(["workers", "cordon", "maint", "--reason", "x".repeat(1025)]),
+    ]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^runnerline: NOT_FOUND: worker nobody not found/);
+    expect(usage.code).toBe(1);
+    expect(long.code).toBe(2);
+    expect(long.stderr).toMatch(/^runnerline: INVALID_ARGUMENT: reason is 1025 characters long; at most 1024/);
+  }, 120_000);
+});
+
 describe("the operator commands against a server with tokens and TLS", () => {
   const certs = makeCertificates("cli");
   let secured: RunningServer;

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +12,7 @@ import { RESULT_MAX_BYTES } from "../../src/common/attempt-result.js";
 import { AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import type { Rollout } from "../../src/gen/runnerline/v1/rollout_pb.js";
+import { workerIdFromHostname } from "../../src/client/worker-id.js";
 import { enqueue, eventually, startTestServer } from "./helpers.js";
 import type { TestServer } from "./helpers.js";
 
@@ -49,17 +50,19 @@ interface RunnerProcess {
   exited: Promise<number | null>;
 }
 
-function startRunner(command: string, extraArgs: string[] = [], workerId = `cli-${Math.random().toString(36).slice(2, 8)}`): RunnerProcess {
+/** `workerId` null: no --worker-id, so the runner takes its default. */
+function startRunner(command: string, extraArgs: string[] = [], workerId: string | null = `cli-${Math.random().toString(36).slice(2, 8)}`): RunnerProcess {
+  const idArgs = workerId === null ? [] : ["--worker-id", workerId];
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", entry, "--worker-id", workerId, "--exec", command, "--server", server.grpcAddress, ...extraArgs],
+    ["--import", "tsx", entry, ...idArgs, "--exec", command, "--server", server.grpcAddress, ...extraArgs],
     { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WORK_DIR: workDir } },
   );
   const output = { stdout: "", stderr: "" };
   child.stdout!.on("data", (chunk: Buffer) => (output.stdout += chunk.toString()));
   child.stderr!.on("data", (chunk: Buffer) => (output.stderr += chunk.toString()));
   const exited = once(child, "exit").then(([code]) => code as number | null);
-  const runner = { child, workerId, output, exited };
+  const runner = { child, workerId: workerId ?? workerIdFromHostname(), output, exited };
   processes.push(runner);
   return runner;
 }
@@ -133,14 +136,70 @@ describe("runnerline runner", () => {
     expect(runner.output.stderr).toMatch(/SIGTERM: draining/);
   }, 30_000);
 
-  it("aborts on a second signal", async () => {
-    const runner = startRunner("sleep 30");
+  it("exits 0 when an operator drains its worker, after finishing the attempt in hand", async () => {
+    const runner = startRunner(`while [ ! -e "$WORK_DIR/go" ]; do sleep 0.05; done; exit 0`);
     const rollout = await enqueue(server.clients, {});
     await untilStatus(rollout, RolloutStatus.RUNNING);
-    runner.child.kill("SIGTERM");
+    await server.clients.workers.drainWorker({ workerId: runner.workerId, reason: "host maintenance" });
+    await eventually(async () => runner.output.stderr, (stderr) => stderr.includes("server asked to drain (drained by an operator: host maintenance)"));
+    await writeFile(path.join(workDir, "go"), "");
+    expect(await runner.exited).toBe(0);
+    expect((await getRollout(rollout.rolloutId)).status).toBe(RolloutStatus.SUCCEEDED);
+    const { worker } = await server.clients.workers.getWorker({ workerId: runner.workerId });
+    expect(worker).toMatchObject({ cordoned: true, draining: false });
+  }, 30_000);
+
+  it.each([
+    ["SIGTERM", "SIGINT", 130],
+    ["SIGINT", "SIGINT", 130],
+    ["SIGTERM", "SIGTERM", 143],
+  ] as const)("aborts on a second signal (%s, then %s), reporting the attempt FAILED at once", async (first, second, exitCode) => {
+    const runner = startRunner("sleep 30");
+    const { rollout } = await server.clients.rollouts.enqueueRollout({ config: { maxAttempts: 2, retryOn: [AttemptStatus.FAILED] } });
+    const running = await untilStatus(rollout!, RolloutStatus.RUNNING);
+    runner.child.kill(first);
     await eventually(async () => runner.output.stderr, (stderr) => stderr.includes("draining"));
-    runner.child.kill("SIGINT");
-    expect(await runner.exited).toBe(130);
+    runner.child.kill(second);
+    // Reported by the runner before it closed its session: FAILED within a few seconds, not UNRESPONSIVE after the
+    // server's unresponsive timeout, and the rollout waits for its retry.
+    const attempt = await eventually(() => getAttempt(running.latestAttemptId), (a) => a.status !== AttemptStatus.RUNNING, 3_000);
+    expect(attempt.status).toBe(AttemptStatus.FAILED);
+    expect(attempt.error?.message).toBe(`the runner was stopped (runner received a second signal, ${second})`);
+    expect((await getRollout(rollout!.rolloutId)).status).toBe(RolloutStatus.REQUEUING);
+    expect(await runner.exited).toBe(exitCode);
+    expect(runner.output.stderr).toContain(`reported ${running.latestAttemptId} as FAILED: the server confirmed the report`);
+  }, 30_000);
+
+  it("exits 2 with one line naming the worker id when a second runner starts with the same id, which keeps it", async () => {
+    const first = startRunner("sleep 30", [], "laptop-1");
+    await eventually(
+      () => server.clients.workers.getWorker({ workerId: "laptop-1" }).catch(() => ({ worker: undefined })),
+      (r) => r.worker?.connected === true,
+      20_000,
+    );
+    const second = startRunner("cat > /dev/null; echo '{\"by\": \"second\"}'", [], "laptop-1");
+    const exited = await Promise.race([first.exited, new Promise<string>((resolve) => setTimeout(() => resolve("still running"), 20_000))]);
+    expect(exited).toBe(2);
+    const said = first.output.stderr.split("\n").filter((line) => line.startsWith("runnerline runner:"));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatch(/another runner opened a session with worker id laptop-1 from 127\.0\.0\.1:\d+/);
+    // No fight: the second runner holds the worker and serves it.
+    expect(second.child.exitCode).toBeNull();
+    const rollout = await enqueue(server.clients, {});
+    expect((await untilStatus(rollout, RolloutStatus.SUCCEEDED)).result).toBeDefined();
+    expect((await getAttempt((await getRollout(rollout.rolloutId)).latestAttemptId)).workerId).toBe("laptop-1");
+    const { worker } = await server.clients.workers.getWorker({ workerId: "laptop-1" });
+    expect(worker?.connected).toBe(true);
+  }, 60_000);
+
+  it("takes the host name as its worker id when given none", async () => {
+    startRunner("cat > /dev/null", [], null);
+    const { worker } = await eventually(
+      () => server.clients.workers.getWorker({ workerId: workerIdFromHostname() }).catch(() => ({ worker: undefined })),
+      (r) => r.worker?.connected === true,
+      20_000,
+    );
+    expect(worker?.workerId).toBe(workerIdFromHostname());
   }, 30_000);
 
   it("rejects a malformed worker id locally with exit code 2", async () => {

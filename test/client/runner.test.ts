@@ -9,7 +9,7 @@ import type { RunnerJob, RunnerOptions } from "../../src/client/runner.js";
 import { grpcServiceDefinition } from "../../src/common/grpc-definition.js";
 import { AttemptStatus } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { RolloutStatus } from "../../src/gen/runnerline/v1/rollout_pb.js";
-import { RunnerService, SessionRequestSchema } from "../../src/gen/runnerline/v1/runner_pb.js";
+import { RunnerService } from "../../src/gen/runnerline/v1/runner_pb.js";
 import type { SessionRequest, SessionResponse, Welcome } from "../../src/gen/runnerline/v1/runner_pb.js";
 import { SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
 import { SessionRelay, TcpRelay, enqueue, eventually, silentLogger, startTestServer } from "./helpers.js";
@@ -242,28 +242,6 @@ describe("Runner session", () => {
 });
 
 describe("Runner reconnects", () => {
-  it("opens a new session after the server closes the stream, keeping its attempt", async () => {
-    const runner = newRunner();
-    const jobs = runner.assignments();
-    const rollout = await enqueue(server.clients, {});
-    const job = await nextJob(jobs);
-    const firstSession = runner.status.sessionId;
-
-    // A second session for the same worker wins; the server closes the runner's stream.
-    const intruder = openRawSession(server.grpcAddress, runner.workerId, [job.attempt.attemptId]);
-    const [error] = (await once(runner, "disconnected")) as [grpc.ServiceError | undefined];
-    expect(runner.status.connected).toBe(false);
-    intruder.cancel();
-
-    const [welcome] = (await once(runner, "connected")) as [Welcome];
-    expect(welcome.sessionId).not.toBe(firstSession);
-    expect(welcome.resumedAttemptIds).toEqual([job.attempt.attemptId]);
-    expect(error === undefined || typeof error.code === "number").toBe(true);
-
-    job.succeed();
-    await eventually(() => getRollout(rollout.rolloutId), (r) => r.status === RolloutStatus.SUCCEEDED);
-  });
-
   it("delivers a result produced while disconnected after it reconnects", async () => {
     const relay = new TcpRelay({ host: "127.0.0.1", port: Number(server.grpcAddress.split(":")[1]) });
     await relay.start();
@@ -432,19 +410,3 @@ describe("Runner refused for good", () => {
     }
   });
 });
-
-/** A bare session opened with grpc-js directly, standing in for a second process with the same worker id. */
-function openRawSession(address: string, workerId: string, runningAttemptIds: string[]) {
-  const Client = grpc.makeGenericClientConstructor(grpcServiceDefinition(RunnerService), "RunnerService");
-  const client = new Client(address, grpc.credentials.createInsecure());
-  const call = (client as unknown as { session(): grpc.ClientDuplexStream<SessionRequest, SessionResponse> }).session();
-  call.on("error", () => {});
-  call.on("data", () => {});
-  call.write(create(SessionRequestSchema, { message: { case: "hello", value: { workerId, capacity: 1, runningAttemptIds } } }));
-  return {
-    cancel() {
-      call.cancel();
-      client.close();
-    },
-  };
-}

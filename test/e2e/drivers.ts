@@ -42,7 +42,9 @@ export type Received =
   | { kind: "heartbeat_ack"; sequence: number }
   | { kind: "cancel"; attemptId: string }
   | { kind: "rejected"; code: number; message: string }
-  | { kind: "drain" };
+  /** `exit`: an operator drained the worker (DrainWorker); a server shutdown leaves it false. */
+  | { kind: "drain"; reason: string; exit: boolean }
+  | { kind: "session_replaced"; workerId: string; newSessionId: string; newPeer: string };
 
 export type Sent =
   | {
@@ -215,7 +217,9 @@ function fromConnect(response: SessionResponse): Received {
     case "rejected":
       return { kind: "rejected", code: m.value.code, message: m.value.message };
     case "drain":
-      return { kind: "drain" };
+      return { kind: "drain", reason: m.value.reason, exit: m.value.exit };
+    case "sessionReplaced":
+      return { kind: "session_replaced", workerId: m.value.workerId, newSessionId: m.value.newSessionId, newPeer: m.value.newPeer };
     case undefined:
       throw new Error("empty session response");
   }
@@ -374,7 +378,9 @@ function fromPlain(response: any): Received {
     case "rejected":
       return { kind: "rejected", code: value.code, message: value.message };
     case "drain":
-      return { kind: "drain" };
+      return { kind: "drain", reason: value.reason, exit: value.exit === true };
+    case "session_replaced":
+      return { kind: "session_replaced", workerId: value.worker_id, newSessionId: value.new_session_id, newPeer: value.new_peer };
   }
   throw new Error(`unexpected session response ${JSON.stringify(response)}`);
 }

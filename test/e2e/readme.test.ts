@@ -2,7 +2,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -129,6 +129,8 @@ it("the TypeScript runner works as printed, shows input and result as described,
   // Run from a scratch folder, so its import of the SDK is rewritten to point at this repository.
   let source = rewrite(typescriptRunner, `"${DEFAULT_GRPC}"`, `"${grpcAddress}"`);
   source = rewrite(source, `from "./src/client/runner.js"`, `from "${root}src/client/runner.js"`);
+  // Its worker id comes from the host name, not a constant that two copies of the example would share.
+  expect(typescriptRunner).toContain("workerId: hostname()");
   const file = join(scratch, "my-runner.ts");
   writeFileSync(file, source);
   // As in the repository root, whose package.json makes .ts files ES modules (the example uses top-level await).
@@ -140,7 +142,7 @@ it("the TypeScript runner works as printed, shows input and result as described,
   const exited = once(child, "exit");
   try {
     const clients = createRunnerlineClients({ baseUrl: `http://${grpcAddress}` });
-    await eventually(() => clients.workers.listWorkers({}), (page) => page.workers.some((w) => w.workerId === "gpu-host-7" && w.connected), 20_000);
+    await eventually(() => clients.workers.listWorkers({}), (page) => page.workers.some((w) => w.workerId === hostname() && w.connected), 20_000);
     const { rollout } = await clients.rollouts.enqueueRollout({ input: fromJson(ValueSchema, { question: "2+3" }) });
     const { rollouts } = await clients.rollouts.waitRollouts({ rolloutIds: [rollout!.rolloutId], timeout: { seconds: 20n } });
     const http = await fetch(`http://127.0.0.1:${server.httpPort}/runnerline.v1.RolloutService/GetRollout`, {
@@ -160,7 +162,7 @@ it("the TypeScript runner works as printed, shows input and result as described,
     expect(code, output).toBe(0);
     expect(output).toContain("runner stopped");
     // It said Goodbye: the worker is offline, not lost.
-    const { worker } = await clients.workers.getWorker({ workerId: "gpu-host-7" });
+    const { worker } = await clients.workers.getWorker({ workerId: hostname() });
     expect(worker!.status).toBe(WorkerStatus.OFFLINE);
   } finally {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");

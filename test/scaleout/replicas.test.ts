@@ -246,6 +246,8 @@ describe.skipIf(!POSTGRES_AVAILABLE)("three replicas on one PostgreSQL database"
 
     const ended = await Promise.race([older.closed, sleep(5_000).then(() => undefined)]);
     expect(ended?.code, `the older session on A ended with ${ended?.message ?? "nothing within 5 s"}`).toBe(Code.Aborted);
+    // Told why first (SessionReplaced); the newer session's id and peer are another replica's to know.
+    expect(await older.next("sessionReplaced")).toMatchObject({ workerId: "twin", newSessionId: "", newPeer: "" });
     // The newer one goes on, and the worker stays connected through it.
     await newer.roundTrip();
     expect((await worker(C, "twin")).connected).toBe(true);
@@ -406,6 +408,34 @@ describe.skipIf(!POSTGRES_AVAILABLE)("three replicas on one PostgreSQL database"
     await C.clients.workers.releaseWorker({ workerId: "quarantined" });
     const assignment = await onB.next("assignment", 5_000);
     expect(assignment.rollout!.rolloutId).toBe(queued);
+  });
+
+  it("a cordon set through one replica holds where the session is; uncordon serves it at once; a drain reaches its runner", async () => {
+    const labels = { suite: "cordon" };
+    const onB = await waiting(B, "cordoned", labels);
+    // Cordoned through A while the session is on B: B must not hand it work, however soon the work comes.
+    const { worker: cordoned } = await A.clients.workers.cordonWorker({ workerId: "cordoned", reason: "maintenance" });
+    expect(cordoned).toMatchObject({ cordoned: true, cordonReason: "maintenance" });
+    const queued = await enqueue(C, "cordon");
+    await onB.roundTrip();
+    await sleep(300);
+    expect((await rollout(B, queued)).status).toBe(RolloutStatus.QUEUING);
+    const listed = await C.clients.workers.listWorkers({ filter: 'cordoned = true AND worker_id = "cordoned"' });
+    expect(listed.workers.map((w) => w.workerId)).toEqual(["cordoned"]);
+
+    await C.clients.workers.uncordonWorker({ workerId: "cordoned" });
+    const assignment = await onB.next("assignment", 5_000);
+    expect(assignment.rollout!.rolloutId).toBe(queued);
+
+    // Drained through C: B, which holds the session, tells the runner to finish and exit.
+    await C.clients.workers.drainWorker({ workerId: "cordoned", reason: "kernel" });
+    expect(await onB.next("drain", 5_000)).toMatchObject({ exit: true, reason: "drained by an operator: kernel" });
+    onB.report(assignment.attempt!.attemptId, AttemptStatus.SUCCEEDED);
+    await onB.roundTrip();
+    onB.leave();
+    const left = await eventually(() => worker(A, "cordoned"), (w) => w.status === WorkerStatus.OFFLINE, 5_000);
+    expect(left).toMatchObject({ cordoned: true, draining: false });
+    expect((await rollout(A, queued)).status).toBe(RolloutStatus.SUCCEEDED);
   });
 
   it("drain of one replica (SIGTERM) leaves the sessions and dispatch of the others undisturbed", async () => {

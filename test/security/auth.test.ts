@@ -17,6 +17,8 @@ const SERVICES: DescService[] = [WorkerService, RolloutService, AttemptService];
 type Who = "none" | "bogus" | keyof typeof TOKENS;
 const WHO: Who[] = ["none", "bogus", "runner", "operator", "admin"];
 const READS = /^(Get|List|Watch|Wait)[A-Z]/;
+/** Fleet maintenance an operator may do besides reading. */
+const OPERATE_METHODS = new Set(["CordonWorker", "UncordonWorker", "DrainWorker"]);
 /** The runner's methods (its token may call them as a gpu-* worker). */
 const RUNNER_METHODS = new Set(["SendHeartbeat", "DequeueRollout", "UpdateAttempt"]);
 
@@ -95,7 +97,7 @@ async function outcome(transport: Transport, service: DescService, method: DescM
 function expected(who: Who, method: DescMethod): "allowed" | Code {
   if (who === "none" || who === "bogus") return Code.Unauthenticated;
   if (who === "admin") return "allowed";
-  if (who === "operator") return READS.test(method.name) ? "allowed" : Code.PermissionDenied;
+  if (who === "operator") return READS.test(method.name) || OPERATE_METHODS.has(method.name) ? "allowed" : Code.PermissionDenied;
   return RUNNER_METHODS.has(method.name) ? "allowed" : Code.PermissionDenied;
 }
 
@@ -158,6 +160,23 @@ describe("the runner session stream", () => {
     ["the admin token as any worker", TOKENS.admin, "cpu-8", "welcome"],
   ])("%s", async (_name, token, workerId, want) => {
     expect(await openSession(token, workerId)).toBe(want);
+  });
+});
+
+describe("operator scope", () => {
+  const operator = () => createRunnerlineClients({ baseUrl: `http://127.0.0.1:${server.grpcPort}`, security: { token: TOKENS.operator } });
+
+  it("may cordon and uncordon a worker, recorded with the token's name; may not release or cancel", async () => {
+    const { worker } = await operator().workers.cordonWorker({ workerId: "gpu-1", reason: "maintenance" });
+    expect(worker).toMatchObject({ cordoned: true, cordonedBy: "dashboard", cordonReason: "maintenance" });
+    expect((await operator().workers.uncordonWorker({ workerId: "gpu-1" })).worker?.cordoned).toBe(false);
+    const error = await operator().workers.releaseWorker({ workerId: "gpu-1" }).catch(ConnectError.from);
+    expect((error as ConnectError).rawMessage).toMatch(/role operator, which may only call read-only queries.*cordon, uncordon or drain workers; WorkerService.ReleaseWorker/);
+  });
+
+  it("a runner token may not cordon, not even its own worker", async () => {
+    const runner = createRunnerlineClients({ baseUrl: `http://127.0.0.1:${server.grpcPort}`, security: { token: TOKENS.runner } });
+    await expect(runner.workers.cordonWorker({ workerId: "gpu-1" })).rejects.toMatchObject({ code: Code.PermissionDenied });
   });
 });
 

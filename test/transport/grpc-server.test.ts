@@ -88,6 +88,9 @@ const WORKER_SERVICE_METHODS = [
   "GetWorkerHistory",
   "GetFleetSummary",
   "DeleteWorker",
+  "CordonWorker",
+  "UncordonWorker",
+  "DrainWorker",
 ];
 describe("grpc server", () => {
   let server: GrpcServer;

@@ -11,7 +11,7 @@ import { TOKEN_STORAGE_KEY } from "../../web/src/auth.js";
 import { timestampMs } from "../../web/src/quarantine.js";
 import { eventually } from "../polling.js";
 import { DEFAULT_ENTRIES, TOKENS, type TokenEntry, writeAuthFile } from "../security/tokens.js";
-import { type Browser, launchBrowser } from "./browser.js";
+import { type Browser, CHROMIUM_AVAILABLE, launchBrowser } from "./browser.js";
 import { type Fleet, startFleet } from "./fleet.js";
 
 /** An admin token that the last test turns into an operator's while it is signed in. */
@@ -42,6 +42,7 @@ async function recordCall(request: Request): Promise<void> {
 }
 
 beforeAll(async () => {
+  if (!CHROMIUM_AVAILABLE) return;
   authFile = writeAuthFile([...DEFAULT_ENTRIES, DEMOTED]);
   fleet = await startFleet({ authFile, token: TOKENS.admin });
   fleet.addRunner({ workerId: "gpu-a", labels: { zone: "a" } });
@@ -65,7 +66,7 @@ afterAll(async () => {
   await fleet?.close();
 });
 
-describe("Web page with tokens", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Web page with tokens", { timeout: 30_000 }, () => {
   it("asks for a token when the server answers UNAUTHENTICATED", async () => {
     await page.goto(`${fleet.baseUrl}/runners`);
     await prompt().waitFor();
@@ -99,6 +100,10 @@ describe("Web page with tokens", { timeout: 30_000 }, () => {
     await page.click('tr[data-worker-id="gpu-a"] td.id a');
     await eventually(() => releaseButton().isDisabled(), (disabled) => disabled);
     expect(await releaseButton().getAttribute("title")).toMatch(/^Your token may not do this: token "dashboard" has role operator.*ReleaseWorker/);
+    // Cordon is an operator's to do: enabled, without a tooltip.
+    const cordonButton = page.locator('aside[aria-label="Runner gpu-a"] button.cordon');
+    expect(await cordonButton.isEnabled()).toBe(true);
+    expect(await cordonButton.getAttribute("title")).toBeNull();
 
     await page.goto(`${fleet.baseUrl}/rollouts/ro-waiting`);
     await eventually(() => cancelButton().isDisabled(), (disabled) => disabled);
@@ -149,7 +154,7 @@ describe("Web page with tokens", { timeout: 30_000 }, () => {
   });
 });
 
-describe("Web page without an auth file", { timeout: 30_000 }, () => {
+describe.runIf(CHROMIUM_AVAILABLE)("Web page without an auth file", { timeout: 30_000 }, () => {
   it("asks for nothing and probes nothing", async () => {
     const open = await startFleet();
     try {
@@ -160,7 +165,7 @@ describe("Web page without an auth file", { timeout: 30_000 }, () => {
       await fresh.locator('.notice-info:has-text("No runners yet")').waitFor();
       expect(await fresh.locator('form[aria-label="Sign in with a token"]').count()).toBe(0);
       expect(await fresh.locator(".signed-in").count()).toBe(0);
-      expect(calls.some((c) => /CancelRollout|ReleaseWorker/.test(c.method) || c.authorization !== undefined)).toBe(false);
+      expect(calls.some((c) => /CancelRollout|ReleaseWorker|CordonWorker/.test(c.method) || c.authorization !== undefined)).toBe(false);
       await fresh.close();
     } finally {
       await open.close();

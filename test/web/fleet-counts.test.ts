@@ -24,6 +24,7 @@ describe("header counts from GetFleetSummary", () => {
       running: 3,
       succeeded: 7,
       failed: 3,
+      cancelled: 2,
     });
   });
 

@@ -13,6 +13,7 @@ import {
   listWorkersRequest,
   matchesRunnersView,
   rolloutsViewFromUrl,
+  unroutableAmongRequest,
   rolloutsViewToUrl,
   runnersViewFromUrl,
   runnersViewToUrl,
@@ -21,6 +22,7 @@ import {
   ROLLOUT_SORT_FIELDS as WEB_ROLLOUT_SORT_FIELDS,
   WORKER_SORT_FIELDS as WEB_WORKER_SORT_FIELDS,
 } from "../../web/src/table-query.js";
+import { cordonLabel, cordonSummary } from "../../web/src/cordon.js";
 import { isQuarantined } from "../../web/src/quarantine.js";
 
 const NOW = Date.parse("2026-12-03T04:00:00Z");
@@ -38,6 +40,7 @@ describe("runners view ↔ URL", () => {
       statuses: [WorkerStatus.BUSY, WorkerStatus.IDLE],
       labels: { zone: "a", gpu: "h100" },
       quarantined: false,
+      cordoned: false,
       sort: { field: "last_heartbeat_time", descending: true },
       pageSize: 200 as const,
     };
@@ -92,6 +95,28 @@ describe("runners view ↔ URL", () => {
     expect(watchWorkersRequest(view)).toEqual({ workerIdContains: "", changesOnly: true });
   });
 
+  it("the cordoned filter is in the URL, becomes the ListWorkers filter cordoned = true, and combines with quarantined", () => {
+    const view = runnersViewFromUrl("cordoned=1");
+    expect(view).toEqual({ ...DEFAULT_RUNNERS_VIEW, cordoned: true });
+    expect(runnersViewToUrl(view)).toBe("cordoned=1");
+    expect(listWorkersRequest(view, "").filter).toBe("cordoned = true");
+    const both = runnersViewFromUrl("quarantined=1&cordoned=1");
+    expect(listWorkersRequest(both, "").filter).toBe("quarantine_until > now AND cordoned = true");
+    const worker = { workerId: "w", status: WorkerStatus.IDLE, labels: {} };
+    expect(matchesRunnersView(view, worker, NOW)).toBe(false);
+    expect(matchesRunnersView(view, { ...worker, cordoned: true }, NOW)).toBe(true);
+    expect(matchesRunnersView(DEFAULT_RUNNERS_VIEW, { ...worker, cordoned: true }, NOW)).toBe(true);
+  });
+
+  it("a cordoned runner's badge says CORDONED, a draining one's DRAINING, with why, who and when", () => {
+    const base = { cordoned: true, draining: false, cordonReason: "disk swap", cordonedBy: "ops", cordonTime: timestampFromMs(NOW) };
+    expect(cordonLabel(base)).toBe("CORDONED");
+    expect(cordonLabel({ ...base, draining: true })).toBe("DRAINING");
+    expect(cordonLabel({ ...base, cordoned: false })).toBeUndefined();
+    expect(cordonSummary(base)).toBe(`disk swap · by ops · since ${new Date(NOW).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")}`);
+    expect(cordonSummary({ ...base, cordonReason: "", cordonedBy: "" })).toMatch(/^no reason given · since /);
+  });
+
   it("matches quarantined runners by quarantine_until against the page's clock", () => {
     const view = runnersViewFromUrl("quarantined=1");
     const worker = { workerId: "w", status: WorkerStatus.IDLE, labels: {} };
@@ -114,16 +139,34 @@ describe("rollouts view ↔ URL", () => {
       orderBy: "create_time desc",
       statuses: [],
       rolloutIdContains: "",
+      unroutableOnly: false,
     });
   });
 
   it("round-trips a filtered view", () => {
     const query = "q=eval&status=succeeded%2Cfailed&sort=rollout_id&size=500";
     const view = rolloutsViewFromUrl(query);
-    expect(view).toEqual({ search: "eval", statuses: [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED], sort: { field: "rollout_id", descending: false }, pageSize: 500 });
+    expect(view).toEqual({ search: "eval", statuses: [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED], unroutable: false, sort: { field: "rollout_id", descending: false }, pageSize: 500 });
     expect(listRolloutsRequest(rolloutsViewFromUrl("sort=-priority"), "").orderBy).toBe("priority desc");
     expect(rolloutsViewToUrl(view)).toBe(query);
     expect(listRolloutsRequest(view, "").statuses).toEqual([RolloutStatus.SUCCEEDED, RolloutStatus.FAILED]);
+  });
+
+  it("keeps the unroutable filter in the URL and asks the server for it", () => {
+    const view = rolloutsViewFromUrl("unroutable=1");
+    expect(view.unroutable).toBe(true);
+    expect(rolloutsViewToUrl(view)).toBe("unroutable=1");
+    expect(listRolloutsRequest(view, "").unroutableOnly).toBe(true);
+  });
+
+  it("asks which listed rollouts are unroutable only for queued ones that require labels", () => {
+    const row = (rolloutId: string, status: RolloutStatus, requiredLabels: Record<string, string> = {}) => ({ rolloutId, status, config: { requiredLabels } });
+    expect(unroutableAmongRequest([row("a", RolloutStatus.QUEUING), row("b", RolloutStatus.RUNNING, { pool: "tpu" })])).toBeUndefined();
+    expect(unroutableAmongRequest([row("a", RolloutStatus.QUEUING, { pool: "tpu" }), row("b", RolloutStatus.REQUEUING, { x: "1" }), row("c", RolloutStatus.SUCCEEDED, { x: "1" })])).toEqual({
+      pageSize: 2,
+      unroutableOnly: true,
+      filter: 'rollout_id = "a" OR rollout_id = "b"',
+    });
   });
 });
 

@@ -50,10 +50,21 @@ export const workerClient = createClient(WorkerService, transport);
 export const rolloutClient = createClient(RolloutService, transport);
 export const attemptClient = createClient(AttemptService, transport);
 
-/** A message for an error banner: the server's message without the code prefix noise. */
+/**
+ * A message for an error banner. A request that reached no server (the browser's
+ * "Failed to fetch", which Connect labels [unknown]) says so in plain words.
+ */
 export function errorText(error: unknown): string {
+  if (isUnreachable(error)) return SERVER_GONE;
   if (error instanceof Error) return error.message;
   return String(error);
+}
+
+export const SERVER_GONE = "the server does not answer";
+
+/** Whether a call failed because no server answered (network error), not because the server refused it. */
+export function isUnreachable(error: unknown): boolean {
+  return error instanceof ConnectError && error.code === Code.Unknown && /failed to fetch|networkerror|load failed|network connection was lost/i.test(error.rawMessage);
 }
 
 /** The status code of a failed call, when the server gave one. */

@@ -9,8 +9,12 @@ import { useEffect, useState } from "preact/hooks";
 /** Session-storage key the token is kept under (per tab, never in localStorage). */
 export const TOKEN_STORAGE_KEY = "runnerline.token";
 
-/** The page's actions that need more than a read-only (operator) token. */
-export type Action = "cancelRollout" | "releaseWorker";
+/**
+ * The page's actions that a token's role may not allow. "cordonWorker"
+ * stands for CordonWorker, UncordonWorker and DrainWorker, which the server
+ * allows to the same roles.
+ */
+export type Action = "cancelRollout" | "releaseWorker" | "cordonWorker";
 
 /** Whether the token may take an action; "unknown" (no token, or not asked yet) leaves the action enabled. */
 export type Permission = { state: "unknown" } | { state: "allowed" } | { state: "denied"; reason: string };
@@ -27,7 +31,11 @@ export interface AuthState {
   permissions: Record<Action, Permission>;
 }
 
-const UNKNOWN: Record<Action, Permission> = { cancelRollout: { state: "unknown" }, releaseWorker: { state: "unknown" } };
+const UNKNOWN: Record<Action, Permission> = {
+  cancelRollout: { state: "unknown" },
+  releaseWorker: { state: "unknown" },
+  cordonWorker: { state: "unknown" },
+};
 
 // Read from storage on first use, not at import (unit tests import this file without a browser).
 let state: AuthState | undefined;

@@ -21,6 +21,7 @@ export interface FleetCounts {
   running: number;
   succeeded: number;
   failed: number;
+  cancelled: number;
 }
 
 export function durationMs(duration: Duration | undefined): number | undefined {
@@ -42,5 +43,6 @@ export function fleetCountsFromSummary(summary: FleetSummary | undefined): Fleet
     running: (r?.preparing ?? 0) + (r?.running ?? 0),
     succeeded: r?.succeeded ?? 0,
     failed: r?.failed ?? 0,
+    cancelled: r?.cancelled ?? 0,
   };
 }

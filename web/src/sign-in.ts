@@ -19,6 +19,7 @@ import {
 const PROBES: Record<Action, (headers: HeadersInit) => Promise<unknown>> = {
   cancelRollout: (headers) => rolloutClient.cancelRollout({ rolloutId: "" }, { headers }),
   releaseWorker: (headers) => workerClient.releaseWorker({ workerId: "" }, { headers }),
+  cordonWorker: (headers) => workerClient.cordonWorker({ workerId: "" }, { headers }),
 };
 
 /** Tries `token` with a read; keeps it when the server accepts it, else shows the server's answer with the prompt. */

@@ -9,6 +9,7 @@ import {
   type ListWorkersRequestSchema,
   type WatchWorkersRequestSchema,
 } from "../../src/gen/runnerline/v1/worker_pb.js";
+import { CORDONED_FILTER } from "./cordon.js";
 import { isQuarantined, QUARANTINED_FILTER } from "./quarantine.js";
 
 export const PAGE_SIZES = [50, 100, 200, 500] as const;
@@ -29,6 +30,8 @@ export interface RunnersView {
   labels: Record<string, string>;
   /** Only runners quarantined now (within the selected statuses). */
   quarantined: boolean;
+  /** Only runners an operator cordoned (draining ones included). */
+  cordoned: boolean;
   sort: Sort;
   pageSize: PageSize;
 }
@@ -37,6 +40,8 @@ export interface RolloutsView {
   search: string;
   /** Statuses shown; empty means all. */
   statuses: RolloutStatus[];
+  /** Only queued rollouts that no connected runner carries the required labels for. */
+  unroutable: boolean;
   sort: Sort;
   pageSize: PageSize;
 }
@@ -73,6 +78,7 @@ export const DEFAULT_RUNNERS_VIEW: RunnersView = {
   statuses: [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN],
   labels: {},
   quarantined: false,
+  cordoned: false,
   sort: { field: "worker_id", descending: false },
   pageSize: 50,
 };
@@ -80,6 +86,7 @@ export const DEFAULT_RUNNERS_VIEW: RunnersView = {
 export const DEFAULT_ROLLOUTS_VIEW: RolloutsView = {
   search: "",
   statuses: [],
+  unroutable: false,
   sort: { field: "create_time", descending: true },
   pageSize: 50,
 };
@@ -98,6 +105,7 @@ export function runnersViewFromUrl(query: string): RunnersView {
     statuses: statusesFromParam(params.get("status"), WorkerStatus, WORKER_STATUSES, DEFAULT_RUNNERS_VIEW.statuses),
     labels,
     quarantined: params.get("quarantined") === "1",
+    cordoned: params.get("cordoned") === "1",
     sort: sortFromParam(params.get("sort"), WORKER_SORT_FIELDS, DEFAULT_RUNNERS_VIEW.sort),
     pageSize: pageSizeFromParam(params.get("size")),
   };
@@ -112,6 +120,7 @@ export function runnersViewToUrl(view: RunnersView): string {
     params.append("label", `${key}:${value}`);
   }
   if (view.quarantined) params.set("quarantined", "1");
+  if (view.cordoned) params.set("cordoned", "1");
   if (!sameSort(view.sort, DEFAULT_RUNNERS_VIEW.sort)) params.set("sort", sortToParam(view.sort));
   if (view.pageSize !== DEFAULT_RUNNERS_VIEW.pageSize) params.set("size", String(view.pageSize));
   return params.toString();
@@ -125,7 +134,7 @@ export function listWorkersRequest(view: RunnersView, pageToken: string): Messag
     statuses: statusFilter(view.statuses, WORKER_STATUSES),
     workerIdContains: view.search,
     labels: view.labels,
-    filter: view.quarantined ? QUARANTINED_FILTER : "",
+    filter: [view.quarantined && QUARANTINED_FILTER, view.cordoned && CORDONED_FILTER].filter((f) => f).join(" AND "),
   };
 }
 
@@ -143,12 +152,13 @@ export function watchWorkersRequest(view: RunnersView): MessageInitShape<typeof 
 /** Whether a worker belongs in the view's table (the same rules ListWorkers applies). */
 export function matchesRunnersView(
   view: RunnersView,
-  worker: { workerId: string; status: WorkerStatus; labels: Record<string, string>; quarantineUntil?: Timestamp },
+  worker: { workerId: string; status: WorkerStatus; labels: Record<string, string>; quarantineUntil?: Timestamp; cordoned?: boolean },
   nowMs: number,
 ): boolean {
   return (
     worker.workerId.includes(view.search) &&
     (!view.quarantined || isQuarantined(worker, nowMs)) &&
+    (!view.cordoned || worker.cordoned === true) &&
     view.statuses.includes(worker.status) &&
     Object.entries(view.labels).every(([key, value]) => worker.labels[key] === value)
   );
@@ -161,6 +171,7 @@ export function rolloutsViewFromUrl(query: string): RolloutsView {
   return {
     search: params.get("q") ?? "",
     statuses: statusesFromParam(params.get("status"), RolloutStatus, ROLLOUT_STATUSES, DEFAULT_ROLLOUTS_VIEW.statuses),
+    unroutable: params.get("unroutable") === "1",
     sort: sortFromParam(params.get("sort"), ROLLOUT_SORT_FIELDS, DEFAULT_ROLLOUTS_VIEW.sort),
     pageSize: pageSizeFromParam(params.get("size")),
   };
@@ -170,6 +181,7 @@ export function rolloutsViewToUrl(view: RolloutsView): string {
   const params = new URLSearchParams();
   if (view.search !== "") params.set("q", view.search);
   if (!sameSet(view.statuses, DEFAULT_ROLLOUTS_VIEW.statuses)) params.set("status", statusesToParam(view.statuses, RolloutStatus, ROLLOUT_STATUSES));
+  if (view.unroutable) params.set("unroutable", "1");
   if (!sameSort(view.sort, DEFAULT_ROLLOUTS_VIEW.sort)) params.set("sort", sortToParam(view.sort));
   if (view.pageSize !== DEFAULT_ROLLOUTS_VIEW.pageSize) params.set("size", String(view.pageSize));
   return params.toString();
@@ -182,7 +194,24 @@ export function listRolloutsRequest(view: RolloutsView, pageToken: string): Mess
     orderBy: orderBy(view.sort),
     statuses: statusFilter(view.statuses, ROLLOUT_STATUSES),
     rolloutIdContains: view.search,
+    unroutableOnly: view.unroutable,
   };
+}
+
+/**
+ * Which of the listed rollouts are unroutable now: one ListRollouts call naming
+ * the queued rows that require labels (the only ones that can be); undefined
+ * when no row can be, so no call is made.
+ */
+export function unroutableAmongRequest(
+  rollouts: readonly { rolloutId: string; status: RolloutStatus; config?: { requiredLabels: Record<string, string> } }[],
+): MessageInitShape<typeof ListRolloutsRequestSchema> | undefined {
+  const queued = new Set([RolloutStatus.QUEUING, RolloutStatus.REQUEUING]);
+  const ids = rollouts
+    .filter((r) => queued.has(r.status) && Object.keys(r.config?.requiredLabels ?? {}).length > 0)
+    .map((r) => r.rolloutId);
+  if (ids.length === 0) return undefined;
+  return { pageSize: ids.length, unroutableOnly: true, filter: ids.map((id) => `rollout_id = ${JSON.stringify(id)}`).join(" OR ") };
 }
 
 // ---- shared ----------------------------------------------------------------

@@ -8,7 +8,7 @@ import { labelsText, printFields, printJson, printTable, status, when } from "./
 type Globals = (command: Command) => GlobalOptions;
 
 export function workersCommand(globals: Globals): Command {
-  const workers = new Command("workers").description("list, inspect, watch and remove workers (runners)");
+  const workers = new Command("workers").description("list, inspect, watch, cordon, drain and remove workers (runners)");
 
   addListOptions(workers.command("list").description("list workers"), "last_heartbeat_time:desc")
     .option("--label <KEY=VALUE...>", "only workers with this label (repeatable)")
@@ -55,6 +55,7 @@ export function workersCommand(globals: Globals): Command {
         ["last idle", when(worker.lastIdleTime, global.wide)],
         ["created", when(worker.createTime, global.wide)],
         ["quarantine", quarantineText(worker, true)],
+        ["cordon", cordonText(worker, true)],
         ["host", snapshot?.hostname || "-"],
         ["cpu", snapshot?.cpu === undefined ? "-" : `${snapshot.cpu.usagePercent.toFixed(0)} %`],
         ["memory", snapshot?.memory === undefined || snapshot.memory.totalBytes === 0n ? "-" : `${((Number(snapshot.memory.usedBytes) / Number(snapshot.memory.totalBytes)) * 100).toFixed(0)} %`],
@@ -114,6 +115,34 @@ export function workersCommand(globals: Globals): Command {
       process.stdout.write(`released ${id}${worker === undefined ? "" : ` (${WorkerStatus[worker.status]})`}\n`);
     });
 
+  for (const [name, description] of [
+    ["cordon", "keep a worker from new work (maintenance); the attempts it holds go on"],
+    ["drain", "cordon a worker and ask its runner to finish the attempts it holds and exit"],
+  ] as const) {
+    workers
+      .command(name)
+      .description(description)
+      .argument("<ID>", "worker id")
+      .option("--reason <TEXT>", "why, shown to other operators (at most 1024 characters)", "")
+      .action(async (id: string, options: { reason: string }, command: Command) => {
+        const global = globals(command);
+        const clients = connect(global).workers;
+        const request = { workerId: id, reason: options.reason };
+        const { worker } = await (name === "cordon" ? clients.cordonWorker(request) : clients.drainWorker(request));
+        printCordonResult(global.json, name === "cordon" ? "cordoned" : "draining", id, worker);
+      });
+  }
+
+  workers
+    .command("uncordon")
+    .description("let a cordoned (or drained) worker take work again")
+    .argument("<ID>", "worker id")
+    .action(async (id: string, _options: unknown, command: Command) => {
+      const global = globals(command);
+      const { worker } = await connect(global).workers.uncordonWorker({ workerId: id });
+      printCordonResult(global.json, "uncordoned", id, worker);
+    });
+
   workers
     .command("delete")
     .description("remove an OFFLINE or UNKNOWN worker without a session (its attempts' history stays)")
@@ -128,6 +157,33 @@ export function workersCommand(globals: Globals): Command {
   return workers;
 }
 
+function printCordonResult(json: boolean, what: string, id: string, worker: Worker | undefined) {
+  if (json) {
+    if (worker !== undefined) printJson(WorkerSchema, worker);
+    return;
+  }
+  process.stdout.write(`${what} ${id}${worker === undefined ? "" : ` (${WorkerStatus[worker.status]}${heldText(worker)})`}\n`);
+}
+
+/** ", holds 2 attempts" while it still runs work, so an operator knows a drain is not over yet. */
+function heldText(worker: Worker): string {
+  const held = worker.currentAttemptIds.length;
+  return held === 0 ? "" : `, holds ${held} attempt${held === 1 ? "" : "s"}`;
+}
+
+/** "CORDONED" or "DRAINING" after the status, or nothing. */
+function cordonBadge(worker: Worker): string {
+  return worker.draining ? ` ${status("DRAINING")}` : worker.cordoned ? ` ${status("CORDONED")}` : "";
+}
+
+/** "since 2026-… by ops: disk swap", or "-" when not cordoned. */
+function cordonText(worker: Worker, wide: boolean): string {
+  if (!worker.cordoned) return "-";
+  const by = worker.cordonedBy === "" ? "" : ` by ${worker.cordonedBy}`;
+  const reason = worker.cordonReason === "" ? "" : `: ${worker.cordonReason}`;
+  return `${worker.draining ? "draining, " : ""}since ${when(worker.cordonTime, wide)}${by}${reason}`;
+}
+
 function printWorkerTable(workers: Worker[], wide: boolean) {
   const head = ["WORKER", "STATUS", "CONN", "USED", "LABELS", "LAST HEARTBEAT"];
   if (wide) head.push("PEER", "VERSION", "CONNECTED SINCE", "QUARANTINE");
@@ -136,7 +192,8 @@ function printWorkerTable(workers: Worker[], wide: boolean) {
     workers.map((w) => {
       const row = [
         w.workerId,
-        isQuarantined(w) ? `${status(WorkerStatus[w.status])} ${status("QUARANTINED")}` : status(WorkerStatus[w.status]),
+        (isQuarantined(w) ? `${status(WorkerStatus[w.status])} ${status("QUARANTINED")}` : status(WorkerStatus[w.status])) +
+          cordonBadge(w),
         w.connected ? "yes" : "no",
         `${w.currentAttemptIds.length}/${w.capacity}`,
         labelsText(w.labels),
@@ -164,7 +221,8 @@ function quarantineText(worker: Worker, wide: boolean): string {
 function changeLine(worker: Worker, initial: boolean): string {
   const held = worker.currentAttemptIds.length === 0 ? "" : ` attempts=${worker.currentAttemptIds.join(",")}`;
   const quarantine = isQuarantined(worker) ? ` quarantined_until=${new Date(timestampMs(worker.quarantineUntil!)).toISOString()}` : "";
-  return `${new Date().toISOString()} ${worker.workerId} ${WorkerStatus[worker.status]} connected=${worker.connected}${held}${quarantine}${initial ? " (initial)" : ""}`;
+  const cordon = worker.draining ? " draining" : worker.cordoned ? " cordoned" : "";
+  return `${new Date().toISOString()} ${worker.workerId} ${WorkerStatus[worker.status]} connected=${worker.connected}${held}${quarantine}${cordon}${initial ? " (initial)" : ""}`;
 }
 
 export function parseLabels(pairs: string[]): Record<string, string> {

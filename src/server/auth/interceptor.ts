@@ -1,5 +1,6 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { callerNameKey } from "../transport/context.js";
 import { type MethodRule, ROLE_SUMMARY, roleAllows, type WorkerScope } from "./policy.js";
 import { type Principal, sha256Hex, type TokenTable } from "./tokens.js";
 
@@ -25,6 +26,7 @@ export function authInterceptor(options: AuthOptions): Interceptor {
     if (rule === undefined || !roleAllows(principal.role, rule)) {
       throw denied(options, principal, `${ROLE_SUMMARY[principal.role]}; ${methodName} is not among them`);
     }
+    req.contextValues.set(callerNameKey, principal.name);
     if (rule.access !== "worker" || principal.role !== "runner") return next(req);
     const scope = rule.scope;
     if (scope.from === "hello") {

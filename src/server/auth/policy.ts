@@ -4,10 +4,13 @@ import type { Role } from "./tokens.js";
 /**
  * What a method needs. `worker` methods are a runner's: a runner token may
  * call them only for a worker id its patterns match, named where `scope` says.
+ * `operate` methods are the fleet's maintenance (cordon, drain): operators
+ * and admins.
  */
 export type MethodRule =
   | { access: "admin" }
   | { access: "read" }
+  | { access: "operate" }
   | { access: "worker"; scope: WorkerScope };
 
 /** Where a runner call names the worker it acts for. */
@@ -27,6 +30,13 @@ const WORKER_METHODS: Record<string, WorkerScope> = {
   "runnerline.v1.AttemptService.UpdateAttempt": { from: "attempt", field: "attemptId" },
 };
 
+/** Maintenance an operator may do: keep a runner from new work and let it go again. Nothing is lost by them. */
+const OPERATE_METHODS = new Set([
+  "runnerline.v1.WorkerService.CordonWorker",
+  "runnerline.v1.WorkerService.UncordonWorker",
+  "runnerline.v1.WorkerService.DrainWorker",
+]);
+
 /** Reads change nothing; methods added later without a rule fall to admin (fail closed). */
 const READ_METHOD = /^(Get|List|Watch|Wait)[A-Z]/;
 
@@ -35,8 +45,18 @@ export function methodRules(services: readonly DescService[]): Map<DescMethod, M
   const rules = new Map<DescMethod, MethodRule>();
   for (const service of services) {
     for (const method of service.methods) {
-      const scope = WORKER_METHODS[`${service.typeName}.${method.name}`];
-      rules.set(method, scope ? { access: "worker", scope } : READ_METHOD.test(method.name) ? { access: "read" } : { access: "admin" });
+      const name = `${service.typeName}.${method.name}`;
+      const scope = WORKER_METHODS[name];
+      rules.set(
+        method,
+        scope
+          ? { access: "worker", scope }
+          : OPERATE_METHODS.has(name)
+            ? { access: "operate" }
+            : READ_METHOD.test(method.name)
+              ? { access: "read" }
+              : { access: "admin" },
+      );
     }
   }
   return rules;
@@ -47,7 +67,7 @@ export function roleAllows(role: Role, rule: MethodRule): boolean {
     case "admin":
       return true;
     case "operator":
-      return rule.access === "read";
+      return rule.access === "read" || rule.access === "operate";
     case "runner":
       return rule.access === "worker";
   }
@@ -57,6 +77,7 @@ export function roleAllows(role: Role, rule: MethodRule): boolean {
 export const ROLE_SUMMARY: Record<Role, string> = {
   runner:
     "may only open runner sessions, heartbeat, dequeue and report attempts, as a worker id its patterns match",
-  operator: "may only call read-only queries and watches (Get*, List*, Watch*, WaitRollouts)",
+  operator:
+    "may only call read-only queries and watches (Get*, List*, Watch*, WaitRollouts) and cordon, uncordon or drain workers",
   admin: "may call everything",
 };

@@ -2,6 +2,7 @@ import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { EnqueueRolloutRequest, Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
 import type { Worker } from "../../gen/runnerline/v1/worker_pb.js";
 import type { AttemptReport } from "../domain/attempt.js";
+import type { CordonRequest } from "../domain/cordon.js";
 import { DEFAULT_QUARANTINE_POLICY, type QuarantinePolicy } from "../domain/quarantine.js";
 import type { Clock, Millis } from "../domain/time.js";
 import type { HeartbeatData, Liveness, SessionOpening } from "../domain/worker.js";
@@ -20,6 +21,7 @@ import { MassDropBrake } from "./timers/mass-drop-brake.js";
 import { TimerChecks } from "./timers/timer-checks.js";
 import { Watchdog } from "./timers/watchdog.js";
 import type { TransitionObserver } from "./transition-observer.js";
+import { Cordons } from "./turn/cordons.js";
 import { Requests } from "./turn/requests.js";
 import { Turn } from "./turn/turn.js";
 
@@ -91,6 +93,8 @@ export class Coordinator {
   private readonly runnerSessions: RunnerSessions;
   /** Requests that change rollouts, attempts and workers. */
   private readonly requests: Requests;
+  /** An operator's cordon and drain of a worker. */
+  private readonly cordons: Cordons;
 
   constructor(private readonly options: CoordinatorOptions) {
     const liveness: Liveness = { heartbeatGraceMs: options.heartbeatGraceMs };
@@ -152,6 +156,7 @@ export class Coordinator {
       drain: this.shutdown,
       onHeartbeat: options.onHeartbeat,
     });
+    this.cordons = new Cordons(this.turn, this.pump, (line) => this.log(line));
     this.replicas =
       options.bus === undefined
         ? undefined
@@ -302,6 +307,23 @@ export class Coordinator {
   /** Lifts a worker's quarantine (and probation) at once; it may take work again. */
   releaseWorker(workerId: string): Promise<Worker> {
     return this.judge.releaseWorker(workerId);
+  }
+
+  // ---- an operator's cordon (domain/cordon.ts) --------------------------------
+
+  /** CordonWorker: no new work until UncordonWorker; the attempts it holds go on. */
+  cordonWorker(workerId: string, request: CordonRequest): Promise<Worker> {
+    return this.cordons.cordonWorker(workerId, request);
+  }
+
+  /** UncordonWorker: it may take work again (at once, if it is waiting). */
+  uncordonWorker(workerId: string): Promise<Worker> {
+    return this.cordons.uncordonWorker(workerId);
+  }
+
+  /** DrainWorker: cordoned, and its runner is told to finish what it holds and exit. */
+  drainWorker(workerId: string, request: CordonRequest): Promise<Worker> {
+    return this.cordons.drainWorker(workerId, request);
   }
 
   /** Workers quarantined now (for the fleet summary and /metrics). */

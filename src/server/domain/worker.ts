@@ -3,6 +3,7 @@ import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { SystemSnapshot } from "../../gen/runnerline/v1/telemetry_pb.js";
 import { type Worker, WorkerSchema, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { type Millis, msOf, toTimestamp } from "./time.js";
+import { drainEnded } from "./cordon.js";
 import { fullShape } from "./full-shape.js";
 
 /**
@@ -134,11 +135,13 @@ export function attachSession(record: WorkerRecord, opening: SessionOpening, liv
  * server process ended when the worker was last heard from).
  */
 export function detachSession(record: WorkerRecord, clean: boolean, liveness: Liveness, now: Millis, endedAt = now) {
+  // A drained runner that leaves has done what the drain asked; a lost one hears it again when it reconnects.
+  const left = clean ? drainEnded(record) : record;
   return settle(
     {
-      ...record,
+      ...left,
       attachment: clean ? "left" : "lost",
-      worker: { ...record.worker, connected: false, disconnectTime: toTimestamp(endedAt) },
+      worker: { ...left.worker, connected: false, disconnectTime: toTimestamp(endedAt) },
     },
     liveness,
     now,

@@ -19,6 +19,7 @@ export class ServerMetrics {
   private readonly attemptDuration: Histogram<"outcome">;
   private readonly rpcDuration: Histogram<"method" | "code">;
   private readonly commitLatency: Histogram;
+  private readonly sessionsReplaced: Counter;
 
   constructor(counters: () => FleetCounters) {
     const registers = [this.registry];
@@ -94,6 +95,11 @@ export class ServerMetrics {
         for (const kind of kinds) this.inc({ kind }, counters().verdicts.get(kind) ?? 0);
       },
     });
+    this.sessionsReplaced = new Counter({
+      name: "runnerline_sessions_replaced_total",
+      help: "Runner sessions a newer session of the same worker id replaced (reconnects after a dead connection, or two runners sharing an id).",
+      registers,
+    });
     this.dispatchLatency = new Histogram({
       name: "runnerline_dispatch_latency_seconds",
       help: "From joining the queue (enqueue or retry) to the assignment being made.",
@@ -130,6 +136,8 @@ export class ServerMetrics {
   };
 
   observeCommit = (seconds: number) => this.commitLatency.observe(seconds);
+
+  countSessionReplaced = () => this.sessionsReplaced.inc();
 
   /**
    * Times every unary RPC on both transports. Streams (runner sessions,

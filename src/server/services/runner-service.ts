@@ -10,7 +10,7 @@ import {
   type Welcome,
 } from "../../gen/runnerline/v1/runner_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
-import type { SessionLink } from "../dispatch/session-link.js";
+import { type Replacement, replacementMessage, type SessionLink } from "../dispatch/session-link.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, MAX_ID_LENGTH, newSessionId } from "../domain/ids.js";
 import { toTimestamp } from "../domain/time.js";
@@ -38,6 +38,8 @@ export interface RunnerServiceOptions {
   limits: Limits;
   heartbeats: HeartbeatGate;
   sessions: SessionCount;
+  /** Counts each session a newer one of the same worker replaced (runnerline_sessions_replaced_total). */
+  onSessionReplaced?: () => void;
 }
 
 /**
@@ -80,6 +82,8 @@ async function* runSession(
   /** Set when the runner asked that terminal updates return their credits (Hello.terminal_update_returns_credit). */
   let terminalCredits: TerminalCredits | undefined;
   const peer = context.values.get(peerAddressKey);
+  /** "address:port": tells apart two runners on one host. */
+  const connection = context.values.get(connectionKey) || peer;
 
   /** `returnsCredit`: a terminal update that gives its slot back (decided by handle, before any check). */
   const apply = async (request: SessionRequest, returnsCredit = false) => {
@@ -87,7 +91,20 @@ async function* runSession(
     if (link === undefined) {
       if (message.case !== "hello") throw protocolError("the first message of a session must be hello");
       const hello = message.value;
-      ({ link, terminalCredits } = openLink(hello, outgoing, end, limits));
+      ({ link, terminalCredits } = openLink(hello, connection, outgoing, end, limits, (replaced, by) => {
+        // Both peers, so that an operator can find the two runners that share a worker id.
+        options.logger.warn(
+          {
+            workerId: replaced.workerId,
+            sessionId: replaced.sessionId,
+            peer: connection || undefined,
+            newSessionId: by.sessionId || undefined,
+            newPeer: by.peer || undefined,
+          },
+          "session replaced by a newer session of the same worker id (a runner reconnecting, or two runners sharing the id)",
+        );
+        options.onSessionReplaced?.();
+      }));
       await coordinator.openSession(
         link,
         {
@@ -252,9 +269,11 @@ function requireValidHello(hello: Hello, limits: Limits) {
  */
 function openLink(
   hello: Hello,
+  peer: string,
   outgoing: AssignmentBatcher,
   end: (failure: ConnectError) => void,
   limits: Limits,
+  onReplaced: (link: SessionLink, by: Replacement) => void,
 ): { link: SessionLink; terminalCredits: TerminalCredits | undefined } {
   requireValidHello(hello, limits);
   const terminalCredits = hello.terminalUpdateReturnsCredit ? new TerminalCredits() : undefined;
@@ -263,6 +282,7 @@ function openLink(
   const link: SessionLink = {
     sessionId: newSessionId(),
     workerId: hello.workerId,
+    peer: peer || undefined,
     credits: 0,
     leaving: false,
     send: (message) => {
@@ -270,6 +290,12 @@ function openLink(
       outgoing.send(confirmsOptions && message.message.case === "welcome" ? confirmOptions(message.message.value, hello) : message);
     },
     close: (kind, message) => end(new ConnectError(message, codeOf(kind))),
+    replaced: (by) => {
+      onReplaced(link, by);
+      const value = { workerId: hello.workerId, newSessionId: by.sessionId, newPeer: by.peer };
+      link.send(create(SessionResponseSchema, { message: { case: "sessionReplaced", value } }));
+      end(new ConnectError(replacementMessage(hello.workerId, by), Code.Aborted));
+    },
   };
   return { link, terminalCredits };
 }

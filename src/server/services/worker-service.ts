@@ -12,6 +12,7 @@ import {
   WatchWorkersResponseSchema,
 } from "../../gen/runnerline/v1/worker_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
+import { requireCordonReason } from "../domain/cordon.js";
 import { DomainError } from "../domain/errors.js";
 import type { Clock } from "../domain/time.js";
 import type { FleetCounters } from "../fleet/fleet-counters.js";
@@ -19,6 +20,7 @@ import type { Retention } from "../fleet/retention.js";
 import { matchesWorker, WORKER_SORT_FIELDS } from "../store/query.js";
 import type { Store } from "../store/store.js";
 import type { WorkerHistory } from "../telemetry/worker-history.js";
+import { callerNameKey } from "../transport/context.js";
 import { durable } from "./durable.js";
 import type { HeartbeatGate } from "./heartbeat-gate.js";
 import { type Limits, requireBoundedLabels } from "./limits.js";
@@ -87,6 +89,19 @@ export function workerService(
     },
     async releaseWorker(request) {
       return { worker: await coordinator.releaseWorker(requireId("worker_id", request.workerId)) };
+    },
+    async cordonWorker(request, context) {
+      const workerId = requireId("worker_id", request.workerId);
+      const reason = requireCordonReason("reason", request.reason);
+      return { worker: await coordinator.cordonWorker(workerId, { reason, by: context.values.get(callerNameKey) }) };
+    },
+    async uncordonWorker(request) {
+      return { worker: await coordinator.uncordonWorker(requireId("worker_id", request.workerId)) };
+    },
+    async drainWorker(request, context) {
+      const workerId = requireId("worker_id", request.workerId);
+      const reason = requireCordonReason("reason", request.reason);
+      return { worker: await coordinator.drainWorker(workerId, { reason, by: context.values.get(callerNameKey) }) };
     },
     async *watchWorkers(request, context) {
       const filter = {

@@ -65,6 +65,7 @@ const workerColumns = fixed(
     last_idle_time: "time",
     connect_time: "time",
     create_time: "time",
+    cordoned: "number",
   },
   // Worker.connected is true exactly while the worker holds a session (attachment "open").
   { connected: { sql: "(attachment = 'open')", params: [], type: "number" } },

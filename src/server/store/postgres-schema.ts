@@ -85,6 +85,11 @@ export const PG_MIGRATIONS: readonly string[] = [
     heartbeat_time bigint NOT NULL
   );
   `,
+  // 2: an operator's cordon (WorkerService.CordonWorker) as a column, as in the SQLite file; rows written before were
+  // never cordoned.
+  `
+  ALTER TABLE workers ADD COLUMN cordoned boolean NOT NULL DEFAULT false;
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;

@@ -5,25 +5,14 @@ import { type Rollout, RolloutSchema, RolloutStatus } from "../../gen/runnerline
 import { type Worker, WorkerSchema, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
 import { DomainError } from "../domain/errors.js";
 import type { Labels } from "../domain/labels.js";
-import { rolloutEffects } from "../domain/rollout.js";
+import { isRolloutQueued, rolloutEffects } from "../domain/rollout.js";
 import { msOf } from "../domain/time.js";
 import type { Attachment, WorkerRecord } from "../domain/worker.js";
 import { matchesPredicate } from "../filter/evaluate.js";
 import { type Changes, NO_CHANGES, type RowReader, WorkingSet } from "../transitions/changes.js";
-import {
-  type AttemptStep,
-  type ClaimRequest,
-  type Claimed,
-  changeAttempt,
-  changeRollout,
-  changeWorker,
-  claim,
-  type RolloutStep,
-  type SessionFence,
-  type TransitionContext,
-  type WorkerStep,
-} from "../transitions/steps.js";
+import type { AttemptStep, ClaimRequest, Claimed, RolloutStep, SessionFence, TransitionContext, WorkerStep } from "../transitions/steps.js";
 import { migrate } from "./postgres-schema.js";
+import { runTurn, settle, type TurnOperation, TurnQueue, type TurnTransaction } from "./postgres-turn.js";
 import {
   ATTEMPT_SORT_FIELDS,
   type AttemptFilter,
@@ -77,7 +66,9 @@ type Row = Record<string, unknown>;
 
 /**
  * The store for several Runnerline servers sharing one PostgreSQL database
- * (docs/scaleout.md). Each operation is one transaction: it locks the rows it
+ * (docs/scaleout.md). The transitions of one event-loop turn share one
+ * transaction (a turn: postgres-turn.ts); every other operation is a
+ * transaction of its own. Either locks the rows it
  * names (rollouts, then attempts, then workers, so two operations never wait
  * on each other in opposite orders), runs the operation's step from
  * src/server/transitions on them, writes what changed and commits before it
@@ -92,6 +83,7 @@ export class PostgresStore implements Store {
   private readonly recent = new Map<string, WorkerRecord>();
   /** Telemetry not yet written, per worker (the newest record; only its telemetry is written). */
   private pending = new Map<string, WorkerRecord>();
+  private readonly turns = new TurnQueue((ops) => this.runTurn(ops));
   private readonly flushTimer: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
 
@@ -256,54 +248,25 @@ export class PostgresStore implements Store {
     });
   }
 
-  async claimRollouts(request: ClaimRequest): Promise<{ claimed: Claimed[]; changes: Changes }> {
-    return this.transaction(async (tx) => {
-      // Rows another server is claiming right now are skipped, not waited for: they are not queued for us.
-      await tx.lockRollouts(request.rolloutIds, "queued");
-      await tx.lockWorkers([request.workerId]);
-      const rows = new WorkingSet(tx.rows);
-      const claimed = claim(rows, request);
-      const changes = rows.changes();
-      await tx.persist(changes);
-      return { claimed, changes };
-    });
+  // The transitions go through turns (postgres-turn.ts): those asked for in one event-loop turn share one
+  // transaction of a fixed number of round trips.
+
+  claimRollouts(request: ClaimRequest): Promise<{ claimed: Claimed[]; changes: Changes }> {
+    return new Promise((resolve, reject) => this.turns.submit({ kind: "claim", request, done: { resolve, reject } }));
   }
 
-  async changeAttempt(attemptId: string, fence: SessionFence | undefined, step: AttemptStep, context: TransitionContext): Promise<Changes> {
-    return this.transaction(async (tx) => {
-      const located = await tx.lockRolloutOfAttempt(attemptId);
-      if (located !== undefined) {
-        await tx.lockAttempts([attemptId]);
-        await tx.lockWorkers([located.worker_id, ...(fence === undefined ? [] : [fence.workerId])]);
-      } else {
-        await tx.lockAttempts([attemptId]);
-        if (fence !== undefined) await tx.lockWorkers([fence.workerId]);
-      }
-      const rows = new WorkingSet(tx.rows);
-      changeAttempt(rows, attemptId, fence, step, context);
-      const changes = rows.changes();
-      await tx.persist(changes);
-      return changes;
-    });
+  changeAttempt(attemptId: string, fence: SessionFence | undefined, step: AttemptStep, context: TransitionContext): Promise<Changes> {
+    return new Promise((resolve, reject) => this.turns.submit({ kind: "attempt", attemptId, fence, step, context, done: { resolve, reject } }));
   }
 
-  async changeRollout(rolloutId: string, step: RolloutStep, context: TransitionContext): Promise<Changes> {
-    return this.transaction(async (tx) => {
-      const [rollout] = await tx.lockRollouts([rolloutId]);
-      const latest = rollout?.latestAttemptId ? await tx.lockAttempts([rollout.latestAttemptId]) : [];
-      if (latest[0] !== undefined) await tx.lockWorkers([latest[0].workerId]);
-      const rows = new WorkingSet(tx.rows);
-      changeRollout(rows, rolloutId, step, context);
-      const changes = rows.changes();
-      await tx.persist(changes);
-      return changes;
-    });
+  changeRollout(rolloutId: string, step: RolloutStep, context: TransitionContext): Promise<Changes> {
+    return new Promise((resolve, reject) => this.turns.submit({ kind: "rollout", rolloutId, step, context, done: { resolve, reject } }));
   }
 
   async changeWorker(workerId: string, fence: SessionFence | undefined, step: WorkerStep): Promise<Changes> {
     // The heartbeat path: a change of telemetry only (heartbeats, work requests) starts from the worker as this
     // server last saw it and is written behind, in a batch; only the telemetry columns are written then, so a
-    // stale view of the rest changes nothing in the database. Anything else is a transaction on the locked row.
+    // stale view of the rest changes nothing in the database. Anything else is a transition on the locked row.
     const known = this.recent.get(workerId);
     if (known !== undefined && (fence === undefined || fence.epoch === known.epoch)) {
       const after = step(known);
@@ -314,14 +277,24 @@ export class PostgresStore implements Store {
         return { rollouts: [], attempts: [], workers: [{ before: known, after }] };
       }
     }
-    return this.transaction(async (tx) => {
-      await tx.lockWorkers([workerId]);
-      const rows = new WorkingSet(tx.rows);
-      changeWorker(rows, workerId, fence, step);
-      const changes = rows.changes();
-      await tx.persist(changes);
-      return changes;
-    });
+    return new Promise((resolve, reject) => this.turns.submit({ kind: "worker", workerId, fence, step, done: { resolve, reject } }));
+  }
+
+  /**
+   * Runs one turn's operations in one transaction. Should the transaction fail
+   * for anything but an unreachable database, each operation runs again alone,
+   * so that one operation's failure is never another's.
+   */
+  private async runTurn(ops: TurnOperation[]): Promise<void> {
+    try {
+      settle(ops, await this.transaction((tx) => runTurn(tx, ops)));
+    } catch (error) {
+      if (ops.length === 1 || (error instanceof DomainError && error.kind === "unavailable")) {
+        for (const op of ops) op.done.reject(error);
+        return;
+      }
+      for (const op of ops) await this.runTurn([op]);
+    }
   }
 
   async moveToBackOfQueue(rolloutId: string): Promise<void> {
@@ -478,7 +451,7 @@ export class PostgresStore implements Store {
 }
 
 /** The rows one operation has locked, and how it writes its changes. */
-class Transaction {
+class Transaction implements TurnTransaction {
   private readonly rollouts = new Map<string, Rollout | undefined>();
   private readonly attempts = new Map<string, Attempt | undefined>();
   private readonly workers = new Map<string, WorkerRecord | undefined>();
@@ -519,17 +492,20 @@ class Transaction {
     for (const id of ids) this.rollouts.set(id, undefined);
   }
 
-  /** Locks the rollout of an attempt, found in the same statement; says who holds the attempt. */
-  async lockRolloutOfAttempt(attemptId: string): Promise<{ worker_id: string } | undefined> {
+  /**
+   * Locks these rollouts and those of these attempts in one statement, by id
+   * (an attempt's rollout never changes, so finding it needs no lock).
+   */
+  async lockRolloutsAndThoseOfAttempts(rolloutIds: readonly string[], attemptIds: readonly string[]): Promise<Rollout[]> {
     const { rows } = await run(
       this.client,
-      "SELECT a.worker_id, r.rollout_id, r.message, r.state FROM attempts a JOIN rollouts r USING (rollout_id) WHERE a.attempt_id = $1 FOR UPDATE OF r",
-      [attemptId],
+      "SELECT rollout_id, message, state FROM rollouts WHERE rollout_id = ANY($1) OR rollout_id IN " +
+        "(SELECT rollout_id FROM attempts WHERE attempt_id = ANY($2)) ORDER BY rollout_id FOR UPDATE",
+      [rolloutIds.filter((id) => !this.rollouts.has(id)), attemptIds],
     );
-    const row = rows[0];
-    if (row === undefined) return undefined;
-    this.rollouts.set(row.rollout_id as string, rolloutOf(row));
-    return { worker_id: row.worker_id as string };
+    for (const row of rows) if (!this.rollouts.has(row.rollout_id as string)) this.rollouts.set(row.rollout_id as string, rolloutOf(row));
+    for (const id of rolloutIds) if (!this.rollouts.has(id)) this.rollouts.set(id, undefined);
+    return rows.map((row) => this.rollouts.get(row.rollout_id as string)).filter((r): r is Rollout => r !== undefined);
   }
 
   /** Locks rollouts; "queued" takes only queued ones and skips rows another transaction holds. */
@@ -575,10 +551,13 @@ class Transaction {
    * otherwise, queue places with the rollouts; as few statements as possible
    * (one round trip per batch of rows: see Writes).
    */
-  async persist(changes: Changes) {
+  async persist(changes: Changes, requeued: ReadonlySet<string> = new Set()) {
     const writes = new Writes();
     for (const { before, after } of changes.rollouts) {
       const effects = rolloutEffects(before, after);
+      // Back in the queue during the turn (failed and requeued, say), even if it was queued when the turn began:
+      // it goes to the back, as it would have in a transaction of its own.
+      if (!effects.enqueue && requeued.has(after.rolloutId) && isRolloutQueued(after.status)) effects.enqueue = true;
       if (before === undefined) {
         writes.add(
           "INSERT INTO rollouts (rollout_id, status, mode, attempt_count, create_time, start_time, end_time, version, priority, message, state, queue_seq) " +

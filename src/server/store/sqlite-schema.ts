@@ -89,6 +89,11 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE workers ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE rollouts ADD COLUMN state BLOB;
   `,
+  // 4: an operator's cordon (WorkerService.CordonWorker) as a column, so \`cordoned = true\` filters in SQL. The message
+  // stays the truth; rows written before were never cordoned.
+  `
+  ALTER TABLE workers ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -523,8 +523,8 @@ interface WorkerRow {
 
 /**
  * Whether a worker change touches what must be durable at once: its session
- * (attachment, epoch, and with it labels and capacity), suspicion and
- * quarantine. Everything else a restart rebuilds (held attempts, status) or
+ * (attachment, epoch, and with it labels and capacity), suspicion,
+ * quarantine and an operator's cordon. Everything else a restart rebuilds (held attempts, status) or
  * can lose (telemetry, time stamps), so it is written behind.
  */
 function workerFactsChanged(before: WorkerRecord, after: WorkerRecord): boolean {
@@ -534,6 +534,9 @@ function workerFactsChanged(before: WorkerRecord, after: WorkerRecord): boolean 
     before.attachment !== after.attachment ||
     before.suspect !== after.suspect ||
     before.epoch !== after.epoch ||
+    b.cordoned !== a.cordoned ||
+    b.draining !== a.draining ||
+    b.cordonReason !== a.cordonReason ||
     b.quarantineCount !== a.quarantineCount ||
     b.quarantineReason !== a.quarantineReason ||
     msOf(b.quarantineUntil) !== msOf(a.quarantineUntil)

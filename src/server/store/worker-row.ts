@@ -23,6 +23,7 @@ export const WORKER_ROW_COLUMNS = [
   "attachment",
   "suspect",
   "epoch",
+  "cordoned",
   "version",
   "message",
 ] as const;
@@ -44,6 +45,7 @@ export function workerRow(record: WorkerRecord): (string | number | bigint | boo
     record.attachment,
     record.suspect,
     record.epoch,
+    worker.cordoned,
     worker.version,
     toBinary(WorkerSchema, worker),
   ];

@@ -1,6 +1,7 @@
 import type { Attempt, AttemptErrorKind } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
 import { abortAttempt, isAttemptActive, newAttempt } from "../domain/attempt.js";
+import { isCordoned } from "../domain/cordon.js";
 import { DomainError, notFound } from "../domain/errors.js";
 import { dispatchRollout, followAttempt, isRolloutQueued } from "../domain/rollout.js";
 import type { Millis } from "../domain/time.js";
@@ -68,10 +69,24 @@ export function checkFence(rows: WorkingSet, fence: SessionFence | undefined) {
   if ((rows.worker(fence.workerId)?.epoch ?? 0) !== fence.epoch) throw staleSession(fence.workerId);
 }
 
-/** Creates the next attempt of each still-queued candidate for the worker, which holds them. */
+/** The FAILED_PRECONDITION refusal of a claim for a worker an operator cordoned (domain/cordon.ts). */
+export class WorkerCordonedError extends DomainError {
+  constructor(readonly workerId: string) {
+    super("failed_precondition", `worker ${workerId} is cordoned: it takes no new work until UncordonWorker`);
+  }
+}
+
+/**
+ * Creates the next attempt of each still-queued candidate for the worker,
+ * which holds them. Refused for a cordoned worker: the cordon is read in the
+ * same operation, so one set on another server holds even before this one
+ * has heard of it.
+ */
 export function claim(rows: WorkingSet, request: ClaimRequest): Claimed[] {
   const { workerId, now, liveness } = request;
   if (request.epoch !== undefined) checkFence(rows, { workerId, epoch: request.epoch });
+  const holder = rows.worker(workerId);
+  if (holder !== undefined && isCordoned(holder.worker)) throw new WorkerCordonedError(workerId);
   const claimed: Claimed[] = [];
   for (const rolloutId of request.rolloutIds) {
     const rollout = rows.rollout(rolloutId);

@@ -13,3 +13,10 @@ export const peerAddressKey = createContextKey<string>("", { description: "peer 
  * peer), for bounds per connection. Empty when the transport cannot tell.
  */
 export const connectionKey = createContextKey<string>("", { description: "client connection" });
+
+/**
+ * Name of the token the call was authenticated with (auth/interceptor.ts), for
+ * what a handler records of who acted (Worker.cordoned_by). Empty on a server
+ * without tokens.
+ */
+export const callerNameKey = createContextKey<string>("", { description: "caller's token name" });

@@ -19,6 +19,7 @@ const ROLLOUT_COUNTS = [
   ["running", "RUNNING"],
   ["succeeded", "SUCCEEDED"],
   ["failed", "FAILED"],
+  ["cancelled", "CANCELLED"],
 ] as const satisfies readonly (readonly [keyof FleetCounts, string])[];
 
 export function Header({ route }: { route: Route }) {

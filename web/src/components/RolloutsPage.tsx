@@ -11,6 +11,7 @@ import {
   rolloutsViewFromUrl,
   rolloutsViewToUrl,
   toggleSort,
+  unroutableAmongRequest,
 } from "../table-query.js";
 import { Badge, CopyButton, Link, msOf, Notice, RelativeTime, useNow } from "./common.js";
 import { Pager } from "./RunnersPage.js";
@@ -25,6 +26,7 @@ const COLUMNS: { title: string; field?: string; class?: string }[] = [
   { title: "Priority", field: "priority", class: "wide-only" },
   { title: "Attempts" },
   { title: "Worker" },
+  { title: "Requires", class: "wide-only" },
   { title: "Created", field: "create_time" },
   { title: "Duration", class: "wide-only" },
   { title: "Input", class: "wide-only" },
@@ -64,12 +66,23 @@ interface RolloutsState {
   error?: string;
   pageIndex: number;
   hasNext: boolean;
+  /** The listed rollouts that no connected runner can take now (their required labels). */
+  unroutable: ReadonlySet<string>;
+}
+
+/** Which listed rollouts are unroutable: all of them in the unroutable view, else one call for the candidates. */
+async function unroutableAmong(rollouts: Rollout[], unroutableView: boolean, signal: AbortSignal): Promise<Set<string>> {
+  if (unroutableView) return new Set(rollouts.map((r) => r.rolloutId));
+  const request = unroutableAmongRequest(rollouts);
+  if (request === undefined) return new Set();
+  const page = await rolloutClient.listRollouts(request, { signal });
+  return new Set(page.rollouts.map((r) => r.rolloutId));
 }
 
 export function RolloutsPage({ query, rolloutId }: { query: string; rolloutId?: string }) {
   const view = useMemo(() => rolloutsViewFromUrl(query), [query]);
   const viewKey = rolloutsViewToUrl(view);
-  const [state, setState] = useState<RolloutsState>({ rows: [], total: 0, loaded: false, pageIndex: 0, hasNext: false });
+  const [state, setState] = useState<RolloutsState>({ rows: [], total: 0, loaded: false, pageIndex: 0, hasNext: false, unroutable: new Set() });
   const tokens = useRef<string[]>([""]);
   const nextToken = useRef("");
   const [pageIndex, setPageIndex] = useState(0);
@@ -86,10 +99,10 @@ export function RolloutsPage({ query, rolloutId }: { query: string; rolloutId?: 
     const load = async () => {
       try {
         const page = await rolloutClient.listRollouts(listRolloutsRequest(view, tokens.current[pageIndex] ?? ""), { signal: abort.signal });
-        await latestAttempts(page.rollouts, abort.signal);
+        const [unroutable] = await Promise.all([unroutableAmong(page.rollouts, view.unroutable, abort.signal), latestAttempts(page.rollouts, abort.signal)]);
         if (abort.signal.aborted) return;
         nextToken.current = page.nextPageToken;
-        setState({ rows: page.rollouts, total: page.totalSize, loaded: true, pageIndex, hasNext: page.nextPageToken !== "" });
+        setState({ rows: page.rollouts, total: page.totalSize, loaded: true, pageIndex, hasNext: page.nextPageToken !== "", unroutable });
       } catch (error) {
         if (!abort.signal.aborted) setState((s) => ({ ...s, loaded: true, error: errorText(error) }));
       }
@@ -145,7 +158,7 @@ export function RolloutsPage({ query, rolloutId }: { query: string; rolloutId?: 
               </thead>
               <tbody>
                 {state.rows.map((rollout) => (
-                  <RolloutRow key={rollout.rolloutId} rollout={rollout} now={now} query={query} />
+                  <RolloutRow key={rollout.rolloutId} rollout={rollout} now={now} query={query} unroutable={state.unroutable.has(rollout.rolloutId)} />
                 ))}
               </tbody>
             </table>
@@ -207,6 +220,15 @@ function RolloutsToolbar({ view, onChange }: { view: RolloutsView; onChange: (vi
             {RolloutStatus[status]}
           </button>
         ))}
+        <button
+          type="button"
+          class="chip chip-unroutable"
+          aria-pressed={view.unroutable}
+          title="Only queued rollouts that no connected runner can take: none carries the labels they require"
+          onClick={() => onChange({ ...view, unroutable: !view.unroutable })}
+        >
+          UNROUTABLE
+        </button>
       </div>
     </div>
   );
@@ -223,8 +245,10 @@ export function rolloutDuration(rollout: Rollout, now: number): number | undefin
   return (msOf(rollout.endTime) ?? now) - start;
 }
 
-function RolloutRow({ rollout, now, query }: { rollout: Rollout; now: number; query: string }) {
+function RolloutRow({ rollout, now, query, unroutable }: { rollout: Rollout; now: number; query: string; unroutable: boolean }) {
   const latest = attemptCache.get(rollout.latestAttemptId);
+  const required = Object.entries(rollout.config?.requiredLabels ?? {});
+  const requiredText = required.map(([k, v]) => `${k}=${v}`).join(", ");
   return (
     <tr data-rollout-id={rollout.rolloutId} data-status={RolloutStatus[rollout.status]}>
       <td class="id">
@@ -233,6 +257,7 @@ function RolloutRow({ rollout, now, query }: { rollout: Rollout; now: number; qu
       </td>
       <td>
         {rolloutBadge(rollout)}
+        {unroutable && <Badge kind="unroutable" label="UNROUTABLE" title={`no connected runner carries ${requiredText}: it waits until one connects`} />}
         {rollout.nextAttemptTime && !TERMINAL_ROLLOUT.has(rollout.status) && (
           <span class="muted small next-attempt">
             {" "}retry <RelativeTime time={rollout.nextAttemptTime} />
@@ -246,6 +271,17 @@ function RolloutRow({ rollout, now, query }: { rollout: Rollout; now: number; qu
         {rollout.config?.maxAttempts ? ` / ${rollout.config.maxAttempts}` : ""}
       </td>
       <td class="mono">{latest?.workerId ? <Link href={runnerPath(latest.workerId)}>{latest.workerId}</Link> : <span class="muted">—</span>}</td>
+      <td class="wide-only labels" title={required.length === 0 ? "any runner may take it" : `only runners carrying ${requiredText}`}>
+        {required.length === 0 ? (
+          <span class="muted">any</span>
+        ) : (
+          required.map(([k, v]) => (
+            <span class="label" key={k}>
+              {k}={v}
+            </span>
+          ))
+        )}
+      </td>
       <td>
         <RelativeTime time={rollout.createTime} />
       </td>

@@ -9,7 +9,9 @@ import { actionDenied } from "../auth.js";
 import { formatAbsolute, formatBytes, formatDuration, formatPercent, formatRelative, percentOf } from "../format.js";
 import { isQuarantined, timestampMs } from "../quarantine.js";
 import { rolloutPath } from "../route.js";
+import { cordonSummary } from "../cordon.js";
 import { ActionButton, Badge, Bar, Link, msOf, Notice, RelativeTime, Sparkline, useNow } from "./common.js";
+import { CordonSection } from "./CordonSection.js";
 import { workerBadge } from "./RunnersPage.js";
 
 const REFRESH_MS = 2_000;
@@ -78,6 +80,7 @@ export function RunnerDetail({ workerId, onClose }: { workerId: string; onClose(
         ) : (
           <>
             {isQuarantined(worker, now) && <QuarantineSection worker={worker} now={now} onReleased={() => setReload((n) => n + 1)} />}
+            <CordonSection worker={worker} onChanged={() => setReload((n) => n + 1)} />
             <section>
               <h3>Recent telemetry</h3>
               <div class="sparks">
@@ -129,6 +132,7 @@ export function RunnerDetail({ workerId, onClose }: { workerId: string; onClose(
                     : `${isQuarantined(worker, now) ? "until" : "ended"} ${formatAbsolute(timestampMs(worker.quarantineUntil))}${worker.quarantineReason ? ` · ${worker.quarantineReason}` : ""}`}
                 </Field>
                 <Field name="Quarantines in a row">{worker.quarantineCount}</Field>
+                <Field name="Cordon">{worker.cordoned ? `${worker.draining ? "draining · " : ""}${cordonSummary(worker)}` : "—"}</Field>
                 <Field name="Labels">
                   {Object.keys(worker.labels).length === 0
                     ? "—"

@@ -13,7 +13,9 @@ import {
   WORKER_STATUSES,
 } from "../table-query.js";
 import { memo } from "preact/compat";
+import { cordonLabel, cordonSummary } from "../cordon.js";
 import { isQuarantined, timestampMs } from "../quarantine.js";
+import { SERVER_GONE } from "../api.js";
 import { Bar, Badge, CopyButton, Link, Notice, RelativeTime, useNow } from "./common.js";
 import { RunnerDetail } from "./RunnerDetail.js";
 
@@ -55,12 +57,7 @@ export function RunnersPage({ query, workerId }: { query: string; workerId?: str
   return (
     <main class="page">
       <RunnersToolbar view={view} onChange={show} />
-      {state?.stream === "down" && (
-        <Notice kind="warn">
-          Live updates lost ({state.streamError}); reconnecting… The table may be out of date until then.
-        </Notice>
-      )}
-      {state?.error && <Notice kind="error">Could not load runners: {state.error}. Is the server running? Retrying every 5 s.</Notice>}
+      <RunnersNotices state={state} />
       {state === undefined || !state.loaded ? (
         <p class="muted loading">Loading runners…</p>
       ) : state.rows.length === 0 && !state.error ? (
@@ -98,6 +95,24 @@ export function RunnersPage({ query, workerId }: { query: string; workerId?: str
       )}
       {workerId !== undefined && <RunnerDetail workerId={workerId} onClose={() => navigate(`/runners${query ? `?${query}` : ""}`)} />}
     </main>
+  );
+}
+
+/** One notice per problem: with the server gone, the page load and the live stream fail alike, and say it once. */
+function RunnersNotices({ state }: { state: RunnersState | undefined }) {
+  if (state === undefined) return null;
+  if (state.error === SERVER_GONE && state.stream === "down") {
+    return <Notice kind="error">The server does not answer; retrying. The table shows what it last knew.</Notice>;
+  }
+  return (
+    <>
+      {state.stream === "down" && (
+        <Notice kind="warn">
+          Live updates lost ({state.streamError}); reconnecting… The table may be out of date until then.
+        </Notice>
+      )}
+      {state.error && <Notice kind="error">Could not load runners: {state.error}. Retrying every {Math.round(state.pollMs / 1000)} s.</Notice>}
+    </>
   );
 }
 
@@ -145,6 +160,15 @@ function RunnersToolbar({ view, onChange }: { view: RunnersView; onChange: (view
           onClick={() => onChange({ ...view, quarantined: !view.quarantined })}
         >
           QUARANTINED
+        </button>
+        <button
+          type="button"
+          class="chip chip-cordoned"
+          aria-pressed={view.cordoned}
+          title="Only runners an operator cordoned or is draining (kept from new work for maintenance)"
+          onClick={() => onChange({ ...view, cordoned: !view.cordoned })}
+        >
+          CORDONED
         </button>
       </div>
       <form
@@ -201,10 +225,12 @@ function SortHeader({ column, view, onChange }: { column: (typeof COLUMNS)[numbe
 export function workerBadge(worker: Worker) {
   const name = WorkerStatus[worker.status] ?? String(worker.status);
   const title = worker.connected ? "connected" : "not connected";
+  const cordon = cordonLabel(worker);
   return (
     <>
       <Badge kind={name} label={name} title={title} />
       {worker.quarantineUntil !== undefined && <QuarantineBadge worker={worker} />}
+      {cordon !== undefined && <Badge kind={cordon.toLowerCase()} label={cordon} title={cordonSummary(worker)} />}
     </>
   );
 }
@@ -239,6 +265,8 @@ function RunnerRowContent({ worker, staleAfterMs, query, selected }: RowProps) {
   const snapshot = worker.snapshot;
   const memory = percentOf(snapshot?.memory?.usedBytes, snapshot?.memory?.totalBytes);
   const live = worker.connected && worker.status !== WorkerStatus.OFFLINE;
+  // A runner that is not connected sends no telemetry: its last figures are shown greyed, and say so.
+  const stale = live ? "" : ` (last reported ${formatAbsolute(timestampMs(snapshot?.collectTime ?? worker.lastHeartbeatTime))}; not connected)`;
   return (
     <tr data-worker-id={worker.workerId} data-status={WorkerStatus[worker.status]} class={selected ? "selected" : undefined}>
       <td class="id">
@@ -252,14 +280,23 @@ function RunnerRowContent({ worker, staleAfterMs, query, selected }: RowProps) {
           <span class="muted">—</span>
         ) : (
           worker.currentRolloutIds.map((id) => (
-            <Link key={id} href={rolloutPath(id)} class="block">
+            <Link key={id} href={rolloutPath(id)} class="block clip" title={id}>
               {id}
             </Link>
           ))
         )}
       </td>
-      <td class="mono wide-only attempt-ids" title={worker.currentAttemptIds.join(", ")}>
-        {worker.currentAttemptIds.length === 0 ? <span class="muted">—</span> : worker.currentAttemptIds.join(", ")}
+      <td class="mono wide-only attempt-ids">
+        {worker.currentAttemptIds.length === 0 ? (
+          <span class="muted">—</span>
+        ) : (
+          // One line per attempt, like the rollouts beside them: a runner holding two shows two.
+          worker.currentAttemptIds.map((id) => (
+            <span key={id} class="block clip" title={id}>
+              {id}
+            </span>
+          ))
+        )}
       </td>
       <td>
         <RelativeTime time={worker.lastHeartbeatTime} staleAfterMs={live ? staleAfterMs : undefined} />
@@ -283,18 +320,18 @@ function RunnerRowContent({ worker, staleAfterMs, query, selected }: RowProps) {
       <td class="slots" title="slots in use / capacity">
         {worker.currentAttemptIds.length}/{worker.capacity}
       </td>
-      <td class="wide-only host">
-        <Bar percent={snapshot?.cpu?.usagePercent} label={formatPercent(snapshot?.cpu?.usagePercent)} title={`CPU ${formatPercent(snapshot?.cpu?.usagePercent)}`} />
-        <Bar percent={memory} label={formatPercent(memory)} title={`Memory ${formatBytes(snapshot?.memory?.usedBytes)} of ${formatBytes(snapshot?.memory?.totalBytes)}`} />
+      <td class={`wide-only host${live ? "" : " stale"}`} data-live={String(live)}>
+        <Bar percent={snapshot?.cpu?.usagePercent} label={formatPercent(snapshot?.cpu?.usagePercent)} title={`CPU ${formatPercent(snapshot?.cpu?.usagePercent)}${stale}`} />
+        <Bar percent={memory} label={formatPercent(memory)} title={`Memory ${formatBytes(snapshot?.memory?.usedBytes)} of ${formatBytes(snapshot?.memory?.totalBytes)}${stale}`} />
       </td>
-      <td class="wide-only gpus">
+      <td class={`wide-only gpus${live ? "" : " stale"}`}>
         {snapshot === undefined || snapshot.gpus.length === 0 ? (
           <span class="muted">—</span>
         ) : (
           snapshot.gpus.map((gpu) => {
             const mem = percentOf(gpu.memoryUsedBytes, gpu.memoryTotalBytes);
             return (
-              <span class="gpu" key={gpu.index} title={`GPU ${gpu.index} ${gpu.name}: ${formatPercent(gpu.utilizationPercent)} busy, ${formatBytes(gpu.memoryUsedBytes)} of ${formatBytes(gpu.memoryTotalBytes)}`}>
+              <span class="gpu" key={gpu.index} title={`GPU ${gpu.index} ${gpu.name}: ${formatPercent(gpu.utilizationPercent)} busy, ${formatBytes(gpu.memoryUsedBytes)} of ${formatBytes(gpu.memoryTotalBytes)}${stale}`}>
                 <span class="gpu-bar util" style={{ height: `${Math.max(2, gpu.utilizationPercent)}%` }} />
                 <span class="gpu-bar mem" style={{ height: `${Math.max(2, mem ?? 0)}%` }} />
               </span>

@@ -104,9 +104,10 @@ export function CopyButton({ text }: { text: string }) {
   );
 }
 
-export function Link({ href, children, class: className, label }: { href: string; children: ComponentChildren; class?: string; label?: string }) {
+/** `title`: the hover text (defaults to `label`); give it whenever the text may be cut short, so the whole value stays readable. */
+export function Link({ href, children, class: className, label, title }: { href: string; children: ComponentChildren; class?: string; label?: string; title?: string }) {
   return (
-    <a href={href} class={className} onClick={onLinkClick} aria-label={label} title={label}>
+    <a href={href} class={className} onClick={onLinkClick} aria-label={label} title={title ?? label}>
       {children}
     </a>
   );

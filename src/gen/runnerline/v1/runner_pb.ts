@@ -18,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runnerline/v1/runner.proto.
  */
 export const file_runnerline_v1_runner: GenFile = /*@__PURE__*/
-  fileDesc("ChpydW5uZXJsaW5lL3YxL3J1bm5lci5wcm90bxINcnVubmVybGluZS52MSL7AQoOU2Vzc2lvblJlcXVlc3QSJQoFaGVsbG8YASABKAsyFC5ydW5uZXJsaW5lLnYxLkhlbGxvSAASLQoJaGVhcnRiZWF0GAIgASgLMhgucnVubmVybGluZS52MS5IZWFydGJlYXRIABIlCgVyZWFkeRgDIAEoCzIULnJ1bm5lcmxpbmUudjEuUmVhZHlIABI2Cg5hdHRlbXB0X3VwZGF0ZRgEIAEoCzIcLnJ1bm5lcmxpbmUudjEuQXR0ZW1wdFVwZGF0ZUgAEikKB2dvb2RieWUYBSABKAsyFi5ydW5uZXJsaW5lLnYxLkdvb2RieWVIAEIJCgdtZXNzYWdlIucCCg9TZXNzaW9uUmVzcG9uc2USKQoHd2VsY29tZRgBIAEoCzIWLnJ1bm5lcmxpbmUudjEuV2VsY29tZUgAEi8KCmFzc2lnbm1lbnQYAiABKAsyGS5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnRIABInCgZjYW5jZWwYAyABKAsyFS5ydW5uZXJsaW5lLnYxLkNhbmNlbEgAEisKCHJlamVjdGVkGAQgASgLMhcucnVubmVybGluZS52MS5SZWplY3RlZEgAEiUKBWRyYWluGAUgASgLMhQucnVubmVybGluZS52MS5EcmFpbkgAEjQKDWhlYXJ0YmVhdF9hY2sYBiABKAsyGy5ydW5uZXJsaW5lLnYxLkhlYXJ0YmVhdEFja0gAEjoKEGFzc2lnbm1lbnRfYmF0Y2gYByABKAsyHi5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnRCYXRjaEgAQgkKB21lc3NhZ2UijgIKBUhlbGxvEhEKCXdvcmtlcl9pZBgBIAEoCRIwCgZsYWJlbHMYAiADKAsyIC5ydW5uZXJsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgFEhYKDmNsaWVudF92ZXJzaW9uGAQgASgJEhsKE3J1bm5pbmdfYXR0ZW1wdF9pZHMYBSADKAkSJgoedGVybWluYWxfdXBkYXRlX3JldHVybnNfY3JlZGl0GAYgASgIEiIKGmFjY2VwdHNfYXNzaWdubWVudF9iYXRjaGVzGAcgASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEikQEKCUhlYXJ0YmVhdBIvCghzbmFwc2hvdBgBIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKC2F0dGVtcHRfaWRzGAMgAygJEhAKCHNlcXVlbmNlGAQgASgEIhYKBVJlYWR5Eg0KBXNsb3RzGAEgASgFIuwBCg1BdHRlbXB0VXBkYXRlEhIKCmF0dGVtcHRfaWQYASABKAkSLAoGc3RhdHVzGAIgASgOMhwucnVubmVybGluZS52MS5BdHRlbXB0U3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSKQoIbWV0YWRhdGEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKBnJlc3VsdBgeIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIvCgtmaW5pc2hfdGltZRgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGQoHR29vZGJ5ZRIOCgZyZWFzb24YASABKAki5gEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoLc2VydmVyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE3Jlc3VtZWRfYXR0ZW1wdF9pZHMYBCADKAkSJgoedGVybWluYWxfdXBkYXRlX3JldHVybnNfY3JlZGl0GAUgASgIEhoKEmFzc2lnbm1lbnRfYmF0Y2hlcxgGIAEoCCJeCgpBc3NpZ25tZW50EicKB3JvbGxvdXQYASABKAsyFi5ydW5uZXJsaW5lLnYxLlJvbGxvdXQSJwoHYXR0ZW1wdBgCIAEoCzIWLnJ1bm5lcmxpbmUudjEuQXR0ZW1wdCJBCg9Bc3NpZ25tZW50QmF0Y2gSLgoLYXNzaWdubWVudHMYASADKAsyGS5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnQiLAoGQ2FuY2VsEhIKCmF0dGVtcHRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIlMKCFJlamVjdGVkEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRISCgphdHRlbXB0X2lkGAMgASgJEhQKDHJlcXVlc3Rfa2luZBgEIAEoCSIXCgVEcmFpbhIOCgZyZWFzb24YASABKAkiUQoMSGVhcnRiZWF0QWNrEhAKCHNlcXVlbmNlGAEgASgEEi8KC3NlcnZlcl90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDJdCg1SdW5uZXJTZXJ2aWNlEkwKB1Nlc3Npb24SHS5ydW5uZXJsaW5lLnYxLlNlc3Npb25SZXF1ZXN0Gh4ucnVubmVybGluZS52MS5TZXNzaW9uUmVzcG9uc2UoATABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_attempt, file_runnerline_v1_rollout, file_runnerline_v1_telemetry]);
+  fileDesc("ChpydW5uZXJsaW5lL3YxL3J1bm5lci5wcm90bxINcnVubmVybGluZS52MSL7AQoOU2Vzc2lvblJlcXVlc3QSJQoFaGVsbG8YASABKAsyFC5ydW5uZXJsaW5lLnYxLkhlbGxvSAASLQoJaGVhcnRiZWF0GAIgASgLMhgucnVubmVybGluZS52MS5IZWFydGJlYXRIABIlCgVyZWFkeRgDIAEoCzIULnJ1bm5lcmxpbmUudjEuUmVhZHlIABI2Cg5hdHRlbXB0X3VwZGF0ZRgEIAEoCzIcLnJ1bm5lcmxpbmUudjEuQXR0ZW1wdFVwZGF0ZUgAEikKB2dvb2RieWUYBSABKAsyFi5ydW5uZXJsaW5lLnYxLkdvb2RieWVIAEIJCgdtZXNzYWdlIqMDCg9TZXNzaW9uUmVzcG9uc2USKQoHd2VsY29tZRgBIAEoCzIWLnJ1bm5lcmxpbmUudjEuV2VsY29tZUgAEi8KCmFzc2lnbm1lbnQYAiABKAsyGS5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnRIABInCgZjYW5jZWwYAyABKAsyFS5ydW5uZXJsaW5lLnYxLkNhbmNlbEgAEisKCHJlamVjdGVkGAQgASgLMhcucnVubmVybGluZS52MS5SZWplY3RlZEgAEiUKBWRyYWluGAUgASgLMhQucnVubmVybGluZS52MS5EcmFpbkgAEjQKDWhlYXJ0YmVhdF9hY2sYBiABKAsyGy5ydW5uZXJsaW5lLnYxLkhlYXJ0YmVhdEFja0gAEjoKEGFzc2lnbm1lbnRfYmF0Y2gYByABKAsyHi5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnRCYXRjaEgAEjoKEHNlc3Npb25fcmVwbGFjZWQYCCABKAsyHi5ydW5uZXJsaW5lLnYxLlNlc3Npb25SZXBsYWNlZEgAQgkKB21lc3NhZ2UijgIKBUhlbGxvEhEKCXdvcmtlcl9pZBgBIAEoCRIwCgZsYWJlbHMYAiADKAsyIC5ydW5uZXJsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgFEhYKDmNsaWVudF92ZXJzaW9uGAQgASgJEhsKE3J1bm5pbmdfYXR0ZW1wdF9pZHMYBSADKAkSJgoedGVybWluYWxfdXBkYXRlX3JldHVybnNfY3JlZGl0GAYgASgIEiIKGmFjY2VwdHNfYXNzaWdubWVudF9iYXRjaGVzGAcgASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEikQEKCUhlYXJ0YmVhdBIvCghzbmFwc2hvdBgBIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKC2F0dGVtcHRfaWRzGAMgAygJEhAKCHNlcXVlbmNlGAQgASgEIhYKBVJlYWR5Eg0KBXNsb3RzGAEgASgFIuwBCg1BdHRlbXB0VXBkYXRlEhIKCmF0dGVtcHRfaWQYASABKAkSLAoGc3RhdHVzGAIgASgOMhwucnVubmVybGluZS52MS5BdHRlbXB0U3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSKQoIbWV0YWRhdGEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKBnJlc3VsdBgeIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIvCgtmaW5pc2hfdGltZRgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGQoHR29vZGJ5ZRIOCgZyZWFzb24YASABKAki5gEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoLc2VydmVyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE3Jlc3VtZWRfYXR0ZW1wdF9pZHMYBCADKAkSJgoedGVybWluYWxfdXBkYXRlX3JldHVybnNfY3JlZGl0GAUgASgIEhoKEmFzc2lnbm1lbnRfYmF0Y2hlcxgGIAEoCCJeCgpBc3NpZ25tZW50EicKB3JvbGxvdXQYASABKAsyFi5ydW5uZXJsaW5lLnYxLlJvbGxvdXQSJwoHYXR0ZW1wdBgCIAEoCzIWLnJ1bm5lcmxpbmUudjEuQXR0ZW1wdCJBCg9Bc3NpZ25tZW50QmF0Y2gSLgoLYXNzaWdubWVudHMYASADKAsyGS5ydW5uZXJsaW5lLnYxLkFzc2lnbm1lbnQiLAoGQ2FuY2VsEhIKCmF0dGVtcHRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIlMKCFJlamVjdGVkEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRISCgphdHRlbXB0X2lkGAMgASgJEhQKDHJlcXVlc3Rfa2luZBgEIAEoCSIlCgVEcmFpbhIOCgZyZWFzb24YASABKAkSDAoEZXhpdBgCIAEoCCJOCg9TZXNzaW9uUmVwbGFjZWQSEQoJd29ya2VyX2lkGAEgASgJEhYKDm5ld19zZXNzaW9uX2lkGAIgASgJEhAKCG5ld19wZWVyGAMgASgJIlEKDEhlYXJ0YmVhdEFjaxIQCghzZXF1ZW5jZRgBIAEoBBIvCgtzZXJ2ZXJfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyXQoNUnVubmVyU2VydmljZRJMCgdTZXNzaW9uEh0ucnVubmVybGluZS52MS5TZXNzaW9uUmVxdWVzdBoeLnJ1bm5lcmxpbmUudjEuU2Vzc2lvblJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_attempt, file_runnerline_v1_rollout, file_runnerline_v1_telemetry]);
 
 /**
  * A message from runner to server.
@@ -149,6 +149,16 @@ export type SessionResponse = Message<"runnerline.v1.SessionResponse"> & {
      */
     value: AssignmentBatch;
     case: "assignmentBatch";
+  } | {
+    /**
+     * A newer session of the same worker id replaced this one; the stream
+     * ends with ABORTED right after. See SessionReplaced for what a runner
+     * must do.
+     *
+     * @generated from field: runnerline.v1.SessionReplaced session_replaced = 8;
+     */
+    value: SessionReplaced;
+    case: "sessionReplaced";
   } | { case: undefined; value?: undefined };
 };
 
@@ -581,7 +591,9 @@ export const RejectedSchema: GenMessage<Rejected> = /*@__PURE__*/
   messageDesc(file_runnerline_v1_runner, 11);
 
 /**
- * The server is shutting down.
+ * Take no new work: finish the attempts held and report them. Sent when the
+ * server shuts down (then reconnect later), or when an operator drained this
+ * worker (WorkerService.DrainWorker; then exit).
  *
  * @generated from message runnerline.v1.Drain
  */
@@ -592,6 +604,14 @@ export type Drain = Message<"runnerline.v1.Drain"> & {
    * @generated from field: string reason = 1;
    */
   reason: string;
+
+  /**
+   * An operator drained this worker: once it holds no attempt, the runner
+   * says Goodbye and exits instead of reconnecting.
+   *
+   * @generated from field: bool exit = 2;
+   */
+  exit: boolean;
 };
 
 /**
@@ -600,6 +620,50 @@ export type Drain = Message<"runnerline.v1.Drain"> & {
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
   messageDesc(file_runnerline_v1_runner, 12);
+
+/**
+ * Sent to the older session when a Hello with the same worker id opens a
+ * newer one: the newer session wins (that is how a runner gets its worker
+ * back after a connection it could no longer use), and the older stream then
+ * ends with ABORTED. A runner that receives it on its current session did not
+ * open the newer one itself: another process uses the same worker id. It must
+ * not reconnect (the two would replace each other's sessions forever); it
+ * stops and says which worker id is taken. A runner that already moved on to a
+ * session of its own ignores it on the older one.
+ *
+ * @generated from message runnerline.v1.SessionReplaced
+ */
+export type SessionReplaced = Message<"runnerline.v1.SessionReplaced"> & {
+  /**
+   * The worker id both sessions gave in Hello.
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+
+  /**
+   * Welcome.session_id of the newer session; empty when a server sharing the
+   * store opened it.
+   *
+   * @generated from field: string new_session_id = 2;
+   */
+  newSessionId: string;
+
+  /**
+   * The newer session's client address as the server saw it
+   * ("host:port"); empty when unknown.
+   *
+   * @generated from field: string new_peer = 3;
+   */
+  newPeer: string;
+};
+
+/**
+ * Describes the message runnerline.v1.SessionReplaced.
+ * Use `create(SessionReplacedSchema)` to create a new message.
+ */
+export const SessionReplacedSchema: GenMessage<SessionReplaced> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_runner, 13);
 
 /**
  * Acknowledges a heartbeat.
@@ -627,7 +691,7 @@ export type HeartbeatAck = Message<"runnerline.v1.HeartbeatAck"> & {
  * Use `create(HeartbeatAckSchema)` to create a new message.
  */
 export const HeartbeatAckSchema: GenMessage<HeartbeatAck> = /*@__PURE__*/
-  messageDesc(file_runnerline_v1_runner, 13);
+  messageDesc(file_runnerline_v1_runner, 14);
 
 /**
  * The channel between a runner process and the server.

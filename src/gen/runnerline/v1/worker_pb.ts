@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runnerline/v1/worker.proto.
  */
 export const file_runnerline_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSL6BgoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQcXVhcmFudGluZV91bnRpbBgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRcXVhcmFudGluZV9yZWFzb24YFSABKAkSGAoQcXVhcmFudGluZV9jb3VudBgWIAEoBRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiUKEEdldFdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIjoKEUdldFdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIpYCChJMaXN0V29ya2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSLQoIc3RhdHVzZXMYBCADKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIaChJ3b3JrZXJfaWRfY29udGFpbnMYBSABKAkSPQoGbGFiZWxzGAYgAygLMi0ucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1JlcXVlc3QuTGFiZWxzRW50cnkSDgoGZmlsdGVyGDIgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEingEKE0xpc3RXb3JrZXJzUmVzcG9uc2USJgoHd29ya2VycxgBIAMoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgFEjIKD2hlYXJ0YmVhdF9ncmFjZRgoIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKIAQoUU2VuZEhlYXJ0YmVhdFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEi8KCHNuYXBzaG90GAIgASgLMh0ucnVubmVybGluZS52MS5TeXN0ZW1TbmFwc2hvdBIsCgtleHRyYV9zdGF0cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiPgoVU2VuZEhlYXJ0YmVhdFJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIoYBChNXYXRjaFdvcmtlcnNSZXF1ZXN0Ei0KCHN0YXR1c2VzGAEgAygOMhsucnVubmVybGluZS52MS5Xb3JrZXJTdGF0dXMSGgoSd29ya2VyX2lkX2NvbnRhaW5zGAIgASgJEhQKDGNoYW5nZXNfb25seRgoIAEoCBIOCgZmaWx0ZXIYMiABKAkiTgoUV2F0Y2hXb3JrZXJzUmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXISDwoHaW5pdGlhbBgCIAEoCCIpChRSZWxlYXNlV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkiPgoVUmVsZWFzZVdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIiwKF0dldFdvcmtlckhpc3RvcnlSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCSJLChhHZXRXb3JrZXJIaXN0b3J5UmVzcG9uc2USLwoHc2FtcGxlcxgBIAMoCzIeLnJ1bm5lcmxpbmUudjEuVGVsZW1ldHJ5U2FtcGxlIhgKFkdldEZsZWV0U3VtbWFyeVJlcXVlc3QiRwoXR2V0RmxlZXRTdW1tYXJ5UmVzcG9uc2USLAoHc3VtbWFyeRgBIAEoCzIbLnJ1bm5lcmxpbmUudjEuRmxlZXRTdW1tYXJ5IrMCCgxGbGVldFN1bW1hcnkSLAoHd29ya2VycxgBIAEoCzIbLnJ1bm5lcmxpbmUudjEuV29ya2VyQ291bnRzEi4KCHJvbGxvdXRzGAIgASgLMhwucnVubmVybGluZS52MS5Sb2xsb3V0Q291bnRzEhYKDnRvdGFsX2NhcGFjaXR5GAMgASgFEhUKDXVzZWRfY2FwYWNpdHkYBCABKAUSEwoLcXVldWVfZGVwdGgYBSABKAUSNAoRb2xkZXN0X3F1ZXVlZF9hZ2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRdW5yb3V0YWJsZV9xdWV1ZWQYByABKAUSMAoMc3VtbWFyeV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKDAQoMV29ya2VyQ291bnRzEg0KBXRvdGFsGAEgASgFEgwKBGlkbGUYAiABKAUSDAoEYnVzeRgDIAEoBRIPCgd1bmtub3duGAQgASgFEg8KB29mZmxpbmUYBSABKAUSEQoJY29ubmVjdGVkGAYgASgFEhMKC3F1YXJhbnRpbmVkGAcgASgFIpwBCg1Sb2xsb3V0Q291bnRzEg0KBXRvdGFsGAEgASgFEg8KB3F1ZXVpbmcYAiABKAUSEQoJcHJlcGFyaW5nGAMgASgFEg8KB3J1bm5pbmcYBCABKAUSEQoJcmVxdWV1aW5nGAUgASgFEhEKCXN1Y2NlZWRlZBgGIAEoBRIOCgZmYWlsZWQYByABKAUSEQoJY2FuY2VsbGVkGAggASgFIigKE0RlbGV0ZVdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIhYKFERlbGV0ZVdvcmtlclJlc3BvbnNlKpMBCgxXb3JrZXJTdGF0dXMSHQoZV09SS0VSX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEldPUktFUl9TVEFUVVNfSURMRRABEhYKEldPUktFUl9TVEFUVVNfQlVTWRACEhkKFVdPUktFUl9TVEFUVVNfVU5LTk9XThADEhkKFVdPUktFUl9TVEFUVVNfT0ZGTElORRAEMugFCg1Xb3JrZXJTZXJ2aWNlEk4KCUdldFdvcmtlchIfLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVxdWVzdBogLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VyUmVzcG9uc2USVAoLTGlzdFdvcmtlcnMSIS5ydW5uZXJsaW5lLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBoiLnJ1bm5lcmxpbmUudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJaCg1TZW5kSGVhcnRiZWF0EiMucnVubmVybGluZS52MS5TZW5kSGVhcnRiZWF0UmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuU2VuZEhlYXJ0YmVhdFJlc3BvbnNlElkKDFdhdGNoV29ya2VycxIiLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVxdWVzdBojLnJ1bm5lcmxpbmUudjEuV2F0Y2hXb3JrZXJzUmVzcG9uc2UwARJaCg1SZWxlYXNlV29ya2VyEiMucnVubmVybGluZS52MS5SZWxlYXNlV29ya2VyUmVxdWVzdBokLnJ1bm5lcmxpbmUudjEuUmVsZWFzZVdvcmtlclJlc3BvbnNlEmMKEEdldFdvcmtlckhpc3RvcnkSJi5ydW5uZXJsaW5lLnYxLkdldFdvcmtlckhpc3RvcnlSZXF1ZXN0GicucnVubmVybGluZS52MS5HZXRXb3JrZXJIaXN0b3J5UmVzcG9uc2USYAoPR2V0RmxlZXRTdW1tYXJ5EiUucnVubmVybGluZS52MS5HZXRGbGVldFN1bW1hcnlSZXF1ZXN0GiYucnVubmVybGluZS52MS5HZXRGbGVldFN1bW1hcnlSZXNwb25zZRJXCgxEZWxldGVXb3JrZXISIi5ydW5uZXJsaW5lLnYxLkRlbGV0ZVdvcmtlclJlcXVlc3QaIy5ydW5uZXJsaW5lLnYxLkRlbGV0ZVdvcmtlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
+  fileDesc("ChpydW5uZXJsaW5lL3YxL3dvcmtlci5wcm90bxINcnVubmVybGluZS52MSL7BwoGV29ya2VyEhEKCXdvcmtlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIRCgljb25uZWN0ZWQYAyABKAgSMQoGbGFiZWxzGAQgAygLMiEucnVubmVybGluZS52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIY2FwYWNpdHkYBSABKAUSGwoTY3VycmVudF9hdHRlbXB0X2lkcxgGIAMoCRIbChNjdXJyZW50X3JvbGxvdXRfaWRzGAcgAygJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVxdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2J1c3lfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9pZGxlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEcGVlchgNIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgOIAEoCRIvCghzbmFwc2hvdBgPIAEoCzIdLnJ1bm5lcmxpbmUudjEuU3lzdGVtU25hcHNob3QSLAoLZXh0cmFfc3RhdHMYECABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3ZlcnNpb24YESABKAMSLwoLY3JlYXRlX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2Rpc2Nvbm5lY3RfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQcXVhcmFudGluZV91bnRpbBgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRcXVhcmFudGluZV9yZWFzb24YFSABKAkSGAoQcXVhcmFudGluZV9jb3VudBgWIAEoBRIQCghjb3Jkb25lZBgXIAEoCBIVCg1jb3Jkb25fcmVhc29uGBggASgJEi8KC2NvcmRvbl90aW1lGBkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjb3Jkb25lZF9ieRgaIAEoCRIQCghkcmFpbmluZxgbIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiUKEEdldFdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIjoKEUdldFdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIpYCChJMaXN0V29ya2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSLQoIc3RhdHVzZXMYBCADKA4yGy5ydW5uZXJsaW5lLnYxLldvcmtlclN0YXR1cxIaChJ3b3JrZXJfaWRfY29udGFpbnMYBSABKAkSPQoGbGFiZWxzGAYgAygLMi0ucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1JlcXVlc3QuTGFiZWxzRW50cnkSDgoGZmlsdGVyGDIgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEingEKE0xpc3RXb3JrZXJzUmVzcG9uc2USJgoHd29ya2VycxgBIAMoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgFEjIKD2hlYXJ0YmVhdF9ncmFjZRgoIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKIAQoUU2VuZEhlYXJ0YmVhdFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEi8KCHNuYXBzaG90GAIgASgLMh0ucnVubmVybGluZS52MS5TeXN0ZW1TbmFwc2hvdBIsCgtleHRyYV9zdGF0cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiPgoVU2VuZEhlYXJ0YmVhdFJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIoYBChNXYXRjaFdvcmtlcnNSZXF1ZXN0Ei0KCHN0YXR1c2VzGAEgAygOMhsucnVubmVybGluZS52MS5Xb3JrZXJTdGF0dXMSGgoSd29ya2VyX2lkX2NvbnRhaW5zGAIgASgJEhQKDGNoYW5nZXNfb25seRgoIAEoCBIOCgZmaWx0ZXIYMiABKAkiTgoUV2F0Y2hXb3JrZXJzUmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXISDwoHaW5pdGlhbBgCIAEoCCIpChRSZWxlYXNlV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkiPgoVUmVsZWFzZVdvcmtlclJlc3BvbnNlEiUKBndvcmtlchgBIAEoCzIVLnJ1bm5lcmxpbmUudjEuV29ya2VyIiwKF0dldFdvcmtlckhpc3RvcnlSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCSJLChhHZXRXb3JrZXJIaXN0b3J5UmVzcG9uc2USLwoHc2FtcGxlcxgBIAMoCzIeLnJ1bm5lcmxpbmUudjEuVGVsZW1ldHJ5U2FtcGxlIhgKFkdldEZsZWV0U3VtbWFyeVJlcXVlc3QiRwoXR2V0RmxlZXRTdW1tYXJ5UmVzcG9uc2USLAoHc3VtbWFyeRgBIAEoCzIbLnJ1bm5lcmxpbmUudjEuRmxlZXRTdW1tYXJ5IrMCCgxGbGVldFN1bW1hcnkSLAoHd29ya2VycxgBIAEoCzIbLnJ1bm5lcmxpbmUudjEuV29ya2VyQ291bnRzEi4KCHJvbGxvdXRzGAIgASgLMhwucnVubmVybGluZS52MS5Sb2xsb3V0Q291bnRzEhYKDnRvdGFsX2NhcGFjaXR5GAMgASgFEhUKDXVzZWRfY2FwYWNpdHkYBCABKAUSEwoLcXVldWVfZGVwdGgYBSABKAUSNAoRb2xkZXN0X3F1ZXVlZF9hZ2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRdW5yb3V0YWJsZV9xdWV1ZWQYByABKAUSMAoMc3VtbWFyeV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKDAQoMV29ya2VyQ291bnRzEg0KBXRvdGFsGAEgASgFEgwKBGlkbGUYAiABKAUSDAoEYnVzeRgDIAEoBRIPCgd1bmtub3duGAQgASgFEg8KB29mZmxpbmUYBSABKAUSEQoJY29ubmVjdGVkGAYgASgFEhMKC3F1YXJhbnRpbmVkGAcgASgFIpwBCg1Sb2xsb3V0Q291bnRzEg0KBXRvdGFsGAEgASgFEg8KB3F1ZXVpbmcYAiABKAUSEQoJcHJlcGFyaW5nGAMgASgFEg8KB3J1bm5pbmcYBCABKAUSEQoJcmVxdWV1aW5nGAUgASgFEhEKCXN1Y2NlZWRlZBgGIAEoBRIOCgZmYWlsZWQYByABKAUSEQoJY2FuY2VsbGVkGAggASgFIigKE0RlbGV0ZVdvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIhYKFERlbGV0ZVdvcmtlclJlc3BvbnNlIjgKE0NvcmRvbldvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI9ChRDb3Jkb25Xb3JrZXJSZXNwb25zZRIlCgZ3b3JrZXIYASABKAsyFS5ydW5uZXJsaW5lLnYxLldvcmtlciIqChVVbmNvcmRvbldvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJIj8KFlVuY29yZG9uV29ya2VyUmVzcG9uc2USJQoGd29ya2VyGAEgASgLMhUucnVubmVybGluZS52MS5Xb3JrZXIiNwoSRHJhaW5Xb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiPAoTRHJhaW5Xb3JrZXJSZXNwb25zZRIlCgZ3b3JrZXIYASABKAsyFS5ydW5uZXJsaW5lLnYxLldvcmtlciqTAQoMV29ya2VyU3RhdHVzEh0KGVdPUktFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJXT1JLRVJfU1RBVFVTX0lETEUQARIWChJXT1JLRVJfU1RBVFVTX0JVU1kQAhIZChVXT1JLRVJfU1RBVFVTX1VOS05PV04QAxIZChVXT1JLRVJfU1RBVFVTX09GRkxJTkUQBDL2BwoNV29ya2VyU2VydmljZRJOCglHZXRXb3JrZXISHy5ydW5uZXJsaW5lLnYxLkdldFdvcmtlclJlcXVlc3QaIC5ydW5uZXJsaW5lLnYxLkdldFdvcmtlclJlc3BvbnNlElQKC0xpc3RXb3JrZXJzEiEucnVubmVybGluZS52MS5MaXN0V29ya2Vyc1JlcXVlc3QaIi5ydW5uZXJsaW5lLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USWgoNU2VuZEhlYXJ0YmVhdBIjLnJ1bm5lcmxpbmUudjEuU2VuZEhlYXJ0YmVhdFJlcXVlc3QaJC5ydW5uZXJsaW5lLnYxLlNlbmRIZWFydGJlYXRSZXNwb25zZRJZCgxXYXRjaFdvcmtlcnMSIi5ydW5uZXJsaW5lLnYxLldhdGNoV29ya2Vyc1JlcXVlc3QaIy5ydW5uZXJsaW5lLnYxLldhdGNoV29ya2Vyc1Jlc3BvbnNlMAESWgoNUmVsZWFzZVdvcmtlchIjLnJ1bm5lcmxpbmUudjEuUmVsZWFzZVdvcmtlclJlcXVlc3QaJC5ydW5uZXJsaW5lLnYxLlJlbGVhc2VXb3JrZXJSZXNwb25zZRJjChBHZXRXb3JrZXJIaXN0b3J5EiYucnVubmVybGluZS52MS5HZXRXb3JrZXJIaXN0b3J5UmVxdWVzdBonLnJ1bm5lcmxpbmUudjEuR2V0V29ya2VySGlzdG9yeVJlc3BvbnNlEmAKD0dldEZsZWV0U3VtbWFyeRIlLnJ1bm5lcmxpbmUudjEuR2V0RmxlZXRTdW1tYXJ5UmVxdWVzdBomLnJ1bm5lcmxpbmUudjEuR2V0RmxlZXRTdW1tYXJ5UmVzcG9uc2USVwoMRGVsZXRlV29ya2VyEiIucnVubmVybGluZS52MS5EZWxldGVXb3JrZXJSZXF1ZXN0GiMucnVubmVybGluZS52MS5EZWxldGVXb3JrZXJSZXNwb25zZRJXCgxDb3Jkb25Xb3JrZXISIi5ydW5uZXJsaW5lLnYxLkNvcmRvbldvcmtlclJlcXVlc3QaIy5ydW5uZXJsaW5lLnYxLkNvcmRvbldvcmtlclJlc3BvbnNlEl0KDlVuY29yZG9uV29ya2VyEiQucnVubmVybGluZS52MS5VbmNvcmRvbldvcmtlclJlcXVlc3QaJS5ydW5uZXJsaW5lLnYxLlVuY29yZG9uV29ya2VyUmVzcG9uc2USVAoLRHJhaW5Xb3JrZXISIS5ydW5uZXJsaW5lLnYxLkRyYWluV29ya2VyUmVxdWVzdBoiLnJ1bm5lcmxpbmUudjEuRHJhaW5Xb3JrZXJSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runnerline_v1_telemetry]);
 
 /**
  * A runner process that executes attempts.
@@ -178,6 +178,44 @@ export type Worker = Message<"runnerline.v1.Worker"> & {
    * @generated from field: int32 quarantine_count = 22;
    */
   quarantineCount: number;
+
+  /**
+   * An operator keeps it from new work (CordonWorker, DrainWorker) until
+   * UncordonWorker; work it holds is unaffected.
+   *
+   * @generated from field: bool cordoned = 23;
+   */
+  cordoned: boolean;
+
+  /**
+   * Why it was cordoned, as the operator said; may be empty.
+   *
+   * @generated from field: string cordon_reason = 24;
+   */
+  cordonReason: string;
+
+  /**
+   * When it was cordoned; unset when it is not.
+   *
+   * @generated from field: google.protobuf.Timestamp cordon_time = 25;
+   */
+  cordonTime?: Timestamp | undefined;
+
+  /**
+   * Name of the token that cordoned it; empty on a server without tokens.
+   *
+   * @generated from field: string cordoned_by = 26;
+   */
+  cordonedBy: string;
+
+  /**
+   * DrainWorker asked its runner to finish what it holds and exit. Cleared
+   * when the runner leaves with Goodbye (the cordon stays) or by
+   * UncordonWorker.
+   *
+   * @generated from field: bool draining = 27;
+   */
+  draining: boolean;
 };
 
 /**
@@ -283,10 +321,11 @@ export type ListWorkersRequest = Message<"runnerline.v1.ListWorkersRequest"> & {
   /**
    * A filter expression in the style of AIP-160, e.g.
    * `status = IDLE AND labels.gpu = "h100"` or
-   * `last_heartbeat_time < now - 5m`. Fields: worker_id, status, connected,
-   * capacity, labels.KEY, client_version, peer, current_attempt_ids, the
-   * *_time fields, snapshot.hostname, snapshot.cpu.usage_percent, … (any
-   * field by its proto name). Enum values by short name, times as RFC 3339
+   * `last_heartbeat_time < now - 5m` or `cordoned = true`. Fields:
+   * worker_id, status, connected, cordoned, draining, capacity, labels.KEY,
+   * client_version, peer, current_attempt_ids, the *_time fields,
+   * snapshot.hostname, snapshot.cpu.usage_percent, … (any field by its
+   * proto name). Enum values by short name, times as RFC 3339
    * or `now - 5m`. Operators: = != < <= > >=, `:` (contains for text, has
    * for lists and labels, `:*` for set), AND, OR, NOT, parentheses.
    * Combined with the other filters by AND. INVALID_ARGUMENT names the
@@ -841,6 +880,148 @@ export const DeleteWorkerResponseSchema: GenMessage<DeleteWorkerResponse> = /*@_
   messageDesc(file_runnerline_v1_worker, 19);
 
 /**
+ * Request for WorkerService.CordonWorker.
+ *
+ * @generated from message runnerline.v1.CordonWorkerRequest
+ */
+export type CordonWorkerRequest = Message<"runnerline.v1.CordonWorkerRequest"> & {
+  /**
+   * The worker to keep from new work.
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+
+  /**
+   * Why, for the other operators (Worker.cordon_reason); at most 1024
+   * characters, may be empty.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message runnerline.v1.CordonWorkerRequest.
+ * Use `create(CordonWorkerRequestSchema)` to create a new message.
+ */
+export const CordonWorkerRequestSchema: GenMessage<CordonWorkerRequest> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 20);
+
+/**
+ * Response of WorkerService.CordonWorker.
+ *
+ * @generated from message runnerline.v1.CordonWorkerResponse
+ */
+export type CordonWorkerResponse = Message<"runnerline.v1.CordonWorkerResponse"> & {
+  /**
+   * The worker, cordoned.
+   *
+   * @generated from field: runnerline.v1.Worker worker = 1;
+   */
+  worker?: Worker | undefined;
+};
+
+/**
+ * Describes the message runnerline.v1.CordonWorkerResponse.
+ * Use `create(CordonWorkerResponseSchema)` to create a new message.
+ */
+export const CordonWorkerResponseSchema: GenMessage<CordonWorkerResponse> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 21);
+
+/**
+ * Request for WorkerService.UncordonWorker.
+ *
+ * @generated from message runnerline.v1.UncordonWorkerRequest
+ */
+export type UncordonWorkerRequest = Message<"runnerline.v1.UncordonWorkerRequest"> & {
+  /**
+   * The worker that may take work again.
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+};
+
+/**
+ * Describes the message runnerline.v1.UncordonWorkerRequest.
+ * Use `create(UncordonWorkerRequestSchema)` to create a new message.
+ */
+export const UncordonWorkerRequestSchema: GenMessage<UncordonWorkerRequest> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 22);
+
+/**
+ * Response of WorkerService.UncordonWorker.
+ *
+ * @generated from message runnerline.v1.UncordonWorkerResponse
+ */
+export type UncordonWorkerResponse = Message<"runnerline.v1.UncordonWorkerResponse"> & {
+  /**
+   * The worker, no longer cordoned.
+   *
+   * @generated from field: runnerline.v1.Worker worker = 1;
+   */
+  worker?: Worker | undefined;
+};
+
+/**
+ * Describes the message runnerline.v1.UncordonWorkerResponse.
+ * Use `create(UncordonWorkerResponseSchema)` to create a new message.
+ */
+export const UncordonWorkerResponseSchema: GenMessage<UncordonWorkerResponse> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 23);
+
+/**
+ * Request for WorkerService.DrainWorker.
+ *
+ * @generated from message runnerline.v1.DrainWorkerRequest
+ */
+export type DrainWorkerRequest = Message<"runnerline.v1.DrainWorkerRequest"> & {
+  /**
+   * The worker whose runner should finish its attempts and exit.
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+
+  /**
+   * Why, for the other operators and the runner's log; at most 1024
+   * characters, may be empty.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message runnerline.v1.DrainWorkerRequest.
+ * Use `create(DrainWorkerRequestSchema)` to create a new message.
+ */
+export const DrainWorkerRequestSchema: GenMessage<DrainWorkerRequest> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 24);
+
+/**
+ * Response of WorkerService.DrainWorker.
+ *
+ * @generated from message runnerline.v1.DrainWorkerResponse
+ */
+export type DrainWorkerResponse = Message<"runnerline.v1.DrainWorkerResponse"> & {
+  /**
+   * The worker, cordoned and draining.
+   *
+   * @generated from field: runnerline.v1.Worker worker = 1;
+   */
+  worker?: Worker | undefined;
+};
+
+/**
+ * Describes the message runnerline.v1.DrainWorkerResponse.
+ * Use `create(DrainWorkerResponseSchema)` to create a new message.
+ */
+export const DrainWorkerResponseSchema: GenMessage<DrainWorkerResponse> = /*@__PURE__*/
+  messageDesc(file_runnerline_v1_worker, 25);
+
+/**
  * What the server can vouch for about a worker, derived from facts.
  *
  * @generated from enum runnerline.v1.WorkerStatus
@@ -983,6 +1164,46 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof DeleteWorkerRequestSchema;
     output: typeof DeleteWorkerResponseSchema;
+  },
+  /**
+   * Keeps a worker from new work until UncordonWorker (maintenance); the
+   * attempts it holds go on. The cordon is stored: it holds across restarts,
+   * reconnects and every server sharing the store. Idempotent: cordoning a
+   * cordoned worker returns it unchanged. NOT_FOUND for an unknown worker.
+   *
+   * @generated from rpc runnerline.v1.WorkerService.CordonWorker
+   */
+  cordonWorker: {
+    methodKind: "unary";
+    input: typeof CordonWorkerRequestSchema;
+    output: typeof CordonWorkerResponseSchema;
+  },
+  /**
+   * Lifts a cordon (and a drain): the worker may take work again.
+   * Idempotent: a worker that is not cordoned is returned unchanged.
+   * NOT_FOUND for an unknown worker.
+   *
+   * @generated from rpc runnerline.v1.WorkerService.UncordonWorker
+   */
+  uncordonWorker: {
+    methodKind: "unary";
+    input: typeof UncordonWorkerRequestSchema;
+    output: typeof UncordonWorkerResponseSchema;
+  },
+  /**
+   * Cordons a worker and asks its runner to drain: finish the attempts it
+   * holds, report them, then exit (Drain with exit set; a runner that is
+   * disconnected hears it when it reconnects). The cordon stays after the
+   * runner leaves. Idempotent while it drains. NOT_FOUND for an unknown
+   * worker, FAILED_PRECONDITION for one without a runner session to drain
+   * (OFFLINE, or only ever seen through unary calls).
+   *
+   * @generated from rpc runnerline.v1.WorkerService.DrainWorker
+   */
+  drainWorker: {
+    methodKind: "unary";
+    input: typeof DrainWorkerRequestSchema;
+    output: typeof DrainWorkerResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_runnerline_v1_worker, 0);

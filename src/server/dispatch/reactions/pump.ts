@@ -6,6 +6,7 @@ import { DomainError } from "../../domain/errors.js";
 import { newAttemptId } from "../../domain/ids.js";
 import { type Labels, labelsMatch } from "../../domain/labels.js";
 import type { Millis } from "../../domain/time.js";
+import { WorkerCordonedError } from "../../transitions/steps.js";
 import type { LiveSession, SessionRegistry } from "../sessions/registry.js";
 import type { Effects } from "../turn/effects.js";
 import type { Turn } from "../turn/turn.js";
@@ -98,6 +99,11 @@ export class Pump {
       // a newer session of the worker took over meanwhile (ABORTED). Any other failure (the database went away)
       // is the caller's to report.
       this.routing.putBack(entries);
+      if (error instanceof WorkerCordonedError) {
+        this.sessions.refund(link, entries.length);
+        await this.learnCordon(link.workerId);
+        return;
+      }
       if (error instanceof DomainError && error.kind === "aborted") {
         link.credits = 0;
         return;
@@ -113,6 +119,12 @@ export class Pump {
       fx.add(() => link.send(message));
     }
     if (claimed.length < entries.length) await this.pump(now, fx);
+  }
+
+  /** A claim found the worker cordoned on another server before this one heard: routing follows the store. */
+  async learnCordon(workerId: string) {
+    const record = await this.turn.store.getWorker(workerId);
+    if (record !== undefined) this.routing.track(record);
   }
 
   /** Workers quarantined now (for the fleet summary and /metrics). */

@@ -1,5 +1,6 @@
 import type { Attempt } from "../../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../../gen/runnerline/v1/rollout_pb.js";
+import { isCordoned } from "../../domain/cordon.js";
 import { type Labels, labelsMatch } from "../../domain/labels.js";
 import { dispatchableAt } from "../../domain/rollout.js";
 import { type Millis, msOf } from "../../domain/time.js";
@@ -26,6 +27,8 @@ export class Routing {
   private readonly ranOn = new Map<string, Set<string>>();
   /** When each worker that carries a quarantine has it lifted (ms). */
   private readonly quarantineEnds = new Map<string, Millis>();
+  /** Workers an operator cordoned (domain/cordon.ts). */
+  private readonly cordoned = new Set<string>();
   /** Sessions other servers sharing the store hold (worker → labels), for retry-elsewhere. */
   private remoteSessions = new Map<string, Labels>();
 
@@ -111,7 +114,7 @@ export class Routing {
 
   /** The queued rollout `workerId` should get now, if any (it stays queued until taken). */
   pickFor(workerId: string, labels: Labels, now: Millis): QueueEntry | undefined {
-    if (this.queue.size === 0 || this.isQuarantined(workerId, now)) return undefined;
+    if (this.queue.size === 0 || !this.mayTakeWork(workerId, now)) return undefined;
     return this.queue.pick({
       workerId,
       labels,
@@ -140,10 +143,18 @@ export class Routing {
 
   // ---- quarantine --------------------------------------------------------------
 
+  /** The worker's quarantine and cordon, as `record` has them. */
   track(record: WorkerRecord) {
     const until = msOf(record.worker.quarantineUntil);
     if (until === undefined) this.quarantineEnds.delete(record.worker.workerId);
     else this.quarantineEnds.set(record.worker.workerId, until);
+    if (isCordoned(record.worker)) this.cordoned.add(record.worker.workerId);
+    else this.cordoned.delete(record.worker.workerId);
+  }
+
+  /** The one routability predicate: neither quarantined nor cordoned. */
+  mayTakeWork(workerId: string, now: Millis): boolean {
+    return !this.isQuarantined(workerId, now) && !this.cordoned.has(workerId);
   }
 
   isQuarantined(workerId: string, now: Millis) {
@@ -201,18 +212,18 @@ export class Routing {
     return count;
   }
 
-  /** Whether a worker other than `workerId`, new to the rollout and not quarantined, could take it: here or elsewhere. */
+  /** Whether a worker other than `workerId`, new to the rollout and not quarantined or cordoned, could take it: here or elsewhere. */
   private anotherCouldTake(entry: QueueEntry, workerId: string, now: Millis): boolean {
     for (const session of this.sessions.values()) {
       const other = session.link.workerId;
       if (other === workerId || session.link.leaving || entry.ranOn.has(other)) continue;
       if (!labelsMatch(entry.requiredLabels, session.labels)) continue;
-      if (this.isQuarantined(other, now)) continue;
+      if (!this.mayTakeWork(other, now)) continue;
       return true;
     }
     for (const [other, labels] of this.remoteSessions) {
       if (other === workerId || entry.ranOn.has(other) || this.sessions.get(other) !== undefined) continue;
-      if (labelsMatch(entry.requiredLabels, labels) && !this.isQuarantined(other, now)) return true;
+      if (labelsMatch(entry.requiredLabels, labels) && this.mayTakeWork(other, now)) return true;
     }
     return false;
   }

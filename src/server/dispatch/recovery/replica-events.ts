@@ -5,7 +5,7 @@ import type { ReplicaBus, ReplicaEvent } from "../../replicas/bus.js";
 import type { Store } from "../../store/store.js";
 import type { Pump } from "../reactions/pump.js";
 import type { Routing } from "../reactions/routing.js";
-import { cancelMessage } from "../sessions/messages.js";
+import { cancelMessage, operatorDrainMessage } from "../sessions/messages.js";
 import type { SessionRegistry } from "../sessions/registry.js";
 import type { Watchdog } from "../timers/watchdog.js";
 import { Effects } from "../turn/effects.js";
@@ -73,7 +73,7 @@ export class ReplicaEvents {
           if (local !== undefined && local.epoch < event.epoch) {
             // The store's row belongs to the newer session now: this stream just ends.
             this.sessions.detach(local.link);
-            local.link.close("aborted", `replaced by a newer session of worker ${workerId} on another server`);
+            local.link.replaced({ sessionId: "", peer: "" });
           }
         }
         this.learnRemoteSessions(event.ids).catch(failed);
@@ -162,6 +162,8 @@ export class ReplicaEvents {
       this.turn.tellWorkerWatchers(record.worker);
       const session = this.sessions.get(workerId);
       if (session !== undefined && session.epoch === record.epoch) {
+        // Drained through another server: this one holds the session, so it tells the runner.
+        if (record.worker.draining && !session.worker.draining) session.link.send(operatorDrainMessage(record.worker));
         session.worker = record.worker;
         this.routing.track(record);
       }

@@ -24,7 +24,7 @@ import { type MassDropBrake, sessionSpan } from "../timers/mass-drop-brake.js";
 import { Effects } from "../turn/effects.js";
 import type { Turn } from "../turn/turn.js";
 import type { Drain } from "./drain.js";
-import { cancelMessage, fenceOf } from "./messages.js";
+import { cancelMessage, fenceOf, operatorDrainMessage } from "./messages.js";
 import type { SessionRegistry } from "./registry.js";
 
 export interface RunnerSessionsOptions {
@@ -96,7 +96,7 @@ export class RunnerSessions {
     // A quarantine set elsewhere (another server, or before a restart) holds here too.
     this.routing.track(record);
     const previous = this.sessions.attach({ link, labels: opening.labels, epoch: record.epoch, worker: record.worker });
-    previous?.link.close("aborted", `replaced by a newer session (${link.sessionId}) for worker ${link.workerId}`);
+    previous?.link.replaced({ sessionId: link.sessionId, peer: link.peer ?? opening.peer });
     this.bus?.publish({ kind: "session", ids: [link.workerId], epoch: record.epoch });
     this.turn.absorb(attached, now, fx);
     const fence = fenceOf(link);
@@ -146,6 +146,8 @@ export class RunnerSessions {
       for (const cancel of cancels) link.send(cancel);
       // A runner that reconnects during a drain hears it at once: it may report what it holds, and take nothing new.
       if (this.drain.drainMessage !== undefined) link.send(this.drain.drainMessage);
+      // An operator drained it while it was away: it finishes what it resumed, then leaves.
+      if (record.worker.draining) link.send(operatorDrainMessage(record.worker));
     });
   }
 

@@ -23,7 +23,7 @@ import type { Clock, Millis } from "../../domain/time.js";
 import { type HeartbeatData, type Liveness, newWorkerRecord, recordHeartbeat, recordWorkRequest } from "../../domain/worker.js";
 import type { Store } from "../../store/store.js";
 import { type Changes, NO_CHANGES } from "../../transitions/changes.js";
-import type { AttemptStep } from "../../transitions/steps.js";
+import { type AttemptStep, WorkerCordonedError } from "../../transitions/steps.js";
 import type { Judge } from "../reactions/judge.js";
 import type { Pump } from "../reactions/pump.js";
 import type { Routing } from "../reactions/routing.js";
@@ -146,16 +146,22 @@ export class Requests {
     let assigned: { rollout: Rollout; attempt: Attempt } | undefined;
     if (entry !== undefined) {
       this.routing.take(entry);
-      const { claimed, changes } = await this.store.claimRollouts({
-        now,
-        liveness: this.liveness,
-        workerId,
-        epoch: undefined,
-        rolloutIds: [entry.rolloutId],
-        newAttemptId,
-      });
-      this.turn.absorb(changes, now, fx);
-      assigned = claimed[0];
+      try {
+        const { claimed, changes } = await this.store.claimRollouts({
+          now,
+          liveness: this.liveness,
+          workerId,
+          epoch: undefined,
+          rolloutIds: [entry.rolloutId],
+          newAttemptId,
+        });
+        this.turn.absorb(changes, now, fx);
+        assigned = claimed[0];
+      } catch (error) {
+        this.routing.putBack([entry]);
+        if (!(error instanceof WorkerCordonedError)) throw error;
+        await this.pump.learnCordon(workerId);
+      }
     }
     await this.turn.settle(fx);
     return assigned;

@@ -12,6 +12,7 @@ import type { Store } from "../../store/store.js";
 import { type Changes, NO_CHANGES } from "../../transitions/changes.js";
 import type { TransitionContext } from "../../transitions/steps.js";
 import type { Routing } from "../reactions/routing.js";
+import { operatorDrainMessage } from "../sessions/messages.js";
 import type { SessionRegistry } from "../sessions/registry.js";
 import type { TransitionObserver } from "../transition-observer.js";
 import type { Watchdog } from "../timers/watchdog.js";
@@ -133,14 +134,26 @@ export class Turn {
       observer?.workerChanged?.(before, after);
       const workerId = after.worker.workerId;
       // Transitions that leave the quarantine alone keep its Timestamp object, so this check costs one comparison.
-      if (before === undefined || after.worker.quarantineUntil !== before.worker.quarantineUntil) this.routing.track(after);
+      if (
+        before === undefined ||
+        after.worker.quarantineUntil !== before.worker.quarantineUntil ||
+        after.worker.cordoned !== before.worker.cordoned
+      ) {
+        this.routing.track(after);
+      }
       if (after.worker.version !== (before?.worker.version ?? 1n)) {
         for (const listener of this.workerListeners) listener(after.worker);
         this.bus?.publish({ kind: "workers", ids: [workerId] });
       }
       this.watchdog.workerLateness(after);
       const session = this.sessions.get(workerId);
-      if (session !== undefined && session.epoch === after.epoch) session.worker = after.worker;
+      if (session !== undefined && session.epoch === after.epoch) {
+        session.worker = after.worker;
+        if (after.worker.draining && before !== undefined && !before.worker.draining) {
+          const drain = operatorDrainMessage(after.worker);
+          fx.add(() => session.link.send(drain));
+        }
+      }
     }
   }
 
