@@ -232,9 +232,8 @@ async function measureRunnerline(
   const server: ServerSet = await startServerSet({
     kind,
     store,
-    // In the retry mode every first attempt fails by design, on every consumer: Runnerline would quarantine them
-    // all (BullMQ has no such rule), so the comparison measures retries with quarantine out of reach.
-    ...(mode === "retry" && kind === "runnerline" && { serveArgs: ["--quarantine-failures", "1000000"] }),
+    // The retry mode's first attempts fail on every consumer alike: a wave that quarantine, judging each runner
+    // against the fleet, leaves alone with the default flags.
     ...(plan.cpuProfDir !== undefined && { cpuProfDir: plan.cpuProfDir }),
     ...(plan.postgresUrl !== undefined && { postgresUrl: plan.postgresUrl }),
   });

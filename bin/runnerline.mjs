@@ -1,7 +1,12 @@
 #!/usr/bin/env node
-// Loads the TypeScript CLI through tsx's loader in this same process, so the
-// command needs no build step and signals reach it directly.
-import { register } from "tsx/esm/api";
+// The `runnerline` command: runs the CLI compiled to dist/ (no TypeScript loader). In a clone, a dist/ older than
+// src/ is refused with the command that rebuilds it, never run silently (bin/build-state.mjs); `npm start`,
+// `npm test` and `npm ci` rebuild it themselves.
+import { staleReason } from "./build-state.mjs";
 
-register();
-await import("../src/cli/main.ts");
+const stale = staleReason();
+if (stale !== undefined) {
+  process.stderr.write(`runnerline: ${stale}; run \`npm run build\` first\n`);
+  process.exit(1);
+}
+await import("../dist/cli/main.js");

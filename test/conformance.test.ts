@@ -695,9 +695,28 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
       expect(b.ofCase("assignment")[1]!.attempt).toMatchObject({ rolloutId: retried.rolloutId, sequenceId: 2, workerId: "w-b" });
     });
 
-    it("after the bound (30 s) with no other taker, it may go back", async () => {
+    it("after the bound (30 s) it may go back, even while the other keeps asking for work", async () => {
+      const { coordinator, clock, a, b, retried } = await twoRunners();
+      // b asks (for no slot) within every heartbeat interval: it counts as free soon, but never takes the retry.
+      for (let t = 0; t < 29_700; t += 900) {
+        clock.advance(900);
+        await coordinator.grantCredits(b, 0);
+        await coordinator.runWatchdog();
+      }
+      clock.advance(299);
+      await coordinator.grantCredits(b, 0);
+      await coordinator.runWatchdog();
+      expect(a.ofCase("assignment")).toHaveLength(1);
+      clock.advance(1);
+      await coordinator.runWatchdog();
+      expect(a.ofCase("assignment")[1]!.attempt).toMatchObject({ rolloutId: retried.rolloutId, sequenceId: 2, workerId: "w-a" });
+    });
+
+    // Issue 18 §1: only a worker that could take the retry now holds it back; one busy since it last asked for work,
+    // longer ago than the heartbeat interval (1 s here), will not have a free slot soon.
+    it("once the other worker is busy and has not asked for work within the heartbeat interval, it goes back", async () => {
       const { coordinator, clock, a, retried } = await twoRunners();
-      clock.advance(29_999);
+      clock.advance(1_000);
       await coordinator.runWatchdog();
       expect(a.ofCase("assignment")).toHaveLength(1);
       clock.advance(1);
@@ -718,7 +737,13 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
   });
 
   describe("quarantine (§1)", () => {
+    /** A healthy connected runner: a worker is judged against the rest of the fleet, and a lone one never is. */
+    async function withPeer(context: Awaited<ReturnType<typeof setup>>) {
+      await context.coordinator.openSession(new RecordingLink("w-peer"), OPENING, []);
+    }
+
     async function failThrice(context: Awaited<ReturnType<typeof setup>>, workerId = "w-bad") {
+      await withPeer(context);
       await context.coordinator.enqueue([1, 2, 3, 4].map(() => request()));
       for (let i = 0; i < 3; i++) {
         await fail(context.coordinator, (await context.coordinator.dequeueFor(workerId))!.attempt.attemptId);
@@ -775,7 +800,9 @@ describe.each(STORES)("issue 8 dispatch rules on the %s store", (_, makeStore) =
     });
 
     it("failures spread wider than the window, UNRESPONSIVE and cancels do not quarantine", async () => {
-      const { coordinator, clock } = await setup();
+      const context = await setup();
+      const { coordinator, clock } = context;
+      await withPeer(context);
       await coordinator.enqueue([1, 2, 3, 4, 5].map(() => request()));
       for (let i = 0; i < 3; i++) {
         await fail(coordinator, (await coordinator.dequeueFor("w-1"))!.attempt.attemptId);

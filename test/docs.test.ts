@@ -23,4 +23,11 @@ describe.each(documents)("%s", (document) => {
       expect(existsSync(path), `${target} does not exist`).toBe(true);
     }
   });
+
+  it("states each bold-titled bullet once per section (two copies drift apart)", () => {
+    for (const section of text.split(/^## /m)) {
+      const titles = [...section.matchAll(/^- \*\*([^*]+)\*\*/gm)].map((m) => m[1]!.replace(/[.:]$/, ""));
+      expect(titles.filter((title, i) => titles.indexOf(title) !== i), `repeated in "${section.split("\n")[0]}"`).toEqual([]);
+    }
+  });
 });

@@ -1,16 +1,20 @@
 #!/usr/bin/env node
-import { createRequire } from "node:module";
-import { Command, CommanderError, Option } from "commander";
-import { DEFAULT_SERVER, EXIT, type GlobalOptions, reportError } from "./operator/connection.js";
-import { serveProgram } from "./serve-command.js";
+import { readFileSync } from "node:fs";
+import type { Command, CommanderError } from "commander";
+import type { GlobalOptions } from "./operator/connection.js";
 
 /**
  * `runnerline`: the server (`serve`), the runner (`runner`), and the
  * operator commands that talk to a running server over gRPC. Exit codes:
  * 0 ok, 1 usage, 2 server error (code and message on stderr), 3 `rollouts
- * wait` timed out.
+ * wait` timed out, 4 a rollout it waited for ended FAILED or CANCELLED.
+ *
+ * This module imports nothing at load time but node:fs: `--version` answers
+ * from package.json alone, and every other path loads only what it needs
+ * (docs/benchmarks.md, "CLI cold start").
  */
-const version = (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
+const version = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string })
+  .version;
 
 /**
  * `serve` and `runner` parse their own flags (serve-command.ts, runner-command.ts); each loads only what it needs,
@@ -22,6 +26,11 @@ const ownParsers: Record<string, (argv: string[]) => Promise<number>> = {
 };
 
 async function program(): Promise<Command> {
+  const [{ Command, Option }, { DEFAULT_SERVER }, { serveProgram }] = await Promise.all([
+    import("commander"),
+    import("./operator/connection.js"),
+    import("./serve-command.js"),
+  ]);
   const [{ workersCommand }, { rolloutsCommand }, { attemptsCommand }, { summaryCommand }] = await Promise.all([
     import("./operator/workers-command.js"),
     import("./operator/rollouts-command.js"),
@@ -57,13 +66,21 @@ async function program(): Promise<Command> {
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
+    process.stdout.write(`${version}\n`);
+    return 0;
+  }
+  const [{ CommanderError }, { EXIT, reportError }] = await Promise.all([
+    import("commander"),
+    import("./operator/connection.js"),
+  ]);
   const [name, ...rest] = argv;
   const own = name === undefined ? undefined : ownParsers[name];
   if (own !== undefined) {
     try {
       return await own(rest);
     } catch (error) {
-      if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : reportUsage(name!, error);
+      if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : reportUsage(name!, error, EXIT.usage);
       throw error;
     }
   }
@@ -81,15 +98,15 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** A flag value commander accepted but the command refused (InvalidArgumentError thrown after parsing). */
-function reportUsage(name: string, error: CommanderError): number {
+function reportUsage(name: string, error: CommanderError, usage: number): number {
   if (error.code === "commander.invalidArgument") process.stderr.write(`runnerline ${name}: ${error.message}\n`);
-  return EXIT.usage;
+  return usage;
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
     process.stderr.write(`runnerline: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(EXIT.usage);
+    process.exit(1); // EXIT.usage
   },
 );

@@ -137,6 +137,13 @@ export const SERVE_FLAGS: readonly ServeFlag[] = [
     apply: (c, v) => (c.quarantineMaxBackoffMs = seconds("--quarantine-max-backoff", v)),
   },
   {
+    flag: "quarantine-max-percent",
+    env: "RUNNERLINE_QUARANTINE_MAX_PERCENT",
+    value: "PERCENT",
+    help: "most of the connected fleet quarantined at once, at least one runner; 0 turns quarantine off (default 10)",
+    apply: (c, v) => (c.quarantineMaxPercent = percent("--quarantine-max-percent", v)),
+  },
+  {
     flag: "history-samples",
     env: "RUNNERLINE_HISTORY_SAMPLES",
     value: "N",
@@ -199,11 +206,27 @@ export const SERVE_FLAGS: readonly ServeFlag[] = [
   ...limitFlag("max-sessions-per-connection", "N", "maxSessionsPerConnection", "runner sessions on one connection"),
   ...limitFlag("heartbeat-rate-limit", "PER_SECOND", "heartbeatsPerSecond", "heartbeats per second per worker before a flood is refused (0: no limit)"),
   {
+    flag: "default-timeout",
+    env: "RUNNERLINE_DEFAULT_TIMEOUT",
+    value: "DURATION",
+    help:
+      "attempt timeout of rollouts enqueued without one (their config.timeout), e.g. 30m, 2h; 0: none " +
+      "(default 1h; docs/design-decisions.md)",
+    apply: (c, v) => (c.defaultTimeoutMs = v.trim() === "0" ? 0 : duration("--default-timeout", v)),
+  },
+  {
     flag: "retain",
     env: "RUNNERLINE_RETAIN",
     value: "DURATION",
     help: "keep finished rollouts and OFFLINE workers this long, e.g. 7d, 12h, 30m, or seconds (default 7d)",
     apply: (c, v) => (c.retainMs = duration("--retain", v)),
+  },
+  {
+    flag: "forget-after",
+    env: "RUNNERLINE_FORGET_AFTER",
+    value: "DURATION",
+    help: "an UNKNOWN runner with no attempts, silent this long, turns OFFLINE (then --retain applies), e.g. 1h, 30m (default 1h)",
+    apply: (c, v) => (c.forgetAfterMs = duration("--forget-after", v)),
   },
   {
     flag: "log-level",
@@ -272,6 +295,14 @@ function seconds(flag: string, text: string): number {
 function count(flag: string, text: string, min: number): number {
   const value = Number(text);
   if (!Number.isSafeInteger(value) || value < min) throw new InvalidArgumentError(`${flag} must be a whole number of at least ${min}`);
+  return value;
+}
+
+function percent(flag: string, text: string): number {
+  const value = Number(text);
+  if (text.trim() === "" || !Number.isFinite(value) || value < 0 || value > 100) {
+    throw new InvalidArgumentError(`${flag} must be a percentage from 0 to 100`);
+  }
   return value;
 }
 

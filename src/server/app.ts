@@ -3,7 +3,7 @@ import { RolloutService } from "../gen/runnerline/v1/rollout_pb.js";
 import { RunnerService } from "../gen/runnerline/v1/runner_pb.js";
 import { WorkerService } from "../gen/runnerline/v1/worker_pb.js";
 import { isLoopbackHost, setupAuth } from "./auth/setup.js";
-import { type ServerConfig, type ServerOptions, defaultConfig } from "./config.js";
+import { DEFAULT_STORE, type ServerConfig, type ServerOptions, defaultConfig } from "./config.js";
 import { Coordinator } from "./dispatch/coordinator.js";
 import { allObservers } from "./dispatch/transition-observer.js";
 import { systemClock } from "./domain/time.js";
@@ -14,6 +14,7 @@ import { Retention, startRetention } from "./fleet/retention.js";
 import { createLogger, lineLog, type Logger, loggerForLines } from "./logging.js";
 import { attemptService } from "./services/attempt-service.js";
 import { mapDomainErrors } from "./services/errors.js";
+import { ShutdownStreams } from "./services/shutdown-streams.js";
 import { rolloutService } from "./services/rollout-service.js";
 import { runnerService } from "./services/runner-service.js";
 import { HeartbeatGate } from "./services/heartbeat-gate.js";
@@ -22,9 +23,9 @@ import { workerService } from "./services/worker-service.js";
 import { isPostgresSpec, isSqliteSpec, openStore } from "./store/open-store.js";
 import { newReplicaId, Replication } from "./replicas/replication.js";
 import { WorkerHistory } from "./telemetry/worker-history.js";
-import { parseListenAddress } from "./transport/address.js";
-import { startGrpcServer } from "./transport/grpc-server.js";
-import { startHttpServer } from "./transport/http-server.js";
+import { ListenError, parseListenAddress } from "./transport/address.js";
+import { type GrpcServer, startGrpcServer } from "./transport/grpc-server.js";
+import { type HttpServer, startHttpServer } from "./transport/http-server.js";
 import { registerService, type ServiceRegistration } from "./transport/registration.js";
 import { readTlsFiles } from "./transport/tls.js";
 import { webPageRoutes } from "./transport/web-page.js";
@@ -67,7 +68,13 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   const metrics = new ServerMetrics(() => fleet!);
   // On PostgreSQL this server is one replica of possibly several (docs/scaleout.md).
   const replicaId = isPostgresSpec(config.store) ? newReplicaId() : undefined;
-  const store = await openStore(config.store, { onCommit: metrics.observeCommit, synchronous: config.sqliteSynchronous, replicaId });
+  const store = await openStore(config.store, {
+    onCommit: metrics.observeCommit,
+    synchronous: config.sqliteSynchronous,
+    replicaId,
+    // ./data is ours to create; the folder of a path someone chose is not (a typo would go unnoticed).
+    createFolder: config.store === DEFAULT_STORE,
+  });
   const replication = replicaId === undefined ? undefined : await Replication.join(config.store, replicaId, clock, log);
   // Quarantine and label routing are dispatch's to count: asked of the coordinator at summary/scrape time,
   // when it exists.
@@ -93,6 +100,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
       windowMs: config.quarantineWindowMs,
       backoffMs: config.quarantineBackoffMs,
       maxBackoffMs: config.quarantineMaxBackoffMs,
+      maxPercent: config.quarantineMaxPercent,
     },
     onHeartbeat: (workerId, data, now) => history.record(workerId, data.snapshot, now),
     log,
@@ -101,9 +109,18 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
   });
   await coordinator.recover();
   replication?.startChores(coordinator);
-  const retention = new Retention({ store, clock, retainMs: config.retainMs, observer, logger });
+  const retention = new Retention({
+    store,
+    clock,
+    retainMs: config.retainMs,
+    observer,
+    logger,
+    forgetSilentWorkers: () => coordinator.forgetSilentWorkers(config.forgetAfterMs),
+  });
   const heartbeats = new HeartbeatGate(limits.heartbeatsPerSecond, () => clock.now());
   const sessions = new SessionCount(limits);
+  // Watches and long polls end as the drain starts (services/shutdown-streams.ts).
+  const streams = new ShutdownStreams();
   const services: ServiceRegistration[] = [
     registerService(RunnerService, runnerService(coordinator, {
       logger,
@@ -116,7 +133,7 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
     })),
     registerService(
       WorkerService,
-      mapDomainErrors(
+      streams.wrap(WorkerService, mapDomainErrors(
         WorkerService,
         workerService(coordinator, store, {
           clock,
@@ -129,9 +146,16 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
           limits,
           heartbeats,
         }),
+      )),
+    ),
+    registerService(
+      RolloutService,
+      streams.wrap(
+        RolloutService,
+        mapDomainErrors(RolloutService, rolloutService(coordinator, store, clock, limits, { timeoutMs: config.defaultTimeoutMs })),
+        ["waitRollouts"],
       ),
     ),
-    registerService(RolloutService, mapDomainErrors(RolloutService, rolloutService(coordinator, store, clock, limits))),
     registerService(AttemptService, mapDomainErrors(AttemptService, attemptService(coordinator, store, clock, limits))),
   ];
   const auth = await setupAuth({
@@ -140,25 +164,35 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
     attemptWorker: async (attemptId) => (await store.getAttempt(attemptId))?.workerId,
     log,
   });
-  const grpc = await startGrpcServer({
-    address: config.grpcAddress,
-    services,
-    maxMessageBytes: config.maxMessageBytes,
-    keepaliveTimeMs: config.keepaliveTimeMs,
-    keepaliveTimeoutMs: config.keepaliveTimeoutMs,
-    // Metrics outermost, so refusals by auth are counted with their codes.
-    interceptors: [metrics.interceptor, ...auth.interceptors],
-    tls,
-  });
-  const webPage = webPageRoutes();
-  const http = await startHttpServer({
-    address: config.httpAddress,
-    services,
-    maxMessageBytes: httpMaxMessageBytes,
-    interceptors: [metrics.interceptor, ...auth.interceptors],
-    tls,
-    routes: (req, res) => metrics.route(req, res) || webPage(req, res),
-  });
+  let grpc: GrpcServer | undefined;
+  let http: HttpServer;
+  try {
+    grpc = await startGrpcServer({
+      address: config.grpcAddress,
+      services,
+      maxMessageBytes: config.maxMessageBytes,
+      keepaliveTimeMs: config.keepaliveTimeMs,
+      keepaliveTimeoutMs: config.keepaliveTimeoutMs,
+      // Metrics outermost, so refusals by auth are counted with their codes.
+      interceptors: [metrics.interceptor, ...auth.interceptors],
+      tls,
+    });
+    const webPage = webPageRoutes();
+    http = await startHttpServer({
+      address: config.httpAddress,
+      services,
+      maxMessageBytes: httpMaxMessageBytes,
+      interceptors: [metrics.interceptor, ...auth.interceptors],
+      tls,
+      routes: (req, res) => metrics.route(req, res) || webPage(req, res),
+    });
+  } catch (error) {
+    // Nothing may stay open behind a server that did not start (in-process callers go on running).
+    grpc?.server.forceShutdown();
+    await replication?.close();
+    await store.close();
+    throw listenFailure(error, config);
+  }
   const watchdog = coordinator.startTimers((error) => logger.error({ err: error }, "timer check failed"));
   const retaining = startRetention(
     retention,
@@ -191,6 +225,8 @@ export async function startServer(overrides: ServerOptions = {}): Promise<Runnin
     logger,
     async close() {
       logger.info({ drainTimeoutMs: config.drainTimeoutMs }, "draining runners");
+      streams.end();
+      grpc.endWatches();
       const started = clock.now();
       const { held } = await coordinator.drain("server shutting down", config.drainTimeoutMs);
       if (held.length > 0) {
@@ -229,6 +265,17 @@ function refuseOpenExposure(config: ServerConfig, logger: Logger) {
     );
   }
   logger.warn(`WARNING: listening on ${exposed.join(" and ")} without authentication (--insecure-no-auth): anyone who reaches the port can act as any worker, enqueue and cancel`);
+}
+
+/**
+ * A port that cannot be bound, said once and with what to change: the gRPC
+ * and HTTP ports each have their flag and variable.
+ */
+function listenFailure(error: unknown, config: ServerConfig): unknown {
+  if (!(error instanceof ListenError)) return error;
+  const [what, flag, variable] =
+    error.address === config.grpcAddress ? ["gRPC", "--grpc-addr", "RUNNERLINE_GRPC_ADDR"] : ["HTTP", "--http-addr", "RUNNERLINE_HTTP_ADDR"];
+  return new Error(`cannot listen for ${what} on ${error.address}: ${error.reason}; choose another address with ${flag} HOST:PORT (or ${variable})`);
 }
 
 const hostOf = (address: string) => address.slice(0, address.lastIndexOf(":"));

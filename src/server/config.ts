@@ -19,6 +19,11 @@ export interface ServerConfig {
   heartbeatIntervalMs: number;
   /** Heartbeats later than this make a worker UNKNOWN (default 3 × interval). */
   heartbeatGraceMs: number;
+  /**
+   * The attempt timeout of rollouts enqueued without one (config.timeout unset), written into their config; 0: none.
+   * Without it a runner that keeps listing a stuck attempt in its heartbeats holds it forever.
+   */
+  defaultTimeoutMs: number;
   /** Silence after which an attempt without its own unresponsive_timeout becomes UNRESPONSIVE (default: the grace). */
   defaultUnresponsiveMs: number;
   /** Largest message on the gRPC port, each direction. */
@@ -52,13 +57,17 @@ export interface ServerConfig {
   quarantineBackoffMs: number;
   /** ...up to this. */
   quarantineMaxBackoffMs: number;
+  /** At most this percent of the connected fleet is quarantined at once (at least one worker; 0: never). */
+  quarantineMaxPercent: number;
   /** Telemetry samples kept in memory per worker for GetWorkerHistory. */
   historySamples: number;
   /** Ceiling on the memory of all workers' history together. */
   historyMaxBytes: number;
   /** Finished rollouts (and their attempts) and OFFLINE workers are removed this long after they ended / went silent. */
   retainMs: number;
-  /** How often retention looks for what to remove. */
+  /** An UNKNOWN worker with no attempts, silent this long, turns OFFLINE (then retention removes it). */
+  forgetAfterMs: number;
+  /** How often retention looks for what to remove (and for workers to forget). */
   retentionPeriodMs: number;
   logLevel: LogLevel;
   clock?: Clock;
@@ -71,6 +80,12 @@ export interface ServerConfig {
   log?: (line: string) => void;
 }
 
+/** Attempt timeout of rollouts that set none (docs/design-decisions.md, "Attempt timeout by default"). */
+export const DEFAULT_TIMEOUT_MS = 3_600_000;
+
+/** The store of a server given none; the one store whose folder the server creates when missing. */
+export const DEFAULT_STORE = "sqlite:./data/runnerline.db";
+
 /** What callers may set: any config field, and any single limit. */
 export type ServerOptions = Partial<Omit<ServerConfig, "limits">> & { limits?: Partial<Limits> };
 
@@ -81,11 +96,12 @@ export function defaultConfig(overrides: ServerOptions = {}): ServerConfig {
     grpcAddress: "127.0.0.1:50051",
     httpAddress: "127.0.0.1:8080",
     // Durable by default: a fresh `npm start` keeps its state in ./data (docs/storage.md).
-    store: "sqlite:./data/runnerline.db",
+    store: DEFAULT_STORE,
     sqliteSynchronous: DEFAULT_SYNCHRONOUS,
     heartbeatIntervalMs,
     heartbeatGraceMs,
     defaultUnresponsiveMs: heartbeatGraceMs,
+    defaultTimeoutMs: DEFAULT_TIMEOUT_MS,
     maxMessageBytes: 16 * 1024 * 1024,
     insecureNoAuth: false,
     keepaliveTimeMs: 30_000,
@@ -98,9 +114,11 @@ export function defaultConfig(overrides: ServerOptions = {}): ServerConfig {
     quarantineWindowMs: DEFAULT_QUARANTINE_POLICY.windowMs,
     quarantineBackoffMs: DEFAULT_QUARANTINE_POLICY.backoffMs,
     quarantineMaxBackoffMs: DEFAULT_QUARANTINE_POLICY.maxBackoffMs,
+    quarantineMaxPercent: DEFAULT_QUARANTINE_POLICY.maxPercent,
     historySamples: DEFAULT_HISTORY_SAMPLES,
     historyMaxBytes: DEFAULT_HISTORY_MAX_BYTES,
     retainMs: 7 * 24 * 3_600_000,
+    forgetAfterMs: 3_600_000,
     retentionPeriodMs: 60_000,
     logLevel: "info",
     ...overrides,

@@ -13,7 +13,8 @@ import { TOKENS, writeAuthFile } from "../security/tokens.js";
 /**
  * The operator commands as an operator runs them: child processes of
  * `runnerline` against a real server, output parsed, exit codes checked
- * (0 ok, 1 usage, 2 server error, 3 wait timed out).
+ * (0 ok, 1 usage, 2 server error, 3 wait timed out, 4 a waited rollout did
+ * not succeed).
  */
 const root = new URL("../..", import.meta.url).pathname;
 const version = (await import("../../package.json", { with: { type: "json" } })).default.version;
@@ -98,6 +99,8 @@ describe("runnerline help and usage", () => {
       cli(["serve", "--retain", "forever"]),
       cli([]),
       cli(["serve", "--sqlite-synchronous", "bogus"]),
+      cli(["serve", "--quarantine-max-percent", "150"]),
+      cli(["serve", "--forget-after", "never"]),
     ]);
     for (const result of results) {
       expect(result.code).toBe(1);
@@ -107,6 +110,8 @@ describe("runnerline help and usage", () => {
     expect(results[2]!.stderr).toContain('unknown worker status "sleepy"');
     expect(results[4]!.stderr).toContain("--retain must be a positive duration");
     expect(results[6]!.stderr).toBe("runnerline serve: --sqlite-synchronous must be one of normal, full\n");
+    expect(results[7]!.stderr).toContain("--quarantine-max-percent must be a percentage from 0 to 100");
+    expect(results[8]!.stderr).toContain("--forget-after must be a positive duration");
   }, 60_000);
 
   it("answers server errors with exit 2 and the gRPC code and message on stderr", async () => {
@@ -127,11 +132,12 @@ describe("runnerline help and usage", () => {
 describe("runnerline operator commands against a fleet", () => {
   it("enqueues, waits, lists, inspects and summarizes", async () => {
     runners.push(await startScriptedRunner(server, "cli-runner", { labels: { gpu: "h100" }, heartbeatEveryMs: 1_000 }));
-    const single = await cli(["rollouts", "enqueue", "--input", '{"outcome":"succeed"}', "--id", "c-1", "--max-attempts", "2", "--retry-on", "failed", "--timeout", "30s"]);
+    const single = await cli(["rollouts", "enqueue", "--input", '{"outcome":"succeed","result":{"reward":1,"answer":"five"}}', "--id", "c-1", "--max-attempts", "2", "--retry-on", "failed", "--timeout", "30s"]);
     expect(single).toMatchObject({ code: 0, stdout: "c-1\n" });
 
     const file = `${tempDatabasePath("batch.jsonl")}`;
-    writeFileSync(file, ['{"rolloutId":"b-1","input":{"outcome":"succeed"}}', "", '{"rolloutId":"b-2","input":{"outcome":"fail"}}', '{"rolloutId":"b-3","input":{"outcome":"succeed"},"mode":"ROLLOUT_MODE_VAL"}'].join("\n"));
+    const long = `${"x".repeat(100)}-end`;
+    writeFileSync(file, ['{"rolloutId":"b-1","input":{"outcome":"succeed"}}', "", '{"rolloutId":"b-2","input":{"outcome":"fail"}}', `{"rolloutId":"b-3","input":{"outcome":"succeed","result":"${long}"},"mode":"ROLLOUT_MODE_VAL"}`].join("\n"));
     const batch = await cli(["--json", "rollouts", "enqueue", "--file", file, "--mode", "train"]);
     expect(batch.code).toBe(0);
     const enqueued = jsonLines(batch.stdout);
@@ -141,16 +147,29 @@ describe("runnerline operator commands against a fleet", () => {
       ["b-3", "ROLLOUT_MODE_VAL"],
     ]);
 
+    // Exit 4: one of them ended FAILED, and stderr says which; the results come whole with --json.
     const waited = await cli(["rollouts", "wait", "c-1", "b-1", "b-2", "b-3", "--json"]);
-    expect(waited.code).toBe(0);
-    expect(jsonLines(waited.stdout).map((r) => [r.rolloutId, r.status])).toEqual([
-      ["c-1", "ROLLOUT_STATUS_SUCCEEDED"],
-      ["b-1", "ROLLOUT_STATUS_SUCCEEDED"],
-      ["b-2", "ROLLOUT_STATUS_FAILED"],
-      ["b-3", "ROLLOUT_STATUS_SUCCEEDED"],
+    expect(waited.code).toBe(4);
+    expect(waited.stderr).toBe("runnerline: 1 rollout did not succeed: b-2 FAILED (attempt 1 ended FAILED: boom)\n");
+    expect(jsonLines(waited.stdout).map((r) => [r.rolloutId, r.status, r.result])).toEqual([
+      ["c-1", "ROLLOUT_STATUS_SUCCEEDED", { reward: 1, answer: "five" }],
+      ["b-1", "ROLLOUT_STATUS_SUCCEEDED", undefined],
+      ["b-2", "ROLLOUT_STATUS_FAILED", undefined],
+      ["b-3", "ROLLOUT_STATUS_SUCCEEDED", long],
     ]);
+    const waitedOk = await cli(["rollouts", "wait", "c-1", "b-3"]);
+    expect(waitedOk).toMatchObject({ code: 0, stderr: "" });
+    const okLines = waitedOk.stdout.split("\n");
+    expect(okLines[0]).toMatch(/^ROLLOUT\s+STATUS\s+RESULT\s+FAILURE\s*$/);
+    expect(okLines[1]).toMatch(/^c-1\s+SUCCEEDED\s+\{"reward":1,"answer":"five"\}\s+-\s*$/);
+    // Cut in the table, the cut marked: 40 characters with the "…".
+    expect(okLines[2]).toMatch(new RegExp(`^b-3\\s+SUCCEEDED\\s+"${"x".repeat(38)}…\\s+-\\s*$`));
+    expect(okLines[3]).toBe("2/2 finished: 2 SUCCEEDED");
     const waitedText = await cli(["rollouts", "wait", "c-1", "b-2"]);
-    expect(waitedText).toMatchObject({ code: 0, stdout: "2/2 finished: 1 SUCCEEDED, 1 FAILED\n" });
+    expect(waitedText.code).toBe(4);
+    expect(waitedText.stdout).toMatch(/^b-2\s+FAILED\s+-\s+attempt 1 ended FAILED: boom\s*$/m);
+    expect(waitedText.stdout.endsWith("2/2 finished: 1 SUCCEEDED, 1 FAILED\n")).toBe(true);
+    expect(waitedText.stderr).toMatch(/^runnerline: 1 rollout did not succeed: b-2 FAILED/);
 
     const [failed, got, gotJson, attempts, workers, worker, summary, table] = await Promise.all([
       cli(["rollouts", "list", "--json", "--filter", "status = FAILED"]),
@@ -166,11 +185,12 @@ describe("runnerline operator commands against a fleet", () => {
     expect(got.code).toBe(0);
     expect(got.stdout).toMatch(/^rollout\s+c-1$/m);
     expect(got.stdout).toMatch(/^status\s+SUCCEEDED$/m);
+    expect(got.stdout).toMatch(/^result\s+\{"reward":1,"answer":"five"\}$/m);
     expect(got.stdout).toMatch(/ATTEMPT\s+ROLLOUT\s+#\s+WORKER\s+STATUS/);
     expect(got.stdout).toMatch(/c-1\s+1\s+cli-runner\s+SUCCEEDED/);
     const detail = jsonLines(gotJson.stdout);
     expect(detail).toHaveLength(1);
-    expect(detail[0]).toMatchObject({ rolloutId: "c-1", status: "ROLLOUT_STATUS_SUCCEEDED", config: { maxAttempts: 2, timeout: "30s" } });
+    expect(detail[0]).toMatchObject({ rolloutId: "c-1", status: "ROLLOUT_STATUS_SUCCEEDED", result: { reward: 1, answer: "five" }, config: { maxAttempts: 2, timeout: "30s" } });
     expect((detail[0]!.attempts as { workerId: string }[]).map((a) => a.workerId)).toEqual(["cli-runner"]);
     expect(jsonLines(attempts.stdout).map((a) => a.rolloutId)).toEqual(["c-1", "b-1", "b-2", "b-3"]);
     expect(workers.stdout).toMatch(/^WORKER\s+STATUS\s+CONN\s+USED\s+LABELS\s+LAST HEARTBEAT\s*$/m);
@@ -180,6 +200,11 @@ describe("runnerline operator commands against a fleet", () => {
       summary: { workers: { total: 1, idle: 1, connected: 1 }, rollouts: { total: 4, succeeded: 3, failed: 1 }, totalCapacity: 1 },
     });
     expect(table.stdout.split("\n").filter((l) => /^[bc]-\d/.test(l)).map((l) => l.split(/\s+/)[0])).toEqual(["c-1", "b-3"]);
+    expect(table.stdout).toMatch(/^ROLLOUT\s+STATUS\s+ATTEMPTS\s+CREATED\s+ENDED\s+RESULT\s*$/m);
+    expect(table.stdout).toMatch(/^c-1\s+SUCCEEDED\s+1\s+.*\s+\{"reward":1,"answer":"five"\}\s*$/m);
+    expect(table.stdout).toMatch(new RegExp(`^b-3\\s+SUCCEEDED\\s+1\\s+.*\\s+"${"x".repeat(38)}…\\s*$`, "m"));
+    const succeededJson = jsonLines((await cli(["rollouts", "list", "--json", "--filter", 'rollout_id = "b-3"'])).stdout);
+    expect(succeededJson.map((r) => r.result)).toEqual([long]);
     expect(table.stderr).toBe("(2 of 3 shown; --limit 0 shows all)\n");
   }, 120_000);
 
@@ -190,11 +215,16 @@ describe("runnerline operator commands against a fleet", () => {
     const queued = await cli(["rollouts", "enqueue", "--input", '{"outcome":"succeed"}', "--id", "queued"]);
     expect(queued.code).toBe(0);
     const waited = await cli(["rollouts", "wait", "held", "--timeout", "1s"]);
-    expect(waited).toMatchObject({ code: 3, stdout: "0/1 finished: 1 UNFINISHED\n" });
+    expect(waited).toMatchObject({ code: 3, stderr: "" });
+    expect(waited.stdout).toMatch(/^held\s+UNFINISHED\s+-\s+-\s*\n0\/1 finished: 1 UNFINISHED\n$/m);
     const cancelled = await cli(["rollouts", "cancel", "held", "queued", "missing"]);
     expect(cancelled.code).toBe(2);
     expect(cancelled.stdout).toBe("held CANCELLED\nqueued CANCELLED\n");
     expect(cancelled.stderr).toBe("runnerline: cannot cancel missing: NOT_FOUND: rollout missing not found\n");
+    // CANCELLED is not success either: exit 4, both named.
+    const afterCancel = await cli(["rollouts", "wait", "held", "queued", "--json"]);
+    expect(afterCancel.code).toBe(4);
+    expect(afterCancel.stderr).toMatch(/^runnerline: 2 rollouts did not succeed: held CANCELLED.*, queued CANCELLED/);
   }, 120_000);
 
   it("`workers watch` without a terminal prints one line per change", async () => {
@@ -273,13 +303,18 @@ describe("routing, retry and quarantine through the CLI", () => {
     watch.stdout!.setEncoding("utf8").on("data", (chunk: string) => (watched += chunk));
     try {
       runners.push(await startScriptedRunner(server, "flaky", { labels: { pool: "flaky" }, heartbeatEveryMs: 1_000 }));
+      // A runner is judged against the rest of the fleet, never alone: a healthy one is connected beside it.
+      runners.push(await startScriptedRunner(server, "steady", { labels: { pool: "steady" }, heartbeatEveryMs: 1_000 }));
       // The server's default policy: three failures in a row within a minute quarantine the worker.
       const ids = ["flaky-1", "flaky-2", "flaky-3"];
       for (const id of ids) {
         const enqueued = await cli(["rollouts", "enqueue", "--input", '{"outcome":"fail"}', "--id", id, "--label", "pool=flaky", "--max-attempts", "1"]);
         expect(enqueued.code).toBe(0);
       }
-      expect((await cli(["rollouts", "wait", ...ids, "--timeout", "60s"])).stdout).toBe("3/3 finished: 3 FAILED\n");
+      const waited = await cli(["rollouts", "wait", ...ids, "--timeout", "60s"]);
+      expect(waited.code).toBe(4);
+      expect(waited.stdout.endsWith("3/3 finished: 3 FAILED\n")).toBe(true);
+      expect(waited.stderr).toMatch(/^runnerline: 3 rollouts did not succeed: flaky-1 FAILED \(attempt 1 ended FAILED: boom\), flaky-2 FAILED/);
       const quarantined = await eventually(
         async () => jsonLines((await cli(["workers", "get", "flaky", "--json"])).stdout)[0]!,
         (worker) => worker.quarantineUntil !== undefined,

@@ -8,6 +8,7 @@ import { finishMs, recordLateReport, recordLateSignOfLife, watchdogDue, watchdog
 import { labelProblem, labelSetKey, labelsMatch } from "../../src/server/domain/labels.js";
 import {
   DEFAULT_QUARANTINE_POLICY,
+  NO_OUTCOMES,
   nextFailureStreak,
   quarantineDecision,
   successClearsQuarantine,
@@ -155,18 +156,21 @@ describe("quarantine", () => {
     expect(nextFailureStreak(streak, "success", T0 + 3, policy)).toEqual([]);
   });
 
+  // A worker failing everything while the rest of the fleet fails nothing (fleet comparisons: test/domain/quarantine.test.ts).
+  const outlier = { own: { successes: 0, failures: 3, succeededElsewhere: 0 }, rest: NO_OUTCOMES, restMedianShare: 0, others: 3 };
+
   it("N failures within the window quarantine for the back-off; on probation one more doubles it, up to the maximum", () => {
-    expect(quarantineDecision(worker, [T0, T0 + 1], policy, T0 + 2, "last")).toBeUndefined();
-    expect(quarantineDecision(worker, [T0, T0 + 1, T0 + 61_000], policy, T0 + 61_000, "last")).toBeUndefined();
-    const first = quarantineDecision(worker, [T0, T0 + 1, T0 + 2], policy, T0 + 2, "at-9 FAILED: boom")!;
+    expect(quarantineDecision(worker, [T0, T0 + 1], policy, T0 + 2, "last", outlier)).toBeUndefined();
+    expect(quarantineDecision(worker, [T0, T0 + 1, T0 + 61_000], policy, T0 + 61_000, "last", outlier)).toBeUndefined();
+    const first = quarantineDecision(worker, [T0, T0 + 1, T0 + 2], policy, T0 + 2, "at-9 FAILED: boom", outlier)!;
     expect(first).toMatchObject({ until: T0 + 2 + 30_000, count: 1 });
-    expect(first.reason).toMatch(/last 3 attempts all ended FAILED or TIMEOUT within 0.0 s; last: at-9 FAILED: boom/);
+    expect(first.reason).toMatch(/last 3 attempts all ended FAILED or TIMEOUT within 0.0 s, and it failed 100 % of its attempts in the window, the typical other worker 0 %; last: at-9 FAILED: boom/);
     const quarantined = { ...worker, quarantineUntil: toTimestamp(first.until), quarantineCount: 1 };
-    expect(quarantineDecision(quarantined, [T0 + 5], policy, T0 + 5, "x")).toBeUndefined();
+    expect(quarantineDecision(quarantined, [T0 + 5], policy, T0 + 5, "x", outlier)).toBeUndefined();
     const later = first.until + 1;
-    expect(quarantineDecision(quarantined, [later], policy, later, "x")).toMatchObject({ until: later + 60_000, count: 2 });
+    expect(quarantineDecision(quarantined, [later], policy, later, "x", outlier)).toMatchObject({ until: later + 60_000, count: 2 });
     const often = { ...quarantined, quarantineCount: 7 };
-    expect(quarantineDecision(often, [later], policy, later, "x")).toMatchObject({ until: later + 600_000, count: 8 });
+    expect(quarantineDecision(often, [later], policy, later, "x", outlier)).toMatchObject({ until: later + 600_000, count: 8 });
   });
 
   it("only a success after the period clears it", () => {

@@ -32,10 +32,26 @@ const quickstart = section("## Quickstart");
 const shellBlocks = [...quickstart.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!.replace(/^ {3}/gm, "").trim());
 const runnerCommand = shellBlocks.find((block) => block.startsWith("./bin/runnerline.mjs runner"))!;
 const curlBlocks = shellBlocks.filter((block) => block.startsWith("curl "));
-const typescriptRunner = /```ts\n([\s\S]*?)```/.exec(section("## Writing a runner in TypeScript"))![1]!;
+const [typescriptRunner, typescriptTrainingLoop] = [...section("## Writing a runner in TypeScript").matchAll(/```ts\n([\s\S]*?)```/g)].map(
+  (m) => m[1]!,
+);
 
 const DEFAULT_GRPC = "127.0.0.1:50051";
 const DEFAULT_HTTP = "127.0.0.1:8080";
+
+/**
+ * Starts a README example (TypeScript, through tsx) from the scratch folder, pointed at the test server and at this
+ * repository's `runnerline/client` source.
+ */
+function runExample(name: string, example: string): ChildProcess {
+  let source = rewrite(example, `"${DEFAULT_GRPC}"`, `"${grpcAddress}"`);
+  source = rewrite(source, `from "runnerline/client"`, `from "${root}src/client/index.js"`);
+  const file = join(scratch, name);
+  writeFileSync(file, source);
+  // As in a project with "type": "module" (the examples use top-level await).
+  writeFileSync(join(scratch, "package.json"), JSON.stringify({ type: "module" }));
+  return spawn(process.execPath, ["--import", "tsx", file], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+}
 
 /** `text` with `from` replaced by `to`; throws if `from` does not occur, so a README change cannot slip past. */
 function rewrite(text: string, from: string, to: string): string {
@@ -126,16 +142,11 @@ it("the quickstart's curl commands work as printed", async () => {
 }, 30_000);
 
 it("the TypeScript runner works as printed, shows input and result as described, and stops cleanly on Ctrl-C", async () => {
-  // Run from a scratch folder, so its import of the SDK is rewritten to point at this repository.
-  let source = rewrite(typescriptRunner, `"${DEFAULT_GRPC}"`, `"${grpcAddress}"`);
-  source = rewrite(source, `from "./src/client/runner.js"`, `from "${root}src/client/runner.js"`);
+  // Run from a scratch folder, with the package's entry rewritten to its source here (test/package runs the packed
+  // package itself from a fresh project).
   // Its worker id comes from the host name, not a constant that two copies of the example would share.
   expect(typescriptRunner).toContain("workerId: hostname()");
-  const file = join(scratch, "my-runner.ts");
-  writeFileSync(file, source);
-  // As in the repository root, whose package.json makes .ts files ES modules (the example uses top-level await).
-  writeFileSync(join(scratch, "package.json"), JSON.stringify({ type: "module" }));
-  const child = spawn(process.execPath, ["--import", "tsx", file], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  const child = runExample("my-runner.ts", typescriptRunner!);
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -166,5 +177,28 @@ it("the TypeScript runner works as printed, shows input and result as described,
     expect(worker!.status).toBe(WorkerStatus.OFFLINE);
   } finally {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+}, 60_000);
+
+it("the TypeScript training loop works as printed: enqueues, then prints each rollout as it finishes", async () => {
+  expect(typescriptTrainingLoop).toContain('from "runnerline/client"');
+  const runner = runExample("my-runner.ts", typescriptRunner!);
+  const loop = runExample("my-training-loop.ts", typescriptTrainingLoop!);
+  let output = "";
+  loop.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  loop.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  try {
+    const [code] = await once(loop, "exit");
+    expect(code, output).toBe(0);
+    // One line per question: id, status, reward, failure reason (empty).
+    const lines = output.trim().split("\n").map((line) => line.trim().split(" "));
+    expect(lines.map(([, status, reward]) => [status, reward]).sort()).toEqual([
+      ["SUCCEEDED", "0"],
+      ["SUCCEEDED", "1"],
+      ["SUCCEEDED", "1"],
+    ]);
+  } finally {
+    runner.kill("SIGKILL");
+    if (loop.exitCode === null && loop.signalCode === null) loop.kill("SIGKILL");
   }
 }, 60_000);

@@ -1,4 +1,4 @@
-import { create, type MessageInitShape, toJson } from "@bufbuild/protobuf";
+import { create, fromJson, type JsonValue, type MessageInitShape, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -10,7 +10,8 @@ import { Channel } from "./drivers.js";
  * A runner session over the real RunnerService stream whose behaviour the
  * rollout's input decides: {"outcome": "succeed"} reports SUCCEEDED,
  * {"outcome": "fail"} FAILED with error "boom", {"outcome": "silent"} never
- * reports (for timeouts). Protocol only: it shares no code with the SDK.
+ * reports (for timeouts); a "result" next to "succeed" is reported as the
+ * attempt's result. Protocol only: it shares no code with the SDK.
  */
 export interface ScriptedRunner {
   /** Attempt ids assigned so far. */
@@ -51,7 +52,8 @@ export async function startScriptedRunner(
             const attempt = message.value.attempt!;
             assigned.push(attempt.attemptId);
             const input = message.value.rollout?.input;
-            const outcome = (input === undefined ? {} : (toJson(ValueSchema, input) as { outcome?: string })).outcome ?? "succeed";
+            const script = input === undefined ? {} : (toJson(ValueSchema, input) as { outcome?: string; result?: JsonValue });
+            const outcome = script.outcome ?? "succeed";
             if (outcome === "silent") continue;
             send({
               case: "attemptUpdate",
@@ -59,6 +61,7 @@ export async function startScriptedRunner(
                 attemptId: attempt.attemptId,
                 status: outcome === "fail" ? AttemptStatus.FAILED : AttemptStatus.SUCCEEDED,
                 errorMessage: outcome === "fail" ? "boom" : "",
+                ...(outcome !== "fail" && script.result !== undefined && { result: fromJson(ValueSchema, script.result) }),
               },
             });
             send({ case: "ready", value: { slots: 1 } });

@@ -380,7 +380,9 @@ describe.skipIf(!POSTGRES_AVAILABLE)("three replicas on one PostgreSQL database"
   it("quarantine across replicas: a worker quarantined on one replica gets no work on another until its quarantine ends", async () => {
     // The default policy: three attempts in a row ending FAILED within 60 s quarantine the runner. The streak is
     // counted by the replica that holds the worker's session (docs/scaleout.md, Limits); the quarantine is stored.
+    // A healthy runner connected beside it: a runner is judged against the rest of the fleet, never alone.
     const labels = { suite: "quarantine" };
+    const peer = await waiting(A, "quarantine-peer", { suite: "quarantine-peer" });
     const onA = await waiting(A, "quarantined", labels);
     for (let i = 0; i < 3; i++) {
       await enqueue(A, "quarantine");
@@ -408,6 +410,7 @@ describe.skipIf(!POSTGRES_AVAILABLE)("three replicas on one PostgreSQL database"
     await C.clients.workers.releaseWorker({ workerId: "quarantined" });
     const assignment = await onB.next("assignment", 5_000);
     expect(assignment.rollout!.rolloutId).toBe(queued);
+    peer.drop();
   });
 
   it("a cordon set through one replica holds where the session is; uncordon serves it at once; a drain reaches its runner", async () => {

@@ -1,6 +1,8 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
@@ -401,4 +403,58 @@ describe("serve on a file it refuses", () => {
     expect(stderr).toMatch(new RegExp(`${path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is not a SQLite database`));
     expect(stdout).not.toMatch(/serving/);
   }, 30_000);
+});
+
+describe("the folder of a SQLite store", () => {
+  /** `runnerline serve` with `args` in `cwd`, until it exits or prints "serving" (then SIGTERM). */
+  async function serve(args: string[], cwd = root) {
+    const child = spawn(tsx, [`${root}src/cli/main.ts`, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", ...args], {
+      cwd,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, RUNNERLINE_STORE: "" },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      stdout += chunk;
+      if (stdout.includes("serving")) child.kill("SIGTERM");
+    });
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    const [code] = (await once(child, "exit")) as [number | null];
+    return { code, stdout, stderr };
+  }
+
+  it("refuses an explicit path whose folder is missing, in one line, and creates nothing", async () => {
+    const missing = join(dirname(tempDatabasePath()), "no-such-folder");
+    const { code, stdout, stderr } = await serve(["--store", `sqlite:${missing}/x.db`]);
+    expect(code).toBe(1);
+    expect(stderr).toBe(
+      `runnerline: cannot open ${missing}/x.db: ${missing} does not exist; create the folder first, or point --store (RUNNERLINE_STORE) at a file in an existing one\n`,
+    );
+    expect(stdout).not.toMatch(/serving/);
+    expect(existsSync(missing)).toBe(false);
+  }, 30_000);
+
+  it("creates the default ./data when it is missing", async () => {
+    const cwd = mkdtempSync(join(tmpdir(), "runnerline-default-store-"));
+    try {
+      const { stdout } = await serve([], cwd);
+      expect(stdout).toMatch(/store sqlite:\.\/data\/runnerline\.db/);
+      expect(existsSync(join(cwd, "data", "runnerline.db"))).toBe(true);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it("openDatabase refuses a missing folder, or a file where the folder should be, unless told to create it", () => {
+    const base = dirname(tempDatabasePath());
+    expect(() => openDatabase(join(base, "absent", "x.db"))).toThrow(StoreOpenError);
+    expect(existsSync(join(base, "absent"))).toBe(false);
+    const file = tempDatabasePath("plain-file");
+    writeFileSync(file, "");
+    expect(() => openDatabase(join(file, "x.db"))).toThrow(/is not a folder/);
+    const db = openDatabase(join(base, "created", "nested", "x.db"), { createFolder: true });
+    db.close();
+    expect(existsSync(join(base, "created", "nested", "x.db"))).toBe(true);
+  });
 });

@@ -2,7 +2,7 @@ import { Command } from "commander";
 import { type Attempt, AttemptSchema, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import { connect, type GlobalOptions, UsageError } from "./connection.js";
 import { addListOptions, collectPages, type ListOptions, noteTruncated, orderBy, parseLimit, parseStatuses } from "./list-options.js";
-import { printJson, printTable, status, when } from "./output.js";
+import { printJson, printTable, status, truncate, when } from "./output.js";
 
 type Globals = (command: Command) => GlobalOptions;
 
@@ -61,5 +61,3 @@ export function printAttemptTable(attempts: Attempt[], wide: boolean) {
     }),
   );
 }
-
-const truncate = (text: string, max: number) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createRunnerlineClients, type RunnerlineClients } from "../../client/clients.js";
 import { type ClientSecurity, clientSecurityFromFlags, usesTls } from "../../client/security.js";
+import { duration } from "../serve-command.js";
 import type { OutputOptions } from "./output.js";
 
 /** Options every operator command takes (defined once on the program). */
@@ -41,8 +42,17 @@ export class UsageError extends Error {
   }
 }
 
-/** The exit codes scripts can rely on. */
-export const EXIT = { ok: 0, usage: 1, server: 2, incomplete: 3 } as const;
+/** The exit codes scripts can rely on (docs/operators.md): 3 and 4 are `rollouts wait`'s. */
+export const EXIT = { ok: 0, usage: 1, server: 2, incomplete: 3, unsuccessful: 4 } as const;
+
+/** A duration flag (10m, 30s…) of an operator command; a bad one is a usage error. */
+export function usageDuration(flag: string, text: string): number {
+  try {
+    return duration(flag, text);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+}
 
 /** "NOT_FOUND", "UNAVAILABLE": the gRPC name of a status code, as grpcurl prints it. */
 export function grpcCodeName(code: Code): string {

@@ -1,5 +1,6 @@
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
-import { type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
+import { type Timestamp, timestampMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { SingleBar } from "cli-progress";
 import Table from "cli-table3";
 import pc from "picocolors";
 
@@ -89,4 +90,25 @@ export function relativeTime(elapsedMs: number): string {
 export function labelsText(labels: Record<string, string>): string {
   const entries = Object.entries(labels);
   return entries.length === 0 ? "-" : entries.map(([k, v]) => `${k}=${v}`).join(",");
+}
+
+/** Text cut to `max` characters, the cut marked with "…" so it is never taken for the whole. */
+export const truncate = (text: string, max: number) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);
+
+/** Table cells of results: this many characters, more under --wide. */
+export const RESULT_CELL = { narrow: 40, wide: 200 } as const;
+
+/** A google.protobuf.Value (a result, an input) as compact JSON, cut to `max` when given; "-" when unset. */
+export function jsonText(value: Value | undefined, max?: number): string {
+  if (value === undefined) return "-";
+  const text = JSON.stringify(toJson(ValueSchema, value));
+  return max === undefined ? text : truncate(text, max);
+}
+
+/** A bar on stderr when it is a terminal; nothing otherwise (pipes get no control characters). */
+export function progressBar(what: string, total: number): SingleBar | undefined {
+  if (process.stderr.isTTY !== true) return undefined;
+  const bar = new SingleBar({ format: `{bar} {value}/{total} ${what} ({percentage}%, {duration_formatted})`, stream: process.stderr, hideCursor: true });
+  bar.start(total, 0);
+  return bar;
 }

@@ -1,7 +1,6 @@
 import { readFileSync } from "node:fs";
 import { create, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { durationFromMs, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { SingleBar } from "cli-progress";
 import { Command } from "commander";
 import { AttemptSchema, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import {
@@ -14,18 +13,17 @@ import {
   RolloutSchema,
   RolloutStatus,
 } from "../../gen/runnerline/v1/rollout_pb.js";
-import { duration } from "../serve-command.js";
 import { parseLabels } from "./workers-command.js";
 import { printAttemptTable } from "./attempts-command.js";
-import { connect, EXIT, type GlobalOptions, reportError, UsageError } from "./connection.js";
+import { connect, EXIT, type GlobalOptions, reportError, UsageError, usageDuration } from "./connection.js";
 import { addListOptions, collectPages, type ListOptions, noteTruncated, orderBy, parseLimit, parseStatuses } from "./list-options.js";
-import { printFields, printJson, printTable, status, when } from "./output.js";
+import { jsonText, printFields, printJson, printTable, progressBar, RESULT_CELL, status, when } from "./output.js";
+import { waitCommand } from "./rollouts-wait.js";
 
 type Globals = (command: Command) => GlobalOptions;
 
 /** Rollouts per EnqueueRollouts call in a batch enqueue. */
 const ENQUEUE_BATCH = 500;
-const TERMINAL = new Set([RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED]);
 
 interface EnqueueOptions {
   input?: string;
@@ -127,6 +125,8 @@ export function rolloutsCommand(globals: Globals): Command {
         ["mode", RolloutMode[rollout.mode] ?? "-"],
         ["attempts", `${rollout.attemptCount}${rollout.config?.maxAttempts ? ` of ${rollout.config.maxAttempts}` : ""}`],
         ["failure", rollout.failureReason || "-"],
+        // Whole: a result is at most 64 KiB, and it is what the caller came for.
+        ["result", jsonText(rollout.result)],
         ["input", JSON.stringify(rollout.input === undefined ? null : toJson(ValueSchema, rollout.input))],
         ["created", when(rollout.createTime, global.wide)],
         ["started", when(rollout.startTime, global.wide)],
@@ -158,53 +158,19 @@ export function rolloutsCommand(globals: Globals): Command {
       if (failed) process.exitCode = EXIT.server;
     });
 
-  rollouts
-    .command("wait")
-    .description("wait until rollouts finish, with a progress bar; exit 3 if --timeout passes first")
-    .argument("<ID...>", "rollout ids")
-    .option("--timeout <DURATION>", "give up after this long, e.g. 10m (default: wait forever)")
-    .action(async (ids: string[], options: { timeout?: string }, command: Command) => {
-      const global = globals(command);
-      const clients = connect(global);
-      const deadline = options.timeout === undefined ? Infinity : Date.now() + usageDuration("--timeout", options.timeout);
-      const finished = new Map<string, Rollout>();
-      const bar = progressBar("finished", ids.length);
-      try {
-        while (finished.size < ids.length && Date.now() < deadline) {
-          const pending = ids.filter((id) => !finished.has(id));
-          const slice = Math.max(0, Math.min(1_000, deadline - Date.now()));
-          const { rollouts: done } = await clients.rollouts.waitRollouts({ rolloutIds: pending, timeout: durationFromMs(slice) });
-          for (const rollout of done) if (TERMINAL.has(rollout.status)) finished.set(rollout.rolloutId, rollout);
-          bar?.update(finished.size);
-        }
-      } finally {
-        bar?.stop();
-      }
-      const results = ids.map((id) => finished.get(id));
-      if (global.json) {
-        for (const rollout of results) if (rollout !== undefined) printJson(RolloutSchema, rollout);
-      } else {
-        const counts = new Map<string, number>();
-        for (const rollout of results) {
-          const name = rollout === undefined ? "UNFINISHED" : (RolloutStatus[rollout.status] ?? "?");
-          counts.set(name, (counts.get(name) ?? 0) + 1);
-        }
-        const summary = [...counts].map(([name, count]) => `${count} ${status(name)}`).join(", ");
-        process.stdout.write(`${finished.size}/${ids.length} finished: ${summary}\n`);
-      }
-      if (finished.size < ids.length) process.exitCode = EXIT.incomplete;
-    });
+  rollouts.addCommand(waitCommand(globals));
 
   return rollouts;
 }
 
 function printRolloutTable(rollouts: Rollout[], wide: boolean) {
-  const head = ["ROLLOUT", "STATUS", "ATTEMPTS", "CREATED", "ENDED"];
+  const head = ["ROLLOUT", "STATUS", "ATTEMPTS", "CREATED", "ENDED", "RESULT"];
   if (wide) head.push("MODE", "LATEST ATTEMPT", "FAILURE");
+  const cell = wide ? RESULT_CELL.wide : RESULT_CELL.narrow;
   printTable(
     head,
     rollouts.map((r) => {
-      const row = [r.rolloutId, status(RolloutStatus[r.status]), String(r.attemptCount), when(r.createTime, wide), when(r.endTime, wide)];
+      const row = [r.rolloutId, status(RolloutStatus[r.status]), String(r.attemptCount), when(r.createTime, wide), when(r.endTime, wide), jsonText(r.result, cell)];
       if (wide) row.push(RolloutMode[r.mode] ?? "-", r.latestAttemptId || "-", r.failureReason || "-");
       return row;
     }),
@@ -299,20 +265,4 @@ function readText(path: string): string {
   } catch (error) {
     throw new UsageError(`cannot read ${path}: ${error instanceof Error ? error.message : String(error)}`);
   }
-}
-
-function usageDuration(flag: string, text: string): number {
-  try {
-    return duration(flag, text);
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
-  }
-}
-
-/** A bar on stderr when it is a terminal; nothing otherwise (pipes get no control characters). */
-function progressBar(what: string, total: number): SingleBar | undefined {
-  if (process.stderr.isTTY !== true) return undefined;
-  const bar = new SingleBar({ format: `{bar} {value}/{total} ${what} ({percentage}%, {duration_formatted})`, stream: process.stderr, hideCursor: true });
-  bar.start(total, 0);
-  return bar;
 }

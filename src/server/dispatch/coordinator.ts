@@ -9,6 +9,7 @@ import type { HeartbeatData, Liveness, SessionOpening } from "../domain/worker.j
 import type { ReplicaBus } from "../replicas/bus.js";
 import type { Store } from "../store/store.js";
 import { Judge } from "./reactions/judge.js";
+import { FleetOutcomes } from "./reactions/fleet-outcomes.js";
 import { Pump } from "./reactions/pump.js";
 import { Routing } from "./reactions/routing.js";
 import { Recovery } from "./recovery/recovery.js";
@@ -105,7 +106,15 @@ export class Coordinator {
       establishedAfterMs: options.heartbeatIntervalMs,
     });
     this.watchdog = new Watchdog(liveness, options.defaultUnresponsiveMs, this.brake);
-    this.routing = new Routing(this.sessions, this.watchdog, options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS, options.bus !== undefined);
+    const quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
+    const outcomes = new FleetOutcomes(quarantinePolicy.windowMs);
+    this.routing = new Routing(
+      this.sessions,
+      this.watchdog,
+      options.retryElsewhereMs ?? DEFAULT_RETRY_ELSEWHERE_MS,
+      options.heartbeatIntervalMs,
+      options.bus !== undefined,
+    );
     this.turn = new Turn({
       store: options.store,
       clock: options.clock,
@@ -113,6 +122,7 @@ export class Coordinator {
       sessions: this.sessions,
       watchdog: this.watchdog,
       routing: this.routing,
+      outcomes,
       observer: options.observer,
       bus: options.bus,
     });
@@ -130,7 +140,9 @@ export class Coordinator {
       sessions: this.sessions,
       routing: this.routing,
       watchdog: this.watchdog,
-      quarantinePolicy: { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine },
+      quarantinePolicy,
+      outcomes,
+      observer: options.observer,
       bus: options.bus,
       log: (line) => this.log(line),
     });
@@ -178,6 +190,7 @@ export class Coordinator {
       watchdog: this.watchdog,
       defaultUnresponsiveMs: options.defaultUnresponsiveMs,
       resync: this.replicas === undefined ? undefined : () => this.replicas!.resync(),
+      log: (line) => this.log(line),
     });
     this.recovery = new Recovery({
       turn: this.turn,
@@ -300,6 +313,11 @@ export class Coordinator {
   /** Runs every check that is due (see TimerChecks.runWatchdog); tests call it after advancing a manual clock. */
   runWatchdog(): Promise<void> {
     return this.timers.runWatchdog();
+  }
+
+  /** Forgets long-silent UNKNOWN workers with no attempts (see TimerChecks.forgetSilentWorkers); returns how many. */
+  forgetSilentWorkers(forgetAfterMs: Millis): Promise<number> {
+    return this.timers.forgetSilentWorkers(forgetAfterMs);
   }
 
   // ---- quarantine and routing ---------------------------------------------

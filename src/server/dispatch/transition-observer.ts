@@ -16,6 +16,8 @@ export interface TransitionObserver {
   /** Retention or DeleteWorker removed it from the store. */
   rolloutRemoved?(rollout: Rollout): void;
   workerRemoved?(record: WorkerRecord): void;
+  /** A worker would have been quarantined, but the share of the fleet that may be is reached. */
+  quarantineHeldBack?(): void;
 }
 
 /** One observer that tells each of `observers` in turn. */
@@ -31,5 +33,6 @@ export function allObservers(...observers: TransitionObserver[]): Required<Trans
     workerChanged: each("workerChanged"),
     rolloutRemoved: each("rolloutRemoved"),
     workerRemoved: each("workerRemoved"),
+    quarantineHeldBack: each("quarantineHeldBack"),
   };
 }

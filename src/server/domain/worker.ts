@@ -94,6 +94,8 @@ export function settle(record: WorkerRecord, liveness: Liveness, now: Millis, ch
       status,
       lastBusyTime: turned && status === WorkerStatus.BUSY ? toTimestamp(now) : worker.lastBusyTime,
       lastIdleTime: turned && status === WorkerStatus.IDLE ? toTimestamp(now) : worker.lastIdleTime,
+      // A reason the server gave for the status (a forgotten worker's) lasts until the status changes.
+      statusReason: turned && status !== WorkerStatus.OFFLINE ? "" : worker.statusReason,
       version: worker.version + 1n,
     },
   };

@@ -50,6 +50,8 @@ export class FleetCounters implements TransitionObserver {
   readonly attemptsEnded = new Map<AttemptStatus, number>();
   readonly verdicts = new Map<VerdictKind, number>();
   heartbeats = 0;
+  /** Quarantines held back because the share of the fleet that may be quarantined was reached. */
+  quarantinesHeldBack = 0;
 
   constructor(
     private readonly clock: Clock,
@@ -96,6 +98,10 @@ export class FleetCounters implements TransitionObserver {
 
   workerRemoved(record: WorkerRecord) {
     this.countWorker(record, -1);
+  }
+
+  quarantineHeldBack() {
+    this.quarantinesHeldBack += 1;
   }
 
   rolloutChanged(before: Rollout | undefined, after: Rollout) {

@@ -85,6 +85,15 @@ export class ServerMetrics {
       },
     });
     new Counter({
+      name: "runnerline_quarantines_held_back_total",
+      help: "Workers not quarantined since start because the most of the connected fleet that may be (--quarantine-max-percent) was.",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(counters().quarantinesHeldBack);
+      },
+    });
+    new Counter({
       name: "runnerline_watchdog_verdicts_total",
       help: "Attempts and rollouts the watchdog ended since start, by kind.",
       labelNames: ["kind"],

@@ -15,6 +15,12 @@ export interface RetentionOptions {
   /** Entities removed per batch; each batch is one short synchronous step (default 200). */
   batchSize?: number;
   logger?: Logger;
+  /**
+   * Run first by each sweep: turns workers silent too long OFFLINE
+   * (Coordinator.forgetSilentWorkers, --forget-after), so that this sweep and
+   * the later ones remove them once they are past retention.
+   */
+  forgetSilentWorkers?: () => Promise<number>;
 }
 
 /**
@@ -33,6 +39,7 @@ export class Retention {
 
   /** Removes everything past retention, batch by batch; resolves with the number of rollouts and workers removed. */
   async sweep(): Promise<{ rollouts: number; workers: number }> {
+    await this.options.forgetSilentWorkers?.();
     const removed = { rollouts: 0, workers: 0 };
     for (;;) {
       const batch = await this.sweepBatch();

@@ -1,10 +1,12 @@
-import { toBinary } from "@bufbuild/protobuf";
+import { clone, create, toBinary } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import {
   type EnqueueRolloutRequest,
   EnqueueRolloutRequestSchema,
   type Rollout,
+  RolloutConfigSchema,
   RolloutMode,
   RolloutSchema,
   RolloutService,
@@ -35,7 +37,21 @@ export const MAX_BATCH = 10_000;
 const MAX_ATTEMPTS_LIMIT = 100;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-export function rolloutService(coordinator: Coordinator, store: Store, clock: Clock, limits: Limits): ServiceImpl<typeof RolloutService> {
+/** What the server fills in for a rollout that leaves it unset. */
+export interface RolloutDefaults {
+  /** config.timeout; 0: none (the rollout's attempts run without a limit). */
+  timeoutMs: number;
+}
+
+export function rolloutService(
+  coordinator: Coordinator,
+  store: Store,
+  clock: Clock,
+  limits: Limits,
+  defaults: RolloutDefaults = { timeoutMs: 0 },
+): ServiceImpl<typeof RolloutService> {
+  const validEnqueue = (request: EnqueueRolloutRequest, prefix: string, limits: Limits) =>
+    withDefaults(validatedEnqueue(request, prefix, limits), defaults);
   return {
     async enqueueRollout(request) {
       const valid = validEnqueue(request, "", limits);
@@ -94,7 +110,21 @@ export function rolloutService(coordinator: Coordinator, store: Store, clock: Cl
   };
 }
 
-function validEnqueue(request: EnqueueRolloutRequest, prefix: string, limits: Limits): EnqueueRolloutRequest {
+/**
+ * The server's default attempt timeout, written into the rollout's config
+ * when it has none, so GetRollout, runners and every replica see the same
+ * limit, and a later change of the default leaves enqueued rollouts alone. An
+ * explicit 0s keeps "no limit".
+ */
+function withDefaults(request: EnqueueRolloutRequest, defaults: RolloutDefaults): EnqueueRolloutRequest {
+  if (defaults.timeoutMs <= 0 || request.config?.timeout !== undefined) return request;
+  // A copy: the caller's request is left as it was.
+  const config = request.config === undefined ? create(RolloutConfigSchema) : clone(RolloutConfigSchema, request.config);
+  config.timeout = durationFromMs(defaults.timeoutMs);
+  return { ...request, config };
+}
+
+function validatedEnqueue(request: EnqueueRolloutRequest, prefix: string, limits: Limits): EnqueueRolloutRequest {
   if (request.rolloutId !== "") requireClientId(`${prefix}rollout_id`, request.rolloutId);
   requireJsonSafe(EnqueueRolloutRequestSchema, request, prefix);
   requireBoundedJson(`${prefix}input`, request.input, limits.maxInputBytes);

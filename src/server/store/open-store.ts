@@ -16,12 +16,13 @@ export const isSqliteSpec = (spec: string) => spec.startsWith(SQLITE_PREFIX);
 
 /**
  * Opens the store named by --store / RUNNERLINE_STORE: "memory",
- * "sqlite:PATH" (the file and its folder are created when missing), or a
+ * "sqlite:PATH" (the file is created when missing; its folder only with
+ * `createFolder`, which the server sets for its default ./data), or a
  * "postgres://user@host:port/db" URL (the schema is created or migrated).
  */
 export async function openStore(
   spec: string,
-  options: { onCommit?: (seconds: number) => void; synchronous?: Synchronous; replicaId?: string } = {},
+  options: { onCommit?: (seconds: number) => void; synchronous?: Synchronous; replicaId?: string; createFolder?: boolean } = {},
 ): Promise<Store> {
   if (spec === "memory") return new MemoryStore();
   if (isSqliteSpec(spec)) {

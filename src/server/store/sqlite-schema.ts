@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { DEFAULT_SYNCHRONOUS } from "./sqlite-synchronous.js";
@@ -112,16 +112,22 @@ export interface OpenOptions {
   synchronous?: Synchronous;
   /** For tests of the migration machinery; defaults to MIGRATIONS. */
   migrations?: readonly string[];
+  /**
+   * Create the file's folder when it is missing (the default ./data). Off, a
+   * missing folder is refused: an explicit path with a typo must not leave a
+   * fresh, empty database somewhere nobody looks.
+   */
+  createFolder?: boolean;
 }
 
 /**
- * Opens (creating it and its folder if missing) a Runnerline database, checks
+ * Opens (creating it if missing, and its folder with `createFolder`) a Runnerline database, checks
  * that it is one this binary understands, and runs the forward migrations.
  * Throws StoreOpenError, never leaving a half-opened connection behind.
  */
 export function openDatabase(path: string, options: OpenOptions = {}): Database.Database {
   const migrations = options.migrations ?? MIGRATIONS;
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  if (path !== ":memory:") prepareFolder(path, options.createFolder === true);
   let db: Database.Database | undefined;
   try {
     // A short busy timeout: the only other holder of the lock is another server on the same file.
@@ -193,5 +199,28 @@ function explainOpenError(path: string, error: unknown): Error {
       return new StoreOpenError(`cannot open ${path} for writing: ${message}`, { cause: error });
     default:
       return new StoreOpenError(`cannot open the store ${path}: ${message}`, { cause: error });
+  }
+}
+
+/** Creates the database's folder (createFolder) or checks that it is there: SQLite's own error names neither. */
+function prepareFolder(path: string, createFolder: boolean): void {
+  const folder = dirname(path);
+  if (createFolder) {
+    mkdirSync(folder, { recursive: true });
+    return;
+  }
+  const kind = folderKind(folder);
+  if (kind === "folder") return;
+  const what = kind === "missing" ? "does not exist" : "is not a folder";
+  throw new StoreOpenError(
+    `cannot open ${path}: ${folder} ${what}; create the folder first, or point --store (RUNNERLINE_STORE) at a file in an existing one`,
+  );
+}
+
+function folderKind(folder: string): "folder" | "missing" | "other" {
+  try {
+    return statSync(folder).isDirectory() ? "folder" : "other";
+  } catch {
+    return "missing";
   }
 }

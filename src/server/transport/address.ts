@@ -21,3 +21,31 @@ export function normalizePeerAddress(address: string | undefined): string {
   }
   return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }
+
+/** A listener that could not bind its address; `reason` is said for people ("address already in use"). */
+export class ListenError extends Error {
+  constructor(
+    readonly address: string,
+    /** The system's code when known: EADDRINUSE, EACCES, EADDRNOTAVAIL… */
+    readonly code: string | undefined,
+    readonly reason: string,
+  ) {
+    super(`cannot listen on ${address}: ${reason}`);
+    this.name = "ListenError";
+  }
+}
+
+const LISTEN_REASONS: Record<string, string> = {
+  EADDRINUSE: "address already in use (another process, perhaps another server, listens there)",
+  EACCES: "permission denied (ports below 1024 need privileges)",
+  EADDRNOTAVAIL: "no network interface of this machine has that address",
+  ENOTFOUND: "the host name does not resolve",
+};
+
+/** The error of a failed listen (Node's, or grpc-js's, which wraps Node's in its text) as a ListenError. */
+export function listenError(address: string, error: unknown): ListenError {
+  const text = error instanceof Error ? error.message : String(error);
+  const own = (error as { code?: unknown }).code;
+  const code = typeof own === "string" ? own : /\b(E[A-Z]{3,})\b/.exec(text)?.[1];
+  return new ListenError(address, code, (code !== undefined ? LISTEN_REASONS[code] : undefined) ?? text);
+}

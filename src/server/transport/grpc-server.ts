@@ -2,6 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Interceptor } from "@connectrpc/connect";
 import { HealthImplementation, type ServingStatusMap } from "grpc-health-check";
 import { quote } from "../../common/quote.js";
+import { listenError } from "./address.js";
 import { addService } from "./grpc-adapter.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
 import { addReflection } from "./reflection.js";
@@ -36,6 +37,11 @@ export type GrpcServer = {
    * to `graceMs`, then cancel what is left.
    */
   shutdown(graceMs: number): Promise<void>;
+  /**
+   * Report NOT_SERVING to health watchers, then end their streams (OK): a
+   * stopping server must not wait for them. Called as the drain starts.
+   */
+  endWatches(): void;
 };
 
 /**
@@ -55,7 +61,11 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   }
   const healthNames = ["", ...options.services.map(({ service }) => service.typeName)];
   const health = new HealthImplementation(statusMap(healthNames, "SERVING"));
-  health.addToServer({ addService: (service, impl) => server.addService(service, boundedServiceNames(impl)) });
+  const watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
+  health.addToServer({ addService: (service, impl) => server.addService(service, trackWatches(boundedServiceNames(impl), watches)) });
+  const notServing = () => {
+    for (const name of healthNames) health.setStatus(name, "NOT_SERVING");
+  };
   addReflection(
     server,
     options.services.map(({ service }) => service),
@@ -74,10 +84,15 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     shutdown: async (graceMs) => {
       // First, so that balancers and watching clients move away while
       // in-flight calls are still being answered.
-      for (const name of healthNames) {
-        health.setStatus(name, "NOT_SERVING");
-      }
+      notServing();
       await drain(server, graceMs);
+    },
+    endWatches: () => {
+      notServing();
+      // After the NOT_SERVING message is through grpc-js's (promise-based) send path: a status sent while it
+      // still processes a message is held back and, in 1.14, never sent (the client then sees CANCELLED).
+      for (const call of watches) setImmediate(() => call.end());
+      watches.clear();
     },
   };
 }
@@ -112,6 +127,24 @@ function boundedServiceNames(impl: grpc.UntypedServiceImplementation): grpc.Unty
   };
 }
 
+/** Health's Watch calls, kept while open so that shutdown can end them. */
+function trackWatches(
+  impl: grpc.UntypedServiceImplementation,
+  watches: Set<grpc.ServerWritableStream<unknown, unknown>>,
+): grpc.UntypedServiceImplementation {
+  const watch = impl["watch"] as grpc.handleServerStreamingCall<unknown, unknown>;
+  return {
+    ...impl,
+    watch: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+      watches.add(call);
+      const forget = () => watches.delete(call);
+      call.once("cancelled", forget);
+      call.once("finish", forget);
+      watch(call);
+    },
+  };
+}
+
 function statusMap(names: string[], status: "SERVING" | "NOT_SERVING"): ServingStatusMap {
   return Object.fromEntries(names.map((name) => [name, status]));
 }
@@ -125,11 +158,13 @@ function credentialsOf(tls: TlsFiles | undefined): grpc.ServerCredentials {
   );
 }
 
+/** Binds `address`; a failure rejects with a ListenError (and grpc-js's own log line about it is left out). */
 function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) => {
+  quietBindFailureLog();
+  return new Promise<number>((resolve, reject) => {
     server.bindAsync(address, credentials, (error, port) => {
       if (error) {
-        reject(error);
+        reject(listenError(address, error));
       } else {
         resolve(port);
       }
@@ -137,6 +172,27 @@ function bind(server: grpc.Server, address: string, credentials: grpc.ServerCred
   });
 }
 
+let bindLogQuieted = false;
+
+/**
+ * grpc-js logs "E No address added out of total N resolved" to stderr before
+ * it rejects a bind; the rejection says the same, so the server reports it
+ * once, in its own words (app.ts names the flag to change). grpc-js's logger
+ * is global and cannot be read back, so this installs, once, one that writes
+ * exactly what its default one writes, that line aside.
+ */
+function quietBindFailureLog(): void {
+  if (bindLogQuieted) return;
+  bindLogQuieted = true;
+  grpc.setLogger({
+    error: (message: unknown, ...rest: unknown[]) => {
+      if (typeof message === "string" && message.startsWith("No address added out of total")) return;
+      console.error(`E ${String(message)}`, ...rest);
+    },
+    info: (message: unknown, ...rest: unknown[]) => console.error(`I ${String(message)}`, ...rest),
+    debug: (message: unknown, ...rest: unknown[]) => console.error(`D ${String(message)}`, ...rest),
+  });
+}
 function drain(server: grpc.Server, graceMs: number): Promise<void> {
   return new Promise((resolve) => {
     // Long-lived streams (runner sessions, health watches) would hold

@@ -4,9 +4,10 @@ import type { AddressInfo } from "node:net";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, cors, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { normalizePeerAddress, parseListenAddress } from "./address.js";
+import { listenError, normalizePeerAddress, parseListenAddress } from "./address.js";
 import { connectionKey, peerAddressKey } from "./context.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./limits.js";
+import { answerPreciseHttpStatus } from "./connect-http-answers.js";
 import { answerUndecodableUnary, undecodableStreamRequests } from "./connect-undecodable.js";
 import type { ServiceRegistration } from "./registration.js";
 import { strictJsonDecoder } from "./strict-json.js";
@@ -62,6 +63,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         }
       }
       answerUndecodableUnary(router.handlers);
+      answerPreciseHttpStatus(router.handlers, maxMessageBytes);
     },
     connect: true,
     grpcWeb: true,
@@ -105,9 +107,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     : http.createServer(listener);
   const { host, port } = parseListenAddress(options.address);
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    const failed = (error: Error) => reject(listenError(options.address, error));
+    server.once("error", failed);
     server.listen(port, host, () => {
-      server.off("error", reject);
+      server.off("error", failed);
       resolve();
     });
   });
@@ -153,11 +156,18 @@ function unimplemented(method: DescMethod): () => never {
   };
 }
 
+/** Interval at which a closing server closes the keep-alive connections that went idle since. */
+const IDLE_SWEEP_MS = 50;
+
 function close(server: http.Server, shutdown: AbortController, graceMs: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    // server.close() closes the connections idle at that moment only; one whose stream ends later stays
+    // open for keep-alive and would hold the close until the grace ends.
+    const sweep = setInterval(() => server.closeIdleConnections(), IDLE_SWEEP_MS);
     server.close(() => {
       clearTimeout(timer);
+      clearInterval(sweep);
       resolve();
     });
     shutdown.abort();

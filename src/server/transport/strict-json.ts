@@ -1,11 +1,11 @@
-import type { DescEnum, DescField, DescMessage } from "@bufbuild/protobuf";
+import { type DescEnum, type DescField, type DescMessage, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 /**
  * A JSON body decoder for one request type that refuses what protobuf's JSON
  * reader lets through or reports without naming the field: an explicit null
- * (outside google.protobuf.Value, where null is a value) and an unknown enum
- * name. Unknown keys are refused by the reader itself (ignoreUnknownFields:
+ * (outside google.protobuf.Value, where null is a value), an unknown enum
+ * name, and a Duration, Timestamp or FieldMask not in its string form. Unknown keys are refused by the reader itself (ignoreUnknownFields:
  * false). Only requests in JSON pay for it; binary and gRPC never see it.
  */
 export function strictJsonDecoder(schema: DescMessage): { decode(bytes?: Uint8Array): string } {
@@ -46,7 +46,8 @@ function checkField(field: DescField, value: unknown, name: string): void {
       checkEnum(field.enum, value, name);
       return;
     case "message":
-      checkMessage(field.message, value, `${name}.`);
+      if (SCALAR_FORMS[field.message.typeName] !== undefined) checkScalarForm(field.message, value, name);
+      else checkMessage(field.message, value, `${name}.`);
       return;
     case "list":
       if (!Array.isArray(value)) return;
@@ -62,6 +63,26 @@ function checkField(field: DescField, value: unknown, name: string): void {
         if (field.mapKind === "message") checkMessage(field.message, item, `${name}["${key}"].`);
       }
       return;
+  }
+}
+
+/**
+ * Well-known types whose JSON form is one string: the reader's refusal names
+ * the type and the value but not the field ("cannot decode message
+ * google.protobuf.Duration from JSON: 30"); this one names both, and the form.
+ */
+const SCALAR_FORMS: Record<string, string> = {
+  "google.protobuf.Duration": 'a duration string such as "30s" or "1.5s" (seconds with an "s")',
+  "google.protobuf.Timestamp": 'an RFC 3339 time string such as "2024-05-01T12:00:00Z"',
+  "google.protobuf.FieldMask": 'a comma-separated string of camelCase field paths such as "status,labels"',
+};
+
+function checkScalarForm(schema: DescMessage, value: unknown, name: string): void {
+  try {
+    fromJson(schema, value as JsonValue);
+  } catch {
+    const given = JSON.stringify(value) ?? String(value);
+    throw invalid(`${name}: expected ${SCALAR_FORMS[schema.typeName]}, got ${given.length > 64 ? `${given.slice(0, 64)}…` : given}`);
   }
 }
 

@@ -23,7 +23,9 @@ export const file_runnerline_v1_rollout: GenFile = /*@__PURE__*/
  */
 export type RolloutConfig = Message<"runnerline.v1.RolloutConfig"> & {
   /**
-   * An attempt running longer than this becomes TIMEOUT. Unset: no limit.
+   * An attempt running longer than this becomes TIMEOUT. Unset: the server's
+   * default (`--default-timeout`, 1 h unless configured), written here when
+   * the rollout is enqueued; 0s: no limit.
    *
    * @generated from field: google.protobuf.Duration timeout = 1;
    */
@@ -257,7 +259,9 @@ export const RolloutSchema: GenMessage<Rollout> = /*@__PURE__*/
  */
 export type EnqueueRolloutRequest = Message<"runnerline.v1.EnqueueRolloutRequest"> & {
   /**
-   * The task input, any JSON value.
+   * The task input, any JSON value. Optional: without one the runner gets
+   * JSON null (the SDK's job.input is null; `runnerline runner` writes
+   * "null" and a newline to the command's stdin).
    *
    * @generated from field: google.protobuf.Value input = 1;
    */

@@ -7,9 +7,11 @@ import {
   nextFailureStreak,
   type QuarantinePolicy,
   quarantineDecision,
+  quarantineRoom,
   successClearsQuarantine,
   workerOutcome,
 } from "../../domain/quarantine.js";
+import { isRolloutQueued } from "../../domain/rollout.js";
 import { type Millis, msOf } from "../../domain/time.js";
 import { clearQuarantine, quarantineWorker, type WorkerRecord } from "../../domain/worker.js";
 import type { ReplicaBus } from "../../replicas/bus.js";
@@ -19,6 +21,8 @@ import type { SessionRegistry } from "../sessions/registry.js";
 import { Effects } from "../turn/effects.js";
 import type { Turn } from "../turn/turn.js";
 import type { Watchdog } from "../timers/watchdog.js";
+import type { TransitionObserver } from "../transition-observer.js";
+import type { FleetOutcomes } from "./fleet-outcomes.js";
 import type { Pump } from "./pump.js";
 import type { Routing } from "./routing.js";
 
@@ -29,6 +33,9 @@ export interface JudgeOptions {
   routing: Routing;
   watchdog: Watchdog;
   quarantinePolicy: QuarantinePolicy;
+  /** The fleet's attempt outcomes over the quarantine window: a failing worker is judged against the rest. */
+  outcomes: FleetOutcomes;
+  observer?: TransitionObserver;
   bus?: ReplicaBus;
   log: (line: string) => void;
 }
@@ -46,6 +53,8 @@ export class Judge {
   private readonly routing: Routing;
   private readonly watchdog: Watchdog;
   private readonly quarantinePolicy: QuarantinePolicy;
+  private readonly outcomes: FleetOutcomes;
+  private readonly observer: TransitionObserver | undefined;
   private readonly bus: ReplicaBus | undefined;
   private readonly log: (line: string) => void;
   /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
@@ -58,6 +67,8 @@ export class Judge {
     this.routing = options.routing;
     this.watchdog = options.watchdog;
     this.quarantinePolicy = options.quarantinePolicy;
+    this.outcomes = options.outcomes;
+    this.observer = options.observer;
     this.bus = options.bus;
     this.log = options.log;
   }
@@ -75,10 +86,14 @@ export class Judge {
 
   /** Judges the workers of the attempts that `changes` ended (see judgeWorker). */
   judgeEnded(changes: Changes, now: Millis, fx: Effects): Promise<void> | undefined {
-    const ended = changes.attempts.filter(
-      ({ before, after }) =>
-        before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status) && this.mayJudge(after, changes),
-    );
+    const ended = changes.attempts.filter(({ before, after }) => {
+      if (before === undefined || !isAttemptActive(before.status) || isAttemptActive(after.status)) return false;
+      // Every outcome counts for the fleet, against which a failing worker is judged.
+      const rollout = changes.rollouts.find((c) => c.after.rolloutId === after.rolloutId)?.after;
+      const retried = rollout !== undefined && isRolloutQueued(rollout.status);
+      this.outcomes.record(after.workerId, after.rolloutId, workerOutcome(after), retried, now);
+      return this.mayJudge(after, changes);
+    });
     // The common case (nothing ended, or a healthy worker's success) needs no store operation and no promise.
     if (ended.length === 0) return undefined;
     return (async () => {
@@ -120,8 +135,21 @@ export class Judge {
     }
     if (outcome !== "failure") return;
     const last = `attempt ${attempt.attemptId} ${AttemptStatus[attempt.status]}${attempt.error?.message ? `: ${attempt.error.message}` : ""}`;
-    const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last);
+    const others = this.routing.connectedCount() - (this.sessions.get(workerId) !== undefined || this.routing.hasRemoteSession(workerId) ? 1 : 0);
+    const fleet = this.outcomes.compare(workerId, others, now);
+    const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last, fleet);
     if (decision === undefined) return;
+    const connected = this.routing.connectedCount();
+    if (!quarantineRoom(connected, this.routing.quarantinedConnected(now), this.quarantinePolicy.maxPercent)) {
+      // So many failing runners say more about the work than about them: the fleet keeps its capacity.
+      if (!this.outcomes.reportHeldBack(workerId, now)) return;
+      this.observer?.quarantineHeldBack?.();
+      this.log(
+        `worker ${workerId} not quarantined: ${this.routing.quarantinedConnected(now)} of ${connected} connected workers ` +
+          `are already (at most ${this.quarantinePolicy.maxPercent} %); it would have been: ${decision.reason}`,
+      );
+      return;
+    }
     const quarantined = await this.turn.store.changeWorker(workerId, undefined, (r) =>
       quarantineWorker(r ?? record, decision.until, decision.reason, decision.count),
     );

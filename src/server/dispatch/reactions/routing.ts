@@ -36,6 +36,8 @@ export class Routing {
     private readonly sessions: SessionRegistry,
     private readonly watchdog: Watchdog,
     private readonly retryElsewhereMs: number,
+    /** A connected worker that asked for work this recently will have a free slot soon (retry-elsewhere). */
+    private readonly freeSoonMs: number,
     /**
      * Servers sharing the store learn each other's enqueues out of order: each
      * entry then takes its place by when it entered the queue (clocks in sync).
@@ -176,6 +178,22 @@ export class Routing {
     return count;
   }
 
+  /** Connected workers (here or on other servers) quarantined now. */
+  quarantinedConnected(now: Millis): number {
+    let count = 0;
+    for (const [workerId, until] of this.quarantineEnds) {
+      if (until > now && (this.sessions.get(workerId) !== undefined || this.remoteSessions.has(workerId))) count++;
+    }
+    return count;
+  }
+
+  /** Workers holding a session now, on this server or another sharing the store. */
+  connectedCount(): number {
+    let count = this.sessions.size;
+    for (const workerId of this.remoteSessions.keys()) if (this.sessions.get(workerId) === undefined) count++;
+    return count;
+  }
+
   // ---- sessions elsewhere --------------------------------------------------------
 
   /** Every session other servers hold, as the store has them. */
@@ -212,13 +230,26 @@ export class Routing {
     return count;
   }
 
-  /** Whether a worker other than `workerId`, new to the rollout and not quarantined or cordoned, could take it: here or elsewhere. */
+  /**
+   * Whether a worker other than `workerId`, new to the rollout, could take it
+   * now: connected, carrying its labels, allowed work (mayTakeWork), and with
+   * a free slot soon — it waits for work now, or asked for some within
+   * freeSoonMs (a runner busy with long attempts is no reason to hold a
+   * retry back). Sessions on other servers count when they carry the labels:
+   * their slots are not known here.
+   */
   private anotherCouldTake(entry: QueueEntry, workerId: string, now: Millis): boolean {
     for (const session of this.sessions.values()) {
       const other = session.link.workerId;
       if (other === workerId || session.link.leaving || entry.ranOn.has(other)) continue;
       if (!labelsMatch(entry.requiredLabels, session.labels)) continue;
       if (!this.mayTakeWork(other, now)) continue;
+      if (session.link.credits <= 0) {
+        const soonUntil = (session.askedAt ?? -Infinity) + this.freeSoonMs;
+        if (now > soonUntil) continue;
+        // When it stops counting as free soon, the retry may go back: look again then.
+        this.watchdog.pumpNoLaterThan(`soon:${other}`, soonUntil + 1);
+      }
       return true;
     }
     for (const [other, labels] of this.remoteSessions) {

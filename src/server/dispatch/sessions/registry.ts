@@ -10,6 +10,8 @@ export interface LiveSession {
   readonly epoch: number;
   /** The worker as last stored (its held attempts, its connect and heartbeat times). */
   worker: Worker;
+  /** When it last asked for work (Ready, or a credit returned with a report), by this process's clock. */
+  askedAt?: number;
 }
 
 /**
@@ -21,6 +23,11 @@ export class SessionRegistry {
   private readonly byWorker = new Map<string, LiveSession>();
   /** Sessions with credits, in the order they are served. */
   private waiting: SessionLink[] = [];
+
+  /** Sessions held now. */
+  get size(): number {
+    return this.byWorker.size;
+  }
 
   values(): IterableIterator<LiveSession> {
     return this.byWorker.values();
@@ -55,8 +62,10 @@ export class SessionRegistry {
     this.waiting = this.waiting.filter((waiting) => waiting !== link);
   }
 
-  /** Ready: adds credits; a session that had none joins the back of the waiting line. */
-  grant(link: SessionLink, slots: number) {
+  /** Ready: adds credits (asked for at `now`); a session that had none joins the back of the waiting line. */
+  grant(link: SessionLink, slots: number, now: number) {
+    const session = this.liveOf(link);
+    if (session !== undefined) session.askedAt = now;
     const wasWaiting = link.credits > 0;
     link.credits += slots;
     if (!wasWaiting) this.waiting.push(link);

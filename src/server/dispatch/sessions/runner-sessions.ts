@@ -167,7 +167,7 @@ export class RunnerSessions {
   }
 
   private async askForWork(link: SessionLink, slots: number, now: Millis, fx: Effects) {
-    this.sessions.grant(link, slots);
+    this.sessions.grant(link, slots, now);
     const asked = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
       recordWorkRequest(r ?? newWorkerRecord(link.workerId, now), this.liveness, now),
     );

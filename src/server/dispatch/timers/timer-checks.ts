@@ -1,7 +1,9 @@
 import { AttemptErrorKind, AttemptStatus } from "../../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../../gen/runnerline/v1/rollout_pb.js";
+import { WorkerStatus } from "../../../gen/runnerline/v1/worker_pb.js";
 import { expireAttempt, isAttemptActive, watchdogVerdict } from "../../domain/attempt.js";
 import { DomainError } from "../../domain/errors.js";
+import { forgetDue, forgetWorker } from "../../domain/forget.js";
 import { expireRollout, rolloutExpiry } from "../../domain/rollout.js";
 import type { Clock, Millis } from "../../domain/time.js";
 import { type Liveness, newWorkerRecord, settle } from "../../domain/worker.js";
@@ -29,13 +31,15 @@ export interface TimerChecksOptions {
   defaultUnresponsiveMs: number;
   /** Reads the queue again (servers sharing a store; see recovery/replica-events.ts); absent for an embedded store. */
   resync?: () => void;
+  log: (line: string) => void;
 }
 
 /**
  * What time alone changes: the checks the Watchdog finds due — attempts that
  * ran too long or went silent, rollout clocks (deadline, queue_timeout),
  * workers whose heartbeats became late, retries whose delay passed — each run
- * as a turn, and the clock that arms them on the event loop.
+ * as a turn, and the clock that arms them on the event loop; and, for
+ * retention's sweep, long-silent UNKNOWN workers forgotten (--forget-after).
  */
 export class TimerChecks {
   private readonly turn: Turn;
@@ -49,6 +53,7 @@ export class TimerChecks {
   private readonly watchdog: Watchdog;
   private readonly defaultUnresponsiveMs: number;
   private readonly resync: (() => void) | undefined;
+  private readonly log: (line: string) => void;
 
   constructor(options: TimerChecksOptions) {
     this.turn = options.turn;
@@ -62,6 +67,7 @@ export class TimerChecks {
     this.watchdog = options.watchdog;
     this.defaultUnresponsiveMs = options.defaultUnresponsiveMs;
     this.resync = options.resync;
+    this.log = options.log;
   }
 
   /** Arms the timers on the real event loop (servers; tests with a manual clock call runWatchdog instead). */
@@ -166,6 +172,32 @@ export class TimerChecks {
       r === undefined ? newWorkerRecord(workerId, now) : settle(r, this.liveness, now),
     );
     this.turn.absorb(settled, now, fx);
+  }
+
+  /**
+   * Forgets UNKNOWN workers with no attempts, silent for `forgetAfterMs`
+   * (domain/forget.ts): they turn OFFLINE with a reason, and retention takes
+   * them from there. Returns how many.
+   */
+  async forgetSilentWorkers(forgetAfterMs: Millis): Promise<number> {
+    const now = this.clock.now();
+    const fx = new Effects();
+    let forgotten = 0;
+    for (const record of await this.store.workersWithStatus([WorkerStatus.UNKNOWN])) {
+      const due = forgetDue(record, forgetAfterMs);
+      if (due === undefined || now < due || this.sessions.get(record.worker.workerId) !== undefined) continue;
+      // Judged again inside the operation, on the row as it is then.
+      const changes = await this.store.changeWorker(record.worker.workerId, undefined, (r) =>
+        forgetWorker(r ?? record, forgetAfterMs, this.liveness, now),
+      );
+      this.turn.absorb(changes, now, fx);
+      const after = changes.workers[0]?.after.worker;
+      if (after?.status !== WorkerStatus.OFFLINE) continue;
+      forgotten++;
+      this.log(`worker ${after.workerId} ${after.statusReason}`);
+    }
+    await this.turn.settle(fx);
+    return forgotten;
   }
 
   private async releaseDelayed(rolloutId: string) {

@@ -92,6 +92,11 @@ export class Watchdog {
     this.timers.schedule(kind, id, due);
   }
 
+  /** A pump at `due` at the latest (another timer for the same id may be earlier). */
+  pumpNoLaterThan(id: string, due: Millis) {
+    this.timers.scheduleNoLaterThan("pump", id, due);
+  }
+
   cancel(kind: "release" | "pump", id: string) {
     this.timers.cancel(kind, id);
   }

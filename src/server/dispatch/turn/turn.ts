@@ -11,6 +11,7 @@ import type { ReplicaBus } from "../../replicas/bus.js";
 import type { Store } from "../../store/store.js";
 import { type Changes, NO_CHANGES } from "../../transitions/changes.js";
 import type { TransitionContext } from "../../transitions/steps.js";
+import type { FleetOutcomes } from "../reactions/fleet-outcomes.js";
 import type { Routing } from "../reactions/routing.js";
 import { operatorDrainMessage } from "../sessions/messages.js";
 import type { SessionRegistry } from "../sessions/registry.js";
@@ -25,6 +26,8 @@ export interface TurnOptions {
   sessions: SessionRegistry;
   watchdog: Watchdog;
   routing: Routing;
+  /** The fleet's attempt outcomes (reactions/fleet-outcomes.ts): a finished rollout leaves them. */
+  outcomes: FleetOutcomes;
   observer?: TransitionObserver;
   bus?: ReplicaBus;
 }
@@ -46,6 +49,7 @@ export class Turn {
   private readonly sessions: SessionRegistry;
   private readonly watchdog: Watchdog;
   private readonly routing: Routing;
+  private readonly outcomes: FleetOutcomes;
   private readonly observer: TransitionObserver | undefined;
   private readonly bus: ReplicaBus | undefined;
   private readonly finishWaiters = new Map<string, Set<(rolloutId: string) => void>>();
@@ -60,6 +64,7 @@ export class Turn {
     this.sessions = options.sessions;
     this.watchdog = options.watchdog;
     this.routing = options.routing;
+    this.outcomes = options.outcomes;
     this.observer = options.observer;
     this.bus = options.bus;
   }
@@ -124,6 +129,7 @@ export class Turn {
       if (effects.dequeue) this.routing.remove(after.rolloutId);
       if (effects.finished) {
         this.routing.finished(after.rolloutId);
+        this.outcomes.finished(after.rolloutId);
         fx.add(() => {
           this.wakeFinishWaiters(after.rolloutId);
           this.bus?.publish({ kind: "finished", ids: [after.rolloutId] });
