@@ -371,7 +371,7 @@ describe("workers cordon, uncordon and drain", () => {
     const json = jsonLines((await cli(["workers", "uncordon", "maint", "--json"])).stdout)[0]!;
     expect(json).toMatchObject({ workerId: "maint" });
     expect(json.cordoned).toBeUndefined();
-    expect((await cli(["rollouts", "wait", "maint-1", "--timeout", "30s"])).stdout).toBe("1/1 finished: 1 SUCCEEDED\n");
+    expect((await cli(["rollouts", "wait", "maint-1", "--timeout", "30s"])).stdout).toMatch(/^maint-1 +SUCCEEDED .*\n1\/1 finished: 1 SUCCEEDED\n$/m);
 
     const drained = await cli(["workers", "drain", "maint", "--reason", "kernel"]);
     expect(drained).toMatchObject({ code: 0, stdout: "draining maint (IDLE)\n", stderr: "" });

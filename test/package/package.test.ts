@@ -111,7 +111,7 @@ describe("the packed package", () => {
     const server = start(join(app, "node_modules/.bin/runnerline"), [
       "serve",
       "--store",
-      `sqlite:${join(app, "data/runnerline.db")}`,
+      `sqlite:${join(app, "runnerline.db")}`,
       "--grpc-addr",
       "127.0.0.1:0",
       "--http-addr",
