@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MassDropBrake, type SessionSpan } from "../../src/server/dispatch/mass-drop-brake.js";
+import { MassDropBrake, type SessionSpan } from "../../src/server/dispatch/timers/mass-drop-brake.js";
 
 const INTERVAL = 1_000;
 const settings = { windowMs: 3_000, minFleet: 10, holdMs: 12_000, establishedAfterMs: INTERVAL };

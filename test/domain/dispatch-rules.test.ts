@@ -17,8 +17,8 @@ import {
 import { followAttempt, retryDelayMs, rolloutExpiry, rolloutExpiryDue } from "../../src/server/domain/rollout.js";
 import { msOf, toTimestamp } from "../../src/server/domain/time.js";
 import { latenessDue, newWorkerRecord } from "../../src/server/domain/worker.js";
-import { DispatchQueue, type QueueEntry } from "../../src/server/dispatch/dispatch-queue.js";
-import { DueTimers } from "../../src/server/dispatch/due-timers.js";
+import { DispatchQueue, type QueueEntry } from "../../src/server/dispatch/reactions/dispatch-queue.js";
+import { DueTimers } from "../../src/server/dispatch/timers/due-timers.js";
 import { attemptFixture, rolloutFixture, T0 } from "../fixtures.js";
 
 const A = AttemptStatus;

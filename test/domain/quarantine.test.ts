@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { FleetOutcomes } from "../../src/server/dispatch/fleet-outcomes.js";
+import { FleetOutcomes } from "../../src/server/dispatch/reactions/fleet-outcomes.js";
 import {
   DEFAULT_QUARANTINE_POLICY,
   type FleetComparison,

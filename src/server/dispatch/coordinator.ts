@@ -1,80 +1,30 @@
-import { create, equals } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { type Attempt, AttemptErrorKind, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
-import {
-  type EnqueueRolloutRequest,
-  EnqueueRolloutRequestSchema,
-  type Rollout,
-  RolloutStatus,
-} from "../../gen/runnerline/v1/rollout_pb.js";
-import { type SessionResponse, SessionResponseSchema } from "../../gen/runnerline/v1/runner_pb.js";
-import { type Worker, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
-import {
-  type AttemptReport,
-  applyReport,
-  expireAttempt,
-  isAttemptActive,
-  isAttemptCurrent,
-  isRepeatedOutcome,
-  recordLateReport,
-  recordLateSignOfLife,
-  recordSignOfLife,
-  watchdogVerdict,
-} from "../domain/attempt.js";
-import { type CordonRequest, cordonWorker, drainWorker, uncordonWorker } from "../domain/cordon.js";
-import { DomainError, failedPrecondition, notFound } from "../domain/errors.js";
-import { forgetDue, forgetWorker } from "../domain/forget.js";
-import { newAttemptId, newRolloutId } from "../domain/ids.js";
-import { type Labels, labelsMatch } from "../domain/labels.js";
-import {
-  DEFAULT_QUARANTINE_POLICY,
-  nextFailureStreak,
-  type QuarantinePolicy,
-  quarantineDecision,
-  quarantineRoom,
-  successClearsQuarantine,
-  workerOutcome,
-} from "../domain/quarantine.js";
-import {
-  cancelRollout,
-  expireRollout,
-  isRolloutQueued,
-  isRolloutTerminal,
-  maxAttempts,
-  newRollout,
-  rolloutEffects,
-  rolloutExpiry,
-} from "../domain/rollout.js";
-import { type Clock, type Millis, msOf, toTimestamp } from "../domain/time.js";
-import {
-  attachSession,
-  clearQuarantine,
-  detachSession,
-  type HeartbeatData,
-  holdExactly,
-  lastHeardMs,
-  type Liveness,
-  newWorkerRecord,
-  quarantineWorker,
-  recordHeartbeat,
-  recordWorkRequest,
-  type SessionOpening,
-  settle,
-  type WorkerRecord,
-} from "../domain/worker.js";
+import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
+import type { EnqueueRolloutRequest, Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
+import type { Worker } from "../../gen/runnerline/v1/worker_pb.js";
+import type { AttemptReport } from "../domain/attempt.js";
+import type { CordonRequest } from "../domain/cordon.js";
+import { DEFAULT_QUARANTINE_POLICY, type QuarantinePolicy } from "../domain/quarantine.js";
+import type { Clock, Millis } from "../domain/time.js";
+import type { HeartbeatData, Liveness, SessionOpening } from "../domain/worker.js";
+import type { ReplicaBus } from "../replicas/bus.js";
 import type { Store } from "../store/store.js";
-import { type Changes, NO_CHANGES } from "../transitions/changes.js";
-import { type AttemptStep, type SessionFence, type TransitionContext, WorkerCordonedError } from "../transitions/steps.js";
-import type { QueueEntry } from "./dispatch-queue.js";
-import { Routing } from "./routing.js";
-import { Effects } from "./effects.js";
-import { FleetOutcomes } from "./fleet-outcomes.js";
-import { MassDropBrake, sessionSpan } from "./mass-drop-brake.js";
+import { Judge } from "./reactions/judge.js";
+import { FleetOutcomes } from "./reactions/fleet-outcomes.js";
+import { Pump } from "./reactions/pump.js";
+import { Routing } from "./reactions/routing.js";
+import { Recovery } from "./recovery/recovery.js";
+import { ReplicaEvents } from "./recovery/replica-events.js";
 import type { SessionLink } from "./session-link.js";
-import { type LiveSession, SessionRegistry } from "./sessions.js";
+import { Drain, type OpenSession } from "./sessions/drain.js";
+import { SessionRegistry } from "./sessions/registry.js";
+import { RunnerSessions } from "./sessions/runner-sessions.js";
+import { MassDropBrake } from "./timers/mass-drop-brake.js";
+import { TimerChecks } from "./timers/timer-checks.js";
+import { Watchdog } from "./timers/watchdog.js";
 import type { TransitionObserver } from "./transition-observer.js";
-import type { ReplicaBus, ReplicaEvent } from "../replicas/bus.js";
-import { Watchdog } from "./watchdog.js";
+import { Cordons } from "./turn/cordons.js";
+import { Requests } from "./turn/requests.js";
+import { Turn } from "./turn/turn.js";
 
 export interface CoordinatorOptions {
   store: Store;
@@ -108,59 +58,56 @@ export interface CoordinatorOptions {
   bus?: ReplicaBus;
 }
 
-/** How often a server sharing its store reads the queue's ids again (lost events, rollouts dispatched elsewhere). */
-const RESYNC_MS = 2_000;
-
 export const DEFAULT_RETRY_ELSEWHERE_MS = 30_000;
 
-
-const EVERYTHING = { offset: 0, limit: Number.MAX_SAFE_INTEGER };
-
 /**
- * Turns requests into store operations and their outcomes into actions. Each
- * transition is one atomic store operation (src/server/store/store.ts) whose
- * rules are pure domain functions; the coordinator absorbs the Changes it
- * returns — the dispatch queue index, timers, waiters, observers — and once
- * they are durable acts on them: assignments pushed to waiting runners,
- * cancellations, woken waiters. Services call it; it never knows about
- * transports. Sessions and credits live in SessionRegistry, time-driven
- * checks in Watchdog.
+ * The one entry point of dispatch for the services (src/server/services) and
+ * the server (app.ts): it builds the parts and hands each call to the part
+ * that owns it, nothing more. Data flows one way — a request enters a part
+ * (turn/requests.ts, sessions/, timers/, recovery/), which runs it as a turn
+ * (turn/turn.ts: store operations, their Changes absorbed, reactions from
+ * reactions/, then settled once durable), and the effects go back out
+ * through the sessions' links, waiters and the replica bus. It never knows
+ * about transports. See "Dispatch in parts" in docs/design-decisions.md.
  */
 export class Coordinator {
-  private readonly store: Store;
-  private readonly clock: Clock;
-  private readonly liveness: Liveness;
   private readonly sessions = new SessionRegistry();
   private readonly watchdog: Watchdog;
   private readonly brake: MassDropBrake;
-  private readonly finishWaiters = new Map<string, Set<(rolloutId: string) => void>>();
-  private readonly workerListeners = new Set<(worker: Worker) => void>();
   /** Which queued rollout may go to which worker (the queue index); the store keeps the truth. */
   private readonly routing: Routing;
-  /** Per worker, the end times of its latest failed attempts in a row (process memory only). */
-  private readonly failureStreaks = new Map<string, Millis[]>();
-  private readonly quarantinePolicy: QuarantinePolicy;
-  /** The fleet's attempt outcomes over the quarantine window: a failing worker is judged against the rest. */
-  private readonly outcomes: FleetOutcomes;
-  /** Set when the server shuts down: no more dispatching. */
-  private draining = false;
-  private drainMessage: SessionResponse | undefined;
-  /** Woken after each transition while draining, to check whether the drain is over. */
-  private readonly drainWatchers = new Set<() => void>();
+  /** Runs transitions on the store and hands out what they changed. */
+  private readonly turn: Turn;
+  /** Hands queued rollouts to waiting sessions. */
+  private readonly pump: Pump;
+  /** Judges ended attempts' workers (quarantine). */
+  private readonly judge: Judge;
+  /** What time alone changes. */
+  private readonly timers: TimerChecks;
+  /** What other servers on the same store tell this one (absent for an embedded store). */
+  private readonly replicas: ReplicaEvents | undefined;
+  /** Rebuilds memory from the store at start. */
+  private readonly recovery: Recovery;
+  /** Shutdown: no more dispatching, every runner told. */
+  private readonly shutdown: Drain;
+  /** Runner sessions and their credits. */
+  private readonly runnerSessions: RunnerSessions;
+  /** Requests that change rollouts, attempts and workers. */
+  private readonly requests: Requests;
+  /** An operator's cordon and drain of a worker. */
+  private readonly cordons: Cordons;
 
   constructor(private readonly options: CoordinatorOptions) {
-    this.store = options.store;
-    this.clock = options.clock;
-    this.liveness = { heartbeatGraceMs: options.heartbeatGraceMs };
+    const liveness: Liveness = { heartbeatGraceMs: options.heartbeatGraceMs };
     this.brake = new MassDropBrake({
       windowMs: options.heartbeatGraceMs,
       minFleet: options.brakeMinFleet ?? 10,
       holdMs: options.brakeHoldMs ?? 4 * options.heartbeatGraceMs,
       establishedAfterMs: options.heartbeatIntervalMs,
     });
-    this.watchdog = new Watchdog(this.liveness, options.defaultUnresponsiveMs, this.brake);
-    this.quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
-    this.outcomes = new FleetOutcomes(this.quarantinePolicy.windowMs);
+    this.watchdog = new Watchdog(liveness, options.defaultUnresponsiveMs, this.brake);
+    const quarantinePolicy = { ...DEFAULT_QUARANTINE_POLICY, ...options.quarantine };
+    const outcomes = new FleetOutcomes(quarantinePolicy.windowMs);
     this.routing = new Routing(
       this.sessions,
       this.watchdog,
@@ -168,696 +115,238 @@ export class Coordinator {
       options.heartbeatIntervalMs,
       options.bus !== undefined,
     );
-    const bus = options.bus;
-    if (bus !== undefined) {
-      bus.subscribe((event) => this.onReplicaEvent(event));
-      bus.onResync(() => this.resync());
-    }
-  }
-
-  /** Arms the timers on the real event loop (servers; tests with a manual clock call runWatchdog instead). */
-  startTimers(onError: (error: unknown) => void) {
-    const timers = this.watchdog.start(this.clock, () => this.runWatchdog(), onError);
-    if (this.options.bus === undefined) return timers;
-    // Events can be lost (a dropped LISTEN connection, a crash between commit and notify): look again now and then.
-    const resync = setInterval(() => this.resync(), RESYNC_MS * (0.75 + Math.random() / 2));
-    resync.unref();
-    return {
-      stop() {
-        clearInterval(resync);
-        timers.stop();
-      },
-    };
-  }
-
-  private context(now: Millis): TransitionContext {
-    return { now, liveness: this.liveness };
+    this.turn = new Turn({
+      store: options.store,
+      clock: options.clock,
+      liveness,
+      sessions: this.sessions,
+      watchdog: this.watchdog,
+      routing: this.routing,
+      outcomes,
+      observer: options.observer,
+      bus: options.bus,
+    });
+    this.shutdown = new Drain(this.sessions, this.turn);
+    this.pump = new Pump({
+      turn: this.turn,
+      sessions: this.sessions,
+      routing: this.routing,
+      draining: () => this.shutdown.draining,
+      shared: options.bus !== undefined,
+    });
+    this.judge = new Judge({
+      turn: this.turn,
+      pump: this.pump,
+      sessions: this.sessions,
+      routing: this.routing,
+      watchdog: this.watchdog,
+      quarantinePolicy,
+      outcomes,
+      observer: options.observer,
+      bus: options.bus,
+      log: (line) => this.log(line),
+    });
+    this.runnerSessions = new RunnerSessions({
+      turn: this.turn,
+      judge: this.judge,
+      pump: this.pump,
+      sessions: this.sessions,
+      routing: this.routing,
+      brake: this.brake,
+      drain: this.shutdown,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      bus: options.bus,
+      log: (line) => this.log(line),
+    });
+    this.requests = new Requests({
+      turn: this.turn,
+      judge: this.judge,
+      pump: this.pump,
+      sessions: this.sessions,
+      runnerSessions: this.runnerSessions,
+      routing: this.routing,
+      drain: this.shutdown,
+      onHeartbeat: options.onHeartbeat,
+    });
+    this.cordons = new Cordons(this.turn, this.pump, (line) => this.log(line));
+    this.replicas =
+      options.bus === undefined
+        ? undefined
+        : new ReplicaEvents({
+            turn: this.turn,
+            pump: this.pump,
+            sessions: this.sessions,
+            routing: this.routing,
+            watchdog: this.watchdog,
+            bus: options.bus,
+            log: (line) => this.log(line),
+          });
+    this.timers = new TimerChecks({
+      turn: this.turn,
+      judge: this.judge,
+      pump: this.pump,
+      sessions: this.sessions,
+      routing: this.routing,
+      watchdog: this.watchdog,
+      defaultUnresponsiveMs: options.defaultUnresponsiveMs,
+      resync: this.replicas === undefined ? undefined : () => this.replicas!.resync(),
+      log: (line) => this.log(line),
+    });
+    this.recovery = new Recovery({
+      turn: this.turn,
+      routing: this.routing,
+      watchdog: this.watchdog,
+      heartbeatGraceMs: options.heartbeatGraceMs,
+      shared: options.bus !== undefined,
+      log: (line) => this.log(line),
+    });
   }
 
   // ---- rollouts ----------------------------------------------------------
 
   /** Enqueues all or none; a repeated idempotency key returns the existing rollout. */
-  async enqueue(requests: EnqueueRolloutRequest[], retried = false): Promise<Rollout[]> {
-    const now = this.clock.now();
-    const existing = await Promise.all(
-      requests.map((request) => (request.rolloutId === "" ? undefined : this.store.getRollout(request.rolloutId))),
-    );
-    const claimed = new Set<string>();
-    const rollouts = requests.map((request, i) => {
-      const found = existing[i];
-      if (found !== undefined) {
-        if (!sameEnqueueRequest(found, request)) {
-          throw new DomainError("already_exists", `rollout ${request.rolloutId} exists with different content`);
-        }
-        return { rollout: found, fresh: false };
-      }
-      if (request.rolloutId !== "" && claimed.has(request.rolloutId)) {
-        throw new DomainError("already_exists", `rollout ${request.rolloutId} appears twice in the request`);
-      }
-      claimed.add(request.rolloutId);
-      return { rollout: newRollout(request, request.rolloutId || newRolloutId(), now), fresh: true };
-    });
-    const fresh = rollouts.filter((r) => r.fresh).map((r) => r.rollout);
-    let changes = NO_CHANGES;
-    try {
-      if (fresh.length > 0) changes = await this.store.enqueueRollouts(fresh);
-    } catch (error) {
-      // Another enqueue took one of the ids since they were read: read again, once (it may be the same rollout).
-      if (error instanceof DomainError && error.kind === "already_exists" && !retried) return this.enqueue(requests, true);
-      throw error;
-    }
-    const fx = new Effects();
-    this.absorb(changes, now, fx);
-    await this.pump(now, fx);
-    await this.settle(fx);
-    return rollouts.map((r) => r.rollout);
+  enqueue(requests: EnqueueRolloutRequest[]): Promise<Rollout[]> {
+    return this.requests.enqueue(requests);
   }
 
-  async getRollout(rolloutId: string): Promise<Rollout> {
-    const rollout = await this.store.getRollout(rolloutId);
-    if (rollout === undefined) throw notFound(`rollout ${rolloutId} not found`);
-    return rollout;
-  }
-
-  async cancel(rolloutId: string): Promise<Rollout> {
-    const now = this.clock.now();
-    const reason = "rollout cancelled";
-    const changes = await this.store.changeRollout(rolloutId, (rollout) => ({
-      after: cancelRollout(rollout, now),
-      attemptErrorKind: AttemptErrorKind.CANCELLED,
-      reason,
-    }), this.context(now));
-    const fx = new Effects();
-    this.absorb(changes, now, fx);
-    this.cancelAbortedAttempts(changes, reason, fx);
-    await this.judgeEnded(changes, now, fx);
-    await this.settle(fx);
-    return changes.rollouts.find((c) => c.after.rolloutId === rolloutId)?.after ?? (await this.getRollout(rolloutId));
-  }
-
-  /** Runners holding attempts that their rollout's end aborted are told to stop. */
-  private cancelAbortedAttempts(changes: Changes, reason: string, fx: Effects) {
-    for (const { before, after } of changes.attempts) {
-      if (before !== undefined && isAttemptActive(before.status) && !isAttemptActive(after.status)) {
-        if (this.sessions.get(after.workerId) !== undefined) this.sendTo(after.workerId, cancelMessage(after.attemptId, reason), fx);
-        // Its runner may hold a session on another server: that one tells it, once this is committed.
-        else fx.add(() => this.options.bus?.publish({ kind: "stop", ids: [after.attemptId] }));
-      }
-    }
+  /** Cancels a rollout; runners holding its attempt are told to stop. */
+  cancel(rolloutId: string): Promise<Rollout> {
+    return this.requests.cancel(rolloutId);
   }
 
   /** Unary pull: takes the head of the queue for `workerId` (undefined when empty). */
-  async dequeueFor(workerId: string): Promise<{ rollout: Rollout; attempt: Attempt } | undefined> {
-    const now = this.clock.now();
-    const fx = new Effects();
-    const asked = await this.store.changeWorker(workerId, undefined, (r) =>
-      recordWorkRequest(r ?? newWorkerRecord(workerId, now), this.liveness, now),
-    );
-    this.absorb(asked, now, fx);
-    const labels = this.sessions.get(workerId)?.labels ?? asked.workers[0]?.after.worker.labels ?? {};
-    const entry = this.draining ? undefined : this.routing.pickFor(workerId, labels, now);
-    let assigned: { rollout: Rollout; attempt: Attempt } | undefined;
-    if (entry !== undefined) {
-      this.routing.take(entry);
-      try {
-        const { claimed, changes } = await this.store.claimRollouts({
-          now,
-          liveness: this.liveness,
-          workerId,
-          epoch: undefined,
-          rolloutIds: [entry.rolloutId],
-          newAttemptId,
-        });
-        this.absorb(changes, now, fx);
-        assigned = claimed[0];
-      } catch (error) {
-        this.routing.putBack([entry]);
-        if (!(error instanceof WorkerCordonedError)) throw error;
-        await this.learnCordon(workerId);
-      }
-    }
-    await this.settle(fx);
-    return assigned;
+  dequeueFor(workerId: string): Promise<{ rollout: Rollout; attempt: Attempt } | undefined> {
+    return this.requests.dequeueFor(workerId);
+  }
+
+  /** The rollout (NOT_FOUND when unknown). */
+  getRollout(rolloutId: string): Promise<Rollout> {
+    return this.turn.getRollout(rolloutId);
   }
 
   /** Resolves with the finished ones among `rolloutIds` once all have finished, the timeout passes or `signal` aborts. */
-  async waitFor(rolloutIds: string[], timeoutMs: number | undefined, signal: AbortSignal): Promise<Rollout[]> {
-    const current = await Promise.all(rolloutIds.map((id) => this.getRollout(id)));
-    const pending = new Set(current.filter((r) => !isRolloutTerminal(r.status)).map((r) => r.rolloutId));
-    if (pending.size === 0 || timeoutMs === 0 || signal.aborted) return current.filter((r) => isRolloutTerminal(r.status));
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        for (const id of rolloutIds) this.finishWaiters.get(id)?.delete(onFinished);
-        resolve();
-      };
-      const onFinished = (rolloutId: string) => {
-        pending.delete(rolloutId);
-        if (pending.size === 0) done();
-      };
-      const timer = timeoutMs === undefined ? undefined : setTimeout(done, timeoutMs);
-      signal.addEventListener("abort", done);
-      for (const id of pending) {
-        let waiters = this.finishWaiters.get(id);
-        if (waiters === undefined) this.finishWaiters.set(id, (waiters = new Set()));
-        waiters.add(onFinished);
-      }
-    });
-    const final = await Promise.all(rolloutIds.map((id) => this.store.getRollout(id)));
-    return final.filter((r): r is Rollout => r !== undefined && isRolloutTerminal(r.status));
+  waitFor(rolloutIds: string[], timeoutMs: number | undefined, signal: AbortSignal): Promise<Rollout[]> {
+    return this.turn.waitFor(rolloutIds, timeoutMs, signal);
   }
 
   // ---- attempts ----------------------------------------------------------
 
-  async getAttempt(attemptId: string): Promise<Attempt> {
-    const attempt = await this.store.getAttempt(attemptId);
-    if (attempt === undefined) throw notFound(`attempt ${attemptId} not found`);
-    return attempt;
-  }
-
-  /**
-   * A runner's report. Only a current attempt moves its rollout; a report
-   * about one that is no longer current is recorded on it and refused with
-   * FAILED_PRECONDITION (after the record is durable). A report made on a
-   * session that a newer one replaced changes nothing (ABORTED).
-   * `returnsCredit`: the session gets one credit back with it, also when the
-   * report is refused (a terminal update under Hello.terminal_update_returns_credit).
-   */
-  async report(
+  /** A runner's report (see Requests.report for what is refused and how). */
+  report(
     attemptId: string,
     report: AttemptReport,
     guard: { workerId?: string; expectedVersion?: bigint; session?: SessionLink; returnsCredit?: boolean } = {},
   ): Promise<Attempt> {
-    const now = this.clock.now();
-    const credited = guard.returnsCredit === true ? guard.session : undefined;
-    let outcome: Attempt | undefined;
-    let refusal: DomainError | undefined;
-    const step: AttemptStep = (attempt, rollout) => {
-      if (guard.workerId !== undefined && attempt.workerId !== guard.workerId) {
-        throw failedPrecondition(`attempt ${attemptId} belongs to worker ${attempt.workerId}, not ${guard.workerId}`);
-      }
-      if (guard.expectedVersion !== undefined && guard.expectedVersion !== attempt.version) {
-        throw new DomainError(
-          "aborted",
-          `attempt ${attemptId} is at version ${attempt.version}, not the expected ${guard.expectedVersion}`,
-        );
-      }
-      if (rollout !== undefined && isAttemptCurrent(attempt, rollout)) return (outcome = applyReport(attempt, report, now));
-      if (isRepeatedOutcome(attempt, report)) return (outcome = attempt);
-      refusal = failedPrecondition(
-        `attempt ${attemptId} is no longer current (attempt ${AttemptStatus[attempt.status]}, rollout ${
-          rollout === undefined ? "missing" : RolloutStatus[rollout.status]
-        }); the report was recorded as late_status`,
-      );
-      return (outcome = recordLateReport(attempt, report, now));
-    };
-    const fx = new Effects();
-    let changes: Changes;
-    try {
-      changes = await this.store.changeAttempt(attemptId, fenceOf(guard.session), step, this.context(now));
-    } catch (error) {
-      if (credited !== undefined && error instanceof DomainError) {
-        await this.returnCredit(credited, now, fx);
-        await this.pump(now, fx);
-        await this.settle(fx);
-      }
-      throw error;
-    }
-    this.absorb(changes, now, fx);
-    await this.judgeEnded(changes, now, fx);
-    if (credited !== undefined) await this.returnCredit(credited, now, fx);
-    await this.pump(now, fx);
-    await this.settle(fx);
-    if (refusal !== undefined) throw refusal;
-    return outcome!;
+    return this.requests.report(attemptId, report, guard);
+  }
+
+  /** The attempt (NOT_FOUND when unknown). */
+  getAttempt(attemptId: string): Promise<Attempt> {
+    return this.turn.getAttempt(attemptId);
   }
 
   // ---- workers -----------------------------------------------------------
 
-  async getWorker(workerId: string): Promise<Worker> {
-    const record = await this.store.getWorker(workerId);
-    if (record === undefined) throw notFound(`worker ${workerId} not found`);
-    return record.worker;
+  /** Telemetry, plus a sign of life for each listed attempt the worker still holds (see Requests.heartbeat). */
+  heartbeat(workerId: string, data: HeartbeatData, attemptIds: readonly string[] = []): Promise<Worker> {
+    return this.requests.heartbeat(workerId, data, attemptIds);
   }
 
-  /**
-   * Telemetry, plus a sign of life for each listed attempt the worker still
-   * holds. A listed attempt that is no longer current gets a Cancel back, so
-   * the runner stops spending its machine on it.
-   */
-  async heartbeat(workerId: string, data: HeartbeatData, attemptIds: readonly string[] = []): Promise<Worker> {
-    const now = this.clock.now();
-    const fx = new Effects();
-    const changes = await this.store.changeWorker(workerId, undefined, (r) =>
-      recordHeartbeat(r ?? newWorkerRecord(workerId, now), data, this.liveness, now),
-    );
-    this.absorb(changes, now, fx);
-    const worker = changes.workers[0]?.after.worker ?? (await this.getWorker(workerId));
-    this.options.onHeartbeat?.(workerId, data, now);
-    for (const attemptId of attemptIds) {
-      let stale = false;
-      const signs = await this.store
-        .changeAttempt(attemptId, undefined, (attempt, rollout) => {
-          if (attempt.workerId !== workerId) return attempt;
-          if (rollout !== undefined && isAttemptCurrent(attempt, rollout)) return recordSignOfLife(attempt, now);
-          stale = true;
-          return recordLateSignOfLife(attempt, now);
-        }, this.context(now))
-        .catch((error: unknown) => {
-          if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
-          throw error;
-        });
-      this.absorb(signs, now, fx);
-      if (stale) this.sendTo(workerId, cancelMessage(attemptId, "the attempt is no longer current on the server"), fx);
-    }
-    // No dispatch here: a sign of life can only take a rollout out of the queue (a revival), never put one in.
-    await this.settle(fx);
-    return worker;
+  /** The worker (NOT_FOUND when unknown). */
+  getWorker(workerId: string): Promise<Worker> {
+    return this.turn.getWorker(workerId);
   }
 
   /** Notifies `listener` of every status or assignment change of any worker; returns the unsubscribe. */
   watchWorkers(listener: (worker: Worker) => void): () => void {
-    this.workerListeners.add(listener);
-    return () => this.workerListeners.delete(listener);
+    return this.turn.watchWorkers(listener);
   }
 
   // ---- runner sessions ---------------------------------------------------
 
-  /**
-   * Hello: attaches the session (replacing an older one of the same worker,
-   * whose epoch it moves on), welcomes it, and sorts the attempts it says it
-   * still runs into resumed ones and ones it must cancel. Attempts the server
-   * thinks it holds but it does not list were lost with its previous
-   * process: UNRESPONSIVE.
-   */
-  async openSession(link: SessionLink, opening: SessionOpening, runningAttemptIds: readonly string[]) {
-    const now = this.clock.now();
-    const fx = new Effects();
-    const attached = await this.store.changeWorker(link.workerId, undefined, (r) =>
-      attachSession(r ?? newWorkerRecord(link.workerId, now), opening, this.liveness, now),
-    );
-    const record = attached.workers[0]!.after;
-    link.epoch = record.epoch;
-    // A quarantine set elsewhere (another server, or before a restart) holds here too.
-    this.trackQuarantine(record);
-    const previous = this.sessions.attach({ link, labels: opening.labels, epoch: record.epoch, worker: record.worker });
-    previous?.link.replaced({ sessionId: link.sessionId, peer: link.peer ?? opening.peer });
-    this.options.bus?.publish({ kind: "session", ids: [link.workerId], epoch: record.epoch });
-    this.absorb(attached, now, fx);
-    const fence = fenceOf(link);
-    const listed = new Set(runningAttemptIds);
-    for (const attemptId of record.worker.currentAttemptIds) {
-      if (listed.has(attemptId)) continue;
-      const lost = await this.store.changeAttempt(attemptId, fence, (attempt) =>
-        isAttemptActive(attempt.status)
-          ? expireAttempt(attempt, AttemptStatus.UNRESPONSIVE, "the runner reconnected without it", now)
-          : attempt,
-        this.context(now),
-      );
-      this.absorb(lost, now, fx);
-      await this.judgeEnded(lost, now, fx);
-    }
-    const resumed: string[] = [];
-    const cancels: SessionResponse[] = [];
-    for (const attemptId of listed) {
-      let current = false;
-      const signs = await this.store
-        .changeAttempt(attemptId, fence, (attempt, rollout) => {
-          current = attempt.workerId === link.workerId && rollout !== undefined && isAttemptCurrent(attempt, rollout);
-          return current ? recordSignOfLife(attempt, now) : attempt;
-        }, this.context(now))
-        .catch((error: unknown) => {
-          if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
-          throw error;
-        });
-      this.absorb(signs, now, fx);
-      if (current) resumed.push(attemptId);
-      else cancels.push(cancelMessage(attemptId, "the server no longer counts this attempt as yours"));
-    }
-    const welcome = create(SessionResponseSchema, {
-      message: {
-        case: "welcome",
-        value: {
-          sessionId: link.sessionId,
-          heartbeatInterval: durationFromMs(this.options.heartbeatIntervalMs),
-          serverTime: toTimestamp(now),
-          resumedAttemptIds: resumed,
-        },
-      },
-    });
-    await this.pump(now, fx);
-    await this.settle(fx, () => {
-      link.send(welcome);
-      for (const cancel of cancels) link.send(cancel);
-      // A runner that reconnects during a drain hears it at once: it may report what it holds, and take nothing new.
-      if (this.drainMessage !== undefined) link.send(this.drainMessage);
-      // An operator drained it while it was away: it finishes what it resumed, then leaves.
-      if (record.worker.draining) link.send(operatorDrainMessage(record.worker));
-    });
+  /** Hello: attaches the session and sorts the attempts its runner still runs (see RunnerSessions.openSession). */
+  openSession(link: SessionLink, opening: SessionOpening, runningAttemptIds: readonly string[]): Promise<void> {
+    return this.runnerSessions.openSession(link, opening, runningAttemptIds);
   }
 
   /** Ready: the runner can take `slots` more assignments now. */
-  async grantCredits(link: SessionLink, slots: number) {
-    if (!this.sessions.isLive(link) || link.leaving) return;
-    const now = this.clock.now();
-    const fx = new Effects();
-    await this.askForWork(link, slots, now, fx);
-    await this.pump(now, fx);
-    await this.settle(fx);
-  }
-
-  /** A credit returned with a report counts as Ready 1: the runner asks for work. */
-  private async returnCredit(link: SessionLink, now: Millis, fx: Effects) {
-    if (this.sessions.isLive(link) && !link.leaving) await this.askForWork(link, 1, now, fx);
-  }
-
-  private async askForWork(link: SessionLink, slots: number, now: Millis, fx: Effects) {
-    this.sessions.grant(link, slots, now);
-    const asked = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
-      recordWorkRequest(r ?? newWorkerRecord(link.workerId, now), this.liveness, now),
-    );
-    this.absorb(asked, now, fx);
+  grantCredits(link: SessionLink, slots: number): Promise<void> {
+    return this.runnerSessions.grantCredits(link, slots);
   }
 
   /** Goodbye: finish what it holds, take nothing new. */
   goodbye(link: SessionLink) {
-    link.leaving = true;
-    link.credits = 0;
+    this.runnerSessions.goodbye(link);
   }
 
   /** The stream ended; a newer session of the same worker may already have taken over. */
-  async closeSession(link: SessionLink) {
-    const session = this.sessions.liveOf(link);
-    if (session === undefined) return;
-    this.sessions.detach(link);
-    const now = this.clock.now();
-    if (!link.leaving && !this.draining) {
-      const spans = () => Array.from(this.sessions.values(), (s) => sessionSpan(s.worker));
-      const engaged = this.brake.recordDrop(now, sessionSpan(session.worker), spans);
-      if (engaged !== undefined) this.log(engaged);
-    }
-    const fx = new Effects();
-    const detached = await this.store.changeWorker(link.workerId, fenceOf(link), (r) =>
-      detachSession(r ?? newWorkerRecord(link.workerId, now), link.leaving, this.liveness, now),
-    );
-    this.absorb(detached, now, fx);
-    // Retries that kept away from the other waiting runners for this one's sake may now go back.
-    await this.pump(now, fx);
-    await this.settle(fx);
+  closeSession(link: SessionLink): Promise<void> {
+    return this.runnerSessions.closeSession(link);
   }
 
   /** Each open session with the attempts its worker holds: what a drain waits for, and what an abort abandons. */
-  openSessions(): { sessionId: string; workerId: string; attemptIds: string[] }[] {
-    return Array.from(this.sessions.values(), (session) => ({
-      sessionId: session.link.sessionId,
-      workerId: session.link.workerId,
-      attemptIds: session.worker.currentAttemptIds,
-    }));
+  openSessions(): OpenSession[] {
+    return this.shutdown.openSessions();
   }
 
   // ---- shutdown ----------------------------------------------------------
 
-  /**
-   * Stops dispatching and tells every runner the server is going away; they
-   * finish what they hold and report. Resolves as soon as no open session
-   * holds an attempt (idle runners may stay connected, or reconnect and be
-   * told again: they hold nothing to wait for), or when `timeoutMs` has
-   * passed; `held` lists what is still held then.
-   */
-  async drain(reason: string, timeoutMs: number): Promise<{ held: ReturnType<Coordinator["openSessions"]> }> {
-    this.draining = true;
-    this.drainMessage = create(SessionResponseSchema, { message: { case: "drain", value: { reason } } });
-    for (const session of this.sessions.values()) session.link.send(this.drainMessage);
-    const holding = () => this.openSessions().filter((session) => session.attemptIds.length > 0);
-    if (holding().length > 0) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.drainWatchers.delete(check);
-          resolve();
-        };
-        const check = () => {
-          if (holding().length === 0) done();
-        };
-        const timer = setTimeout(done, timeoutMs);
-        this.drainWatchers.add(check);
-      });
-    }
-    await this.store.commit();
-    return { held: holding() };
+  /** Stops dispatching, tells every runner, and waits for what they hold (see Drain.drain). */
+  drain(reason: string, timeoutMs: number): Promise<{ held: OpenSession[] }> {
+    return this.shutdown.drain(reason, timeoutMs);
   }
 
-  /**
-   * Called once at start: rebuilds what the coordinator keeps in memory from
-   * the store (the dispatch queue in its stored order, and a timer for
-   * everything time alone can change). On a store that outlived a previous
-   * process, the sessions recorded there died with it (when their workers
-   * were last heard from), so their workers are UNKNOWN until they
-   * reconnect, and the attempts in flight then — only those — get one grace
-   * period for their runners to reconnect and claim them
-   * (Hello.running_attempt_ids) before silence counts against them. Each
-   * worker is set to hold exactly its active attempts: a store may write
-   * that list behind, and the attempts are the record that counts.
-   */
-  async recover() {
-    const now = this.clock.now();
-    await this.load(now);
-    // Sharing the store: other servers' sessions are alive. Those of a server that died (this one's previous
-    // process included) are found by the fleet's leader (adoptOrphanedSessions), not here.
-    if (this.options.bus !== undefined) return;
-    const fx = new Effects();
-    const active = await this.store.activeAttempts();
-    const heldBy = new Map<string, Attempt[]>();
-    for (const attempt of active) {
-      const held = heldBy.get(attempt.workerId);
-      if (held === undefined) heldBy.set(attempt.workerId, [attempt]);
-      else held.push(attempt);
-    }
-    const allStatuses = [WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.UNKNOWN, WorkerStatus.OFFLINE];
-    for (const record of await this.store.workersWithStatus(allStatuses)) {
-      this.trackQuarantine(record);
-      const endedAt = Math.min(now, lastHeardMs(record.worker) ?? now);
-      const recovered = await this.store.changeWorker(record.worker.workerId, undefined, (r) => {
-        const holding = holdExactly(r ?? record, heldBy.get(record.worker.workerId) ?? [], this.liveness, now);
-        return holding.attachment === "open" ? detachSession(holding, false, this.liveness, now, endedAt) : holding;
-      });
-      this.absorb(recovered, now, fx);
-    }
-    this.watchdog.inherit(
-      active.map((attempt) => attempt.attemptId),
-      now + this.options.heartbeatGraceMs,
-    );
-    await this.settle(fx);
-  }
+  // ---- start -------------------------------------------------------------
 
-  private async load(now: Millis) {
-    const unfinished = [RolloutStatus.QUEUING, RolloutStatus.REQUEUING, RolloutStatus.PREPARING, RolloutStatus.RUNNING];
-    const byId = { orderBy: [{ field: "rollout_id", descending: false }], ...EVERYTHING };
-    const open = await this.store.listRollouts({ filter: { statuses: unfinished, idContains: "" }, ...byId });
-    for (const rollout of open.items) {
-      this.watchdog.rolloutClock(rollout);
-      if (rollout.attemptCount > 0 && maxAttempts(rollout) > 1) {
-        const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], ...EVERYTHING };
-        const filter = { rolloutId: rollout.rolloutId, workerId: "", statuses: [] };
-        const attempts = await this.store.listAttempts({ filter, ...bySequence });
-        this.routing.setRanOn(rollout.rolloutId, attempts.items.map((attempt) => attempt.workerId));
-      }
-    }
-    for (const rollout of await this.store.queuedRollouts()) {
-      if (!isRolloutQueued(rollout.status)) continue;
-      const latest = rollout.latestAttemptId ? await this.store.getAttempt(rollout.latestAttemptId) : undefined;
-      this.routing.add(rollout, latest, now);
-    }
-    for (const attempt of await this.store.activeAttempts()) {
-      const rollout = await this.store.getRollout(attempt.rolloutId);
-      if (rollout !== undefined) this.watchdog.attemptChecked(attempt, rollout);
-    }
-    for (const record of await this.store.workersWithStatus([WorkerStatus.IDLE, WorkerStatus.BUSY])) {
-      this.watchdog.workerLateness(record);
-    }
+  /** Called once at start: rebuilds what dispatch keeps in memory from the store (see Recovery.recover). */
+  recover(): Promise<void> {
+    return this.recovery.recover();
   }
 
   // ---- timers -----------------------------------------------------------
 
-  /**
-   * Runs every check that is due (see Watchdog): attempts that ran too long
-   * or went silent, rollouts past their deadline or queue_timeout, workers
-   * whose heartbeats became late, retries whose delay passed. A check that
-   * finds nothing due yet (a sign of life came since) reschedules itself.
-   * Servers run it from startTimers; tests call it after advancing a manual clock.
-   */
-  async runWatchdog() {
-    const now = this.clock.now();
-    const fx = new Effects();
-    for (const { kind, id } of this.watchdog.takeDue(now)) {
-      switch (kind) {
-        case "attempt":
-          await this.checkAttempt(id, now, fx);
-          break;
-        case "rollout":
-          await this.checkRolloutClock(id, now, fx);
-          break;
-        case "worker":
-          await this.checkWorker(id, now, fx);
-          break;
-        case "release":
-          await this.releaseDelayed(id);
-          break;
-        case "pump":
-        case "quarantine":
-          break;
-      }
-    }
-    await this.pump(now, fx);
-    await this.settle(fx);
+  /** Arms the timers on the real event loop (servers; tests with a manual clock call runWatchdog instead). */
+  startTimers(onError: (error: unknown) => void) {
+    return this.timers.start(onError);
   }
 
-  private async checkAttempt(attemptId: string, now: Millis, fx: Effects) {
-    const attempt = await this.store.getAttempt(attemptId);
-    const rollout = attempt && (await this.store.getRollout(attempt.rolloutId));
-    if (attempt === undefined || rollout === undefined || !isAttemptActive(attempt.status)) return;
-    const verdict = watchdogVerdict(attempt, rollout, this.options.defaultUnresponsiveMs, now);
-    if (verdict === undefined) return this.watchdog.attemptChecked(attempt, rollout);
-    if (verdict.status === AttemptStatus.UNRESPONSIVE) {
-      const attachment = (await this.store.getWorker(attempt.workerId))?.attachment;
-      const heldUntil = this.watchdog.silenceHeldUntil(attempt, attachment, now);
-      if (heldUntil !== undefined) return this.watchdog.schedule("attempt", attemptId, heldUntil + 1);
-    }
-    // The verdict is taken again inside the operation, on the rows as they are then.
-    const changes = await this.store.changeAttempt(attemptId, undefined, (current, currentRollout) => {
-      if (!isAttemptActive(current.status) || currentRollout === undefined) return current;
-      const again = watchdogVerdict(current, currentRollout, this.options.defaultUnresponsiveMs, now);
-      return again === undefined ? current : expireAttempt(current, again.status, again.message, now);
-    }, this.context(now));
-    this.absorb(changes, now, fx);
-    // A runner that is still there should stop spending its machine on it.
-    this.cancelAbortedAttempts(changes, verdict.message, fx);
-    await this.judgeEnded(changes, now, fx);
+  /** Runs every check that is due (see TimerChecks.runWatchdog); tests call it after advancing a manual clock. */
+  runWatchdog(): Promise<void> {
+    return this.timers.runWatchdog();
   }
 
-  private async checkRolloutClock(rolloutId: string, now: Millis, fx: Effects) {
-    let reason: string | undefined;
-    let seen: Rollout | undefined;
-    const changes = await this.store
-      .changeRollout(rolloutId, (rollout) => {
-        seen = rollout;
-        reason = rolloutExpiry(rollout, now);
-        if (reason === undefined) return undefined;
-        return { after: expireRollout(rollout, reason, now), attemptErrorKind: AttemptErrorKind.DEADLINE_EXCEEDED, reason };
-      }, this.context(now))
-      .catch((error: unknown) => {
-        if (error instanceof DomainError && error.kind === "not_found") return NO_CHANGES;
-        throw error;
-      });
-    // Not due yet (a retry moved its clock, say): check again when it is.
-    if (reason === undefined && seen !== undefined) this.watchdog.rolloutClock(seen);
-    this.absorb(changes, now, fx);
-    if (reason !== undefined) this.cancelAbortedAttempts(changes, reason, fx);
-    await this.judgeEnded(changes, now, fx);
-  }
-
-  private async checkWorker(workerId: string, now: Millis, fx: Effects) {
-    // The server that holds a worker's session judges its lateness: it reads the heartbeats, where this one sees the
-    // telemetry only as the holder last wrote it behind, and would turn a healthy worker UNKNOWN, or at least start a
-    // transaction to find out, for every worker of the fleet. A holder that dies is the leader's (Replication).
-    if (this.sessions.get(workerId) === undefined && this.routing.hasRemoteSession(workerId)) return;
-    if ((await this.store.getWorker(workerId)) === undefined) return;
-    const settled = await this.store.changeWorker(workerId, undefined, (r) =>
-      r === undefined ? newWorkerRecord(workerId, now) : settle(r, this.liveness, now),
-    );
-    this.absorb(settled, now, fx);
-  }
-
-  /**
-   * Forgets UNKNOWN workers with no attempts, silent for `forgetAfterMs`
-   * (domain/forget.ts): they turn OFFLINE with a reason, and retention takes
-   * them from there. Returns how many.
-   */
-  async forgetSilentWorkers(forgetAfterMs: Millis): Promise<number> {
-    const now = this.clock.now();
-    const fx = new Effects();
-    let forgotten = 0;
-    for (const record of await this.store.workersWithStatus([WorkerStatus.UNKNOWN])) {
-      const due = forgetDue(record, forgetAfterMs);
-      if (due === undefined || now < due || this.sessions.get(record.worker.workerId) !== undefined) continue;
-      // Judged again inside the operation, on the row as it is then.
-      const changes = await this.store.changeWorker(record.worker.workerId, undefined, (r) =>
-        forgetWorker(r ?? record, forgetAfterMs, this.liveness, now),
-      );
-      this.absorb(changes, now, fx);
-      const after = changes.workers[0]?.after.worker;
-      if (after?.status !== WorkerStatus.OFFLINE) continue;
-      forgotten++;
-      this.log(`worker ${after.workerId} ${after.statusReason}`);
-    }
-    await this.settle(fx);
-    return forgotten;
+  /** Forgets long-silent UNKNOWN workers with no attempts (see TimerChecks.forgetSilentWorkers); returns how many. */
+  forgetSilentWorkers(forgetAfterMs: Millis): Promise<number> {
+    return this.timers.forgetSilentWorkers(forgetAfterMs);
   }
 
   // ---- quarantine and routing ---------------------------------------------
 
   /** Lifts a worker's quarantine (and probation) at once; it may take work again. */
-  async releaseWorker(workerId: string): Promise<Worker> {
-    const now = this.clock.now();
-    const record = await this.store.getWorker(workerId);
-    if (record === undefined) throw notFound(`worker ${workerId} not found`);
-    const quarantined = (msOf(record.worker.quarantineUntil) ?? -Infinity) > now;
-    if (!quarantined && record.worker.quarantineCount === 0) throw failedPrecondition(`worker ${workerId} is not quarantined`);
-    const fx = new Effects();
-    const released = await this.store.changeWorker(workerId, undefined, (r) => clearQuarantine(r ?? record));
-    this.absorb(released, now, fx);
-    this.failureStreaks.delete(workerId);
-    this.log(`worker ${workerId} released from quarantine by an operator`);
-    await this.pump(now, fx);
-    await this.settle(fx);
-    return released.workers[0]?.after.worker ?? record.worker;
+  releaseWorker(workerId: string): Promise<Worker> {
+    return this.judge.releaseWorker(workerId);
   }
 
   // ---- an operator's cordon (domain/cordon.ts) --------------------------------
 
   /** CordonWorker: no new work until UncordonWorker; the attempts it holds go on. */
   cordonWorker(workerId: string, request: CordonRequest): Promise<Worker> {
-    return this.changeCordon(workerId, (record, now) => cordonWorker(record, request, now), `cordoned${byWhom(request)}`);
+    return this.cordons.cordonWorker(workerId, request);
   }
 
   /** UncordonWorker: it may take work again (at once, if it is waiting). */
   uncordonWorker(workerId: string): Promise<Worker> {
-    return this.changeCordon(workerId, (record) => uncordonWorker(record), "uncordoned");
+    return this.cordons.uncordonWorker(workerId);
   }
 
-  /** DrainWorker: cordoned, and its runner is told to finish what it holds and exit (see absorb and openSession). */
+  /** DrainWorker: cordoned, and its runner is told to finish what it holds and exit. */
   drainWorker(workerId: string, request: CordonRequest): Promise<Worker> {
-    return this.changeCordon(workerId, (record, now) => drainWorker(record, request, now), `drained${byWhom(request)}`);
-  }
-
-  private async changeCordon(workerId: string, step: (record: WorkerRecord, now: Millis) => WorkerRecord, what: string): Promise<Worker> {
-    const now = this.clock.now();
-    const record = await this.store.getWorker(workerId);
-    if (record === undefined) throw notFound(`worker ${workerId} not found`);
-    const fx = new Effects();
-    const changes = await this.store.changeWorker(workerId, undefined, (r) => step(r ?? record, now));
-    this.absorb(changes, now, fx);
-    const after = changes.workers[0]?.after;
-    if (after !== undefined) this.log(`worker ${workerId} ${what}`);
-    await this.pump(now, fx);
-    await this.settle(fx);
-    return after?.worker ?? record.worker;
-  }
-
-  /** A claim found the worker cordoned on another server before this one heard: routing follows the store. */
-  private async learnCordon(workerId: string) {
-    const record = await this.store.getWorker(workerId);
-    if (record !== undefined) this.trackQuarantine(record);
+    return this.cordons.drainWorker(workerId, request);
   }
 
   /** Workers quarantined now (for the fleet summary and /metrics). */
   quarantinedCount(): number {
-    return this.routing.quarantinedCount(this.clock.now());
-  }
-
-  private trackQuarantine(record: WorkerRecord) {
-    this.routing.track(record);
+    return this.pump.quarantinedCount();
   }
 
   /**
@@ -865,475 +354,23 @@ export class Coordinator {
    * required labels. Servers sharing a store judge against every server's
    * sessions, read from the store.
    */
-  async unroutableRolloutIds(): Promise<string[]> {
-    return this.options.bus === undefined ? this.routing.unroutableIds() : this.unroutableInStore();
+  unroutableRolloutIds(): Promise<string[]> {
+    return this.pump.unroutableRolloutIds();
   }
 
   /** How many queued rollouts no connected worker can take (see unroutableRolloutIds). */
   unroutableCount(): number {
-    return this.routing.unroutableCount();
-  }
-
-  private async unroutableInStore(): Promise<string[]> {
-    const connected = [...(await this.store.attachedWorkerLabels()).values()];
-    const routable = (labels: Labels) => connected.some((carried) => labelsMatch(labels, carried));
-    return (await this.store.queuedRollouts())
-      .filter((rollout) => !routable(rollout.config?.requiredLabels ?? {}))
-      .map((rollout) => rollout.rolloutId);
-  }
-
-  private async releaseDelayed(rolloutId: string) {
-    // It joins the back of the queue now, in the store's order too.
-    if (this.routing.release(rolloutId)) await this.store.moveToBackOfQueue(rolloutId);
-  }
-
-  /** Judges the workers of the attempts that `changes` ended (see judgeWorker). */
-  private judgeEnded(changes: Changes, now: Millis, fx: Effects): Promise<void> | undefined {
-    const ended = changes.attempts.filter(({ before, after }) => {
-      if (before === undefined || !isAttemptActive(before.status) || isAttemptActive(after.status)) return false;
-      // Every outcome counts for the fleet, against which a failing worker is judged.
-      const rollout = changes.rollouts.find((c) => c.after.rolloutId === after.rolloutId)?.after;
-      const retried = rollout !== undefined && isRolloutQueued(rollout.status);
-      this.outcomes.record(after.workerId, after.rolloutId, workerOutcome(after), retried, now);
-      return this.mayJudge(after, changes);
-    });
-    // The common case (nothing ended, or a healthy worker's success) needs no store operation and no promise.
-    if (ended.length === 0) return undefined;
-    return (async () => {
-      for (const { after } of ended) {
-        const record = changes.workers.find((c) => c.after.worker.workerId === after.workerId)?.after;
-        await this.judgeWorker(after, record, now, fx);
-      }
-    })();
-  }
-
-  /**
-   * Whether an ended attempt can change its worker's health record. The common
-   * case, kept cheap: a healthy worker's success only matters if it ends a quarantine.
-   */
-  private mayJudge(attempt: Attempt, changes: Changes): boolean {
-    const outcome = workerOutcome(attempt);
-    if (outcome === "neutral") return false;
-    const workerId = attempt.workerId;
-    if (outcome === "success" && !this.failureStreaks.has(workerId) && !this.routing.knowsQuarantine(workerId)) {
-      const worker = changes.workers.find((c) => c.after.worker.workerId === workerId)?.after.worker;
-      if (worker !== undefined && worker.quarantineCount === 0 && worker.quarantineUntil === undefined) return false;
-    }
-    return true;
-  }
-
-  /** A worker's attempt ended: its health record, and quarantine when it keeps failing. */
-  private async judgeWorker(attempt: Attempt, known: WorkerRecord | undefined, now: Millis, fx: Effects) {
-    const outcome = workerOutcome(attempt);
-    const workerId = attempt.workerId;
-    const streak = nextFailureStreak(this.failureStreaks.get(workerId) ?? [], outcome, now, this.quarantinePolicy);
-    if (streak.length === 0) this.failureStreaks.delete(workerId);
-    else this.failureStreaks.set(workerId, streak);
-    const record = known ?? (await this.store.getWorker(workerId));
-    if (record === undefined) return;
-    if (successClearsQuarantine(record.worker, outcome, now)) {
-      this.absorb(await this.store.changeWorker(workerId, undefined, (r) => clearQuarantine(r ?? record)), now, fx);
-      this.log(`worker ${workerId}: quarantine cleared by a success (attempt ${attempt.attemptId})`);
-      return;
-    }
-    if (outcome !== "failure") return;
-    const last = `attempt ${attempt.attemptId} ${AttemptStatus[attempt.status]}${attempt.error?.message ? `: ${attempt.error.message}` : ""}`;
-    const others = this.routing.connectedCount() - (this.sessions.get(workerId) !== undefined || this.routing.hasRemoteSession(workerId) ? 1 : 0);
-    const fleet = this.outcomes.compare(workerId, others, now);
-    const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last, fleet);
-    if (decision === undefined) return;
-    const connected = this.routing.connectedCount();
-    if (!quarantineRoom(connected, this.routing.quarantinedConnected(now), this.quarantinePolicy.maxPercent)) {
-      // So many failing runners say more about the work than about them: the fleet keeps its capacity.
-      if (!this.outcomes.reportHeldBack(workerId, now)) return;
-      this.options.observer?.quarantineHeldBack?.();
-      this.log(
-        `worker ${workerId} not quarantined: ${this.routing.quarantinedConnected(now)} of ${connected} connected workers ` +
-          `are already (at most ${this.quarantinePolicy.maxPercent} %); it would have been: ${decision.reason}`,
-      );
-      return;
-    }
-    const quarantined = await this.store.changeWorker(workerId, undefined, (r) =>
-      quarantineWorker(r ?? record, decision.until, decision.reason, decision.count),
-    );
-    this.absorb(quarantined, now, fx);
-    this.failureStreaks.delete(workerId);
-    this.watchdog.schedule("quarantine", workerId, decision.until);
-    this.log(
-      `worker ${workerId} quarantined for ${Math.round((decision.until - now) / 1000)} s ` +
-        `(until ${new Date(decision.until).toISOString()}): ${decision.reason}`,
-    );
-  }
-
-  // ---- dispatch ------------------------------------------------------------
-
-  /**
-   * Hands queued rollouts to waiting sessions, one credit each, round-robin
-   * (SessionRegistry.serveRoundRobin). Each pick leaves the queue index at
-   * once, so a concurrent pump never picks it again; then each session's
-   * picks are claimed in one store operation, and the assignments go out
-   * once that is durable.
-   */
-  private pump(now: Millis, fx: Effects): Promise<void> | undefined {
-    // Most calls find nothing to do: they answer at once, without a promise to wait for.
-    if (this.draining || this.routing.size === 0 || !this.sessions.anyWaiting) return undefined;
-    return this.pumpPicks(now, fx);
-  }
-
-  private async pumpPicks(now: Millis, fx: Effects) {
-    const picks = new Map<LiveSession, QueueEntry[]>();
-    this.sessions.serveRoundRobin(
-      (session) => {
-        const entry = this.routing.pickFor(session.link.workerId, session.labels, now);
-        if (entry === undefined) return false;
-        this.routing.take(entry);
-        const list = picks.get(session);
-        if (list === undefined) picks.set(session, [entry]);
-        else list.push(entry);
-        return true;
-      },
-      () => this.routing.size > 0,
-    );
-    if (picks.size === 0) return;
-    if (picks.size === 1) {
-      const [session, entries] = picks.entries().next().value!;
-      return this.claimFor(session, entries, now, fx);
-    }
-    await Promise.all(Array.from(picks, ([session, entries]) => this.claimFor(session, entries, now, fx)));
-  }
-
-  private async claimFor(session: LiveSession, entries: QueueEntry[], now: Millis, fx: Effects) {
-    const link = session.link;
-    let claimed: { rollout: Rollout; attempt: Attempt }[];
-    try {
-      const result = await this.store.claimRollouts({
-        // Written out, not spread from context(): a spread that adds properties takes V8's slow path.
-        now,
-        liveness: this.liveness,
-        workerId: link.workerId,
-        epoch: session.epoch,
-        rolloutIds: entries.map((entry) => entry.rolloutId),
-        newAttemptId,
-      });
-      this.absorb(result.changes, now, fx);
-      claimed = result.claimed;
-    } catch (error) {
-      // Nothing was claimed: the picks go back to the queue (at its back), and the credits to the session unless
-      // a newer session of the worker took over meanwhile (ABORTED). Any other failure (the database went away)
-      // is the caller's to report.
-      this.routing.putBack(entries);
-      if (error instanceof WorkerCordonedError) {
-        this.sessions.refund(link, entries.length);
-        await this.learnCordon(link.workerId);
-        return;
-      }
-      if (error instanceof DomainError && error.kind === "aborted") {
-        link.credits = 0;
-        return;
-      }
-      this.sessions.refund(link, entries.length);
-      throw error;
-    }
-    // Candidates no longer queued (cancelled meanwhile, or claimed by another server sharing the store) were
-    // skipped: their credits return, and the queue may hold others for them.
-    this.sessions.refund(link, entries.length - claimed.length);
-    for (const assignment of claimed) {
-      const message = create(SessionResponseSchema, { message: { case: "assignment", value: assignment } });
-      fx.add(() => link.send(message));
-    }
-    if (claimed.length < entries.length) await this.pump(now, fx);
+    return this.pump.unroutableCount();
   }
 
   // ---- other servers on the same store -------------------------------------
 
-  private onReplicaEvent(event: ReplicaEvent) {
-    const failed = (error: unknown) => this.log(`replica event ${event.kind}: ${error instanceof Error ? error.message : String(error)}`);
-    switch (event.kind) {
-      case "queued":
-        this.learnQueued(event.ids).catch(failed);
-        break;
-      case "finished":
-        for (const id of event.ids) this.wakeFinishWaiters(id);
-        break;
-      case "stop":
-        this.stopHeldAttempts(event.ids).catch(failed);
-        break;
-      case "workers":
-        this.followRemoteWorkerChanges(event.ids).catch(failed);
-        break;
-      case "session":
-        for (const workerId of event.ids) {
-          const local = this.sessions.get(workerId);
-          if (local !== undefined && local.epoch < event.epoch) {
-            // The store's row belongs to the newer session now: this stream just ends.
-            this.sessions.detach(local.link);
-            local.link.replaced({ sessionId: "", peer: "" });
-          }
-        }
-        this.learnRemoteSessions(event.ids).catch(failed);
-        break;
-    }
-  }
-
-  /** Sessions another server opened: their labels, for retry-elsewhere here. */
-  private async learnRemoteSessions(workerIds: readonly string[]) {
-    for (const workerId of workerIds) {
-      const record = await this.store.getWorker(workerId);
-      if (record?.attachment === "open" && this.sessions.get(workerId) === undefined) this.routing.addRemoteSession(workerId, record.worker.labels);
-    }
-  }
-
-  /** Rollouts another server queued: into this server's index, then to its waiting runners. */
-  private async learnQueued(rolloutIds: readonly string[]) {
-    const now = this.clock.now();
-    const unknown = rolloutIds.filter((id) => !this.routing.has(id));
-    for (const rollout of unknown.length === 0 ? [] : await this.store.getRollouts(unknown)) {
-      if (!isRolloutQueued(rollout.status) || this.routing.has(rollout.rolloutId)) continue;
-      let latest: Attempt | undefined;
-      if (rollout.attemptCount > 0) {
-        const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], ...EVERYTHING };
-        const attempts = await this.store.listAttempts({ filter: { rolloutId: rollout.rolloutId, workerId: "", statuses: [] }, ...bySequence });
-        if (maxAttempts(rollout) > 1) this.routing.setRanOn(rollout.rolloutId, attempts.items.map((a) => a.workerId));
-        latest = attempts.items.find((a) => a.attemptId === rollout.latestAttemptId);
-      }
-      this.routing.add(rollout, latest, now);
-      this.watchdog.rolloutClock(rollout);
-    }
-    // Also when nothing was new: a resync may have found that a session kept retries away is gone.
-    const fx = new Effects();
-    await this.pump(now, fx);
-    await this.settle(fx);
-  }
-
-  /**
-   * The whole queue, read again: what lost events would have said. Entries
-   * this server indexed before the read that the store no longer queues were
-   * dispatched (or cancelled) by another server: they leave the index.
-   */
-  private resync() {
-    const indexed = this.routing.indexedIds();
-    this.store
-      .attachedWorkerLabels()
-      .then((attached) => {
-        // Every server's sessions, as the store has them: retries that kept away for a session gone may go back.
-        for (const workerId of attached.keys()) if (this.sessions.get(workerId) !== undefined) attached.delete(workerId);
-        this.routing.setRemoteSessions(attached);
-        return this.store.queuedRolloutIds();
-      })
-      .then((queuedIds) => {
-        const queued = new Set(queuedIds);
-        for (const id of indexed) if (!queued.has(id)) this.routing.remove(id);
-        return this.learnQueued(queuedIds);
-      })
-      .catch((error: unknown) => this.log(`resync: ${error instanceof Error ? error.message : String(error)}`));
-  }
-
-  /** Attempts another server ended: runners holding a session here are told to stop. */
-  private async stopHeldAttempts(attemptIds: readonly string[]) {
-    for (const attemptId of attemptIds) {
-      const attempt = await this.store.getAttempt(attemptId);
-      const session = attempt && this.sessions.get(attempt.workerId);
-      if (attempt === undefined || session === undefined) continue;
-      session.link.send(cancelMessage(attemptId, attempt.error?.message || "the attempt was ended by the server"));
-      // The other server also let the worker go of it: this one's view of the worker follows.
-      const record = await this.store.getWorker(attempt.workerId);
-      if (record !== undefined && record.epoch === session.epoch) session.worker = record.worker;
-    }
-  }
-
-  /**
-   * Workers another server changed: watchers here are told, and a worker whose
-   * session this server holds is seen as it is now (a quarantine lifted or set
-   * elsewhere), which may let it take work.
-   */
-  private async followRemoteWorkerChanges(workerIds: readonly string[]) {
-    const mine = workerIds.filter((id) => this.sessions.get(id) !== undefined);
-    const wanted = this.workerListeners.size > 0 ? workerIds : mine;
-    if (wanted.length === 0) return;
-    for (const workerId of wanted) {
-      const record = await this.store.getWorker(workerId);
-      if (record === undefined) continue;
-      for (const listener of this.workerListeners) listener(record.worker);
-      const session = this.sessions.get(workerId);
-      if (session !== undefined && session.epoch === record.epoch) {
-        // Drained through another server: this one holds the session, so it tells the runner.
-        if (record.worker.draining && !session.worker.draining) session.link.send(operatorDrainMessage(record.worker));
-        session.worker = record.worker;
-        this.trackQuarantine(record);
-      }
-    }
-    if (mine.length > 0) {
-      const now = this.clock.now();
-      const fx = new Effects();
-      await this.pump(now, fx);
-      await this.settle(fx);
-    }
-  }
-
-  /**
-   * Sessions held by a server that died (the fleet's leader finds them): as for
-   * a lost stream, the worker is UNKNOWN from when it was last heard from, and
-   * its attempts are judged after their silence timeout unless its runner
-   * reconnects somewhere and claims them.
-   */
-  async adoptOrphanedSessions(orphans: readonly { workerId: string; epoch: number }[]) {
-    if (orphans.length === 0) return;
-    const now = this.clock.now();
-    const fx = new Effects();
-    const adopted = new Set<string>();
-    for (const { workerId, epoch } of orphans) {
-      const detached = await this.store
-        .changeWorker(workerId, { workerId, epoch }, (r) => {
-          const record = r ?? newWorkerRecord(workerId, now);
-          if (record.attachment !== "open") return record;
-          return detachSession(record, false, this.liveness, now, Math.min(now, lastHeardMs(record.worker) ?? now));
-        })
-        .catch((error: unknown) => {
-          // A newer session took the worker meanwhile: it is not orphaned.
-          if (error instanceof DomainError && error.kind === "aborted") return NO_CHANGES;
-          throw error;
-        });
-      if (detached !== NO_CHANGES) adopted.add(workerId);
-      this.absorb(detached, now, fx);
-    }
-    for (const attempt of await this.store.activeAttempts()) {
-      if (!adopted.has(attempt.workerId)) continue;
-      const rollout = await this.store.getRollout(attempt.rolloutId);
-      if (rollout !== undefined) this.watchdog.attemptChecked(attempt, rollout);
-    }
-    this.log(`took over ${adopted.size} session(s) of dead servers: their workers are UNKNOWN until they reconnect`);
-    await this.settle(fx);
-  }
-
-  // ---- absorbing changes ----------------------------------------------------
-
-  /**
-   * Follows what a store operation wrote: observers, timers, the queue index,
-   * sessions' view of their workers, waiters and watchers (the last two only
-   * once it is durable, through `fx`).
-   */
-  private absorb(changes: Changes, now: Millis, fx: Effects) {
-    if (changes === NO_CHANGES) return;
-    const observer = this.options.observer;
-    for (const { before, after } of changes.attempts) {
-      observer?.attemptChanged?.(before, after);
-      const wasActive = before !== undefined && isAttemptActive(before.status);
-      const isActive = isAttemptActive(after.status);
-      if (wasActive && !isActive) this.watchdog.attemptEnded(after.attemptId);
-      if (isActive && !wasActive) {
-        const rollout = changes.rollouts.find((c) => c.after.rolloutId === after.rolloutId)?.after;
-        if (rollout !== undefined) {
-          this.watchdog.attemptChecked(after, rollout);
-          // Only a rollout that may be retried needs to remember where it ran.
-          if (before === undefined && maxAttempts(rollout) > after.sequenceId) this.routing.ran(rollout.rolloutId, after.workerId);
-        }
-      }
-    }
-    for (const { before, after } of changes.rollouts) {
-      observer?.rolloutChanged?.(before, after);
-      this.watchdog.rolloutClock(after);
-      const effects = rolloutEffects(before, after);
-      if (effects.enqueue) {
-        const latest = changes.attempts.find((c) => c.after.attemptId === after.latestAttemptId)?.after;
-        this.routing.add(after, latest, now);
-        fx.add(() => this.options.bus?.publish({ kind: "queued", ids: [after.rolloutId] }));
-      }
-      if (effects.dequeue) this.routing.remove(after.rolloutId);
-      if (effects.finished) {
-        this.routing.finished(after.rolloutId);
-        this.outcomes.finished(after.rolloutId);
-        fx.add(() => {
-          this.wakeFinishWaiters(after.rolloutId);
-          this.options.bus?.publish({ kind: "finished", ids: [after.rolloutId] });
-        });
-      }
-    }
-    for (const { before, after } of changes.workers) {
-      observer?.workerChanged?.(before, after);
-      const workerId = after.worker.workerId;
-      // Transitions that leave the quarantine alone keep its Timestamp object, so this check costs one comparison.
-      if (
-        before === undefined ||
-        after.worker.quarantineUntil !== before.worker.quarantineUntil ||
-        after.worker.cordoned !== before.worker.cordoned
-      ) {
-        this.trackQuarantine(after);
-      }
-      if (after.worker.version !== (before?.worker.version ?? 1n)) {
-        for (const listener of this.workerListeners) listener(after.worker);
-        this.options.bus?.publish({ kind: "workers", ids: [workerId] });
-      }
-      this.watchdog.workerLateness(after);
-      const session = this.sessions.get(workerId);
-      if (session !== undefined && session.epoch === after.epoch) {
-        session.worker = after.worker;
-        if (after.worker.draining && before !== undefined && !before.worker.draining) {
-          const drain = operatorDrainMessage(after.worker);
-          fx.add(() => session.link.send(drain));
-        }
-      }
-    }
+  /** Sessions held by a server that died (the fleet's leader finds them): see Recovery.adoptOrphanedSessions. */
+  adoptOrphanedSessions(orphans: readonly { workerId: string; epoch: number }[]): Promise<void> {
+    return this.recovery.adoptOrphanedSessions(orphans);
   }
 
   private log(line: string) {
     this.options.log?.(line);
   }
-
-  private sendTo(workerId: string, message: SessionResponse, fx: Effects) {
-    const session = this.sessions.get(workerId);
-    if (session !== undefined) fx.add(() => session.link.send(message));
-  }
-
-  private wakeFinishWaiters(rolloutId: string) {
-    const waiters = this.finishWaiters.get(rolloutId);
-    if (waiters === undefined) return;
-    this.finishWaiters.delete(rolloutId);
-    for (const wake of waiters) wake(rolloutId);
-  }
-
-  /** Waits until the transitions are durable, then acts on them. */
-  private async settle(fx: Effects, then?: () => void) {
-    await this.store.commit();
-    then?.();
-    fx.run();
-    for (const check of this.drainWatchers) check();
-  }
-}
-
-/** The fence of writes made for a session (undefined for calls made outside one). */
-function fenceOf(link: SessionLink | undefined): SessionFence | undefined {
-  return link?.epoch === undefined ? undefined : { workerId: link.workerId, epoch: link.epoch };
-}
-
-/** The Drain that tells a drained worker's runner to finish what it holds and exit. */
-function operatorDrainMessage(worker: Worker): SessionResponse {
-  const reason = worker.cordonReason === "" ? "drained by an operator" : `drained by an operator: ${worker.cordonReason}`;
-  return create(SessionResponseSchema, { message: { case: "drain", value: { reason, exit: true } } });
-}
-
-function byWhom({ by, reason }: CordonRequest): string {
-  return `${by === "" ? "" : ` by ${by}`}${reason === "" ? "" : `: ${reason}`}`;
-}
-
-function cancelMessage(attemptId: string, reason: string): SessionResponse {
-  return create(SessionResponseSchema, { message: { case: "cancel", value: { attemptId, reason } } });
-}
-
-/** Whether a repeated enqueue with the same idempotency key asks for the same rollout. */
-function sameEnqueueRequest(existing: Rollout, request: EnqueueRolloutRequest): boolean {
-  const asRequest = create(EnqueueRolloutRequestSchema, {
-    input: existing.input,
-    mode: existing.mode,
-    resourcesId: existing.resourcesId,
-    metadata: existing.metadata,
-    config: existing.config,
-    rolloutId: existing.rolloutId,
-    priority: existing.priority,
-  });
-  const normalized = create(EnqueueRolloutRequestSchema, {
-    ...request,
-    metadata: request.metadata ?? {},
-    config: request.config ?? existing.config,
-  });
-  return equals(EnqueueRolloutRequestSchema, asRequest, normalized);
 }

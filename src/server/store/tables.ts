@@ -32,7 +32,7 @@ export interface Tables {
 
   /**
    * The dispatch queue's order, kept durably; the coordinator picks from its
-   * own index (dispatch-queue.ts) and rebuilds it from the store at start.
+   * own index (dispatch/reactions/dispatch-queue.ts) and rebuilds it from the store at start.
    * pushQueue appends a rollout at the back (moving it there if queued already).
    */
   pushQueue(rolloutId: string): void;

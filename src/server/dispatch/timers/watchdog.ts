@@ -1,9 +1,9 @@
-import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
-import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
-import { watchdogDue } from "../domain/attempt.js";
-import { rolloutExpiryDue } from "../domain/rollout.js";
-import type { Clock, Millis } from "../domain/time.js";
-import { type Attachment, latenessDue, type Liveness, type WorkerRecord } from "../domain/worker.js";
+import type { Attempt } from "../../../gen/runnerline/v1/attempt_pb.js";
+import type { Rollout } from "../../../gen/runnerline/v1/rollout_pb.js";
+import { watchdogDue } from "../../domain/attempt.js";
+import { rolloutExpiryDue } from "../../domain/rollout.js";
+import type { Clock, Millis } from "../../domain/time.js";
+import { type Attachment, latenessDue, type Liveness, type WorkerRecord } from "../../domain/worker.js";
 import { DueTimers, startTimerDriver } from "./due-timers.js";
 import type { MassDropBrake } from "./mass-drop-brake.js";
 

@@ -1,4 +1,4 @@
-import type { Clock, Millis } from "../domain/time.js";
+import type { Clock, Millis } from "../../domain/time.js";
 
 /**
  * Due times named by a kind and an id: each (kind, id) has at most one due

@@ -1,13 +1,13 @@
-import type { Attempt } from "../../gen/runnerline/v1/attempt_pb.js";
-import type { Rollout } from "../../gen/runnerline/v1/rollout_pb.js";
-import { isCordoned } from "../domain/cordon.js";
-import { type Labels, labelsMatch } from "../domain/labels.js";
-import { dispatchableAt } from "../domain/rollout.js";
-import { type Millis, msOf } from "../domain/time.js";
-import type { WorkerRecord } from "../domain/worker.js";
+import type { Attempt } from "../../../gen/runnerline/v1/attempt_pb.js";
+import type { Rollout } from "../../../gen/runnerline/v1/rollout_pb.js";
+import { isCordoned } from "../../domain/cordon.js";
+import { type Labels, labelsMatch } from "../../domain/labels.js";
+import { dispatchableAt } from "../../domain/rollout.js";
+import { type Millis, msOf } from "../../domain/time.js";
+import type { WorkerRecord } from "../../domain/worker.js";
 import { DispatchQueue, type QueueEntry } from "./dispatch-queue.js";
-import type { SessionRegistry } from "./sessions.js";
-import type { Watchdog } from "./watchdog.js";
+import type { SessionRegistry } from "../sessions/registry.js";
+import type { Watchdog } from "../timers/watchdog.js";
 
 /** The workers that ran a rollout never dispatched. */
 const NOBODY: ReadonlySet<string> = new Set();

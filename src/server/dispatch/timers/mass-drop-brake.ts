@@ -1,5 +1,5 @@
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { msOf } from "../domain/time.js";
+import { msOf } from "../../domain/time.js";
 
 /**
  * When more than half of a sizeable fleet loses its streams within one grace

@@ -1,6 +1,6 @@
-import type { Worker } from "../../gen/runnerline/v1/worker_pb.js";
-import { type Labels, labelSetKey, labelsMatch } from "../domain/labels.js";
-import type { SessionLink } from "./session-link.js";
+import type { Worker } from "../../../gen/runnerline/v1/worker_pb.js";
+import { type Labels, labelSetKey, labelsMatch } from "../../domain/labels.js";
+import type { SessionLink } from "../session-link.js";
 
 /** What this process knows of one live runner session. */
 export interface LiveSession {

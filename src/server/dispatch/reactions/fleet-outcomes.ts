@@ -5,8 +5,8 @@ import {
   NO_OUTCOMES,
   type OutcomeTally,
   type WorkerOutcome,
-} from "../domain/quarantine.js";
-import type { Millis } from "../domain/time.js";
+} from "../../domain/quarantine.js";
+import type { Millis } from "../../domain/time.js";
 
 /** One slice of the window: the outcomes that ended in it. */
 interface Slice {

@@ -1,4 +1,4 @@
-import { type Labels, labelSetKey, labelsMatch } from "../domain/labels.js";
+import { type Labels, labelSetKey, labelsMatch } from "../../domain/labels.js";
 
 /** A rollout that may be dispatched now, as the dispatch queue keeps it. */
 export interface QueueEntry {
