@@ -157,7 +157,7 @@ describe("quarantine", () => {
   });
 
   // A worker failing everything while the rest of the fleet fails nothing (fleet comparisons: test/domain/quarantine.test.ts).
-  const outlier = { own: { successes: 0, failures: 3, succeededElsewhere: 0 }, rest: NO_OUTCOMES, restMedianShare: 0, others: 3 };
+  const outlier = { own: { successes: 0, failures: 3, succeededElsewhere: 0 }, rest: NO_OUTCOMES, restMedianShare: 0, comparable: 3, others: 3 };
 
   it("N failures within the window quarantine for the back-off; on probation one more doubles it, up to the maximum", () => {
     expect(quarantineDecision(worker, [T0, T0 + 1], policy, T0 + 2, "last", outlier)).toBeUndefined();

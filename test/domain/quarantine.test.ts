@@ -17,10 +17,11 @@ import { T0 } from "../fixtures.js";
 const tally = (successes: number, failures: number, succeededElsewhere = 0) => ({ successes, failures, succeededElsewhere });
 
 describe("a failing worker against the rest of the fleet", () => {
-  const against = (own: ReturnType<typeof tally>, restMedianShare: number, others = 3, rest = NO_OUTCOMES): FleetComparison => ({
+  const against = (own: ReturnType<typeof tally>, restMedianShare: number, others = 3, rest = NO_OUTCOMES, comparable = others): FleetComparison => ({
     own,
     rest,
     restMedianShare,
+    comparable,
     others,
   });
 
@@ -34,6 +35,8 @@ describe("a failing worker against the rest of the fleet", () => {
     expect(outlierEvidence(against(tally(0, 3), 0.55, 29))).toBeUndefined();
     expect(outlierEvidence(against(tally(0, 3), 0, 0))).toBeUndefined();
     expect(outlierEvidence(against(tally(0, 0), 0))).toBeUndefined();
+    // Others connected, but none with an outcome yet and none idle (a wave's first failures): nobody to compare with.
+    expect(outlierEvidence(against(tally(0, 3), 0, 29, NO_OUTCOMES, 0))).toBeUndefined();
   });
 
   it("is one when the rollouts it failed then succeeded elsewhere, while the rest's failures did not", () => {
@@ -88,12 +91,28 @@ describe("FleetOutcomes", () => {
     outcomes.record("bad", "ro-2", "failure", true, T0 + 10);
     outcomes.record("good", "ro-3", "success", false, T0 + 20);
     outcomes.record("good", "ro-4", "neutral", false, T0 + 30);
-    expect(outcomes.compare("bad", 1, T0 + 40)).toEqual({ own: tally(0, 2), rest: tally(1, 0), restMedianShare: 0, others: 1 });
-    expect(outcomes.compare("good", 1, T0 + 40)).toEqual({ own: tally(1, 0), rest: tally(0, 2), restMedianShare: 1, others: 1 });
-    // Three others connected: "bad" (100 %), "good" (0 %) and one with nothing ended (0 %).
-    expect(outcomes.compare("nobody", 3, T0 + 40)).toEqual({ own: NO_OUTCOMES, rest: tally(1, 2), restMedianShare: 0, others: 3 });
+    expect(outcomes.compare("bad", 1, 0, T0 + 40)).toEqual({ own: tally(0, 2), rest: tally(1, 0), restMedianShare: 0, comparable: 1, others: 1 });
+    expect(outcomes.compare("good", 1, 0, T0 + 40)).toEqual({ own: tally(1, 0), rest: tally(0, 2), restMedianShare: 1, comparable: 1, others: 1 });
+    // Three others connected: "bad" (100 %), "good" (0 %) and one idle with nothing ended (0 %).
+    expect(outcomes.compare("nobody", 3, 1, T0 + 40)).toEqual({ own: NO_OUTCOMES, rest: tally(1, 2), restMedianShare: 0, comparable: 3, others: 3 });
+    // The third is busy with nothing ended yet: not counted, so the median is of "bad" and "good".
+    expect(outcomes.compare("nobody", 3, 0, T0 + 40)).toMatchObject({ restMedianShare: 0.5, comparable: 2 });
+    expect(outcomes.hasOutcomes("good", T0 + 40)).toBe(true);
+    expect(outcomes.hasOutcomes("nobody", T0 + 40)).toBe(false);
     const later = T0 + windowMs + 10_000;
-    expect(outcomes.compare("bad", 1, later)).toEqual({ own: NO_OUTCOMES, rest: NO_OUTCOMES, restMedianShare: 0, others: 1 });
+    expect(outcomes.compare("bad", 1, 0, later)).toEqual({ own: NO_OUTCOMES, rest: NO_OUTCOMES, restMedianShare: 0, comparable: 0, others: 1 });
+  });
+
+  it("counts as steady, for the median, a worker idle or working since before the failures began, not one given work since", () => {
+    const outcomes = new FleetOutcomes(windowMs);
+    outcomes.assigned("long-task", T0); // working since before the streak, nothing ended: not failing
+    outcomes.assigned("wave-peer", T0 + 20); // given work after the streak began: its outcome is on its way
+    outcomes.record("ended", "ro-1", "failure", true, T0 + 5);
+    outcomes.assigned("ended", T0 + 6);
+    expect(outcomes.steadyWithoutOutcomes(["long-task", "wave-peer", "idle", "ended"], T0 + 10, T0 + 30)).toBe(2);
+    // Once its attempt ends, a worker is judged by its share, not counted as steady.
+    outcomes.record("long-task", "ro-2", "success", false, T0 + 40);
+    expect(outcomes.steadyWithoutOutcomes(["long-task", "idle"], T0 + 10, T0 + 50)).toBe(1);
   });
 
   it("counts a retried rollout that succeeds on another worker against the one that failed it", () => {
@@ -102,14 +121,14 @@ describe("FleetOutcomes", () => {
     outcomes.record("bad", "ro-2", "failure", false, T0); // not retried: nothing can vindicate it
     outcomes.record("good", "ro-1", "success", false, T0 + 5);
     outcomes.record("good", "ro-2", "success", false, T0 + 5);
-    expect(outcomes.compare("bad", 1, T0 + 10).own).toEqual(tally(0, 2, 1));
+    expect(outcomes.compare("bad", 1, 0, T0 + 10).own).toEqual(tally(0, 2, 1));
     // Its own success on a rollout it failed before is no evidence against it; nor is a finished rollout.
     outcomes.record("bad", "ro-5", "failure", true, T0 + 20);
     outcomes.record("bad", "ro-5", "success", false, T0 + 30);
     outcomes.record("bad", "ro-6", "failure", true, T0 + 40);
     outcomes.finished("ro-6");
     outcomes.record("good", "ro-6", "success", false, T0 + 50);
-    expect(outcomes.compare("bad", 1, T0 + 60).own).toEqual(tally(1, 4, 1));
+    expect(outcomes.compare("bad", 1, 0, T0 + 60).own).toEqual(tally(1, 4, 1));
   });
 
   it("reports a held-back quarantine of a worker once per window, not once per failure", () => {

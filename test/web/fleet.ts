@@ -18,6 +18,8 @@ import { freePort } from "../polling.js";
 
 export interface RunnerSpec {
   workerId: string;
+  /** Where the runner dials (a TcpRelay in front of the server, to cut its connection); the server's by default. */
+  address?: string;
   labels?: Record<string, string>;
   capacity?: number;
   gpus?: number;
@@ -136,7 +138,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     addRunner(spec) {
       let beat = 0;
       const runner = new Runner({
-        address: grpcAddress,
+        address: spec.address ?? grpcAddress,
         workerId: spec.workerId,
         labels: spec.labels,
         capacity: spec.capacity ?? 1,

@@ -9,11 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../polling.js";
 import { type Browser, CHROMIUM_AVAILABLE, launchBrowser } from "./browser.js";
 import { type Fleet, startFleet } from "./fleet.js";
+import { TcpRelay } from "../tcp-relay.js";
 import { timestampMs } from "../../web/src/quarantine.js";
 
 let fleet: Fleet;
 let browser: Browser;
 let page: Page;
+/** In front of the server for the runner whose connection a test cuts. */
+let lostRelay: TcpRelay | undefined;
 /** The runner that ran ro-hold. */
 let busyId = "";
 
@@ -41,6 +44,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await fleet?.close();
+  await lostRelay?.close();
 });
 
 describe.runIf(CHROMIUM_AVAILABLE)("Runners page", { timeout: 30_000 }, () => {
@@ -99,10 +103,13 @@ describe.runIf(CHROMIUM_AVAILABLE)("Runners page", { timeout: 30_000 }, () => {
 
   it("hides OFFLINE runners until asked, then shows them; a dropped runner is UNKNOWN", async () => {
     const leaving = fleet.addRunner({ workerId: "leaving-d" });
-    const lost = fleet.addRunner({ workerId: "lost-e" });
+    // A runner that says nothing as it goes (a stopped runner says Goodbye): its connection is cut under it, and stays
+    // refused, as with a host that died.
+    lostRelay = await new TcpRelay({ host: "127.0.0.1", port: Number(fleet.grpcAddress.split(":")[1]) }).start();
+    fleet.addRunner({ workerId: "lost-e", address: lostRelay.address });
     await eventually(() => Promise.all([rowStatus("leaving-d"), rowStatus("lost-e")]), (s) => s.every((x) => x === "IDLE"));
     await leaving.stop({ drain: true }); // Goodbye: OFFLINE
-    await lost.stop(); // stream cut: UNKNOWN
+    lostRelay.cut(); // stream cut: UNKNOWN
     await eventually(() => rowStatus("lost-e"), (s) => s === "UNKNOWN");
     badgeColours.set("UNKNOWN", await badgeColour("lost-e"));
     await eventually(rows, sameList(["cpu-b", "cpu-c", "gpu-a", "lost-e"]));

@@ -60,11 +60,16 @@ export interface FleetComparison {
   rest: OutcomeTally;
   /**
    * The typical other worker's share of failed attempts over the window: the
-   * median of each connected worker's share (one with no attempt ended in the
-   * window counts as failing none), so that a few failing runners do not hide
-   * each other.
+   * median over the other workers whose attempts ended in the window and the
+   * steady ones (idle, or working since before this worker's failures began,
+   * with nothing ended: they count as failing none, so that a few failing
+   * runners do not hide each other). A worker given work since, with nothing
+   * ended yet, is not counted: in a wave that hits every runner, its
+   * failures are still on their way.
    */
   restMedianShare: number;
+  /** How many other workers that median is over; 0: nobody to compare the worker's share with yet. */
+  comparable: number;
   /** Other workers connected now: without any, there is nobody to compare with, and no better place for work. */
   others: number;
 }
@@ -77,10 +82,10 @@ export interface FleetComparison {
  * was not).
  */
 export function outlierEvidence(comparison: FleetComparison): string | undefined {
-  const { own, rest, restMedianShare, others } = comparison;
+  const { own, rest, restMedianShare, others, comparable } = comparison;
   if (others <= 0 || own.failures === 0) return undefined;
   const ownShare = share(own.failures, own.successes + own.failures);
-  if (ownShare - restMedianShare >= OUTLIER_MARGIN) {
+  if (comparable > 0 && ownShare - restMedianShare >= OUTLIER_MARGIN) {
     return `it failed ${percent(ownShare)} of its attempts in the window, the typical other worker ${percent(restMedianShare)}`;
   }
   const ownElsewhere = share(own.succeededElsewhere, own.failures);

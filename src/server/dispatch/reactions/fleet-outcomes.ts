@@ -39,6 +39,8 @@ export class FleetOutcomes {
   private lastPrune = 0;
   /** When each worker's held-back quarantine was last reported (once per window, not once per failure). */
   private readonly heldBackAt = new Map<string, Millis>();
+  /** Per worker, when it was given work that has not ended yet (the first such assignment since its last outcome). */
+  private readonly busySince = new Map<string, Millis>();
   /** Each worker's failure share over the window (those with outcomes), ascending, and when it was taken. */
   private shares: { at: Millis; sorted: number[] } | undefined;
 
@@ -52,6 +54,7 @@ export class FleetOutcomes {
    * so a success elsewhere may follow.
    */
   record(workerId: string, rolloutId: string, outcome: WorkerOutcome, retried: boolean, now: Millis) {
+    this.busySince.delete(workerId);
     if (outcome === "neutral") return;
     const own = this.slice(this.slicesOf(workerId), now);
     const total = this.slice(this.fleet, now);
@@ -96,10 +99,12 @@ export class FleetOutcomes {
 
   /**
    * The worker's outcomes over the window, against everyone else's; `others`
-   * is how many other workers are connected (those with no outcome in the
-   * window count as failing none for the median).
+   * is how many other workers are connected, `idle` how many of them have no
+   * outcome in the window but are known not to fail (steadyWithoutOutcomes):
+   * they count as failing none for the median; others with no outcome yet
+   * are not counted.
    */
-  compare(workerId: string, others: number, now: Millis): FleetComparison {
+  compare(workerId: string, others: number, idle: number, now: Millis): FleetComparison {
     const own = this.tally(this.byWorker.get(workerId), now);
     const all = this.tally(this.fleet, now);
     const sorted = this.sortedShares(now);
@@ -115,9 +120,39 @@ export class FleetOutcomes {
         failures: all.failures - own.failures,
         succeededElsewhere: all.succeededElsewhere - own.succeededElsewhere,
       },
-      restMedianShare: medianWithZeros(restShares, others - restShares.length),
+      restMedianShare: medianWithZeros(restShares, idle),
+      comparable: restShares.length + Math.max(0, idle),
       others,
     };
+  }
+
+  /** The worker was given an attempt. */
+  assigned(workerId: string, now: Millis) {
+    if (!this.busySince.has(workerId)) this.busySince.set(workerId, now);
+  }
+
+  /**
+   * Of `workerIds`, how many have had no attempt end in the window, and
+   * either got no work in it (idle) or have been working since before
+   * `since` without an end: they are not failing, so they count as failing
+   * none when a worker whose failures began at `since` is judged. A worker
+   * given work after that, with nothing ended yet, is left out: in a wave
+   * that hits every runner, its failures are still on their way.
+   */
+  steadyWithoutOutcomes(workerIds: Iterable<string>, since: Millis, now: Millis): number {
+    let steady = 0;
+    for (const id of workerIds) {
+      if (this.hasOutcomes(id, now)) continue;
+      const busy = this.busySince.get(id);
+      if (busy === undefined || busy < since) steady++;
+    }
+    return steady;
+  }
+
+  /** Whether an attempt of the worker ended (success or failure) in the window. */
+  hasOutcomes(workerId: string, now: Millis): boolean {
+    const tally = this.tally(this.byWorker.get(workerId), now);
+    return tally.successes + tally.failures > 0;
   }
 
   private sortedShares(now: Millis): number[] {
@@ -172,6 +207,7 @@ export class FleetOutcomes {
       if (last === undefined || last.start + this.sliceMs <= since) this.byWorker.delete(workerId);
     }
     for (const [workerId, at] of this.heldBackAt) if (at < since) this.heldBackAt.delete(workerId);
+    for (const [workerId, at] of this.busySince) if (at < since && !this.byWorker.has(workerId)) this.busySince.delete(workerId);
     for (const [rolloutId, failed] of this.failedOn) {
       for (const [workerId, at] of failed) if (at < since) failed.delete(workerId);
       if (failed.size === 0) this.failedOn.delete(rolloutId);

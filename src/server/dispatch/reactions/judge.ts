@@ -136,7 +136,9 @@ export class Judge {
     if (outcome !== "failure") return;
     const last = `attempt ${attempt.attemptId} ${AttemptStatus[attempt.status]}${attempt.error?.message ? `: ${attempt.error.message}` : ""}`;
     const others = this.routing.connectedCount() - (this.sessions.get(workerId) !== undefined || this.routing.hasRemoteSession(workerId) ? 1 : 0);
-    const fleet = this.outcomes.compare(workerId, others, now);
+    const otherSessions = this.sessions.workerIds().filter((id) => id !== workerId);
+    const steady = this.outcomes.steadyWithoutOutcomes(otherSessions, streak[0] ?? now, now);
+    const fleet = this.outcomes.compare(workerId, others, steady, now);
     const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last, fleet);
     if (decision === undefined) return;
     const connected = this.routing.connectedCount();

@@ -81,6 +81,11 @@ export class SessionRegistry {
     if (!this.waiting.includes(link)) this.waiting.push(link);
   }
 
+  /** The workers with a session here. */
+  workerIds(): string[] {
+    return [...this.byWorker.keys()];
+  }
+
   /** Whether some session could be served now. */
   get anyWaiting(): boolean {
     return this.waiting.length > 0;

@@ -109,6 +109,7 @@ export class Turn {
       const isActive = isAttemptActive(after.status);
       if (wasActive && !isActive) this.watchdog.attemptEnded(after.attemptId);
       if (isActive && !wasActive) {
+        if (before === undefined) this.outcomes.assigned(after.workerId, now);
         const rollout = changes.rollouts.find((c) => c.after.rolloutId === after.rolloutId)?.after;
         if (rollout !== undefined) {
           this.watchdog.attemptChecked(after, rollout);
