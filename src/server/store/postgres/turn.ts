@@ -154,40 +154,52 @@ export function settle(ops: readonly TurnOperation[], outcomes: readonly Outcome
 /**
  * Gathers the operations asked for in one event-loop turn and runs them as
  * one turn (setImmediate: after the poll phase that delivered the requests).
- * While a turn is on the database, the next gathers: under load, turns grow
- * instead of queueing up transactions.
+ * At most `maxInFlight` turns are on the database at once; while they are,
+ * the next gathers: under load, turns grow instead of transactions queueing
+ * up. Two turns in flight overlap one's round trips with the other's; they
+ * never wait on each other in a cycle (the lock order), and one that needs
+ * rows the other holds waits for its commit.
  */
 export class TurnQueue {
   private waiting: TurnOperation[] = [];
   private scheduled = false;
-  private running = false;
+  private inFlight = 0;
 
-  constructor(private readonly execute: (ops: TurnOperation[]) => Promise<void>) {}
+  constructor(
+    private readonly execute: (ops: TurnOperation[]) => Promise<void>,
+    private readonly maxInFlight = 2,
+  ) {}
 
   submit(op: TurnOperation) {
     this.waiting.push(op);
-    if (!this.scheduled && !this.running) {
-      this.scheduled = true;
-      setImmediate(() => void this.drain());
-    }
+    this.schedule();
   }
 
   /** Operations waiting or on the database now. */
   get busy(): boolean {
-    return this.running || this.waiting.length > 0;
+    return this.inFlight > 0 || this.waiting.length > 0;
   }
 
-  private async drain() {
+  private schedule() {
+    if (this.scheduled || this.inFlight >= this.maxInFlight || this.waiting.length === 0) return;
+    this.scheduled = true;
+    setImmediate(() => this.start());
+  }
+
+  private start() {
     this.scheduled = false;
-    this.running = true;
-    try {
-      while (this.waiting.length > 0) {
-        const ops = this.waiting;
-        this.waiting = [];
-        await this.execute(ops);
-      }
-    } finally {
-      this.running = false;
-    }
+    if (this.inFlight >= this.maxInFlight || this.waiting.length === 0) return;
+    const ops = this.waiting;
+    this.waiting = [];
+    this.inFlight++;
+    this.execute(ops)
+      // execute settles its operations; should it fail instead, each caller hears why (nothing is left hanging).
+      .catch((error: unknown) => {
+        for (const op of ops) op.done.reject(error);
+      })
+      .finally(() => {
+        this.inFlight--;
+        this.schedule();
+      });
   }
 }
