@@ -1,4 +1,6 @@
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { promisify } from "node:util";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, expect, it } from "vitest";
@@ -54,6 +56,9 @@ it("an UNKNOWN runner with no attempts, silent for --forget-after, turns OFFLINE
     10_000,
   );
   expect(worker!.statusReason).toMatch(/^forgotten: UNKNOWN with no attempts and silent for \d+ s \(--forget-after 1 s\)/);
+  // The operator's CLI says why, too.
+  const shown = await promisify(execFile)(process.execPath, ["bin/runnerline.mjs", "--server", `127.0.0.1:${server!.grpcPort}`, "workers", "get", "gone"]);
+  expect(shown.stdout).toMatch(/status +OFFLINE \(forgotten: UNKNOWN with no attempts/);
   // One that still holds an attempt waits for the attempt's own verdict first.
   const { worker: holding } = await clients.workers.getWorker({ workerId: "holding" });
   expect(WorkerStatus[holding!.status]).toBe("UNKNOWN");

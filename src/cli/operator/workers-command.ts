@@ -41,7 +41,8 @@ export function workersCommand(globals: Globals): Command {
       const snapshot = worker.snapshot;
       printFields([
         ["worker", worker.workerId],
-        ["status", status(WorkerStatus[worker.status])],
+        // Why the server set the status itself, when it did (e.g. a silent worker forgotten after --forget-after).
+        ["status", status(WorkerStatus[worker.status]) + (worker.statusReason === "" ? "" : ` (${worker.statusReason})`)],
         ["connected", worker.connected ? "yes" : "no"],
         ["capacity", `${worker.currentAttemptIds.length}/${worker.capacity} in use`],
         ["attempts", worker.currentAttemptIds.join(", ") || "-"],
