@@ -14,6 +14,7 @@ import { RolloutService } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { type SystemSnapshot, SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
 import { WorkerService } from "../../src/gen/runnerline/v1/worker_pb.js";
 import { type RunningServer, startServer } from "../../src/server/app.js";
+import type { ServerOptions } from "../../src/server/config.js";
 import { freePort } from "../polling.js";
 
 export interface RunnerSpec {
@@ -95,6 +96,8 @@ export interface FleetOptions {
   authFile?: string;
   /** Sent by the scripted runners and the fleet's clients: a token that may act as every runner and enqueue (admin). */
   token?: string;
+  /** More server options (a short --forget-after, say). */
+  server?: Partial<ServerOptions>;
 }
 
 export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
@@ -108,6 +111,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     drainTimeoutMs: 200,
     authFile: options.authFile,
     log: () => undefined,
+    ...options.server,
   };
   let server = await startServer(serverOptions);
   const baseUrl = `http://127.0.0.1:${httpPort}`;

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../polling.js";
 import { type Browser, CHROMIUM_AVAILABLE, launchBrowser } from "./browser.js";
 import { type Fleet, startFleet } from "./fleet.js";
+import { TcpRelay } from "../tcp-relay.js";
 
 let fleet: Fleet;
 let browser: Browser;
@@ -140,5 +141,29 @@ describe.runIf(CHROMIUM_AVAILABLE)("Server gone", { timeout: 30_000 }, () => {
     expect(down.join()).not.toMatch(/\[unknown\]/);
     await restarting;
     await page.locator(".notice").first().waitFor({ state: "detached", timeout: 15_000 });
+  });
+});
+
+describe.runIf(CHROMIUM_AVAILABLE)("A forgotten runner", { timeout: 30_000 }, () => {
+  it("says why the server set it OFFLINE, on the badge and in its detail", async () => {
+    const own = await startFleet({ server: { forgetAfterMs: 1_000, retentionPeriodMs: 200 } });
+    const relay = await new TcpRelay({ host: "127.0.0.1", port: Number(own.grpcAddress.split(":")[1]) }).start();
+    try {
+      own.addRunner({ workerId: "killed-9", address: relay.address });
+      await eventually(() => own.clients.workers.getWorker({ workerId: "killed-9" }).catch(() => ({ worker: undefined })), (r) => r.worker?.connected === true);
+      relay.cut(); // as kill -9: no Goodbye, and it never comes back
+      await eventually(() => own.clients.workers.getWorker({ workerId: "killed-9" }), (r) => r.worker?.statusReason.startsWith("forgotten") === true, 15_000);
+      const tab = await browser.context.newPage();
+      await tab.goto(`${own.baseUrl}/runners?status=all`);
+      const badge = tab.locator('tr[data-worker-id="killed-9"] .badge[data-status="OFFLINE"]');
+      await badge.waitFor();
+      expect(await badge.getAttribute("title")).toMatch(/^not connected · forgotten: UNKNOWN with no attempts/);
+      await tab.goto(`${own.baseUrl}/runners/killed-9`);
+      await expect.poll(() => tab.locator('aside[aria-label="Runner killed-9"] .status-reason').textContent()).toMatch(/^forgotten: /);
+      await tab.close();
+    } finally {
+      await own.close();
+      await relay.close();
+    }
   });
 });

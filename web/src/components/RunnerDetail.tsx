@@ -75,6 +75,7 @@ export function RunnerDetail({ workerId, onClose }: { workerId: string; onClose(
           </button>
         </header>
         {error && <Notice kind="error">{error}</Notice>}
+        {worker?.statusReason && <p class="muted status-reason">{worker.statusReason}</p>}
         {worker === undefined ? (
           !error && <p class="muted">Loading…</p>
         ) : (

@@ -224,7 +224,8 @@ function SortHeader({ column, view, onChange }: { column: (typeof COLUMNS)[numbe
 
 export function workerBadge(worker: Worker) {
   const name = WorkerStatus[worker.status] ?? String(worker.status);
-  const title = worker.connected ? "connected" : "not connected";
+  // Why the server set the status itself, when it did (a silent runner forgotten after --forget-after).
+  const title = (worker.connected ? "connected" : "not connected") + (worker.statusReason ? ` · ${worker.statusReason}` : "");
   const cordon = cordonLabel(worker);
   return (
     <>
