@@ -70,7 +70,10 @@ describe.each(transports)("CordonWorker, UncordonWorker, DrainWorker over %s", (
     const assignment = await session.nextOf("assignment");
     expect(assignment.rolloutId).toBe(held!.rolloutId);
 
+    const cordonedNow = async () => (await clients.workers.getFleetSummary({})).summary?.workers?.cordoned ?? 0;
+    const before = await cordonedNow();
     const { worker } = await clients.workers.cordonWorker({ workerId, reason: "disk swap" });
+    expect(await cordonedNow()).toBe(before + 1);
     expect(worker).toMatchObject({ cordoned: true, cordonReason: "disk swap", cordonedBy: "", draining: false, status: WorkerStatus.BUSY });
     expect(msOf(worker!.cordonTime)).toBeGreaterThan(0);
 
@@ -87,7 +90,9 @@ describe.each(transports)("CordonWorker, UncordonWorker, DrainWorker over %s", (
     const again = await clients.workers.cordonWorker({ workerId, reason: "another reason" });
     expect(again.worker).toMatchObject({ cordoned: true, cordonReason: "disk swap", cordonTime: worker!.cordonTime });
 
+    expect(await cordonedNow()).toBe(before + 1); // counted once
     const { worker: lifted } = await clients.workers.uncordonWorker({ workerId });
+    expect(await cordonedNow()).toBe(before);
     expect(lifted).toMatchObject({ cordoned: false, cordonReason: "", draining: false });
     expect((await session.nextOf("assignment")).rolloutId).toBe(id("waits"));
     // Idempotent too.

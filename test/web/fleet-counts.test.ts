@@ -6,7 +6,7 @@ import { durationMs, fleetCountsFromSummary } from "../../web/src/fleet-counts.j
 describe("header counts from GetFleetSummary", () => {
   it("maps every number the header shows, preparing counted as running", () => {
     const summary = create(FleetSummarySchema, {
-      workers: { total: 9, idle: 3, busy: 2, unknown: 1, offline: 3, connected: 6, quarantined: 1 },
+      workers: { total: 9, idle: 3, busy: 2, unknown: 1, offline: 3, connected: 6, quarantined: 1, cordoned: 2 },
       rollouts: { total: 20, queuing: 4, preparing: 1, running: 2, requeuing: 1, succeeded: 7, failed: 3, cancelled: 2 },
       queueDepth: 5,
       oldestQueuedAge: { seconds: 75n, nanos: 500_000_000 },
@@ -18,6 +18,7 @@ describe("header counts from GetFleetSummary", () => {
       unknown: 1,
       offline: 3,
       quarantined: 1,
+      cordoned: 2,
       queueDepth: 5,
       oldestQueuedMs: 75_500,
       unroutable: 2,

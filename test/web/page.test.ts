@@ -267,6 +267,8 @@ describe.runIf(CHROMIUM_AVAILABLE)("Cordon and drain", { timeout: 60_000 }, () =
     await drawer.locator('.notice-warn:has-text("Cordoned: disk swap")').waitFor();
     await drawer.locator('.badge[data-status="CORDONED"]').waitFor();
     expect(await drawer.locator("button.cordon").count()).toBe(0);
+    // The header counts it (GetFleetSummary's workers.cordoned).
+    await eventually(() => page.locator('[data-count="CORDONED"]').textContent({ timeout: 1_000 }).catch(() => null), (t) => t === "1 cordoned");
     await page.keyboard.press("Escape");
 
     // The table learned it live (WatchWorkers); the badge has its own colour and says why.

@@ -11,6 +11,8 @@ export interface FleetCounts {
   offline: number;
   /** Kept from new work after repeated failures (any status). */
   quarantined: number;
+  /** Kept from new work by an operator (CordonWorker, DrainWorker; any status). */
+  cordoned: number;
   /** Rollouts waiting for a runner: QUEUING plus REQUEUING. */
   queueDepth: number;
   /** How long the longest-waiting queued rollout has waited; undefined when the queue is empty. */
@@ -37,6 +39,7 @@ export function fleetCountsFromSummary(summary: FleetSummary | undefined): Fleet
     unknown: w?.unknown ?? 0,
     offline: w?.offline ?? 0,
     quarantined: w?.quarantined ?? 0,
+    cordoned: w?.cordoned ?? 0,
     queueDepth: summary?.queueDepth ?? 0,
     oldestQueuedMs: durationMs(summary?.oldestQueuedAge),
     unroutable: summary?.unroutableQueued ?? 0,

@@ -40,6 +40,7 @@ export class FleetCounters implements TransitionObserver {
   private readonly workersByStatus = new Map<WorkerStatus, number>();
   private workerTotal = 0;
   private connected = 0;
+  private cordoned = 0;
   private totalCapacity = 0;
   private usedCapacity = 0;
   private readonly rolloutsByStatus = new Map<RolloutStatus, number>();
@@ -163,6 +164,7 @@ export class FleetCounters implements TransitionObserver {
         offline: this.workers(WorkerStatus.OFFLINE),
         connected: this.connected,
         quarantined: this.routing.quarantinedWorkers(),
+        cordoned: this.cordoned,
       },
       rollouts: {
         total: this.rolloutTotal,
@@ -192,6 +194,7 @@ export class FleetCounters implements TransitionObserver {
       this.totalCapacity += sign * worker.capacity;
     }
     this.usedCapacity += sign * worker.currentAttemptIds.length;
+    if (worker.cordoned) this.cordoned += sign;
   }
 
   private countRollout(status: RolloutStatus, sign: 1 | -1) {
@@ -210,6 +213,7 @@ function sameCounts(a: WorkerRecord, b: WorkerRecord): boolean {
     a.worker.status === b.worker.status &&
     a.worker.connected === b.worker.connected &&
     a.worker.capacity === b.worker.capacity &&
-    a.worker.currentAttemptIds.length === b.worker.currentAttemptIds.length
+    a.worker.currentAttemptIds.length === b.worker.currentAttemptIds.length &&
+    a.worker.cordoned === b.worker.cordoned
   );
 }

@@ -46,6 +46,7 @@ export class ServerMetrics {
       });
     summaryGauge("runnerline_sessions_connected", "Workers holding a runner session now.", (s) => s.workers?.connected ?? 0);
     summaryGauge("runnerline_workers_quarantined", "Workers kept from new work after repeated failures.", (s) => s.workers?.quarantined ?? 0);
+    summaryGauge("runnerline_workers_cordoned", "Workers an operator keeps from new work (CordonWorker, DrainWorker).", (s) => s.workers?.cordoned ?? 0);
     summaryGauge("runnerline_capacity_slots", "Sum of the capacity of connected workers.", (s) => s.totalCapacity);
     summaryGauge("runnerline_capacity_used_slots", "Attempts PREPARING or RUNNING now.", (s) => s.usedCapacity);
     summaryGauge("runnerline_queue_depth", "Rollouts waiting in the dispatch queue.", (s) => s.queueDepth);

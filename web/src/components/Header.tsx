@@ -69,6 +69,11 @@ export function Header({ route }: { route: Route }) {
                 {counts.quarantined} quarantined
               </span>
             )}
+            {counts.cordoned > 0 && (
+              <span class="count count-cordoned" data-count="CORDONED" title="runners an operator keeps from new work (cordoned or draining)">
+                {counts.cordoned} cordoned
+              </span>
+            )}
             <span
               class="count sep"
               data-count="QUEUE"
