@@ -14,7 +14,7 @@ import {
   unroutableAmongRequest,
 } from "../table-query.js";
 import { Badge, CopyButton, Link, msOf, Notice, RelativeTime, useNow } from "./common.js";
-import { Pager } from "./RunnersPage.js";
+import { Pager } from "./Pager.js";
 import { RolloutDetail } from "./RolloutDetail.js";
 
 const REFRESH_MS = 3_000;

@@ -17,6 +17,7 @@ import { cordonLabel, cordonSummary } from "../cordon.js";
 import { isQuarantined, timestampMs } from "../quarantine.js";
 import { SERVER_GONE } from "../api.js";
 import { Bar, Badge, CopyButton, Link, Notice, RelativeTime, useNow } from "./common.js";
+import { Pager } from "./Pager.js";
 import { RunnerDetail } from "./RunnerDetail.js";
 
 /** Column header → server order_by field; columns without one cannot be sorted by the server. */
@@ -362,42 +363,5 @@ function EmptyRunners({ filtered }: { filtered: boolean }) {
       No runners yet: start one with <code>./bin/runnerline.mjs runner --worker-id my-runner --exec 'cat'</code> (see the README's
       quickstart). It appears here as soon as it connects.
     </Notice>
-  );
-}
-
-export function Pager(props: {
-  pageIndex: number;
-  pageSize: PageSize;
-  shown: number;
-  total: number;
-  hasNext: boolean;
-  onPrevious(): void;
-  onNext(): void;
-  onPageSize(size: PageSize): void;
-  noun: string;
-}) {
-  const first = props.pageIndex * props.pageSize + 1;
-  return (
-    <div class="pager">
-      <span class="muted">
-        {props.shown === 0 ? 0 : first}–{first + props.shown - 1} of {props.total} {props.noun}
-      </span>
-      <button type="button" disabled={props.pageIndex === 0} onClick={props.onPrevious}>
-        ‹ Previous
-      </button>
-      <button type="button" disabled={!props.hasNext} onClick={props.onNext}>
-        Next ›
-      </button>
-      <label>
-        Page size{" "}
-        <select value={props.pageSize} onChange={(e) => props.onPageSize(Number((e.currentTarget as HTMLSelectElement).value) as PageSize)}>
-          {PAGE_SIZES.map((size) => (
-            <option key={size} value={size}>
-              {size}
-            </option>
-          ))}
-        </select>
-      </label>
-    </div>
   );
 }
