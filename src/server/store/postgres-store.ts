@@ -6,7 +6,7 @@ import { DomainError } from "../domain/errors.js";
 import type { Labels } from "../domain/labels.js";
 import type { WorkerRecord } from "../domain/worker.js";
 import { matchesPredicate } from "../filter/evaluate.js";
-import { type Changes, NO_CHANGES, WorkingSet } from "../transitions/changes.js";
+import { type Changes, NO_CHANGES } from "../transitions/changes.js";
 import type { AttemptStep, ClaimRequest, Claimed, RolloutStep, SessionFence, TransitionContext, WorkerStep } from "../transitions/steps.js";
 import { BatchedReads } from "./postgres/batched-reads.js";
 import { alreadyExistsOr, ENQUEUE_ROLLOUTS_SQL, enqueuedChanges, enqueueRolloutsParams } from "./postgres/enqueue-rollouts.js";

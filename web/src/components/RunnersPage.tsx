@@ -4,7 +4,6 @@ import { formatAbsolute, formatBytes, formatPercent, formatRelative, percentOf }
 import { LiveRunners, type RunnersState } from "../live-runners.js";
 import { navigate, rolloutPath, runnerPath } from "../route.js";
 import {
-  PAGE_SIZES,
   type PageSize,
   type RunnersView,
   runnersViewFromUrl,

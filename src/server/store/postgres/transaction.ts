@@ -16,7 +16,7 @@ export class Transaction implements TurnTransaction {
   private readonly attempts = new Map<string, Attempt | undefined>();
   private readonly workers = new Map<string, WorkerRecord | undefined>();
   /**
-   * What the step may read: only rows the operation locked or declared new
+   * What the step may read: only rows the operation locked
    * (reading another is a bug, so it throws). Attempts are the exception: a
    * claim makes new attempt ids, which no one else can hold yet (the insert
    * refuses a duplicate).
@@ -45,11 +45,6 @@ export class Transaction implements TurnTransaction {
   /** The held-back telemetry record that was laid over this worker when it was locked, if any. */
   pendingSeen(workerId: string): WorkerRecord | undefined {
     return this.seenPending.get(workerId);
-  }
-
-  /** Rollouts the operation inserts: none exists yet (the insert refuses a duplicate). */
-  declareNewRollouts(ids: readonly string[]) {
-    for (const id of ids) this.rollouts.set(id, undefined);
   }
 
   /**

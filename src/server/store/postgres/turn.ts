@@ -175,11 +175,6 @@ export class TurnQueue {
     this.schedule();
   }
 
-  /** Operations waiting or on the database now. */
-  get busy(): boolean {
-    return this.inFlight > 0 || this.waiting.length > 0;
-  }
-
   private schedule() {
     if (this.scheduled || this.inFlight >= this.maxInFlight || this.waiting.length === 0) return;
     this.scheduled = true;
