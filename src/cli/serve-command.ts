@@ -6,6 +6,7 @@ import { DEFAULT_LIMITS, type Limits } from "../server/services/limits.js";
 import type { Synchronous } from "../server/store/sqlite-schema.js";
 import { DEFAULT_SYNCHRONOUS, SQLITE_SYNCHRONOUS_SETTINGS } from "../server/store/sqlite-synchronous.js";
 import { abandonmentReport, watchShutdownSignals } from "./shutdown-signals.js";
+import { durationTextMs } from "../common/duration-text.js";
 
 /**
  * Every flag of `runnerline serve`, in one table: its variable, its help line
@@ -312,12 +313,9 @@ function positiveInteger(flag: string, text: string): number {
   return n;
 }
 
-const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** "7d", "12h", "30m", "45s", or a bare number of seconds. */
+/** "7d", "12h", "30m", "45s", "500ms", or a bare number of seconds. */
 export function duration(flag: string, text: string): number {
-  const match = /^(\d+(?:\.\d+)?)([smhd]?)$/.exec(text.trim());
-  const ms = match === null ? NaN : Number(match[1]) * (UNITS[match[2] || "s"] ?? NaN);
+  const ms = durationTextMs(text, "s");
   if (!Number.isFinite(ms) || ms <= 0) throw new InvalidArgumentError(`${flag} must be a positive duration such as 7d, 12h, 30m or 45s`);
   return ms;
 }

@@ -1,11 +1,11 @@
 import { type Duration, durationFromMs } from "@bufbuild/protobuf/wkt";
+import { DAY_MS, durationTextMs } from "../common/duration-text.js";
 
 /** A length of time in the client's plain-JSON API: milliseconds, or a string such as "500ms", "30s", "5m", "2h", "1d". */
 export type DurationInput = number | string;
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 /** Longest duration accepted: what google.protobuf.Duration can carry, rounded down to whole days. */
-const MAX_MS = 10_000 * 365 * UNIT_MS.d!;
+const MAX_MS = 10_000 * 365 * DAY_MS;
 
 /** A DurationInput the client refused before sending anything; `field` names it, e.g. "rollouts[2].config.timeout". */
 export class InvalidDurationError extends RangeError {
@@ -27,8 +27,7 @@ export function durationMs(field: string, value: DurationInput): number {
   if (typeof value === "number") {
     ms = value;
   } else if (typeof value === "string") {
-    const match = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$/.exec(value);
-    ms = match === null ? NaN : Number(match[1]) * UNIT_MS[match[2] ?? "ms"]!;
+    ms = durationTextMs(value, "ms");
   } else {
     ms = NaN;
   }
