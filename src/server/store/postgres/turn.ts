@@ -1,5 +1,3 @@
-import type { Attempt } from "../../../gen/runnerline/v1/attempt_pb.js";
-import type { Rollout } from "../../../gen/runnerline/v1/rollout_pb.js";
 import { rolloutEffects } from "../../domain/rollout.js";
 import { type Changes, type RowReader, WorkingSet } from "../../transitions/changes.js";
 import {
@@ -15,16 +13,17 @@ import {
   type TransitionContext,
   type WorkerStep,
 } from "../../transitions/steps.js";
+import type { TurnNames } from "./lock-turn.js";
 
 /**
  * One turn on PostgreSQL: the transitions asked for in one event-loop turn
  * (reports, cancels, worker changes, claims for every session with credits)
  * run in ONE transaction with a fixed number of round trips, whatever their
- * number: lock every rollout the turn names (two statements: those named
- * through their attempts, then the others, claims' with SKIP LOCKED), every
- * attempt (one), every worker (one); apply the pure steps in arrival order to
- * one working set, each seeing the ones before it; write every changed row
- * (one statement); commit. Each caller gets its own operation's changes, as
+ * number: BEGIN; lock every row the turn names, in one statement
+ * (lock-turn.ts: rollouts, claims' with SKIP LOCKED, attempts, workers);
+ * apply the pure steps in arrival order to one working set, each seeing the
+ * ones before it; write every changed row, in one statement (write-turn.ts);
+ * COMMIT. Each caller gets its own operation's changes, as
  * if it had run alone; an operation whose step refuses (a DomainError) fails
  * alone and changes nothing.
  */
@@ -41,14 +40,11 @@ export interface Settle<T> {
   reject(error: unknown): void;
 }
 
-/** What a turn needs of a transaction: batched locks, the locked rows, and one write of all changes. */
+/** What a turn needs of a transaction: one locking read, the locked rows, and one write of all changes. */
 export interface TurnTransaction {
   readonly rows: RowReader;
-  /** Locks these rollouts and those of these attempts, in one statement; returns them. */
-  lockRolloutsAndThoseOfAttempts(rolloutIds: readonly string[], attemptIds: readonly string[]): Promise<Rollout[]>;
-  lockRollouts(ids: readonly string[], only?: "queued"): Promise<Rollout[]>;
-  lockAttempts(ids: readonly string[]): Promise<Attempt[]>;
-  lockWorkers(ids: readonly string[]): Promise<void>;
+  /** Locks every row the turn names (postgres/lock-turn.ts), in one statement. */
+  lock(names: TurnNames): Promise<void>;
   /** Writes the turn's changes; `requeued` rollouts went back to the queue during the turn (a new queue place). */
   persist(changes: Changes, requeued: ReadonlySet<string>): Promise<void>;
 }
@@ -56,13 +52,8 @@ export interface TurnTransaction {
 /** Results of a turn's operations, handed to their callers once the turn has committed. */
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
-/**
- * Locks what the operations name, one statement per table, in the order
- * rollouts → attempts → workers and by id within each (as every operation
- * does): two turns never wait on each other in a cycle. Claims' rollouts are
- * taken with SKIP LOCKED, so they never wait at all.
- */
-async function lockAll(tx: TurnTransaction, ops: readonly TurnOperation[]) {
+/** The rows the operations name, by table (the locking read adds the rows they lead to). */
+function namesOf(ops: readonly TurnOperation[]): TurnNames {
   const attemptIds: string[] = [];
   const rolloutIds: string[] = [];
   const queuedIds: string[] = [];
@@ -74,18 +65,11 @@ async function lockAll(tx: TurnTransaction, ops: readonly TurnOperation[]) {
     } else if (op.kind === "rollout") rolloutIds.push(op.rolloutId);
     else if (op.kind === "worker") workerIds.push(op.workerId);
     else {
-      queuedIds.push(...op.request.rolloutIds);
+      for (const id of op.request.rolloutIds) queuedIds.push(id);
       workerIds.push(op.request.workerId);
     }
   }
-  const rollouts = rolloutIds.length + attemptIds.length === 0 ? [] : await tx.lockRolloutsAndThoseOfAttempts(rolloutIds, attemptIds);
-  // Rows another server is claiming right now are skipped, not waited for: they are not queued for us.
-  if (queuedIds.length > 0) await tx.lockRollouts(queuedIds, "queued");
-  const named = new Set(rolloutIds);
-  const latest = rollouts.filter((r) => named.has(r.rolloutId) && r.latestAttemptId !== "").map((r) => r.latestAttemptId);
-  const attempts = attemptIds.length + latest.length === 0 ? [] : await tx.lockAttempts([...attemptIds, ...latest]);
-  for (const attempt of attempts) if (attempt.workerId !== "") workerIds.push(attempt.workerId);
-  if (workerIds.length > 0) await tx.lockWorkers(workerIds);
+  return { rolloutIds, attemptIds, queuedIds, workerIds };
 }
 
 /** Applies one operation to its own working set over the turn's; returns its changes and its answer. */
@@ -117,7 +101,7 @@ function apply(turn: WorkingSet, op: TurnOperation): { changes: Changes; value: 
  * retries or reports to every operation.
  */
 export async function runTurn(tx: TurnTransaction, ops: readonly TurnOperation[]): Promise<Outcome[]> {
-  await lockAll(tx, ops);
+  await tx.lock(namesOf(ops));
   const turn = new WorkingSet(tx.rows);
   const requeued = new Set<string>();
   const outcomes: Outcome[] = [];
