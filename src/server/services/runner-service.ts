@@ -22,6 +22,7 @@ import { codeOf, toConnectError } from "./errors.js";
 import type { HeartbeatGate } from "./heartbeat-gate.js";
 import { type Limits, requireBoundedJson, requireBoundedLabels, requireListLength } from "./limits.js";
 import { Outbox } from "./outbox.js";
+import { RequestPipeline } from "./request-pipeline.js";
 import type { SessionCount } from "./session-count.js";
 import { TerminalCredits } from "./terminal-credits.js";
 import { boundedExtraStats, boundedResult, requireId } from "./validation.js";
@@ -44,7 +45,8 @@ export interface RunnerServiceOptions {
 
 /**
  * The runner session: reads the runner's messages in order and hands them to
- * the coordinator; everything the server says goes out through one
+ * the coordinator (attempt updates about different attempts without waiting
+ * for each other: request-pipeline.ts); everything the server says goes out through one
  * AssignmentBatcher into one outbox.
  * Protocol errors end the stream with a status; domain refusals answer
  * Rejected and keep it open (DESIGN §4).
@@ -204,17 +206,24 @@ async function* runSession(
     return apply(request, returnsCredit);
   };
 
+  /** A domain refusal answers Rejected and keeps the session; anything else ends it. */
+  const answer = async (request: SessionRequest) => {
+    try {
+      await handle(request);
+    } catch (error) {
+      if (!(error instanceof DomainError) || link === undefined) throw error;
+      outgoing.send(rejected(error, request));
+    }
+  };
+  const pipeline = new RequestPipeline(answer, (error) => end(toConnectError(error)));
   const readRequests = async () => {
     try {
       for await (const request of requests) {
-        try {
-          await handle(request);
-        } catch (error) {
-          if (!(error instanceof DomainError) || link === undefined) throw error;
-          outgoing.send(rejected(error, request));
-        }
+        await pipeline.push(request);
+        if (pipeline.failure !== undefined) return;
       }
-      end();
+      await pipeline.idle();
+      if (pipeline.failure === undefined) end();
     } catch (error) {
       end(toConnectError(error));
     }

@@ -12,11 +12,12 @@ import { BatchedReads } from "./postgres/batched-reads.js";
 import { alreadyExistsOr, ENQUEUE_ROLLOUTS_SQL, enqueuedChanges, enqueueRolloutsParams } from "./postgres/enqueue-rollouts.js";
 import { isUnreachable, messageOf, RETRYABLE, unavailableOr } from "./postgres/errors.js";
 import { attemptOf, type Row, rolloutOf, run, WORKER_READ, workerMessageOf, workerOf } from "./postgres/rows.js";
+import { GrowthAnalyzer } from "./postgres/analyze-growth.js";
 import { Transaction } from "./postgres/transaction.js";
 import { Where } from "./postgres/where.js";
 import { WRITE_TELEMETRY_SQL, writeTelemetryParams } from "./postgres/write-telemetry.js";
 import { migrate } from "./postgres-schema.js";
-import { runTurn, settle, type TurnOperation, TurnQueue } from "./postgres/turn.js";
+import { newAttempts, runTurn, settle, type TurnOperation, TurnQueue } from "./postgres/turn.js";
 import {
   ATTEMPT_SORT_FIELDS,
   type AttemptFilter,
@@ -79,6 +80,9 @@ export class PostgresStore implements Store {
   /** Telemetry not yet written, per worker (the newest record; only its telemetry is written). */
   private pending = new Map<string, WorkerRecord>();
   private readonly turns = new TurnQueue((ops) => this.runTurn(ops));
+  /** Statistics for the tables that grow, kept current while they are young (postgres/analyze-growth.ts). */
+  private readonly analyzeRollouts = new GrowthAnalyzer(() => this.query("ANALYZE rollouts"));
+  private readonly analyzeAttempts = new GrowthAnalyzer(() => this.query("ANALYZE attempts"));
   private readonly flushTimer: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
   private readonly rolloutReads = new BatchedReads<Rollout>(
@@ -236,6 +240,7 @@ export class PostgresStore implements Store {
     await this.statement(ENQUEUE_ROLLOUTS_SQL, enqueueRolloutsParams(rollouts)).catch((error: unknown) => {
       throw alreadyExistsOr(error);
     });
+    this.analyzeRollouts.wrote(rollouts.length);
     return enqueuedChanges(rollouts);
   }
 
@@ -278,7 +283,9 @@ export class PostgresStore implements Store {
    */
   private async runTurn(ops: TurnOperation[]): Promise<void> {
     try {
-      settle(ops, await this.transaction((tx) => runTurn(tx, ops)));
+      const outcomes = await this.transaction((tx) => runTurn(tx, ops));
+      this.analyzeAttempts.wrote(newAttempts(ops, outcomes));
+      settle(ops, outcomes);
     } catch (error) {
       if (ops.length === 1 || (error instanceof DomainError && error.kind === "unavailable")) {
         for (const op of ops) op.done.reject(error);

@@ -126,6 +126,16 @@ export async function runTurn(tx: TurnTransaction, ops: readonly TurnOperation[]
   return outcomes;
 }
 
+/** How many attempts the turn's claims created. */
+export function newAttempts(ops: readonly TurnOperation[], outcomes: readonly Outcome[]): number {
+  let count = 0;
+  ops.forEach((op, i) => {
+    const outcome = outcomes[i]!;
+    if (op.kind === "claim" && outcome.ok) count += (outcome.value as { claimed: Claimed[] }).claimed.length;
+  });
+  return count;
+}
+
 /** Hands each caller its outcome. */
 export function settle(ops: readonly TurnOperation[], outcomes: readonly Outcome[]) {
   ops.forEach((op, i) => {
