@@ -141,6 +141,39 @@ describe.skipIf(!POSTGRES_AVAILABLE)("PostgreSQL store", () => {
     expect((await other.getWorker("w-1"))?.worker.status).toBe((await store.getWorker("w-1"))?.worker.status);
   });
 
+  it("a telemetry flush locks its workers by id, as turns do, so the two never deadlock", async () => {
+    const schema = freshSchema("flushlock");
+    const store = await PostgresStore.open(POSTGRES_URL, { schema, telemetryFlushMs: 60_000 });
+    stores.push(store);
+    // Created w-b first: a statement that follows the table's physical order meets w-b before w-a.
+    for (const id of ["w-b", "w-a"]) {
+      await store.changeWorker(id, undefined, (r) => attachSession(r ?? newWorkerRecord(id, T0), OPENING, context.liveness, T0));
+    }
+    // Telemetry held back for w-b, then w-a: out of id order.
+    for (const id of ["w-b", "w-a"]) {
+      await store.changeWorker(id, { workerId: id, epoch: 1 }, (r) => recordHeartbeat(r!, { extraStats: { beat: 1 } }, context.liveness, T0 + 1));
+    }
+    const holder = new pg.Client({ connectionString: POSTGRES_URL, options: `-c search_path=${schema}` });
+    const prober = new pg.Client({ connectionString: POSTGRES_URL, options: `-c search_path=${schema}` });
+    await holder.connect();
+    await prober.connect();
+    try {
+      // A turn holding w-a, as a transaction of the store's would.
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM workers WHERE worker_id = 'w-a' FOR UPDATE");
+      const flushed = store.flushTelemetry();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // The flush waits for w-a before it takes w-b, so the turn can still take w-b: no cycle.
+      await expect(prober.query("SELECT 1 FROM workers WHERE worker_id = 'w-b' FOR UPDATE NOWAIT")).resolves.toBeDefined();
+      await holder.query("COMMIT");
+      await flushed;
+      expect((await store.getWorker("w-b"))?.worker.extraStats).toEqual({ beat: 1 });
+    } finally {
+      await holder.end();
+      await prober.end();
+    }
+  });
+
   it("enqueues a batch of 1,000 as one statement: no BEGIN/COMMIT, one round trip, every row in the batch's queue order", async () => {
     const store = await postgresStore();
     stores.push(store);

@@ -15,7 +15,7 @@ import { attemptOf, type Row, rolloutOf, run, WORKER_READ, workerMessageOf, work
 import { GrowthAnalyzer } from "./postgres/analyze-growth.js";
 import { Transaction } from "./postgres/transaction.js";
 import { Where } from "./postgres/where.js";
-import { WRITE_TELEMETRY_SQL, writeTelemetryParams } from "./postgres/write-telemetry.js";
+import { LOCK_TELEMETRY_SQL, WRITE_TELEMETRY_SQL, writeTelemetryParams } from "./postgres/write-telemetry.js";
 import { migrate } from "./postgres-schema.js";
 import { newAttempts, runTurn, settle, type TurnOperation, TurnQueue } from "./postgres/turn.js";
 import {
@@ -321,7 +321,7 @@ export class PostgresStore implements Store {
     await this.pool.end();
   }
 
-  /** Writes the telemetry held back, all of it in one statement, without waiting for the disk. */
+  /** Writes the telemetry held back (its workers locked first, by id), without waiting for the disk. */
   flushTelemetry(): Promise<void> {
     this.flushing = this.flushing.then(async () => {
       if (this.pending.size === 0) return;
@@ -331,6 +331,8 @@ export class PostgresStore implements Store {
       try {
         await this.transaction(async (tx) => {
           await tx.client.query("SET LOCAL synchronous_commit = off");
+          // All of them first, in the order turns lock workers; then written in batches.
+          await run(tx.client, LOCK_TELEMETRY_SQL, [records.map((r) => r.worker.workerId)]);
           for (let start = 0; start < records.length; start += FLUSH_ROWS) {
             await run(tx.client, WRITE_TELEMETRY_SQL, writeTelemetryParams(records.slice(start, start + FLUSH_ROWS)));
           }

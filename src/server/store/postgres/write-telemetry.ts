@@ -12,6 +12,14 @@ export const WRITE_TELEMETRY_SQL =
   "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS t(worker_id, telemetry, heartbeat, dequeue) " +
   "WHERE w.worker_id = t.worker_id";
 
+/**
+ * Locks the batch's workers by id, as a turn locks them (lock-turn.ts), before
+ * WRITE_TELEMETRY_SQL updates them in whatever order its join takes: without
+ * it, a flush and a turn that both hold one worker and want the other's
+ * deadlock, and PostgreSQL breaks the cycle only after deadlock_timeout (1 s).
+ */
+export const LOCK_TELEMETRY_SQL = "SELECT worker_id FROM workers WHERE worker_id = ANY($1::text[]) ORDER BY worker_id FOR UPDATE";
+
 /** The statement's parameters for `records`: one array per column. */
 export function writeTelemetryParams(records: readonly WorkerRecord[]): unknown[] {
   return [
