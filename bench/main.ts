@@ -36,7 +36,7 @@ import {
   type SetSample,
   startServerSet,
 } from "./lib/processes.js";
-import type { ProbeSample } from "./lib/server-probe.js";
+import type { ProbeSample } from "./lib/probe-sample.js";
 import { type LatencySummary, sleep, summarize, waitUntil } from "./lib/stats.js";
 import { type PeerMode, type PeerReport, runPeerScenario } from "./peer.js";
 import {

@@ -9,10 +9,38 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createBenchDatabase, DEFAULT_POSTGRES_URL, postgresCpuSeconds, requirePostgres } from "./postgres.js";
-import type { ProbeSample } from "./server-probe.js";
+import type { ProbeSample } from "./probe-sample.js";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
-const probeUrl = pathToFileURL(fileURLToPath(new URL("./server-probe.ts", import.meta.url))).href;
+const probeUrl = pathToFileURL(fileURLToPath(new URL("./server-probe.mjs", import.meta.url))).href;
+
+/**
+ * The measured servers run as users run them, without a TypeScript loader in
+ * the process (tsx's keepNames alone adds a call per closure created):
+ * Runnerline from dist/ (built first when stale, as `npm start` does), the
+ * echo baseline bundled once per run by esbuild into node_modules/.cache.
+ */
+let serverScripts: Promise<{ runnerline: string; echo: string }> | undefined;
+function builtServers(): Promise<{ runnerline: string; echo: string }> {
+  serverScripts ??= (async () => {
+    const { build } = (await import("../../scripts/build.mjs")) as { build: (o: { ifStale: boolean }) => void };
+    build({ ifStale: true });
+    const esbuild = await import("esbuild");
+    const echo = join(repoRoot, "node_modules", ".cache", "runnerline-bench", "echo-server.mjs");
+    await esbuild.build({
+      entryPoints: [join(repoRoot, "bench", "echo-server.ts")],
+      outfile: echo,
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      packages: "external",
+      logLevel: "warning",
+    });
+    return { runnerline: join(repoRoot, "dist", "cli", "main.js"), echo };
+  })();
+  return serverScripts;
+}
 
 export type ServerKind = "runnerline" | "echo";
 
@@ -86,17 +114,18 @@ export interface ServerProcess {
 }
 
 export async function startServerProcess(options: ServerOptions): Promise<ServerProcess> {
-  const execArgv = ["--expose-gc", "--import", "tsx", "--import", probeUrl];
+  const execArgv = ["--expose-gc", "--import", probeUrl];
+  const built = await builtServers();
   if (options.cpuProfDir !== undefined) execArgv.push("--cpu-prof", "--cpu-prof-dir", options.cpuProfDir);
   let script: string;
   let args: string[];
   // Where a SQLite store keeps its file; removed when the server exits, before stop() resolves.
   const folder = mkdtempSync(join(tmpdir(), "rl-bench-"));
   if (options.kind === "echo") {
-    script = "bench/echo-server.ts";
+    script = built.echo;
     args = ["--grpc-addr", "127.0.0.1:0"];
   } else {
-    script = "src/cli/main.ts";
+    script = built.runnerline;
     args = ["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", ...STORES[options.store ?? "memory"].flags(folder, options.database)];
     if (options.heartbeatIntervalS !== undefined) args.push("--heartbeat-interval", String(options.heartbeatIntervalS));
     if (options.heartbeatGraceS !== undefined) args.push("--heartbeat-grace", String(options.heartbeatGraceS));
