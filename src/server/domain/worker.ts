@@ -84,21 +84,31 @@ function heartbeatLate(worker: Worker, liveness: Liveness, now: Millis): boolean
  */
 export function settle(record: WorkerRecord, liveness: Liveness, now: Millis, changed = false): WorkerRecord {
   const status = deriveWorkerStatus(record, liveness, now);
-  const worker = record.worker;
-  if (status === worker.status && !changed) return record;
-  const turned = status !== worker.status;
-  return {
-    ...record,
-    worker: {
-      ...worker,
-      status,
-      lastBusyTime: turned && status === WorkerStatus.BUSY ? toTimestamp(now) : worker.lastBusyTime,
-      lastIdleTime: turned && status === WorkerStatus.IDLE ? toTimestamp(now) : worker.lastIdleTime,
-      // A reason the server gave for the status (a forgotten worker's) lasts until the status changes.
-      statusReason: turned && status !== WorkerStatus.OFFLINE ? "" : worker.statusReason,
-      version: worker.version + 1n,
-    },
-  };
+  if (status === record.worker.status && !changed) return record;
+  return withStatus({ ...record, worker: { ...record.worker } }, status, now);
+}
+
+/**
+ * settle() on a record this module has just copied (record and worker), which
+ * no one else holds yet: its status fields are set in place, saving a second
+ * copy of the whole message on the dispatch path (holdAttempt, releaseAttempt).
+ */
+function settleCopy(copy: WorkerRecord, liveness: Liveness, now: Millis): WorkerRecord {
+  return withStatus(copy, deriveWorkerStatus(copy, liveness, now), now);
+}
+
+/** Sets a copied record's status and what follows from it (the times it turned busy or idle, its version). */
+function withStatus(copy: WorkerRecord, status: WorkerStatus, now: Millis): WorkerRecord {
+  const worker = copy.worker;
+  if (status !== worker.status) {
+    if (status === WorkerStatus.BUSY) worker.lastBusyTime = toTimestamp(now);
+    if (status === WorkerStatus.IDLE) worker.lastIdleTime = toTimestamp(now);
+    // A reason the server gave for the status (a forgotten worker's) lasts until the status changes.
+    if (status !== WorkerStatus.OFFLINE) worker.statusReason = "";
+    worker.status = status;
+  }
+  worker.version = worker.version + 1n;
+  return copy;
 }
 
 export interface SessionOpening {
@@ -191,7 +201,7 @@ export function recordWorkRequest(record: WorkerRecord, liveness: Liveness, now:
 export function holdAttempt(record: WorkerRecord, attempt: Attempt, liveness: Liveness, now: Millis) {
   const worker = record.worker;
   if (worker.currentAttemptIds.includes(attempt.attemptId)) return record;
-  return settle(
+  return settleCopy(
     {
       ...record,
       worker: {
@@ -202,7 +212,6 @@ export function holdAttempt(record: WorkerRecord, attempt: Attempt, liveness: Li
     },
     liveness,
     now,
-    true,
   );
 }
 
@@ -220,7 +229,7 @@ export function releaseAttempt(
   const worker = record.worker;
   const index = worker.currentAttemptIds.indexOf(attempt.attemptId);
   if (index < 0) return record;
-  return settle(
+  return settleCopy(
     {
       ...record,
       suspect: record.suspect || lost,
@@ -232,7 +241,6 @@ export function releaseAttempt(
     },
     liveness,
     now,
-    true,
   );
 }
 
