@@ -66,6 +66,18 @@ describe("a failing worker against the rest of the fleet", () => {
     const off = { ...DEFAULT_QUARANTINE_POLICY, maxPercent: 0 };
     expect(quarantineDecision(worker, streak, off, T0 + 2, "x", alone)).toBeUndefined();
   });
+
+  it("quarantineDecision compares with the fleet only when the streak alone would quarantine", () => {
+    const worker = newWorkerRecord("w-1", T0).worker;
+    const notAsked = () => {
+      throw new Error("the fleet was compared for a streak too short to quarantine");
+    };
+    expect(quarantineDecision(worker, [T0, T0 + 1], DEFAULT_QUARANTINE_POLICY, T0 + 1, "x", notAsked)).toBeUndefined();
+    let asked = 0;
+    const alone = () => (asked++, against(tally(0, 3), 0, 20));
+    expect(quarantineDecision(worker, [T0, T0 + 1, T0 + 2], DEFAULT_QUARANTINE_POLICY, T0 + 2, "x", alone)).toMatchObject({ count: 1 });
+    expect(asked).toBe(1);
+  });
 });
 
 describe("the share of the fleet that may be quarantined (max_ejection_percent)", () => {

@@ -175,7 +175,8 @@ export function quarantineDecision(
   policy: QuarantinePolicy,
   now: Millis,
   lastFailure: string,
-  fleet: FleetComparison,
+  /** The fleet to judge against; a function is called only when the streak alone would quarantine (it costs a pass). */
+  fleet: FleetComparison | (() => FleetComparison),
 ): QuarantineDecision | undefined {
   if (isQuarantined(worker, now) || policy.maxPercent <= 0) return undefined;
   const onProbation = worker.quarantineCount > 0;
@@ -183,7 +184,7 @@ export function quarantineDecision(
   if (streak.length < needed) return undefined;
   const first = streak[streak.length - needed]!;
   if (now - first > policy.windowMs) return undefined;
-  const evidence = outlierEvidence(fleet);
+  const evidence = outlierEvidence(typeof fleet === "function" ? fleet() : fleet);
   if (evidence === undefined) return undefined;
   const count = worker.quarantineCount + 1;
   const backoffMs = Math.min(policy.maxBackoffMs, policy.backoffMs * 2 ** (count - 1));

@@ -135,10 +135,13 @@ export class Judge {
     }
     if (outcome !== "failure") return;
     const last = `attempt ${attempt.attemptId} ${AttemptStatus[attempt.status]}${attempt.error?.message ? `: ${attempt.error.message}` : ""}`;
-    const others = this.routing.connectedCount() - (this.sessions.get(workerId) !== undefined || this.routing.hasRemoteSession(workerId) ? 1 : 0);
-    const otherSessions = this.sessions.workerIds().filter((id) => id !== workerId);
-    const steady = this.outcomes.steadyWithoutOutcomes(otherSessions, streak[0] ?? now, now);
-    const fleet = this.outcomes.compare(workerId, others, steady, now);
+    // The fleet is compared (a pass over every session) only when the streak alone would quarantine.
+    const fleet = () => {
+      const others = this.routing.connectedCount() - (this.sessions.get(workerId) !== undefined || this.routing.hasRemoteSession(workerId) ? 1 : 0);
+      const otherSessions = this.sessions.workerIds().filter((id) => id !== workerId);
+      const steady = this.outcomes.steadyWithoutOutcomes(otherSessions, streak[0] ?? now, now);
+      return this.outcomes.compare(workerId, others, steady, now);
+    };
     const decision = quarantineDecision(record.worker, streak, this.quarantinePolicy, now, last, fleet);
     if (decision === undefined) return;
     const connected = this.routing.connectedCount();
