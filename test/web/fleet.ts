@@ -101,19 +101,33 @@ export interface FleetOptions {
 }
 
 export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
-  const grpcPort = await freePort();
-  const httpPort = await freePort();
-  const serverOptions = {
-    grpcAddress: `127.0.0.1:${grpcPort}`,
-    httpAddress: `127.0.0.1:${httpPort}`,
-    store: "memory",
-    heartbeatIntervalMs: options.heartbeatIntervalMs ?? 400,
-    drainTimeoutMs: 200,
-    authFile: options.authFile,
-    log: () => undefined,
-    ...options.server,
-  };
-  let server = await startServer(serverOptions);
+  // Fixed ports, so that a restart comes back at the same address; a port found free can be taken by another test
+  // process before the server binds it, so that is tried again with others.
+  let grpcPort = 0;
+  let httpPort = 0;
+  let serverOptions: Parameters<typeof startServer>[0] | undefined;
+  let started: RunningServer | undefined;
+  for (let attempt = 1; started === undefined; attempt++) {
+    grpcPort = await freePort();
+    httpPort = await freePort();
+    serverOptions = {
+      grpcAddress: `127.0.0.1:${grpcPort}`,
+      httpAddress: `127.0.0.1:${httpPort}`,
+      store: "memory",
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 400,
+      drainTimeoutMs: 200,
+      authFile: options.authFile,
+      log: () => undefined,
+      ...options.server,
+    };
+    try {
+      started = await startServer(serverOptions);
+    } catch (error) {
+      if (attempt >= 5 || !/address already in use/.test(String(error))) throw error;
+    }
+  }
+  let server: RunningServer = started;
+  const restartOptions = serverOptions!;
   const baseUrl = `http://127.0.0.1:${httpPort}`;
   const grpcAddress = `127.0.0.1:${grpcPort}`;
   const clients = clientsFor(baseUrl, options.token);
@@ -180,7 +194,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     async restartServer(downMs = 1_500) {
       await server.close();
       await new Promise((resolve) => setTimeout(resolve, downMs));
-      server = await startServer(serverOptions);
+      server = await startServer(restartOptions);
     },
     async close() {
       for (const hold of holds.values()) hold.resolve({});

@@ -125,7 +125,14 @@ export class Turn {
       if (effects.enqueue) {
         const latest = changes.attempts.find((c) => c.after.attemptId === after.latestAttemptId)?.after;
         this.routing.add(after, latest, now);
-        fx.add(() => this.bus?.publish({ kind: "queued", ids: [after.rolloutId] }));
+        // Told once durable, and only if this server's own waiting runners did not take it meanwhile: other servers
+        // would read it only to find it claimed.
+        const bus = this.bus;
+        if (bus !== undefined) {
+          fx.add(() => {
+            if (this.routing.has(after.rolloutId)) bus.publish({ kind: "queued", ids: [after.rolloutId] });
+          });
+        }
       }
       if (effects.dequeue) this.routing.remove(after.rolloutId);
       if (effects.finished) {
