@@ -956,7 +956,7 @@ function printTables(): void {
   );
   printTable(
     "Peer: BullMQ on Redis (AOF everysec) and graphile-worker on the same PostgreSQL vs Runnerline, 4 load processes × 50 consumers, batches of 1,000; a PostgreSQL dispatcher is its servers and the database; db µs/job counts the measured database's backends only",
-    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "done per replica", "dispatcher CPU-s (per replica)", "db CPU-s", "db µs/job", "rate vs BullMQ", "per CPU-s vs BullMQ", "rate vs echo", "vs graphile batched: rate, enqueue s, db µs/job", "rate vs classic", "per CPU-s vs classic", "targets"],
+    ["scenario", "dispatcher", "jobs/s", "jobs per dispatcher CPU-s", "total s", "enqueue s", "first done ms", "done per replica", "dispatcher CPU-s (per replica)", "db CPU-s", "db µs/job", "rate vs BullMQ", "per CPU-s vs BullMQ", "rate vs echo", "vs graphile batched: rate, enqueue s, db µs/job", "rate vs classic", "per CPU-s vs classic", "targets"],
     by("peer").map((r) => [
       r.variant,
       r.server === "bullmq" || r.server === "echo" || r.server === "graphile-worker" ? r.server : label(r),
@@ -964,6 +964,7 @@ function printTables(): void {
       fmt(r.metrics.perDispatcherCpuS),
       fmt(r.metrics.seconds, 2),
       fmt(r.metrics.enqueueSeconds, 2),
+      fmt(r.metrics.firstDoneMs),
       perReplica(r),
       ...cpuCols(r),
       fmt(r.metrics.dbOwnCpuUsPerJob),
@@ -1022,6 +1023,7 @@ async function peerScenario(): Promise<void> {
         perDispatcherCpuS: r.perCpuS,
         seconds: r.seconds,
         enqueueSeconds: r.enqueueS,
+        ...(r.firstDoneMs !== undefined && { firstDoneMs: r.firstDoneMs }),
         serverCpuS: r.serverCpuS,
         ...(r.dbCpuS !== undefined && { dbCpuS: r.dbCpuS }),
         ...(r.dbOwnCpuS !== undefined && { dbOwnCpuUsPerJob: (r.dbOwnCpuS / r.jobs) * 1e6 }),

@@ -28,9 +28,13 @@ interface CpuReading {
 
 export async function measure(m: Measurement): Promise<PeerResult> {
   const progress = new Map<number, { done: number; at: number }>();
+  /** When a consumer first said it had finished a job (its progress events come every 20 ms while the count moves). */
+  let firstDoneAt: number | undefined;
   for (const consumer of m.consumers) {
     consumer.onEvent = (event) => {
-      if (event.event === "progress") progress.set(event.worker as number, { done: event.done as number, at: event.at as number });
+      if (event.event !== "progress") return;
+      progress.set(event.worker as number, { done: event.done as number, at: event.at as number });
+      if ((event.done as number) > 0 && (firstDoneAt === undefined || (event.at as number) < firstDoneAt)) firstDoneAt = event.at as number;
     };
   }
   const sum = () => [...progress.values()].reduce((a, p) => a + p.done, 0);
@@ -88,6 +92,9 @@ export async function measure(m: Measurement): Promise<PeerResult> {
     seconds,
     perCpuS: m.total / Math.max(1e-6, serverCpuS + (dbCpuS ?? 0)),
     enqueueS: (enqueue.finishedAt - enqueue.startedAt) / 1000,
+    // With consumers waiting: the first job's whole trip (enqueue, assignment, completion, its report seen), at 20 ms
+    // resolution; an upper bound on the first assignment.
+    ...(m.mode !== "drain" && firstDoneAt !== undefined && { firstDoneMs: firstDoneAt - startedAt }),
     serverCpuS,
     replicaCpuS,
     ...(dbCpuS !== undefined && { dbCpuS }),

@@ -67,6 +67,8 @@ export interface PeerResult {
    */
   perCpuS: number;
   enqueueS: number;
+  /** Consumers waiting (e2e, retry): ms from the first enqueue call to the first job reported done (20 ms resolution). */
+  firstDoneMs?: number;
   /** CPU seconds of the dispatcher's server processes (redis-server, or every Runnerline replica) over the span. */
   serverCpuS: number;
   /** The same per process, in order (one unless a fleet). */
