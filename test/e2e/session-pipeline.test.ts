@@ -2,7 +2,9 @@
  * One session's attempt updates about different attempts do not wait for
  * each other (src/server/services/request-pipeline.ts): on PostgreSQL a
  * runner's burst of reports shares the store's turns, where each used to
- * take a transaction of its own, one after the other.
+ * take a transaction of its own, one after the other. And a success that
+ * returns its credit shares its turn with the claim of the next rollout
+ * (src/server/dispatch/turn/requests.ts, reportAndRefill).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRunnerlineClients } from "../../src/client/clients.js";
@@ -62,6 +64,26 @@ describe.skipIf(!POSTGRES_AVAILABLE)("a session's burst of reports on PostgreSQL
     expect(rollouts.map((r) => r.status)).toEqual(ids.map(() => RolloutStatus.SUCCEEDED));
     const worker = await driver.worker("burst");
     expect(worker.currentAttemptIds).toEqual([]);
+    session.close();
+  });
+
+  it("commits a success that returns its credit and the claim of the next rollout in one transaction", async () => {
+    const first = await driver.enqueue({ n: 1 });
+    const session = driver.session();
+    session.send({ kind: "hello", workerId: "refill", capacity: 1, terminalUpdateReturnsCredit: true });
+    await session.nextOf("welcome");
+    session.send({ kind: "ready", slots: 1 });
+    const held = await session.nextOf("assignment");
+    expect(held.rolloutId).toBe(first);
+    const second = await driver.enqueue({ n: 2 });
+    const before = await commits();
+    session.send({ kind: "update", attemptId: held.attemptId, status: "SUCCEEDED" });
+    const next = await session.nextOf("assignment");
+    expect(next.rolloutId).toBe(second);
+    // The report, the credit it returned and the claim it made room for: one turn, where they took two in a row.
+    expect((await commits()) - before).toBe(1);
+    expect((await driver.rolloutStatus(first)).status).toBe("SUCCEEDED");
+    expect((await driver.worker("refill")).currentAttemptIds).toEqual([next.attemptId]);
     session.close();
   });
 });

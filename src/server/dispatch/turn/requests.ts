@@ -204,6 +204,12 @@ export class Requests {
       return (outcome = recordLateReport(attempt, report, now));
     };
     const fx = new Effects();
+    if (credited !== undefined && report.status === AttemptStatus.SUCCEEDED) {
+      return this.reportAndRefill(attemptId, step, credited, now, fx, () => {
+        if (refusal !== undefined) throw refusal;
+        return outcome!;
+      });
+    }
     let changes: Changes;
     try {
       changes = await this.store.changeAttempt(attemptId, fenceOf(guard.session), step, this.turn.context(now));
@@ -222,6 +228,51 @@ export class Requests {
     await this.turn.settle(fx);
     if (refusal !== undefined) throw refusal;
     return outcome!;
+  }
+
+  /**
+   * A success that returns its credit: the report, the credit and the claim
+   * of the rollout that takes the freed slot are asked for together, so they
+   * share the store's turn (one transaction on PostgreSQL, the worker's row
+   * written once) instead of the claim waiting for the report's turn. Only a
+   * success: a failure's judgement (quarantine, a retry back in the queue)
+   * must come before the next pick. Each part's changes are absorbed in the
+   * order the store applied them: the report's, the credit's, the claim's.
+   */
+  private async reportAndRefill(
+    attemptId: string,
+    step: AttemptStep,
+    credited: SessionLink,
+    now: Millis,
+    fx: Effects,
+    answer: () => Attempt,
+  ): Promise<Attempt> {
+    // Absorbed as soon as it is applied, ahead of the claim's changes below (a reaction registered first runs first).
+    const reported = this.store.changeAttempt(attemptId, fenceOf(credited), step, this.turn.context(now)).then((changes) => {
+      this.turn.absorb(changes, now, fx);
+      return changes;
+    });
+    const credit = this.runnerSessions.returnCredit(credited, now, fx);
+    const refill = this.pump.pump(now, fx);
+    // Both are waited for whatever happens to the report, so that neither's failure goes unheard.
+    const beside = Promise.allSettled([credit, refill]).then(([a, b]) => {
+      for (const result of [a, b]) if (result.status === "rejected") throw result.reason;
+    });
+    let changes: Changes;
+    try {
+      changes = await reported;
+    } catch (error) {
+      // Refused (the credit is returned all the same) or failed: the claim made beside it stands or fails on its own.
+      await beside.catch(() => undefined);
+      await this.turn.settle(fx);
+      throw error;
+    }
+    await this.judge.judgeEnded(changes, now, fx);
+    await beside;
+    // Anything the judgement put back, or the claim left over, goes out now.
+    await this.pump.pump(now, fx);
+    await this.turn.settle(fx);
+    return answer();
   }
 
   /**
