@@ -34,7 +34,8 @@ export class RequestPipeline {
   /** Takes the next request in arrival order; resolves when the stream may be read further. */
   async push(request: SessionRequest): Promise<void> {
     if (request.message.case !== "attemptUpdate") {
-      await this.idle();
+      // Most often nothing is in flight (a heartbeat between reports): no promise to wait for then.
+      if (this.inFlight.size > 0) await this.idle();
       if (this.failed !== undefined) return;
       try {
         await this.run(request);
