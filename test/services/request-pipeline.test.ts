@@ -90,6 +90,8 @@ describe("RequestPipeline", () => {
     expect(failures).toEqual([new Error("the database went away")]);
     expect(pipeline.failure).toEqual({ error: new Error("the database went away") });
     await pipeline.push(ready());
+    await pipeline.push(update("c"));
     expect(log).not.toContain("start ready");
+    expect(log).not.toContain("start c");
   });
 });

@@ -33,6 +33,8 @@ export class RequestPipeline {
 
   /** Takes the next request in arrival order; resolves when the stream may be read further. */
   async push(request: SessionRequest): Promise<void> {
+    // The session is ending: nothing more is applied.
+    if (this.failed !== undefined) return;
     if (request.message.case !== "attemptUpdate") {
       // Most often nothing is in flight (a heartbeat between reports): no promise to wait for then.
       if (this.inFlight.size > 0) await this.idle();
