@@ -24,6 +24,7 @@ import type { FilterExpression, Predicate } from "../filter/compile.js";
 import { ATTEMPT_COLUMNS, type ColumnCatalog, ROLLOUT_COLUMNS, splitForSql, WORKER_COLUMNS } from "./filter-sql.js";
 import { decodeRollout, encodeRolloutState } from "./rollout-codec.js";
 import { WORKER_ROW_COLUMNS, workerRow } from "./worker-row.js";
+import { ATTEMPT_ROW_COLUMNS, attemptRow } from "./attempt-row.js";
 import { type OpenOptions, openDatabase } from "./sqlite-schema.js";
 import { EmbeddedStore } from "./embedded-store.js";
 import type { Tables } from "./tables.js";
@@ -418,19 +419,7 @@ export class SqliteTables implements Tables {
   }
 
   private writeAttempt(attempt: Attempt) {
-    this.write(this.sql.putAttempt, [
-      attempt.attemptId,
-      attempt.rolloutId,
-      attempt.sequenceId,
-      attempt.workerId,
-      attempt.status,
-      ms(attempt.createTime),
-      ms(attempt.startTime),
-      ms(attempt.endTime),
-      ms(attempt.lastHeartbeatTime),
-      attempt.version,
-      toBinary(AttemptSchema, attempt),
-    ]);
+    this.write(this.sql.putAttempt, attemptRow(attempt));
   }
 
   private writeWorker(record: WorkerRecord) {
@@ -622,19 +611,7 @@ function prepareStatements(db: Database) {
     ),
 
     getAttempt: db.prepare<[string]>("SELECT message FROM attempts WHERE attempt_id = ?").pluck(),
-    putAttempt: upsert("attempts", "attempt_id", [
-      "attempt_id",
-      "rollout_id",
-      "sequence_id",
-      "worker_id",
-      "status",
-      "create_time",
-      "start_time",
-      "end_time",
-      "last_heartbeat_time",
-      "version",
-      "message",
-    ]),
+    putAttempt: upsert("attempts", "attempt_id", [...ATTEMPT_ROW_COLUMNS]),
     activeAttempts: db.prepare<SqlValue[]>(
       `SELECT attempt_id, message FROM attempts WHERE status IN (${ACTIVE_ATTEMPT_STATUSES.map(() => "?").join(", ")}) ORDER BY rowid`,
     ),

@@ -1,10 +1,9 @@
-import { toBinary } from "@bufbuild/protobuf";
 import type { Attempt } from "../../../gen/runnerline/v1/attempt_pb.js";
-import { AttemptSchema } from "../../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../../gen/runnerline/v1/rollout_pb.js";
 import { isRolloutQueued, rolloutEffects } from "../../domain/rollout.js";
 import type { WorkerRecord } from "../../domain/worker.js";
 import type { Changes } from "../../transitions/changes.js";
+import { ATTEMPT_ROW_COLUMNS, attemptRow } from "../attempt-row.js";
 import { encodeRolloutState } from "../rollout-codec.js";
 import { WORKER_ROW_COLUMNS, workerRow } from "../worker-row.js";
 import { base64, ms } from "./rows.js";
@@ -50,19 +49,7 @@ const WORKER_TYPES = [
   "text", // message (base64)
 ] as const;
 
-const ATTEMPT_COLUMNS = [
-  "attempt_id",
-  "rollout_id",
-  "sequence_id",
-  "worker_id",
-  "status",
-  "create_time",
-  "start_time",
-  "end_time",
-  "last_heartbeat_time",
-  "version",
-  "message",
-] as const;
+
 const ATTEMPT_TYPES = ["text", "text", "integer", "text", "integer", "bigint", "bigint", "bigint", "bigint", "bigint", "text"] as const;
 
 /** `unnest($k::type[], …)` over consecutive parameters from `first`. */
@@ -79,15 +66,15 @@ function valueOf(column: string): string {
 
 const ROLLOUT_PARAMS = 8;
 const ATTEMPT_FIRST = 1 + ROLLOUT_PARAMS;
-const ATTEMPT_UPDATE_FIRST = ATTEMPT_FIRST + ATTEMPT_COLUMNS.length;
-const WORKER_FIRST = ATTEMPT_UPDATE_FIRST + ATTEMPT_COLUMNS.length;
+const ATTEMPT_UPDATE_FIRST = ATTEMPT_FIRST + ATTEMPT_ROW_COLUMNS.length;
+const WORKER_FIRST = ATTEMPT_UPDATE_FIRST + ATTEMPT_ROW_COLUMNS.length;
 /** Worker parameters: the row's columns, then replica_id and whether the session opened here. */
 const WORKER_PARAMS = WORKER_ROW_COLUMNS.length + 2;
 const WORKER_UPDATE_FIRST = WORKER_FIRST + WORKER_PARAMS;
 const WORKER_INPUT = [...WORKER_ROW_COLUMNS, "replica_id", "opened"];
 const WORKER_INPUT_TYPES = [...WORKER_TYPES, "text", "boolean"];
 
-const attemptSet = ATTEMPT_COLUMNS.slice(1)
+const attemptSet = ATTEMPT_ROW_COLUMNS.slice(1)
   .map((c) => `${c} = ${valueOf(c)}`)
   .join(", ");
 const workerSet = WORKER_ROW_COLUMNS.slice(1)
@@ -102,10 +89,10 @@ export const WRITE_TURN_SQL =
   "unnest($1::text[], $2::integer[], $3::integer[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::integer[]) " +
   "WITH ORDINALITY AS v(rollout_id, status, attempt_count, start_time, end_time, version, state, queue, n) ORDER BY n) AS u " +
   "WHERE t.rollout_id = u.rollout_id), " +
-  `ai AS (INSERT INTO attempts (${ATTEMPT_COLUMNS.join(", ")}) SELECT ${ATTEMPT_COLUMNS.map(valueOf).join(", ")} ` +
-  `FROM ${unnestOf(ATTEMPT_TYPES, ATTEMPT_FIRST)} AS u(${ATTEMPT_COLUMNS.join(", ")})), ` +
+  `ai AS (INSERT INTO attempts (${ATTEMPT_ROW_COLUMNS.join(", ")}) SELECT ${ATTEMPT_ROW_COLUMNS.map(valueOf).join(", ")} ` +
+  `FROM ${unnestOf(ATTEMPT_TYPES, ATTEMPT_FIRST)} AS u(${ATTEMPT_ROW_COLUMNS.join(", ")})), ` +
   `au AS (UPDATE attempts AS t SET ${attemptSet} FROM ${unnestOf(ATTEMPT_TYPES, ATTEMPT_UPDATE_FIRST)} ` +
-  `AS u(${ATTEMPT_COLUMNS.join(", ")}) WHERE t.attempt_id = u.attempt_id), ` +
+  `AS u(${ATTEMPT_ROW_COLUMNS.join(", ")}) WHERE t.attempt_id = u.attempt_id), ` +
   `wi AS (INSERT INTO workers (${WORKER_ROW_COLUMNS.join(", ")}, replica_id, telemetry) ` +
   `SELECT ${WORKER_ROW_COLUMNS.map(valueOf).join(", ")}, u.replica_id, NULL FROM ${unnestOf(WORKER_INPUT_TYPES, WORKER_FIRST)} ` +
   `AS u(${WORKER_INPUT.join(", ")}) ON CONFLICT (worker_id) DO UPDATE SET ` +
@@ -137,19 +124,9 @@ function columns<T>(rows: readonly T[], width: number, row: (item: T) => readonl
 }
 
 function attemptValues(attempt: Attempt): unknown[] {
-  return [
-    attempt.attemptId,
-    attempt.rolloutId,
-    attempt.sequenceId,
-    attempt.workerId,
-    attempt.status,
-    ms(attempt.createTime),
-    ms(attempt.startTime),
-    ms(attempt.endTime),
-    ms(attempt.lastHeartbeatTime),
-    attempt.version,
-    base64(toBinary(AttemptSchema, attempt)),
-  ];
+  const row = attemptRow(attempt);
+  row[row.length - 1] = base64(row[row.length - 1] as Uint8Array);
+  return row;
 }
 
 /**
@@ -177,8 +154,8 @@ export function writeTurnParams(changes: Changes, requeued: ReadonlySet<string>,
   };
   return [
     ...rollouts,
-    ...columns(newAttempts, ATTEMPT_COLUMNS.length, attemptValues),
-    ...columns(changedAttempts, ATTEMPT_COLUMNS.length, attemptValues),
+    ...columns(newAttempts, ATTEMPT_ROW_COLUMNS.length, attemptValues),
+    ...columns(changedAttempts, ATTEMPT_ROW_COLUMNS.length, attemptValues),
     ...columns(
       changes.workers.filter((c) => c.before === undefined),
       WORKER_PARAMS,
