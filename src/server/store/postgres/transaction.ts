@@ -3,7 +3,6 @@ import type { Attempt } from "../../../gen/runnerline/v1/attempt_pb.js";
 import type { Rollout } from "../../../gen/runnerline/v1/rollout_pb.js";
 import type { WorkerRecord } from "../../domain/worker.js";
 import type { Changes, RowReader } from "../../transitions/changes.js";
-import { ENQUEUE_ROLLOUTS_SQL, enqueueRolloutsParams } from "./enqueue-rollouts.js";
 import { LOCK_TURN_SQL, LOCKED_PART, lockTurnParams, type TurnNames } from "./lock-turn.js";
 import { attemptOf, rolloutOf, run, workerOf } from "./rows.js";
 import type { TurnTransaction } from "./turn.js";
@@ -86,11 +85,7 @@ export class Transaction implements TurnTransaction {
    * `requeued` rollouts went back to the queue during the turn.
    */
   async persist(changes: Changes, requeued: ReadonlySet<string> = new Set()) {
-    const created = changes.rollouts.filter((c) => c.before === undefined).map((c) => c.after);
-    // Not made by any transition today; should one be, it is written as an enqueue is.
-    if (created.length > 0) await run(this.client, ENQUEUE_ROLLOUTS_SQL, enqueueRolloutsParams(created));
-    const changed = created.length === 0 ? changes : { ...changes, rollouts: changes.rollouts.filter((c) => c.before !== undefined) };
-    await run(this.client, WRITE_TURN_SQL, writeTurnParams(changed, requeued, this.replicaId));
+    await run(this.client, WRITE_TURN_SQL, writeTurnParams(changes, requeued, this.replicaId));
     for (const { after } of changes.workers) this.writtenWorkers.push(after);
   }
 }

@@ -130,10 +130,13 @@ function attemptValues(attempt: Attempt): unknown[] {
 }
 
 /**
- * The statement's parameters for a turn's changes (no new rollouts among
- * them); `requeued` went back to the queue during the turn.
+ * The statement's parameters for a turn's changes; `requeued` went back to
+ * the queue during the turn. New rollouts cannot be among them (a bug: it throws).
  */
 export function writeTurnParams(changes: Changes, requeued: ReadonlySet<string>, replicaId: string | null): unknown[] {
+  const created = changes.rollouts.find((c) => c.before === undefined);
+  // The statement only updates rollouts: one written as new here would be lost without a word.
+  if (created !== undefined) throw new Error(`postgres store: a turn created rollout ${created.after.rolloutId}; only EnqueueRollouts creates rollouts`);
   const rollouts = columns(changes.rollouts, ROLLOUT_PARAMS, ({ before, after }) => [
     after.rolloutId,
     after.status,
