@@ -13,6 +13,7 @@ import { alreadyExistsOr, ENQUEUE_ROLLOUTS_SQL, enqueuedChanges, enqueueRollouts
 import { isUnreachable, messageOf, RETRYABLE, unavailableOr } from "./postgres/errors.js";
 import { attemptOf, type Row, rolloutOf, run, WORKER_READ, workerMessageOf, workerOf } from "./postgres/rows.js";
 import { GrowthAnalyzer } from "./postgres/analyze-growth.js";
+import { HeldTelemetry } from "./postgres/held-telemetry.js";
 import { Transaction } from "./postgres/transaction.js";
 import { Where } from "./postgres/where.js";
 import { LOCK_TELEMETRY_SQL, WRITE_TELEMETRY_SQL, writeTelemetryParams } from "./postgres/write-telemetry.js";
@@ -35,7 +36,7 @@ import {
 } from "./query.js";
 import { sqlOrderBy } from "./sql-order.js";
 import { StoreOpenError } from "./sqlite-schema.js";
-import { encodeTelemetry, onlyTelemetryChanged, withTelemetry } from "./worker-telemetry.js";
+import { onlyTelemetryChanged } from "./worker-telemetry.js";
 import type { Store } from "./store.js";
 
 export interface PostgresStoreOptions {
@@ -55,8 +56,6 @@ export interface PostgresStoreOptions {
 
 /** Workers whose telemetry one UPDATE writes (a flush of more sends several, in the same transaction). */
 const FLUSH_ROWS = 500;
-/** Worker records kept for the heartbeat path; beyond this many the oldest are forgotten (they are re-read). */
-const RECENT_WORKERS = 50_000;
 
 const FINISHED_ROLLOUT_STATUSES = [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED];
 
@@ -75,10 +74,8 @@ const FINISHED_ROLLOUT_STATUSES = [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED
  * the pool reconnects by itself when it is back, and nothing committed is lost.
  */
 export class PostgresStore implements Store {
-  /** The last state of each worker this server wrote or read: the heartbeat path's starting point. */
-  private readonly recent = new Map<string, WorkerRecord>();
-  /** Telemetry not yet written, per worker (the newest record; only its telemetry is written). */
-  private pending = new Map<string, WorkerRecord>();
+  /** The heartbeat path: workers as last seen, telemetry written behind (postgres/held-telemetry.ts). */
+  private readonly held = new HeldTelemetry();
   private readonly turns = new TurnQueue((ops) => this.runTurn(ops));
   /** Statistics for the tables that grow, kept current while they are young (postgres/analyze-growth.ts). */
   private readonly analyzeRollouts = new GrowthAnalyzer(() => this.query("ANALYZE rollouts"));
@@ -168,7 +165,7 @@ export class PostgresStore implements Store {
 
   async getWorker(workerId: string): Promise<WorkerRecord | undefined> {
     const { rows } = await this.query(`SELECT ${WORKER_READ} FROM workers WHERE worker_id = $1`, [workerId]);
-    return rows[0] === undefined ? undefined : this.remember(this.overlay(workerOf(rows[0])));
+    return rows[0] === undefined ? undefined : this.held.remember(this.held.overlay(workerOf(rows[0])));
   }
 
   async listWorkers(query: ListQuery<WorkerFilter>): Promise<Page<Worker>> {
@@ -263,13 +260,12 @@ export class PostgresStore implements Store {
     // The heartbeat path: a change of telemetry only (heartbeats, work requests) starts from the worker as this
     // server last saw it and is written behind, in a batch; only the telemetry columns are written then, so a
     // stale view of the rest changes nothing in the database. Anything else is a transition on the locked row.
-    const known = this.recent.get(workerId);
+    const known = this.held.known(workerId);
     if (known !== undefined && (fence === undefined || fence.epoch === known.epoch)) {
       const after = step(known);
       if (after === known) return NO_CHANGES;
       if (onlyTelemetryChanged(known, after)) {
-        this.pending.set(workerId, after);
-        this.remember(after);
+        this.held.hold(after);
         return { rollouts: [], attempts: [], workers: [{ before: known, after }] };
       }
     }
@@ -324,10 +320,8 @@ export class PostgresStore implements Store {
   /** Writes the telemetry held back (its workers locked first, by id), without waiting for the disk. */
   flushTelemetry(): Promise<void> {
     this.flushing = this.flushing.then(async () => {
-      if (this.pending.size === 0) return;
-      const batch = this.pending;
-      this.pending = new Map();
-      const records = [...batch.values()];
+      const records = this.held.take();
+      if (records.length === 0) return;
       try {
         await this.transaction(async (tx) => {
           await tx.client.query("SET LOCAL synchronous_commit = off");
@@ -339,26 +333,11 @@ export class PostgresStore implements Store {
         });
       } catch (error) {
         // Kept for the next try, unless newer telemetry came meanwhile.
-        for (const record of records) if (!this.pending.has(record.worker.workerId)) this.pending.set(record.worker.workerId, record);
+        this.held.restore(records);
         throw error;
       }
     });
     return this.flushing;
-  }
-
-  /** A worker read from the database, with the telemetry this server holds back laid over it. */
-  private overlay(record: WorkerRecord): WorkerRecord {
-    const pending = this.pending.get(record.worker.workerId);
-    if (pending === undefined) return record;
-    return { ...record, worker: withTelemetry(record.worker, encodeTelemetry(pending.worker)) };
-  }
-
-  private remember(record: WorkerRecord): WorkerRecord {
-    const id = record.worker.workerId;
-    this.recent.delete(id);
-    this.recent.set(id, record);
-    if (this.recent.size > RECENT_WORKERS) this.recent.delete(this.recent.keys().next().value!);
-    return record;
   }
 
   // ---- internals ----------------------------------------------------------
@@ -399,14 +378,10 @@ export class PostgresStore implements Store {
       const started = performance.now();
       try {
         await client.query("BEGIN");
-        const tx = new Transaction(client, this.options.replicaId ?? null, (record) => this.overlay(record));
+        const tx = new Transaction(client, this.options.replicaId ?? null, (record) => this.held.overlay(record));
         const result = await body(tx);
         await client.query("COMMIT");
-        for (const record of tx.written()) {
-          this.remember(record);
-          // Its telemetry went with it (the locked read carried the pending telemetry).
-          if (this.pending.get(record.worker.workerId) === tx.pendingSeen(record.worker.workerId)) this.pending.delete(record.worker.workerId);
-        }
+        for (const record of tx.written()) this.held.written(record, tx.pendingSeen(record.worker.workerId));
         this.options.onCommit?.((performance.now() - started) / 1000);
         client.release();
         return result;
