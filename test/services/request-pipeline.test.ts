@@ -6,7 +6,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { type SessionRequest, SessionRequestSchema } from "../../src/gen/runnerline/v1/runner_pb.js";
-import { RequestPipeline } from "../../src/server/services/request-pipeline.js";
+import { MAX_UPDATES_IN_FLIGHT, RequestPipeline } from "../../src/server/services/request-pipeline.js";
 
 const update = (attemptId: string): SessionRequest =>
   create(SessionRequestSchema, { message: { case: "attemptUpdate", value: { attemptId } } });
@@ -79,6 +79,18 @@ describe("RequestPipeline", () => {
     await pipeline.push(update("b"));
     expect(log.at(-1)).toBe("start b");
     await end("b");
+  });
+
+  it(`stops taking requests while ${MAX_UPDATES_IN_FLIGHT} updates are in flight, until one finishes`, async () => {
+    const { pipeline, end } = harness();
+    for (let i = 1; i < MAX_UPDATES_IN_FLIGHT; i++) await pipeline.push(update(`a${i}`));
+    let taken = false;
+    const last = pipeline.push(update("last")).then(() => (taken = true));
+    await new Promise((r) => setImmediate(r));
+    expect(taken).toBe(false);
+    await end("a7");
+    await last;
+    expect(taken).toBe(true);
   });
 
   it("reports the first failure of an update once, and runs nothing more", async () => {
