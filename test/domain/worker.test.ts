@@ -7,6 +7,7 @@ import {
   deriveWorkerStatus,
   detachSession,
   holdAttempt,
+  holdAttempts,
   newWorkerRecord,
   recordHeartbeat,
   recordWorkRequest,
@@ -108,5 +109,32 @@ describe("worker transitions", () => {
     const open = attachSession(newWorkerRecord("w-1", T0), opening, liveness, T0);
     expect(detachSession(open, true, liveness, T0 + 1).worker).toMatchObject({ status: W.OFFLINE, connected: false });
     expect(detachSession(open, false, liveness, T0 + 1).worker).toMatchObject({ status: W.UNKNOWN, connected: false });
+  });
+});
+
+describe("holdAttempts (a claim of several rollouts)", () => {
+  it("holds them in order in one change, the same state as holding them one by one", () => {
+    const start = record("open", { lastBeat: T0, holds: true });
+    const a2 = attemptFixture({ attemptId: "at-2", rolloutId: "ro-2" });
+    const a3 = attemptFixture({ attemptId: "at-3", rolloutId: "ro-3" });
+    const together = holdAttempts(start, [a2, a3], liveness, T0 + 1);
+    const oneByOne = holdAttempt(holdAttempt(start, a2, liveness, T0 + 1), a3, liveness, T0 + 1);
+    expect(together.worker.currentAttemptIds).toEqual(["at-1", "at-2", "at-3"]);
+    expect(together.worker.currentRolloutIds).toEqual(["ro-1", "ro-2", "ro-3"]);
+    expect(together.worker.currentAttemptIds).toEqual(oneByOne.worker.currentAttemptIds);
+    expect(together.worker.status).toBe(oneByOne.worker.status);
+    // One change, one version.
+    expect(together.worker.version).toBe(start.worker.version + 1n);
+    // The record it was given is not touched.
+    expect(start.worker.currentAttemptIds).toEqual(["at-1"]);
+  });
+
+  it("skips attempts it holds already, or named twice; nothing new changes nothing", () => {
+    const start = record("open", { lastBeat: T0, holds: true });
+    const held = attemptFixture({ attemptId: "at-1", rolloutId: "ro-1" });
+    const a2 = attemptFixture({ attemptId: "at-2", rolloutId: "ro-2" });
+    expect(holdAttempts(start, [held], liveness, T0 + 1)).toBe(start);
+    expect(holdAttempts(start, [], liveness, T0 + 1)).toBe(start);
+    expect(holdAttempts(start, [held, a2, a2], liveness, T0 + 1).worker.currentAttemptIds).toEqual(["at-1", "at-2"]);
   });
 });

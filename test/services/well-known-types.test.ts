@@ -4,11 +4,13 @@ import { describe, expect, it } from "vitest";
 import { UpdateAttemptRequestSchema } from "../../src/gen/runnerline/v1/attempt_pb.js";
 import { EnqueueRolloutRequestSchema } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { SessionRequestSchema } from "../../src/gen/runnerline/v1/runner_pb.js";
+import { SystemSnapshotSchema } from "../../src/gen/runnerline/v1/telemetry_pb.js";
 import { SendHeartbeatRequestSchema } from "../../src/gen/runnerline/v1/worker_pb.js";
 import {
   durationProblem,
   JSON_MAX_DEPTH,
   jsonSafetyProblem,
+  membersToWalk,
   timestampProblem,
 } from "../../src/server/services/well-known-types.js";
 
@@ -141,5 +143,24 @@ describe("paths and depth", () => {
     for (let i = 0; i < JSON_MAX_DEPTH + 1; i++) deep = [deep];
     const message = create(EnqueueRolloutRequestSchema, { metadata: { deep } });
     expect(jsonSafetyProblem(EnqueueRolloutRequestSchema, message)?.reason).toMatch(/deeper/);
+  });
+});
+
+describe("what the walk visits", () => {
+  it("skips members that cannot hold a checked type, and still finds those below the ones it keeps", () => {
+    // A heartbeat's GPU list and CPU figures hold no Value, Struct, Duration or Timestamp: not walked.
+    const snapshotMembers = membersToWalk(SystemSnapshotSchema).map((m) => m.localName);
+    expect(snapshotMembers).toEqual(["collectTime"]);
+    // The session request's oneof is kept: its heartbeat reaches a Timestamp and a Struct.
+    expect(membersToWalk(SessionRequestSchema).map((m) => m.localName)).toEqual(["message"]);
+    const late = create(SessionRequestSchema, {
+      message: {
+        case: "heartbeat",
+        value: { snapshot: { collectTime: { seconds: 253_402_300_800n, nanos: 0 }, gpus: [{ index: 0 }] } },
+      },
+    });
+    expect(jsonSafetyProblem(SessionRequestSchema, late)?.path).toBe("heartbeat.snapshot.collect_time");
+    const nan = create(SessionRequestSchema, { message: { case: "heartbeat", value: { extraStats: { load: NaN } } } });
+    expect(jsonSafetyProblem(SessionRequestSchema, nan)?.path).toBe("heartbeat.extra_stats.load");
   });
 });

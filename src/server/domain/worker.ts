@@ -198,16 +198,26 @@ export function recordWorkRequest(record: WorkerRecord, liveness: Liveness, now:
   );
 }
 
+/** The worker now holds the attempt (it claimed it); holding one it holds already changes nothing. */
 export function holdAttempt(record: WorkerRecord, attempt: Attempt, liveness: Liveness, now: Millis) {
+  return holdAttempts(record, [attempt], liveness, now);
+}
+
+/** holdAttempt for several attempts at once (a claim of a few rollouts): one copy of the record, not one each. */
+export function holdAttempts(record: WorkerRecord, attempts: readonly Attempt[], liveness: Liveness, now: Millis) {
   const worker = record.worker;
-  if (worker.currentAttemptIds.includes(attempt.attemptId)) return record;
+  const added = attempts.filter(
+    (attempt, i) =>
+      !worker.currentAttemptIds.includes(attempt.attemptId) && attempts.findIndex((a) => a.attemptId === attempt.attemptId) === i,
+  );
+  if (added.length === 0) return record;
   return settleCopy(
     {
       ...record,
       worker: {
         ...worker,
-        currentAttemptIds: [...worker.currentAttemptIds, attempt.attemptId],
-        currentRolloutIds: [...worker.currentRolloutIds, attempt.rolloutId],
+        currentAttemptIds: [...worker.currentAttemptIds, ...added.map((attempt) => attempt.attemptId)],
+        currentRolloutIds: [...worker.currentRolloutIds, ...added.map((attempt) => attempt.rolloutId)],
       },
     },
     liveness,

@@ -11,9 +11,9 @@ import {
 } from "../../gen/runnerline/v1/runner_pb.js";
 import type { Coordinator } from "../dispatch/coordinator.js";
 import { type Replacement, replacementMessage, type SessionLink } from "../dispatch/session-link.js";
+import { heartbeatAckMessage } from "../dispatch/sessions/messages.js";
 import { DomainError, invalidArgument } from "../domain/errors.js";
 import { CLIENT_ID_PATTERN, MAX_ID_LENGTH, newSessionId } from "../domain/ids.js";
-import { toTimestamp } from "../domain/time.js";
 import type { Logger } from "../logging.js";
 import { connectionKey, peerAddressKey } from "../transport/context.js";
 import { AssignmentBatcher } from "./assignment-batcher.js";
@@ -146,11 +146,7 @@ async function* runSession(
           { snapshot: beat.snapshot, extraStats },
           beat.attemptIds,
         );
-        outgoing.send(
-          create(SessionResponseSchema, {
-            message: { case: "heartbeatAck", value: { sequence: beat.sequence, serverTime: toTimestamp(options.now()) } },
-          }),
-        );
+        outgoing.send(heartbeatAckMessage(beat.sequence, options.now()));
         return;
       }
       case "ready": {

@@ -60,9 +60,57 @@ export function timestampProblem(timestamp: Timestamp): string | undefined {
   return undefined;
 }
 
+/** The types whose values are checked (embeddedProblem); any other message is only walked for what it holds. */
+const CHECKED_TYPES = new Set([
+  "google.protobuf.Struct",
+  "google.protobuf.Value",
+  "google.protobuf.ListValue",
+  "google.protobuf.Duration",
+  "google.protobuf.Timestamp",
+]);
+
+/** Per schema, the members worth walking: those whose values may hold a checked type somewhere below. */
+const walkedMembers = new WeakMap<DescMessage, DescMessage["members"]>();
+
+/** Whether a value of this message type may hold a checked type; a type met again while deciding counts as yes. */
+function mayHoldChecked(schema: DescMessage, deciding = new Set<DescMessage>()): boolean {
+  if (CHECKED_TYPES.has(schema.typeName) || deciding.has(schema)) return true;
+  const known = walkedMembers.get(schema);
+  if (known !== undefined) return known.length > 0;
+  deciding.add(schema);
+  const held = membersToWalk(schema, deciding).length > 0;
+  deciding.delete(schema);
+  return held;
+}
+
+function fieldMayHoldChecked(field: DescField, deciding: Set<DescMessage>): boolean {
+  if (field.fieldKind === "message") return mayHoldChecked(field.message, deciding);
+  if (field.fieldKind === "list" && field.listKind === "message") return mayHoldChecked(field.message, deciding);
+  if (field.fieldKind === "map" && field.mapKind === "message") return mayHoldChecked(field.message, deciding);
+  return false;
+}
+
+/**
+ * The members of `schema` the walk visits, worked out once per schema: a
+ * heartbeat's GPU list, say, holds no checked type and is not walked. Only
+ * a decision reached outside any cycle is kept.
+ */
+export function membersToWalk(schema: DescMessage, deciding = new Set<DescMessage>()): DescMessage["members"] {
+  const known = walkedMembers.get(schema);
+  if (known !== undefined) return known;
+  const outer = deciding.size === 0;
+  deciding.add(schema);
+  const members = schema.members.filter((member) =>
+    member.kind === "oneof" ? member.fields.some((f) => fieldMayHoldChecked(f, deciding)) : fieldMayHoldChecked(member, deciding),
+  );
+  deciding.delete(schema);
+  if (outer) walkedMembers.set(schema, members);
+  return members;
+}
+
 function messageProblem(schema: DescMessage, message: Message, prefix: string): Problem | undefined {
   const fields = message as unknown as Record<string, unknown>;
-  for (const member of schema.members) {
+  for (const member of membersToWalk(schema)) {
     if (member.kind === "oneof") {
       const selected = fields[member.localName] as { case: string | undefined; value?: unknown };
       const field = member.fields.find((f) => f.localName === selected.case);

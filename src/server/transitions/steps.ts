@@ -5,7 +5,7 @@ import { isCordoned } from "../domain/cordon.js";
 import { DomainError, notFound } from "../domain/errors.js";
 import { dispatchRollout, followAttempt, isRolloutQueued } from "../domain/rollout.js";
 import type { Millis } from "../domain/time.js";
-import { holdAttempt, type Liveness, newWorkerRecord, releaseAttempt, type WorkerRecord } from "../domain/worker.js";
+import { holdAttempt, holdAttempts, type Liveness, newWorkerRecord, releaseAttempt, type WorkerRecord } from "../domain/worker.js";
 import { AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
 import type { WorkingSet } from "./changes.js";
 
@@ -97,8 +97,12 @@ export function claim(rows: WorkingSet, request: ClaimRequest): Claimed[] {
     rows.setAttempt(attempt);
     const dispatched = dispatchRollout(rollout, attempt, now);
     rows.setRollout(dispatched);
-    rows.setWorker(holdAttempt(rows.worker(workerId) ?? newWorkerRecord(workerId, now), attempt, liveness, now));
     claimed.push({ rollout: dispatched, attempt });
+  }
+  // The worker takes them all in one change (one copy of its record, however many it claimed).
+  if (claimed.length > 0) {
+    const attempts = claimed.map((c) => c.attempt);
+    rows.setWorker(holdAttempts(holder ?? newWorkerRecord(workerId, now), attempts, liveness, now));
   }
   return claimed;
 }
