@@ -20,19 +20,41 @@ export interface TransitionObserver {
   quarantineHeldBack?(): void;
 }
 
-/** One observer that tells each of `observers` in turn. */
+/**
+ * One observer that tells each of `observers` in turn. Each event's listeners
+ * are listed once, here, and called with their fixed arguments: this runs for
+ * every change of every transition and heartbeat, so it allocates nothing.
+ */
 export function allObservers(...observers: TransitionObserver[]): Required<TransitionObserver> {
-  const each =
-    <K extends keyof TransitionObserver>(key: K) =>
-    (...args: Parameters<NonNullable<TransitionObserver[K]>>) => {
-      for (const observer of observers) (observer[key] as ((...a: typeof args) => void) | undefined)?.(...args);
-    };
+  const listeners = <K extends keyof TransitionObserver>(key: K) =>
+    observers.flatMap((observer) => {
+      const listener = observer[key];
+      return listener === undefined ? [] : [listener.bind(observer) as NonNullable<TransitionObserver[K]>];
+    });
+  const rollout = listeners("rolloutChanged");
+  const attempt = listeners("attemptChanged");
+  const worker = listeners("workerChanged");
+  const rolloutRemoved = listeners("rolloutRemoved");
+  const workerRemoved = listeners("workerRemoved");
+  const heldBack = listeners("quarantineHeldBack");
   return {
-    rolloutChanged: each("rolloutChanged"),
-    attemptChanged: each("attemptChanged"),
-    workerChanged: each("workerChanged"),
-    rolloutRemoved: each("rolloutRemoved"),
-    workerRemoved: each("workerRemoved"),
-    quarantineHeldBack: each("quarantineHeldBack"),
+    rolloutChanged: (before, after) => {
+      for (let i = 0; i < rollout.length; i++) rollout[i]!(before, after);
+    },
+    attemptChanged: (before, after) => {
+      for (let i = 0; i < attempt.length; i++) attempt[i]!(before, after);
+    },
+    workerChanged: (before, after) => {
+      for (let i = 0; i < worker.length; i++) worker[i]!(before, after);
+    },
+    rolloutRemoved: (removed) => {
+      for (let i = 0; i < rolloutRemoved.length; i++) rolloutRemoved[i]!(removed);
+    },
+    workerRemoved: (removed) => {
+      for (let i = 0; i < workerRemoved.length; i++) workerRemoved[i]!(removed);
+    },
+    quarantineHeldBack: () => {
+      for (let i = 0; i < heldBack.length; i++) heldBack[i]!();
+    },
   };
 }
