@@ -1,6 +1,7 @@
 /**
  * The PostgreSQL store's turn queue (src/server/store/postgres/turn.ts), without a database: operations of one
- * event-loop turn run as one turn, at most two turns are in flight, and what arrives meanwhile gathers into the next.
+ * event-loop turn run as one turn, at most `maxInFlight` turns are in flight (one by default), and what arrives
+ * meanwhile gathers into the next.
  */
 import { describe, expect, it } from "vitest";
 import { type TurnOperation, TurnQueue } from "../../src/server/store/postgres/turn.js";
@@ -14,13 +15,39 @@ const op = (n: number) =>
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 
 describe("TurnQueue", () => {
-  it("runs one event-loop turn's operations together, two turns at most at once, and gathers the rest meanwhile", async () => {
+  it("by default runs one turn at a time: what arrives while it is on the database gathers into the next", async () => {
     const turns: number[][] = [];
     const finish: (() => void)[] = [];
     const queue = new TurnQueue((ops) => {
       turns.push(ops.map((o) => (o as ReturnType<typeof op>).n));
       return new Promise<void>((resolve) => finish.push(resolve));
     });
+    queue.submit(op(1));
+    queue.submit(op(2));
+    await nextTurn();
+    expect(turns).toEqual([[1, 2]]);
+    queue.submit(op(3));
+    await nextTurn();
+    queue.submit(op(4));
+    await nextTurn();
+    expect(turns).toEqual([[1, 2]]); // 3 and 4 wait for the first turn, together
+    finish[0]!();
+    await nextTurn();
+    await nextTurn();
+    expect(turns).toEqual([[1, 2], [3, 4]]);
+    finish[1]!();
+    await nextTurn();
+    await nextTurn();
+    expect(turns).toHaveLength(2); // nothing more was asked for: no empty turn
+  });
+
+  it("runs one event-loop turn's operations together, two turns at most at once when allowed two, and gathers the rest meanwhile", async () => {
+    const turns: number[][] = [];
+    const finish: (() => void)[] = [];
+    const queue = new TurnQueue((ops) => {
+      turns.push(ops.map((o) => (o as ReturnType<typeof op>).n));
+      return new Promise<void>((resolve) => finish.push(resolve));
+    }, 2);
     queue.submit(op(1));
     queue.submit(op(2));
     await nextTurn();

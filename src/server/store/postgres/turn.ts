@@ -148,11 +148,14 @@ export function settle(ops: readonly TurnOperation[], outcomes: readonly Outcome
 /**
  * Gathers the operations asked for in one event-loop turn and runs them as
  * one turn (setImmediate: after the poll phase that delivered the requests).
- * At most `maxInFlight` turns are on the database at once; while they are,
- * the next gathers: under load, turns grow instead of transactions queueing
- * up. Two turns in flight overlap one's round trips with the other's; they
- * never wait on each other in a cycle (the lock order), and one that needs
- * rows the other holds waits for its commit.
+ * At most `maxInFlight` turns are on the database at once (one by default);
+ * while they are, the next gathers: under load, turns grow instead of
+ * transactions queueing up. With more than one in flight, turns overlap
+ * their round trips; they never wait on each other in a cycle (the lock
+ * order), and one that needs rows the other holds waits for its commit. One
+ * at a time measured better (docs/benchmarks.md): turns are larger, so there
+ * are fewer round trips and commits per rollout, and a turn never waits for
+ * another's row locks (they all lock the few busy workers' rows).
  */
 export class TurnQueue {
   private waiting: TurnOperation[] = [];
@@ -161,7 +164,7 @@ export class TurnQueue {
 
   constructor(
     private readonly execute: (ops: TurnOperation[]) => Promise<void>,
-    private readonly maxInFlight = 2,
+    private readonly maxInFlight = 1,
   ) {}
 
   submit(op: TurnOperation) {
