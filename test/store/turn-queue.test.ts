@@ -13,15 +13,26 @@ const op = (n: number) =>
     n: number;
   };
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+/** Several event-loop turns: a finished turn's callback, then the next turn's start. */
+const settleTurns = async () => {
+  await nextTurn();
+  await nextTurn();
+};
+
+/** A queue whose turns stay on "the database" until their finish() is called; `turns` lists each turn's operations. */
+function heldQueue(maxInFlight?: number) {
+  const turns: number[][] = [];
+  const finish: (() => void)[] = [];
+  const queue = new TurnQueue((ops) => {
+    turns.push(ops.map((o) => (o as ReturnType<typeof op>).n));
+    return new Promise<void>((resolve) => finish.push(resolve));
+  }, maxInFlight);
+  return { queue, turns, finish };
+}
 
 describe("TurnQueue", () => {
   it("by default runs one turn at a time: what arrives while it is on the database gathers into the next", async () => {
-    const turns: number[][] = [];
-    const finish: (() => void)[] = [];
-    const queue = new TurnQueue((ops) => {
-      turns.push(ops.map((o) => (o as ReturnType<typeof op>).n));
-      return new Promise<void>((resolve) => finish.push(resolve));
-    });
+    const { queue, turns, finish } = heldQueue();
     queue.submit(op(1));
     queue.submit(op(2));
     await nextTurn();
@@ -32,22 +43,15 @@ describe("TurnQueue", () => {
     await nextTurn();
     expect(turns).toEqual([[1, 2]]); // 3 and 4 wait for the first turn, together
     finish[0]!();
-    await nextTurn();
-    await nextTurn();
+    await settleTurns();
     expect(turns).toEqual([[1, 2], [3, 4]]);
     finish[1]!();
-    await nextTurn();
-    await nextTurn();
+    await settleTurns();
     expect(turns).toHaveLength(2); // nothing more was asked for: no empty turn
   });
 
   it("runs one event-loop turn's operations together, two turns at most at once when allowed two, and gathers the rest meanwhile", async () => {
-    const turns: number[][] = [];
-    const finish: (() => void)[] = [];
-    const queue = new TurnQueue((ops) => {
-      turns.push(ops.map((o) => (o as ReturnType<typeof op>).n));
-      return new Promise<void>((resolve) => finish.push(resolve));
-    }, 2);
+    const { queue, turns, finish } = heldQueue(2);
     queue.submit(op(1));
     queue.submit(op(2));
     await nextTurn();
@@ -60,13 +64,11 @@ describe("TurnQueue", () => {
     await nextTurn();
     expect(turns).toHaveLength(2); // two in flight: 4 and 5 wait, together
     finish[0]!();
-    await nextTurn();
-    await nextTurn();
+    await settleTurns();
     expect(turns).toEqual([[1, 2], [3], [4, 5]]);
     finish[1]!();
     finish[2]!();
-    await nextTurn();
-    await nextTurn();
+    await settleTurns();
     expect(turns).toHaveLength(3); // nothing more was asked for: no empty turn
   });
 
