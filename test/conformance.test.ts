@@ -345,6 +345,41 @@ describe.each(STORES)("coordinator on the %s store", (_, makeStore) => {
       );
       await expect(coordinator.getRollout("job-2")).rejects.toThrow(DomainError);
     });
+
+    it("a batch that repeats enqueued rollouts returns them and adds only the new ones, the same id twice included", async () => {
+      const { coordinator, store } = await setup();
+      const [first] = await coordinator.enqueue([request({ rolloutId: "job-1", resourcesId: "r1" })]);
+      const batch = await coordinator.enqueue([
+        request({ rolloutId: "job-1", resourcesId: "r1" }),
+        request({ rolloutId: "job-3" }),
+        request({ rolloutId: "job-1", resourcesId: "r1" }),
+      ]);
+      expect(batch[0]).toEqual(first);
+      expect(batch[2]).toEqual(first);
+      expect(batch[1]!.rolloutId).toBe("job-3");
+      expect((await coordinator.getRollout("job-3")).status).toBe(R.QUEUING);
+      expect(await store.queueLength()).toBe(2);
+    });
+
+    it("reads nothing before inserting rollouts whose ids are new (the insert refuses a taken one)", async () => {
+      const store = await makeStore();
+      let reads = 0;
+      const counted = new Proxy(store, {
+        get(target, key, receiver) {
+          const value = Reflect.get(target, key, receiver) as unknown;
+          if (typeof value !== "function") return value;
+          return (...args: unknown[]) => {
+            if (key === "getRollout" || key === "getRollouts") reads++;
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        },
+      });
+      const { coordinator } = coordinatorOn(counted);
+      await coordinator.enqueue([request({ rolloutId: "job-1" }), request({ rolloutId: "job-2" })]);
+      expect(reads).toBe(0);
+      await coordinator.enqueue([request({ rolloutId: "job-1" })]);
+      expect(reads).toBeGreaterThan(0); // a replay: read and compared
+    });
   });
 
   describe("runner sessions", () => {

@@ -83,9 +83,13 @@ export class Requests {
   /** Enqueues all or none; a repeated idempotency key returns the existing rollout. */
   async enqueue(requests: EnqueueRolloutRequest[], retried = false): Promise<Rollout[]> {
     const now = this.clock.now();
-    const existing = await Promise.all(
-      requests.map((request) => (request.rolloutId === "" ? undefined : this.store.getRollout(request.rolloutId))),
-    );
+    // Optimistic: ids given by the caller are almost always new, so the batch is inserted without reading them
+    // first (a round trip on PostgreSQL). One already taken (a replayed enqueue, or a clash) refuses the whole batch
+    // with ALREADY_EXISTS; then the ids are read and compared, once (below).
+    if (!retried && repeatsAnId(requests)) return this.enqueue(requests, true); // whether it may is the store's to say
+    const existing = retried
+      ? await Promise.all(requests.map((request) => (request.rolloutId === "" ? undefined : this.store.getRollout(request.rolloutId))))
+      : requests.map(() => undefined);
     const claimed = new Set<string>();
     const rollouts = requests.map((request, i) => {
       const found = existing[i];
@@ -106,7 +110,7 @@ export class Requests {
     try {
       if (fresh.length > 0) changes = await this.store.enqueueRollouts(fresh);
     } catch (error) {
-      // Another enqueue took one of the ids since they were read: read again, once (it may be the same rollout).
+      // An id is taken (by an earlier enqueue of the same rollout, or another): read them and compare, once.
       if (error instanceof DomainError && error.kind === "already_exists" && !retried) return this.enqueue(requests, true);
       throw error;
     }
@@ -309,6 +313,17 @@ export class Requests {
     await this.turn.settle(fx);
     return worker;
   }
+}
+
+/** Whether two requests of one enqueue name the same rollout id. */
+function repeatsAnId(requests: readonly EnqueueRolloutRequest[]): boolean {
+  const ids = new Set<string>();
+  for (const { rolloutId } of requests) {
+    if (rolloutId === "") continue;
+    if (ids.has(rolloutId)) return true;
+    ids.add(rolloutId);
+  }
+  return false;
 }
 
 /** Whether a repeated enqueue with the same idempotency key asks for the same rollout. */
