@@ -133,7 +133,6 @@ export class Coordinator {
       routing: this.routing,
       draining: () => this.shutdown.draining,
       shared: options.bus !== undefined,
-      indexStale: options.bus === undefined ? undefined : () => this.replicas?.resyncSoon(),
     });
     this.judge = new Judge({
       turn: this.turn,

@@ -21,11 +21,6 @@ export interface PumpOptions {
   draining: () => boolean;
   /** Servers sharing the store judge routability against every server's sessions. */
   shared: boolean;
-  /**
-   * Sharing the store: a claim came back short, so this server's index holds rollouts another server claimed
-   * (or that were cancelled). Reads the queue again, then pumps (ReplicaEvents.resyncSoon).
-   */
-  indexStale?: () => void;
 }
 
 /**
@@ -40,7 +35,6 @@ export class Pump {
   private readonly routing: Routing;
   private readonly draining: () => boolean;
   private readonly shared: boolean;
-  private readonly indexStale: (() => void) | undefined;
 
   constructor(options: PumpOptions) {
     this.turn = options.turn;
@@ -48,7 +42,6 @@ export class Pump {
     this.routing = options.routing;
     this.draining = options.draining;
     this.shared = options.shared;
-    this.indexStale = options.indexStale;
   }
 
   /**
@@ -125,12 +118,7 @@ export class Pump {
       const message = create(SessionResponseSchema, { message: { case: "assignment", value: assignment } });
       fx.add(() => link.send(message));
     }
-    if (claimed.length === entries.length) return;
-    // Sharing the store, a short claim means the index holds rollouts other servers took, likely the next heads
-    // too: picking them one turn at a time can keep a slower server from ever reaching a live one, so the queue is
-    // read again (which pumps). Alone, the next picks are live.
-    if (this.indexStale !== undefined) this.indexStale();
-    else await this.pump(now, fx);
+    if (claimed.length < entries.length) await this.pump(now, fx);
   }
 
   /** A claim found the worker cordoned on another server before this one heard: routing follows the store. */

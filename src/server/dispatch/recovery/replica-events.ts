@@ -38,9 +38,6 @@ export class ReplicaEvents {
   private readonly routing: Routing;
   private readonly watchdog: Watchdog;
   private readonly log: (line: string) => void;
-  /** The resync resyncSoon started, while it runs; and whether another was asked for meanwhile. */
-  private resyncing: Promise<void> | undefined;
-  private resyncAgain = false;
 
   constructor(options: ReplicaEventsOptions) {
     this.turn = options.turn;
@@ -115,31 +112,13 @@ export class ReplicaEvents {
   }
 
   /**
-   * A resync now (Pump: a claim lost rollouts to another server, so the index
-   * holds more of them); asked for while one runs, one more follows it, so a
-   * burst of lost claims costs two reads of the queue, not one each.
-   */
-  resyncSoon() {
-    if (this.resyncing !== undefined) {
-      this.resyncAgain = true;
-      return;
-    }
-    this.resyncing = this.resync().finally(() => {
-      this.resyncing = undefined;
-      if (!this.resyncAgain) return;
-      this.resyncAgain = false;
-      this.resyncSoon();
-    });
-  }
-
-  /**
    * The whole queue, read again: what lost events would have said. Entries
    * this server indexed before the read that the store no longer queues were
    * dispatched (or cancelled) by another server: they leave the index.
    */
-  resync(): Promise<void> {
+  resync() {
     const indexed = this.routing.indexedIds();
-    return this.store
+    this.store
       .attachedWorkerLabels()
       .then((attached) => {
         // Every server's sessions, as the store has them: retries that kept away for a session gone may go back.
