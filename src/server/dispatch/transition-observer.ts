@@ -22,39 +22,25 @@ export interface TransitionObserver {
 
 /**
  * One observer that tells each of `observers` in turn. Each event's listeners
- * are listed once, here, and called with their fixed arguments: this runs for
- * every change of every transition and heartbeat, so it allocates nothing.
+ * are listed once, here, and called with fixed arguments (no rest array): this
+ * runs for every change of every transition and heartbeat.
  */
 export function allObservers(...observers: TransitionObserver[]): Required<TransitionObserver> {
-  const listeners = <K extends keyof TransitionObserver>(key: K) =>
-    observers.flatMap((observer) => {
-      const listener = observer[key];
-      return listener === undefined ? [] : [listener.bind(observer) as NonNullable<TransitionObserver[K]>];
+  const fanOut = <K extends keyof TransitionObserver>(key: K) => {
+    const listeners = observers.flatMap((observer) => {
+      const listener = observer[key] as ((a?: unknown, b?: unknown) => void) | undefined;
+      return listener === undefined ? [] : [listener.bind(observer)];
     });
-  const rollout = listeners("rolloutChanged");
-  const attempt = listeners("attemptChanged");
-  const worker = listeners("workerChanged");
-  const rolloutRemoved = listeners("rolloutRemoved");
-  const workerRemoved = listeners("workerRemoved");
-  const heldBack = listeners("quarantineHeldBack");
+    return ((a?: unknown, b?: unknown) => {
+      for (let i = 0; i < listeners.length; i++) listeners[i]!(a, b);
+    }) as Required<TransitionObserver>[K];
+  };
   return {
-    rolloutChanged: (before, after) => {
-      for (let i = 0; i < rollout.length; i++) rollout[i]!(before, after);
-    },
-    attemptChanged: (before, after) => {
-      for (let i = 0; i < attempt.length; i++) attempt[i]!(before, after);
-    },
-    workerChanged: (before, after) => {
-      for (let i = 0; i < worker.length; i++) worker[i]!(before, after);
-    },
-    rolloutRemoved: (removed) => {
-      for (let i = 0; i < rolloutRemoved.length; i++) rolloutRemoved[i]!(removed);
-    },
-    workerRemoved: (removed) => {
-      for (let i = 0; i < workerRemoved.length; i++) workerRemoved[i]!(removed);
-    },
-    quarantineHeldBack: () => {
-      for (let i = 0; i < heldBack.length; i++) heldBack[i]!();
-    },
+    rolloutChanged: fanOut("rolloutChanged"),
+    attemptChanged: fanOut("attemptChanged"),
+    workerChanged: fanOut("workerChanged"),
+    rolloutRemoved: fanOut("rolloutRemoved"),
+    workerRemoved: fanOut("workerRemoved"),
+    quarantineHeldBack: fanOut("quarantineHeldBack"),
   };
 }

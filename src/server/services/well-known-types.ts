@@ -69,42 +69,41 @@ const CHECKED_TYPES = new Set([
   "google.protobuf.Timestamp",
 ]);
 
-/** Per schema, the members worth walking: those whose values may hold a checked type somewhere below. */
-const walkedMembers = new WeakMap<DescMessage, DescMessage["members"]>();
-
-/** Whether a value of this message type may hold a checked type; a type met again while deciding counts as yes. */
+/**
+ * Whether a value of this message type may hold a checked type somewhere below, worked out once per type. A type
+ * met again while deciding (a recursive type) counts as yes: that only walks more, never less.
+ */
+const holdsChecked = new WeakMap<DescMessage, boolean>();
 function mayHoldChecked(schema: DescMessage, deciding = new Set<DescMessage>()): boolean {
   if (CHECKED_TYPES.has(schema.typeName) || deciding.has(schema)) return true;
-  const known = walkedMembers.get(schema);
-  if (known !== undefined) return known.length > 0;
-  deciding.add(schema);
-  const held = membersToWalk(schema, deciding).length > 0;
-  deciding.delete(schema);
+  let held = holdsChecked.get(schema);
+  if (held === undefined) {
+    deciding.add(schema);
+    held = schema.fields.some((field) => fieldMayHoldChecked(field, deciding));
+    deciding.delete(schema);
+    holdsChecked.set(schema, held);
+  }
   return held;
 }
 
-function fieldMayHoldChecked(field: DescField, deciding: Set<DescMessage>): boolean {
-  if (field.fieldKind === "message") return mayHoldChecked(field.message, deciding);
-  if (field.fieldKind === "list" && field.listKind === "message") return mayHoldChecked(field.message, deciding);
-  if (field.fieldKind === "map" && field.mapKind === "message") return mayHoldChecked(field.message, deciding);
+function fieldMayHoldChecked(field: DescField, deciding?: Set<DescMessage>): boolean {
+  const kind = field.fieldKind;
+  if (kind === "message" || (kind === "list" && field.listKind === "message") || (kind === "map" && field.mapKind === "message")) {
+    return mayHoldChecked(field.message, deciding);
+  }
   return false;
 }
 
-/**
- * The members of `schema` the walk visits, worked out once per schema: a
- * heartbeat's GPU list, say, holds no checked type and is not walked. Only
- * a decision reached outside any cycle is kept.
- */
-export function membersToWalk(schema: DescMessage, deciding = new Set<DescMessage>()): DescMessage["members"] {
-  const known = walkedMembers.get(schema);
-  if (known !== undefined) return known;
-  const outer = deciding.size === 0;
-  deciding.add(schema);
-  const members = schema.members.filter((member) =>
-    member.kind === "oneof" ? member.fields.some((f) => fieldMayHoldChecked(f, deciding)) : fieldMayHoldChecked(member, deciding),
-  );
-  deciding.delete(schema);
-  if (outer) walkedMembers.set(schema, members);
+/** The members of `schema` the walk visits, once per schema: a heartbeat's GPU list, say, holds no checked type. */
+const walkedMembers = new WeakMap<DescMessage, DescMessage["members"]>();
+export function membersToWalk(schema: DescMessage): DescMessage["members"] {
+  let members = walkedMembers.get(schema);
+  if (members === undefined) {
+    members = schema.members.filter((member) =>
+      member.kind === "oneof" ? member.fields.some((field) => fieldMayHoldChecked(field)) : fieldMayHoldChecked(member),
+    );
+    walkedMembers.set(schema, members);
+  }
   return members;
 }
 

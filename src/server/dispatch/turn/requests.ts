@@ -80,14 +80,16 @@ export class Requests {
     this.onHeartbeat = options.onHeartbeat;
   }
 
-  /** Enqueues all or none; a repeated idempotency key returns the existing rollout. */
-  async enqueue(requests: EnqueueRolloutRequest[], retried = false): Promise<Rollout[]> {
+  /**
+   * Enqueues all or none; a repeated idempotency key returns the existing rollout. Ids given by the caller are
+   * almost always new, so the batch is inserted without reading them first (a round trip on PostgreSQL); one
+   * already taken (a replayed enqueue, or a clash) refuses the whole batch with ALREADY_EXISTS, and then the ids
+   * are read and compared (`readFirst`), once. A request naming one id twice reads first: whether that is a
+   * replay or a conflict depends on what the store holds.
+   */
+  async enqueue(requests: EnqueueRolloutRequest[], readFirst = repeatsAnId(requests)): Promise<Rollout[]> {
     const now = this.clock.now();
-    // Optimistic: ids given by the caller are almost always new, so the batch is inserted without reading them
-    // first (a round trip on PostgreSQL). One already taken (a replayed enqueue, or a clash) refuses the whole batch
-    // with ALREADY_EXISTS; then the ids are read and compared, once (below).
-    if (!retried && repeatsAnId(requests)) return this.enqueue(requests, true); // whether it may is the store's to say
-    const existing = retried
+    const existing = readFirst
       ? await Promise.all(requests.map((request) => (request.rolloutId === "" ? undefined : this.store.getRollout(request.rolloutId))))
       : requests.map(() => undefined);
     const claimed = new Set<string>();
@@ -111,7 +113,7 @@ export class Requests {
       if (fresh.length > 0) changes = await this.store.enqueueRollouts(fresh);
     } catch (error) {
       // An id is taken (by an earlier enqueue of the same rollout, or another): read them and compare, once.
-      if (error instanceof DomainError && error.kind === "already_exists" && !retried) return this.enqueue(requests, true);
+      if (error instanceof DomainError && error.kind === "already_exists" && !readFirst) return this.enqueue(requests, true);
       throw error;
     }
     const fx = new Effects();
