@@ -47,6 +47,8 @@ it("SIGTERM during load drains every runner, exits 0, and a restart finishes the
   server.child.kill("SIGTERM");
   expect(await server.exited).toBe(0);
   expect(server.output()).toContain("draining runners");
+  // Log lines are written asynchronously; the last one, written just before exit, is flushed too.
+  expect(server.output()).toMatch(/"msg":"stopped"/);
   for (const runner of runners) await runner.waitFor(/drain/i, 5_000);
 
   server = serve();
