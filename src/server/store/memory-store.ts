@@ -147,7 +147,7 @@ export class MemoryTables implements Tables {
   }
 }
 
-/** When a worker was last heard from, for retention; the SQL twin is in sqlite-store.ts. */
+/** When a worker was last heard from, for retention; the SQL twin is in sqlite/statements.ts (offlineSilent). */
 export function lastHeardOf(worker: Worker): number {
   return msOf(worker.lastHeartbeatTime) ?? msOf(worker.connectTime) ?? msOf(worker.createTime) ?? 0;
 }

@@ -1,11 +1,10 @@
 import { toBinary } from "@bufbuild/protobuf";
 import type { Database, Statement } from "better-sqlite3";
-import { type Attempt, AttemptSchema, AttemptStatus } from "../../gen/runnerline/v1/attempt_pb.js";
-import { type Rollout, RolloutSchema, RolloutStatus } from "../../gen/runnerline/v1/rollout_pb.js";
+import { type Attempt, AttemptSchema } from "../../gen/runnerline/v1/attempt_pb.js";
+import { type Rollout, RolloutSchema } from "../../gen/runnerline/v1/rollout_pb.js";
 import { type Worker, WorkerSchema, WorkerStatus } from "../../gen/runnerline/v1/worker_pb.js";
-import { isAttemptActive } from "../domain/attempt.js";
 import { msOf } from "../domain/time.js";
-import type { Attachment, WorkerRecord } from "../domain/worker.js";
+import type { WorkerRecord } from "../domain/worker.js";
 import {
   ATTEMPT_SORT_FIELDS,
   type AttemptFilter,
@@ -20,15 +19,19 @@ import {
 } from "./query.js";
 import { sqlOrderBy } from "./sql-order.js";
 import { matchesPredicate } from "../filter/evaluate.js";
-import type { FilterExpression, Predicate } from "../filter/compile.js";
-import { ATTEMPT_COLUMNS, type ColumnCatalog, ROLLOUT_COLUMNS, splitForSql, WORKER_COLUMNS } from "./filter-sql.js";
+import type { Predicate } from "../filter/compile.js";
+import { ATTEMPT_COLUMNS, ROLLOUT_COLUMNS, WORKER_COLUMNS } from "./filter-sql.js";
 import { decodeRollout, encodeRolloutState } from "./rollout-codec.js";
-import { WORKER_ROW_COLUMNS, workerRow } from "./worker-row.js";
-import { ATTEMPT_ROW_COLUMNS, attemptRow } from "./attempt-row.js";
+import { workerRow } from "./worker-row.js";
+import { attemptRow } from "./attempt-row.js";
 import { type OpenOptions, openDatabase } from "./sqlite-schema.js";
 import { EmbeddedStore } from "./embedded-store.js";
 import type { Tables } from "./tables.js";
 import { decodeRecord } from "./decode-record.js";
+import { ReadCache } from "./sqlite/read-cache.js";
+import { columnsOf, type Decoded, ms, type SqlValue, type WorkerRow, workerRecordOf } from "./sqlite/rows.js";
+import { ACTIVE_ATTEMPT_STATUSES, FINISHED_ROLLOUT_STATUSES, prepareStatements, type SqliteStatements } from "./sqlite/statements.js";
+import { contains, equal, expression, inList } from "./sqlite/where.js";
 
 export interface SqliteStoreOptions extends OpenOptions {
   /**
@@ -48,16 +51,6 @@ export interface SqliteStoreOptions extends OpenOptions {
   /** Told how long each group COMMIT took, in seconds (for runnerline_store_commit_seconds). */
   onCommit?: (seconds: number) => void;
 }
-
-type SqlValue = string | number | bigint | Uint8Array | null;
-/** A row as lists read it: the message, and for rollouts the state that overrides its mutable fields. */
-type Decoded = { message: Uint8Array; state?: Uint8Array | null };
-
-const FINISHED_ROLLOUT_STATUSES = [RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED];
-
-const ACTIVE_ATTEMPT_STATUSES = Object.values(AttemptStatus).filter(
-  (s): s is AttemptStatus => typeof s === "number" && isAttemptActive(s),
-);
 
 /**
  * The embedded, durable store (DESIGN §7): one SQLite file in WAL mode.
@@ -89,7 +82,7 @@ export class SqliteStore extends EmbeddedStore {
 
 /** The rows of a SqliteStore: tables in one SQLite file, behind a write-through cache. */
 export class SqliteTables implements Tables {
-  private readonly sql: ReturnType<typeof prepareStatements>;
+  private readonly sql: SqliteStatements;
   private readonly listStatements = new Map<string, Statement<SqlValue[]>>();
   private turnOpen = false;
   private waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
@@ -471,45 +464,6 @@ export class SqliteTables implements Tables {
   }
 }
 
-/** A map that forgets its least recently used entries beyond `capacity`. */
-class ReadCache<T> {
-  private readonly entries = new Map<string, T>();
-  constructor(private readonly capacity: number) {}
-
-  get(key: string): T | undefined {
-    const value = this.entries.get(key);
-    if (value !== undefined) {
-      this.entries.delete(key);
-      this.entries.set(key, value);
-    }
-    return value;
-  }
-
-  set(key: string, value: T): T {
-    if (this.capacity === 0) return value;
-    this.entries.delete(key);
-    this.entries.set(key, value);
-    if (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
-    return value;
-  }
-
-  delete(key: string) {
-    this.entries.delete(key);
-  }
-
-  clear() {
-    this.entries.clear();
-  }
-}
-
-interface WorkerRow {
-  worker_id: string;
-  attachment: string;
-  suspect: number;
-  epoch: number;
-  message: Uint8Array;
-}
-
 /**
  * Whether a worker change touches what must be durable at once: its session
  * (attachment, epoch, and with it labels and capacity), suspicion,
@@ -530,112 +484,4 @@ function workerFactsChanged(before: WorkerRecord, after: WorkerRecord): boolean 
     b.quarantineReason !== a.quarantineReason ||
     msOf(b.quarantineUntil) !== msOf(a.quarantineUntil)
   );
-}
-
-function workerRecordOf(row: WorkerRow): WorkerRecord {
-  return {
-    worker: decodeRecord(WorkerSchema, row.message),
-    attachment: row.attachment as Attachment,
-    suspect: row.suspect !== 0,
-    epoch: row.epoch,
-  };
-}
-
-/** What a list reads of each row (see Decoded). */
-const columnsOf = (table: string) => (table === "rollouts" ? "message, state" : "message");
-
-const ms = (timestamp: Parameters<typeof msOf>[0]) => msOf(timestamp) ?? null;
-
-/** Adds what SQL can run of a filter expression to `where`; returns the part left for the process. */
-function expression(where: string[], params: SqlValue[], filter: FilterExpression | undefined, columns: ColumnCatalog) {
-  if (filter === undefined) return undefined;
-  const split = splitForSql(filter.predicate, columns);
-  for (const condition of split.sql) {
-    where.push(condition.sql);
-    params.push(...condition.params);
-  }
-  return split.rest;
-}
-
-function inList(where: string[], params: SqlValue[], column: string, values: readonly number[]) {
-  if (values.length === 0) return;
-  where.push(`${column} IN (${values.map(() => "?").join(", ")})`);
-  params.push(...values);
-}
-
-function equal(where: string[], params: SqlValue[], column: string, value: string) {
-  if (value === "") return;
-  where.push(`${column} = ?`);
-  params.push(value);
-}
-
-/** Case-sensitive substring, as String.prototype.includes. */
-function contains(where: string[], params: SqlValue[], column: string, value: string) {
-  if (value === "") return;
-  where.push(`instr(${column}, ?) > 0`);
-  params.push(value);
-}
-
-function prepareStatements(db: Database) {
-  const upsert = (table: string, key: string, columns: string[]) =>
-    db.prepare<SqlValue[]>(
-      `INSERT INTO ${table} (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")}) ` +
-        `ON CONFLICT (${key}) DO UPDATE SET ${columns
-          .filter((c) => c !== key)
-          .map((c) => `${c} = excluded.${c}`)
-          .join(", ")}`,
-    );
-  return {
-    begin: db.prepare("BEGIN IMMEDIATE"),
-    commit: db.prepare("COMMIT"),
-    rollback: db.prepare("ROLLBACK"),
-    checkpoint: db.prepare("PRAGMA wal_checkpoint(PASSIVE)"),
-
-    getRollout: db.prepare<[string]>("SELECT message, state FROM rollouts WHERE rollout_id = ?"),
-    // An upsert, so that writing a rollout anew (tests, a replayed operation) replaces it whole.
-    insertRollout: upsert("rollouts", "rollout_id", [
-      "rollout_id",
-      "status",
-      "mode",
-      "attempt_count",
-      "create_time",
-      "start_time",
-      "end_time",
-      "version",
-      "message",
-      "priority",
-      "state",
-    ]),
-    updateRollout: db.prepare<SqlValue[]>(
-      "UPDATE rollouts SET status = ?, attempt_count = ?, start_time = ?, end_time = ?, version = ?, state = ? WHERE rollout_id = ?",
-    ),
-
-    getAttempt: db.prepare<[string]>("SELECT message FROM attempts WHERE attempt_id = ?").pluck(),
-    putAttempt: upsert("attempts", "attempt_id", [...ATTEMPT_ROW_COLUMNS]),
-    activeAttempts: db.prepare<SqlValue[]>(
-      `SELECT attempt_id, message FROM attempts WHERE status IN (${ACTIVE_ATTEMPT_STATUSES.map(() => "?").join(", ")}) ORDER BY rowid`,
-    ),
-
-    getWorker: db.prepare<[string]>("SELECT worker_id, attachment, suspect, epoch, message FROM workers WHERE worker_id = ?"),
-    putWorker: upsert("workers", "worker_id", [...WORKER_ROW_COLUMNS]),
-
-    finishedBefore: db.prepare<SqlValue[]>(
-      `SELECT message, state FROM rollouts WHERE create_time < ? AND end_time < ? AND status IN (${FINISHED_ROLLOUT_STATUSES.map(() => "?").join(", ")}) ` +
-        "ORDER BY create_time LIMIT ?",
-    ),
-    attemptIdsOf: db.prepare<[string]>("SELECT attempt_id FROM attempts WHERE rollout_id = ?").pluck(),
-    deleteAttemptsOf: db.prepare<SqlValue[]>("DELETE FROM attempts WHERE rollout_id = ?"),
-    deleteRollout: db.prepare<SqlValue[]>("DELETE FROM rollouts WHERE rollout_id = ?"),
-    // lastHeardOf in memory-store.ts, in SQL.
-    offlineSilent: db.prepare<SqlValue[]>(
-      "SELECT worker_id, attachment, suspect, epoch, message FROM workers WHERE status = ? " +
-        "AND COALESCE(last_heartbeat_time, connect_time, create_time, 0) < ? ORDER BY rowid LIMIT ?",
-    ),
-    deleteWorker: db.prepare<SqlValue[]>("DELETE FROM workers WHERE worker_id = ?"),
-
-    queueCount: db.prepare("SELECT count(*) FROM queue").pluck(),
-    enqueue: db.prepare<SqlValue[]>("INSERT INTO queue (rollout_id) VALUES (?)"),
-    unqueue: db.prepare<SqlValue[]>("DELETE FROM queue WHERE rollout_id = ?"),
-    queuedIds: db.prepare("SELECT rollout_id FROM queue ORDER BY seq").pluck(),
-  };
 }
