@@ -7,6 +7,13 @@
 export type ReplicaEvent =
   /** Rollouts entered the queue (enqueued, retried, released): servers with waiting runners may claim them. */
   | { kind: "queued"; ids: string[] }
+  /**
+   * Rollouts left the queue (claimed, cancelled, expired) on the sender: other
+   * servers drop them from their queue index, instead of spending a claim on
+   * each to find it gone (a slower server that did so could fall ever further
+   * behind the queue's head and starve).
+   */
+  | { kind: "dequeued"; ids: string[] }
   /** Rollouts reached a terminal status: wake whoever waits for them. */
   | { kind: "finished"; ids: string[] }
   /** Attempts the server ended (cancelled, timed out) whose runner may still run them: tell the runner to stop. */

@@ -24,8 +24,8 @@ export interface ReplicaEventsOptions {
 
 /**
  * Other servers on the same store (src/server/replicas): what their events
- * mean here — rollouts they queued join this server's index, rollouts they
- * finished wake waiters here, attempts they ended are cancelled on sessions
+ * mean here — rollouts they queued join this server's index and those they
+ * dequeued leave it, rollouts they finished wake waiters here, attempts they ended are cancelled on sessions
  * held here, sessions they opened replace this server's — and the periodic
  * resync that stands in for lost events.
  */
@@ -57,6 +57,10 @@ export class ReplicaEvents {
     switch (event.kind) {
       case "queued":
         this.learnQueued(event.ids).catch(failed);
+        break;
+      case "dequeued":
+        // Taken (or cancelled) elsewhere: out of this server's index, so its claims go to rollouts still queued.
+        for (const id of event.ids) this.routing.remove(id);
         break;
       case "finished":
         for (const id of event.ids) this.turn.wakeFinishWaiters(id);

@@ -134,7 +134,11 @@ export class Turn {
           });
         }
       }
-      if (effects.dequeue) this.routing.remove(after.rolloutId);
+      if (effects.dequeue) {
+        this.routing.remove(after.rolloutId);
+        const bus = this.bus;
+        if (bus !== undefined) fx.add(() => bus.publish({ kind: "dequeued", ids: [after.rolloutId] }));
+      }
       if (effects.finished) {
         this.routing.finished(after.rolloutId);
         this.outcomes.finished(after.rolloutId);

@@ -1,0 +1,62 @@
+/**
+ * Two servers sharing one PostgreSQL schema, in one process, with the real LISTEN/NOTIFY bus: rollouts one server
+ * claimed leave the other's queue index (the `dequeued` event), so the other does not spend a claim on each before
+ * it reaches a live one (in the three-replica bench, a slower replica that did so fell ever further behind the
+ * queue's head and starved).
+ */
+import { create } from "@bufbuild/protobuf";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { EnqueueRolloutRequestSchema } from "../../src/gen/runnerline/v1/rollout_pb.js";
+import { Coordinator } from "../../src/server/dispatch/coordinator.js";
+import type { Routing } from "../../src/server/dispatch/reactions/routing.js";
+import { systemClock } from "../../src/server/domain/time.js";
+import { PostgresBus } from "../../src/server/replicas/postgres-bus.js";
+import { PostgresStore } from "../../src/server/store/postgres-store.js";
+import { LIVENESS, OPENING, RecordingLink } from "../harness.js";
+import { eventually } from "../polling.js";
+import { freshSchema, POSTGRES_AVAILABLE, POSTGRES_URL } from "../postgres.js";
+
+describe.skipIf(!POSTGRES_AVAILABLE)("servers racing for the same queue heads", () => {
+  const closers: (() => Promise<void>)[] = [];
+  afterAll(async () => {
+    for (const close of closers.reverse()) await close().catch(() => undefined);
+  });
+
+  async function server(schema: string, replicaId: string) {
+    const store = await PostgresStore.open(POSTGRES_URL, { schema, poolSize: 3, idleMs: 50, telemetryFlushMs: 100, replicaId });
+    const bus = await PostgresBus.open(POSTGRES_URL, replicaId, () => {});
+    closers.push(() => store.close(), () => bus.close());
+    const coordinator = new Coordinator({ store, clock: systemClock, ...LIVENESS, bus });
+    const indexSize = () => (coordinator as unknown as { routing: Routing }).routing.size;
+    return { store, coordinator, indexSize };
+  }
+
+  it("drops the rollouts another server claimed from its index, and claims a live rollout first time", async () => {
+    const schema = freshSchema("race");
+    const tag = `${process.pid}-${Date.now().toString(36)}`;
+    const a = await server(schema, `ra-${tag}`);
+    const b = await server(schema, `rb-${tag}`);
+    const linkA = new RecordingLink(`wa-${tag}`);
+    const linkB = new RecordingLink(`wb-${tag}`);
+    await a.coordinator.openSession(linkA, { ...OPENING, capacity: 50 }, []);
+    await b.coordinator.openSession(linkB, OPENING, []);
+
+    // Enqueued on A while nobody waits: A announces all 60, and B indexes them.
+    const ids = Array.from({ length: 60 }, (_, i) => `race-${tag}-${String(i).padStart(2, "0")}`);
+    await a.coordinator.enqueue(ids.map((rolloutId) => create(EnqueueRolloutRequestSchema, { rolloutId })));
+    await eventually(async () => b.indexSize(), (size) => size === 60);
+
+    // A takes the first 50, and says so: they leave B's index (this test starts no timers, so no periodic resync does it).
+    await a.coordinator.grantCredits(linkA, 50);
+    expect(linkA.ofCase("assignment").map((x) => x.rollout!.rolloutId)).toEqual(ids.slice(0, 50));
+    await eventually(async () => b.indexSize(), (size) => size === 10, 2_000);
+
+    const claims = vi.spyOn(b.store, "claimRollouts");
+    await b.coordinator.grantCredits(linkB, 1);
+    const [assignment] = await eventually(async () => linkB.ofCase("assignment"), (sent) => sent.length === 1);
+    // The oldest live rollout, in one claim (without the event, B claimed its way through the 50 A took: 51 claims).
+    expect(assignment!.rollout!.rolloutId).toBe(ids[50]);
+    expect(claims.mock.calls.length).toBe(1);
+    expect(b.indexSize()).toBe(9);
+  });
+});
