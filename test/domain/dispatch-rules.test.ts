@@ -17,7 +17,7 @@ import {
 import { followAttempt, retryDelayMs, rolloutExpiry, rolloutExpiryDue } from "../../src/server/domain/rollout.js";
 import { msOf, toTimestamp } from "../../src/server/domain/time.js";
 import { latenessDue, newWorkerRecord } from "../../src/server/domain/worker.js";
-import { DispatchQueue, type QueueEntry } from "../../src/server/dispatch/reactions/dispatch-queue.js";
+import { DispatchQueue, type QueueEntry, shareOf } from "../../src/server/dispatch/reactions/dispatch-queue.js";
 import { DueTimers } from "../../src/server/dispatch/timers/due-timers.js";
 import { attemptFixture, rolloutFixture, T0 } from "../fixtures.js";
 
@@ -289,5 +289,82 @@ describe("DispatchQueue", () => {
       queue.remove(next.rolloutId);
     }
     expect(taken).toEqual(["gpu-early", "any-early", "gpu-late"]);
+  });
+
+  /** Ids in server `share`'s share among `count`, and in the others', from one sequence. */
+  const idsByShare = (count: number, share: number, length: number) => {
+    const ids = Array.from({ length }, (_, i) => `ro-${i}`);
+    return { ids, mine: ids.filter((id) => shareOf(id, count) === share), theirs: ids.filter((id) => shareOf(id, count) !== share) };
+  };
+
+  it("a pick looks through `reach` entries outside the server's share for one inside it, else takes the oldest", () => {
+    const { mine, theirs } = idsByShare(3, 1, 40);
+    const queue = new DispatchQueue();
+    queue.setShare({ index: 1, count: 3 });
+    for (const id of [theirs[0]!, theirs[1]!, theirs[2]!, mine[0]!, theirs[3]!]) queue.add(entry(id));
+    expect(queue.pick(taker(), 0)?.rolloutId).toBe(theirs[0]);
+    // Reach 3: three of theirs come first, so the oldest it is.
+    expect(queue.pick(taker(), 3)?.rolloutId).toBe(theirs[0]);
+    // Reach 4: its own is found behind them.
+    expect(queue.pick(taker(), 4)?.rolloutId).toBe(mine[0]);
+    // Alone, picks are FIFO whatever the reach.
+    const alone = new DispatchQueue();
+    for (const id of [theirs[0]!, mine[0]!]) alone.add(entry(id));
+    expect(alone.pick(taker(), 50)?.rolloutId).toBe(theirs[0]);
+  });
+
+  it("three servers' passes over one queue: with shares they claim nearly disjoint rollouts, without they collide", () => {
+    const { ids } = idsByShare(3, 0, 600);
+    /** Rounds of 30 picks per server on its own index of the same queue (as Routing reaches); how many collided. */
+    const collisions = (shared: boolean) => {
+      const queues = [0, 1, 2].map((index) => {
+        const queue = new DispatchQueue();
+        if (shared) queue.setShare({ index, count: 3 });
+        for (const id of ids) queue.add(entry(id));
+        return queue;
+      });
+      let collided = 0;
+      for (let round = 0; round < 5; round++) {
+        const picked = queues.map((queue) => {
+          const taken: string[] = [];
+          for (let k = 0; k < 30; k++) {
+            const next = queue.pick(taker(), 3 * Math.max(64, k + 1))!;
+            taken.push(next.rolloutId);
+            queue.remove(next.rolloutId);
+          }
+          return taken;
+        });
+        const all = picked.flat();
+        collided += all.length - new Set(all).size;
+        // What any server took leaves every index (the dequeued event).
+        for (const queue of queues) for (const id of all) queue.remove(id);
+      }
+      return collided;
+    };
+    expect(collisions(false)).toBe(5 * 60);
+    expect(collisions(true)).toBe(0);
+  });
+
+  it("across lanes, a rollout of the share beats an older one outside it; within the share, the oldest wins", () => {
+    const { mine, theirs } = idsByShare(2, 0, 40);
+    const queue = new DispatchQueue();
+    queue.setShare({ index: 0, count: 2 });
+    queue.add(entry(theirs[0]!, { enqueuedAt: 1 }));
+    queue.add(entry(mine[1]!, { enqueuedAt: 3, requiredLabels: { gpu: "1" } }));
+    queue.add(entry(mine[0]!, { enqueuedAt: 2, requiredLabels: { zone: "a" } }));
+    const both = taker({ gpu: "1", zone: "a" });
+    const order: string[] = [];
+    for (let next = queue.pick(both, 10); next !== undefined; next = queue.pick(both, 10)) {
+      order.push(next.rolloutId);
+      queue.remove(next.rolloutId);
+    }
+    expect(order).toEqual([mine[0], mine[1], theirs[0]]);
+  });
+
+  it("refuses a share that is not a rank among its count", () => {
+    const queue = new DispatchQueue();
+    expect(() => queue.setShare({ index: 2, count: 2 })).toThrow(/invalid queue share 2 of 2/);
+    expect(() => queue.setShare({ index: 0, count: 0 })).toThrow(/invalid queue share/);
+    expect(() => queue.setShare({ index: -1, count: 3 })).toThrow(/invalid queue share/);
   });
 });

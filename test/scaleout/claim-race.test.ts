@@ -8,6 +8,7 @@ import { create } from "@bufbuild/protobuf";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { EnqueueRolloutRequestSchema } from "../../src/gen/runnerline/v1/rollout_pb.js";
 import { Coordinator } from "../../src/server/dispatch/coordinator.js";
+import { shareOf } from "../../src/server/dispatch/reactions/dispatch-queue.js";
 import type { Routing } from "../../src/server/dispatch/reactions/routing.js";
 import { systemClock } from "../../src/server/domain/time.js";
 import { PostgresBus } from "../../src/server/replicas/postgres-bus.js";
@@ -58,5 +59,49 @@ describe.skipIf(!POSTGRES_AVAILABLE)("servers racing for the same queue heads", 
     expect(assignment!.rollout!.rolloutId).toBe(ids[50]);
     expect(claims.mock.calls.length).toBe(1);
     expect(b.indexSize()).toBe(9);
+  });
+
+  it("servers that contend for the queue claim within their shares: few picks are lost to the other", async () => {
+    const schema = freshSchema("share");
+    const tag = `${process.pid}-${Date.now().toString(36)}`;
+    const a = await server(schema, `sa-${tag}`);
+    const b = await server(schema, `sb-${tag}`);
+    a.coordinator.shareQueue(0, 2);
+    b.coordinator.shareQueue(1, 2);
+    const linkA = new RecordingLink(`wa-${tag}`);
+    const linkB = new RecordingLink(`wb-${tag}`);
+    await a.coordinator.openSession(linkA, { ...OPENING, capacity: 10 }, []);
+    await b.coordinator.openSession(linkB, { ...OPENING, capacity: 10 }, []);
+
+    const ids = Array.from({ length: 60 }, (_, i) => `share-${tag}-${String(i).padStart(2, "0")}`);
+    await a.coordinator.enqueue(ids.map((rolloutId) => create(EnqueueRolloutRequestSchema, { rolloutId })));
+    await eventually(async () => b.indexSize(), (size) => size === 60);
+    // Enough of each share for ten picks apiece.
+    expect(Math.min(...[0, 1].map((share) => ids.filter((id) => shareOf(id, 2) === share).length))).toBeGreaterThanOrEqual(12);
+
+    // Each takes one rollout, and hears the other take one: they contend now. A, having heard nobody, takes the
+    // oldest; B, having heard A, the oldest of its share.
+    await a.coordinator.grantCredits(linkA, 1);
+    await eventually(async () => b.indexSize(), (size) => size === 59);
+    await b.coordinator.grantCredits(linkB, 1);
+    await eventually(async () => a.indexSize(), (size) => size === 58);
+    const firstOf = (link: RecordingLink) => link.ofCase("assignment").map((x) => x.rollout!.rolloutId);
+    expect(firstOf(linkA)).toEqual([ids[0]]);
+    expect(firstOf(linkB)).toEqual([ids.slice(1).find((id) => shareOf(id, 2) === 1)]);
+
+    const claimsA = vi.spyOn(a.store, "claimRollouts");
+    const claimsB = vi.spyOn(b.store, "claimRollouts");
+    // Both servers hand out ten credits at once, each from its own index of the same 60 rollouts.
+    await Promise.all([a.coordinator.grantCredits(linkA, 9), b.coordinator.grantCredits(linkB, 9)]);
+    const assigned = () => [...linkA.ofCase("assignment"), ...linkB.ofCase("assignment")].map((x) => x.rollout!.rolloutId);
+    await eventually(async () => assigned().length, (n) => n === 20);
+    expect(new Set(assigned()).size).toBe(20);
+    // Picks a claim found taken by the other server (without shares, both pick the same nine oldest, and one server
+    // loses all nine).
+    const spies = [claimsA, claimsB];
+    const asked = spies.flatMap((spy) => spy.mock.calls.map(([request]) => request.rolloutIds.length));
+    const got = await Promise.all(spies.flatMap((spy) => spy.mock.results.map(async (result) => (await result.value).claimed.length)));
+    const lost = asked.reduce((x, y) => x + y, 0) - got.reduce((x, y) => x + y, 0);
+    expect(lost).toBeLessThanOrEqual(1);
   });
 });

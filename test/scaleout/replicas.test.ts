@@ -329,7 +329,8 @@ describe.skipIf(!POSTGRES_AVAILABLE)("three replicas on one PostgreSQL database"
     // Enqueued one after another through different replicas, before any runner can take them.
     const low = [await enqueue(A, "order"), await enqueue(B, "order"), await enqueue(C, "order")];
     const high = [await enqueue(B, "order", { priority: 5 }), await enqueue(A, "order", { priority: 5 })];
-    // Order across replicas holds once each enqueue has reached the others (milliseconds; docs/scaleout.md, Limits).
+    // Order across replicas holds once each enqueue has reached the others (milliseconds), and exactly while no other
+    // replica is claiming (none has for 250 ms here; docs/scaleout.md, Limits).
     await sleep(300);
     const { session: runner } = await session(C, "order-runner", { suite: "order" });
     const order: string[] = [];

@@ -365,6 +365,15 @@ export class Coordinator {
 
   // ---- other servers on the same store -------------------------------------
 
+  /**
+   * This server's rank among the `count` live servers sharing the store: its
+   * picks prefer rollouts in its share of the queue (QueueShare), so that the
+   * servers do not all claim the same oldest rollouts at once.
+   */
+  shareQueue(index: number, count: number) {
+    this.routing.setShare({ index, count });
+  }
+
   /** Sessions held by a server that died (the fleet's leader finds them): see Recovery.adoptOrphanedSessions. */
   adoptOrphanedSessions(orphans: readonly { workerId: string; epoch: number }[]): Promise<void> {
     return this.recovery.adoptOrphanedSessions(orphans);

@@ -27,7 +27,20 @@ export interface OrphanedSession {
  * leader runs the fleet's chores once for all: it finds sessions held by
  * dead servers, and runs retention.
  */
+/**
+ * A server's heartbeat: its row upserted, and the ids of the live servers
+ * (the statement's snapshot does not see its own upsert, so this server's id
+ * comes from RETURNING).
+ */
+const BEAT_SQL =
+  "WITH me AS (INSERT INTO replicas (replica_id, started_time, heartbeat_time) VALUES ($1, $2, $2) " +
+  "ON CONFLICT (replica_id) DO UPDATE SET heartbeat_time = $2 RETURNING replica_id) " +
+  "SELECT replica_id FROM me UNION SELECT replica_id FROM replicas WHERE heartbeat_time >= $3 AND replica_id <> $1";
+
 export class PostgresReplicas {
+  private onLive: ((index: number, count: number) => void) | undefined;
+  /** The live servers' ids, sorted, as last read. */
+  private live: string[] = [];
   private readonly pool: pg.Pool;
   private leaderClient: pg.PoolClient | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
@@ -49,22 +62,14 @@ export class PostgresReplicas {
   /** Registers this server; it then keeps its row fresh and tries for leadership. */
   async start() {
     const now = this.options.now();
-    await this.pool.query(
-      "INSERT INTO replicas (replica_id, started_time, heartbeat_time) VALUES ($1, $2, $2) ON CONFLICT (replica_id) DO UPDATE SET heartbeat_time = $2",
-      [this.options.replicaId, now],
-    );
+    await this.beat(now);
     this.healthySince = now;
     this.heartbeat = setInterval(() => {
       const at = this.options.now();
-      this.pool
-        .query(
-          "INSERT INTO replicas (replica_id, started_time, heartbeat_time) VALUES ($1, $2, $2) ON CONFLICT (replica_id) DO UPDATE SET heartbeat_time = $2",
-          [this.options.replicaId, at],
-        )
-        .then(
-          () => (this.healthySince ??= at),
-          () => (this.healthySince = undefined),
-        );
+      this.beat(at).then(
+        () => (this.healthySince ??= at),
+        () => (this.healthySince = undefined),
+      );
     }, this.heartbeatMs);
     this.heartbeat.unref();
     const tryLead = () => {
@@ -73,6 +78,25 @@ export class PostgresReplicas {
     this.leaderTry = setInterval(tryLead, 2 * this.heartbeatMs);
     this.leaderTry.unref();
     tryLead();
+  }
+
+  /**
+   * Marks this server alive, and learns which servers are (this one and those
+   * seen within deadAfterMs, by id): the servers' ranks for QueueShare.
+   */
+  private async beat(now: number) {
+    const { rows } = await this.pool.query<{ replica_id: string }>(BEAT_SQL, [this.options.replicaId, now, now - this.deadAfterMs]);
+    const live = rows.map((row) => row.replica_id).sort();
+    if (live.join(" ") !== this.live.join(" ")) {
+      this.live = live;
+      this.onLive?.(live.indexOf(this.options.replicaId), live.length);
+    }
+  }
+
+  /** Tells `handler` this server's rank among the live servers and their number: now, and whenever the set changes. */
+  followLive(handler: (index: number, count: number) => void) {
+    this.onLive = handler;
+    if (this.live.length > 0) handler(this.live.indexOf(this.options.replicaId), this.live.length);
   }
 
   /** Whether this server holds the leader's lock now. */

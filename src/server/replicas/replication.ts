@@ -43,8 +43,13 @@ export class Replication {
     return this.replicas.isLeader();
   }
 
-  /** While leading: sessions held by servers that died are detached, as lost streams. */
+  /**
+   * Sessions held by servers that died are detached, as lost streams (while
+   * leading); and the coordinator learns its rank among the live servers,
+   * each time the set changes, for its share of the queue.
+   */
   startChores(coordinator: Coordinator) {
+    this.replicas.followLive((index, count) => coordinator.shareQueue(index, count));
     let running = false;
     this.chores = setInterval(() => {
       if (running || !this.replicas.isLeader()) return;

@@ -22,6 +22,41 @@ interface Slot {
   readonly entry: QueueEntry;
   readonly seq: number;
   removed: boolean;
+  /** hashOf(rolloutId), worked out the first time a shared queue looks at it (-1 until then). */
+  hash: number;
+}
+
+/**
+ * Servers sharing a store each index the whole queue; left alone, they all
+ * pick its oldest entries at once, and all but one lose each claim and pick
+ * again (in the three-replica bench, more than half of all picks). Each
+ * prefers its own share instead — the rollouts whose id hashes to its rank
+ * among the live servers — looking through at most `reach` takeable entries
+ * outside it for one inside it before taking the oldest. The reach is the
+ * caller's (Routing): none while no other server is claiming, so that order
+ * is exact FIFO when it can be; a bounded one while others claim too. An
+ * entry is then overtaken only by entries within that reach.
+ */
+export interface QueueShare {
+  /** This server's rank among the live servers (0-based). */
+  readonly index: number;
+  /** How many servers share the queue; 1: no preference (exact FIFO). */
+  readonly count: number;
+}
+
+/** The most entries outside its share one pick looks through (a pass of thousands of picks stays linear). */
+export const MAX_SHARE_REACH = 4096;
+
+/** FNV-1a over the id's UTF-16 code units: the same share for the same id on every server. */
+export function hashOf(rolloutId: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < rolloutId.length; i++) hash = Math.imul(hash ^ rolloutId.charCodeAt(i), 0x01000193);
+  return hash >>> 0;
+}
+
+/** Which server's share a rollout is in, among `count`. */
+export function shareOf(rolloutId: string, count: number): number {
+  return hashOf(rolloutId) % count;
 }
 
 /**
@@ -71,14 +106,35 @@ class Lane {
     }
   }
 
-  /** The oldest live slot for which `accept` holds; stops early once past `before`. */
-  first(accept: (entry: QueueEntry) => boolean, before: number): Slot | undefined {
+  /**
+   * The oldest live slot for which `accept` holds; stops early once past
+   * `before`. With a share of several servers and a reach, the oldest such
+   * slot in the share, if one comes before `reach` accepted slots outside it
+   * (else the oldest).
+   */
+  first(accept: (entry: QueueEntry) => boolean, before: number, share: QueueShare, reach: number): Slot | undefined {
+    if (share.count > 1 && reach > 0) return this.firstOfShare(accept, before, share, reach);
     for (let i = this.head; i < this.slots.length; i++) {
       const slot = this.slots[i]!;
       if (slot.seq > before) return undefined;
       if (!slot.removed && accept(slot.entry)) return slot;
     }
     return undefined;
+  }
+
+  private firstOfShare(accept: (entry: QueueEntry) => boolean, before: number, share: QueueShare, reach: number): Slot | undefined {
+    let oldest: Slot | undefined;
+    let seen = 0;
+    for (let i = this.head; i < this.slots.length && seen < reach; i++) {
+      const slot = this.slots[i]!;
+      if (slot.seq > before) break;
+      if (slot.removed || !accept(slot.entry)) continue;
+      if (slot.hash < 0) slot.hash = hashOf(slot.entry.rolloutId);
+      if (slot.hash % share.count === share.index) return slot;
+      oldest ??= slot;
+      seen += 1;
+    }
+    return oldest;
   }
 }
 
@@ -97,7 +153,9 @@ export interface Taker {
  * number of distinct label sets, never with the number of queued rollouts
  * (except for entries the worker itself already ran, which it skips).
  * Within a priority, the oldest entry among the lanes the worker may serve
- * wins, so order is FIFO within what a runner may take.
+ * wins, so order is FIFO within what a runner may take (on servers sharing
+ * a store and claiming at once, first within this server's share:
+ * QueueShare).
  */
 export class DispatchQueue {
   /** Priorities, highest first, each with its lanes by label-set key. */
@@ -106,6 +164,7 @@ export class DispatchQueue {
   private nextSeq = 0;
   /** Places within one millisecond for entries that carry enqueuedAt: 4,096 of them fit a double's precision. */
   private withinMs = 0;
+  private share: QueueShare = { index: 0, count: 1 };
 
   get size() {
     return this.slotOf.size;
@@ -123,7 +182,7 @@ export class DispatchQueue {
     let lane = lanes.get(key);
     if (lane === undefined) lanes.set(key, (lane = new Lane(entry.requiredLabels)));
     const seq = entry.enqueuedAt === undefined ? this.nextSeq++ : entry.enqueuedAt + (this.withinMs++ & 4095) / 4096;
-    const slot: Slot = { entry, seq, removed: false };
+    const slot: Slot = { entry, seq, removed: false, hash: -1 };
     lane.push(slot);
     this.slotOf.set(entry.rolloutId, { lane, slot });
   }
@@ -137,14 +196,36 @@ export class DispatchQueue {
     return true;
   }
 
-  /** The entry `taker` should get next (left in the queue), or undefined. */
-  pick(taker: Taker): QueueEntry | undefined {
+  /** This server's share of a queue several servers take from (QueueShare); {0, 1} alone. */
+  setShare(share: QueueShare) {
+    if (!Number.isInteger(share.count) || share.count < 1 || !Number.isInteger(share.index) || share.index < 0 || share.index >= share.count) {
+      throw new Error(`invalid queue share ${share.index} of ${share.count}`);
+    }
+    this.share = share;
+  }
+
+  /**
+   * The entry `taker` should get next (left in the queue), or undefined;
+   * `reach`: how many entries outside this server's share it may look through
+   * for one inside it (QueueShare; 0: the oldest, whatever its share).
+   */
+  pick(taker: Taker, reach = 0): QueueEntry | undefined {
     const accept = (entry: QueueEntry) => !entry.ranOn.has(taker.workerId) || taker.mayRetake(entry);
+    const share = this.share;
+    reach = share.count > 1 ? Math.min(MAX_SHARE_REACH, reach) : 0;
     for (const { lanes } of this.priorities) {
       let best: Slot | undefined;
+      // Whether best is in this server's share (or none is sought): one in the share beats an older one outside it.
+      let bestOwn = false;
       for (const lane of lanes.values()) {
         if (!labelsMatch(lane.labels, taker.labels)) continue;
-        best = lane.first(accept, best === undefined ? Infinity : best.seq) ?? best;
+        const found = lane.first(accept, bestOwn ? best!.seq : Infinity, share, reach);
+        if (found === undefined) continue;
+        const own = reach === 0 || found.hash % share.count === share.index;
+        if (best === undefined || (own && !bestOwn) || (own === bestOwn && found.seq < best.seq)) {
+          best = found;
+          bestOwn = own;
+        }
       }
       if (best !== undefined) return best.entry;
     }

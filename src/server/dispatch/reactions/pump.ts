@@ -59,10 +59,12 @@ export class Pump {
 
   private async pumpPicks(now: Millis, fx: Effects) {
     const picks = new Map<LiveSession, QueueEntry[]>();
+    let picked = 0;
     this.sessions.serveRoundRobin(
       (session) => {
-        const entry = this.routing.pickFor(session.link.workerId, session.labels, now);
+        const entry = this.routing.pickFor(session.link.workerId, session.labels, now, picked);
         if (entry === undefined) return false;
+        picked += 1;
         this.routing.take(entry);
         const list = picks.get(session);
         if (list === undefined) picks.set(session, [entry]);

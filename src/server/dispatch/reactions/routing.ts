@@ -5,12 +5,21 @@ import { type Labels, labelsMatch } from "../../domain/labels.js";
 import { dispatchableAt } from "../../domain/rollout.js";
 import { type Millis, msOf } from "../../domain/time.js";
 import type { WorkerRecord } from "../../domain/worker.js";
-import { DispatchQueue, type QueueEntry } from "./dispatch-queue.js";
+import { DispatchQueue, type QueueEntry, type QueueShare } from "./dispatch-queue.js";
 import type { SessionRegistry } from "../sessions/registry.js";
 import type { Watchdog } from "../timers/watchdog.js";
 
 /** The workers that ran a rollout never dispatched. */
 const NOBODY: ReadonlySet<string> = new Set();
+
+/** Servers contend for the queue while another one's claims were heard this recently (ms). */
+const CONTENDED_MS = 250;
+/**
+ * While they contend, a pick looks for its own share through at least this
+ * many entries per server: about what the others take while its claim is on
+ * its way (a pass of more picks reaches further).
+ */
+const MIN_PASS = 64;
 
 /**
  * Which queued rollout may go to which worker, as this server knows it: the
@@ -31,6 +40,9 @@ export class Routing {
   private readonly cordoned = new Set<string>();
   /** Sessions other servers sharing the store hold (worker → labels), for retry-elsewhere. */
   private remoteSessions = new Map<string, Labels>();
+  /** How many servers share the queue (QueueShare), and until when they contend for it (othersClaimed). */
+  private shareCount = 1;
+  private contendedUntil = -Infinity;
 
   constructor(
     private readonly sessions: SessionRegistry,
@@ -114,14 +126,35 @@ export class Routing {
     for (const entry of entries) this.queue.add(entry);
   }
 
-  /** The queued rollout `workerId` should get now, if any (it stays queued until taken). */
-  pickFor(workerId: string, labels: Labels, now: Millis): QueueEntry | undefined {
+  /** This server's share of a queue several servers take from (DispatchQueue, QueueShare). */
+  setShare(share: QueueShare) {
+    this.queue.setShare(share);
+    this.shareCount = share.count;
+  }
+
+  /** Another server sharing the store took rollouts from the queue (its `dequeued` event): the servers contend. */
+  othersClaimed(now: Millis) {
+    this.contendedUntil = now + CONTENDED_MS;
+  }
+
+  /**
+   * The queued rollout `workerId` should get now, if any (it stays queued
+   * until taken); `picksBefore`: the picks its pump pass made before. While
+   * other servers claim too, a pick looks first within this server's share
+   * of the queue, as far as the servers would together take in a pass
+   * (QueueShare); otherwise it takes the oldest, in exact FIFO order.
+   */
+  pickFor(workerId: string, labels: Labels, now: Millis, picksBefore = 0): QueueEntry | undefined {
     if (this.queue.size === 0 || !this.mayTakeWork(workerId, now)) return undefined;
-    return this.queue.pick({
-      workerId,
-      labels,
-      mayRetake: (entry) => now >= entry.avoidUntil || !this.anotherCouldTake(entry, workerId, now),
-    });
+    const reach = now < this.contendedUntil ? this.shareCount * Math.max(MIN_PASS, picksBefore + 1) : 0;
+    return this.queue.pick(
+      {
+        workerId,
+        labels,
+        mayRetake: (entry) => now >= entry.avoidUntil || !this.anotherCouldTake(entry, workerId, now),
+      },
+      reach,
+    );
   }
 
   // ---- where rollouts ran ----------------------------------------------------

@@ -59,8 +59,10 @@ export class ReplicaEvents {
         this.learnQueued(event.ids).catch(failed);
         break;
       case "dequeued":
-        // Taken (or cancelled) elsewhere: out of this server's index, so its claims go to rollouts still queued.
+        // Taken (or cancelled) elsewhere: out of this server's index, so its claims go to rollouts still queued; and
+        // while others claim, this server's picks look first within its share of the queue.
         for (const id of event.ids) this.routing.remove(id);
+        this.routing.othersClaimed(this.clock.now());
         break;
       case "finished":
         for (const id of event.ids) this.turn.wakeFinishWaiters(id);
