@@ -87,6 +87,30 @@ describe.each(STORES)("store operations on the %s store", (_, makeStore) => {
     await store.close();
   });
 
+  it("reads the attempts of several rollouts at once, each rollout's oldest first", async () => {
+    const store = await makeStore();
+    const retried = newRollout(create(EnqueueRolloutRequestSchema, { config: { maxAttempts: 2, retryOn: [AttemptStatus.FAILED] } }), "ro-r", T0);
+    await store.enqueueRollouts([retried, queued("ro-b"), queued("ro-never")]);
+    const epoch = await withSession(store);
+    const claim = (rolloutIds: string[]) => store.claimRollouts({ ...context, workerId: "w-1", epoch, rolloutIds, newAttemptId });
+    const [first] = (await claim(["ro-r"])).claimed;
+    const fail = (attempt: Parameters<typeof applyReport>[0]) => applyReport(attempt, { status: AttemptStatus.FAILED, errorMessage: "x" }, T0);
+    await store.changeAttempt(first!.attempt.attemptId, { workerId: "w-1", epoch }, fail, context);
+    const [second] = (await claim(["ro-r"])).claimed;
+    const [other] = (await claim(["ro-b"])).claimed;
+    expect(second?.attempt.sequenceId).toBe(2);
+
+    const found = await store.attemptsOfRollouts(["ro-r", "ro-b", "ro-never", "ro-missing", "ro-r"]);
+    expect([...found.keys()].sort()).toEqual(["ro-b", "ro-r"]);
+    expect(found.get("ro-r")!.map((a) => [a.attemptId, a.sequenceId, AttemptStatus[a.status]])).toEqual([
+      [first!.attempt.attemptId, 1, "FAILED"],
+      [second!.attempt.attemptId, 2, "PREPARING"],
+    ]);
+    expect(found.get("ro-b")!.map((a) => a.attemptId)).toEqual([other!.attempt.attemptId]);
+    expect((await store.attemptsOfRollouts([])).size).toBe(0);
+    await store.close();
+  });
+
   it("enqueueing a taken id is ALREADY_EXISTS and adds none of the batch", async () => {
     const store = await makeStore();
     await store.enqueueRollouts([queued("ro-a")]);

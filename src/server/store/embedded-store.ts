@@ -67,6 +67,16 @@ export class EmbeddedStore implements Store {
     return this.tables.listAttempts(query);
   }
 
+  async attemptsOfRollouts(rolloutIds: readonly string[]): Promise<Map<string, Attempt[]>> {
+    const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], offset: 0, limit: Number.MAX_SAFE_INTEGER };
+    const found = new Map<string, Attempt[]>();
+    for (const rolloutId of new Set(rolloutIds)) {
+      const { items } = this.tables.listAttempts({ filter: { rolloutId, workerId: "", statuses: [] }, ...bySequence });
+      if (items.length > 0) found.set(rolloutId, items);
+    }
+    return found;
+  }
+
   async getWorker(workerId: string): Promise<WorkerRecord | undefined> {
     return this.tables.getWorker(workerId);
   }

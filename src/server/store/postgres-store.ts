@@ -163,6 +163,22 @@ export class PostgresStore implements Store {
     return this.page("attempts", "message", ATTEMPT_SORT_FIELDS, where, query, attemptOf, (a) => matchesAttempt(query.filter, a));
   }
 
+  async attemptsOfRollouts(rolloutIds: readonly string[]): Promise<Map<string, Attempt[]>> {
+    const found = new Map<string, Attempt[]>();
+    if (rolloutIds.length === 0) return found;
+    const { rows } = await this.query(
+      "SELECT rollout_id, message FROM attempts WHERE rollout_id = ANY($1::text[]) ORDER BY rollout_id, sequence_id",
+      [[...new Set(rolloutIds)]],
+    );
+    for (const row of rows) {
+      const attempt = attemptOf(row);
+      const list = found.get(attempt.rolloutId);
+      if (list === undefined) found.set(attempt.rolloutId, [attempt]);
+      else list.push(attempt);
+    }
+    return found;
+  }
+
   async getWorker(workerId: string): Promise<WorkerRecord | undefined> {
     const { rows } = await this.query(`SELECT ${WORKER_READ} FROM workers WHERE worker_id = $1`, [workerId]);
     return rows[0] === undefined ? undefined : this.held.remember(this.held.overlay(workerOf(rows[0])));

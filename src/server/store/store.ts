@@ -45,6 +45,8 @@ export interface Store {
   listRollouts(query: ListQuery<RolloutFilter>): Promise<Page<Rollout>>;
   getAttempt(attemptId: string): Promise<Attempt | undefined>;
   listAttempts(query: ListQuery<AttemptFilter>): Promise<Page<Attempt>>;
+  /** Every attempt of the given rollouts, by rollout id, each rollout's oldest first (one read, whatever their number). */
+  attemptsOfRollouts(rolloutIds: readonly string[]): Promise<Map<string, Attempt[]>>;
   getWorker(workerId: string): Promise<WorkerRecord | undefined>;
   listWorkers(query: ListQuery<WorkerFilter>): Promise<Page<Worker>>;
   workersWithStatus(statuses: WorkerStatus[]): Promise<WorkerRecord[]>;

@@ -10,7 +10,6 @@ import type { SessionRegistry } from "../sessions/registry.js";
 import type { Watchdog } from "../timers/watchdog.js";
 import { Effects } from "../turn/effects.js";
 import type { Turn } from "../turn/turn.js";
-import { EVERYTHING } from "./recovery.js";
 
 export interface ReplicaEventsOptions {
   turn: Turn;
@@ -95,18 +94,24 @@ export class ReplicaEvents {
     }
   }
 
-  /** Rollouts another server queued: into this server's index, then to its waiting runners. */
+  /**
+   * Rollouts another server queued: into this server's index, then to its
+   * waiting runners. Two reads whatever their number: the rollouts, then the
+   * attempts of those that ran before (a retry keeps away from where it ran).
+   */
   private async learnQueued(rolloutIds: readonly string[]) {
     const now = this.clock.now();
     const unknown = rolloutIds.filter((id) => !this.routing.has(id));
-    for (const rollout of unknown.length === 0 ? [] : await this.store.getRollouts(unknown)) {
-      if (!isRolloutQueued(rollout.status) || this.routing.has(rollout.rolloutId)) continue;
+    const queued = (unknown.length === 0 ? [] : await this.store.getRollouts(unknown)).filter((r) => isRolloutQueued(r.status));
+    const retried = queued.filter((r) => r.attemptCount > 0).map((r) => r.rolloutId);
+    const attemptsOf = retried.length === 0 ? new Map<string, Attempt[]>() : await this.store.attemptsOfRollouts(retried);
+    for (const rollout of queued) {
+      if (this.routing.has(rollout.rolloutId)) continue;
       let latest: Attempt | undefined;
       if (rollout.attemptCount > 0) {
-        const bySequence = { orderBy: [{ field: "sequence_id", descending: false }], ...EVERYTHING };
-        const attempts = await this.store.listAttempts({ filter: { rolloutId: rollout.rolloutId, workerId: "", statuses: [] }, ...bySequence });
-        if (maxAttempts(rollout) > 1) this.routing.setRanOn(rollout.rolloutId, attempts.items.map((a) => a.workerId));
-        latest = attempts.items.find((a) => a.attemptId === rollout.latestAttemptId);
+        const attempts = attemptsOf.get(rollout.rolloutId) ?? [];
+        if (maxAttempts(rollout) > 1) this.routing.setRanOn(rollout.rolloutId, attempts.map((a) => a.workerId));
+        latest = attempts.find((a) => a.attemptId === rollout.latestAttemptId);
       }
       this.routing.add(rollout, latest, now);
       this.watchdog.rolloutClock(rollout);
