@@ -374,6 +374,11 @@ export class Coordinator {
     this.routing.setShare({ index, count });
   }
 
+  /** Runner sessions this server holds now. */
+  sessionCount(): number {
+    return this.sessions.size;
+  }
+
   /** Sessions held by a server that died (the fleet's leader finds them): see Recovery.adoptOrphanedSessions. */
   adoptOrphanedSessions(orphans: readonly { workerId: string; epoch: number }[]): Promise<void> {
     return this.recovery.adoptOrphanedSessions(orphans);

@@ -28,18 +28,22 @@ export interface OrphanedSession {
  * dead servers, and runs retention.
  */
 /**
- * A server's heartbeat: its row upserted, and the ids of the live servers
- * (the statement's snapshot does not see its own upsert, so this server's id
- * comes from RETURNING).
+ * A server's heartbeat: its row upserted with the runner sessions it holds,
+ * and the ids of the live servers that hold sessions (the statement's
+ * snapshot does not see its own upsert, so this server's row comes from
+ * RETURNING).
  */
 const BEAT_SQL =
-  "WITH me AS (INSERT INTO replicas (replica_id, started_time, heartbeat_time) VALUES ($1, $2, $2) " +
-  "ON CONFLICT (replica_id) DO UPDATE SET heartbeat_time = $2 RETURNING replica_id) " +
-  "SELECT replica_id FROM me UNION SELECT replica_id FROM replicas WHERE heartbeat_time >= $3 AND replica_id <> $1";
+  "WITH me AS (INSERT INTO replicas (replica_id, started_time, heartbeat_time, sessions) VALUES ($1, $2, $2, $4) " +
+  "ON CONFLICT (replica_id) DO UPDATE SET heartbeat_time = $2, sessions = $4 RETURNING replica_id, sessions) " +
+  "SELECT replica_id FROM me WHERE sessions > 0 UNION " +
+  "SELECT replica_id FROM replicas WHERE heartbeat_time >= $3 AND sessions > 0 AND replica_id <> $1";
 
 export class PostgresReplicas {
   private onLive: ((index: number, count: number) => void) | undefined;
-  /** The live servers' ids, sorted, as last read. */
+  /** How many runner sessions this server holds now (written with each heartbeat). */
+  private sessions: () => number = () => 0;
+  /** The ids of the live servers holding sessions, sorted, as last read. */
   private live: string[] = [];
   private readonly pool: pg.Pool;
   private leaderClient: pg.PoolClient | undefined;
@@ -81,22 +85,39 @@ export class PostgresReplicas {
   }
 
   /**
-   * Marks this server alive, and learns which servers are (this one and those
-   * seen within deadAfterMs, by id): the servers' ranks for QueueShare.
+   * Marks this server alive with the sessions it holds, and learns which
+   * servers holding sessions are (seen within deadAfterMs, by id): the ranks
+   * for QueueShare.
    */
   private async beat(now: number) {
-    const { rows } = await this.pool.query<{ replica_id: string }>(BEAT_SQL, [this.options.replicaId, now, now - this.deadAfterMs]);
+    const { rows } = await this.pool.query<{ replica_id: string }>(BEAT_SQL, [
+      this.options.replicaId,
+      now,
+      now - this.deadAfterMs,
+      this.sessions(),
+    ]);
     const live = rows.map((row) => row.replica_id).sort();
     if (live.join(" ") !== this.live.join(" ")) {
       this.live = live;
-      this.onLive?.(live.indexOf(this.options.replicaId), live.length);
+      this.tellLive();
     }
   }
 
-  /** Tells `handler` this server's rank among the live servers and their number: now, and whenever the set changes. */
-  followLive(handler: (index: number, count: number) => void) {
+  /** This server's rank among the live servers holding sessions, and their number; {0, 1} while it holds none. */
+  private tellLive() {
+    const index = this.live.indexOf(this.options.replicaId);
+    this.onLive?.(index < 0 ? 0 : index, index < 0 ? 1 : this.live.length);
+  }
+
+  /**
+   * Writes `sessions()` with each heartbeat, and tells `handler` this server's
+   * rank among the live servers holding sessions and their number: now, and
+   * whenever that set changes.
+   */
+  followLive(sessions: () => number, handler: (index: number, count: number) => void) {
+    this.sessions = sessions;
     this.onLive = handler;
-    if (this.live.length > 0) handler(this.live.indexOf(this.options.replicaId), this.live.length);
+    this.tellLive();
   }
 
   /** Whether this server holds the leader's lock now. */

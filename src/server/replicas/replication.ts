@@ -45,11 +45,15 @@ export class Replication {
 
   /**
    * Sessions held by servers that died are detached, as lost streams (while
-   * leading); and the coordinator learns its rank among the live servers,
-   * each time the set changes, for its share of the queue.
+   * leading); and the coordinator learns its rank among the live servers
+   * that hold runner sessions, each time that set changes, for its share of
+   * the queue.
    */
   startChores(coordinator: Coordinator) {
-    this.replicas.followLive((index, count) => coordinator.shareQueue(index, count));
+    this.replicas.followLive(
+      () => coordinator.sessionCount(),
+      (index, count) => coordinator.shareQueue(index, count),
+    );
     let running = false;
     this.chores = setInterval(() => {
       if (running || !this.replicas.isLeader()) return;

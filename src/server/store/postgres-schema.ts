@@ -90,6 +90,11 @@ export const PG_MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE workers ADD COLUMN cordoned boolean NOT NULL DEFAULT false;
   `,
+  // 3: how many runner sessions each server holds, written with its heartbeat: the servers that hold sessions share
+  // the queue (dispatch-queue.ts, QueueShare); one without runners takes no share.
+  `
+  ALTER TABLE replicas ADD COLUMN sessions integer NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
