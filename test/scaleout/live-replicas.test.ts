@@ -29,7 +29,7 @@ describe.skipIf(!POSTGRES_AVAILABLE)("live replicas", () => {
     const sessions = new Map<string, number>();
     const replica = async (replicaId: string, holding: number) => {
       sessions.set(replicaId, holding);
-      const replicas = new PostgresReplicas({ url, replicaId, heartbeatMs: 50, deadAfterMs: 1_000, now: Date.now, log: () => {} });
+      const replicas = new PostgresReplicas({ url, replicaId, heartbeatMs: 50, deadAfterMs: 5_000, now: Date.now, log: () => {} });
       await replicas.start();
       replicas.followLive(
         () => sessions.get(replicaId)!,
@@ -61,7 +61,8 @@ describe.skipIf(!POSTGRES_AVAILABLE)("live replicas", () => {
     expect(all()).toEqual([0, 1, 2].map((index) => ({ index, count: 3 })));
 
     await first.close();
-    await eventually(async () => heard.get("rp-b"), (b) => b?.count === 2);
+    // Each hears it at its own next heartbeat.
+    await eventually(async () => all(), ([, b, c]) => b?.count === 2 && c?.count === 2);
     expect([heard.get("rp-b"), heard.get("rp-c")]).toEqual([
       { index: 0, count: 2 },
       { index: 1, count: 2 },
