@@ -297,16 +297,16 @@ describe("DispatchQueue", () => {
     return { ids, mine: ids.filter((id) => shareOf(id, count) === share), theirs: ids.filter((id) => shareOf(id, count) !== share) };
   };
 
-  it("a pick looks through `reach` entries outside the server's share for one inside it, else takes the oldest", () => {
+  it("a pick looks through `reach` × servers entries outside the server's share for one inside it, else takes the oldest", () => {
     const { mine, theirs } = idsByShare(3, 1, 40);
     const queue = new DispatchQueue();
     queue.setShare({ index: 1, count: 3 });
     for (const id of [theirs[0]!, theirs[1]!, theirs[2]!, mine[0]!, theirs[3]!]) queue.add(entry(id));
     expect(queue.pick(taker(), 0)?.rolloutId).toBe(theirs[0]);
-    // Reach 3: three of theirs come first, so the oldest it is.
-    expect(queue.pick(taker(), 3)?.rolloutId).toBe(theirs[0]);
-    // Reach 4: its own is found behind them.
-    expect(queue.pick(taker(), 4)?.rolloutId).toBe(mine[0]);
+    // Reach 1 per server (3): three of theirs come first, so the oldest it is.
+    expect(queue.pick(taker(), 1)?.rolloutId).toBe(theirs[0]);
+    // Reach 2 per server (6): its own is found behind them.
+    expect(queue.pick(taker(), 2)?.rolloutId).toBe(mine[0]);
     // Alone, picks are FIFO whatever the reach.
     const alone = new DispatchQueue();
     for (const id of [theirs[0]!, mine[0]!]) alone.add(entry(id));
@@ -328,7 +328,7 @@ describe("DispatchQueue", () => {
         const picked = queues.map((queue) => {
           const taken: string[] = [];
           for (let k = 0; k < 30; k++) {
-            const next = queue.pick(taker(), 3 * Math.max(64, k + 1))!;
+            const next = queue.pick(taker(), Math.max(64, k + 1))!;
             taken.push(next.rolloutId);
             queue.remove(next.rolloutId);
           }

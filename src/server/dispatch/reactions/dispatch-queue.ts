@@ -206,13 +206,14 @@ export class DispatchQueue {
 
   /**
    * The entry `taker` should get next (left in the queue), or undefined;
-   * `reach`: how many entries outside this server's share it may look through
-   * for one inside it (QueueShare; 0: the oldest, whatever its share).
+   * `reachPerServer` × the servers sharing the queue: how many entries outside
+   * this server's share it may look through for one inside it (QueueShare; 0:
+   * the oldest, whatever its share).
    */
-  pick(taker: Taker, reach = 0): QueueEntry | undefined {
+  pick(taker: Taker, reachPerServer = 0): QueueEntry | undefined {
     const accept = (entry: QueueEntry) => !entry.ranOn.has(taker.workerId) || taker.mayRetake(entry);
     const share = this.share;
-    reach = share.count > 1 ? Math.min(MAX_SHARE_REACH, reach) : 0;
+    const reach = share.count > 1 ? Math.min(MAX_SHARE_REACH, reachPerServer * share.count) : 0;
     for (const { lanes } of this.priorities) {
       let best: Slot | undefined;
       // Whether best is in this server's share (or none is sought): one in the share beats an older one outside it.

@@ -40,8 +40,7 @@ export class Routing {
   private readonly cordoned = new Set<string>();
   /** Sessions other servers sharing the store hold (worker → labels), for retry-elsewhere. */
   private remoteSessions = new Map<string, Labels>();
-  /** How many servers share the queue (QueueShare), and until when they contend for it (othersClaimed). */
-  private shareCount = 1;
+  /** Until when servers sharing the store contend for the queue (othersClaimed). */
   private contendedUntil = -Infinity;
 
   constructor(
@@ -129,7 +128,6 @@ export class Routing {
   /** This server's share of a queue several servers take from (DispatchQueue, QueueShare). */
   setShare(share: QueueShare) {
     this.queue.setShare(share);
-    this.shareCount = share.count;
   }
 
   /** Another server sharing the store took rollouts from the queue (its `dequeued` event): the servers contend. */
@@ -146,14 +144,14 @@ export class Routing {
    */
   pickFor(workerId: string, labels: Labels, now: Millis, picksBefore = 0): QueueEntry | undefined {
     if (this.queue.size === 0 || !this.mayTakeWork(workerId, now)) return undefined;
-    const reach = now < this.contendedUntil ? this.shareCount * Math.max(MIN_PASS, picksBefore + 1) : 0;
+    const reachPerServer = now < this.contendedUntil ? Math.max(MIN_PASS, picksBefore + 1) : 0;
     return this.queue.pick(
       {
         workerId,
         labels,
         mayRetake: (entry) => now >= entry.avoidUntil || !this.anotherCouldTake(entry, workerId, now),
       },
-      reach,
+      reachPerServer,
     );
   }
 
